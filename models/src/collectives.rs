@@ -1,0 +1,1 @@
+//! Collective algorithms lowered to flows in a `TaskGraph`.

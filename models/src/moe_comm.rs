@@ -1,0 +1,1 @@
+//! MoE dispatch and combine the way DeepEP does them, lowered to flows.

@@ -1,0 +1,398 @@
+//! The `TaskGraph` IR: per-rank streams of tasks with dependencies.
+//!
+//! A task is a kernel on a device, a communication (one or more fluid flows
+//! over routed paths, optionally holding compute units on a device while it
+//! runs) or a fixed delay. Tasks in one stream run in the order they were
+//! added; `add_dep` adds ordering across streams and ranks. Labels are
+//! interned so a graph with millions of tasks stays small; flows and paths
+//! live in flat arenas for the same reason.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::error::SimError;
+use crate::platform::{DeviceId, LinkId, Platform};
+use crate::time::SimDuration;
+
+/// Index of a task in [`TaskGraph::tasks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(pub u32);
+
+/// Index of a stream in [`TaskGraph::streams`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(pub u32);
+
+/// Index of a routed path (a list of directed links) in the graph's path arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PathId(pub u32);
+
+/// Index of an interned label string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LabelId(pub u32);
+
+/// What a task counts as in statistics (compute vs communication overlap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TaskClass {
+    Compute,
+    Communication,
+    /// Memory traffic that is neither arithmetic nor network (copies, casts).
+    Memory,
+    /// Waits, markers and joins.
+    Other,
+}
+
+impl TaskClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskClass::Compute => "compute",
+            TaskClass::Communication => "communication",
+            TaskClass::Memory => "memory",
+            TaskClass::Other => "other",
+        }
+    }
+}
+
+/// How many compute units a kernel uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitDemand {
+    /// Shares the units nobody holds with the other sharing kernels, using at
+    /// most `max_units` (its CTA count).
+    Share { max_units: u32 },
+    /// Holds exactly this many units while it runs (communication kernels).
+    Hold(u32),
+}
+
+/// A kernel on one device.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Kernel {
+    pub device: DeviceId,
+    /// How long the arithmetic takes with every unit of the device and no
+    /// memory stall (the compute side of the roofline, launch overhead
+    /// included).
+    pub compute: SimDuration,
+    /// Bytes the kernel moves to and from device memory.
+    pub mem_bytes: f64,
+    pub units: UnitDemand,
+}
+
+/// One fluid transfer of `bytes` over the links of `path`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Flow {
+    pub path: PathId,
+    pub bytes: f64,
+}
+
+/// A communication task: flows that start together; the task ends when the
+/// last one has arrived. While it runs it may hold units of a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comm {
+    /// Range into [`TaskGraph::flows`].
+    pub flows: Range<u32>,
+    pub hold: Option<(DeviceId, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskKind {
+    Kernel(Kernel),
+    Comm(Comm),
+    /// Takes exactly this long and uses nothing; zero makes a join/marker.
+    Delay(SimDuration),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub label: LabelId,
+    pub stream: StreamId,
+    pub class: TaskClass,
+    pub kind: TaskKind,
+}
+
+/// A stream of tasks that run one after another on one rank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stream {
+    pub rank: u32,
+    pub name: LabelId,
+}
+
+/// The IR every workload is lowered to and every importer produces.
+#[derive(Debug, Clone, Default)]
+pub struct TaskGraph {
+    labels: Vec<String>,
+    label_index: HashMap<String, LabelId>,
+    streams: Vec<Stream>,
+    tasks: Vec<Task>,
+    /// `(before, after)` pairs added with [`TaskGraph::add_dep`].
+    deps: Vec<(TaskId, TaskId)>,
+    flows: Vec<Flow>,
+    path_links: Vec<LinkId>,
+    path_offsets: Vec<u32>,
+}
+
+impl TaskGraph {
+    pub fn new() -> Self {
+        TaskGraph { path_offsets: vec![0], ..Default::default() }
+    }
+
+    /// Interns a label.
+    pub fn label(&mut self, s: &str) -> LabelId {
+        if let Some(&id) = self.label_index.get(s) {
+            return id;
+        }
+        let id = LabelId(self.labels.len() as u32);
+        self.labels.push(s.to_owned());
+        self.label_index.insert(s.to_owned(), id);
+        id
+    }
+
+    pub fn label_str(&self, id: LabelId) -> &str {
+        &self.labels[id.0 as usize]
+    }
+
+    pub fn add_stream(&mut self, rank: u32, name: &str) -> StreamId {
+        let name = self.label(name);
+        self.streams.push(Stream { rank, name });
+        StreamId(self.streams.len() as u32 - 1)
+    }
+
+    pub fn add_task(&mut self, stream: StreamId, label: LabelId, class: TaskClass, kind: TaskKind) -> TaskId {
+        self.tasks.push(Task { label, stream, class, kind });
+        TaskId(self.tasks.len() as u32 - 1)
+    }
+
+    /// Adds a kernel task; a convenience over [`TaskGraph::add_task`].
+    pub fn add_kernel(&mut self, stream: StreamId, label: &str, class: TaskClass, kernel: Kernel) -> TaskId {
+        let label = self.label(label);
+        self.add_task(stream, label, class, TaskKind::Kernel(kernel))
+    }
+
+    /// Adds a delay task; zero duration makes a join point.
+    pub fn add_delay(&mut self, stream: StreamId, label: &str, duration: SimDuration) -> TaskId {
+        let label = self.label(label);
+        self.add_task(stream, label, TaskClass::Other, TaskKind::Delay(duration))
+    }
+
+    /// Adds a communication task made of `flows`.
+    pub fn add_comm(
+        &mut self,
+        stream: StreamId,
+        label: &str,
+        flows: impl IntoIterator<Item = Flow>,
+        hold: Option<(DeviceId, u32)>,
+    ) -> TaskId {
+        let label = self.label(label);
+        let start = self.flows.len() as u32;
+        self.flows.extend(flows);
+        let end = self.flows.len() as u32;
+        self.add_task(stream, label, TaskClass::Communication, TaskKind::Comm(Comm { flows: start..end, hold }))
+    }
+
+    /// Stores a routed path and returns its id (no deduplication: callers that
+    /// reuse a path keep its id).
+    pub fn add_path(&mut self, links: &[LinkId]) -> PathId {
+        self.path_links.extend_from_slice(links);
+        self.path_offsets.push(self.path_links.len() as u32);
+        PathId(self.path_offsets.len() as u32 - 2)
+    }
+
+    /// `after` may start only once `before` has finished.
+    pub fn add_dep(&mut self, before: TaskId, after: TaskId) {
+        self.deps.push((before, after));
+    }
+
+    pub fn tasks(&self) -> &[Task] {
+        &self.tasks
+    }
+    pub fn task(&self, id: TaskId) -> &Task {
+        &self.tasks[id.0 as usize]
+    }
+    pub fn streams(&self) -> &[Stream] {
+        &self.streams
+    }
+    pub fn stream(&self, id: StreamId) -> &Stream {
+        &self.streams[id.0 as usize]
+    }
+    pub fn deps(&self) -> &[(TaskId, TaskId)] {
+        &self.deps
+    }
+    pub fn flows(&self) -> &[Flow] {
+        &self.flows
+    }
+    pub fn comm_flows(&self, comm: &Comm) -> &[Flow] {
+        &self.flows[comm.flows.start as usize..comm.flows.end as usize]
+    }
+    pub fn path(&self, id: PathId) -> &[LinkId] {
+        let i = id.0 as usize;
+        &self.path_links[self.path_offsets[i] as usize..self.path_offsets[i + 1] as usize]
+    }
+    pub fn path_count(&self) -> usize {
+        self.path_offsets.len() - 1
+    }
+    /// The label of a task, e.g. for error messages.
+    pub fn task_name(&self, id: TaskId) -> &str {
+        self.label_str(self.task(id).label)
+    }
+
+    /// Checks every reference (streams, devices, links, paths, dependencies)
+    /// and every number, and that the dependencies together with stream order
+    /// have no cycle.
+    pub fn validate(&self, platform: &Platform) -> Result<(), SimError> {
+        let n_dev = platform.devices.len() as u32;
+        for (i, t) in self.tasks.iter().enumerate() {
+            let name = || self.task_name(TaskId(i as u32)).to_owned();
+            if t.stream.0 as usize >= self.streams.len() {
+                return Err(SimError::UnknownResource { task: name(), what: format!("stream #{}", t.stream.0) });
+            }
+            match &t.kind {
+                TaskKind::Kernel(k) => {
+                    if k.device.0 >= n_dev {
+                        return Err(SimError::UnknownResource { task: name(), what: format!("device #{}", k.device.0) });
+                    }
+                    if !(k.mem_bytes.is_finite() && k.mem_bytes >= 0.0) {
+                        return Err(SimError::BadTask {
+                            task: name(),
+                            problem: format!("memory bytes must be finite and non-negative, found {}", k.mem_bytes),
+                        });
+                    }
+                    if let UnitDemand::Share { max_units: 0 } | UnitDemand::Hold(0) = k.units {
+                        return Err(SimError::BadTask { task: name(), problem: "a kernel needs at least one compute unit".into() });
+                    }
+                }
+                TaskKind::Comm(c) => {
+                    if c.flows.end as usize > self.flows.len() || c.flows.start > c.flows.end {
+                        return Err(SimError::UnknownResource { task: name(), what: "a flow range".into() });
+                    }
+                    if let Some((d, _)) = c.hold {
+                        if d.0 >= n_dev {
+                            return Err(SimError::UnknownResource { task: name(), what: format!("device #{}", d.0) });
+                        }
+                    }
+                    for f in self.comm_flows(c) {
+                        if f.path.0 as usize >= self.path_count() {
+                            return Err(SimError::UnknownResource { task: name(), what: format!("path #{}", f.path.0) });
+                        }
+                        if !(f.bytes.is_finite() && f.bytes >= 0.0) {
+                            return Err(SimError::BadTask {
+                                task: name(),
+                                problem: format!("flow bytes must be finite and non-negative, found {}", f.bytes),
+                            });
+                        }
+                        for l in self.path(f.path) {
+                            if l.0 as usize >= platform.links.len() {
+                                return Err(SimError::UnknownResource { task: name(), what: format!("link #{}", l.0) });
+                            }
+                        }
+                    }
+                }
+                TaskKind::Delay(_) => {}
+            }
+        }
+        let len = self.tasks.len();
+        for &(a, b) in &self.deps {
+            for (x, other) in [(a, b), (b, a)] {
+                if x.0 as usize >= len {
+                    let task = if (other.0 as usize) < len { self.task_name(other).to_owned() } else { format!("#{}", other.0) };
+                    return Err(SimError::DanglingDependency { task, missing: x.0, len });
+                }
+            }
+        }
+        self.check_acyclic()
+    }
+
+    /// Kahn's algorithm over explicit dependencies plus stream order.
+    fn check_acyclic(&self) -> Result<(), SimError> {
+        let n = self.tasks.len();
+        let mut indeg = vec![0u32; n];
+        let mut succ_count = vec![0u32; n + 1];
+        let mut last_in_stream: Vec<Option<u32>> = vec![None; self.streams.len()];
+        let mut edges: Vec<(u32, u32)> = Vec::with_capacity(self.deps.len() + n);
+        for (i, t) in self.tasks.iter().enumerate() {
+            let s = t.stream.0 as usize;
+            if let Some(p) = last_in_stream[s] {
+                edges.push((p, i as u32));
+            }
+            last_in_stream[s] = Some(i as u32);
+        }
+        edges.extend(self.deps.iter().map(|&(a, b)| (a.0, b.0)));
+        for &(a, b) in &edges {
+            indeg[b as usize] += 1;
+            succ_count[a as usize] += 1;
+        }
+        // CSR of successors.
+        let mut offs = vec![0u32; n + 1];
+        for i in 0..n {
+            offs[i + 1] = offs[i] + succ_count[i];
+        }
+        let mut fill = offs.clone();
+        let mut succ = vec![0u32; edges.len()];
+        for &(a, b) in &edges {
+            succ[fill[a as usize] as usize] = b;
+            fill[a as usize] += 1;
+        }
+        let mut queue: Vec<u32> = (0..n as u32).filter(|&i| indeg[i as usize] == 0).collect();
+        let mut seen = 0usize;
+        while let Some(i) = queue.pop() {
+            seen += 1;
+            for &s in &succ[offs[i as usize] as usize..offs[i as usize + 1] as usize] {
+                indeg[s as usize] -= 1;
+                if indeg[s as usize] == 0 {
+                    queue.push(s);
+                }
+            }
+        }
+        if seen == n {
+            return Ok(());
+        }
+        let stuck: Vec<String> =
+            (0..n).filter(|&i| indeg[i] > 0).take(5).map(|i| self.task_name(TaskId(i as u32)).to_owned()).collect();
+        Err(SimError::Cycle { count: n - seen, examples: stuck })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::DeviceResource;
+
+    fn platform() -> Platform {
+        let mut p = Platform::default();
+        p.add_device(DeviceResource { name: "gpu0".into(), units: 4, mem_bytes_per_s: 1e12 });
+        p
+    }
+
+    #[test]
+    fn cycle_across_streams_is_rejected() {
+        let mut g = TaskGraph::new();
+        let s0 = g.add_stream(0, "a");
+        let s1 = g.add_stream(1, "b");
+        let a1 = g.add_delay(s0, "a1", SimDuration::ZERO);
+        let a2 = g.add_delay(s0, "a2", SimDuration::ZERO);
+        let b1 = g.add_delay(s1, "b1", SimDuration::ZERO);
+        g.add_dep(a2, b1);
+        g.add_dep(b1, a1);
+        let err = g.validate(&platform()).unwrap_err();
+        assert!(matches!(err, SimError::Cycle { count: 3, .. }), "{err}");
+    }
+
+    #[test]
+    fn dangling_dependency_is_rejected() {
+        let mut g = TaskGraph::new();
+        let s0 = g.add_stream(0, "a");
+        let a1 = g.add_delay(s0, "a1", SimDuration::ZERO);
+        g.add_dep(TaskId(7), a1);
+        let err = g.validate(&platform()).unwrap_err();
+        assert_eq!(err, SimError::DanglingDependency { task: "a1".into(), missing: 7, len: 1 });
+    }
+
+    #[test]
+    fn labels_are_interned_and_paths_stored() {
+        let mut g = TaskGraph::new();
+        assert_eq!(g.label("x"), g.label("x"));
+        let p0 = g.add_path(&[LinkId(3), LinkId(4)]);
+        let p1 = g.add_path(&[]);
+        let p2 = g.add_path(&[LinkId(1)]);
+        assert_eq!(g.path(p0), &[LinkId(3), LinkId(4)]);
+        assert!(g.path(p1).is_empty());
+        assert_eq!(g.path(p2), &[LinkId(1)]);
+        assert_eq!(g.path_count(), 3);
+    }
+}

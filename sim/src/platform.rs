@@ -1,0 +1,87 @@
+//! The resources a task graph runs on: compute devices and directed links.
+//!
+//! The engine knows a device only as "N identical compute units sharing one
+//! memory bandwidth" and a link only as "a capacity in bytes per second and a
+//! latency". What the units are (SMs, AI cores) and where the numbers come
+//! from (presets, efficiencies) is the business of the crates above.
+
+use crate::error::SimError;
+use crate::time::SimDuration;
+
+/// Index of a device in [`Platform::devices`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceId(pub u32);
+
+/// Index of a directed link in [`Platform::links`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u32);
+
+/// A compute device: `units` identical compute units (SMs) sharing one memory
+/// bandwidth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceResource {
+    pub name: String,
+    /// Number of compute units (SMs, AI cores).
+    pub units: u32,
+    /// Main-memory bandwidth shared by the kernels running on the device.
+    pub mem_bytes_per_s: f64,
+}
+
+/// One direction of a link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkResource {
+    pub name: String,
+    /// Capacity a flow can use, in bytes per second (nominal x efficiency).
+    pub bytes_per_s: f64,
+    /// Latency added once per traversal of this link.
+    pub latency: SimDuration,
+}
+
+/// Everything the engine can run tasks on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Platform {
+    pub devices: Vec<DeviceResource>,
+    pub links: Vec<LinkResource>,
+}
+
+impl Platform {
+    pub fn add_device(&mut self, device: DeviceResource) -> DeviceId {
+        self.devices.push(device);
+        DeviceId(self.devices.len() as u32 - 1)
+    }
+    pub fn add_link(&mut self, link: LinkResource) -> LinkId {
+        self.links.push(link);
+        LinkId(self.links.len() as u32 - 1)
+    }
+    pub fn device(&self, id: DeviceId) -> &DeviceResource {
+        &self.devices[id.0 as usize]
+    }
+    pub fn link(&self, id: LinkId) -> &LinkResource {
+        &self.links[id.0 as usize]
+    }
+
+    /// Checks every capacity is finite and positive and every device has at
+    /// least one unit.
+    pub fn validate(&self) -> Result<(), SimError> {
+        for d in &self.devices {
+            if d.units == 0 {
+                return Err(SimError::BadResource(format!("device {} has no compute units", d.name)));
+            }
+            if !(d.mem_bytes_per_s.is_finite() && d.mem_bytes_per_s > 0.0) {
+                return Err(SimError::BadResource(format!(
+                    "device {} memory bandwidth must be positive, found {}",
+                    d.name, d.mem_bytes_per_s
+                )));
+            }
+        }
+        for l in &self.links {
+            if !(l.bytes_per_s.is_finite() && l.bytes_per_s > 0.0) {
+                return Err(SimError::BadResource(format!(
+                    "link {} bandwidth must be positive, found {}",
+                    l.name, l.bytes_per_s
+                )));
+            }
+        }
+        Ok(())
+    }
+}
