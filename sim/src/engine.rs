@@ -1,9 +1,61 @@
 //! The discrete-event executor: runs a `TaskGraph` on a `Platform`.
+//!
+//! Events sit in a binary heap ordered by (time, sequence number), so events
+//! at equal times run in the order they were scheduled. The loop pops every
+//! event at the current time (a batch), then recomputes once the rates of the
+//! devices and flow components the batch touched (see [`crate::device`] and
+//! [`crate::flow`]), which schedules their next completions.
+//!
+//! A task starts when its stream predecessor and its explicit dependencies
+//! have finished. Delays end after their duration; kernels when their device
+//! says so; communications when the last flow has arrived (last byte sent
+//! plus the path's latency). Tasks finished during a batch start their
+//! successors at once (through a FIFO, so there is no recursion).
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use crate::device::{Demand, DeviceState};
 use crate::error::SimError;
-use crate::graph::TaskGraph;
+use crate::flow::{FlowDue, FlowPaths, FlowSolver, DONE_BYTES};
+use crate::graph::{TaskGraph, TaskId, TaskKind};
 use crate::platform::Platform;
-use crate::result::{EngineOptions, Observer, RunResult};
+use crate::result::{EngineOptions, Observer, RunResult, TaskSpan};
+use crate::time::SimTime;
+
+const NONE: u32 = u32::MAX;
+const PROGRESS_EVERY: u64 = 1 << 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventKind {
+    TaskDone(u32),
+    DeviceDue { device: u32, version: u32 },
+    FlowDue { comp: u32, gen: u32 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    time: u64,
+    seq: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Event {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time, self.seq).cmp(&(other.time, other.seq))
+    }
+}
 
 /// Runs `graph` on `platform` to completion.
 pub fn run(
@@ -14,6 +66,310 @@ pub fn run(
 ) -> Result<RunResult, SimError> {
     platform.validate()?;
     graph.validate(platform)?;
-    let _ = (options, observer);
-    todo!("engine")
+    Engine::new(platform, graph, options).run(observer)
+}
+
+struct Engine<'a> {
+    platform: &'a Platform,
+    graph: &'a TaskGraph,
+    /// Unfinished predecessors; for a running communication, flows not yet
+    /// arrived.
+    pending: Vec<u32>,
+    next_in_stream: Vec<u32>,
+    dep_offsets: Vec<u32>,
+    dep_succ: Vec<u32>,
+    spans: Vec<TaskSpan>,
+    done: Vec<bool>,
+    finished: usize,
+    end: u64,
+    heap: BinaryHeap<Reverse<Event>>,
+    seq: u64,
+    now: u64,
+    events: u64,
+    devices: Vec<DeviceState>,
+    dirty_devices: Vec<u32>,
+    flows: FlowSolver,
+    flow_task: Vec<u32>,
+    to_finish: VecDeque<u32>,
+    finished_flows: Vec<u32>,
+    dues: Vec<FlowDue>,
+}
+
+impl<'a> Engine<'a> {
+    fn new(platform: &'a Platform, graph: &'a TaskGraph, options: &EngineOptions) -> Self {
+        let tasks = graph.tasks();
+        let n = tasks.len();
+        let mut pending = vec![0u32; n];
+        let mut next_in_stream = vec![NONE; n];
+        let mut last = vec![NONE; graph.streams().len()];
+        for (i, t) in tasks.iter().enumerate() {
+            let s = t.stream.0 as usize;
+            if last[s] != NONE {
+                next_in_stream[last[s] as usize] = i as u32;
+                pending[i] += 1;
+            }
+            last[s] = i as u32;
+        }
+        let mut dep_offsets = vec![0u32; n + 1];
+        for &(a, b) in graph.deps() {
+            dep_offsets[a.0 as usize + 1] += 1;
+            pending[b.0 as usize] += 1;
+        }
+        for i in 0..n {
+            dep_offsets[i + 1] += dep_offsets[i];
+        }
+        let mut fill = dep_offsets.clone();
+        let mut dep_succ = vec![0u32; graph.deps().len()];
+        for &(a, b) in graph.deps() {
+            dep_succ[fill[a.0 as usize] as usize] = b.0;
+            fill[a.0 as usize] += 1;
+        }
+        Engine {
+            platform,
+            graph,
+            pending,
+            next_in_stream,
+            dep_offsets,
+            dep_succ,
+            spans: vec![TaskSpan::default(); n],
+            done: vec![false; n],
+            finished: 0,
+            end: 0,
+            heap: BinaryHeap::new(),
+            seq: 0,
+            now: 0,
+            events: 0,
+            devices: platform.devices.iter().map(DeviceState::new).collect(),
+            dirty_devices: Vec::new(),
+            flows: FlowSolver::new(platform, graph.flows().len(), options.record_link_series),
+            flow_task: vec![NONE; graph.flows().len()],
+            to_finish: VecDeque::new(),
+            finished_flows: Vec::new(),
+            dues: Vec::new(),
+        }
+    }
+
+    fn schedule(&mut self, time: u64, kind: EventKind) {
+        self.heap.push(Reverse(Event { time, seq: self.seq, kind }));
+        self.seq += 1;
+    }
+
+    fn run(mut self, observer: &mut dyn Observer) -> Result<RunResult, SimError> {
+        let n = self.spans.len();
+        for t in 0..n {
+            if self.pending[t] == 0 {
+                self.start(t as u32);
+            }
+        }
+        self.drain();
+        loop {
+            self.recompute();
+            let Some(Reverse(top)) = self.heap.peek() else { break };
+            self.now = top.time;
+            while let Some(Reverse(ev)) = self.heap.peek() {
+                if ev.time != self.now {
+                    break;
+                }
+                let ev = *ev;
+                self.heap.pop();
+                if self.handle(ev.kind) {
+                    self.events += 1;
+                    if self.events & (PROGRESS_EVERY - 1) == 0 {
+                        observer.progress(self.finished, n, SimTime(self.now));
+                    }
+                }
+                self.drain();
+            }
+        }
+        observer.progress(self.finished, n, SimTime(self.now));
+        if self.finished < n {
+            let first = (0..n).find(|&t| !self.done[t]).unwrap_or(0);
+            return Err(SimError::Stalled {
+                at_us: SimTime(self.now).as_us_f64(),
+                unfinished: n - self.finished,
+                example: self.graph.task_name(TaskId(first as u32)).to_owned(),
+            });
+        }
+        let (links, series) = self.flows.into_stats();
+        let link_series = series.unwrap_or_else(|| vec![Vec::new(); links.len()]);
+        Ok(RunResult {
+            end: SimTime(self.end),
+            events: self.events,
+            spans: self.spans,
+            devices: self.devices.iter().map(|d| d.stats).collect(),
+            links,
+            link_series,
+        })
+    }
+
+    /// Handles one event; returns false for a stale one.
+    fn handle(&mut self, kind: EventKind) -> bool {
+        match kind {
+            EventKind::TaskDone(t) => {
+                self.to_finish.push_back(t);
+                true
+            }
+            EventKind::DeviceDue { device, version } => {
+                let d = &mut self.devices[device as usize];
+                if d.version != version {
+                    return false;
+                }
+                d.advance(self.now, &mut self.to_finish);
+                self.mark_device(device);
+                true
+            }
+            EventKind::FlowDue { comp, gen } => {
+                let due = FlowDue { time: self.now, comp, gen };
+                let mut done = std::mem::take(&mut self.finished_flows);
+                done.clear();
+                if !self.flows.complete_due(self.graph, due, self.now, &mut done) {
+                    self.finished_flows = done;
+                    return false;
+                }
+                for &f in &done {
+                    let t = self.flow_task[f as usize];
+                    let lat: u64 = self
+                        .graph
+                        .flow_path(f)
+                        .iter()
+                        .map(|l| self.platform.links[l.0 as usize].latency.0)
+                        .fold(0u64, u64::saturating_add);
+                    self.flow_arrived(t, self.now.saturating_add(lat));
+                }
+                self.finished_flows = done;
+                true
+            }
+        }
+    }
+
+    fn flow_arrived(&mut self, task: u32, arrival: u64) {
+        let t = task as usize;
+        if arrival > self.spans[t].end.0 {
+            self.spans[t].end = SimTime(arrival);
+        }
+        self.pending[t] -= 1;
+        if self.pending[t] == 0 {
+            let at = self.spans[t].end.0;
+            self.schedule(at, EventKind::TaskDone(task));
+        }
+    }
+
+    fn mark_device(&mut self, d: u32) {
+        let dev = &mut self.devices[d as usize];
+        if !dev.dirty {
+            dev.dirty = true;
+            self.dirty_devices.push(d);
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.to_finish.pop_front() {
+            self.finish(t);
+        }
+    }
+
+    fn finish(&mut self, task: u32) {
+        let t = task as usize;
+        let now = self.now;
+        self.spans[t].end = SimTime(now);
+        self.end = self.end.max(now);
+        self.finished += 1;
+        self.done[t] = true;
+        if let TaskKind::Comm(c) = &self.graph.tasks()[t].kind {
+            if let Some((d, _)) = c.hold {
+                let dev = &mut self.devices[d.0 as usize];
+                dev.advance(now, &mut self.to_finish);
+                dev.release_hold(task);
+                self.mark_device(d.0);
+            }
+        }
+        let next = self.next_in_stream[t];
+        if next != NONE {
+            self.release(next);
+        }
+        for i in self.dep_offsets[t]..self.dep_offsets[t + 1] {
+            let s = self.dep_succ[i as usize];
+            self.release(s);
+        }
+    }
+
+    fn release(&mut self, task: u32) {
+        let p = &mut self.pending[task as usize];
+        *p -= 1;
+        if *p == 0 {
+            self.start(task);
+        }
+    }
+
+    fn start(&mut self, task: u32) {
+        let t = task as usize;
+        let now = self.now;
+        self.spans[t].start = SimTime(now);
+        match &self.graph.tasks()[t].kind {
+            TaskKind::Delay(d) => self.schedule(now.saturating_add(d.0), EventKind::TaskDone(task)),
+            TaskKind::Kernel(k) => {
+                if k.compute.0 == 0 && k.mem_bytes == 0.0 {
+                    self.schedule(now, EventKind::TaskDone(task));
+                    return;
+                }
+                let dev = &mut self.devices[k.device.0 as usize];
+                dev.advance(now, &mut self.to_finish);
+                dev.start(task, Demand::from(k.units), k.compute.0 as f64, k.mem_bytes);
+                self.mark_device(k.device.0);
+            }
+            TaskKind::Comm(c) => {
+                self.spans[t].end = SimTime(now);
+                self.pending[t] = 0;
+                for f in c.flows.clone() {
+                    let flow = &self.graph.flows()[f as usize];
+                    let path = self.graph.path(flow.path);
+                    if path.is_empty() || flow.bytes < DONE_BYTES {
+                        let lat = path
+                            .iter()
+                            .map(|l| self.platform.links[l.0 as usize].latency.0)
+                            .fold(0u64, u64::saturating_add);
+                        let arrival = now.saturating_add(lat);
+                        if arrival > self.spans[t].end.0 {
+                            self.spans[t].end = SimTime(arrival);
+                        }
+                    } else {
+                        self.flow_task[f as usize] = task;
+                        self.flows.start_flow(self.graph, f, flow.bytes);
+                        self.pending[t] += 1;
+                    }
+                }
+                if let Some((d, n)) = c.hold {
+                    let dev = &mut self.devices[d.0 as usize];
+                    dev.advance(now, &mut self.to_finish);
+                    dev.start(task, Demand::CommHold(n), 0.0, 0.0);
+                    self.mark_device(d.0);
+                }
+                if self.pending[t] == 0 {
+                    let at = self.spans[t].end.0;
+                    self.schedule(at, EventKind::TaskDone(task));
+                }
+            }
+        }
+    }
+
+    /// Recomputes the rates of everything the last batch touched.
+    fn recompute(&mut self) {
+        for i in 0..self.dirty_devices.len() {
+            let d = self.dirty_devices[i];
+            if let Some(at) = self.devices[d as usize].recompute() {
+                let version = self.devices[d as usize].version;
+                self.schedule(at, EventKind::DeviceDue { device: d, version });
+            }
+        }
+        self.dirty_devices.clear();
+        if self.flows.needs_recompute() {
+            let mut dues = std::mem::take(&mut self.dues);
+            dues.clear();
+            self.flows.recompute(self.graph, self.now, &mut dues);
+            for &d in &dues {
+                self.schedule(d.time, EventKind::FlowDue { comp: d.comp, gen: d.gen });
+            }
+            self.dues = dues;
+        }
+    }
 }

@@ -194,6 +194,20 @@ impl TaskGraph {
         PathId(self.path_offsets.len() as u32 - 2)
     }
 
+    /// Stores a routed path given as an iterator (no intermediate allocation).
+    pub fn add_path_from(&mut self, links: impl IntoIterator<Item = LinkId>) -> PathId {
+        self.path_links.extend(links);
+        self.path_offsets.push(self.path_links.len() as u32);
+        PathId(self.path_offsets.len() as u32 - 2)
+    }
+
+    /// Reserves room for `flows` more flows and `links` more path links.
+    pub fn reserve_flows(&mut self, flows: usize, links: usize) {
+        self.flows.reserve(flows);
+        self.path_offsets.reserve(flows);
+        self.path_links.reserve(links);
+    }
+
     /// `after` may start only once `before` has finished.
     pub fn add_dep(&mut self, before: TaskId, after: TaskId) {
         self.deps.push((before, after));
@@ -245,7 +259,10 @@ impl TaskGraph {
             match &t.kind {
                 TaskKind::Kernel(k) => {
                     if k.device.0 >= n_dev {
-                        return Err(SimError::UnknownResource { task: name(), what: format!("device #{}", k.device.0) });
+                        return Err(SimError::UnknownResource {
+                            task: name(),
+                            what: format!("device #{}", k.device.0),
+                        });
                     }
                     if !(k.mem_bytes.is_finite() && k.mem_bytes >= 0.0) {
                         return Err(SimError::BadTask {
@@ -254,7 +271,10 @@ impl TaskGraph {
                         });
                     }
                     if let UnitDemand::Share { max_units: 0 } | UnitDemand::Hold(0) = k.units {
-                        return Err(SimError::BadTask { task: name(), problem: "a kernel needs at least one compute unit".into() });
+                        return Err(SimError::BadTask {
+                            task: name(),
+                            problem: "a kernel needs at least one compute unit".into(),
+                        });
                     }
                 }
                 TaskKind::Comm(c) => {
@@ -268,7 +288,10 @@ impl TaskGraph {
                     }
                     for f in self.comm_flows(c) {
                         if f.path.0 as usize >= self.path_count() {
-                            return Err(SimError::UnknownResource { task: name(), what: format!("path #{}", f.path.0) });
+                            return Err(SimError::UnknownResource {
+                                task: name(),
+                                what: format!("path #{}", f.path.0),
+                            });
                         }
                         if !(f.bytes.is_finite() && f.bytes >= 0.0) {
                             return Err(SimError::BadTask {
@@ -290,7 +313,11 @@ impl TaskGraph {
         for &(a, b) in &self.deps {
             for (x, other) in [(a, b), (b, a)] {
                 if x.0 as usize >= len {
-                    let task = if (other.0 as usize) < len { self.task_name(other).to_owned() } else { format!("#{}", other.0) };
+                    let task = if (other.0 as usize) < len {
+                        self.task_name(other).to_owned()
+                    } else {
+                        format!("#{}", other.0)
+                    };
                     return Err(SimError::DanglingDependency { task, missing: x.0, len });
                 }
             }

@@ -15,8 +15,10 @@
 //! - Flows share links max-min fairly (fluid); a flow's arrival adds its path's
 //!   latency after its last byte.
 
+mod device;
 pub mod engine;
 pub mod error;
+pub mod flow;
 pub mod graph;
 pub mod platform;
 pub mod result;
@@ -24,7 +26,9 @@ pub mod time;
 
 pub use engine::run;
 pub use error::SimError;
-pub use graph::{Comm, Flow, Kernel, LabelId, PathId, Stream, StreamId, Task, TaskClass, TaskGraph, TaskId, TaskKind, UnitDemand};
+pub use graph::{
+    Comm, Flow, Kernel, LabelId, PathId, Stream, StreamId, Task, TaskClass, TaskGraph, TaskId, TaskKind, UnitDemand,
+};
 pub use platform::{DeviceId, DeviceResource, LinkId, LinkResource, Platform};
 pub use result::{DeviceStats, EngineOptions, LinkSample, LinkStats, Observer, Quiet, RunResult, TaskSpan};
 pub use time::{SimDuration, SimTime};

@@ -1,0 +1,6 @@
+//! The `moesim-sim` integration tests: one binary, one module per subject.
+
+mod engine;
+mod fabric;
+mod props;
+mod scale;

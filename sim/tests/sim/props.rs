@@ -1,0 +1,176 @@
+//! Property tests of the flow solver (driven step by step, checking every
+//! allocation) and of whole runs over random small networks.
+
+use moesim_sim::flow::{FlowDue, FlowSolver};
+use moesim_sim::*;
+use proptest::prelude::*;
+
+const B_PER_PS: f64 = 1e12;
+
+#[derive(Debug, Clone)]
+struct Net {
+    /// Capacities in bytes per picosecond.
+    caps: Vec<f64>,
+    latencies: Vec<u64>,
+    /// (path, bytes, start time in ps)
+    flows: Vec<(Vec<u32>, f64, u64)>,
+}
+
+fn net() -> impl Strategy<Value = Net> {
+    (2usize..7)
+        .prop_flat_map(|links| {
+            let flow = (
+                proptest::sample::subsequence((0..links as u32).collect::<Vec<_>>(), 1..=links.min(4)),
+                1.0f64..5000.0,
+                prop_oneof![Just(0u64), 0u64..4000],
+            );
+            (
+                proptest::collection::vec(0.25f64..8.0, links),
+                proptest::collection::vec(0u64..300, links),
+                proptest::collection::vec(flow, 1..12),
+            )
+        })
+        .prop_map(|(caps, latencies, flows)| Net { caps, latencies, flows })
+}
+
+fn platform(n: &Net) -> Platform {
+    let mut p = Platform::default();
+    for (c, l) in n.caps.iter().zip(&n.latencies) {
+        p.add_link(LinkResource { name: "l".into(), bytes_per_s: c * B_PER_PS, latency: SimDuration(*l) });
+    }
+    p
+}
+
+/// Checks capacity and max-min optimality of the current allocation.
+fn check_allocation(n: &Net, paths: &[Vec<LinkId>], solver: &FlowSolver) -> Result<(), TestCaseError> {
+    let nl = n.caps.len();
+    let mut load = vec![0.0; nl];
+    let mut max_rate = vec![0.0f64; nl];
+    for (f, p) in paths.iter().enumerate() {
+        if !solver.is_active(f as u32) {
+            continue;
+        }
+        let r = solver.rate_bytes_per_s(f as u32) / B_PER_PS;
+        prop_assert!(r > 0.0, "active flow {f} has no rate");
+        for l in p {
+            load[l.0 as usize] += r;
+            max_rate[l.0 as usize] = max_rate[l.0 as usize].max(r);
+        }
+    }
+    for (l, (&load, &cap)) in load.iter().zip(&n.caps).enumerate() {
+        prop_assert!(load <= cap * (1.0 + 1e-9), "link {l} over capacity: {load} > {cap}");
+        let reported = solver.link_rate_bytes_per_s(LinkId(l as u32)) / B_PER_PS;
+        prop_assert!((reported - load).abs() <= 1e-9 * cap, "link {l} reports {reported}, carries {load}");
+    }
+    for (f, p) in paths.iter().enumerate() {
+        if !solver.is_active(f as u32) {
+            continue;
+        }
+        let r = solver.rate_bytes_per_s(f as u32) / B_PER_PS;
+        let bottlenecked = p.iter().any(|l| {
+            let l = l.0 as usize;
+            load[l] >= n.caps[l] * (1.0 - 1e-9) && r >= max_rate[l] * (1.0 - 1e-9)
+        });
+        prop_assert!(bottlenecked, "flow {f} at {r} has no saturated link where it is among the largest");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Drives the solver through starts and completions and checks every
+    /// allocation: no link over capacity, every flow bottlenecked (max-min).
+    #[test]
+    fn solver_allocations_are_feasible_and_max_min(n in net()) {
+        let p = platform(&n);
+        let paths: Vec<Vec<LinkId>> = n.flows.iter().map(|(path, _, _)| path.iter().map(|&l| LinkId(l)).collect()).collect();
+        let mut solver = FlowSolver::new(&p, paths.len(), false);
+        let mut starts: Vec<(u64, u32)> = n.flows.iter().enumerate().map(|(i, f)| (f.2, i as u32)).collect();
+        starts.sort();
+        let mut next_start = 0;
+        let mut pending: Vec<FlowDue> = Vec::new();
+        let mut finished = 0;
+        let mut steps = 0;
+        while finished < paths.len() {
+            steps += 1;
+            prop_assert!(steps < 10_000, "livelock");
+            let t_start = starts.get(next_start).map(|s| s.0).unwrap_or(u64::MAX);
+            let t_due = pending.iter().map(|d| d.time).min().unwrap_or(u64::MAX);
+            let now = t_start.min(t_due);
+            prop_assert!(now != u64::MAX, "nothing left to do with {finished} finished");
+            while next_start < starts.len() && starts[next_start].0 == now {
+                let f = starts[next_start].1;
+                solver.start_flow(&paths, f, n.flows[f as usize].1);
+                next_start += 1;
+            }
+            let due_now: Vec<FlowDue> = pending.iter().copied().filter(|d| d.time == now).collect();
+            pending.retain(|d| d.time != now);
+            let mut done = Vec::new();
+            for d in due_now {
+                solver.complete_due(&paths, d, now, &mut done);
+            }
+            finished += done.len();
+            solver.recompute(&paths, now, &mut pending);
+            check_allocation(&n, &paths, &solver)?;
+        }
+    }
+
+    /// Whole runs: link bytes are the bytes of the flows crossing them, no
+    /// recorded link rate exceeds capacity, and completion times do not depend
+    /// on the order in which flows were added.
+    #[test]
+    fn runs_conserve_bytes_and_ignore_flow_order(n in net(), seed in any::<u64>()) {
+        let p = platform(&n);
+        let mut order: Vec<usize> = (0..n.flows.len()).collect();
+        let base = run_in_order(&n, &p, &order)?;
+        // A deterministic shuffle from the seed.
+        let mut s = seed | 1;
+        for i in (1..order.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            order.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let shuffled = run_in_order(&n, &p, &order)?;
+        for (i, (a, b)) in base.iter().zip(&shuffled).enumerate() {
+            prop_assert!(a.abs_diff(*b) <= 1, "flow {i} ends at {a} in one order and {b} in another");
+        }
+    }
+}
+
+/// Runs each flow as its own comm task (after a delay to its start time),
+/// adding them in `order`; returns each flow's end time, by flow index.
+fn run_in_order(n: &Net, p: &Platform, order: &[usize]) -> Result<Vec<u64>, TestCaseError> {
+    let mut g = TaskGraph::new();
+    let mut tasks = vec![TaskId(0); n.flows.len()];
+    for &i in order {
+        let (path, bytes, start) = &n.flows[i];
+        let links: Vec<LinkId> = path.iter().map(|&l| LinkId(l)).collect();
+        let pid = g.add_path(&links);
+        let s = g.add_stream(i as u32, "s");
+        g.add_delay(s, "wait", SimDuration(*start));
+        tasks[i] = g.add_comm(s, "flow", [Flow { path: pid, bytes: *bytes }], None);
+    }
+    let r = run(p, &g, &EngineOptions { record_link_series: true }, &mut Quiet)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for (l, cap) in n.caps.iter().enumerate() {
+        let want: f64 = n.flows.iter().filter(|f| f.0.contains(&(l as u32))).map(|f| f.1).sum();
+        prop_assert!(
+            (r.links[l].bytes - want).abs() <= 1e-9 * want.max(1.0),
+            "link {l}: {} vs {want}",
+            r.links[l].bytes
+        );
+        for s in &r.link_series[l] {
+            prop_assert!(s.bytes_per_s <= cap * B_PER_PS * (1.0 + 1e-9), "link {l} at {} B/s", s.bytes_per_s);
+        }
+        prop_assert!(r.links[l].peak_bytes_per_s <= cap * B_PER_PS * (1.0 + 1e-9));
+    }
+    // Each flow's end is at least its start + bytes / capacity of its path + latency.
+    for (i, (path, bytes, start)) in n.flows.iter().enumerate() {
+        let span = r.spans[tasks[i].0 as usize];
+        let lat: u64 = path.iter().map(|&l| n.latencies[l as usize]).sum();
+        let cap = path.iter().map(|&l| n.caps[l as usize]).fold(f64::INFINITY, f64::min);
+        prop_assert_eq!(span.start.0, *start);
+        prop_assert!(span.end.0 + 1 >= start + lat + (bytes / cap) as u64, "flow {} too fast", i);
+    }
+    Ok(tasks.iter().map(|t| r.spans[t.0 as usize].end.0).collect())
+}
