@@ -31,7 +31,7 @@ pub enum TopologyError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TopologyKind {
-    /// One node: GPUs on one NVSwitch, each with a PCIe switch and NIC.
+    /// One node: GPUs on one NVSwitch, GPU i joined to NIC i by PCIe.
     Node,
     /// Nodes whose NIC i sits on rail i of a two-layer (leaf/spine) fat-tree.
     RailOptimized,
@@ -65,7 +65,7 @@ pub struct TopologyConfig {
     pub nvlink_gb_per_s: Option<f64>,
     pub nvlink_efficiency: Option<f64>,
     pub nvlink_latency_ns: Option<f64>,
-    /// PCIe between GPU, PCIe switch and NIC, per direction, GB/s.
+    /// PCIe between GPU i and NIC i, per direction, GB/s.
     pub pcie_gb_per_s: Option<f64>,
     pub pcie_latency_ns: Option<f64>,
     /// NIC and switch-port rate, Gb/s (default: the device's NIC).
@@ -98,21 +98,230 @@ pub struct ClusterSpec {
     pub k: u32,
 }
 
+/// The embedded presets: name and TOML text.
+const PRESETS: &[(&str, &str)] = &[
+    ("h800-node", include_str!("../presets/h800-node.toml")),
+    ("h800-cluster", include_str!("../presets/h800-cluster.toml")),
+    ("fat-tree", include_str!("../presets/fat-tree.toml")),
+    ("multi-plane-fat-tree", include_str!("../presets/multi-plane-fat-tree.toml")),
+];
+
+/// The most GPUs a topology may have (ranks are `u32`, and routing state
+/// grows with GPUs x vertices).
+pub const MAX_GPUS: u64 = 65_536;
+
+impl TopologyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TopologyKind::Node => "node",
+            TopologyKind::RailOptimized => "rail-optimized",
+            TopologyKind::FatTree => "fat-tree",
+            TopologyKind::MultiPlaneFatTree => "multi-plane-fat-tree",
+        }
+    }
+}
+
 impl TopologyConfig {
     /// Names of the embedded presets.
     pub fn preset_names() -> Vec<&'static str> {
-        todo!()
+        PRESETS.iter().map(|(name, _)| *name).collect()
     }
     /// The embedded preset's TOML text (with its source comments).
     pub fn preset_text(name: &str) -> Result<&'static str, TopologyError> {
-        let _ = name;
-        todo!()
+        PRESETS.iter().find(|(n, _)| *n == name).map(|(_, text)| *text).ok_or_else(|| TopologyError::UnknownPreset {
+            name: name.to_owned(),
+            known: Self::preset_names().into_iter().map(str::to_owned).collect(),
+        })
+    }
+    /// Parses an embedded preset into a table of this shape.
+    pub fn preset(name: &str) -> Result<TopologyConfig, TopologyError> {
+        let text = Self::preset_text(name)?;
+        let config: TopologyConfig = toml::from_str(text)
+            .map_err(|e| TopologyError::BadPreset { name: name.to_owned(), message: e.to_string() })?;
+        if config.preset.is_some() {
+            return Err(TopologyError::BadPreset {
+                name: name.to_owned(),
+                message: "a preset file must not name a preset".into(),
+            });
+        }
+        Ok(config)
+    }
+    /// This table's `Some` fields over `base`'s.
+    pub fn overlay(&self, base: &TopologyConfig) -> TopologyConfig {
+        TopologyConfig {
+            preset: self.preset.clone().or_else(|| base.preset.clone()),
+            kind: self.kind.or(base.kind),
+            nodes: self.nodes.or(base.nodes),
+            gpus_per_node: self.gpus_per_node.or(base.gpus_per_node),
+            nvlink_gb_per_s: self.nvlink_gb_per_s.or(base.nvlink_gb_per_s),
+            nvlink_efficiency: self.nvlink_efficiency.or(base.nvlink_efficiency),
+            nvlink_latency_ns: self.nvlink_latency_ns.or(base.nvlink_latency_ns),
+            pcie_gb_per_s: self.pcie_gb_per_s.or(base.pcie_gb_per_s),
+            pcie_latency_ns: self.pcie_latency_ns.or(base.pcie_latency_ns),
+            ib_gbit_per_s: self.ib_gbit_per_s.or(base.ib_gbit_per_s),
+            ib_efficiency: self.ib_efficiency.or(base.ib_efficiency),
+            ib_latency_ns: self.ib_latency_ns.or(base.ib_latency_ns),
+            switch_radix: self.switch_radix.or(base.switch_radix),
+            k: self.k.or(base.k),
+        }
     }
     /// Resolves a scenario's table: preset values, then the device's link
     /// rates where neither sets them, then this table's overrides. Reports
     /// every problem at once.
     pub fn resolve(&self, defaults: LinkDefaults) -> Result<ClusterSpec, TopologyError> {
-        let _ = defaults;
-        todo!()
+        let mut problems = Vec::new();
+        let (name, merged) = match &self.preset {
+            Some(name) => (name.clone(), self.overlay(&Self::preset(name)?)),
+            None => {
+                problems.push(problem(
+                    "preset",
+                    format!("expected a preset name (one of {}), found none", Self::preset_names().join(", ")),
+                ));
+                ("custom".to_owned(), self.clone())
+            }
+        };
+        let mut c = Checker { problems };
+        let kind = match merged.kind {
+            Some(kind) => Some(kind),
+            None => {
+                c.push(
+                    "kind",
+                    "expected one of node, rail-optimized, fat-tree, multi-plane-fat-tree, found none".into(),
+                );
+                None
+            }
+        };
+        let nodes = c.integer_at_least("nodes", merged.nodes, 1);
+        let gpus_per_node = c.integer_at_least("gpus_per_node", merged.gpus_per_node, 1);
+        let nvlink_gb_per_s =
+            c.positive("nvlink_gb_per_s", Some(merged.nvlink_gb_per_s.unwrap_or(defaults.nvlink_gb_per_s)));
+        let nvlink_efficiency = c.fraction("nvlink_efficiency", merged.nvlink_efficiency);
+        let nvlink_latency_ns = c.non_negative("nvlink_latency_ns", merged.nvlink_latency_ns);
+        let pcie_gb_per_s = c.positive("pcie_gb_per_s", merged.pcie_gb_per_s);
+        let pcie_latency_ns = c.non_negative("pcie_latency_ns", merged.pcie_latency_ns);
+        let ib_gbit_per_s = c.positive("ib_gbit_per_s", Some(merged.ib_gbit_per_s.unwrap_or(defaults.nic_gbit_per_s)));
+        let ib_efficiency = c.fraction("ib_efficiency", merged.ib_efficiency);
+        let ib_latency_ns = c.non_negative("ib_latency_ns", merged.ib_latency_ns);
+        let needs_radix = matches!(kind, Some(TopologyKind::RailOptimized | TopologyKind::MultiPlaneFatTree));
+        let switch_radix = match merged.switch_radix {
+            None if !needs_radix => 0,
+            value => c.even_integer("switch_radix", value, 65_534),
+        };
+        let k = match merged.k {
+            None if kind != Some(TopologyKind::FatTree) => 0,
+            value => c.even_integer("k", value, 254),
+        };
+        let gpus = u64::from(nodes) * u64::from(gpus_per_node);
+        if nodes >= 1 && gpus_per_node >= 1 {
+            if kind == Some(TopologyKind::Node) && nodes != 1 {
+                c.push(
+                    "nodes",
+                    format!("expected 1 for kind \"node\" (use preset h800-cluster or another fabric for more), found {nodes}"),
+                );
+            } else if gpus > MAX_GPUS {
+                c.push(
+                    "nodes",
+                    format!("expected at most {MAX_GPUS} GPUs in all, found {gpus} ({nodes} nodes x {gpus_per_node})"),
+                );
+            } else if kind == Some(TopologyKind::FatTree) && k >= 2 {
+                let ports = u64::from(k).pow(3) / 4;
+                if gpus > ports {
+                    let mut need = k;
+                    while u64::from(need).pow(3) / 4 < gpus {
+                        need += 2;
+                    }
+                    c.push(
+                        "k",
+                        format!(
+                            "expected a k whose fat-tree has a host port per GPU: k = {k} has k^3/4 = {ports} host ports \
+                             but the cluster has {gpus} GPUs ({nodes} nodes x {gpus_per_node}); use k >= {need} or fewer nodes, found {k}"
+                        ),
+                    );
+                }
+            }
+        }
+        if !c.problems.is_empty() {
+            return Err(TopologyError::Invalid { problems: c.problems });
+        }
+        Ok(ClusterSpec {
+            name,
+            kind: kind.expect("checked above"),
+            nodes,
+            gpus_per_node,
+            nvlink_bytes_per_s: nvlink_gb_per_s * 1e9,
+            nvlink_efficiency,
+            nvlink_latency_ns,
+            pcie_bytes_per_s: pcie_gb_per_s * 1e9,
+            pcie_latency_ns,
+            ib_bytes_per_s: ib_gbit_per_s * 1e9 / 8.0,
+            ib_efficiency,
+            ib_latency_ns,
+            switch_radix,
+            k,
+        })
+    }
+}
+
+fn problem(key: &str, message: String) -> ConfigProblem {
+    ConfigProblem { key: key.to_owned(), message }
+}
+
+/// Collects problems; each check returns a harmless placeholder on failure.
+struct Checker {
+    problems: Vec<ConfigProblem>,
+}
+
+impl Checker {
+    fn push(&mut self, key: &str, message: String) {
+        self.problems.push(problem(key, message));
+    }
+    fn number(&mut self, key: &str, value: Option<f64>, expected: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        match value {
+            Some(v) if v.is_finite() && ok(v) => v,
+            Some(v) => {
+                self.push(key, format!("expected {expected}, found {v}"));
+                0.0
+            }
+            None => {
+                self.push(key, format!("expected {expected}, found none"));
+                0.0
+            }
+        }
+    }
+    fn positive(&mut self, key: &str, value: Option<f64>) -> f64 {
+        self.number(key, value, "a positive number", |v| v > 0.0)
+    }
+    fn non_negative(&mut self, key: &str, value: Option<f64>) -> f64 {
+        self.number(key, value, "a number ≥ 0", |v| v >= 0.0)
+    }
+    fn fraction(&mut self, key: &str, value: Option<f64>) -> f64 {
+        self.number(key, value, "a value in (0, 1]", |v| v > 0.0 && v <= 1.0)
+    }
+    fn integer_at_least(&mut self, key: &str, value: Option<u32>, min: u32) -> u32 {
+        match value {
+            Some(v) if v >= min => v,
+            Some(v) => {
+                self.push(key, format!("expected an integer ≥ {min}, found {v}"));
+                0
+            }
+            None => {
+                self.push(key, format!("expected an integer ≥ {min}, found none"));
+                0
+            }
+        }
+    }
+    fn even_integer(&mut self, key: &str, value: Option<u32>, max: u32) -> u32 {
+        let expected = format!("an even integer in [2, {max}]");
+        match value {
+            Some(v) if v >= 2 && v <= max && v % 2 == 0 => v,
+            Some(v) => {
+                self.push(key, format!("expected {expected}, found {v}"));
+                0
+            }
+            None => {
+                self.push(key, format!("expected {expected}, found none"));
+                0
+            }
+        }
     }
 }

@@ -13,6 +13,6 @@ pub mod topology;
 
 pub use build::build;
 pub use config::{ClusterSpec, ConfigProblem, LinkDefaults, TopologyConfig, TopologyError, TopologyKind};
-pub use route::Router;
 pub use petgraph::graph::{EdgeIndex, NodeIndex};
+pub use route::Router;
 pub use topology::{LinkKind, LinkSpec, NodeKind, Topology, TopologySummary};

@@ -2,7 +2,10 @@
 //! with nominal bandwidth, efficiency and latency, and the rank -> GPU map.
 
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
+use petgraph::Direction;
 use serde::Serialize;
+
+use crate::config::{ClusterSpec, TopologyError, TopologyKind};
 
 /// What a vertex of the cluster graph is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -11,13 +14,13 @@ pub enum NodeKind {
     Gpu { node: u32, local: u32, rank: u32 },
     /// The NVSwitch fabric of one node, modelled as one non-blocking switch.
     NvSwitch { node: u32 },
-    /// PCIe switch joining GPU `local` and its NIC.
-    PcieSwitch { node: u32, local: u32 },
     /// Network interface `local` of a node.
     Nic { node: u32, local: u32 },
-    /// A leaf (top-of-rack) switch; `plane` is the rail or plane it belongs to.
+    /// A leaf (top-of-rack) switch; `plane` is the rail or plane it belongs
+    /// to (in a three-layer `fat-tree`: an edge switch, `plane` = its pod).
     Leaf { plane: u32, index: u32 },
-    /// A spine switch.
+    /// A spine switch; in `rail-optimized` spines are shared by all rails
+    /// (`plane` = 0); in a `fat-tree`, an aggregation switch of pod `plane`.
     Spine { plane: u32, index: u32 },
     /// A core switch of a three-layer fat-tree.
     Core { index: u32 },
@@ -70,6 +73,9 @@ pub struct Topology {
     pub gpus: Vec<NodeIndex>,
     pub nodes: u32,
     pub gpus_per_node: u32,
+    /// The spec it was built from (`None` for a hand-built graph); the
+    /// summary's bisection uses it.
+    pub spec: Option<ClusterSpec>,
 }
 
 /// What `moesim topology` prints.
@@ -80,7 +86,16 @@ pub struct TopologySummary {
     pub gpus: u32,
     pub gpus_per_node: u32,
     pub nics: u32,
+    /// Every switch vertex: NVSwitches, leaves, spines and cores.
     pub switches: u32,
+    /// One per node.
+    pub nvswitches: u32,
+    /// Leaf switches (in a three-layer fat-tree: edge switches).
+    pub leaf_switches: u32,
+    /// Spine switches (in a three-layer fat-tree: aggregation switches).
+    pub spine_switches: u32,
+    /// Core switches (three-layer fat-tree only).
+    pub core_switches: u32,
     /// Directed links (twice the physical links).
     pub directed_links: u32,
     /// Per GPU, one direction, nominal: scale-up (NVLink) bandwidth, bytes/s.
@@ -88,8 +103,17 @@ pub struct TopologySummary {
     /// Per GPU, one direction, nominal: scale-out (NIC) bandwidth, bytes/s.
     pub gpu_network_bytes_per_s: f64,
     /// Bisection bandwidth of the scale-out network, one direction, nominal,
-    /// bytes/s: the smaller of the NIC total of half the GPUs and the
-    /// capacity crossing the narrowest balanced cut of the switch fabric.
+    /// bytes/s: the smaller of the network injection of half the GPUs
+    /// (floor(gpus / 2) x `gpu_network_bytes_per_s`) and the capacity
+    /// crossing a balanced cut of the switch fabric, computed per kind:
+    /// `rail-optimized` cuts leaves and spines in half, L x S / 2 leaf-spine
+    /// links (L leaves, S spines, one link per pair) carry one direction;
+    /// `multi-plane-fat-tree` sums that over the planes (a one-leaf plane is
+    /// one non-blocking switch); a k-ary `fat-tree` has k^3/8 links across.
+    /// All preset fabrics are non-blocking, so the NIC term decides. For a
+    /// single node (no network) it is the NVLink bisection, floor(gpus / 2)
+    /// x `gpu_nvlink_bytes_per_s`; a hand-built graph (no spec) is taken as
+    /// non-blocking.
     pub bisection_bytes_per_s: f64,
 }
 
@@ -114,7 +138,6 @@ impl Topology {
         match self.graph[v] {
             NodeKind::Gpu { node, local, .. } => format!("n{node}.gpu{local}"),
             NodeKind::NvSwitch { node } => format!("n{node}.nvswitch"),
-            NodeKind::PcieSwitch { node, local } => format!("n{node}.pcie{local}"),
             NodeKind::Nic { node, local } => format!("n{node}.nic{local}"),
             NodeKind::Leaf { plane, index } => format!("leaf.p{plane}.{index}"),
             NodeKind::Spine { plane, index } => format!("spine.p{plane}.{index}"),
@@ -125,5 +148,128 @@ impl Topology {
     pub fn link_name(&self, e: EdgeIndex) -> String {
         let (a, b) = self.graph.edge_endpoints(e).expect("edge of this graph");
         format!("{}->{}", self.node_name(a), self.node_name(b))
+    }
+
+    /// Checks that every GPU can reach every other over directed links:
+    /// GPU 0 must reach every GPU and every GPU must reach GPU 0. The error
+    /// names one unreachable pair.
+    pub fn check_connected(&self) -> Result<(), TopologyError> {
+        let Some(&first) = self.gpus.first() else {
+            return Ok(());
+        };
+        for dir in [Direction::Outgoing, Direction::Incoming] {
+            let mut seen = vec![false; self.graph.node_count()];
+            let mut stack = vec![first];
+            seen[first.index()] = true;
+            while let Some(v) = stack.pop() {
+                for w in self.graph.neighbors_directed(v, dir) {
+                    if !seen[w.index()] {
+                        seen[w.index()] = true;
+                        stack.push(w);
+                    }
+                }
+            }
+            if let Some(rank) = (0..self.gpu_count()).find(|&r| !seen[self.gpu(r).index()]) {
+                let (a, ra, b, rb) = match dir {
+                    Direction::Outgoing => (first, 0, self.gpu(rank), rank),
+                    Direction::Incoming => (self.gpu(rank), rank, first, 0),
+                };
+                return Err(TopologyError::Disconnected(format!(
+                    "{} (rank {ra}) cannot reach {} (rank {rb})",
+                    self.node_name(a),
+                    self.node_name(b)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts, per-GPU bandwidths and bisection (see [`TopologySummary`]).
+    pub fn summary(&self) -> TopologySummary {
+        let (mut nics, mut nvswitches, mut leaves, mut spines, mut cores) = (0u32, 0u32, 0u32, 0u32, 0u32);
+        for kind in self.graph.node_weights() {
+            match kind {
+                NodeKind::Gpu { .. } => {}
+                NodeKind::NvSwitch { .. } => nvswitches += 1,
+                NodeKind::Nic { .. } => nics += 1,
+                NodeKind::Leaf { .. } => leaves += 1,
+                NodeKind::Spine { .. } => spines += 1,
+                NodeKind::Core { .. } => cores += 1,
+            }
+        }
+        let has_network = self.graph.edge_weights().any(|l| l.kind == LinkKind::InfiniBand);
+        let (mut nvlink, mut network) = (0.0, 0.0);
+        if let Some(&gpu) = self.gpus.first() {
+            let mut pcie = 0.0;
+            for e in self.graph.edges_directed(gpu, Direction::Outgoing) {
+                use petgraph::visit::EdgeRef;
+                match e.weight().kind {
+                    LinkKind::NvLink => nvlink += e.weight().nominal_bytes_per_s,
+                    LinkKind::Pcie => {
+                        pcie += e.weight().nominal_bytes_per_s;
+                        let nic_out: f64 = self
+                            .graph
+                            .edges_directed(e.target(), Direction::Outgoing)
+                            .filter(|n| n.weight().kind == LinkKind::InfiniBand)
+                            .map(|n| n.weight().nominal_bytes_per_s)
+                            .sum();
+                        network += nic_out;
+                    }
+                    LinkKind::InfiniBand => network += e.weight().nominal_bytes_per_s,
+                }
+            }
+            if pcie > 0.0 {
+                network = f64::min(network, pcie);
+            }
+            if !has_network {
+                network = 0.0;
+            }
+        }
+        let half = f64::from(self.gpu_count() / 2);
+        let bisection = match &self.spec {
+            Some(spec) if spec.kind == TopologyKind::Node || !has_network => half * nvlink,
+            Some(spec) => f64::min(half * network, fabric_cut_bytes_per_s(spec)),
+            None if !has_network => half * nvlink,
+            None => half * network,
+        };
+        TopologySummary {
+            name: self.name.clone(),
+            nodes: self.nodes,
+            gpus: self.gpu_count(),
+            gpus_per_node: self.gpus_per_node,
+            nics,
+            switches: nvswitches + leaves + spines + cores,
+            nvswitches,
+            leaf_switches: leaves,
+            spine_switches: spines,
+            core_switches: cores,
+            directed_links: self.graph.edge_count() as u32,
+            gpu_nvlink_bytes_per_s: nvlink,
+            gpu_network_bytes_per_s: network,
+            bisection_bytes_per_s: bisection,
+        }
+    }
+}
+
+/// One direction of the capacity crossing a balanced cut of the switch
+/// fabric a spec builds (see [`TopologySummary::bisection_bytes_per_s`]).
+fn fabric_cut_bytes_per_s(spec: &ClusterSpec) -> f64 {
+    let ib = spec.ib_bytes_per_s;
+    match spec.kind {
+        TopologyKind::Node => f64::INFINITY,
+        TopologyKind::RailOptimized => {
+            let leaves = spec.gpus_per_node * crate::build::leaves_per_plane(spec);
+            let spines = spec.switch_radix / 2;
+            f64::from(leaves) * f64::from(spines) / 2.0 * ib
+        }
+        TopologyKind::MultiPlaneFatTree => {
+            let leaves = crate::build::leaves_per_plane(spec);
+            if leaves == 1 {
+                return f64::INFINITY;
+            }
+            let per_plane = f64::from(leaves) * f64::from(spec.switch_radix / 2) / 2.0 * ib;
+            per_plane * f64::from(spec.gpus_per_node)
+        }
+        TopologyKind::FatTree => f64::from(spec.k).powi(3) / 8.0 * ib,
     }
 }

@@ -1,0 +1,144 @@
+//! Vertex and link counts of every preset at a couple of sizes.
+
+use moesim_topologies::{LinkKind, NodeKind, TopologyKind};
+
+use crate::preset;
+
+fn links_of(topo: &moesim_topologies::Topology, kind: LinkKind) -> usize {
+    topo.graph.edge_weights().filter(|l| l.kind == kind).count()
+}
+
+#[test]
+fn h800_node_has_8_gpus_on_one_nvswitch_and_8_nics() {
+    let t = preset("h800-node", None);
+    let s = t.summary();
+    assert_eq!((s.nodes, s.gpus, s.nics, s.nvswitches, s.switches), (1, 8, 8, 1, 1));
+    // 8 NVLink + 8 PCIe physical links, two directions each.
+    assert_eq!(s.directed_links, 32);
+    assert_eq!(links_of(&t, LinkKind::NvLink), 16);
+    assert_eq!(links_of(&t, LinkKind::Pcie), 16);
+    assert_eq!(links_of(&t, LinkKind::InfiniBand), 0);
+    for rank in 0..8 {
+        assert_eq!(t.graph[t.gpu(rank)], NodeKind::Gpu { node: 0, local: rank, rank });
+    }
+}
+
+#[test]
+fn h800_cluster_2_nodes_counts() {
+    let t = preset("h800-cluster", Some(2));
+    let s = t.summary();
+    assert_eq!(t.spec.as_ref().unwrap().kind, TopologyKind::RailOptimized);
+    // 8 rails x 1 leaf; 32 spines shared by the rails.
+    assert_eq!(
+        (s.gpus, s.nics, s.nvswitches, s.leaf_switches, s.spine_switches, s.core_switches),
+        (16, 16, 2, 8, 32, 0)
+    );
+    // 16 NVLink + 16 PCIe + 16 NIC-leaf + 8 x 32 leaf-spine = 304 physical links.
+    assert_eq!(s.directed_links, 2 * 304);
+    assert_eq!(links_of(&t, LinkKind::InfiniBand), 2 * (16 + 256));
+}
+
+#[test]
+fn h800_cluster_256_nodes_counts() {
+    let t = preset("h800-cluster", Some(256));
+    let s = t.summary();
+    // 256 nodes / 32 down-ports = 8 leaves per rail, 64 leaves; 32 spines of 64 ports.
+    assert_eq!((s.gpus, s.nics, s.nvswitches, s.leaf_switches, s.spine_switches), (2048, 2048, 256, 64, 32));
+    assert_eq!(s.directed_links, 2 * (2048 * 3 + 64 * 32));
+    let spine_ports = t
+        .graph
+        .node_indices()
+        .filter(|&v| matches!(t.graph[v], NodeKind::Spine { .. }))
+        .map(|v| t.graph.neighbors(v).count())
+        .max();
+    assert_eq!(spine_ports, Some(64));
+}
+
+#[test]
+fn h800_cluster_512_nodes_uses_director_spines() {
+    let t = preset("h800-cluster", Some(512));
+    let s = t.summary();
+    assert_eq!((s.gpus, s.leaf_switches, s.spine_switches), (4096, 128, 32));
+    let spine_ports = t
+        .graph
+        .node_indices()
+        .filter(|&v| matches!(t.graph[v], NodeKind::Spine { .. }))
+        .map(|v| t.graph.neighbors(v).count())
+        .max();
+    assert_eq!(spine_ports, Some(128));
+}
+
+#[test]
+fn multi_plane_16_nodes_has_one_leaf_per_plane_and_no_spines() {
+    let t = preset("multi-plane-fat-tree", Some(16));
+    let s = t.summary();
+    assert_eq!((s.gpus, s.nics, s.nvswitches, s.leaf_switches, s.spine_switches), (128, 128, 16, 8, 0));
+    assert_eq!(s.directed_links, 2 * (128 * 3));
+}
+
+#[test]
+fn multi_plane_64_nodes_has_a_fat_tree_per_plane() {
+    let t = preset("multi-plane-fat-tree", Some(64));
+    let s = t.summary();
+    // Per plane: 2 leaves, 32 spines; 8 planes.
+    assert_eq!((s.gpus, s.leaf_switches, s.spine_switches), (512, 16, 256));
+    assert_eq!(s.directed_links, 2 * (512 * 3 + 8 * 2 * 32));
+    // No switch links between planes.
+    for e in t.graph.raw_edges() {
+        let plane = |v: moesim_topologies::NodeIndex| match t.graph[v] {
+            NodeKind::Leaf { plane, .. } | NodeKind::Spine { plane, .. } => Some(plane),
+            _ => None,
+        };
+        if let (Some(a), Some(b)) = (plane(e.source()), plane(e.target())) {
+            assert_eq!(a, b, "{}", t.link_name(t.graph.find_edge(e.source(), e.target()).unwrap()));
+        }
+    }
+}
+
+#[test]
+fn multi_plane_2048_nodes_holds_16384_gpus_with_64_port_switches() {
+    let config = moesim_topologies::TopologyConfig {
+        preset: Some("multi-plane-fat-tree".into()),
+        nodes: Some(2048),
+        ..Default::default()
+    };
+    let spec = config.resolve(crate::H800).unwrap();
+    let t = moesim_topologies::build::multi_plane_fat_tree(&spec);
+    let s = t.summary();
+    assert_eq!((s.gpus, s.leaf_switches, s.spine_switches), (16384, 8 * 64, 8 * 32));
+    let max_ports = t
+        .graph
+        .node_indices()
+        .filter(|&v| matches!(t.graph[v], NodeKind::Spine { .. } | NodeKind::Leaf { .. }))
+        .map(|v| t.graph.neighbors(v).count())
+        .max();
+    assert_eq!(max_ports, Some(64));
+}
+
+#[test]
+fn fat_tree_k16_counts() {
+    let t = preset("fat-tree", Some(2));
+    let s = t.summary();
+    // 16 pods x (8 edge + 8 aggregation), 64 cores; 16 GPUs on host ports 0..16.
+    assert_eq!((s.gpus, s.leaf_switches, s.spine_switches, s.core_switches), (16, 128, 128, 64));
+    // 16 x 64 edge-agg + 16 x 8 x 8 agg-core + 16 NIC-edge IB links.
+    assert_eq!(links_of(&t, moesim_topologies::LinkKind::InfiniBand), 2 * (1024 + 1024 + 16));
+    let full = preset("fat-tree", Some(128));
+    assert_eq!(full.summary().gpus, 1024);
+}
+
+#[test]
+fn fat_tree_k4_counts() {
+    let config = moesim_topologies::TopologyConfig {
+        preset: Some("fat-tree".into()),
+        nodes: Some(4),
+        gpus_per_node: Some(4),
+        k: Some(4),
+        ..Default::default()
+    };
+    let t = moesim_topologies::build(&config.resolve(crate::H800).unwrap()).unwrap();
+    let s = t.summary();
+    // k = 4: 4 pods x (2 + 2), 4 cores, 16 host ports.
+    assert_eq!((s.gpus, s.leaf_switches, s.spine_switches, s.core_switches), (16, 8, 8, 4));
+    assert_eq!(links_of(&t, moesim_topologies::LinkKind::InfiniBand), 2 * (16 + 16 + 16));
+}
