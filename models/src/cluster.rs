@@ -51,11 +51,16 @@ impl Cluster {
 
     /// Routes `src -> dst` (ECMP choice keyed by `flow_key`) and stores the
     /// path in `graph`.
-    pub fn add_route(&self, graph: &mut TaskGraph, src: u32, dst: u32, flow_key: u64, scratch: &mut Vec<EdgeIndex>) -> PathId {
+    pub fn add_route(
+        &self,
+        graph: &mut TaskGraph,
+        src: u32,
+        dst: u32,
+        flow_key: u64,
+        scratch: &mut Vec<EdgeIndex>,
+    ) -> PathId {
         scratch.clear();
         self.router.route(&self.topology, src, dst, flow_key, scratch);
-        let links: Vec<LinkId> = scratch.iter().map(|e| LinkId(e.index() as u32)).collect();
-        graph.add_path(&links)
+        graph.add_path_from(scratch.iter().map(|e| LinkId(e.index() as u32)))
     }
 }
-

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use moesim_topologies::ConfigProblem;
+
 use crate::error::ModelError;
 
 /// Number formats the cost models know.
@@ -65,35 +67,93 @@ pub struct DeviceSpec {
     pub launch_overhead_us: f64,
 }
 
+/// `(name, TOML text)` of every embedded device preset, sorted by name.
+const PRESETS: &[(&str, &str)] = &[
+    ("h100", include_str!("../presets/devices/h100.toml")),
+    ("h20", include_str!("../presets/devices/h20.toml")),
+    ("h200", include_str!("../presets/devices/h200.toml")),
+    ("h800", include_str!("../presets/devices/h800.toml")),
+];
+
+fn positive(key: &str, v: f64, out: &mut Vec<ConfigProblem>) {
+    if !(v.is_finite() && v > 0.0) {
+        out.push(ConfigProblem { key: key.into(), message: format!("expected a positive number, found {v}") });
+    }
+}
+
 impl DeviceSpec {
     /// Names of the embedded presets.
     pub fn preset_names() -> Vec<&'static str> {
-        todo!()
+        PRESETS.iter().map(|(n, _)| *n).collect()
     }
+
     /// The embedded preset's TOML text (with its source comments).
     pub fn preset_text(name: &str) -> Result<&'static str, ModelError> {
-        let _ = name;
-        todo!()
+        PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| ModelError::UnknownDevice {
+            name: name.to_owned(),
+            known: Self::preset_names().iter().map(|s| s.to_string()).collect(),
+        })
     }
+
     /// Parses and checks an embedded preset.
     pub fn preset(name: &str) -> Result<DeviceSpec, ModelError> {
-        let _ = name;
-        todo!()
+        let text = Self::preset_text(name)?;
+        let bad = |message: String| ModelError::BadPreset { name: name.to_owned(), message };
+        let spec: DeviceSpec = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let problems = spec.problems();
+        if let Some(p) = problems.first() {
+            return Err(bad(format!("{}: {}", p.key, p.message)));
+        }
+        Ok(spec)
     }
+
     /// Every impossible value (zero SMs, non-positive rates, ...), keys
     /// relative to the device table.
-    pub fn problems(&self) -> Vec<moesim_topologies::ConfigProblem> {
-        todo!()
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.sms == 0 {
+            out.push(ConfigProblem { key: "sms".into(), message: "expected an integer >= 1, found 0".into() });
+        }
+        positive("bf16_tflops", self.bf16_tflops, &mut out);
+        if let Some(v) = self.fp8_tflops {
+            positive("fp8_tflops", v, &mut out);
+        }
+        positive("fp32_tflops", self.fp32_tflops, &mut out);
+        positive("smem_kib_per_sm", self.smem_kib_per_sm, &mut out);
+        positive("l2_mib", self.l2_mib, &mut out);
+        positive("hbm_gib", self.hbm_gib, &mut out);
+        positive("hbm_tb_per_s", self.hbm_tb_per_s, &mut out);
+        positive("nvlink_gb_per_s", self.nvlink_gb_per_s, &mut out);
+        positive("nic_gbit_per_s", self.nic_gbit_per_s, &mut out);
+        if !(self.launch_overhead_us.is_finite() && self.launch_overhead_us >= 0.0) {
+            out.push(ConfigProblem {
+                key: "launch_overhead_us".into(),
+                message: format!("expected a non-negative number, found {}", self.launch_overhead_us),
+            });
+        }
+        out
     }
+
     /// Dense tensor throughput for a dtype in FLOP/s, or an error if the
     /// device has no such unit.
     pub fn tensor_flops_per_s(&self, dtype: Dtype) -> Result<f64, ModelError> {
-        let _ = dtype;
-        todo!()
+        let tflops = match dtype {
+            Dtype::Fp8 => self.fp8_tflops.ok_or_else(|| {
+                ModelError::Unsupported(format!(
+                    "device {} has no FP8 tensor cores (set fp8_tflops to model them)",
+                    self.name
+                ))
+            })?,
+            Dtype::Bf16 | Dtype::Fp16 => self.bf16_tflops,
+            Dtype::Fp32 => self.fp32_tflops,
+        };
+        Ok(tflops * 1e12)
     }
+
     pub fn hbm_bytes_per_s(&self) -> f64 {
         self.hbm_tb_per_s * 1e12
     }
+
     pub fn hbm_bytes(&self) -> f64 {
         self.hbm_gib * (1u64 << 30) as f64
     }

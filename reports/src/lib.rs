@@ -1,1 +1,16 @@
-//! placeholder
+//! Writers for a finished moesim run: CSV tables, Chrome/Perfetto traces and
+//! markdown summaries. Nothing here runs a simulation; every writer streams to
+//! an `io::Write` and produces the same bytes for the same run.
+
+pub mod error;
+pub mod resources;
+pub mod summary;
+pub mod timeline;
+pub mod trace;
+
+pub use error::ReportError;
+
+/// Formats a number with fixed decimals (deterministic text).
+pub(crate) fn fixed(v: f64, decimals: usize) -> String {
+    format!("{v:.decimals$}")
+}
