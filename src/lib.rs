@@ -1,1 +1,142 @@
-//! moesim
+//! moesim: a discrete-event simulator of GPU/NPU clusters running
+//! Mixture-of-Experts models. This crate glues the engine (`moesim-sim`), the
+//! cluster graphs (`moesim-topologies`), the hardware and workload models
+//! (`moesim-models`) and the writers (`moesim-reports`) behind the scenario
+//! file and the `moesim` CLI. Only this crate reads files, prints or exits.
+
+pub mod builtin;
+pub mod diagnostics;
+pub mod output;
+pub mod scenario;
+pub mod validate;
+pub mod workloads;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use diagnostics::{Diagnostic, Source};
+use moesim_sim::Observer;
+use scenario::Scenario;
+use workloads::{Outcome, RunFailure, RunOptions};
+
+/// A scenario named on the command line: a path or a built-in name.
+#[derive(Debug, Clone)]
+pub enum ScenarioRef {
+    Path(PathBuf),
+    Builtin(&'static str),
+}
+
+impl ScenarioRef {
+    /// A path if such a file exists, else a built-in name, else an error
+    /// listing the built-ins.
+    pub fn parse(arg: &str) -> Result<ScenarioRef, AppError> {
+        let path = Path::new(arg);
+        if path.exists() {
+            return Ok(ScenarioRef::Path(path.to_path_buf()));
+        }
+        if let Some((name, _)) = builtin::SCENARIOS.iter().find(|(n, _)| *n == arg) {
+            return Ok(ScenarioRef::Builtin(name));
+        }
+        let names: Vec<&str> = builtin::SCENARIOS.iter().map(|(n, _)| *n).collect();
+        Err(AppError::Input(vec![Diagnostic {
+            origin: arg.to_owned(),
+            location: diagnostics::Location::Unknown,
+            key: None,
+            message: format!("no such file, and not a built-in scenario; built-ins: {}", names.join(", ")),
+        }]))
+    }
+
+    /// Reads the scenario's text.
+    pub fn load(&self) -> Result<Source, AppError> {
+        match self {
+            ScenarioRef::Builtin(name) => {
+                Ok(Source::new(format!("builtin:{name}"), builtin::scenario(name).expect("known built-in")))
+            }
+            ScenarioRef::Path(p) => {
+                let origin = p.display().to_string();
+                let bytes = std::fs::read(p).map_err(|e| {
+                    AppError::Input(vec![Source::new(origin.clone(), "").plain(format!("cannot read: {e}"))])
+                })?;
+                let text = String::from_utf8(bytes).map_err(|e| {
+                    AppError::Input(vec![Source::new(origin.clone(), "")
+                        .plain(format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))])
+                })?;
+                Ok(Source::new(origin, text))
+            }
+        }
+    }
+}
+
+/// A failure the CLI reports: bad input (exit 2) or a failed run (exit 1).
+#[derive(Debug)]
+pub enum AppError {
+    Input(Vec<Diagnostic>),
+    Failed(String),
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Input(_) => 2,
+            AppError::Failed(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Input(ds) => {
+                for (i, d) in ds.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    write!(f, "error: {d}")?;
+                }
+                Ok(())
+            }
+            AppError::Failed(m) => write!(f, "error: the run failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl From<RunFailure> for AppError {
+    fn from(f: RunFailure) -> Self {
+        match f {
+            RunFailure::Input(d) => AppError::Input(d),
+            RunFailure::Failed(m) => AppError::Failed(m),
+        }
+    }
+}
+
+/// Loads a scenario with overrides and resolves it.
+pub fn load_scenario(scenario: &ScenarioRef, sets: &[String]) -> Result<Scenario, AppError> {
+    let source = scenario.load()?.with_overrides(sets).map_err(AppError::Input)?;
+    Scenario::parse(source).map_err(AppError::Input)
+}
+
+/// Loads, runs and summarises a scenario (quietly).
+pub fn run_scenario(
+    scenario: &ScenarioRef,
+    sets: &[String],
+    options: &RunOptions,
+) -> Result<(Map<String, Value>, Outcome), AppError> {
+    run_scenario_observed(scenario, sets, options, &mut moesim_sim::Quiet)
+}
+
+/// As [`run_scenario`], telling `observer` about progress.
+pub fn run_scenario_observed(
+    scenario: &ScenarioRef,
+    sets: &[String],
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<(Map<String, Value>, Outcome), AppError> {
+    let scenario = load_scenario(scenario, sets)?;
+    let outcome = workloads::run(&scenario, options, observer)?;
+    let summary = output::summary(&scenario.name, scenario.workload.kind_name(), scenario.seed, &outcome);
+    Ok((summary, outcome))
+}

@@ -1,1 +1,316 @@
-fn main() {}
+//! The `moesim` command line.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value};
+
+use moesim::validate::{self, CaseResult};
+use moesim::workloads::RunOptions;
+use moesim::{builtin, load_scenario, run_scenario_observed, AppError, ScenarioRef};
+use moesim_models::DeviceSpec;
+use moesim_sim::{Observer, SimTime};
+
+#[derive(Parser)]
+#[command(
+    name = "moesim",
+    version,
+    about = "Discrete-event simulator of GPU/NPU clusters running Mixture-of-Experts models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario (a path or a built-in name; default: the built-in default).
+    Run {
+        scenario: Option<String>,
+        /// Write summary.json, summary.md, timeline.csv, resources.csv and trace.json here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// List the built-in scenarios.
+    Scenarios,
+    /// Describe a scenario's cluster: GPUs, switches, links, injection and bisection bandwidth.
+    Topology {
+        scenario: Option<String>,
+        /// Write the cluster as a Graphviz DOT file.
+        #[arg(long)]
+        dot: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Device presets.
+    Hardware {
+        #[command(subcommand)]
+        command: HardwareCommand,
+    },
+    /// Compare the model with published figures; exits non-zero if a case fails.
+    Validate {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum HardwareCommand {
+    /// List the device presets.
+    List,
+    /// Show a preset's values and their sources.
+    Show {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { scenario, out, format, sets } => cmd_run(scenario, out, format, &sets),
+        Command::Scenarios => cmd_scenarios(),
+        Command::Topology { scenario, dot, sets, format } => cmd_topology(scenario, dot, &sets, format),
+        Command::Hardware { command: HardwareCommand::List } => cmd_hardware_list(),
+        Command::Hardware { command: HardwareCommand::Show { name, format } } => cmd_hardware_show(&name, format),
+        Command::Validate { format } => cmd_validate(format),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn scenario_ref(arg: Option<String>) -> Result<ScenarioRef, AppError> {
+    match arg {
+        Some(a) => ScenarioRef::parse(&a),
+        None => Ok(ScenarioRef::Builtin(builtin::DEFAULT_SCENARIO)),
+    }
+}
+
+/// A progress bar on stderr for long runs (hidden when stderr is not a terminal).
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} simulating [{bar:30}] {pos}/{len} tasks, t = {msg} ({elapsed})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b
+        });
+        Progress { bar }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn progress(&mut self, finished: usize, total: usize, now: SimTime) {
+        if let Some(b) = &self.bar {
+            b.set_length(total as u64);
+            b.set_position(finished as u64);
+            b.set_message(format!("{:.1} us", now.as_us_f64()));
+        }
+    }
+}
+
+fn cmd_run(
+    scenario: Option<String>,
+    out: Option<PathBuf>,
+    format: Format,
+    sets: &[String],
+) -> Result<ExitCode, AppError> {
+    let scenario = scenario_ref(scenario)?;
+    let started = Instant::now();
+    let options = RunOptions { record_link_series: out.is_some() };
+    let mut progress = Progress::new();
+    let run = run_scenario_observed(&scenario, sets, &options, &mut progress);
+    progress.finish();
+    let (summary, outcome) = run?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let mut written = Vec::new();
+    if let Some(dir) = &out {
+        written = moesim::output::write_dir(dir, &summary, &outcome).map_err(AppError::Failed)?;
+    }
+    let mut printed: Map<String, Value> = summary.clone();
+    printed.insert("wall_s".into(), moesim::workloads::num(wall_s));
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    match format {
+        Format::Json => {
+            serde_json::to_writer(&mut w, &printed).map_err(|e| AppError::Failed(e.to_string()))?;
+            let _ = writeln!(w);
+        }
+        Format::Text => {
+            let _ = writeln!(w, "scenario {}", printed["scenario"].as_str().unwrap_or(""));
+            for (k, v) in &printed {
+                if k == "scenario" || k == "notes" {
+                    continue;
+                }
+                let shown = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                let _ = writeln!(w, "  {k:<24} {shown}");
+            }
+            for note in &outcome.notes {
+                let _ = writeln!(w, "  note: {note}");
+            }
+            for p in &written {
+                let _ = writeln!(w, "  wrote {}", p.display());
+            }
+            let events_per_s = outcome.result.events as f64 / wall_s.max(1e-9);
+            let _ = writeln!(
+                w,
+                "  ({} events in {:.3} s wall, {:.3e} events/s)",
+                outcome.result.events, wall_s, events_per_s
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_scenarios() -> Result<ExitCode, AppError> {
+    for (name, text) in builtin::SCENARIOS {
+        let default = if *name == builtin::DEFAULT_SCENARIO { " (default)" } else { "" };
+        println!("{name}{default}\n    {}", builtin::description(text));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_topology(
+    scenario: Option<String>,
+    dot: Option<PathBuf>,
+    sets: &[String],
+    format: Format,
+) -> Result<ExitCode, AppError> {
+    let scenario = load_scenario(&scenario_ref(scenario)?, sets)?;
+    let Some(spec) = &scenario.topology else {
+        return Err(AppError::Input(vec![scenario.source.at_key("topology", "the scenario has no [topology] table")]));
+    };
+    let topology = moesim_topologies::build(spec)
+        .map_err(|e| AppError::Input(vec![scenario.source.at_key("topology", e.to_string())]))?;
+    let s = topology.summary();
+    if let Some(path) = &dot {
+        std::fs::write(path, moesim_topologies::dot::to_dot(&topology))
+            .map_err(|e| AppError::Failed(format!("cannot write {}: {e}", path.display())))?;
+    }
+    match format {
+        Format::Json => println!("{}", serde_json::to_string(&s).map_err(|e| AppError::Failed(e.to_string()))?),
+        Format::Text => {
+            println!("topology {} ({} device)", s.name, scenario.device.name);
+            println!("  nodes                    {}", s.nodes);
+            println!("  gpus                     {} ({} per node)", s.gpus, s.gpus_per_node);
+            println!("  nics                     {}", s.nics);
+            println!("  switches                 {}", s.switches);
+            println!("  directed links           {}", s.directed_links);
+            println!("  nvlink per gpu           {:.1} GB/s per direction (nominal)", s.gpu_nvlink_bytes_per_s / 1e9);
+            println!(
+                "  network per gpu          {:.1} Gb/s per direction (nominal)",
+                s.gpu_network_bytes_per_s * 8.0 / 1e9
+            );
+            println!(
+                "  bisection                {:.1} Tb/s per direction (nominal)",
+                s.bisection_bytes_per_s * 8.0 / 1e12
+            );
+            if let Some(p) = &dot {
+                println!("  wrote {}", p.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_hardware_list() -> Result<ExitCode, AppError> {
+    for name in DeviceSpec::preset_names() {
+        let d = DeviceSpec::preset(name).map_err(|e| AppError::Failed(e.to_string()))?;
+        println!(
+            "{name:<8} {:<28} {:>3} SMs  {:>6.0} BF16 / {:>6} FP8 TFLOP/s  {:>5.0} GiB HBM at {:.2} TB/s",
+            d.product,
+            d.sms,
+            d.bf16_tflops,
+            d.fp8_tflops.map_or("-".to_owned(), |v| format!("{v:.0}")),
+            d.hbm_gib,
+            d.hbm_tb_per_s
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_hardware_show(name: &str, format: Format) -> Result<ExitCode, AppError> {
+    let input_error = |e: moesim_models::ModelError| {
+        AppError::Input(vec![moesim::diagnostics::Source::new("hardware show", "").plain(e.to_string())])
+    };
+    match format {
+        Format::Text => print!("{}", DeviceSpec::preset_text(name).map_err(input_error)?),
+        Format::Json => {
+            let d = DeviceSpec::preset(name).map_err(input_error)?;
+            println!("{}", serde_json::to_string(&d).map_err(|e| AppError::Failed(e.to_string()))?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_validate(format: Format) -> Result<ExitCode, AppError> {
+    let results: Vec<CaseResult> = validate::CASES.iter().map(validate::run_case).collect();
+    let all_pass = results.iter().all(|r| r.pass);
+    match format {
+        Format::Json => println!("{}", serde_json::to_string(&results).map_err(|e| AppError::Failed(e.to_string()))?),
+        Format::Text => {
+            println!(
+                "{:<36} {:>10} {:>10} {:>8} {:>6} {:<6} {:<4}  source",
+                "case", "published", "simulated", "error", "tol", "fitted", "pass"
+            );
+            for r in &results {
+                let sim = r.simulated.map_or("-".to_owned(), |v| format!("{v:.1}"));
+                let err = r.error_pct.map_or("-".to_owned(), |v| format!("{v:+.1}%"));
+                println!(
+                    "{:<36} {:>10} {:>10} {:>8} {:>5.0}% {:<6} {:<4}  {}",
+                    r.case,
+                    format!("{:.1} {}", r.published, r.unit),
+                    sim,
+                    err,
+                    r.tolerance_pct,
+                    if r.fitted { "yes" } else { "no" },
+                    if r.pass { "ok" } else { "FAIL" },
+                    r.source
+                );
+                if let Some(f) = &r.failure {
+                    println!("    failed: {f}");
+                }
+            }
+            let passed = results.iter().filter(|r| r.pass).count();
+            println!("{passed} of {} cases within tolerance", results.len());
+        }
+    }
+    Ok(if all_pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,1 +1,7 @@
+//! moesim's integration tests: one binary, one module per concern.
 
+mod bad_input;
+mod cli;
+mod common;
+mod determinism;
+mod validation;

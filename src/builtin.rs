@@ -1,0 +1,43 @@
+//! Built-in scenarios, embedded in the binary so `moesim run NAME` works from
+//! any directory. The files live in `scenarios/`.
+
+/// `(name, TOML text)` of every built-in scenario, sorted by name.
+pub const SCENARIOS: &[(&str, &str)] = &[
+    ("allreduce-8xh800", include_str!("../scenarios/allreduce-8xh800.toml")),
+    ("alltoall-4096xh800", include_str!("../scenarios/alltoall-4096xh800.toml")),
+    ("alltoall-512xh800", include_str!("../scenarios/alltoall-512xh800.toml")),
+    ("deepep-combine-ep64", include_str!("../scenarios/deepep-combine-ep64.toml")),
+    ("deepep-dispatch-ep64", include_str!("../scenarios/deepep-dispatch-ep64.toml")),
+    ("deepep-dispatch-ep8", include_str!("../scenarios/deepep-dispatch-ep8.toml")),
+    ("gemm-h800", include_str!("../scenarios/gemm-h800.toml")),
+];
+
+/// What `moesim run` runs with no scenario.
+pub const DEFAULT_SCENARIO: &str = "deepep-dispatch-ep64";
+
+/// The text of a built-in scenario.
+pub fn scenario(name: &str) -> Option<&'static str> {
+    SCENARIOS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// The first comment line of a scenario, as its one-line description.
+pub fn description(text: &str) -> String {
+    text.lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_sorted_and_unique_and_default_exists() {
+        let names: Vec<&str> = super::SCENARIOS.iter().map(|(n, _)| *n).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        assert!(super::scenario(super::DEFAULT_SCENARIO).is_some());
+    }
+}

@@ -1,0 +1,235 @@
+//! The scenario file: parsed strictly as written (`ScenarioFile`, unknown keys
+//! rejected, every error with its line and column), then resolved into a
+//! `Scenario` (device preset merged with overrides, topology resolved against
+//! the device, workload checked), reporting every problem at once.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use moesim_models::{DeviceSpec, ModelError};
+use moesim_topologies::{ClusterSpec, ConfigProblem, LinkDefaults, TopologyConfig, TopologyError};
+
+use crate::diagnostics::{Diagnostic, Source};
+use crate::workloads::{Workload, WorkloadKind};
+
+fn default_seed() -> u64 {
+    1
+}
+
+/// A scenario file as written, for one workload type `W`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile<W> {
+    name: String,
+    #[serde(default = "default_seed")]
+    seed: u64,
+    hardware: toml::Table,
+    topology: Option<TopologyConfig>,
+    workload: W,
+}
+
+/// Just enough of a file to learn which workload it holds.
+#[derive(Debug, Deserialize)]
+struct KindProbe {
+    workload: Option<KindOnly>,
+}
+#[derive(Debug, Deserialize)]
+struct KindOnly {
+    kind: Option<toml::Spanned<String>>,
+}
+
+/// A resolved, checked scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub seed: u64,
+    pub device: DeviceSpec,
+    /// The cluster, when the scenario has a `[topology]` table.
+    pub topology: Option<ClusterSpec>,
+    pub workload: Workload,
+    /// Where it came from, for locating later problems.
+    pub source: Source,
+}
+
+impl Scenario {
+    /// Parses and resolves a scenario source.
+    pub fn parse(source: Source) -> Result<Scenario, Vec<Diagnostic>> {
+        let probe: KindProbe =
+            toml::from_str(&source.text).map_err(|e| vec![source.toml_error(e.span(), e.message())])?;
+        let Some(KindOnly { kind: Some(kind) }) = probe.workload else {
+            let what = format!("expected a [workload] table with `kind` = one of {}", WorkloadKind::names().join(", "));
+            return Err(vec![source.at_key("workload.kind", what)]);
+        };
+        let Some(kind) = WorkloadKind::from_name(kind.get_ref()) else {
+            let d = Diagnostic {
+                origin: source.origin.clone(),
+                location: source.locate_offset(kind.span().start),
+                key: Some("workload.kind".into()),
+                message: format!("expected one of {}, found \"{}\"", WorkloadKind::names().join(", "), kind.get_ref()),
+            };
+            return Err(vec![d]);
+        };
+        match kind {
+            WorkloadKind::Collective => Self::parse_as(source, Workload::Collective),
+            WorkloadKind::MoeDispatch | WorkloadKind::MoeCombine => Self::parse_as(source, Workload::MoeComm),
+            WorkloadKind::Gemm => Self::parse_as(source, Workload::Gemm),
+        }
+    }
+
+    fn parse_as<W: DeserializeOwned>(source: Source, wrap: fn(W) -> Workload) -> Result<Scenario, Vec<Diagnostic>> {
+        let file: ScenarioFile<W> =
+            toml::from_str(&source.text).map_err(|e| vec![source.toml_error(e.span(), e.message())])?;
+        let mut problems = Vec::new();
+        let device = resolve_device(&source, &file.hardware, &mut problems);
+        let topology = match (&file.topology, &device) {
+            (Some(t), Some(d)) => resolve_topology(&source, t, d, &mut problems),
+            _ => None,
+        };
+        let workload = wrap(file.workload);
+        if let (Some(device), true) = (&device, problems.is_empty()) {
+            for p in workload.problems(device, topology.as_ref()) {
+                problems.push(source.at_key(&p.key, p.message));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Scenario {
+            name: file.name,
+            seed: file.seed,
+            device: device.expect("no problems means a device"),
+            topology,
+            workload,
+            source,
+        })
+    }
+
+    /// Locates a model error's problems in this scenario's source.
+    pub fn diagnose(&self, err: &ModelError) -> Vec<Diagnostic> {
+        model_error_diagnostics(&self.source, err, "")
+    }
+}
+
+/// Turns a model error into located diagnostics; `prefix` is prepended to
+/// problem keys (e.g. `hardware.`).
+pub fn model_error_diagnostics(source: &Source, err: &ModelError, prefix: &str) -> Vec<Diagnostic> {
+    match err {
+        ModelError::Invalid { problems } => {
+            problems.iter().map(|p| source.at_key(&format!("{prefix}{}", p.key), p.message.clone())).collect()
+        }
+        other => vec![source.plain(other.to_string())],
+    }
+}
+
+fn push_problems(source: &Source, prefix: &str, problems: &[ConfigProblem], out: &mut Vec<Diagnostic>) {
+    for p in problems {
+        out.push(source.at_key(&format!("{prefix}{}", p.key), p.message.clone()));
+    }
+}
+
+/// The `[hardware]` table: a `device` preset name (or a path to a device
+/// file), with any of the device's keys overridden beside it.
+fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic>) -> Option<DeviceSpec> {
+    let Some(name) = table.get("device") else {
+        out.push(source.at_key(
+            "hardware.device",
+            format!("missing; expected a preset name ({}) or a path", DeviceSpec::preset_names().join(", ")),
+        ));
+        return None;
+    };
+    let Some(name) = name.as_str() else {
+        out.push(source.at_key("hardware.device", format!("expected a preset name or a path, found {name}")));
+        return None;
+    };
+    let text = match DeviceSpec::preset_text(name) {
+        Ok(t) => t.to_owned(),
+        Err(e) => match read_device_file(source, name) {
+            Some(t) => t,
+            None => {
+                out.push(source.at_key("hardware.device", e.to_string()));
+                return None;
+            }
+        },
+    };
+    let mut merged: toml::Table = match toml::from_str(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            out.push(source.at_key("hardware.device", format!("device file {name}: {}", e.message().trim())));
+            return None;
+        }
+    };
+    let known: Vec<String> = merged.keys().cloned().chain(["fp8_tflops".to_owned()]).collect();
+    let mut ok = true;
+    for (k, v) in table {
+        if k == "device" {
+            continue;
+        }
+        if !known.contains(k) {
+            let mut names: Vec<&str> = known.iter().map(String::as_str).filter(|k| *k != "name").collect();
+            names.sort_unstable();
+            names.dedup();
+            out.push(source.at_key(
+                &format!("hardware.{k}"),
+                format!("unknown key; expected one of device, {}", names.join(", ")),
+            ));
+            ok = false;
+            continue;
+        }
+        merged.insert(k.clone(), v.clone());
+    }
+    if !ok {
+        return None;
+    }
+    let device: DeviceSpec = match toml::Value::Table(merged).try_into() {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = e.message().trim().to_owned();
+            // Name the offending key when the message does.
+            let key = table
+                .keys()
+                .find(|k| msg.contains(k.as_str()))
+                .map_or("hardware".to_owned(), |k| format!("hardware.{k}"));
+            out.push(source.at_key(&key, msg));
+            return None;
+        }
+    };
+    let problems = device.problems();
+    if !problems.is_empty() {
+        push_problems(source, "hardware.", &problems, out);
+        return None;
+    }
+    Some(device)
+}
+
+fn read_device_file(source: &Source, name: &str) -> Option<String> {
+    if !name.ends_with(".toml") {
+        return None;
+    }
+    let base = std::path::Path::new(&source.origin).parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let path = base.join(name);
+    std::fs::read_to_string(&path).or_else(|_| std::fs::read_to_string(name)).ok()
+}
+
+fn resolve_topology(
+    source: &Source,
+    config: &TopologyConfig,
+    device: &DeviceSpec,
+    out: &mut Vec<Diagnostic>,
+) -> Option<ClusterSpec> {
+    let defaults = LinkDefaults { nvlink_gb_per_s: device.nvlink_gb_per_s, nic_gbit_per_s: device.nic_gbit_per_s };
+    match config.resolve(defaults) {
+        Ok(spec) => Some(spec),
+        Err(TopologyError::Invalid { problems }) => {
+            push_problems(source, "topology.", &problems, out);
+            None
+        }
+        Err(e @ TopologyError::UnknownPreset { .. }) => {
+            out.push(source.at_key("topology.preset", e.to_string()));
+            None
+        }
+        Err(e) => {
+            out.push(source.at_key("topology", e.to_string()));
+            None
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `kind = "collective"`: one collective over `ranks` GPUs, reported as time,
+//! algorithm bandwidth and bus bandwidth (nccl-tests' definitions).
+
+use moesim_models::collectives::{self, CollectiveOp, CollectiveSpec};
+use moesim_sim::{Observer, TaskGraph};
+use moesim_topologies::{ClusterSpec, ConfigProblem};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{
+    build_cluster, check_ranks, model_failure, num, positive_time, problem, simulate, Outcome, RunFailure, RunOptions,
+};
+use crate::scenario::Scenario;
+
+fn default_algorithm() -> String {
+    "ring".into()
+}
+
+/// The `[workload]` table of a collective.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectiveWorkload {
+    pub kind: String,
+    pub op: CollectiveOp,
+    /// Group size: GPUs 0..ranks.
+    pub ranks: u32,
+    /// nccl-tests' size: the buffer (all-reduce), output (all-gather), input
+    /// (reduce-scatter) or per-rank send total (all-to-all), in bytes.
+    pub bytes: f64,
+    #[serde(default = "default_algorithm")]
+    pub algorithm: String,
+}
+
+impl CollectiveWorkload {
+    pub fn problems(&self, topology: Option<&ClusterSpec>) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.ranks < 2 {
+            out.push(problem("workload.ranks", format!("expected an integer >= 2, found {}", self.ranks)));
+        }
+        if !(self.bytes.is_finite() && self.bytes > 0.0) {
+            out.push(problem("workload.bytes", format!("expected a positive number of bytes, found {}", self.bytes)));
+        }
+        check_ranks(self.ranks, topology, &mut out);
+        out
+    }
+
+    pub fn run(
+        &self,
+        scenario: &Scenario,
+        options: &RunOptions,
+        observer: &mut dyn Observer,
+    ) -> Result<Outcome, RunFailure> {
+        let cluster = build_cluster(scenario)?;
+        let algorithm = collectives::algorithm(&self.algorithm).map_err(|e| model_failure(scenario, e))?;
+        let spec = CollectiveSpec { op: self.op, group: (0..self.ranks).collect(), bytes: self.bytes };
+        let mut graph = TaskGraph::new();
+        let streams: Vec<_> = (0..self.ranks).map(|r| graph.add_stream(r, "comm")).collect();
+        let after = vec![None; self.ranks as usize];
+        algorithm.lower(&cluster, &spec, &mut graph, &streams, &after).map_err(|e| model_failure(scenario, e))?;
+        let (platform, graph, result) = simulate(cluster.platform, graph, options, observer)?;
+        let time_s = positive_time(result.end);
+        let algbw = self.bytes / time_s / 1e9;
+        let busbw = algbw * collectives::bus_bandwidth_factor(self.op, self.ranks);
+        let mut metrics = Map::new();
+        metrics.insert("op".into(), Value::from(op_name(self.op)));
+        metrics.insert("algorithm".into(), Value::from(algorithm.name()));
+        metrics.insert("ranks".into(), Value::from(self.ranks));
+        metrics.insert("bytes".into(), num(self.bytes));
+        metrics.insert("time_us".into(), num(time_s * 1e6));
+        metrics.insert("algbw_gb_per_s".into(), num(algbw));
+        metrics.insert("busbw_gb_per_s".into(), num(busbw));
+        Ok(Outcome { metrics, notes: Vec::new(), graph, platform, result })
+    }
+}
+
+pub fn op_name(op: CollectiveOp) -> &'static str {
+    match op {
+        CollectiveOp::AllReduce => "all-reduce",
+        CollectiveOp::ReduceScatter => "reduce-scatter",
+        CollectiveOp::AllGather => "all-gather",
+        CollectiveOp::AllToAll => "all-to-all",
+        CollectiveOp::SendRecv => "send-recv",
+    }
+}

@@ -1,0 +1,178 @@
+//! The micro-workloads a scenario can name in `[workload] kind = ...`: what
+//! each reads from the file, how it is checked, lowered, run and measured.
+
+pub mod collective;
+pub mod gemm;
+pub mod moe_comm;
+
+use moesim_models::{Cluster, DeviceSpec, ModelError};
+use moesim_sim::{EngineOptions, Observer, Platform, RunResult, SimTime, TaskGraph};
+use moesim_topologies::{ClusterSpec, ConfigProblem};
+use serde_json::{Map, Value};
+
+use crate::scenario::Scenario;
+
+/// The `kind` names a scenario may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Collective,
+    MoeDispatch,
+    MoeCombine,
+    Gemm,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 4] =
+        [WorkloadKind::Collective, WorkloadKind::MoeDispatch, WorkloadKind::MoeCombine, WorkloadKind::Gemm];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Collective => "collective",
+            WorkloadKind::MoeDispatch => "moe-dispatch",
+            WorkloadKind::MoeCombine => "moe-combine",
+            WorkloadKind::Gemm => "gemm",
+        }
+    }
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|k| k.name()).collect()
+    }
+    pub fn from_name(s: &str) -> Option<WorkloadKind> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// A parsed `[workload]` table.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    Collective(collective::CollectiveWorkload),
+    MoeComm(moe_comm::MoeCommWorkload),
+    Gemm(gemm::GemmWorkload),
+}
+
+/// How to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Record per-link rate series (for trace counter tracks).
+    pub record_link_series: bool,
+}
+
+/// A finished run: the workload's metrics and everything the reports need.
+pub struct Outcome {
+    /// Workload metrics, keys with units (`time_us`, `busbw_gb_per_s`, ...).
+    pub metrics: Map<String, Value>,
+    /// Assumptions worth printing (e.g. representative ranks).
+    pub notes: Vec<String>,
+    pub graph: TaskGraph,
+    pub platform: Platform,
+    pub result: RunResult,
+}
+
+/// Why a run did not produce an outcome.
+#[derive(Debug)]
+pub enum RunFailure {
+    /// A problem with the input, located in the scenario.
+    Input(Vec<crate::diagnostics::Diagnostic>),
+    /// The simulation itself failed.
+    Failed(String),
+}
+
+impl Workload {
+    /// Problems found without building anything, keys relative to the file.
+    pub fn problems(&self, device: &DeviceSpec, topology: Option<&ClusterSpec>) -> Vec<ConfigProblem> {
+        match self {
+            Workload::Collective(w) => w.problems(topology),
+            Workload::MoeComm(w) => w.problems(topology),
+            Workload::Gemm(w) => w.problems(device),
+        }
+    }
+
+    pub fn kind_name(&self) -> &str {
+        match self {
+            Workload::Collective(_) => "collective",
+            Workload::MoeComm(w) => &w.kind,
+            Workload::Gemm(_) => "gemm",
+        }
+    }
+}
+
+/// Builds the scenario's cluster (it must have a topology).
+pub fn build_cluster(scenario: &Scenario) -> Result<Cluster, RunFailure> {
+    let Some(spec) = &scenario.topology else {
+        return Err(RunFailure::Input(vec![scenario
+            .source
+            .at_key("topology", "this workload needs a [topology] table, e.g. preset = \"h800-cluster\"")]));
+    };
+    let topology = moesim_topologies::build(spec)
+        .map_err(|e| RunFailure::Input(vec![scenario.source.at_key("topology", e.to_string())]))?;
+    Ok(Cluster::new(topology, scenario.device.clone(), scenario.seed))
+}
+
+/// Runs a scenario's workload to completion.
+pub fn run(scenario: &Scenario, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
+    match &scenario.workload {
+        Workload::Collective(w) => w.run(scenario, options, observer),
+        Workload::MoeComm(w) => w.run(scenario, options, observer),
+        Workload::Gemm(w) => w.run(scenario, options, observer),
+    }
+}
+
+/// Runs a lowered graph on a platform.
+pub fn simulate(
+    platform: Platform,
+    graph: TaskGraph,
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<(Platform, TaskGraph, RunResult), RunFailure> {
+    let engine = EngineOptions { record_link_series: options.record_link_series };
+    let result =
+        moesim_sim::run(&platform, &graph, &engine, observer).map_err(|e| RunFailure::Failed(e.to_string()))?;
+    Ok((platform, graph, result))
+}
+
+pub(crate) fn model_failure(scenario: &Scenario, err: ModelError) -> RunFailure {
+    RunFailure::Input(scenario.diagnose(&err))
+}
+
+pub(crate) fn positive_time(end: SimTime) -> f64 {
+    end.as_secs_f64().max(1e-12)
+}
+
+pub(crate) fn problem(key: &str, message: String) -> ConfigProblem {
+    ConfigProblem { key: key.to_owned(), message }
+}
+
+/// The GPUs a resolved topology has.
+pub(crate) fn cluster_gpus(spec: &ClusterSpec) -> u64 {
+    spec.nodes as u64 * spec.gpus_per_node as u64
+}
+
+/// A problem if `ranks` does not fit the topology (or there is none).
+pub(crate) fn check_ranks(ranks: u32, topology: Option<&ClusterSpec>, out: &mut Vec<ConfigProblem>) {
+    match topology {
+        None => out.push(problem("topology", "this workload needs a [topology] table".into())),
+        Some(t) if ranks as u64 > cluster_gpus(t) => out.push(problem(
+            "workload.ranks",
+            format!(
+                "expected at most {} (the topology's GPUs: {} nodes x {}), found {ranks}",
+                cluster_gpus(t),
+                t.nodes,
+                t.gpus_per_node
+            ),
+        )),
+        _ => {}
+    }
+}
+
+/// A JSON number rounded to 9 significant digits (stable, readable text).
+pub fn num(v: f64) -> Value {
+    // Round to 9 significant digits so text output is stable and readable.
+    if v == 0.0 || !v.is_finite() {
+        return Value::from(v);
+    }
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        return Value::from(v as i64);
+    }
+    let digits = 9 - (v.abs().log10().floor() as i32) - 1;
+    let f = 10f64.powi(digits.clamp(-300, 300));
+    Value::from((v * f).round() / f)
+}

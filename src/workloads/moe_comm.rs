@@ -1,0 +1,128 @@
+//! `kind = "moe-dispatch"` / `"moe-combine"`: DeepEP-style expert-parallel
+//! all-to-all, reported as time and per-rank NVLink and RDMA bandwidth counted
+//! the way DeepEP's benchmarks count them.
+
+use moesim_models::moe_comm::{self, MoeCommSpec, MoeKernel, MoePhase};
+use moesim_models::routing::Skew;
+use moesim_sim::{Observer, TaskGraph};
+use moesim_topologies::{ClusterSpec, ConfigProblem};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{
+    build_cluster, check_ranks, model_failure, num, positive_time, problem, simulate, Outcome, RunFailure, RunOptions,
+};
+use crate::scenario::Scenario;
+
+/// DeepEP's two kernel families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelName {
+    #[default]
+    Normal,
+    LowLatency,
+}
+
+fn default_comm_sms() -> u32 {
+    20
+}
+
+/// The `[workload]` table of a dispatch or combine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeCommWorkload {
+    pub kind: String,
+    #[serde(default)]
+    pub kernel: KernelName,
+    pub ranks: u32,
+    pub tokens_per_rank: u32,
+    pub hidden: u32,
+    pub topk: u32,
+    pub experts: u32,
+    /// Most nodes a token's experts may span (node-limited routing: experts
+    /// are grouped by node, as DeepSeek-V3's gate and DeepEP's benchmark do).
+    pub node_limit: u32,
+    /// SMs the normal kernels hold.
+    #[serde(default = "default_comm_sms")]
+    pub comm_sms: u32,
+    /// Zipf exponent of expert popularity; 0 = balanced.
+    #[serde(default)]
+    pub skew: f64,
+}
+
+impl MoeCommWorkload {
+    pub fn problems(&self, topology: Option<&ClusterSpec>) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let int = |key: &str, v: u32, min: u32, out: &mut Vec<ConfigProblem>| {
+            if v < min {
+                out.push(problem(key, format!("expected an integer >= {min}, found {v}")));
+            }
+        };
+        int("workload.ranks", self.ranks, 1, &mut out);
+        int("workload.tokens_per_rank", self.tokens_per_rank, 1, &mut out);
+        int("workload.hidden", self.hidden, 1, &mut out);
+        int("workload.topk", self.topk, 1, &mut out);
+        int("workload.experts", self.experts, 1, &mut out);
+        int("workload.node_limit", self.node_limit, 1, &mut out);
+        if self.topk > self.experts {
+            out.push(problem(
+                "workload.topk",
+                format!("expected at most experts ({}), found {}", self.experts, self.topk),
+            ));
+        }
+        if !(self.skew.is_finite() && self.skew >= 0.0) {
+            out.push(problem("workload.skew", format!("expected a Zipf exponent >= 0, found {}", self.skew)));
+        }
+        check_ranks(self.ranks, topology, &mut out);
+        out
+    }
+
+    fn spec(&self) -> MoeCommSpec {
+        MoeCommSpec {
+            kernel: match self.kernel {
+                KernelName::Normal => MoeKernel::Normal,
+                KernelName::LowLatency => MoeKernel::LowLatency,
+            },
+            phase: if self.kind == "moe-combine" { MoePhase::Combine } else { MoePhase::Dispatch },
+            ranks: self.ranks,
+            tokens_per_rank: self.tokens_per_rank,
+            hidden: self.hidden,
+            topk: self.topk,
+            experts: self.experts,
+            node_limit: self.node_limit,
+            comm_sms: self.comm_sms,
+            skew: if self.skew == 0.0 { Skew::Balanced } else { Skew::Zipf(self.skew) },
+        }
+    }
+
+    pub fn run(
+        &self,
+        scenario: &Scenario,
+        options: &RunOptions,
+        observer: &mut dyn Observer,
+    ) -> Result<Outcome, RunFailure> {
+        let cluster = build_cluster(scenario)?;
+        let mut graph = TaskGraph::new();
+        let streams: Vec<_> = (0..self.ranks).map(|r| graph.add_stream(r, "deepep")).collect();
+        let after = vec![None; self.ranks as usize];
+        let lowered = moe_comm::lower_moe_comm(&cluster, &self.spec(), scenario.seed, &mut graph, &streams, &after)
+            .map_err(|e| model_failure(scenario, e))?;
+        let (platform, graph, result) = simulate(cluster.platform, graph, options, observer)?;
+        let time_s = positive_time(result.end);
+        let mut metrics = Map::new();
+        metrics.insert(
+            "kernel".into(),
+            Value::from(if self.kernel == KernelName::Normal { "normal" } else { "low-latency" }),
+        );
+        metrics.insert("phase".into(), Value::from(if self.kind == "moe-combine" { "combine" } else { "dispatch" }));
+        metrics.insert("ranks".into(), Value::from(self.ranks));
+        metrics.insert("time_us".into(), num(time_s * 1e6));
+        metrics.insert("nvlink_bytes_per_rank".into(), num(lowered.nvlink_bytes_per_rank));
+        metrics.insert("rdma_bytes_per_rank".into(), num(lowered.rdma_bytes_per_rank));
+        metrics.insert("nvlink_gb_per_s".into(), num(lowered.nvlink_bytes_per_rank / time_s / 1e9));
+        metrics.insert("rdma_gb_per_s".into(), num(lowered.rdma_bytes_per_rank / time_s / 1e9));
+        metrics.insert("ib_bytes_per_rank".into(), num(lowered.ib_bytes_per_rank));
+        let notes = vec!["bandwidths count bytes as DeepEP's benchmarks do: (token, destination) pairs incl. the rank's own node/rank, divided by the kernel time".into()];
+        Ok(Outcome { metrics, notes, graph, platform, result })
+    }
+}

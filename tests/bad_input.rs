@@ -1,0 +1,120 @@
+//! Bad input, one test per class: each gets a message naming the file, line
+//! and column (or the key path / `--set`) and what was expected, exit code 2,
+//! no panic, and no output files.
+
+use crate::common::*;
+
+/// Runs a broken scenario with `--out`, checks exit 2, no panic, no files, and
+/// returns stderr.
+fn rejected(test: &str, text: &str, extra: &[&str]) -> String {
+    let path = scenario_file(test, text);
+    let out = path.parent().unwrap().join("out");
+    let mut args = vec!["run", path.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = moesim(&args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "expected exit 2, stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(), "no output files for a failed run");
+    err
+}
+
+#[test]
+fn malformed_toml_names_line_and_column() {
+    let err = rejected("bad_malformed", &ALLREDUCE.replace("nodes = 2", "nodes = = 2"), &[]);
+    assert!(err.contains("scenario.toml:9:9:"), "{err}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_place() {
+    let err = rejected("bad_unknown_workload_key", &ALLREDUCE.replace("ranks = 16", "rank = 16"), &[]);
+    assert!(err.contains("scenario.toml:14:1") && err.contains("unknown field `rank`"), "{err}");
+    let err = rejected("bad_unknown_topology_key", &ALLREDUCE.replace("nodes = 2", "nodes = 2\nib_gbps = 400"), &[]);
+    assert!(err.contains("scenario.toml:10:1") && err.contains("ib_gbps"), "{err}");
+    let err = rejected(
+        "bad_unknown_hardware_key",
+        &ALLREDUCE.replace("device = \"h800\"", "device = \"h800\"\nhbm_tbps = 4"),
+        &[],
+    );
+    assert!(err.contains("hardware.hbm_tbps") && err.contains("hbm_tb_per_s"), "{err}");
+}
+
+#[test]
+fn wrong_types_are_rejected_with_their_place() {
+    let err = rejected("bad_type", &ALLREDUCE.replace("ranks = 16", "ranks = \"sixteen\""), &[]);
+    assert!(err.contains("scenario.toml:14:9"), "{err}");
+}
+
+#[test]
+fn zero_or_negative_bandwidths_are_rejected() {
+    let err = rejected("bad_bandwidth", &ALLREDUCE.replace("nodes = 2", "nodes = 2\nib_gbit_per_s = -400"), &[]);
+    assert!(
+        err.contains("scenario.toml:10:17: topology.ib_gbit_per_s: expected a positive number, found -400"),
+        "{err}"
+    );
+    let err = rejected("bad_hbm", ALLREDUCE, &["--set", "hardware.hbm_tb_per_s=0"]);
+    assert!(err.contains("--set hardware.hbm_tb_per_s=0") && err.contains("positive"), "{err}");
+    let err = rejected("bad_nvlink", ALLREDUCE, &["--set", "topology.nvlink_gb_per_s=0"]);
+    assert!(err.contains("topology.nvlink_gb_per_s"), "{err}");
+}
+
+#[test]
+fn unknown_presets_list_the_known_ones() {
+    let err = rejected("bad_topology_preset", &ALLREDUCE.replace("h800-cluster", "h900-cluster"), &[]);
+    assert!(err.contains("scenario.toml:8:") && err.contains("h900-cluster") && err.contains("h800-node"), "{err}");
+    let err = rejected("bad_device_preset", &ALLREDUCE.replace("\"h800\"", "\"h900\""), &[]);
+    assert!(err.contains("scenario.toml:5:") && err.contains("h900") && err.contains("h20"), "{err}");
+    let err = rejected("bad_kind", &ALLREDUCE.replace("\"collective\"", "\"colective\""), &[]);
+    assert!(err.contains("workload.kind") && err.contains("moe-dispatch"), "{err}");
+}
+
+#[test]
+fn a_group_larger_than_the_cluster_is_rejected() {
+    let err = rejected("bad_group", &ALLREDUCE.replace("ranks = 16", "ranks = 64"), &[]);
+    assert!(err.contains("scenario.toml:14:9: workload.ranks: expected at most 16"), "{err}");
+}
+
+#[test]
+fn bad_overrides_and_unknown_scenarios_are_rejected() {
+    let err = rejected("bad_set", ALLREDUCE, &["--set", "workload.ranks"]);
+    assert!(err.contains("expected KEY=VALUE"), "{err}");
+    let o = moesim(&["run", "no-such-scenario"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("deepep-dispatch-ep64"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_topology_with_unreachable_gpus_is_rejected() {
+    use moesim_topologies::{LinkDefaults, TopologyConfig};
+    let spec = TopologyConfig { preset: Some("h800-node".into()), ..Default::default() }
+        .resolve(LinkDefaults { nvlink_gb_per_s: 200.0, nic_gbit_per_s: 400.0 })
+        .unwrap();
+    let mut topo = moesim_topologies::build(&spec).unwrap();
+    // Cut GPU 3 off the NVSwitch.
+    let gpu = topo.gpu(3);
+    let edges: Vec<_> = topo
+        .graph
+        .edges_directed(gpu, petgraph::Direction::Outgoing)
+        .map(|e| petgraph::visit::EdgeRef::id(&e))
+        .collect();
+    for e in edges.into_iter().rev() {
+        topo.graph.remove_edge(e);
+    }
+    let err = topo.check_connected().unwrap_err().to_string();
+    assert!(err.contains("gpu3") || err.contains("rank 3"), "{err}");
+}
+
+#[test]
+fn a_cyclic_task_graph_is_rejected() {
+    use moesim_sim::*;
+    let mut platform = Platform::default();
+    platform.add_device(DeviceResource { name: "gpu0".into(), units: 132, mem_bytes_per_s: 3.35e12 });
+    let mut g = TaskGraph::new();
+    let s = g.add_stream(0, "compute");
+    let a = g.add_delay(s, "a", SimDuration::from_ns(5));
+    let b = g.add_delay(s, "b", SimDuration::from_ns(5));
+    g.add_dep(b, a);
+    let err = moesim_sim::run(&platform, &g, &EngineOptions::default(), &mut Quiet).unwrap_err();
+    assert!(matches!(err, SimError::Cycle { .. }), "{err}");
+    assert!(err.to_string().contains("cycle"), "{err}");
+}

@@ -1,0 +1,111 @@
+//! The CLI end to end: each micro-workload's JSON keys and numbers, the output
+//! directory, and the informational subcommands.
+
+use crate::common::*;
+
+#[test]
+fn default_run_is_deepep_dispatch_with_the_documented_keys() {
+    let v = run_json(&[]);
+    for key in ["scenario", "sim_time_s", "events", "wall_s", "time_us", "nvlink_gb_per_s", "rdma_gb_per_s"] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert_eq!(v["scenario"], "deepep-dispatch-ep64");
+    assert!(v["events"].as_u64().unwrap() > 64);
+    // 64 ranks x 4096 tokens x ~4 target nodes x 7168 x (1+4/128) bytes: ~121 MB per rank.
+    let rdma = v["rdma_bytes_per_rank"].as_f64().unwrap();
+    assert!((1.0e8..1.4e8).contains(&rdma), "{rdma}");
+}
+
+#[test]
+fn collective_reports_time_algbw_and_busbw() {
+    let path = scenario_file("cli_collective", ALLREDUCE);
+    let v = run_json(&[path.to_str().unwrap()]);
+    let time_us = v["time_us"].as_f64().unwrap();
+    let algbw = v["algbw_gb_per_s"].as_f64().unwrap();
+    let busbw = v["busbw_gb_per_s"].as_f64().unwrap();
+    assert!(time_us > 0.0);
+    assert!((algbw - 67108864.0 / (time_us * 1e-6) / 1e9).abs() / algbw < 1e-6);
+    // nccl-tests: all-reduce busbw = algbw x 2(n-1)/n.
+    assert!((busbw / algbw - 2.0 * 15.0 / 16.0).abs() < 1e-6);
+    // A ring across two nodes is bound by the 400 Gb/s NICs: busbw below 50 GB/s.
+    assert!(busbw < 50.0 && busbw > 20.0, "{busbw}");
+}
+
+#[test]
+fn set_overrides_change_the_run() {
+    let path = scenario_file("cli_set", ALLREDUCE);
+    let p = path.to_str().unwrap();
+    let base = run_json(&[p]);
+    let fast = run_json(&[p, "--set", "topology.ib_gbit_per_s=800"]);
+    let t0 = base["time_us"].as_f64().unwrap();
+    let t1 = fast["time_us"].as_f64().unwrap();
+    assert!(t1 < 0.75 * t0, "doubling IB should speed a cross-node ring up: {t0} -> {t1}");
+    let small = run_json(&[p, "--set", "workload.ranks=8"]);
+    assert_eq!(small["ranks"], 8);
+}
+
+#[test]
+fn gemm_reports_tflops_and_bound() {
+    let v = run_json(&["gemm-h800"]);
+    assert_eq!(v["bound"], "compute");
+    let tflops = v["tflops"].as_f64().unwrap();
+    assert!(tflops > 1000.0 && tflops <= 1979.0, "{tflops}");
+    let skinny =
+        run_json(&["gemm-h800", "--set", "workload.m=64", "--set", "workload.n=2112", "--set", "workload.k=7168"]);
+    assert_eq!(skinny["bound"], "hbm");
+}
+
+#[test]
+fn out_dir_has_every_file_and_the_trace_parses() {
+    let dir = scratch("cli_out");
+    let out = dir.join("run");
+    let o = moesim(&["run", "allreduce-8xh800", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["summary.json", "summary.md", "timeline.csv", "resources.csv", "trace.json"] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("trace.json")).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["ph"] == "X"), "task spans");
+    assert!(events.iter().any(|e| e["ph"] == "C"), "link counters");
+    let timeline = std::fs::read_to_string(out.join("timeline.csv")).unwrap();
+    assert!(timeline.lines().next().unwrap().contains("start_us"));
+    // 8 ranks x 14 ring steps.
+    assert!(timeline.lines().count() > 8 * 14);
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn informational_subcommands_work() {
+    let o = moesim(&["scenarios"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("deepep-dispatch-ep64 (default)"));
+
+    let o = moesim(&["hardware", "list"]);
+    assert!(o.status.success());
+    for name in ["h800", "h100", "h200", "h20"] {
+        assert!(stdout(&o).lines().any(|l| l.starts_with(name)), "{name} listed");
+    }
+    let o = moesim(&["hardware", "show", "h20", "--format", "json"]);
+    assert!(o.status.success());
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(d["sms"], 78);
+
+    let dir = scratch("cli_topology");
+    let dot = dir.join("c.dot");
+    let o = moesim(&["topology", "deepep-dispatch-ep64", "--format", "json", "--dot", dot.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["gpus"], 64);
+    // 400 Gb/s NIC per GPU = 50 GB/s.
+    assert!((s["gpu_network_bytes_per_s"].as_f64().unwrap() - 50e9).abs() < 1e6);
+    let dot = std::fs::read_to_string(dot).unwrap();
+    assert!(dot.starts_with("graph \"h800-cluster\""), "{dot}");
+    // 8 nodes: 64 NVLink + 64 PCIe links, 64 NIC-leaf + 8 leaves x 32 spines.
+    assert_eq!(dot.matches(" -- ").count(), 64 + 64 + 64 + 8 * 32);
+}
