@@ -24,6 +24,10 @@ pub struct Case {
     pub tolerance: f64,
     /// Whether a calibration constant was fitted on this case.
     pub fitted: bool,
+    /// A mechanism the model lacks that this case needs: shown in the table,
+    /// not counted against the exit status, and tested to still miss (so a
+    /// fix gets it promoted to a real case).
+    pub known_gap: Option<&'static str>,
 }
 
 /// A case's outcome.
@@ -39,12 +43,18 @@ pub struct CaseResult {
     pub tolerance_pct: f64,
     pub fitted: bool,
     pub pass: bool,
+    pub known_gap: Option<String>,
     /// Why it could not be computed.
     pub failure: Option<String>,
 }
 
 const DEEPEP: &str =
     "DeepEP README (normal kernels, H800 + CX7 400 Gb/s, 4096 tokens, hidden 7168, top-8 of 256, top-4 groups, 20 SMs)";
+
+const VIDUR: &str =
+    "microsoft/vidur data/profiling/network/h100_dgx/all_reduce.csv (NCCL on 8x H100 DGX; ../shared/data)";
+const NVLS_GAP: &str =
+    "NCCL runs all-reduce on NVSwitch H100 with NVLS (in-switch reduction); moesim has only the ring";
 
 /// Every case, in table order.
 pub const CASES: &[Case] = &[
@@ -58,6 +68,7 @@ pub const CASES: &[Case] = &[
         published: 153.0,
         tolerance: 0.15,
         fitted: true,
+        known_gap: None,
     },
     Case {
         name: "deepep-normal-ep8-combine-nvlink",
@@ -69,6 +80,7 @@ pub const CASES: &[Case] = &[
         published: 158.0,
         tolerance: 0.15,
         fitted: false,
+        known_gap: None,
     },
     Case {
         name: "deepep-normal-ep16-dispatch-rdma",
@@ -80,6 +92,7 @@ pub const CASES: &[Case] = &[
         published: 43.0,
         tolerance: 0.15,
         fitted: false,
+        known_gap: None,
     },
     Case {
         name: "deepep-normal-ep16-combine-rdma",
@@ -91,6 +104,7 @@ pub const CASES: &[Case] = &[
         published: 43.0,
         tolerance: 0.15,
         fitted: false,
+        known_gap: None,
     },
     Case {
         name: "deepep-normal-ep32-dispatch-rdma",
@@ -102,6 +116,7 @@ pub const CASES: &[Case] = &[
         published: 58.0,
         tolerance: 0.15,
         fitted: false,
+        known_gap: None,
     },
     Case {
         name: "deepep-normal-ep32-combine-rdma",
@@ -113,6 +128,7 @@ pub const CASES: &[Case] = &[
         published: 57.0,
         tolerance: 0.15,
         fitted: false,
+        known_gap: None,
     },
     Case {
         name: "deepep-normal-ep64-dispatch-rdma",
@@ -124,6 +140,7 @@ pub const CASES: &[Case] = &[
         published: 51.0,
         tolerance: 0.15,
         fitted: true,
+        known_gap: None,
     },
     Case {
         name: "deepep-normal-ep64-combine-rdma",
@@ -135,6 +152,33 @@ pub const CASES: &[Case] = &[
         published: 50.0,
         tolerance: 0.15,
         fitted: false,
+        known_gap: None,
+    },
+    // 8 ranks, 67108864 B, median 0.322 ms => busbw = 2 x 7/8 x 64 MiB / 0.322 ms.
+    Case {
+        name: "nccl-allreduce-8xh100-64mib-busbw",
+        source: VIDUR,
+        scenario: "allreduce-8xh800",
+        sets: &["hardware.device=h100", "workload.bytes=67108864"],
+        metric: "busbw_gb_per_s",
+        unit: "GB/s",
+        published: 364.72,
+        tolerance: 0.15,
+        fitted: false,
+        known_gap: Some(NVLS_GAP),
+    },
+    // 8 ranks, 16777216 B, median 0.115 ms.
+    Case {
+        name: "nccl-allreduce-8xh100-16mib-busbw",
+        source: VIDUR,
+        scenario: "allreduce-8xh800",
+        sets: &["hardware.device=h100", "workload.bytes=16777216"],
+        metric: "busbw_gb_per_s",
+        unit: "GB/s",
+        published: 255.31,
+        tolerance: 0.15,
+        fitted: false,
+        known_gap: Some(NVLS_GAP),
     },
 ];
 
@@ -166,6 +210,7 @@ pub fn run_case(case: &Case) -> CaseResult {
         tolerance_pct: case.tolerance * 100.0,
         fitted: case.fitted,
         pass,
+        known_gap: case.known_gap.map(str::to_owned),
         failure,
     }
 }

@@ -12,7 +12,7 @@ fn every_validation_case_is_within_tolerance() {
             "{:<40} published {:>8.1} simulated {:>8.1?} error {:>6.1?}%",
             r.case, r.published, r.simulated, r.error_pct
         );
-        if !r.pass {
+        if !r.pass && case.known_gap.is_none() {
             failures
                 .push(format!("{}: published {} simulated {:?} ({:?})", r.case, r.published, r.simulated, r.failure));
         }
@@ -25,4 +25,46 @@ fn at_most_one_fitted_case_per_medium() {
     let fitted: Vec<&str> = CASES.iter().filter(|c| c.fitted).map(|c| c.metric).collect();
     assert_eq!(fitted.iter().filter(|m| **m == "nvlink_gb_per_s").count(), 1);
     assert_eq!(fitted.iter().filter(|m| **m == "rdma_gb_per_s").count(), 1);
+}
+
+#[test]
+fn known_gaps_still_miss_and_say_why() {
+    // When one of these starts passing, the mechanism it lacked is in: make it
+    // a real case (known_gap: None).
+    for case in CASES.iter().filter(|c| c.known_gap.is_some()) {
+        let r = run_case(case);
+        assert!(r.simulated.is_some(), "{}: {:?}", r.case, r.failure);
+        assert!(!r.pass, "{} now passes: promote it to a real case", r.case);
+    }
+}
+
+#[test]
+fn vidur_figures_match_the_measurements_in_shared_data() {
+    // The published values of the vidur cases are the medians in the CSV,
+    // read here in place (never copied into the repository).
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/microsoft+vidur/data/profiling/network/h100_dgx/all_reduce.csv"
+    );
+    let Ok(text) = std::fs::read_to_string(path) else {
+        panic!("{path} is missing: tests read ../shared beside the checkout");
+    };
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let headers = rdr.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (size, workers, median) = (col("size"), col("num_workers"), col("time_stats.all_reduce.median"));
+    for case in CASES.iter().filter(|c| c.name.starts_with("nccl-allreduce-8xh100")) {
+        let bytes: f64 = case.sets.iter().find_map(|s| s.strip_prefix("workload.bytes=")).unwrap().parse().unwrap();
+        let row = rdr_rows(&text)
+            .into_iter()
+            .find(|r| r[workers] == *"8" && r[size].parse::<f64>().unwrap() == bytes)
+            .unwrap();
+        let ms: f64 = row[median].parse().unwrap();
+        let busbw = bytes / (ms * 1e-3) / 1e9 * 2.0 * 7.0 / 8.0;
+        assert!((busbw - case.published).abs() < 0.01, "{}: CSV gives {busbw}", case.name);
+    }
+}
+
+fn rdr_rows(text: &str) -> Vec<csv::StringRecord> {
+    csv::Reader::from_reader(text.as_bytes()).records().map(|r| r.unwrap()).collect()
 }

@@ -101,18 +101,21 @@ impl TokenRouter {
                     .expect("group_limit <= groups");
                 chosen_groups.push(g);
             }
+            // Top-k by replacement of the current minimum (rarely needed
+            // after the first few candidates).
             top.clear();
+            let (mut min_at, mut min_score) = (0usize, f64::MIN);
             for &g in &chosen_groups {
                 let first = g * per_group;
                 for (e, &sc) in scores[first..first + per_group].iter().enumerate().map(|(i, s)| (first + i, s)) {
                     if top.len() < s.topk as usize {
                         top.push((sc, e as u32));
-                    } else {
-                        let (mi, &(ms, _)) =
-                            top.iter().enumerate().min_by(|a, b| a.1 .0.total_cmp(&b.1 .0)).expect("topk >= 1");
-                        if sc > ms {
-                            top[mi] = (sc, e as u32);
+                        if top.len() == s.topk as usize {
+                            (min_at, min_score) = min_of(&top);
                         }
+                    } else if sc > min_score {
+                        top[min_at] = (sc, e as u32);
+                        (min_at, min_score) = min_of(&top);
                     }
                 }
             }
@@ -122,6 +125,11 @@ impl TokenRouter {
             f(&out);
         }
     }
+}
+
+/// Index and value of the lowest score.
+fn min_of(top: &[(f64, u32)]) -> (usize, f64) {
+    top.iter().enumerate().fold((0, f64::MAX), |(bi, bs), (i, &(s, _))| if s < bs { (i, s) } else { (bi, bs) })
 }
 
 #[cfg(test)]

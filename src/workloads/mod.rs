@@ -165,14 +165,15 @@ pub(crate) fn check_ranks(ranks: u32, topology: Option<&ClusterSpec>, out: &mut 
 
 /// A JSON number rounded to 9 significant digits (stable, readable text).
 pub fn num(v: f64) -> Value {
-    // Round to 9 significant digits so text output is stable and readable.
     if v == 0.0 || !v.is_finite() {
         return Value::from(v);
     }
-    if v.fract() == 0.0 && v.abs() < 9.0e15 {
-        return Value::from(v as i64);
-    }
     let digits = 9 - (v.abs().log10().floor() as i32) - 1;
     let f = 10f64.powi(digits.clamp(-300, 300));
-    Value::from((v * f).round() / f)
+    let rounded = (v * f).round() / f;
+    if rounded.fract() == 0.0 && rounded.abs() < 9.0e15 {
+        Value::from(rounded as i64)
+    } else {
+        Value::from(rounded)
+    }
 }
