@@ -81,15 +81,17 @@ impl Scenario {
             toml::from_str(&source.text).map_err(|e| vec![source.toml_error(e.span(), e.message())])?;
         let mut problems = Vec::new();
         let device = resolve_device(&source, &file.hardware, &mut problems);
-        let topology = match (&file.topology, &device) {
-            (Some(t), Some(d)) => resolve_topology(&source, t, d, &mut problems),
-            _ => None,
-        };
+        // Check the topology even when the device is broken (with neutral
+        // link rates) so every problem is reported at once.
+        let topology = file.topology.as_ref().and_then(|t| {
+            let defaults = device.as_ref().map_or(LinkDefaults { nvlink_gb_per_s: 1.0, nic_gbit_per_s: 1.0 }, |d| {
+                LinkDefaults { nvlink_gb_per_s: d.nvlink_gb_per_s, nic_gbit_per_s: d.nic_gbit_per_s }
+            });
+            resolve_topology(&source, t, defaults, &mut problems)
+        });
         let workload = wrap(file.workload);
-        if let (Some(device), true) = (&device, problems.is_empty()) {
-            for p in workload.problems(device, topology.as_ref()) {
-                problems.push(source.at_key(&p.key, p.message));
-            }
+        for p in workload.problems(device.as_ref(), topology.as_ref(), file.topology.is_some()) {
+            problems.push(source.at_key(&p.key, p.message));
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -213,10 +215,9 @@ fn read_device_file(source: &Source, name: &str) -> Option<String> {
 fn resolve_topology(
     source: &Source,
     config: &TopologyConfig,
-    device: &DeviceSpec,
+    defaults: LinkDefaults,
     out: &mut Vec<Diagnostic>,
 ) -> Option<ClusterSpec> {
-    let defaults = LinkDefaults { nvlink_gb_per_s: device.nvlink_gb_per_s, nic_gbit_per_s: device.nic_gbit_per_s };
     match config.resolve(defaults) {
         Ok(spec) => Some(spec),
         Err(TopologyError::Invalid { problems }) => {

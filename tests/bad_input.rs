@@ -118,3 +118,15 @@ fn a_cyclic_task_graph_is_rejected() {
     assert!(matches!(err, SimError::Cycle { .. }), "{err}");
     assert!(err.to_string().contains("cycle"), "{err}");
 }
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = ALLREDUCE.replace("nodes = 2", "nodes = 2\nib_gbit_per_s = -400").replace("ranks = 16", "ranks = 64");
+    let err = rejected("bad_many", &text, &["--set", "hardware.hbm_tb_per_s=0", "--set", "workload.bytes=-1"]);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    // The ranks cannot be checked against a topology that has problems itself.
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].contains("--set hardware.hbm_tb_per_s=0"), "{err}");
+    assert!(lines[1].contains("scenario.toml:10:17: topology.ib_gbit_per_s"), "{err}");
+    assert!(lines[2].contains("--set workload.bytes=-1"), "{err}");
+}

@@ -3,12 +3,13 @@
 
 use moesim_models::collectives::{self, CollectiveOp, CollectiveSpec};
 use moesim_sim::{Observer, TaskGraph};
-use moesim_topologies::{ClusterSpec, ConfigProblem};
+use moesim_topologies::ConfigProblem;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
     build_cluster, check_ranks, model_failure, num, positive_time, problem, simulate, Outcome, RunFailure, RunOptions,
+    TopologyState,
 };
 use crate::scenario::Scenario;
 
@@ -32,7 +33,7 @@ pub struct CollectiveWorkload {
 }
 
 impl CollectiveWorkload {
-    pub fn problems(&self, topology: Option<&ClusterSpec>) -> Vec<ConfigProblem> {
+    pub fn problems(&self, topology: TopologyState) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         if self.ranks < 2 {
             out.push(problem("workload.ranks", format!("expected an integer >= 2, found {}", self.ranks)));

@@ -43,7 +43,7 @@ pub struct GemmWorkload {
 }
 
 impl GemmWorkload {
-    pub fn problems(&self, device: &DeviceSpec) -> Vec<ConfigProblem> {
+    pub fn problems(&self, device: Option<&DeviceSpec>) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         for (key, v) in
             [("workload.m", self.m), ("workload.n", self.n), ("workload.k", self.k), ("workload.groups", self.groups)]
@@ -52,7 +52,7 @@ impl GemmWorkload {
                 out.push(problem(key, "expected an integer >= 1, found 0".into()));
             }
         }
-        if let Err(e) = device.tensor_flops_per_s(self.dtype) {
+        if let Some(Err(e)) = device.map(|d| d.tensor_flops_per_s(self.dtype)) {
             out.push(problem("workload.dtype", e.to_string()));
         }
         out

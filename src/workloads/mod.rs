@@ -78,7 +78,20 @@ pub enum RunFailure {
 
 impl Workload {
     /// Problems found without building anything, keys relative to the file.
-    pub fn problems(&self, device: &DeviceSpec, topology: Option<&ClusterSpec>) -> Vec<ConfigProblem> {
+    /// `device` is `None` when the `[hardware]` table had problems (already
+    /// reported); `topology` is the resolved cluster; `topology_given` says whether the
+    /// file has a `[topology]` table (which may have failed to resolve).
+    pub fn problems(
+        &self,
+        device: Option<&DeviceSpec>,
+        topology: Option<&ClusterSpec>,
+        topology_given: bool,
+    ) -> Vec<ConfigProblem> {
+        let topology = match (topology, topology_given) {
+            (Some(t), _) => TopologyState::Resolved(t),
+            (None, true) => TopologyState::Broken,
+            (None, false) => TopologyState::Missing,
+        };
         match self {
             Workload::Collective(w) => w.problems(topology),
             Workload::MoeComm(w) => w.problems(topology),
@@ -146,11 +159,20 @@ pub(crate) fn cluster_gpus(spec: &ClusterSpec) -> u64 {
     spec.nodes as u64 * spec.gpus_per_node as u64
 }
 
+/// The scenario's topology as far as the workload checks are concerned.
+#[derive(Debug, Clone, Copy)]
+pub enum TopologyState<'a> {
+    Resolved(&'a ClusterSpec),
+    /// The table is there but has problems of its own (already reported).
+    Broken,
+    Missing,
+}
+
 /// A problem if `ranks` does not fit the topology (or there is none).
-pub(crate) fn check_ranks(ranks: u32, topology: Option<&ClusterSpec>, out: &mut Vec<ConfigProblem>) {
+pub(crate) fn check_ranks(ranks: u32, topology: TopologyState, out: &mut Vec<ConfigProblem>) {
     match topology {
-        None => out.push(problem("topology", "this workload needs a [topology] table".into())),
-        Some(t) if ranks as u64 > cluster_gpus(t) => out.push(problem(
+        TopologyState::Missing => out.push(problem("topology", "this workload needs a [topology] table".into())),
+        TopologyState::Resolved(t) if ranks as u64 > cluster_gpus(t) => out.push(problem(
             "workload.ranks",
             format!(
                 "expected at most {} (the topology's GPUs: {} nodes x {}), found {ranks}",

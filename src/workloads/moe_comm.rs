@@ -5,12 +5,13 @@
 use moesim_models::moe_comm::{self, MoeCommSpec, MoeKernel, MoePhase};
 use moesim_models::routing::Skew;
 use moesim_sim::{Observer, TaskGraph};
-use moesim_topologies::{ClusterSpec, ConfigProblem};
+use moesim_topologies::ConfigProblem;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
     build_cluster, check_ranks, model_failure, num, positive_time, problem, simulate, Outcome, RunFailure, RunOptions,
+    TopologyState,
 };
 use crate::scenario::Scenario;
 
@@ -51,7 +52,7 @@ pub struct MoeCommWorkload {
 }
 
 impl MoeCommWorkload {
-    pub fn problems(&self, topology: Option<&ClusterSpec>) -> Vec<ConfigProblem> {
+    pub fn problems(&self, topology: TopologyState) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         let int = |key: &str, v: u32, min: u32, out: &mut Vec<ConfigProblem>| {
             if v < min {
