@@ -63,7 +63,7 @@ impl CollectiveWorkload {
         let algbw = self.bytes / time_s / 1e9;
         let busbw = algbw * collectives::bus_bandwidth_factor(self.op, self.ranks);
         let mut metrics = Map::new();
-        metrics.insert("op".into(), Value::from(op_name(self.op)));
+        metrics.insert("op".into(), Value::from(self.op.as_str()));
         metrics.insert("algorithm".into(), Value::from(algorithm.name()));
         metrics.insert("ranks".into(), Value::from(self.ranks));
         metrics.insert("bytes".into(), num(self.bytes));
@@ -71,15 +71,5 @@ impl CollectiveWorkload {
         metrics.insert("algbw_gb_per_s".into(), num(algbw));
         metrics.insert("busbw_gb_per_s".into(), num(busbw));
         Ok(Outcome { metrics, notes: Vec::new(), graph, platform, result })
-    }
-}
-
-pub fn op_name(op: CollectiveOp) -> &'static str {
-    match op {
-        CollectiveOp::AllReduce => "all-reduce",
-        CollectiveOp::ReduceScatter => "reduce-scatter",
-        CollectiveOp::AllGather => "all-gather",
-        CollectiveOp::AllToAll => "all-to-all",
-        CollectiveOp::SendRecv => "send-recv",
     }
 }
