@@ -79,7 +79,7 @@ fn write_all(dir: &Path, summary: &Map<String, Value>, outcome: &Outcome) -> Res
     w.flush().map_err(|e| werr("summary.md", e))?;
 
     let mut w = create(dir, "timeline.csv")?;
-    moesim_reports::timeline::write_csv(&mut w, &outcome.graph, &outcome.result)
+    moesim_reports::timeline::write_csv(&mut w, &outcome.graph, &outcome.platform, &outcome.result)
         .map_err(|e| werr("timeline.csv", e))?;
     w.flush().map_err(|e| werr("timeline.csv", e))?;
 

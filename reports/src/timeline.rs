@@ -2,22 +2,38 @@
 
 use std::io::Write;
 
-use moesim_sim::{RunResult, TaskGraph};
+use moesim_sim::{Platform, RunResult, TaskGraph, TaskKind};
 
 use crate::{fixed, ReportError};
 
-/// Writes `task_id,rank,stream,label,class,start_us,end_us,duration_us`.
-pub fn write_csv<W: Write>(w: W, graph: &TaskGraph, result: &RunResult) -> Result<(), ReportError> {
+/// Writes `task_id,rank,stream,label,class,resource,start_us,end_us,duration_us`;
+/// `resource` is the device a kernel ran on, `network` (or `network+DEVICE`
+/// when it held compute units there) for a communication, empty for a delay.
+pub fn write_csv<W: Write>(
+    w: W,
+    graph: &TaskGraph,
+    platform: &Platform,
+    result: &RunResult,
+) -> Result<(), ReportError> {
     let mut out = csv::Writer::from_writer(w);
-    out.write_record(["task_id", "rank", "stream", "label", "class", "start_us", "end_us", "duration_us"])?;
+    out.write_record(["task_id", "rank", "stream", "label", "class", "resource", "start_us", "end_us", "duration_us"])?;
     for (i, (task, span)) in graph.tasks().iter().zip(&result.spans).enumerate() {
         let stream = graph.stream(task.stream);
+        let resource = match &task.kind {
+            TaskKind::Kernel(k) => platform.device(k.device).name.clone(),
+            TaskKind::Comm(c) => match c.hold {
+                Some((d, _)) => format!("network+{}", platform.device(d).name),
+                None => "network".to_owned(),
+            },
+            TaskKind::Delay(_) => String::new(),
+        };
         out.write_record([
             i.to_string().as_str(),
             stream.rank.to_string().as_str(),
             graph.label_str(stream.name),
             graph.label_str(task.label),
             task.class.as_str(),
+            &resource,
             &fixed(span.start.as_us_f64(), 6),
             &fixed(span.end.as_us_f64(), 6),
             &fixed((span.end - span.start).as_us_f64(), 6),

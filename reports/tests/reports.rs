@@ -32,14 +32,14 @@ fn run() -> (TaskGraph, Platform, RunResult) {
 
 #[test]
 fn timeline_has_a_row_per_task_with_times_in_us() {
-    let (g, _, r) = run();
+    let (g, p, r) = run();
     let mut buf = Vec::new();
-    timeline::write_csv(&mut buf, &g, &r).unwrap();
+    timeline::write_csv(&mut buf, &g, &p, &r).unwrap();
     let text = String::from_utf8(buf).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "task_id,rank,stream,label,class,start_us,end_us,duration_us");
-    assert_eq!(lines[1], "0,0,compute,wait,other,0.000000,1.000000,1.000000");
-    assert_eq!(lines[2], "1,1,comm,\"send, \"\"quoted\"\"\",communication,0.000000,1.000000,1.000000");
+    assert_eq!(lines[0], "task_id,rank,stream,label,class,resource,start_us,end_us,duration_us");
+    assert_eq!(lines[1], "0,0,compute,wait,other,,0.000000,1.000000,1.000000");
+    assert_eq!(lines[2], "1,1,comm,\"send, \"\"quoted\"\"\",communication,network,0.000000,1.000000,1.000000");
 }
 
 #[test]
