@@ -143,3 +143,38 @@ fn deepep_normal_kernels_hold_their_sms() {
     assert_eq!(holds.len(), 8);
     assert!(holds.iter().enumerate().all(|(r, &(d, sms))| d == c.device_of(r as u32) && sms == 20));
 }
+
+/// Not a timing assertion: prints how long lowering a 4096-GPU all-to-all
+/// (16.8M flows) takes. `cargo test --release -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn all_to_all_on_4096_gpus_lowers_quickly() {
+    let t0 = std::time::Instant::now();
+    let cfg = TopologyConfig { preset: Some("h800-cluster".into()), nodes: Some(512), ..Default::default() };
+    let spec = cfg.resolve(LinkDefaults { nvlink_gb_per_s: 200.0, nic_gbit_per_s: 400.0 }).unwrap();
+    let c = Cluster::new(moesim_topologies::build(&spec).unwrap(), DeviceSpec::preset("h800").unwrap(), 1);
+    let built = t0.elapsed();
+    let mut g = TaskGraph::new();
+    let streams: Vec<_> = (0..4096).map(|r| g.add_stream(r, "comm")).collect();
+    let a2a = CollectiveSpec { op: CollectiveOp::AllToAll, group: (0..4096).collect(), bytes: 4096.0 * 1e6 };
+    let t1 = std::time::Instant::now();
+    algorithm("direct").unwrap().lower(&c, &a2a, &mut g, &streams, &vec![None; 4096]).unwrap();
+    println!("cluster {built:?}; lowering {:?}; {} flows", t1.elapsed(), g.flows().len());
+    assert_eq!(g.flows().len(), 4096 * 4095);
+}
+
+/// Not a timing assertion: prints how long sampling DeepEP's EP64 routing
+/// (4096 tokens x 256 experts x 64 ranks) takes.
+#[test]
+#[ignore]
+fn ep64_routing_samples_quickly() {
+    use moesim_models::routing::{RoutingSpec, TokenRouter};
+    let spec = RoutingSpec { tokens: 4096, experts: 256, topk: 8, groups: 8, group_limit: 4, skew: Skew::Balanced };
+    let router = TokenRouter::new(spec, 1).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut n = 0u64;
+    for src in 0..64 {
+        router.for_each_token(src, |es| n += es[0] as u64);
+    }
+    println!("sampled 64 x 4096 tokens in {:?} ({n})", t0.elapsed());
+}
