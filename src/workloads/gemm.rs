@@ -2,7 +2,7 @@
 //! the roofline's verdict on what bounds it.
 
 use moesim_models::hardware::Dtype;
-use moesim_models::ops::{gemm_cost, GemmShape};
+use moesim_models::ops::{gemm_cost, GemmLayout, GemmShape};
 use moesim_models::DeviceSpec;
 use moesim_sim::{DeviceResource, Kernel, Observer, Platform, SimDuration, TaskClass, TaskGraph, UnitDemand};
 use moesim_topologies::ConfigProblem;
@@ -11,17 +11,6 @@ use serde_json::{Map, Value};
 
 use super::{model_failure, num, positive_time, problem, simulate, Outcome, RunFailure, RunOptions};
 use crate::scenario::Scenario;
-
-/// Grouped-GEMM layouts (DeepGEMM's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum GemmLayout {
-    /// Every group's rows packed one after another (training, prefill).
-    #[default]
-    Contiguous,
-    /// Each group padded to `m` rows of which few are valid (decode).
-    Masked,
-}
 
 fn one() -> u64 {
     1
@@ -65,7 +54,8 @@ impl GemmWorkload {
         observer: &mut dyn Observer,
     ) -> Result<Outcome, RunFailure> {
         let device = &scenario.device;
-        let shape = GemmShape { m: self.m, n: self.n, k: self.k, groups: self.groups, dtype: self.dtype };
+        let shape =
+            GemmShape { m: self.m, n: self.n, k: self.k, groups: self.groups, layout: self.layout, dtype: self.dtype };
         let cost = gemm_cost(device, &shape).map_err(|e| model_failure(scenario, e))?;
         let mut platform = Platform::default();
         let dev = platform.add_device(DeviceResource {
