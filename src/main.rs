@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use moesim::validate::{self, CaseResult};
 use moesim::workloads::RunOptions;
 use moesim::{builtin, load_scenario, run_scenario_observed, AppError, ScenarioRef};
-use moesim_models::DeviceSpec;
+use moesim_models::{DeviceSpec, ModelConfig};
 use moesim_sim::{Observer, SimTime};
 
 #[derive(Parser)]
@@ -64,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: HardwareCommand,
     },
+    /// Model presets.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Compare the model with published figures; exits non-zero if a case fails.
     Validate {
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -83,6 +88,18 @@ enum HardwareCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// List the model presets with their parameter counts.
+    List,
+    /// Show a preset's values, sources and derived counts.
+    Show {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -91,6 +108,8 @@ fn main() -> ExitCode {
         Command::Topology { scenario, dot, sets, format } => cmd_topology(scenario, dot, &sets, format),
         Command::Hardware { command: HardwareCommand::List } => cmd_hardware_list(),
         Command::Hardware { command: HardwareCommand::Show { name, format } } => cmd_hardware_show(&name, format),
+        Command::Models { command: ModelsCommand::List } => cmd_models_list(),
+        Command::Models { command: ModelsCommand::Show { name, format } } => cmd_models_show(&name, format),
         Command::Validate { format } => cmd_validate(format),
     };
     match result {
@@ -275,6 +294,48 @@ fn cmd_hardware_show(name: &str, format: Format) -> Result<ExitCode, AppError> {
         Format::Json => {
             let d = DeviceSpec::preset(name).map_err(input_error)?;
             println!("{}", serde_json::to_string(&d).map_err(|e| AppError::Failed(e.to_string()))?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_models_list() -> Result<ExitCode, AppError> {
+    for name in ModelConfig::preset_names() {
+        let m = ModelConfig::preset(name).map_err(|e| AppError::Failed(e.to_string()))?;
+        let p = m.params();
+        println!(
+            "{name:<18} {:<18} {:>3} layers  {:>7.1}B total  {:>6.1}B active  {:>8.0} KV bytes/token (BF16)",
+            m.product,
+            m.layers,
+            p.total / 1e9,
+            p.active / 1e9,
+            m.kv_cache_bytes_per_token(2.0)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_models_show(name: &str, format: Format) -> Result<ExitCode, AppError> {
+    let input_error = |e: moesim_models::ModelError| {
+        AppError::Input(vec![moesim::diagnostics::Source::new("models show", "").plain(e.to_string())])
+    };
+    let m = ModelConfig::preset(name).map_err(input_error)?;
+    let derived = moesim::workloads::model_summary(&m);
+    match format {
+        Format::Text => {
+            print!("{}", ModelConfig::preset_text(name).map_err(input_error)?);
+            println!("\n# derived");
+            for (k, v) in &derived {
+                println!("# {k:<36} {v}");
+            }
+        }
+        Format::Json => {
+            let mut obj = match serde_json::to_value(&m).map_err(|e| AppError::Failed(e.to_string()))? {
+                Value::Object(o) => o,
+                _ => Map::new(),
+            };
+            obj.extend(derived);
+            println!("{}", Value::Object(obj));
         }
     }
     Ok(ExitCode::SUCCESS)

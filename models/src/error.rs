@@ -7,6 +7,8 @@ use thiserror::Error;
 pub enum ModelError {
     #[error("unknown device preset `{name}`; known presets: {}", known.join(", "))]
     UnknownDevice { name: String, known: Vec<String> },
+    #[error("unknown {what} preset `{name}`; known presets: {}", known.join(", "))]
+    UnknownPreset { what: &'static str, name: String, known: Vec<String> },
     #[error("embedded preset {name} is broken: {message}")]
     BadPreset { name: String, message: String },
     /// Values that parse but are impossible; `key` is relative to the table

@@ -185,6 +185,20 @@ pub(crate) fn check_ranks(ranks: u32, topology: TopologyState, out: &mut Vec<Con
     }
 }
 
+/// Derived counts of a model (parameters, KV cache, FLOPs), keys with units.
+pub fn model_summary(m: &moesim_models::ModelConfig) -> Map<String, Value> {
+    let p = m.params();
+    let mut out = Map::new();
+    out.insert("total_params".into(), num(p.total));
+    out.insert("active_params".into(), num(p.active));
+    out.insert("active_params_incl_embedding".into(), num(p.active_incl_embedding));
+    out.insert("routed_expert_params".into(), num(p.routed_experts));
+    out.insert("mtp_params".into(), num(p.mtp));
+    out.insert("kv_cache_bytes_per_token".into(), num(m.kv_cache_bytes_per_token(2.0)));
+    out.insert("training_flops_per_token_seq4096".into(), num(m.training_flops_per_token(4096)));
+    out
+}
+
 /// A JSON number rounded to 9 significant digits (stable, readable text).
 pub fn num(v: f64) -> Value {
     if v == 0.0 || !v.is_finite() {
