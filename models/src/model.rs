@@ -186,7 +186,7 @@ impl ModelConfig {
                 at_least_one("attention.head_dim", a.head_dim as u64);
             }
         }
-        if a.kind == AttentionKind::Gqa && a.kv_heads > 0 && a.heads % a.kv_heads != 0 {
+        if a.kind == AttentionKind::Gqa && a.kv_heads > 0 && !a.heads.is_multiple_of(a.kv_heads) {
             out.push(ConfigProblem {
                 key: "attention.kv_heads".into(),
                 message: format!("expected a divisor of the {} heads, found {}", a.heads, a.kv_heads),
@@ -217,7 +217,7 @@ impl ModelConfig {
                         out.push(ConfigProblem { key: k.into(), message: "expected an integer >= 1, found 0".into() });
                     }
                 }
-                if m.groups > 0 && m.routed_experts % m.groups != 0 {
+                if m.groups > 0 && !m.routed_experts.is_multiple_of(m.groups) {
                     out.push(ConfigProblem {
                         key: "moe.groups".into(),
                         message: format!(
@@ -233,7 +233,7 @@ impl ModelConfig {
                     });
                 }
                 let reachable =
-                    if m.groups > 0 { m.routed_experts / m.groups * m.group_limit.min(m.groups) } else { 0 };
+                    m.routed_experts.checked_div(m.groups).map_or(0, |per| per * m.group_limit.min(m.groups));
                 if m.topk > reachable && m.groups > 0 {
                     out.push(ConfigProblem {
                         key: "moe.topk".into(),
