@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod collectives;
 pub mod error;
 pub mod hardware;
+pub mod layers;
 pub mod model;
 pub mod moe_comm;
 pub mod ops;

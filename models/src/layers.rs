@@ -1,0 +1,745 @@
+//! The kernels of one pipeline unit (embedding, a transformer layer, an MTP
+//! module, the output head) for one micro-batch on one rank, forward and
+//! backward, costed by the op models.
+//!
+//! A unit's pass is a [`Block`] with a fixed shape that the lowering can
+//! interleave with another block (DualPipe's overlapped forward + backward):
+//!
+//! ```text
+//! pre ─► comm_a ─┬─► side ─► mid ─► comm_b ─► post          compute waits:
+//!                │          (waits comm_a)    (waits comm_b)  mid for comm_a,
+//!                └──────────────────────────────────────┘    post for comm_b
+//! ```
+//!
+//! Forward MoE layer: pre = attention, norm, gate; comm_a = dispatch; side =
+//! shared expert; mid = routed experts; comm_b = combine; post = weighted sum.
+//! Backward MoE layer: pre = weighted-sum backward; comm_a = combine backward
+//! (gradients to the experts, FP8 like the dispatch); side = shared expert
+//! backward; mid = routed experts backward; comm_b = dispatch backward (BF16
+//! like the combine); post = gate, norm and attention backward (with the
+//! recomputation DeepSeek-V3 does: RMSNorm and MLA up-projections). The
+//! weight-gradient GEMMs (W) are kept apart in `weight_mid` (experts) and
+//! `weight_post` (the rest) so zero-bubble schedules can move them.
+//!
+//! Tensor parallelism splits attention heads, dense FFNs, shared experts and
+//! the vocabulary; routed experts are split by expert parallelism only. A
+//! tensor-parallel all-reduce is an inline item the next kernel waits for.
+
+use moesim_sim::TaskClass;
+
+use crate::error::ModelError;
+use crate::hardware::{DeviceSpec, Dtype};
+use crate::model::{AttentionKind, FfnKind, ModelConfig};
+use crate::moe_comm::MoePhase;
+use crate::ops::{op_cost, AttentionShape, GemmLayout, GemmShape, Op, OpCost, Pass};
+
+/// A piece of the model a pipeline stage can own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Unit {
+    Embedding,
+    /// Transformer layer `i` (0-based).
+    Layer(u32),
+    /// Multi-token-prediction module `i` (one layer plus its projection and
+    /// the shared head).
+    Mtp(u32),
+    Head,
+}
+
+impl Unit {
+    pub fn label(self) -> String {
+        match self {
+            Unit::Embedding => "embed".into(),
+            Unit::Layer(i) => format!("L{i}"),
+            Unit::Mtp(i) => format!("MTP{i}"),
+            Unit::Head => "head".into(),
+        }
+    }
+}
+
+/// One kernel with its cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelItem {
+    pub label: String,
+    pub op: Op,
+    pub cost: OpCost,
+    pub class: TaskClass,
+}
+
+/// A step of a block's compute sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Kernel(KernelItem),
+    /// A blocking all-reduce over the tensor-parallel group, bytes per rank.
+    TpAllReduce {
+        label: String,
+        bytes: f64,
+    },
+}
+
+/// An expert-parallel all-to-all of a block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpComm {
+    /// Which DeepEP kernel shape it has (a backward combine is dispatch-shaped).
+    pub phase: MoePhase,
+    /// Payload bytes per token copy.
+    pub bytes_per_token: f64,
+}
+
+/// One pass of one unit for one micro-batch (see the module doc).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Block {
+    pub unit: Option<Unit>,
+    pub pre: Vec<Item>,
+    pub comm_a: Option<EpComm>,
+    pub side: Vec<Item>,
+    pub mid: Vec<Item>,
+    pub comm_b: Option<EpComm>,
+    pub post: Vec<Item>,
+    /// Weight-gradient kernels of the expert part (backward only).
+    pub weight_mid: Vec<Item>,
+    /// Weight-gradient kernels of the rest (backward only).
+    pub weight_post: Vec<Item>,
+}
+
+impl Block {
+    /// Every item in issue order of a non-overlapped pass (W included).
+    pub fn items(&self) -> impl Iterator<Item = &Item> {
+        self.pre
+            .iter()
+            .chain(&self.side)
+            .chain(&self.mid)
+            .chain(&self.post)
+            .chain(&self.weight_mid)
+            .chain(&self.weight_post)
+    }
+
+    /// Sum of the kernels' solo times (launch overhead included), seconds.
+    pub fn kernel_time_s(&self) -> f64 {
+        self.items()
+            .map(|i| match i {
+                Item::Kernel(k) => k.cost.time_s,
+                Item::TpAllReduce { .. } => 0.0,
+            })
+            .sum()
+    }
+
+    /// Sum of the kernels' FLOPs.
+    pub fn flops(&self) -> f64 {
+        self.items()
+            .map(|i| match i {
+                Item::Kernel(k) => k.cost.flops,
+                Item::TpAllReduce { .. } => 0.0,
+            })
+            .sum()
+    }
+}
+
+/// What every block of one rank shares.
+#[derive(Debug, Clone)]
+pub struct LayerContext<'a> {
+    pub model: &'a ModelConfig,
+    pub device: &'a DeviceSpec,
+    /// Sequences per micro-batch on this rank.
+    pub sequences: u64,
+    pub seq_len: u64,
+    pub tp: u32,
+    /// Routed experts hosted by each rank (expert parallelism).
+    pub experts_per_rank: u32,
+    /// Number format of the linear layers' GEMMs (FP8 with fine-grained
+    /// scaling in DeepSeek-V3; BF16 otherwise). Attention, norms, the gate,
+    /// the embedding and the head stay in BF16.
+    pub linear_dtype: Dtype,
+    /// Recompute RMSNorm and MLA up-projections in the backward pass.
+    pub recompute: bool,
+}
+
+/// Builds items with labels `"{unit} {name}"` and costs them.
+struct Builder<'c, 'a> {
+    ctx: &'c LayerContext<'a>,
+    prefix: String,
+    pass: &'static str,
+}
+
+impl Builder<'_, '_> {
+    fn kernel(&self, name: &str, op: Op) -> Result<Item, ModelError> {
+        let cost = op_cost(self.ctx.device, &op)?;
+        Ok(Item::Kernel(KernelItem {
+            label: format!("{} {name} {}", self.prefix, self.pass),
+            op,
+            cost,
+            class: TaskClass::Compute,
+        }))
+    }
+
+    fn gemm(&self, name: &str, m: u64, n: u64, k: u64, dtype: Dtype) -> Result<Item, ModelError> {
+        self.kernel(name, Op::Gemm(GemmShape::plain(m, n, k, dtype)))
+    }
+
+    /// Quantises a `rows x cols` BF16 tensor to FP8 with one FP32 scale per
+    /// 128 values (DeepSeek-V3's fine-grained scaling), optionally writing it
+    /// transposed for a weight-gradient GEMM: a memory-bound pass.
+    fn cast(&self, name: &str, rows: u64, cols: u64) -> Result<Item, ModelError> {
+        let elems = (rows * cols) as f64;
+        self.elementwise(name, 2.0 * elems, elems * (1.0 + 4.0 / 128.0), 2.0 * elems)
+    }
+
+    /// A linear layer's kernels: the FP8 GEMM is preceded by the cast of the
+    /// operand that is not FP8 yet (`cast_rows x cast_cols`), if any.
+    fn linear(
+        &self,
+        name: &str,
+        (m, n, k): (u64, u64, u64),
+        dtype: Dtype,
+        cast: Option<(u64, u64)>,
+    ) -> Result<Vec<Item>, ModelError> {
+        let mut v = Vec::with_capacity(2);
+        if let (Dtype::Fp8, Some((rows, cols))) = (dtype, cast) {
+            v.push(self.cast(&format!("{name} cast"), rows, cols)?);
+        }
+        v.push(self.gemm(name, m, n, k, dtype)?);
+        Ok(v)
+    }
+
+    fn grouped(&self, name: &str, groups: u64, m: u64, n: u64, k: u64) -> Result<Item, ModelError> {
+        let shape = GemmShape { m, n, k, groups, layout: GemmLayout::Contiguous, dtype: self.ctx.linear_dtype };
+        self.kernel(name, Op::Gemm(shape))
+    }
+
+    /// Input-gradient kernels of a linear `y = x W` (`x: t x k`, `W: k x n`):
+    /// the per-token cast of dy, then dx = dy W^T.
+    fn dgrad(&self, name: &str, (t, k, n): (u64, u64, u64), dtype: Dtype) -> Result<Vec<Item>, ModelError> {
+        self.linear(&format!("{name} dgrad"), (t, k, n), dtype, Some((t, n)))
+    }
+
+    /// Weight-gradient kernels: per-channel casts with transpose of x and dy,
+    /// then dW = x^T dy.
+    fn wgrad(&self, name: &str, (t, k, n): (u64, u64, u64), dtype: Dtype) -> Result<Vec<Item>, ModelError> {
+        let mut v = Vec::with_capacity(3);
+        if dtype == Dtype::Fp8 {
+            v.push(self.cast(&format!("{name} wgrad x cast"), t, k)?);
+            v.push(self.cast(&format!("{name} wgrad dy cast"), t, n)?);
+        }
+        v.push(self.gemm(&format!("{name} wgrad"), k, n, t, dtype)?);
+        Ok(v)
+    }
+
+    /// Grouped expert GEMMs: forward, input gradient and weight gradient of
+    /// `groups` experts with `m` rows each.
+    fn grouped_pass(
+        &self,
+        name: &str,
+        pass: &str,
+        groups: u64,
+        (m, k, n): (u64, u64, u64),
+    ) -> Result<Vec<Item>, ModelError> {
+        let fp8 = self.ctx.linear_dtype == Dtype::Fp8;
+        let rows = m * groups;
+        let mut v = Vec::new();
+        match pass {
+            "fwd" => v.push(self.grouped(name, groups, m, n, k)?),
+            "dgrad" => {
+                if fp8 {
+                    v.push(self.cast(&format!("{name} dgrad cast"), rows, n)?);
+                }
+                v.push(self.grouped(&format!("{name} dgrad"), groups, m, k, n)?);
+            }
+            _ => {
+                if fp8 {
+                    v.push(self.cast(&format!("{name} wgrad x cast"), rows, k)?);
+                    v.push(self.cast(&format!("{name} wgrad dy cast"), rows, n)?);
+                }
+                v.push(self.grouped(&format!("{name} wgrad"), groups, k, n, m)?);
+            }
+        }
+        Ok(v)
+    }
+
+    fn norm(&self, name: &str, tokens: u64, hidden: u64, pass: Pass) -> Result<Item, ModelError> {
+        self.kernel(name, Op::Norm { tokens, hidden, dtype: Dtype::Bf16, pass })
+    }
+
+    fn elementwise(&self, name: &str, read: f64, write: f64, flops: f64) -> Result<Item, ModelError> {
+        self.kernel(name, Op::Elementwise { read_bytes: read, write_bytes: write, flops })
+    }
+
+    fn all_reduce(&self, name: &str, bytes: f64) -> Option<Item> {
+        (self.ctx.tp > 1).then(|| Item::TpAllReduce { label: format!("{} {name} {}", self.prefix, self.pass), bytes })
+    }
+}
+
+/// A linear layer `y = x W` with `x: tokens x k`, `W: k x n`.
+#[derive(Debug, Clone, Copy)]
+struct Linear {
+    name: &'static str,
+    k: u64,
+    n: u64,
+    dtype: Dtype,
+}
+
+impl<'a> LayerContext<'a> {
+    fn tokens(&self) -> u64 {
+        self.sequences * self.seq_len
+    }
+
+    fn builder(&self, unit: Unit, pass: &'static str) -> Builder<'_, 'a> {
+        Builder { ctx: self, prefix: unit.label(), pass }
+    }
+
+    /// The attention block's projections on this rank (split by TP).
+    fn attention_linears(&self) -> Vec<Linear> {
+        let tp = self.tp as u64;
+        let d = self.linear_dtype;
+        self.model
+            .attention_projections()
+            .into_iter()
+            .map(|(name, k, n)| match name {
+                // Column-parallel over heads.
+                "q_b_proj" | "q_proj" | "kv_b_proj" | "qkv_proj" => Linear { name, k, n: n / tp, dtype: d },
+                // Row-parallel over heads.
+                "o_proj" => Linear { name, k: k / tp, n, dtype: d },
+                // The down-projections into the latents are replicated.
+                _ => Linear { name, k, n, dtype: d },
+            })
+            .collect()
+    }
+
+    fn attention_shape(&self, pass: Pass) -> AttentionShape {
+        let a = &self.model.attention;
+        let (qk, v) = self.model.attention_head_dims();
+        let heads = (a.heads / self.tp).max(1) as u64;
+        let kv_heads = match a.kind {
+            AttentionKind::Mla => heads,
+            AttentionKind::Gqa => (a.kv_heads / self.tp).max(1) as u64,
+        };
+        AttentionShape {
+            batch: self.sequences,
+            q_len: self.seq_len,
+            kv_len: self.seq_len,
+            heads,
+            kv_heads,
+            qk_dim: qk as u64,
+            v_dim: v as u64,
+            causal: true,
+            dtype: Dtype::Bf16,
+            pass,
+        }
+    }
+
+    /// Bytes of one token's hidden state in BF16.
+    fn hidden_bytes(&self) -> f64 {
+        self.model.hidden as f64 * 2.0
+    }
+
+    /// Payload bytes per token copy of the dispatch (and of the backward
+    /// combine): FP8 with one FP32 scale per 128 values, or BF16.
+    pub fn dispatch_bytes_per_token(&self) -> f64 {
+        let h = self.model.hidden as f64;
+        match self.linear_dtype {
+            Dtype::Fp8 => h * (1.0 + 4.0 / 128.0),
+            _ => h * 2.0,
+        }
+    }
+
+    /// Forward pass of `unit`. `expert_rows` is the (token, expert) pairs
+    /// this rank's routed experts receive (MoE layers only).
+    pub fn forward(&self, unit: Unit, expert_rows: u64) -> Result<Block, ModelError> {
+        let b = self.builder(unit, "fwd");
+        let t = self.tokens();
+        let hb = self.hidden_bytes();
+        let h = self.model.hidden as u64;
+        let mut block = Block { unit: Some(unit), ..Default::default() };
+        match unit {
+            Unit::Embedding => {
+                block.pre.push(b.elementwise("embedding", t as f64 * hb, t as f64 * hb, 0.0)?);
+            }
+            Unit::Head => {
+                block.pre.extend(self.head_forward(&b)?);
+            }
+            Unit::Layer(i) => self.layer_forward(&b, self.model.ffn_kind(i), expert_rows, &mut block)?,
+            Unit::Mtp(_) => {
+                // Embedding of the shifted tokens, two norms, the 2h -> h projection.
+                block.pre.push(b.elementwise("mtp embedding", t as f64 * hb, t as f64 * hb, 0.0)?);
+                block.pre.push(b.norm("mtp norms", 2 * t, h, Pass::Forward)?);
+                block.pre.extend(b.linear("eh_proj", (t, h, 2 * h), self.linear_dtype, Some((t, 2 * h)))?);
+                let kind = if self.model.moe.is_some() { FfnKind::Moe } else { FfnKind::Dense };
+                self.layer_forward(&b, kind, expert_rows, &mut block)?;
+                block.post.extend(self.head_forward(&b)?);
+            }
+        }
+        Ok(block)
+    }
+
+    fn head_forward(&self, b: &Builder) -> Result<Vec<Item>, ModelError> {
+        let t = self.tokens();
+        let h = self.model.hidden as u64;
+        let v = (self.model.vocab / self.tp) as u64;
+        Ok(vec![
+            b.norm("final_norm", t, h, Pass::Forward)?,
+            b.gemm("lm_head", t, v, h, Dtype::Bf16)?,
+            // Softmax cross-entropy over the BF16 logits (read once, FP32 math).
+            b.elementwise("cross_entropy", t as f64 * v as f64 * 2.0, t as f64 * 4.0, 5.0 * t as f64 * v as f64)?,
+        ])
+    }
+
+    fn attention_forward(&self, b: &Builder, out: &mut Vec<Item>) -> Result<(), ModelError> {
+        let t = self.tokens();
+        let h = self.model.hidden as u64;
+        let a = &self.model.attention;
+        out.push(b.norm("attn_norm", t, h, Pass::Forward)?);
+        for lin in self.attention_linears() {
+            if lin.name == "o_proj" {
+                let shape = self.attention_shape(Pass::Forward);
+                if a.qk_rope_head_dim > 0 || a.kind == AttentionKind::Gqa {
+                    let rope = self.rope_bytes();
+                    out.push(b.elementwise("rope", rope, rope, 0.0)?);
+                }
+                out.push(b.kernel("attention", Op::Attention(shape))?);
+            }
+            out.extend(b.linear(lin.name, (t, lin.n, lin.k), lin.dtype, Some((t, lin.k)))?);
+            match lin.name {
+                "q_a_proj" => out.push(b.norm("q_a_norm", t, a.q_lora_rank as u64, Pass::Forward)?),
+                "kv_a_proj" => out.push(b.norm("kv_a_norm", t, a.kv_lora_rank as u64, Pass::Forward)?),
+                _ => {}
+            }
+        }
+        out.extend(b.all_reduce("attn all-reduce", t as f64 * self.hidden_bytes()));
+        let hb = t as f64 * self.hidden_bytes();
+        out.push(b.elementwise("attn residual", 2.0 * hb, hb, t as f64 * h as f64)?);
+        Ok(())
+    }
+
+    /// Bytes of the query and key parts RoPE rotates, per pass.
+    fn rope_bytes(&self) -> f64 {
+        let a = &self.model.attention;
+        let t = self.tokens() as f64;
+        let heads = (a.heads / self.tp).max(1) as f64;
+        match a.kind {
+            AttentionKind::Mla => t * (heads + 1.0) * a.qk_rope_head_dim as f64 * 2.0,
+            AttentionKind::Gqa => t * (heads + (a.kv_heads / self.tp).max(1) as f64) * a.head_dim as f64 * 2.0,
+        }
+    }
+
+    fn layer_forward(&self, b: &Builder, kind: FfnKind, rows: u64, block: &mut Block) -> Result<(), ModelError> {
+        let t = self.tokens();
+        let h = self.model.hidden as u64;
+        let hb = t as f64 * self.hidden_bytes();
+        let tp = self.tp as u64;
+        self.attention_forward(b, &mut block.pre)?;
+        block.pre.push(b.norm("ffn_norm", t, h, Pass::Forward)?);
+        match (kind, &self.model.moe) {
+            (FfnKind::Moe, Some(moe)) => {
+                let e = moe.routed_experts as u64;
+                block.pre.push(b.gemm("gate", t, e, h, Dtype::Bf16)?);
+                block.pre.push(b.elementwise(
+                    "topk",
+                    t as f64 * e as f64 * 4.0,
+                    t as f64 * moe.topk as f64 * 8.0,
+                    0.0,
+                )?);
+                block.comm_a =
+                    Some(EpComm { phase: MoePhase::Dispatch, bytes_per_token: self.dispatch_bytes_per_token() });
+                if moe.shared_experts > 0 {
+                    let inter = moe.shared_experts as u64 * moe.expert_intermediate as u64 / tp;
+                    block.side.extend(self.ffn_forward(b, "shared", t, inter)?);
+                }
+                if rows > 0 {
+                    let g = self.experts_per_rank.max(1) as u64;
+                    let m = rows.div_ceil(g);
+                    let inter = moe.expert_intermediate as u64;
+                    let rows = (m * g) as f64;
+                    let hf = h as f64;
+                    let act = if self.linear_dtype == Dtype::Fp8 { 1.0 + 4.0 / 128.0 } else { 2.0 };
+                    // Received tokens into expert-contiguous order, the two
+                    // GEMMs (SwiGLU fused with the cast of its output), then
+                    // the outputs back into the combine's send order.
+                    block.mid.push(b.elementwise("experts permute", rows * hf * act, rows * hf * act, 0.0)?);
+                    block.mid.extend(b.grouped_pass("experts gate_up", "fwd", g, (m, h, 2 * inter))?);
+                    block.mid.push(b.elementwise(
+                        "experts swiglu",
+                        rows * 2.0 * inter as f64 * 2.0,
+                        rows * inter as f64 * act,
+                        4.0 * rows * inter as f64,
+                    )?);
+                    block.mid.extend(b.grouped_pass("experts down", "fwd", g, (m, inter, h))?);
+                    block.mid.push(b.elementwise("experts unpermute", rows * hf * 2.0, rows * hf * 2.0, rows * hf)?);
+                }
+                block.comm_b = Some(EpComm { phase: MoePhase::Combine, bytes_per_token: self.hidden_bytes() });
+                // Combined routed output + shared expert + residual.
+                block.post.push(b.elementwise("moe sum", 3.0 * hb, hb, 2.0 * t as f64 * h as f64)?);
+            }
+            _ => {
+                let inter = self.model.ffn.dense_intermediate as u64 / tp;
+                block.pre.extend(self.ffn_forward(b, "ffn", t, inter)?);
+                block.pre.push(b.elementwise("ffn residual", 2.0 * hb, hb, t as f64 * h as f64)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// SwiGLU FFN (dense or shared expert) on `t` tokens, intermediate `inter` per rank.
+    fn ffn_forward(&self, b: &Builder, name: &str, t: u64, inter: u64) -> Result<Vec<Item>, ModelError> {
+        let h = self.model.hidden as u64;
+        let d = self.linear_dtype;
+        let mut v = b.linear(&format!("{name} gate_up"), (t, 2 * inter, h), d, Some((t, h)))?;
+        v.push(b.elementwise(
+            &format!("{name} swiglu"),
+            (t * 2 * inter) as f64 * 2.0,
+            (t * inter) as f64 * 2.0,
+            4.0 * (t * inter) as f64,
+        )?);
+        v.extend(b.linear(&format!("{name} down"), (t, h, inter), d, Some((t, inter)))?);
+        v.extend(b.all_reduce(&format!("{name} all-reduce"), t as f64 * self.hidden_bytes()));
+        Ok(v)
+    }
+
+    /// Backward pass of `unit` (input gradients in the block's main parts,
+    /// weight gradients in `weight_mid` / `weight_post`).
+    pub fn backward(&self, unit: Unit, expert_rows: u64) -> Result<Block, ModelError> {
+        let b = self.builder(unit, "bwd");
+        let t = self.tokens();
+        let hb = t as f64 * self.hidden_bytes();
+        let h = self.model.hidden as u64;
+        let mut block = Block { unit: Some(unit), ..Default::default() };
+        match unit {
+            Unit::Embedding => {
+                block.weight_post.push(b.elementwise("embedding grad", hb, 2.0 * hb, t as f64 * h as f64)?);
+            }
+            Unit::Head => self.head_backward(&b, &mut block.post, &mut block.weight_post)?,
+            Unit::Layer(i) => self.layer_backward(&b, self.model.ffn_kind(i), expert_rows, &mut block)?,
+            Unit::Mtp(_) => {
+                let mut head_w = Vec::new();
+                self.head_backward(&b, &mut block.pre, &mut head_w)?;
+                let kind = if self.model.moe.is_some() { FfnKind::Moe } else { FfnKind::Dense };
+                self.layer_backward(&b, kind, expert_rows, &mut block)?;
+                block.post.extend(b.dgrad("eh_proj", (t, 2 * h, h), self.linear_dtype)?);
+                block.post.push(b.norm("mtp norms", 2 * t, h, Pass::Backward)?);
+                block.weight_post.extend(b.wgrad("eh_proj", (t, 2 * h, h), self.linear_dtype)?);
+                block.weight_post.extend(head_w);
+            }
+        }
+        Ok(block)
+    }
+
+    fn head_backward(&self, b: &Builder, input: &mut Vec<Item>, weight: &mut Vec<Item>) -> Result<(), ModelError> {
+        let t = self.tokens();
+        let h = self.model.hidden as u64;
+        let v = (self.model.vocab / self.tp) as u64;
+        let logits = t as f64 * v as f64 * 2.0;
+        input.push(b.elementwise("cross_entropy", logits, logits, 5.0 * t as f64 * v as f64)?);
+        input.push(b.gemm("lm_head dgrad", t, h, v, Dtype::Bf16)?);
+        input.push(b.norm("final_norm", t, h, Pass::Backward)?);
+        weight.push(b.gemm("lm_head wgrad", h, v, t, Dtype::Bf16)?);
+        Ok(())
+    }
+
+    fn layer_backward(&self, b: &Builder, kind: FfnKind, rows: u64, block: &mut Block) -> Result<(), ModelError> {
+        let t = self.tokens();
+        let h = self.model.hidden as u64;
+        let hb = t as f64 * self.hidden_bytes();
+        let tp = self.tp as u64;
+        match (kind, &self.model.moe) {
+            (FfnKind::Moe, Some(moe)) => {
+                block.pre.push(b.elementwise("moe sum", hb, 2.0 * hb, t as f64 * h as f64)?);
+                block.comm_a =
+                    Some(EpComm { phase: MoePhase::Dispatch, bytes_per_token: self.dispatch_bytes_per_token() });
+                if moe.shared_experts > 0 {
+                    let inter = moe.shared_experts as u64 * moe.expert_intermediate as u64 / tp;
+                    let (input, weight) = self.ffn_backward(b, "shared", t, inter)?;
+                    block.side.extend(input);
+                    block.weight_mid.extend(weight);
+                }
+                if rows > 0 {
+                    let g = self.experts_per_rank.max(1) as u64;
+                    let m = rows.div_ceil(g);
+                    let inter = moe.expert_intermediate as u64;
+                    let rows = (m * g) as f64;
+                    let hf = h as f64;
+                    block.mid.push(b.elementwise("experts permute", rows * hf * 2.0, rows * hf * 2.0, 0.0)?);
+                    block.mid.extend(b.grouped_pass("experts down", "dgrad", g, (m, inter, h))?);
+                    block.mid.push(b.elementwise(
+                        "experts swiglu",
+                        rows * 3.0 * inter as f64 * 2.0,
+                        rows * 2.0 * inter as f64 * 2.0,
+                        8.0 * rows * inter as f64,
+                    )?);
+                    block.mid.extend(b.grouped_pass("experts gate_up", "dgrad", g, (m, h, 2 * inter))?);
+                    block.mid.push(b.elementwise("experts unpermute", rows * hf * 2.0, rows * hf * 2.0, rows * hf)?);
+                    block.weight_mid.extend(b.grouped_pass("experts down", "wgrad", g, (m, inter, h))?);
+                    block.weight_mid.extend(b.grouped_pass("experts gate_up", "wgrad", g, (m, h, 2 * inter))?);
+                }
+                block.comm_b = Some(EpComm { phase: MoePhase::Combine, bytes_per_token: self.hidden_bytes() });
+                let e = moe.routed_experts as u64;
+                block.post.push(b.gemm("gate dgrad", t, h, e, Dtype::Bf16)?);
+                block.weight_post.push(b.gemm("gate wgrad", h, e, t, Dtype::Bf16)?);
+            }
+            _ => {
+                let inter = self.model.ffn.dense_intermediate as u64 / tp;
+                let (input, weight) = self.ffn_backward(b, "ffn", t, inter)?;
+                block.post.extend(input);
+                block.weight_post.extend(weight);
+            }
+        }
+        if self.recompute {
+            block.post.push(b.norm("ffn_norm recompute", t, h, Pass::Forward)?);
+        }
+        block.post.push(b.norm("ffn_norm", t, h, Pass::Backward)?);
+        self.attention_backward(b, &mut block.post, &mut block.weight_post)
+    }
+
+    fn ffn_backward(&self, b: &Builder, name: &str, t: u64, inter: u64) -> Result<(Vec<Item>, Vec<Item>), ModelError> {
+        let h = self.model.hidden as u64;
+        let d = self.linear_dtype;
+        let mut input = b.dgrad(&format!("{name} down"), (t, inter, h), d)?;
+        input.push(b.elementwise(
+            &format!("{name} swiglu"),
+            (t * 3 * inter) as f64 * 2.0,
+            (t * 2 * inter) as f64 * 2.0,
+            8.0 * (t * inter) as f64,
+        )?);
+        input.extend(b.dgrad(&format!("{name} gate_up"), (t, h, 2 * inter), d)?);
+        input.extend(b.all_reduce(&format!("{name} all-reduce"), t as f64 * self.hidden_bytes()));
+        let mut weight = b.wgrad(&format!("{name} down"), (t, inter, h), d)?;
+        weight.extend(b.wgrad(&format!("{name} gate_up"), (t, h, 2 * inter), d)?);
+        Ok((input, weight))
+    }
+
+    fn attention_backward(&self, b: &Builder, input: &mut Vec<Item>, weight: &mut Vec<Item>) -> Result<(), ModelError> {
+        let t = self.tokens();
+        let h = self.model.hidden as u64;
+        let a = &self.model.attention;
+        let hb = t as f64 * self.hidden_bytes();
+        input.push(b.elementwise("attn residual", hb, 2.0 * hb, t as f64 * h as f64)?);
+        let linears = self.attention_linears();
+        if self.recompute {
+            // DeepSeek-V3 §3.3.3: RMSNorm and the MLA up-projections are
+            // recomputed in the backward pass instead of stored.
+            input.push(b.norm("attn_norm recompute", t, h, Pass::Forward)?);
+            for lin in &linears {
+                match lin.name {
+                    "q_b_proj" | "kv_b_proj" => input.extend(b.linear(
+                        &format!("{} recompute", lin.name),
+                        (t, lin.n, lin.k),
+                        lin.dtype,
+                        Some((t, lin.k)),
+                    )?),
+                    "q_a_proj" => input.push(b.norm("q_a_norm recompute", t, a.q_lora_rank as u64, Pass::Forward)?),
+                    "kv_a_proj" => {
+                        input.push(b.norm("kv_a_norm recompute", t, a.kv_lora_rank as u64, Pass::Forward)?)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for lin in linears.iter().rev() {
+            input.extend(b.dgrad(lin.name, (t, lin.k, lin.n), lin.dtype)?);
+            weight.extend(b.wgrad(lin.name, (t, lin.k, lin.n), lin.dtype)?);
+            match lin.name {
+                "o_proj" => {
+                    input.push(b.kernel("attention", Op::Attention(self.attention_shape(Pass::Backward)))?);
+                    let rope = self.rope_bytes();
+                    input.push(b.elementwise("rope", rope, rope, 0.0)?);
+                }
+                "q_a_proj" => input.push(b.norm("q_a_norm", t, a.q_lora_rank as u64, Pass::Backward)?),
+                "kv_a_proj" => input.push(b.norm("kv_a_norm", t, a.kv_lora_rank as u64, Pass::Backward)?),
+                _ => {}
+            }
+        }
+        input.extend(b.all_reduce("attn all-reduce", hb));
+        input.push(b.norm("attn_norm", t, h, Pass::Backward)?);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx<'a>(model: &'a ModelConfig, device: &'a DeviceSpec) -> LayerContext<'a> {
+        LayerContext {
+            model,
+            device,
+            sequences: 1,
+            seq_len: 4096,
+            tp: 1,
+            experts_per_rank: 4,
+            linear_dtype: Dtype::Fp8,
+            recompute: true,
+        }
+    }
+
+    #[test]
+    fn moe_layer_forward_has_the_deepseek_shape_and_flops() {
+        let m = ModelConfig::preset("deepseek-v3").unwrap();
+        let d = DeviceSpec::preset("h800").unwrap();
+        let c = ctx(&m, &d);
+        // Balanced EP64: every rank receives 8 x 4096 (token, expert) pairs.
+        let f = c.forward(Unit::Layer(3), 8 * 4096).unwrap();
+        assert_eq!(f.comm_a.unwrap().phase, MoePhase::Dispatch);
+        assert_eq!(f.comm_b.unwrap().phase, MoePhase::Combine);
+        assert_eq!(f.comm_a.unwrap().bytes_per_token, 7168.0 * (1.0 + 4.0 / 128.0));
+        // Matmul FLOPs: 2 x tokens x (attention projections + gate + 9 experts)
+        // plus causal attention scores.
+        let t = 4096.0;
+        let proj = 187_105_280.0;
+        let experts = 9.0 * 3.0 * 7168.0 * 2048.0;
+        let gate = 256.0 * 7168.0;
+        let attn = 2.0 * 128.0 * 320.0 * t * (t + 1.0) / 2.0;
+        let gemm_flops: f64 = f
+            .items()
+            .filter_map(|i| match i {
+                Item::Kernel(k) if matches!(k.op, Op::Gemm(_) | Op::Attention(_)) => Some(k.cost.flops),
+                _ => None,
+            })
+            .sum();
+        let want = 2.0 * t * (proj + experts + gate) + attn;
+        assert!((gemm_flops / want - 1.0).abs() < 1e-9, "{gemm_flops:.6e} vs {want:.6e}");
+    }
+
+    #[test]
+    fn backward_does_twice_the_linear_work_plus_recomputation() {
+        let m = ModelConfig::preset("deepseek-v3").unwrap();
+        let d = DeviceSpec::preset("h800").unwrap();
+        let c = ctx(&m, &d);
+        let linear = |b: &Block| -> f64 {
+            b.items()
+                .filter_map(|i| match i {
+                    Item::Kernel(k) if matches!(k.op, Op::Gemm(_)) && !k.label.contains("recompute") => {
+                        Some(k.cost.flops)
+                    }
+                    _ => None,
+                })
+                .sum()
+        };
+        let f = c.forward(Unit::Layer(10), 8 * 4096).unwrap();
+        let b = c.backward(Unit::Layer(10), 8 * 4096).unwrap();
+        assert!((linear(&b) / linear(&f) - 2.0).abs() < 1e-9);
+        assert!(b.items().any(|i| matches!(i, Item::Kernel(k) if k.label == "L10 kv_b_proj recompute bwd")));
+        assert!(!b.weight_mid.is_empty() && !b.weight_post.is_empty());
+        let no_recompute = LayerContext { recompute: false, ..c.clone() }.backward(Unit::Layer(10), 8 * 4096).unwrap();
+        assert!(no_recompute.flops() < b.flops());
+    }
+
+    #[test]
+    fn dense_layers_and_head_have_no_all_to_all() {
+        let m = ModelConfig::preset("deepseek-v3").unwrap();
+        let d = DeviceSpec::preset("h800").unwrap();
+        let c = ctx(&m, &d);
+        for unit in [Unit::Embedding, Unit::Layer(0), Unit::Head] {
+            let f = c.forward(unit, 0).unwrap();
+            assert!(f.comm_a.is_none() && f.comm_b.is_none(), "{unit:?}");
+        }
+        assert!(c.forward(Unit::Mtp(0), 8 * 4096).unwrap().comm_a.is_some());
+    }
+
+    #[test]
+    fn tensor_parallelism_splits_heads_and_adds_all_reduces() {
+        let m = ModelConfig::preset("llama-3.1-405b").unwrap();
+        let d = DeviceSpec::preset("h800").unwrap();
+        let c = LayerContext { tp: 8, linear_dtype: Dtype::Bf16, ..ctx(&m, &d) };
+        let f = c.forward(Unit::Layer(0), 0).unwrap();
+        let all_reduces = f.items().filter(|i| matches!(i, Item::TpAllReduce { .. })).count();
+        assert_eq!(all_reduces, 2);
+        let one = LayerContext { tp: 1, ..c.clone() }.forward(Unit::Layer(0), 0).unwrap();
+        assert!((one.flops() / f.flops() - 8.0).abs() < 0.05, "{}", one.flops() / f.flops());
+    }
+}
