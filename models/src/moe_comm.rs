@@ -221,7 +221,7 @@ pub fn lower_moe_comm_given(
 }
 
 /// Calls `f` with each token's experts (ascending) for one source rank.
-trait ForSource: FnMut(u32, &mut dyn FnMut(&[u32])) {}
+pub trait ForSource: FnMut(u32, &mut dyn FnMut(&[u32])) {}
 impl<F: FnMut(u32, &mut dyn FnMut(&[u32]))> ForSource for F {}
 
 fn lower_routed(
@@ -266,107 +266,255 @@ fn start_barrier(graph: &mut TaskGraph, streams: &[StreamId], after: &[Option<Ta
 fn lower_normal(
     cluster: &Cluster,
     spec: &MoeCommSpec,
-    mut for_source: impl ForSource,
+    for_source: impl ForSource,
     graph: &mut TaskGraph,
     streams: &[StreamId],
     start: Option<TaskId>,
 ) -> Result<(Vec<TaskId>, MoeCommLowering), ModelError> {
-    let r_count = spec.ranks as usize;
-    let g = cluster.topology.gpus_per_node.min(spec.ranks) as usize;
-    let nodes = r_count.div_ceil(g);
-    let experts_per_rank = spec.experts / spec.ranks;
-
-    // Token copies per (sender, receiver) over each medium, as the dispatch
-    // sends them: nvlink[a][b] (a, b in one node), rdma[src][node].
-    let mut nvlink = vec![0u64; r_count * g];
-    let mut rdma = vec![0u64; r_count * nodes];
-    let mut counted_rdma = 0u64;
-    let mut counted_nvlink = 0u64;
-    let mut dests: Vec<u32> = Vec::with_capacity(spec.topk as usize);
-    let mut dest_nodes: Vec<usize> = Vec::with_capacity(nodes);
-    for src in 0..r_count {
-        let (src_node, src_local) = (src / g, src % g);
-        for_source(src as u32, &mut |experts: &[u32]| {
-            dests.clear();
-            dests.extend(experts.iter().map(|e| e / experts_per_rank));
-            dests.dedup();
-            dest_nodes.clear();
-            dest_nodes.extend(dests.iter().map(|&d| d as usize / g));
-            dest_nodes.dedup();
-            counted_nvlink += dests.len() as u64;
-            if nodes > 1 {
-                counted_rdma += dest_nodes.len() as u64;
-            }
-            for &d in &dests {
-                let (d_node, d_local) = (d as usize / g, d as usize % g);
-                if d_node == src_node {
-                    if d as usize != src {
-                        nvlink[src * g + d_local] += 1;
-                    }
-                } else {
-                    // Forward from the same-index GPU of the target node.
-                    let relay = d_node * g + src_local;
-                    if d as usize != relay {
-                        nvlink[relay * g + d_local] += 1;
-                    }
-                }
-            }
-            for &m in &dest_nodes {
-                if m != src_node {
-                    rdma[src * nodes + m] += 1;
-                }
-            }
-        });
-    }
-
+    let g = cluster.topology.gpus_per_node.min(spec.ranks);
+    let traffic = EpTraffic::count(spec.ranks, g, spec.experts, for_source);
     let bytes_per_token = spec.bytes_per_token();
-    let combine = spec.phase == MoePhase::Combine;
-    let mut scratch = Vec::new();
-    let mut flows = Vec::new();
-    let mut sends = Vec::with_capacity(r_count);
-    let mut ib_tokens = 0u64;
-    let label = if combine { "moe combine" } else { "moe dispatch" };
-    for a in 0..r_count {
-        flows.clear();
-        let (a_node, a_local) = (a / g, a % g);
-        // NVLink copies a sends (dispatch) or receives (combine).
-        for b_local in 0..g {
-            let tokens = nvlink[a * g + b_local];
-            if tokens > 0 {
-                let b = (a_node * g + b_local) as u32;
-                let (from, to) = if combine { (b, a as u32) } else { (a as u32, b) };
-                let path = cluster.add_route(graph, from, to, 0, &mut scratch);
-                flows.push(Flow { path, bytes: tokens as f64 * bytes_per_token });
-            }
-        }
-        // RDMA to (dispatch) or from (combine) the same-index GPU of each node.
-        for m in 0..nodes {
-            let tokens = rdma[a * nodes + m];
-            if tokens > 0 {
-                ib_tokens += tokens;
-                let peer = (m * g + a_local) as u32;
-                let (from, to) = if combine { (peer, a as u32) } else { (a as u32, peer) };
-                let path = cluster.add_route(graph, from, to, 0, &mut scratch);
-                flows.push(Flow { path, bytes: tokens as f64 * bytes_per_token });
-            }
-        }
-        let hold = (spec.comm_sms > 0).then(|| (cluster.device_of(a as u32), spec.comm_sms));
-        let t = graph.add_comm(streams[a], label, flows.iter().copied(), hold);
-        if let Some(p) = start {
-            graph.add_dep(p, t);
-        }
-        sends.push(t);
-    }
-    let per_rank = |count: u64| count as f64 * bytes_per_token / r_count as f64;
+    let hold = spec.comm_sms;
+    let sends = traffic.lower_all(cluster, spec.phase, bytes_per_token, hold, 0, graph, streams, start);
+    let per_rank = |count: u64| count as f64 * bytes_per_token / spec.ranks as f64;
     Ok((
         sends,
         MoeCommLowering {
             last: Vec::new(),
-            nvlink_bytes_per_rank: per_rank(counted_nvlink),
-            rdma_bytes_per_rank: per_rank(counted_rdma),
-            ib_bytes_per_rank: per_rank(ib_tokens),
+            nvlink_bytes_per_rank: per_rank(traffic.counted_nvlink),
+            rdma_bytes_per_rank: per_rank(traffic.counted_rdma),
+            ib_bytes_per_rank: per_rank(traffic.rdma.iter().sum()),
         },
     ))
+}
+
+/// Token copies of one DeepEP normal-kernel dispatch over an expert-parallel
+/// group of `ranks` ranks, `gpus_per_node` per node, as the kernel sends
+/// them (a combine sends the same copies backwards).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpTraffic {
+    pub ranks: usize,
+    pub gpus_per_node: usize,
+    pub nodes: usize,
+    /// `nvlink[a * gpus_per_node + b]`: copies rank `a` sends over NVLink to
+    /// the rank with local index `b` in its node (its own and forwarded ones).
+    pub nvlink: Vec<u64>,
+    /// `rdma[src * nodes + m]`: tokens `src` sends over RDMA to the GPU with
+    /// its local index in node `m`.
+    pub rdma: Vec<u64>,
+    /// (token, expert) pairs each rank's experts receive.
+    pub rows: Vec<u64>,
+    /// (token, destination rank) pairs, as DeepEP's benchmark counts NVLink bytes.
+    pub counted_nvlink: u64,
+    /// (token, destination node) pairs across nodes incl. the source's own, as
+    /// DeepEP's benchmark counts RDMA bytes (0 inside one node).
+    pub counted_rdma: u64,
+}
+
+/// One rank's traffic over each medium, token copies.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RankTraffic {
+    pub nvlink_out: u64,
+    pub nvlink_in: u64,
+    pub rdma_out: u64,
+    pub rdma_in: u64,
+}
+
+impl EpTraffic {
+    /// Counts the copies of a routing given per source rank (`for_source`
+    /// calls back with each token's experts, ascending; experts are spread
+    /// evenly and contiguously over the ranks).
+    pub fn count(ranks: u32, gpus_per_node: u32, experts: u32, mut for_source: impl ForSource) -> EpTraffic {
+        let r_count = ranks as usize;
+        let g = gpus_per_node.clamp(1, ranks.max(1)) as usize;
+        let nodes = r_count.div_ceil(g);
+        let experts_per_rank = (experts / ranks).max(1);
+        let mut t = EpTraffic {
+            ranks: r_count,
+            gpus_per_node: g,
+            nodes,
+            nvlink: vec![0; r_count * g],
+            rdma: vec![0; r_count * nodes],
+            rows: vec![0; r_count],
+            counted_nvlink: 0,
+            counted_rdma: 0,
+        };
+        let mut dests: Vec<u32> = Vec::new();
+        let mut dest_nodes: Vec<usize> = Vec::with_capacity(nodes);
+        for src in 0..r_count {
+            let (src_node, src_local) = (src / g, src % g);
+            for_source(src as u32, &mut |experts: &[u32]| {
+                dests.clear();
+                dests.extend(experts.iter().map(|e| e / experts_per_rank));
+                for &d in &dests {
+                    t.rows[d as usize] += 1;
+                }
+                dests.dedup();
+                dest_nodes.clear();
+                dest_nodes.extend(dests.iter().map(|&d| d as usize / g));
+                dest_nodes.dedup();
+                t.counted_nvlink += dests.len() as u64;
+                if nodes > 1 {
+                    t.counted_rdma += dest_nodes.len() as u64;
+                }
+                for &d in &dests {
+                    let (d_node, d_local) = (d as usize / g, d as usize % g);
+                    if d_node == src_node {
+                        if d as usize != src {
+                            t.nvlink[src * g + d_local] += 1;
+                        }
+                    } else {
+                        // Forward from the same-index GPU of the target node.
+                        let relay = d_node * g + src_local;
+                        if d as usize != relay {
+                            t.nvlink[relay * g + d_local] += 1;
+                        }
+                    }
+                }
+                for &m in &dest_nodes {
+                    if m != src_node {
+                        t.rdma[src * nodes + m] += 1;
+                    }
+                }
+            });
+        }
+        t
+    }
+
+    /// Rank `r`'s copies over each medium.
+    pub fn rank(&self, r: usize) -> RankTraffic {
+        let g = self.gpus_per_node;
+        let (node, local) = (r / g, r % g);
+        let nvlink_out = self.nvlink[r * g..(r + 1) * g].iter().sum();
+        let nvlink_in = (0..g).map(|a| self.nvlink[(node * g + a) * g + local]).sum();
+        let rdma_out = self.rdma[r * self.nodes..(r + 1) * self.nodes].iter().sum();
+        let rdma_in = (0..self.nodes).map(|m| self.rdma[(m * g + local) * self.nodes + node]).sum();
+        RankTraffic { nvlink_out, nvlink_in, rdma_out, rdma_in }
+    }
+
+    /// The flows of rank `a`'s kernel (group-local indices; `first_rank` is
+    /// the global rank of group member 0): dispatch sends `a`'s NVLink copies
+    /// and RDMA tokens; combine runs the same copies backwards, so `a`
+    /// receives them. With `mirror`, the rank's receptions in the other
+    /// direction are added too (see [`EpTraffic::lower_mirror`]).
+    #[allow(clippy::too_many_arguments)]
+    fn rank_flows(
+        &self,
+        cluster: &Cluster,
+        phase: MoePhase,
+        bytes_per_token: f64,
+        first_rank: u32,
+        a: usize,
+        mirror: bool,
+        graph: &mut TaskGraph,
+        scratch: &mut Vec<moesim_topologies::EdgeIndex>,
+        flows: &mut Vec<Flow>,
+    ) {
+        let g = self.gpus_per_node;
+        let (a_node, a_local) = (a / g, a % g);
+        let combine = phase == MoePhase::Combine;
+        let global = |r: usize| first_rank + r as u32;
+        let mut push = |graph: &mut TaskGraph, from: usize, to: usize, tokens: u64| {
+            if tokens > 0 && from != to {
+                let path = cluster.add_route(graph, global(from), global(to), 0, scratch);
+                flows.push(Flow { path, bytes: tokens as f64 * bytes_per_token });
+            }
+        };
+        for b_local in 0..g {
+            let b = a_node * g + b_local;
+            let out = self.nvlink[a * g + b_local];
+            let (from, to) = if combine { (b, a) } else { (a, b) };
+            push(graph, from, to, out);
+            if mirror {
+                let back = self.nvlink[b * g + a_local];
+                push(graph, to, from, back);
+            }
+        }
+        for m in 0..self.nodes {
+            let peer = m * g + a_local;
+            let out = self.rdma[a * self.nodes + m];
+            let (from, to) = if combine { (peer, a) } else { (a, peer) };
+            push(graph, from, to, out);
+            if mirror {
+                let back = self.rdma[peer * self.nodes + a_node];
+                push(graph, to, from, back);
+            }
+        }
+    }
+
+    /// Lowers the exchange for every rank of the group: rank `a`'s kernel is
+    /// one communication task on `streams[a]` holding `comm_sms` SMs, after
+    /// `start`. Returns the tasks.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lower_all(
+        &self,
+        cluster: &Cluster,
+        phase: MoePhase,
+        bytes_per_token: f64,
+        comm_sms: u32,
+        first_rank: u32,
+        graph: &mut TaskGraph,
+        streams: &[StreamId],
+        start: Option<TaskId>,
+    ) -> Vec<TaskId> {
+        let label = if phase == MoePhase::Combine { "moe combine" } else { "moe dispatch" };
+        let mut scratch = Vec::new();
+        let mut flows = Vec::new();
+        let mut sends = Vec::with_capacity(self.ranks);
+        for (a, &stream) in streams.iter().enumerate().take(self.ranks) {
+            flows.clear();
+            self.rank_flows(cluster, phase, bytes_per_token, first_rank, a, false, graph, &mut scratch, &mut flows);
+            let hold = (comm_sms > 0).then(|| (cluster.device_of(first_rank + a as u32), comm_sms));
+            let t = graph.add_comm(stream, label, flows.iter().copied(), hold);
+            if let Some(p) = start {
+                graph.add_dep(p, t);
+            }
+            sends.push(t);
+        }
+        sends
+    }
+
+    /// Lowers the exchange as seen by one representative rank `rep` whose
+    /// peers are not simulated: one task with the rank's sends *and* its
+    /// receptions as flows over the real routes. Only the representative's
+    /// own links are shared with its other traffic; a peer's links are
+    /// assumed loaded like the representative's (the mirror assumption), so
+    /// the task lasts as long as the slower of the rank's send and receive
+    /// sides — what every rank of a symmetric exchange sees.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lower_mirror(
+        &self,
+        cluster: &Cluster,
+        phase: MoePhase,
+        bytes_per_token: f64,
+        comm_sms: u32,
+        first_rank: u32,
+        rep: usize,
+        label: &str,
+        graph: &mut TaskGraph,
+        stream: StreamId,
+    ) -> TaskId {
+        let mut scratch = Vec::new();
+        let mut flows = Vec::new();
+        self.rank_flows(cluster, phase, bytes_per_token, first_rank, rep, true, graph, &mut scratch, &mut flows);
+        let hold = (comm_sms > 0).then(|| (cluster.device_of(first_rank + rep as u32), comm_sms));
+        graph.add_comm(stream, label, flows.iter().copied(), hold)
+    }
+
+    /// The rank whose exchange takes longest on its own links, given the
+    /// per-direction NVLink and RDMA rates (bytes/s): the critical rank a
+    /// representative simulation should mirror.
+    pub fn critical_rank(&self, nvlink_bytes_per_s: f64, rdma_bytes_per_s: f64) -> usize {
+        let time = |r: &RankTraffic| {
+            let nv = r.nvlink_out.max(r.nvlink_in) as f64 / nvlink_bytes_per_s;
+            let ib = r.rdma_out.max(r.rdma_in) as f64 / rdma_bytes_per_s;
+            nv.max(ib)
+        };
+        (0..self.ranks)
+            .map(|r| (time(&self.rank(r)), r))
+            .fold((f64::MIN, 0), |best, x| if x.0 > best.0 { x } else { best })
+            .1
+    }
 }
 
 /// The low-latency (decode) kernels: every (token, selected expert) copy goes

@@ -295,3 +295,37 @@ fn deepep_low_latency_kernels_at_ep8() {
     println!("low-latency EP8 dispatch: published 77 us / 98 GB/s, simulated {dispatch_us:.1} us / {dispatch_gb_per_s:.1} GB/s (known gap)");
     assert!(dispatch_us < 77.0 * 0.85, "the known gap closed ({dispatch_us} us): make it a validated case");
 }
+
+/// The representative-rank (mirror) lowering of the critical rank lasts as
+/// long as the full exchange over all ranks, within a few per cent, for the
+/// DeepEP EP64 and EP16 dispatch and combine (balanced and skewed routing).
+#[test]
+fn mirror_of_the_critical_rank_matches_the_full_exchange() {
+    use moesim_models::moe_comm::EpTraffic;
+    for (ranks, phase, skew) in [
+        (64, MoePhase::Dispatch, Skew::Balanced),
+        (64, MoePhase::Combine, Skew::Balanced),
+        (16, MoePhase::Dispatch, Skew::Balanced),
+        (64, MoePhase::Dispatch, Skew::Zipf(0.8)),
+    ] {
+        let spec = MoeCommSpec { skew, ..deepep(MoeKernel::Normal, phase, ranks, 4096) };
+        let full = run(&spec, 7);
+        let c = cluster(ranks);
+        let router = TokenRouter::new(routing_spec(&c, &spec), 7).unwrap();
+        let traffic = EpTraffic::count(ranks, 8, spec.experts, |src, f| router.for_each_token(src, f));
+        let nv = c.platform.links.iter().map(|l| l.bytes_per_s).fold(0.0, f64::max);
+        let rep = traffic.critical_rank(nv, 50e9 * 0.905);
+        let mut g = TaskGraph::new();
+        let s = g.add_stream(rep as u32, "ep");
+        traffic.lower_mirror(&c, phase, spec.bytes_per_token(), 20, 0, rep, "mirror", &mut g, s);
+        let mirror = simulate(c, g, full.low.clone());
+        let err = mirror.time_s / full.time_s - 1.0;
+        println!(
+            "EP{ranks} {phase:?} {skew:?}: full {:.1} us, mirror of rank {rep} {:.1} us ({:+.1}%)",
+            full.time_s * 1e6,
+            mirror.time_s * 1e6,
+            err * 100.0
+        );
+        assert!(err.abs() < 0.05, "{err}");
+    }
+}
