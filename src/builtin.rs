@@ -10,6 +10,8 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("deepep-dispatch-ep64", include_str!("../scenarios/deepep-dispatch-ep64.toml")),
     ("deepep-dispatch-ep8", include_str!("../scenarios/deepep-dispatch-ep8.toml")),
     ("gemm-h800", include_str!("../scenarios/gemm-h800.toml")),
+    ("pipeline-1f1b", include_str!("../scenarios/pipeline-1f1b.toml")),
+    ("pipeline-dualpipe", include_str!("../scenarios/pipeline-dualpipe.toml")),
 ];
 
 /// What `moesim run` runs with no scenario.

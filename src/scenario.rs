@@ -73,6 +73,7 @@ impl Scenario {
             WorkloadKind::Collective => Self::parse_as(source, Workload::Collective),
             WorkloadKind::MoeDispatch | WorkloadKind::MoeCombine => Self::parse_as(source, Workload::MoeComm),
             WorkloadKind::Gemm => Self::parse_as(source, Workload::Gemm),
+            WorkloadKind::Pipeline => Self::parse_as(source, Workload::Pipeline),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Hardware and workload models for moesim: device specs and presets, op cost
-//! models, collectives lowered to flows, MoE dispatch/combine, token routing.
+//! models, collectives lowered to flows, MoE dispatch/combine, token routing,
+//! pipeline-parallel schedules.
 //!
 //! Everything here turns a description (a device, a cluster, a collective)
 //! into the engine's vocabulary (`Platform`, `TaskGraph`); nothing here runs
@@ -15,6 +16,7 @@ pub mod moe_comm;
 pub mod ops;
 pub mod rng;
 pub mod routing;
+pub mod schedule;
 
 pub use cluster::Cluster;
 pub use error::ModelError;

@@ -4,6 +4,7 @@
 pub mod collective;
 pub mod gemm;
 pub mod moe_comm;
+pub mod pipeline;
 
 use moesim_models::{Cluster, DeviceSpec, ModelError};
 use moesim_sim::{EngineOptions, Observer, Platform, RunResult, SimTime, TaskGraph};
@@ -19,11 +20,17 @@ pub enum WorkloadKind {
     MoeDispatch,
     MoeCombine,
     Gemm,
+    Pipeline,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 4] =
-        [WorkloadKind::Collective, WorkloadKind::MoeDispatch, WorkloadKind::MoeCombine, WorkloadKind::Gemm];
+    pub const ALL: [WorkloadKind; 5] = [
+        WorkloadKind::Collective,
+        WorkloadKind::MoeDispatch,
+        WorkloadKind::MoeCombine,
+        WorkloadKind::Gemm,
+        WorkloadKind::Pipeline,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,6 +38,7 @@ impl WorkloadKind {
             WorkloadKind::MoeDispatch => "moe-dispatch",
             WorkloadKind::MoeCombine => "moe-combine",
             WorkloadKind::Gemm => "gemm",
+            WorkloadKind::Pipeline => "pipeline",
         }
     }
     pub fn names() -> Vec<&'static str> {
@@ -47,6 +55,7 @@ pub enum Workload {
     Collective(collective::CollectiveWorkload),
     MoeComm(moe_comm::MoeCommWorkload),
     Gemm(gemm::GemmWorkload),
+    Pipeline(pipeline::PipelineWorkload),
 }
 
 /// How to run.
@@ -96,6 +105,7 @@ impl Workload {
             Workload::Collective(w) => w.problems(topology),
             Workload::MoeComm(w) => w.problems(topology),
             Workload::Gemm(w) => w.problems(device),
+            Workload::Pipeline(w) => w.problems(),
         }
     }
 
@@ -104,6 +114,7 @@ impl Workload {
             Workload::Collective(_) => "collective",
             Workload::MoeComm(w) => &w.kind,
             Workload::Gemm(_) => "gemm",
+            Workload::Pipeline(_) => "pipeline",
         }
     }
 }
@@ -126,6 +137,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions, observer: &mut dyn Observe
         Workload::Collective(w) => w.run(scenario, options, observer),
         Workload::MoeComm(w) => w.run(scenario, options, observer),
         Workload::Gemm(w) => w.run(scenario, options, observer),
+        Workload::Pipeline(w) => w.run(scenario, options, observer),
     }
 }
 
