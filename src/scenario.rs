@@ -6,7 +6,8 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use moesim_models::{DeviceSpec, ModelError};
+use moesim_models::schedule::ScheduleKind;
+use moesim_models::{DeviceSpec, ModelConfig, ModelError};
 use moesim_topologies::{ClusterSpec, ConfigProblem, LinkDefaults, TopologyConfig, TopologyError};
 
 use crate::diagnostics::{Diagnostic, Source};
@@ -25,7 +26,40 @@ struct ScenarioFile<W> {
     seed: u64,
     hardware: toml::Table,
     topology: Option<TopologyConfig>,
+    /// `preset = NAME` (or a path) plus any of the model's keys overridden.
+    model: Option<toml::Table>,
+    parallel: Option<ParallelTable>,
     workload: W,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_comm_sms() -> u32 {
+    20
+}
+
+/// The `[parallel]` table as written; `dp` defaults to what fills the
+/// cluster. Resolved against the cluster by the workload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParallelTable {
+    #[serde(default = "one")]
+    pub tp: u32,
+    #[serde(default = "one")]
+    pub pp: u32,
+    pub dp: Option<u32>,
+    #[serde(default = "one")]
+    pub ep: u32,
+    #[serde(default = "one")]
+    pub zero: u32,
+    #[serde(default)]
+    pub schedule: Option<ScheduleKind>,
+    #[serde(default = "one")]
+    pub micro_batch: u32,
+    /// SMs each expert-parallel communication kernel holds (DeepSeek-V3: 20 of 132).
+    #[serde(default = "default_comm_sms")]
+    pub comm_sms: u32,
 }
 
 /// Just enough of a file to learn which workload it holds.
@@ -46,6 +80,9 @@ pub struct Scenario {
     pub device: DeviceSpec,
     /// The cluster, when the scenario has a `[topology]` table.
     pub topology: Option<ClusterSpec>,
+    /// The `[model]` table resolved (preset merged with overrides), if any.
+    pub model: Option<ModelConfig>,
+    pub parallel: Option<ParallelTable>,
     pub workload: Workload,
     /// Where it came from, for locating later problems.
     pub source: Source,
@@ -74,6 +111,7 @@ impl Scenario {
             WorkloadKind::MoeDispatch | WorkloadKind::MoeCombine => Self::parse_as(source, Workload::MoeComm),
             WorkloadKind::Gemm => Self::parse_as(source, Workload::Gemm),
             WorkloadKind::Pipeline => Self::parse_as(source, Workload::Pipeline),
+            WorkloadKind::Training => Self::parse_as(source, Workload::Training),
         }
     }
 
@@ -90,8 +128,17 @@ impl Scenario {
             });
             resolve_topology(&source, t, defaults, &mut problems)
         });
+        let model = file.model.as_ref().and_then(|t| resolve_model(&source, t, &mut problems));
         let workload = wrap(file.workload);
-        for p in workload.problems(device.as_ref(), topology.as_ref(), file.topology.is_some()) {
+        let cx = crate::workloads::Context {
+            device: device.as_ref(),
+            topology: topology.as_ref(),
+            topology_given: file.topology.is_some(),
+            model: model.as_ref(),
+            model_given: file.model.is_some(),
+            parallel: file.parallel.as_ref(),
+        };
+        for p in workload.problems(cx) {
             problems.push(source.at_key(&p.key, p.message));
         }
         if !problems.is_empty() {
@@ -102,6 +149,8 @@ impl Scenario {
             seed: file.seed,
             device: device.expect("no problems means a device"),
             topology,
+            model,
+            parallel: file.parallel,
             workload,
             source,
         })
@@ -202,6 +251,68 @@ fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic
         return None;
     }
     Some(device)
+}
+
+/// Merges `over` into `base`, tables recursively.
+fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The `[model]` table: a `preset` name (or a path to a model file) with any
+/// of the model's keys overridden beside it (`[model.moe] topk = 4`).
+fn resolve_model(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic>) -> Option<ModelConfig> {
+    let names = ModelConfig::preset_names().join(", ");
+    let Some(name) = table.get("preset") else {
+        out.push(source.at_key("model.preset", format!("missing; expected a preset name ({names}) or a path")));
+        return None;
+    };
+    let Some(name) = name.as_str() else {
+        out.push(source.at_key("model.preset", format!("expected a preset name ({names}) or a path, found {name}")));
+        return None;
+    };
+    let text = match ModelConfig::preset_text(name) {
+        Ok(t) => t.to_owned(),
+        Err(e) => match read_device_file(source, name) {
+            Some(t) => t,
+            None => {
+                out.push(source.at_key("model.preset", e.to_string()));
+                return None;
+            }
+        },
+    };
+    let mut merged: toml::Table = match toml::from_str(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            out.push(source.at_key("model.preset", format!("model file {name}: {}", e.message().trim())));
+            return None;
+        }
+    };
+    let mut over = table.clone();
+    over.remove("preset");
+    merge_tables(&mut merged, &over);
+    let model: ModelConfig = match toml::Value::Table(merged).try_into() {
+        Ok(m) => m,
+        Err(e) => {
+            let msg = e.message().trim().to_owned();
+            let key =
+                over.keys().find(|k| msg.contains(k.as_str())).map_or("model".to_owned(), |k| format!("model.{k}"));
+            out.push(source.at_key(&key, msg));
+            return None;
+        }
+    };
+    let problems = model.problems();
+    if !problems.is_empty() {
+        push_problems(source, "model.", &problems, out);
+        return None;
+    }
+    Some(model)
 }
 
 fn read_device_file(source: &Source, name: &str) -> Option<String> {

@@ -14,9 +14,11 @@ pub mod layers;
 pub mod model;
 pub mod moe_comm;
 pub mod ops;
+pub mod parallel;
 pub mod rng;
 pub mod routing;
 pub mod schedule;
+pub mod training;
 
 pub use cluster::Cluster;
 pub use error::ModelError;

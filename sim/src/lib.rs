@@ -15,6 +15,7 @@
 //! - Flows share links max-min fairly (fluid); a flow's arrival adds its path's
 //!   latency after its last byte.
 
+pub mod analysis;
 mod device;
 pub mod engine;
 pub mod error;

@@ -5,6 +5,7 @@ pub mod collective;
 pub mod gemm;
 pub mod moe_comm;
 pub mod pipeline;
+pub mod training;
 
 use moesim_models::{Cluster, DeviceSpec, ModelError};
 use moesim_sim::{EngineOptions, Observer, Platform, RunResult, SimTime, TaskGraph};
@@ -21,15 +22,17 @@ pub enum WorkloadKind {
     MoeCombine,
     Gemm,
     Pipeline,
+    Training,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 5] = [
+    pub const ALL: [WorkloadKind; 6] = [
         WorkloadKind::Collective,
         WorkloadKind::MoeDispatch,
         WorkloadKind::MoeCombine,
         WorkloadKind::Gemm,
         WorkloadKind::Pipeline,
+        WorkloadKind::Training,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +42,7 @@ impl WorkloadKind {
             WorkloadKind::MoeCombine => "moe-combine",
             WorkloadKind::Gemm => "gemm",
             WorkloadKind::Pipeline => "pipeline",
+            WorkloadKind::Training => "training",
         }
     }
     pub fn names() -> Vec<&'static str> {
@@ -56,6 +60,20 @@ pub enum Workload {
     MoeComm(moe_comm::MoeCommWorkload),
     Gemm(gemm::GemmWorkload),
     Pipeline(pipeline::PipelineWorkload),
+    Training(training::TrainingWorkload),
+}
+
+/// What the scenario resolved besides the workload, for the workload's checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// `None` when the `[hardware]` table had problems (already reported).
+    pub device: Option<&'a DeviceSpec>,
+    pub topology: Option<&'a ClusterSpec>,
+    /// The file has a `[topology]` table (which may have failed to resolve).
+    pub topology_given: bool,
+    pub model: Option<&'a moesim_models::ModelConfig>,
+    pub model_given: bool,
+    pub parallel: Option<&'a crate::scenario::ParallelTable>,
 }
 
 /// How to run.
@@ -90,23 +108,40 @@ impl Workload {
     /// `device` is `None` when the `[hardware]` table had problems (already
     /// reported); `topology` is the resolved cluster; `topology_given` says whether the
     /// file has a `[topology]` table (which may have failed to resolve).
-    pub fn problems(
-        &self,
-        device: Option<&DeviceSpec>,
-        topology: Option<&ClusterSpec>,
-        topology_given: bool,
-    ) -> Vec<ConfigProblem> {
-        let topology = match (topology, topology_given) {
+    pub fn problems(&self, cx: Context) -> Vec<ConfigProblem> {
+        let device = cx.device;
+        let topology = match (cx.topology, cx.topology_given) {
             (Some(t), _) => TopologyState::Resolved(t),
             (None, true) => TopologyState::Broken,
             (None, false) => TopologyState::Missing,
         };
-        match self {
+        let mut out = match self {
             Workload::Collective(w) => w.problems(topology),
             Workload::MoeComm(w) => w.problems(topology),
             Workload::Gemm(w) => w.problems(device),
             Workload::Pipeline(w) => w.problems(),
+            Workload::Training(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel),
+        };
+        if !self.uses_model() {
+            if cx.model_given {
+                out.push(problem(
+                    "model",
+                    format!("not used by kind \"{}\"; remove the [model] table", self.kind_name()),
+                ));
+            }
+            if cx.parallel.is_some() {
+                out.push(problem(
+                    "parallel",
+                    format!("not used by kind \"{}\"; remove the [parallel] table", self.kind_name()),
+                ));
+            }
         }
+        out
+    }
+
+    /// Whether the workload reads `[model]` and `[parallel]`.
+    pub fn uses_model(&self) -> bool {
+        matches!(self, Workload::Training(_))
     }
 
     pub fn kind_name(&self) -> &str {
@@ -115,6 +150,7 @@ impl Workload {
             Workload::MoeComm(w) => &w.kind,
             Workload::Gemm(_) => "gemm",
             Workload::Pipeline(_) => "pipeline",
+            Workload::Training(_) => "training",
         }
     }
 }
@@ -138,6 +174,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions, observer: &mut dyn Observe
         Workload::MoeComm(w) => w.run(scenario, options, observer),
         Workload::Gemm(w) => w.run(scenario, options, observer),
         Workload::Pipeline(w) => w.run(scenario, options, observer),
+        Workload::Training(w) => w.run(scenario, options, observer),
     }
 }
 

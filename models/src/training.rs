@@ -1,0 +1,955 @@
+//! One training step of a (MoE) transformer lowered to the engine's
+//! `TaskGraph`: a pipeline schedule (1F1B, ZB1P, DualPipe, DualPipeV) whose
+//! chunks are the stages' layers as kernels ([`crate::layers`]), DeepEP-style
+//! expert-parallel all-to-alls that hold SMs while they run, pipeline sends
+//! between stages, tensor-parallel all-reduces, and the data-parallel
+//! gradient reduce-scatter, optimizer step and parameter all-gather of ZeRO.
+//!
+//! Each rank has five streams: `compute` (kernels), `ep` (all-to-all),
+//! `pp` (pipeline sends), `tp` (tensor-parallel all-reduce) and `dp`
+//! (gradient synchronisation and the optimizer). DualPipe's overlapped
+//! forward+backward chunk interleaves the two chunks' layers the way the
+//! DeepSeek-V3 report draws it (Figure 4), so one chunk's all-to-all runs
+//! beside the other's computation; every overlap and slowdown then comes out
+//! of the engine (kernels beside a communication kernel get fewer SMs).
+//!
+//! Two ways to choose the ranks that are simulated:
+//! - `All`: every rank, every all-to-all over all its EP group's members.
+//! - `Representative`: one rank per pipeline device. Data-parallel replicas
+//!   run the same schedule on the same shapes, so they are alike up to their
+//!   routing; the representative is the *critical* rank of its EP group (the
+//!   one whose all-to-all takes longest on its own links) and its expert
+//!   GEMMs get the rows of the group's most loaded rank, because every
+//!   all-to-all waits for the slowest member. Its all-to-alls are lowered as
+//!   mirrors (its sends and receptions over the real routes, see
+//!   [`EpTraffic::lower_mirror`]); its data-parallel rings as the ring's
+//!   inter-node edge. A test checks this against `All` on small clusters.
+//!
+//! Routing is sampled once per pipeline device from the seed (the device's
+//! EP group, `sequences x seq_len` tokens per rank) and reused for every
+//! MoE layer and micro-batch on that device.
+
+use moesim_sim::{DeviceId, Flow, Kernel, SimDuration, StreamId, TaskClass, TaskGraph, TaskId};
+
+use crate::cluster::Cluster;
+use crate::collectives::join_all;
+use crate::error::ModelError;
+use crate::hardware::Dtype;
+use crate::layers::{Block, EpComm, Item, LayerContext, Unit};
+use crate::model::{FfnKind, ModelConfig};
+use crate::moe_comm::{EpTraffic, MoePhase};
+use crate::ops::{op_cost, Op};
+use crate::parallel::ParallelPlan;
+use crate::routing::{RoutingSpec, Skew, TokenRouter};
+use crate::schedule::{self, OpPart, PipeOp, PipelineSchedule};
+
+/// Which ranks to simulate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankMode {
+    Representative,
+    All,
+}
+
+/// Everything a training step needs besides the cluster.
+#[derive(Debug, Clone)]
+pub struct TrainingSpec {
+    pub model: ModelConfig,
+    pub plan: ParallelPlan,
+    pub seq_len: u64,
+    /// Sequences per step.
+    pub global_batch: u64,
+    /// Number format of the linear layers (FP8 or BF16).
+    pub linear_dtype: Dtype,
+    pub skew: Skew,
+    /// Recompute RMSNorm and MLA up-projections in the backward pass.
+    pub recompute: bool,
+    pub mode: RankMode,
+}
+
+/// One simulated rank.
+#[derive(Debug, Clone)]
+pub struct SimRank {
+    /// Global rank (= engine device index).
+    pub rank: u32,
+    /// Pipeline device.
+    pub device: u32,
+    /// Index inside the device's ranks (`i * tp + t`).
+    pub local: u32,
+    pub compute: StreamId,
+    pub ep: StreamId,
+    pub tp: StreamId,
+    pub dp: StreamId,
+}
+
+/// What the lowering produced besides the tasks.
+#[derive(Debug, Clone)]
+pub struct TrainingLowering {
+    pub schedule: PipelineSchedule,
+    /// Units of each model stage.
+    pub stage_units: Vec<Vec<Unit>>,
+    pub ranks: Vec<SimRank>,
+    pub microbatches: u32,
+    /// Expert rows (token copies) per micro-batch the simulated rank of each
+    /// device computes per MoE layer, and the mean over its group.
+    pub expert_rows: Vec<(u64, f64)>,
+    /// Tokens per step.
+    pub tokens: f64,
+    pub notes: Vec<String>,
+}
+
+/// Contiguous split of `costs` into `parts` non-empty ranges minimising the
+/// largest sum (linear partition by dynamic programming); returns the start
+/// of each range.
+pub fn partition(costs: &[f64], parts: usize) -> Vec<usize> {
+    let n = costs.len();
+    assert!(parts >= 1 && parts <= n, "1 <= parts <= items");
+    let mut prefix = vec![0.0; n + 1];
+    for i in 0..n {
+        prefix[i + 1] = prefix[i] + costs[i];
+    }
+    // best[k][i]: the smallest max over splitting the first i items in k parts.
+    let inf = f64::INFINITY;
+    let mut best = vec![vec![inf; n + 1]; parts + 1];
+    let mut cut = vec![vec![0usize; n + 1]; parts + 1];
+    best[0][0] = 0.0;
+    for k in 1..=parts {
+        for i in k..=n {
+            for j in (k - 1)..i {
+                let v = best[k - 1][j].max(prefix[i] - prefix[j]);
+                if v < best[k][i] - 1e-12 {
+                    best[k][i] = v;
+                    cut[k][i] = j;
+                }
+            }
+        }
+    }
+    let mut starts = vec![0; parts];
+    let mut i = n;
+    for k in (1..=parts).rev() {
+        starts[k - 1] = cut[k][i];
+        i = cut[k][i];
+    }
+    starts
+}
+
+/// Splits the model's units over `stages` pipeline stages, balancing the
+/// estimated forward+backward time of each unit.
+fn split_stages(model: &ModelConfig, ctx: &LayerContext, stages: u32, rows: u64) -> Result<Vec<Vec<Unit>>, ModelError> {
+    let mut units = vec![Unit::Embedding];
+    units.extend((0..model.layers).map(Unit::Layer));
+    units.push(Unit::Head);
+    units.extend((0..model.mtp_modules).map(Unit::Mtp));
+    let mut costs = Vec::with_capacity(units.len());
+    for &u in &units {
+        costs.push(ctx.forward(u, rows)?.kernel_time_s() + ctx.backward(u, rows)?.kernel_time_s());
+    }
+    // Embedding and head ride with their neighbours; only layers may start a stage
+    // after the first, and the head and MTP modules stay on the last stage.
+    let layer_costs: Vec<f64> = (0..model.layers as usize).map(|i| costs[i + 1]).collect();
+    let mut weighted = layer_costs.clone();
+    weighted[0] += costs[0];
+    let tail: f64 = costs[model.layers as usize + 1..].iter().sum();
+    *weighted.last_mut().expect("a layer") += tail;
+    let starts = partition(&weighted, stages as usize);
+    let mut out = Vec::with_capacity(stages as usize);
+    for (k, &s) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(model.layers as usize);
+        let mut stage: Vec<Unit> = (s..end).map(|i| Unit::Layer(i as u32)).collect();
+        if k == 0 {
+            stage.insert(0, Unit::Embedding);
+        }
+        if k + 1 == stages as usize {
+            stage.push(Unit::Head);
+            stage.extend((0..model.mtp_modules).map(Unit::Mtp));
+        }
+        out.push(stage);
+    }
+    Ok(out)
+}
+
+/// A compute or communication step of one op, in issue order.
+enum Step<'b> {
+    Compute { items: &'b [Item], wait: Option<usize> },
+    Ep { slot: usize, comm: EpComm },
+}
+
+/// Issue order of one block alone (`weight`: include its W kernels).
+fn sequential<'b>(block: &'b Block, weight: bool, slot: usize, steps: &mut Vec<Step<'b>>) {
+    let (a, b) = (slot, slot + 1);
+    steps.push(Step::Compute { items: &block.pre, wait: None });
+    if let Some(c) = block.comm_a {
+        steps.push(Step::Ep { slot: a, comm: c });
+    }
+    steps.push(Step::Compute { items: &block.side, wait: None });
+    steps.push(Step::Compute { items: &block.mid, wait: block.comm_a.map(|_| a) });
+    if let Some(c) = block.comm_b {
+        steps.push(Step::Ep { slot: b, comm: c });
+    }
+    steps.push(Step::Compute { items: &block.post, wait: block.comm_b.map(|_| b) });
+    if weight {
+        steps.push(Step::Compute { items: &block.weight_mid, wait: None });
+        steps.push(Step::Compute { items: &block.weight_post, wait: None });
+    }
+}
+
+/// Issue order of a forward block `f` overlapped with a backward block `b`
+/// (DeepSeek-V3 Figure 4): each one's all-to-all runs beside the other's
+/// computation; comm order combine(B), dispatch(F), dispatch(B), combine(F).
+fn interleaved<'b>(f: &'b Block, b: &'b Block, b_weight: bool, slot: usize, steps: &mut Vec<Step<'b>>) {
+    let (fa, fb, ba, bb) = (slot, slot + 1, slot + 2, slot + 3);
+    steps.push(Step::Compute { items: &b.pre, wait: None });
+    if let Some(c) = b.comm_a {
+        steps.push(Step::Ep { slot: ba, comm: c });
+    }
+    steps.push(Step::Compute { items: &f.pre, wait: None });
+    if let Some(c) = f.comm_a {
+        steps.push(Step::Ep { slot: fa, comm: c });
+    }
+    steps.push(Step::Compute { items: &b.side, wait: None });
+    steps.push(Step::Compute { items: &b.mid, wait: b.comm_a.map(|_| ba) });
+    if let Some(c) = b.comm_b {
+        steps.push(Step::Ep { slot: bb, comm: c });
+    }
+    if b_weight {
+        steps.push(Step::Compute { items: &b.weight_mid, wait: None });
+    }
+    steps.push(Step::Compute { items: &f.side, wait: None });
+    steps.push(Step::Compute { items: &f.mid, wait: f.comm_a.map(|_| fa) });
+    if let Some(c) = f.comm_b {
+        steps.push(Step::Ep { slot: fb, comm: c });
+    }
+    steps.push(Step::Compute { items: &b.post, wait: b.comm_b.map(|_| bb) });
+    if b_weight {
+        steps.push(Step::Compute { items: &b.weight_post, wait: None });
+    }
+    steps.push(Step::Compute { items: &f.post, wait: f.comm_b.map(|_| fb) });
+}
+
+/// Per simulated rank, what the emitter tracks.
+struct RankState {
+    last_compute: Option<TaskId>,
+    slots: Vec<Option<TaskId>>,
+}
+
+/// Blocks of one stage for one rank: forward and backward of each unit.
+struct StageBlocks {
+    forward: Vec<Block>,
+    /// In backward order (last unit first).
+    backward: Vec<Block>,
+}
+
+struct Lowerer<'a> {
+    cluster: &'a Cluster,
+    spec: &'a TrainingSpec,
+    plan: &'a ParallelPlan,
+    graph: &'a mut TaskGraph,
+    ranks: Vec<SimRank>,
+    /// Per device: indices into `ranks`.
+    device_ranks: Vec<Vec<usize>>,
+    /// Per device: the EP traffic of its group(s) (one realisation).
+    traffic: Vec<EpTraffic>,
+    /// Per device: which member of the EP group the representative mirrors.
+    rep_member: Vec<usize>,
+    /// Per (simulated rank, stage): blocks (built lazily).
+    blocks: Vec<Vec<Option<StageBlocks>>>,
+    stage_units: Vec<Vec<Unit>>,
+    /// Per simulated rank: expert rows per MoE layer.
+    rows: Vec<u64>,
+    state: Vec<RankState>,
+    activation_bytes: f64,
+}
+
+impl Lowerer<'_> {
+    fn ctx(&self) -> LayerContext<'_> {
+        LayerContext {
+            model: &self.spec.model,
+            device: &self.cluster.device,
+            sequences: self.plan.micro_batch as u64,
+            seq_len: self.spec.seq_len,
+            tp: self.plan.tp,
+            experts_per_rank: self.spec.model.moe.as_ref().map_or(1, |m| m.routed_experts / self.plan.ep),
+            linear_dtype: self.spec.linear_dtype,
+            recompute: self.spec.recompute,
+        }
+    }
+
+    fn stage_blocks(&mut self, r: usize, stage: u32) -> Result<(), ModelError> {
+        if self.blocks[r][stage as usize].is_some() {
+            return Ok(());
+        }
+        let rows = self.rows[r];
+        let ctx = self.ctx();
+        let units = &self.stage_units[stage as usize];
+        let mut forward = Vec::with_capacity(units.len());
+        let mut backward = Vec::with_capacity(units.len());
+        for &u in units {
+            forward.push(ctx.forward(u, rows)?);
+        }
+        for &u in units.iter().rev() {
+            backward.push(ctx.backward(u, rows)?);
+        }
+        self.blocks[r][stage as usize] = Some(StageBlocks { forward, backward });
+        Ok(())
+    }
+
+    /// Emits `steps` for every simulated rank of `device` (in lockstep, so
+    /// all-to-alls of `All` mode can join their group).
+    fn emit(&mut self, device: u32, steps_of: &[Vec<Step>]) -> Result<(), ModelError> {
+        let members = self.device_ranks[device as usize].clone();
+        for (s, step) in steps_of[0].iter().enumerate() {
+            if let Step::Ep { slot, comm } = step {
+                self.emit_ep(device, &members, *slot, *comm);
+                continue;
+            }
+            for (k, &r) in members.iter().enumerate() {
+                let Step::Compute { items, wait } = &steps_of[k][s] else { unreachable!("steps align") };
+                let mut pending_wait = wait.and_then(|w| self.state[r].slots.get(w).copied().flatten());
+                for item in items.iter() {
+                    let t = self.emit_item(r, item);
+                    if let Some(w) = pending_wait.take() {
+                        self.graph.add_dep(w, t);
+                    }
+                }
+                if let Some(w) = pending_wait {
+                    // Nothing to run: a marker still waits, so later steps do.
+                    let m = self.graph.add_delay(self.ranks[r].compute, "wait", SimDuration::ZERO);
+                    self.graph.add_dep(w, m);
+                    self.state[r].last_compute = Some(m);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit_item(&mut self, r: usize, item: &Item) -> TaskId {
+        let rank = &self.ranks[r];
+        let (compute, rank_id) = (rank.compute, rank.rank);
+        match item {
+            Item::Kernel(k) => {
+                let kernel = k.cost.kernel(DeviceId(rank_id));
+                let t = self.graph.add_kernel(compute, &k.label, k.class, kernel);
+                self.state[r].last_compute = Some(t);
+                t
+            }
+            Item::TpAllReduce { label, bytes } => {
+                let t = self.tp_all_reduce(r, label, *bytes);
+                // The next kernel waits for the all-reduce: a zero marker on
+                // the compute stream carries the dependency.
+                let m = self.graph.add_delay(compute, label, SimDuration::ZERO);
+                self.graph.add_dep(t, m);
+                self.state[r].last_compute = Some(m);
+                m
+            }
+        }
+    }
+
+    /// A ring all-reduce over the tensor-parallel group of rank `r`.
+    fn tp_all_reduce(&mut self, r: usize, label: &str, bytes: f64) -> TaskId {
+        let tp = self.plan.tp;
+        let rank = self.ranks[r].rank;
+        let base = rank - rank % tp;
+        let succ = base + (rank - base + 1) % tp;
+        let after = self.state[r].last_compute;
+        let stream = self.ranks[r].tp;
+        self.mirror_ring(stream, rank, succ, label, 2.0 * (tp as f64 - 1.0) / tp as f64 * bytes, 2 * (tp - 1), after)
+    }
+
+    /// A ring collective as seen by one member: one flow of the bytes it
+    /// sends over its edge to `succ`, then the remaining steps' latencies.
+    /// Exact for a ring whose edges are alike (every member sends the same
+    /// bytes over a similar link at the same time).
+    #[allow(clippy::too_many_arguments)]
+    fn mirror_ring(
+        &mut self,
+        stream: StreamId,
+        rank: u32,
+        succ: u32,
+        label: &str,
+        bytes: f64,
+        steps: u32,
+        after: Option<TaskId>,
+    ) -> TaskId {
+        let mut scratch = Vec::new();
+        let path = self.cluster.add_route(self.graph, rank, succ, 0, &mut scratch);
+        let latency_ps: u64 =
+            self.graph.path(path).iter().map(|l| self.cluster.platform.link(*l).latency.as_ps()).sum();
+        let t = self.graph.add_comm(stream, label, [Flow { path, bytes }], None);
+        if let Some(a) = after {
+            self.graph.add_dep(a, t);
+        }
+        let extra = SimDuration::from_ps(latency_ps.saturating_mul(steps.saturating_sub(1) as u64));
+        if extra > SimDuration::ZERO {
+            self.graph.add_delay(stream, label, extra)
+        } else {
+            t
+        }
+    }
+
+    fn emit_ep(&mut self, device: u32, members: &[usize], slot: usize, comm: EpComm) {
+        let label = match comm.phase {
+            MoePhase::Dispatch => "ep dispatch",
+            MoePhase::Combine => "ep combine",
+        };
+        let traffic = &self.traffic[device as usize];
+        let ep = self.plan.ep as usize;
+        match self.spec.mode {
+            RankMode::Representative => {
+                let r = members[0];
+                let group_first = self.ranks[r].rank - self.rep_member[device as usize] as u32;
+                let stream = self.ranks[r].ep;
+                let t = traffic.lower_mirror(
+                    self.cluster,
+                    comm.phase,
+                    comm.bytes_per_token,
+                    self.plan.comm_sms,
+                    group_first,
+                    self.rep_member[device as usize],
+                    label,
+                    self.graph,
+                    stream,
+                );
+                if let Some(a) = self.state[r].last_compute {
+                    self.graph.add_dep(a, t);
+                }
+                set_slot(&mut self.state[r], slot, t);
+            }
+            RankMode::All => {
+                // Members are the device's ranks in order; EP groups tile them.
+                for group in members.chunks(ep) {
+                    let streams: Vec<StreamId> = group.iter().map(|&r| self.ranks[r].ep).collect();
+                    let barrier = self.graph.add_delay(streams[0], "ep notify", SimDuration::ZERO);
+                    for &r in group {
+                        if let Some(a) = self.state[r].last_compute {
+                            self.graph.add_dep(a, barrier);
+                        }
+                    }
+                    let first = self.ranks[group[0]].rank;
+                    let sends = traffic.lower_all(
+                        self.cluster,
+                        comm.phase,
+                        comm.bytes_per_token,
+                        self.plan.comm_sms,
+                        first,
+                        self.graph,
+                        &streams,
+                        Some(barrier),
+                    );
+                    let joins = join_all(self.graph, &streams, &sends, label);
+                    for (k, &r) in group.iter().enumerate() {
+                        set_slot(&mut self.state[r], slot, joins[k]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn set_slot(state: &mut RankState, slot: usize, t: TaskId) {
+    if state.slots.len() <= slot {
+        state.slots.resize(slot + 1, None);
+    }
+    state.slots[slot] = Some(t);
+}
+
+/// Samples the routing of one device's EP group.
+fn sample_traffic(
+    spec: &TrainingSpec,
+    plan: &ParallelPlan,
+    gpus_per_node: u32,
+    device: u32,
+    seed: u64,
+) -> Result<EpTraffic, ModelError> {
+    let Some(moe) = &spec.model.moe else {
+        return Ok(EpTraffic::count(plan.ep.max(1), gpus_per_node, plan.ep.max(1), |_, _| {}));
+    };
+    let ep = plan.ep;
+    let g = gpus_per_node.min(ep).max(1);
+    let nodes = ep.div_ceil(g);
+    // Node-limited routing over the EP group's nodes when experts divide
+    // into them evenly (DeepSeek-V3: 8 groups = 8 nodes of EP64).
+    let (groups, limit) = if nodes > 1 && moe.routed_experts.is_multiple_of(nodes) {
+        (nodes, moe.group_limit.min(nodes).max(1))
+    } else {
+        (1, 1)
+    };
+    let tokens = u32::try_from(plan.micro_batch as u64 * spec.seq_len)
+        .map_err(|_| ModelError::invalid("workload.seq_len", "micro_batch x seq_len must be below 2^32 tokens"))?;
+    let routing = RoutingSpec {
+        tokens,
+        experts: moe.routed_experts,
+        topk: moe.topk,
+        groups,
+        group_limit: limit,
+        skew: spec.skew,
+    };
+    let router = TokenRouter::new(routing, seed)?;
+    let base = device as u64 * ep as u64 * 1_000_003;
+    Ok(EpTraffic::count(ep, g, moe.routed_experts, |src, f| router.for_each_token_in(base + src as u64, f)))
+}
+
+/// Lowers one training step into `graph`.
+pub fn lower_training(
+    cluster: &Cluster,
+    spec: &TrainingSpec,
+    seed: u64,
+    graph: &mut TaskGraph,
+) -> Result<TrainingLowering, ModelError> {
+    let plan = &spec.plan;
+    let gpus_per_node = cluster.topology.gpus_per_node;
+    let problems = plan.problems(cluster.gpu_count() as u64, gpus_per_node, &spec.model, spec.global_batch);
+    if !problems.is_empty() {
+        return Err(ModelError::Invalid { problems });
+    }
+    let microbatches = plan.microbatches(spec.global_batch).map_err(|p| ModelError::Invalid { problems: vec![p] })?;
+    let sched = schedule::build(plan.schedule, plan.stages(), microbatches)?;
+    let devices = sched.devices;
+
+    // Routing per device and the representative member of each.
+    let nv = cluster.topology.summary().gpu_nvlink_bytes_per_s.max(1.0);
+    let ib = cluster.topology.summary().gpu_network_bytes_per_s.max(1.0);
+    let mut traffic = Vec::with_capacity(devices as usize);
+    for d in 0..devices {
+        traffic.push(sample_traffic(spec, plan, gpus_per_node, d, seed)?);
+    }
+    let rep_member: Vec<usize> = traffic.iter().map(|t| t.critical_rank(nv, ib)).collect();
+
+    // Simulated ranks.
+    let mut ranks = Vec::new();
+    let mut device_ranks = vec![Vec::new(); devices as usize];
+    let mut rows = Vec::new();
+    let mut expert_rows = Vec::new();
+    for d in 0..devices {
+        let t = &traffic[d as usize];
+        let max_rows = t.rows.iter().copied().max().unwrap_or(0);
+        let mean_rows = t.rows.iter().sum::<u64>() as f64 / t.rows.len().max(1) as f64;
+        expert_rows.push((max_rows, mean_rows));
+        let locals: Vec<u32> = match spec.mode {
+            RankMode::Representative => vec![rep_member[d as usize] as u32],
+            RankMode::All => (0..plan.ranks_per_device()).collect(),
+        };
+        for local in locals {
+            let rank = d * plan.ranks_per_device() + local;
+            let stream = |name: &str, g: &mut TaskGraph| g.add_stream(rank, name);
+            let sim = SimRank {
+                rank,
+                device: d,
+                local,
+                compute: stream("compute", graph),
+                ep: stream("ep", graph),
+                tp: stream("tp", graph),
+                dp: stream("dp", graph),
+            };
+            device_ranks[d as usize].push(ranks.len());
+            rows.push(match spec.mode {
+                RankMode::Representative => max_rows,
+                RankMode::All => t.rows[(local % plan.ep) as usize],
+            });
+            ranks.push(sim);
+        }
+    }
+
+    let ctx_template = LayerContext {
+        model: &spec.model,
+        device: &cluster.device,
+        sequences: plan.micro_batch as u64,
+        seq_len: spec.seq_len,
+        tp: plan.tp,
+        experts_per_rank: spec.model.moe.as_ref().map_or(1, |m| m.routed_experts / plan.ep),
+        linear_dtype: spec.linear_dtype,
+        recompute: spec.recompute,
+    };
+    let balanced_rows = spec.model.moe.as_ref().map_or(0, |m| plan.micro_batch as u64 * spec.seq_len * m.topk as u64);
+    let stage_units = split_stages(&spec.model, &ctx_template, sched.stages, balanced_rows)?;
+    let n_ranks = ranks.len();
+    let mut low = Lowerer {
+        cluster,
+        spec,
+        plan,
+        graph,
+        ranks,
+        device_ranks,
+        traffic,
+        rep_member,
+        blocks: (0..n_ranks).map(|_| (0..sched.stages).map(|_| None).collect()).collect(),
+        stage_units: stage_units.clone(),
+        rows,
+        state: (0..n_ranks).map(|_| RankState { last_compute: None, slots: Vec::new() }).collect(),
+        activation_bytes: plan.micro_batch as f64 * spec.seq_len as f64 * spec.model.hidden as f64 * 2.0,
+    };
+
+    // Per device and op: the op's first and last compute task per member.
+    let mut op_first: Vec<Vec<Vec<TaskId>>> = vec![Vec::new(); devices as usize];
+    let mut op_last: Vec<Vec<Vec<TaskId>>> = vec![Vec::new(); devices as usize];
+    // Last op touching each stage's gradients, per device.
+    let mut last_grad_op: Vec<Vec<(u32, usize)>> = vec![Vec::new(); devices as usize];
+    for d in 0..devices {
+        let members = low.device_ranks[d as usize].clone();
+        for (idx, op) in sched.ops[d as usize].iter().enumerate() {
+            let stages_used: Vec<u32> = match op {
+                PipeOp::F(c) | PipeOp::B(c) | PipeOp::W(c) => vec![c.stage],
+                PipeOp::FB { f, b } => vec![f.stage, b.stage],
+            };
+            for &r in &members {
+                for &s in &stages_used {
+                    low.stage_blocks(r, s)?;
+                }
+            }
+            match op {
+                PipeOp::B(c) | PipeOp::W(c) => note_grad(&mut last_grad_op[d as usize], c.stage, idx),
+                PipeOp::FB { b, .. } => note_grad(&mut last_grad_op[d as usize], b.stage, idx),
+                PipeOp::F(_) => {}
+            }
+            // Marker so every op has a first task on each member.
+            let mut firsts = Vec::with_capacity(members.len());
+            for &r in &members {
+                let m = low.graph.add_delay(low.ranks[r].compute, &op.label(), SimDuration::ZERO);
+                low.state[r].last_compute = Some(m);
+                low.state[r].slots.clear();
+                firsts.push(m);
+            }
+            // The blocks are read by the steps while the emitter writes the graph.
+            let all_blocks = std::mem::take(&mut low.blocks);
+            let steps_of: Vec<Vec<Step>> = members
+                .iter()
+                .map(|&r| {
+                    let mut steps = Vec::new();
+                    let blocks_of = |s: u32| all_blocks[r][s as usize].as_ref().expect("built above");
+                    match op {
+                        PipeOp::F(c) => {
+                            for (i, b) in blocks_of(c.stage).forward.iter().enumerate() {
+                                sequential(b, false, 4 * i, &mut steps);
+                            }
+                        }
+                        PipeOp::B(c) => {
+                            let w = sched.backward_includes_weight(*c);
+                            for (i, b) in blocks_of(c.stage).backward.iter().enumerate() {
+                                sequential(b, w, 4 * i, &mut steps);
+                            }
+                        }
+                        PipeOp::W(c) => {
+                            for b in &blocks_of(c.stage).backward {
+                                steps.push(Step::Compute { items: &b.weight_mid, wait: None });
+                                steps.push(Step::Compute { items: &b.weight_post, wait: None });
+                            }
+                        }
+                        PipeOp::FB { f, b } => {
+                            let w = sched.backward_includes_weight(*b);
+                            let fs = &blocks_of(f.stage).forward;
+                            let bs = &blocks_of(b.stage).backward;
+                            let n = fs.len().max(bs.len());
+                            for i in 0..n {
+                                match (fs.get(i), bs.get(i)) {
+                                    (Some(fb), Some(bb)) => interleaved(fb, bb, w, 4 * i, &mut steps),
+                                    (Some(fb), None) => sequential(fb, false, 4 * i, &mut steps),
+                                    (None, Some(bb)) => sequential(bb, w, 4 * i + 2, &mut steps),
+                                    (None, None) => {}
+                                }
+                            }
+                        }
+                    }
+                    steps
+                })
+                .collect();
+            low.emit(d, &steps_of)?;
+            drop(steps_of);
+            low.blocks = all_blocks;
+            let lasts: Vec<TaskId> =
+                members.iter().map(|&r| low.state[r].last_compute.expect("a marker at least")).collect();
+            op_first[d as usize].push(firsts);
+            op_last[d as usize].push(lasts);
+        }
+    }
+
+    // Pipeline sends between devices: one stream per (sender, receiver) pair,
+    // sends in the order the sender produces them.
+    let mut transfers = sched.transfers().to_vec();
+    transfers.sort_by_key(|t| (t.producer.device, t.sent_after, t.consumer.device, t.awaited_before));
+    let mut pp_streams: std::collections::BTreeMap<(u32, u32), StreamId> = std::collections::BTreeMap::new();
+    for t in &transfers {
+        let (pd, cd) = (t.producer.device as usize, t.consumer.device as usize);
+        let bytes = low.activation_bytes / plan.tp as f64;
+        let forward = matches!(
+            (sched.op(t.producer), t.producer.part),
+            (Some(PipeOp::F(_)), _) | (Some(PipeOp::FB { .. }), OpPart::Forward)
+        );
+        let label = if forward { "pp send activations" } else { "pp send gradients" };
+        let (pm, cm) = (low.device_ranks[pd].clone(), low.device_ranks[cd].clone());
+        for (k, (&pr, &cr)) in pm.iter().zip(cm.iter()).enumerate() {
+            let from = low.ranks[pr].rank;
+            let to = low.ranks[cr].rank;
+            let mut scratch = Vec::new();
+            let path = cluster.add_route(low.graph, from, to, 0, &mut scratch);
+            let stream = *pp_streams.entry((from, to)).or_insert_with(|| low.graph.add_stream(from, "pp"));
+            let send = low.graph.add_comm(stream, label, [Flow { path, bytes }], None);
+            low.graph.add_dep(op_last[pd][t.sent_after as usize][k], send);
+            low.graph.add_dep(send, op_first[cd][t.awaited_before as usize][k]);
+        }
+    }
+
+    // Data-parallel gradient synchronisation and the optimizer, per stage
+    // held, after the last op producing its gradients.
+    let mut notes = Vec::new();
+    for d in 0..devices {
+        for &(stage, idx) in &last_grad_op[d as usize].clone() {
+            let members = low.device_ranks[d as usize].clone();
+            for (k, &r) in members.iter().enumerate() {
+                let after = op_last[d as usize][idx][k];
+                grad_sync(&mut low, r, stage, after, &sched)?;
+            }
+        }
+    }
+    if spec.mode == RankMode::Representative {
+        notes.push(format!(
+            "representative ranks: {} simulated of {} (one per pipeline device, the critical rank of its {}-rank EP group; expert GEMMs take the group's most loaded rank's rows; data-parallel replicas are alike up to routing)",
+            low.ranks.len(),
+            cluster.gpu_count(),
+            plan.ep
+        ));
+    }
+    notes.push("routing sampled once per pipeline device and reused for its MoE layers and micro-batches".into());
+    let tokens = spec.global_batch as f64 * spec.seq_len as f64;
+    Ok(TrainingLowering { schedule: sched, stage_units, ranks: low.ranks, microbatches, expert_rows, tokens, notes })
+}
+
+fn note_grad(v: &mut Vec<(u32, usize)>, stage: u32, idx: usize) {
+    match v.iter_mut().find(|(s, _)| *s == stage) {
+        Some(e) => e.1 = e.1.max(idx),
+        None => v.push((stage, idx)),
+    }
+}
+
+/// Parameters of one stage on one rank: (dense, expert), split by TP and EP.
+pub fn stage_params(model: &ModelConfig, plan: &ParallelPlan, units: &[Unit]) -> (f64, f64) {
+    let h = model.hidden as f64;
+    let tp = plan.tp as f64;
+    let mut dense = 0.0;
+    let mut expert = 0.0;
+    let layer = |kind: FfnKind, dense: &mut f64, expert: &mut f64| {
+        *dense += model.attention_params() / tp;
+        match (kind, &model.moe) {
+            (FfnKind::Moe, Some(m)) => {
+                *dense += m.shared_experts as f64 * model.ffn_params(m.expert_intermediate) / tp
+                    + m.routed_experts as f64 * h;
+                *expert += m.routed_experts as f64 * model.ffn_params(m.expert_intermediate) / plan.ep as f64;
+            }
+            _ => *dense += model.ffn_params(model.ffn.dense_intermediate) / tp,
+        }
+    };
+    for &u in units {
+        match u {
+            Unit::Embedding => dense += model.params().embedding / tp,
+            Unit::Head => dense += model.params().head / tp + h,
+            Unit::Layer(i) => layer(model.ffn_kind(i), &mut dense, &mut expert),
+            Unit::Mtp(_) => {
+                layer(if model.moe.is_some() { FfnKind::Moe } else { FfnKind::Dense }, &mut dense, &mut expert);
+                dense += 2.0 * h * h + 2.0 * h;
+            }
+        }
+    }
+    (dense, expert)
+}
+
+/// Reduce-scatter (or all-reduce) of one stage's gradients over its
+/// data-parallel group, the optimizer step on the local shard, and the
+/// all-gather of the updated parameters.
+fn grad_sync(
+    low: &mut Lowerer,
+    r: usize,
+    stage: u32,
+    after: TaskId,
+    sched: &PipelineSchedule,
+) -> Result<(), ModelError> {
+    let plan = low.plan;
+    let (dense, expert) = stage_params(&low.spec.model, plan, &low.stage_units[stage as usize]);
+    // DualPipe keeps two copies of each stage: both reduce together.
+    let copies = if sched.kind == schedule::ScheduleKind::DualPipe { 2.0 } else { 1.0 };
+    let dp_group = plan.dp as f64 * copies;
+    let edp_group = plan.expert_dp() as f64 * copies;
+    let grad_bytes = 4.0; // FP32 gradients (DeepSeek-V3 §3.3)
+    let param_bytes = 2.0; // BF16 working weights
+    let rank = low.ranks[r].rank;
+    let device = low.ranks[r].device;
+    let rpd = plan.ranks_per_device();
+    let base = device * rpd;
+    let g = low.cluster.topology.gpus_per_node;
+    // The ring's slowest edge: to the same local index in the next node of
+    // the device's ranks (or the next rank inside a single node).
+    let succ_at = |stride: u32| base + (rank - base + stride) % rpd;
+    let dp_succ = if rpd > g { succ_at(g) } else { succ_at(plan.tp) };
+    let edp_succ = succ_at(plan.ep);
+    let stream = low.ranks[r].dp;
+    // Every member (simulated or not) sends (n-1)/n of the bytes to its ring
+    // successor; with all ranks simulated these flows are the whole ring.
+    let ring = |low: &mut Lowerer,
+                label: &str,
+                group: f64,
+                bytes: f64,
+                after: TaskId,
+                succ: u32|
+     -> Result<TaskId, ModelError> {
+        if group <= 1.0 || bytes <= 0.0 {
+            return Ok(after);
+        }
+        let n = group as u32;
+        Ok(low.mirror_ring(stream, rank, succ, label, (group - 1.0) / group * bytes, n - 1, Some(after)))
+    };
+    let zero = plan.zero;
+    let rs = ring(low, "dp reduce-scatter grads", dp_group, dense * grad_bytes, after, dp_succ)?;
+    let rs = ring(low, "edp reduce-scatter grads", edp_group, expert * grad_bytes, rs, edp_succ)?;
+    // ZeRO-0 all-reduces gradients: the second half of the ring.
+    let rs = if zero == 0 {
+        let a = ring(low, "dp all-gather grads", dp_group, dense * grad_bytes, rs, dp_succ)?;
+        ring(low, "edp all-gather grads", edp_group, expert * grad_bytes, a, edp_succ)?
+    } else {
+        rs
+    };
+    // AdamW on the local shard: FP32 master, BF16 moments (DeepSeek-V3 §3.3).
+    let shard = if zero >= 1 { dense / dp_group + expert / edp_group } else { dense + expert };
+    let opt = op_cost(
+        &low.cluster.device,
+        &Op::Elementwise { read_bytes: shard * 12.0, write_bytes: shard * 10.0, flops: shard * 12.0 },
+    )?;
+    let k: Kernel = opt.kernel(DeviceId(rank));
+    let t = low.graph.add_kernel(stream, "optimizer step", TaskClass::Compute, k);
+    low.graph.add_dep(rs, t);
+    if zero >= 1 {
+        let a = ring(low, "dp all-gather params", dp_group, dense * param_bytes, t, dp_succ)?;
+        ring(low, "edp all-gather params", edp_group, expert * param_bytes, a, edp_succ)?;
+    }
+    Ok(())
+}
+
+/// Memory per GPU, bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct MemoryBreakdown {
+    pub weights: f64,
+    pub gradients: f64,
+    pub optimizer: f64,
+    pub activations: f64,
+    pub comm_buffers: f64,
+}
+
+impl MemoryBreakdown {
+    pub fn total(&self) -> f64 {
+        self.weights + self.gradients + self.optimizer + self.activations + self.comm_buffers
+    }
+}
+
+/// Activation bytes one unit keeps per token for its backward pass.
+///
+/// With DeepSeek-V3's recipe (§3.3.2-3): RMSNorm outputs and the MLA
+/// up-projections (q, k, v) are recomputed, not stored; the input of the
+/// linear after attention and the SwiGLU inputs are cached in FP8 (1 byte
+/// plus a scale per 128); routed experts keep their FP8 input rows. Without
+/// recomputation the norms' outputs and q, k, v are stored (BF16).
+pub fn activation_bytes_per_token(model: &ModelConfig, unit: Unit, ctx: &LayerContext) -> f64 {
+    let h = model.hidden as f64;
+    let tp = ctx.tp as f64;
+    let a = &model.attention;
+    let fp8 = if ctx.linear_dtype == Dtype::Fp8 { 1.0 + 4.0 / 128.0 } else { 2.0 };
+    let heads = (a.heads as f64 / tp).max(1.0);
+    let (qk, v) = model.attention_head_dims();
+    let attention = {
+        let latents = match a.kind {
+            crate::model::AttentionKind::Mla => (a.q_lora_rank + a.kv_lora_rank + a.qk_rope_head_dim) as f64 * 2.0,
+            crate::model::AttentionKind::Gqa => 0.0,
+        };
+        let out = heads * v as f64 * fp8 + heads * 4.0; // attention output + softmax statistics
+        let stored = if ctx.recompute {
+            0.0
+        } else {
+            // norm outputs and q, k, v in BF16
+            2.0 * h * 2.0 + heads * (2.0 * qk as f64 + v as f64) * 2.0
+        };
+        let qkv_gqa = match a.kind {
+            crate::model::AttentionKind::Gqa if ctx.recompute => {
+                heads * (qk as f64 + v as f64) * 2.0 + heads * qk as f64 * 2.0
+            }
+            _ => 0.0,
+        };
+        h * 2.0 + latents + out + stored + qkv_gqa
+    };
+    let ffn = |kind: FfnKind| match (kind, &model.moe) {
+        (FfnKind::Moe, Some(m)) => {
+            let inter = m.expert_intermediate as f64;
+            let shared = m.shared_experts as f64 * (h * fp8 + 2.0 * inter * fp8) / tp;
+            let routed = m.topk as f64 * (h * fp8 + 2.0 * inter * fp8);
+            h * 2.0 + m.routed_experts as f64 * 4.0 + shared + routed + h * 2.0
+        }
+        _ => {
+            let inter = model.ffn.dense_intermediate as f64 / tp;
+            h * 2.0 + h * fp8 + 2.0 * inter * fp8
+        }
+    };
+    match unit {
+        Unit::Embedding => 0.0,
+        Unit::Head => h * 2.0,
+        Unit::Layer(i) => attention + ffn(model.ffn_kind(i)),
+        Unit::Mtp(_) => {
+            let kind = if model.moe.is_some() { FfnKind::Moe } else { FfnKind::Dense };
+            attention + ffn(kind) + 3.0 * h * 2.0
+        }
+    }
+}
+
+/// Memory per GPU of the busiest pipeline device: BF16 weights of the stages
+/// it holds, FP32 gradients (sharded under ZeRO-2), FP32 master weights and
+/// BF16 AdamW moments (sharded under ZeRO-1, DeepSeek-V3 §3.3), activations of
+/// the micro-batches the schedule keeps in flight, and DeepEP's buffers.
+pub fn training_memory(spec: &TrainingSpec, cluster: &Cluster, low: &TrainingLowering) -> MemoryBreakdown {
+    let plan = &spec.plan;
+    let ctx = LayerContext {
+        model: &spec.model,
+        device: &cluster.device,
+        sequences: plan.micro_batch as u64,
+        seq_len: spec.seq_len,
+        tp: plan.tp,
+        experts_per_rank: spec.model.moe.as_ref().map_or(1, |m| m.routed_experts / plan.ep),
+        linear_dtype: spec.linear_dtype,
+        recompute: spec.recompute,
+    };
+    let sched = &low.schedule;
+    let tokens = plan.micro_batch as f64 * spec.seq_len as f64;
+    let peak = sched.peak_activation_microbatches();
+    let copies = if sched.kind == schedule::ScheduleKind::DualPipe { 2.0 } else { 1.0 };
+    let mut worst = MemoryBreakdown::default();
+    for d in 0..sched.devices {
+        let stages: Vec<u32> = (0..sched.stages).filter(|&s| sched.device_of_stage[s as usize].contains(&d)).collect();
+        let (mut dense, mut expert, mut act) = (0.0, 0.0, 0.0f64);
+        for &s in &stages {
+            let units = &low.stage_units[s as usize];
+            let (de, ex) = stage_params(&spec.model, plan, units);
+            dense += de;
+            expert += ex;
+            let per_token: f64 = units.iter().map(|&u| activation_bytes_per_token(&spec.model, u, &ctx)).sum();
+            act = act.max(per_token * tokens);
+        }
+        let params = dense + expert;
+        let (dp_group, edp_group) = (plan.dp as f64 * copies, plan.expert_dp() as f64 * copies);
+        let shard = |zero_at: u32| if plan.zero >= zero_at { dense / dp_group + expert / edp_group } else { params };
+        let m = MemoryBreakdown {
+            weights: params * 2.0,
+            gradients: shard(2) * 4.0,
+            optimizer: shard(1) * 8.0,
+            activations: act * peak.get(d as usize).copied().unwrap_or(0) as f64,
+            // DeepEP's default normal-kernel buffers: 1 GB NVLink + 1 GB RDMA.
+            comm_buffers: if spec.model.moe.is_some() && plan.ep > 1 { 2e9 } else { 0.0 },
+        };
+        if m.total() > worst.total() {
+            worst = m;
+        }
+    }
+    worst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_minimises_the_largest_part() {
+        assert_eq!(partition(&[1.0, 1.0, 1.0, 1.0], 2), vec![0, 2]);
+        assert_eq!(partition(&[4.0, 1.0, 1.0, 1.0, 1.0], 2), vec![0, 1]);
+        assert_eq!(partition(&[1.0; 5], 5), vec![0, 1, 2, 3, 4]);
+    }
+}

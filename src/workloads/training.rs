@@ -1,0 +1,253 @@
+//! `kind = "training"`: one training step of a model (`[model]`) under a
+//! parallel plan (`[parallel]`) on a cluster, simulated end to end, with the
+//! figures a capacity planner asks for: step time, throughput, MFU, where
+//! the time went (compute, communication, exposed communication, bubbles),
+//! memory per GPU against HBM, GPU-hours and cost per trillion tokens.
+
+use moesim_models::hardware::Dtype;
+use moesim_models::parallel::ParallelPlan;
+use moesim_models::routing::Skew;
+use moesim_models::schedule::ScheduleKind;
+use moesim_models::training::{lower_training, training_memory, RankMode, TrainingLowering, TrainingSpec};
+use moesim_models::{DeviceSpec, ModelConfig};
+use moesim_sim::analysis::rank_activity;
+use moesim_sim::{Observer, TaskGraph};
+use moesim_topologies::{ClusterSpec, ConfigProblem};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{
+    build_cluster, cluster_gpus, model_failure, num, problem, simulate, Outcome, RunFailure, RunOptions, TopologyState,
+};
+use crate::scenario::{ParallelTable, Scenario};
+
+/// Which ranks to simulate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimulateRanks {
+    /// One rank per pipeline device (see the notes of a run).
+    #[default]
+    Representative,
+    All,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_usd() -> f64 {
+    2.0
+}
+
+/// The `[workload]` table of a training step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingWorkload {
+    pub kind: String,
+    /// Tokens per sequence.
+    pub seq_len: u64,
+    /// Sequences per step.
+    pub global_batch: u64,
+    /// Number format of the linear layers: "fp8" (DeepSeek-V3's fine-grained
+    /// FP8) or "bf16".
+    pub precision: Dtype,
+    /// Zipf exponent of expert popularity; 0 = balanced routing.
+    #[serde(default)]
+    pub skew: f64,
+    /// Recompute RMSNorm and MLA up-projections in the backward pass.
+    #[serde(default = "default_true")]
+    pub recompute: bool,
+    #[serde(default)]
+    pub simulate: SimulateRanks,
+    /// Price of one GPU-hour, USD (the DeepSeek-V3 report assumes 2).
+    #[serde(default = "default_usd")]
+    pub usd_per_gpu_hour: f64,
+}
+
+impl TrainingWorkload {
+    /// Resolves `[parallel]` against the cluster (dp fills it by default).
+    pub fn plan(table: &ParallelTable, gpus: u64) -> ParallelPlan {
+        let dp = table.dp.unwrap_or_else(|| gpus.checked_div(table.tp as u64 * table.pp as u64).unwrap_or(0) as u32);
+        ParallelPlan {
+            tp: table.tp,
+            pp: table.pp,
+            dp,
+            ep: table.ep,
+            zero: table.zero,
+            schedule: table.schedule.unwrap_or(ScheduleKind::OneFOneB),
+            micro_batch: table.micro_batch,
+            comm_sms: table.comm_sms,
+        }
+    }
+
+    pub fn problems(
+        &self,
+        device: Option<&DeviceSpec>,
+        topology: TopologyState,
+        model: Option<&ModelConfig>,
+        model_given: bool,
+        parallel: Option<&ParallelTable>,
+    ) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.seq_len == 0 {
+            out.push(problem("workload.seq_len", "expected an integer >= 1, found 0".into()));
+        }
+        if self.global_batch == 0 {
+            out.push(problem("workload.global_batch", "expected an integer >= 1, found 0".into()));
+        }
+        if !(self.skew.is_finite() && self.skew >= 0.0) {
+            out.push(problem("workload.skew", format!("expected a Zipf exponent >= 0, found {}", self.skew)));
+        }
+        if !(self.usd_per_gpu_hour.is_finite() && self.usd_per_gpu_hour >= 0.0) {
+            out.push(problem(
+                "workload.usd_per_gpu_hour",
+                format!("expected a price >= 0, found {}", self.usd_per_gpu_hour),
+            ));
+        }
+        if let Some(Err(e)) = device.map(|d| d.tensor_flops_per_s(self.precision)) {
+            out.push(problem("workload.precision", e.to_string()));
+        }
+        if !model_given {
+            out.push(problem("model", "a training step needs a [model] table, e.g. preset = \"deepseek-v3\"".into()));
+        }
+        if let Some(m) = model {
+            if self.seq_len > m.max_context {
+                out.push(problem(
+                    "workload.seq_len",
+                    format!("expected at most the model's context of {} tokens, found {}", m.max_context, self.seq_len),
+                ));
+            }
+        }
+        let Some(table) = parallel else {
+            out.push(problem("parallel", "a training step needs a [parallel] table, e.g. pp = 16, ep = 64".into()));
+            return out;
+        };
+        match topology {
+            TopologyState::Missing => out.push(problem("topology", "a training step needs a [topology] table".into())),
+            TopologyState::Resolved(t) => {
+                if let Some(m) = model {
+                    let plan = Self::plan(table, cluster_gpus(t));
+                    out.extend(plan.problems(cluster_gpus(t), t.gpus_per_node, m, self.global_batch));
+                }
+            }
+            TopologyState::Broken => {}
+        }
+        out
+    }
+
+    fn spec(&self, scenario: &Scenario, cluster_spec: &ClusterSpec) -> Result<TrainingSpec, RunFailure> {
+        let missing = |key: &str| RunFailure::Input(vec![scenario.source.at_key(key, "missing")]);
+        let model = scenario.model.clone().ok_or_else(|| missing("model"))?;
+        let table = scenario.parallel.as_ref().ok_or_else(|| missing("parallel"))?;
+        Ok(TrainingSpec {
+            model,
+            plan: Self::plan(table, cluster_gpus(cluster_spec)),
+            seq_len: self.seq_len,
+            global_batch: self.global_batch,
+            linear_dtype: self.precision,
+            skew: if self.skew == 0.0 { Skew::Balanced } else { Skew::Zipf(self.skew) },
+            recompute: self.recompute,
+            mode: match self.simulate {
+                SimulateRanks::Representative => RankMode::Representative,
+                SimulateRanks::All => RankMode::All,
+            },
+        })
+    }
+
+    pub fn run(
+        &self,
+        scenario: &Scenario,
+        options: &RunOptions,
+        observer: &mut dyn Observer,
+    ) -> Result<Outcome, RunFailure> {
+        let cluster = build_cluster(scenario)?;
+        let cluster_spec = scenario.topology.as_ref().expect("build_cluster checked it");
+        let spec = self.spec(scenario, cluster_spec)?;
+        let mut graph = TaskGraph::new();
+        let low = lower_training(&cluster, &spec, scenario.seed, &mut graph).map_err(|e| model_failure(scenario, e))?;
+        let memory = training_memory(&spec, &cluster, &low);
+        let platform = cluster.platform.clone();
+        let (platform, graph, result) = simulate(platform, graph, options, observer)?;
+        let metrics = self.metrics(&spec, &cluster.device, &low, &graph, &result, &memory);
+        let mut notes = low.notes.clone();
+        if spec.model.moe.is_none() && spec.plan.ep > 1 {
+            notes.push("the model has no experts; ep is ignored".into());
+        }
+        Ok(Outcome { metrics, notes, graph, platform, result })
+    }
+
+    fn metrics(
+        &self,
+        spec: &TrainingSpec,
+        device: &DeviceSpec,
+        low: &TrainingLowering,
+        graph: &TaskGraph,
+        result: &moesim_sim::RunResult,
+        memory: &moesim_models::training::MemoryBreakdown,
+    ) -> Map<String, Value> {
+        let plan = &spec.plan;
+        let step_s = result.end.as_secs_f64().max(1e-12);
+        let gpus = plan.world() as f64;
+        let tokens_per_s = low.tokens / step_s;
+        let per_gpu = tokens_per_s / gpus;
+        let flops_per_token = spec.model.training_flops_per_token(spec.seq_len);
+        let activity = rank_activity(graph, result);
+        let n = activity.len().max(1) as f64;
+        let mean = |f: &dyn Fn(&moesim_sim::analysis::RankActivity) -> u64| {
+            activity.iter().map(|a| f(a) as f64).sum::<f64>() / n / 1e12
+        };
+        let compute_s = mean(&|a| a.compute_ps);
+        let comm_s = mean(&|a| a.comm_ps);
+        let exposed_s = mean(&|a| a.exposed_comm_ps());
+        let idle_s = activity.iter().map(|a| step_s - a.busy_ps as f64 / 1e12).sum::<f64>() / n;
+        let stream_s = |name: &str| {
+            activity
+                .iter()
+                .map(|a| a.comm_by_stream.iter().filter(|(s, _)| s == name).map(|(_, ps)| *ps as f64).sum::<f64>())
+                .sum::<f64>()
+                / n
+                / 1e12
+        };
+        let ep_s = stream_s("ep");
+        let gpu_hours = gpus / tokens_per_s * 1e12 / 3600.0;
+        let hbm = device.hbm_bytes();
+        let gib = (1u64 << 30) as f64;
+        let mut m = Map::new();
+        m.insert("model".into(), Value::from(spec.model.name.clone()));
+        m.insert("device".into(), Value::from(device.name.clone()));
+        m.insert("gpus".into(), num(gpus));
+        m.insert("schedule".into(), Value::from(plan.schedule.as_str()));
+        m.insert("tp".into(), Value::from(plan.tp));
+        m.insert("pp".into(), Value::from(plan.pp));
+        m.insert("dp".into(), Value::from(plan.dp));
+        m.insert("ep".into(), Value::from(plan.ep));
+        m.insert("microbatches".into(), Value::from(low.microbatches));
+        m.insert("simulated_ranks".into(), Value::from(low.ranks.len()));
+        m.insert("step_time_s".into(), num(step_s));
+        m.insert("tokens_per_s".into(), num(tokens_per_s));
+        m.insert("tokens_per_s_per_gpu".into(), num(per_gpu));
+        m.insert("model_tflops_per_gpu".into(), num(flops_per_token * per_gpu / 1e12));
+        m.insert("mfu".into(), num(flops_per_token * per_gpu / (device.bf16_tflops * 1e12)));
+        m.insert("compute_s".into(), num(compute_s));
+        m.insert("comm_s".into(), num(comm_s));
+        m.insert("ep_comm_s".into(), num(ep_s));
+        m.insert("pp_comm_s".into(), num(stream_s("pp")));
+        m.insert("dp_comm_s".into(), num(stream_s("dp")));
+        m.insert("exposed_comm_s".into(), num(exposed_s));
+        m.insert("overlap_fraction".into(), num(if comm_s > 0.0 { 1.0 - exposed_s / comm_s } else { 0.0 }));
+        m.insert("compute_to_ep_comm_ratio".into(), num(if ep_s > 0.0 { compute_s / ep_s } else { 0.0 }));
+        m.insert("bubble_s".into(), num(idle_s));
+        m.insert("bubble_fraction".into(), num(idle_s / step_s));
+        m.insert("memory_gib_per_gpu".into(), num(memory.total() / gib));
+        m.insert("memory_weights_gib".into(), num(memory.weights / gib));
+        m.insert("memory_gradients_gib".into(), num(memory.gradients / gib));
+        m.insert("memory_optimizer_gib".into(), num(memory.optimizer / gib));
+        m.insert("memory_activations_gib".into(), num(memory.activations / gib));
+        m.insert("memory_comm_buffers_gib".into(), num(memory.comm_buffers / gib));
+        m.insert("hbm_gib".into(), num(hbm / gib));
+        m.insert("fits".into(), Value::from(memory.total() <= hbm));
+        m.insert("gpu_hours_per_trillion_tokens".into(), num(gpu_hours));
+        m.insert("usd_per_gpu_hour".into(), num(self.usd_per_gpu_hour));
+        m.insert("cost_usd_per_trillion_tokens".into(), num(gpu_hours * self.usd_per_gpu_hour));
+        m
+    }
+}
