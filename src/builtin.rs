@@ -9,6 +9,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("deepep-combine-ep64", include_str!("../scenarios/deepep-combine-ep64.toml")),
     ("deepep-dispatch-ep64", include_str!("../scenarios/deepep-dispatch-ep64.toml")),
     ("deepep-dispatch-ep8", include_str!("../scenarios/deepep-dispatch-ep8.toml")),
+    ("deepseek-v3-chunk-256xh800", include_str!("../scenarios/deepseek-v3-chunk-256xh800.toml")),
     ("deepseek-v3-pretrain-2048xh800", include_str!("../scenarios/deepseek-v3-pretrain-2048xh800.toml")),
     ("gemm-h800", include_str!("../scenarios/gemm-h800.toml")),
     ("pipeline-1f1b", include_str!("../scenarios/pipeline-1f1b.toml")),
@@ -16,7 +17,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
 ];
 
 /// What `moesim run` runs with no scenario.
-pub const DEFAULT_SCENARIO: &str = "deepep-dispatch-ep64";
+pub const DEFAULT_SCENARIO: &str = "deepseek-v3-pretrain-2048xh800";
 
 /// The text of a built-in scenario.
 pub fn scenario(name: &str) -> Option<&'static str> {

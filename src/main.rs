@@ -342,7 +342,7 @@ fn cmd_models_show(name: &str, format: Format) -> Result<ExitCode, AppError> {
 }
 
 fn cmd_validate(format: Format) -> Result<ExitCode, AppError> {
-    let results: Vec<CaseResult> = validate::CASES.iter().map(validate::run_case).collect();
+    let results: Vec<CaseResult> = validate::run_cases(validate::cases());
     let all_pass = results.iter().all(|r| r.pass || r.known_gap.is_some());
     match format {
         Format::Json => println!("{}", serde_json::to_string(&results).map_err(|e| AppError::Failed(e.to_string()))?),

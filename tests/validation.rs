@@ -1,13 +1,13 @@
 //! The validation table (shared with `moesim validate`): every case within its
 //! tolerance of the published figure.
 
-use moesim::validate::{run_case, CASES};
+use moesim::validate::{cases, run_case, run_cases, CASES};
 
 #[test]
 fn every_validation_case_is_within_tolerance() {
     let mut failures = Vec::new();
-    for case in CASES {
-        let r = run_case(case);
+    let all: Vec<_> = cases().collect();
+    for (case, r) in all.iter().zip(run_cases(all.iter().copied())) {
         eprintln!(
             "{:<40} published {:>8.1} simulated {:>8.1?} error {:>6.1?}%",
             r.case, r.published, r.simulated, r.error_pct
@@ -22,7 +22,7 @@ fn every_validation_case_is_within_tolerance() {
 
 #[test]
 fn at_most_one_fitted_case_per_medium() {
-    let fitted: Vec<&str> = CASES.iter().filter(|c| c.fitted).map(|c| c.metric).collect();
+    let fitted: Vec<&str> = cases().filter(|c| c.fitted).map(|c| c.metric).collect();
     assert_eq!(fitted.iter().filter(|m| **m == "nvlink_gb_per_s").count(), 1);
     assert_eq!(fitted.iter().filter(|m| **m == "rdma_gb_per_s").count(), 1);
 }
@@ -31,7 +31,7 @@ fn at_most_one_fitted_case_per_medium() {
 fn known_gaps_still_miss_and_say_why() {
     // When one of these starts passing, the mechanism it lacked is in: make it
     // a real case (known_gap: None).
-    for case in CASES.iter().filter(|c| c.known_gap.is_some()) {
+    for case in cases().filter(|c| c.known_gap.is_some()) {
         let r = run_case(case);
         assert!(r.simulated.is_some(), "{}: {:?}", r.case, r.failure);
         assert!(!r.pass, "{} now passes: promote it to a real case", r.case);
@@ -67,4 +67,26 @@ fn vidur_figures_match_the_measurements_in_shared_data() {
 
 fn rdr_rows(text: &str) -> Vec<csv::StringRecord> {
     csv::Reader::from_reader(text.as_bytes()).records().map(|r| r.unwrap()).collect()
+}
+
+#[test]
+fn profile_figure_matches_the_trace_in_shared_data() {
+    // The F&B chunk pair's GPU time is the span of the kernels in DeepSeek's
+    // profile, read here in place.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/deepseek-ai+profile-data/train.json");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        panic!("{path} is missing: tests read ../shared beside the checkout");
+    };
+    let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let kernels: Vec<(f64, f64)> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["cat"] == "kernel")
+        .map(|e| (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap()))
+        .collect();
+    let start = kernels.iter().map(|k| k.0).fold(f64::MAX, f64::min);
+    let end = kernels.iter().map(|k| k.0 + k.1).fold(f64::MIN, f64::max);
+    let case = cases().find(|c| c.name == "deepseek-v3-profile-fb-chunk-pair-ms").unwrap();
+    assert!(((end - start) / 1e3 - case.published).abs() < 0.001, "trace span {} ms", (end - start) / 1e3);
 }

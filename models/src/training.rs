@@ -94,7 +94,28 @@ pub struct TrainingLowering {
     pub expert_rows: Vec<(u64, f64)>,
     /// Tokens per step.
     pub tokens: f64,
+    /// Every op of every simulated rank: what it is, its first task (a
+    /// marker) and its last compute task, for per-op timings.
+    pub ops: Vec<OpSpan>,
     pub notes: Vec<String>,
+}
+
+/// Which kind of pipeline op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Forward,
+    Backward,
+    Weight,
+    Overlapped,
+}
+
+/// The tasks delimiting one op on one simulated rank.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpSpan {
+    pub rank: u32,
+    pub kind: OpKind,
+    pub first: TaskId,
+    pub last: TaskId,
 }
 
 /// Contiguous split of `costs` into `parts` non-empty ranges minimising the
@@ -582,6 +603,7 @@ pub fn lower_training(
     let mut op_last: Vec<Vec<Vec<TaskId>>> = vec![Vec::new(); devices as usize];
     // Last op touching each stage's gradients, per device.
     let mut last_grad_op: Vec<Vec<(u32, usize)>> = vec![Vec::new(); devices as usize];
+    let mut op_spans = Vec::new();
     for d in 0..devices {
         let members = low.device_ranks[d as usize].clone();
         for (idx, op) in sched.ops[d as usize].iter().enumerate() {
@@ -655,6 +677,15 @@ pub fn lower_training(
             low.blocks = all_blocks;
             let lasts: Vec<TaskId> =
                 members.iter().map(|&r| low.state[r].last_compute.expect("a marker at least")).collect();
+            let kind = match op {
+                PipeOp::F(_) => OpKind::Forward,
+                PipeOp::B(_) => OpKind::Backward,
+                PipeOp::W(_) => OpKind::Weight,
+                PipeOp::FB { .. } => OpKind::Overlapped,
+            };
+            for (k, &r) in members.iter().enumerate() {
+                op_spans.push(OpSpan { rank: low.ranks[r].rank, kind, first: firsts[k], last: lasts[k] });
+            }
             op_first[d as usize].push(firsts);
             op_last[d as usize].push(lasts);
         }
@@ -708,7 +739,16 @@ pub fn lower_training(
     }
     notes.push("routing sampled once per pipeline device and reused for its MoE layers and micro-batches".into());
     let tokens = spec.global_batch as f64 * spec.seq_len as f64;
-    Ok(TrainingLowering { schedule: sched, stage_units, ranks: low.ranks, microbatches, expert_rows, tokens, notes })
+    Ok(TrainingLowering {
+        schedule: sched,
+        stage_units,
+        ranks: low.ranks,
+        microbatches,
+        expert_rows,
+        tokens,
+        ops: op_spans,
+        notes,
+    })
 }
 
 fn note_grad(v: &mut Vec<(u32, usize)>, stage: u32, idx: usize) {

@@ -3,10 +3,45 @@
 //! complete event per task; a `network` process with a counter track per link
 //! that carried traffic (when the run recorded link series). Written as a
 //! stream, so graphs with millions of tasks need no big in-memory document.
+//! A link whose rate changed more than [`MAX_COUNTER_SAMPLES`] times is shown
+//! as its time-averaged rate over that many equal bins (bytes are kept).
 
 use std::io::Write;
 
-use moesim_sim::{Platform, RunResult, TaskGraph};
+use moesim_sim::{LinkSample, Platform, RunResult, TaskGraph};
+
+/// Most counter samples written per link.
+pub const MAX_COUNTER_SAMPLES: usize = 2000;
+
+/// `(time_us, gb_per_s)` points of a link's rate: the series itself when it
+/// is short, else the average rate over `bins` equal bins up to `end_ps`.
+fn counter_points(series: &[LinkSample], end_ps: u64, bins: usize) -> Vec<(f64, f64)> {
+    if series.len() <= bins || end_ps == 0 {
+        return series.iter().map(|s| (s.time.as_us_f64(), s.bytes_per_s / 1e9)).collect();
+    }
+    let width = end_ps.div_ceil(bins as u64).max(1);
+    let mut bytes = vec![0.0f64; bins];
+    for (i, s) in series.iter().enumerate() {
+        let (a, b) = (s.time.as_ps(), series.get(i + 1).map_or(end_ps, |n| n.time.as_ps()).min(end_ps));
+        let mut t = a;
+        while t < b {
+            let bin = (t / width) as usize;
+            let stop = ((bin as u64 + 1) * width).min(b);
+            if let Some(x) = bytes.get_mut(bin) {
+                *x += s.bytes_per_s * (stop - t) as f64 / 1e12;
+            }
+            t = stop;
+        }
+    }
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for (bin, b) in bytes.iter().enumerate() {
+        let rate = b / (width as f64 / 1e12) / 1e9;
+        if out.last().is_none_or(|&(_, r)| (r - rate).abs() > 1e-9) {
+            out.push(((bin as u64 * width) as f64 / 1e6, rate));
+        }
+    }
+    out
+}
 
 use crate::ReportError;
 
@@ -65,14 +100,32 @@ pub fn write_chrome_trace<W: Write>(
             if series.is_empty() {
                 continue;
             }
-            for sample in series {
+            for (time_us, gb_per_s) in counter_points(series, result.end.as_ps(), MAX_COUNTER_SAMPLES) {
                 sep(&mut w)?;
-                write!(w, "{{\"ph\":\"C\",\"pid\":{net},\"ts\":{:.6},\"name\":", sample.time.as_us_f64())?;
+                write!(w, "{{\"ph\":\"C\",\"pid\":{net},\"ts\":{time_us:.6},\"name\":")?;
                 serde_json::to_writer(&mut w, &link.name)?;
-                write!(w, ",\"args\":{{\"gb_per_s\":{:.6}}}}}", sample.bytes_per_s / 1e9)?;
+                write!(w, ",\"args\":{{\"gb_per_s\":{gb_per_s:.6}}}}}")?;
             }
         }
     }
     writeln!(w, "]}}")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moesim_sim::SimTime;
+
+    #[test]
+    fn long_series_are_binned_keeping_bytes() {
+        // 10 GB/s for 1 us, 0 for 1 us, alternating: 1000 changes over 1 ms.
+        let series: Vec<LinkSample> = (0..1000)
+            .map(|i| LinkSample { time: SimTime(i * 1_000_000), bytes_per_s: if i % 2 == 0 { 10e9 } else { 0.0 } })
+            .collect();
+        let pts = counter_points(&series, 1_000_000_000, 10);
+        assert_eq!(pts.len(), 1);
+        assert!((pts[0].1 - 5.0).abs() < 1e-9, "{pts:?}");
+        assert_eq!(counter_points(&series[..5], 5_000_000, 10).len(), 5);
+    }
 }

@@ -18,8 +18,18 @@ pub struct RankActivity {
     pub overlap_ps: u64,
     /// Union of everything (compute or communication).
     pub busy_ps: u64,
-    /// Union of communication tasks per stream name, sorted by name.
-    pub comm_by_stream: Vec<(String, u64)>,
+    /// Communication per stream name, sorted by name.
+    pub comm_by_stream: Vec<StreamComm>,
+}
+
+/// The communication of the streams of one name on one rank, picoseconds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StreamComm {
+    pub name: String,
+    /// Union of its communication tasks.
+    pub busy_ps: u64,
+    /// The part of that during which no kernel ran.
+    pub exposed_ps: u64,
 }
 
 impl RankActivity {
@@ -79,14 +89,20 @@ pub fn rank_activity(graph: &TaskGraph, result: &RunResult) -> Vec<RankActivity>
         .enumerate()
         .map(|(r, &rank)| {
             let compute_ps = union_length(&mut compute[r].clone());
+            let comm_by_stream = std::mem::take(&mut by_stream[r])
+                .into_iter()
+                .map(|(name, iv)| {
+                    let busy_ps = union_length(&mut iv.clone());
+                    let mut with = iv;
+                    with.extend_from_slice(&compute[r]);
+                    let both = union_length(&mut with);
+                    StreamComm { name, busy_ps, exposed_ps: both - compute_ps }
+                })
+                .collect();
             let comm_ps = union_length(&mut comm[r].clone());
             let mut all = std::mem::take(&mut compute[r]);
             all.extend_from_slice(&comm[r]);
             let busy_ps = union_length(&mut all);
-            let comm_by_stream = std::mem::take(&mut by_stream[r])
-                .into_iter()
-                .map(|(name, mut iv)| (name, union_length(&mut iv)))
-                .collect();
             RankActivity {
                 rank,
                 compute_ps,

@@ -8,7 +8,7 @@ use moesim_models::hardware::Dtype;
 use moesim_models::parallel::ParallelPlan;
 use moesim_models::routing::Skew;
 use moesim_models::schedule::ScheduleKind;
-use moesim_models::training::{lower_training, training_memory, RankMode, TrainingLowering, TrainingSpec};
+use moesim_models::training::{lower_training, training_memory, OpKind, RankMode, TrainingLowering, TrainingSpec};
 use moesim_models::{DeviceSpec, ModelConfig};
 use moesim_sim::analysis::rank_activity;
 use moesim_sim::{Observer, TaskGraph};
@@ -199,15 +199,29 @@ impl TrainingWorkload {
         let comm_s = mean(&|a| a.comm_ps);
         let exposed_s = mean(&|a| a.exposed_comm_ps());
         let idle_s = activity.iter().map(|a| step_s - a.busy_ps as f64 / 1e12).sum::<f64>() / n;
-        let stream_s = |name: &str| {
+        let stream_s = |name: &str, exposed: bool| {
             activity
                 .iter()
-                .map(|a| a.comm_by_stream.iter().filter(|(s, _)| s == name).map(|(_, ps)| *ps as f64).sum::<f64>())
+                .flat_map(|a| a.comm_by_stream.iter().filter(|c| c.name == name))
+                .map(|c| if exposed { c.exposed_ps } else { c.busy_ps } as f64)
                 .sum::<f64>()
                 / n
                 / 1e12
         };
-        let ep_s = stream_s("ep");
+        let ep_s = stream_s("ep", false);
+        let ep_exposed_s = stream_s("ep", true);
+        // Mean wall time of each kind of op: from its start to its last kernel's end.
+        let op_ms = |kind: OpKind| {
+            let spans: Vec<f64> = low
+                .ops
+                .iter()
+                .filter(|o| o.kind == kind)
+                .map(|o| {
+                    (result.spans[o.last.0 as usize].end - result.spans[o.first.0 as usize].start).as_secs_f64() * 1e3
+                })
+                .collect();
+            (!spans.is_empty()).then(|| spans.iter().sum::<f64>() / spans.len() as f64)
+        };
         let gpu_hours = gpus / tokens_per_s * 1e12 / 3600.0;
         let hbm = device.hbm_bytes();
         let gib = (1u64 << 30) as f64;
@@ -226,15 +240,28 @@ impl TrainingWorkload {
         m.insert("tokens_per_s".into(), num(tokens_per_s));
         m.insert("tokens_per_s_per_gpu".into(), num(per_gpu));
         m.insert("model_tflops_per_gpu".into(), num(flops_per_token * per_gpu / 1e12));
+        m.insert("training_gflop_per_token".into(), num(flops_per_token / 1e9));
         m.insert("mfu".into(), num(flops_per_token * per_gpu / (device.bf16_tflops * 1e12)));
         m.insert("compute_s".into(), num(compute_s));
         m.insert("comm_s".into(), num(comm_s));
         m.insert("ep_comm_s".into(), num(ep_s));
-        m.insert("pp_comm_s".into(), num(stream_s("pp")));
-        m.insert("dp_comm_s".into(), num(stream_s("dp")));
+        m.insert("ep_exposed_s".into(), num(ep_exposed_s));
+        m.insert("ep_hidden_fraction".into(), num(if ep_s > 0.0 { 1.0 - ep_exposed_s / ep_s } else { 0.0 }));
+        m.insert("pp_comm_s".into(), num(stream_s("pp", false)));
+        m.insert("dp_comm_s".into(), num(stream_s("dp", false)));
         m.insert("exposed_comm_s".into(), num(exposed_s));
         m.insert("overlap_fraction".into(), num(if comm_s > 0.0 { 1.0 - exposed_s / comm_s } else { 0.0 }));
         m.insert("compute_to_ep_comm_ratio".into(), num(if ep_s > 0.0 { compute_s / ep_s } else { 0.0 }));
+        for (key, kind) in [
+            ("forward_chunk_ms", OpKind::Forward),
+            ("backward_chunk_ms", OpKind::Backward),
+            ("weight_chunk_ms", OpKind::Weight),
+            ("overlapped_chunk_ms", OpKind::Overlapped),
+        ] {
+            if let Some(v) = op_ms(kind) {
+                m.insert(key.into(), num(v));
+            }
+        }
         m.insert("bubble_s".into(), num(idle_s));
         m.insert("bubble_fraction".into(), num(idle_s / step_s));
         m.insert("memory_gib_per_gpu".into(), num(memory.total() / gib));
