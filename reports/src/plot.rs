@@ -267,7 +267,7 @@ impl XyChart {
     }
 
     /// Every x and y value the chart shows, for the fitted range.
-    fn extent(&self) -> Result<((f64, f64), (f64, f64)), PlotError> {
+    fn extent(&self) -> Result<[(f64, f64); 2], PlotError> {
         let mut xs: Vec<f64> = Vec::new();
         let mut ys: Vec<f64> = Vec::new();
         for s in &self.series {
@@ -313,7 +313,7 @@ impl XyChart {
                 }
             })
         };
-        Ok((fit(&self.x, &xs, "x")?, fit(&self.y, &ys, "y")?))
+        Ok([fit(&self.x, &xs, "x")?, fit(&self.y, &ys, "y")?])
     }
 }
 
@@ -385,7 +385,7 @@ impl Figure for XyChart {
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         let err = draw_err(&self.name);
-        let ((x0, x1), (y0, y1)) = self.extent()?;
+        let [(x0, x1), (y0, y1)] = self.extent()?;
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FONT_FAMILY, 22))
             .margin(14)
