@@ -9,7 +9,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("deepep-combine-ep64", include_str!("../scenarios/deepep-combine-ep64.toml")),
     ("deepep-dispatch-ep64", include_str!("../scenarios/deepep-dispatch-ep64.toml")),
     ("deepep-dispatch-ep8", include_str!("../scenarios/deepep-dispatch-ep8.toml")),
+    ("flashmla-decode-h800", include_str!("../scenarios/flashmla-decode-h800.toml")),
+    ("gemm-ascend-910b", include_str!("../scenarios/gemm-ascend-910b.toml")),
     ("gemm-h800", include_str!("../scenarios/gemm-h800.toml")),
+    ("grouped-gemm-masked-h800", include_str!("../scenarios/grouped-gemm-masked-h800.toml")),
 ];
 
 /// What `moesim run` runs with no scenario.

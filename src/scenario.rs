@@ -73,6 +73,7 @@ impl Scenario {
             WorkloadKind::Collective => Self::parse_as(source, Workload::Collective),
             WorkloadKind::MoeDispatch | WorkloadKind::MoeCombine => Self::parse_as(source, Workload::MoeComm),
             WorkloadKind::Gemm => Self::parse_as(source, Workload::Gemm),
+            WorkloadKind::Op => Self::parse_as(source, Workload::Op),
         }
     }
 
@@ -160,7 +161,7 @@ fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic
             return None;
         }
     };
-    let known: Vec<String> = merged.keys().cloned().chain(["fp8_tflops".to_owned()]).collect();
+    let known: Vec<String> = DeviceSpec::KEYS.iter().map(|k| k.to_string()).collect();
     let mut ok = true;
     for (k, v) in table {
         if k == "device" {
@@ -177,7 +178,7 @@ fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic
             ok = false;
             continue;
         }
-        merged.insert(k.clone(), v.clone());
+        merge_value(&mut merged, k, v);
     }
     if !ok {
         return None;
@@ -201,6 +202,21 @@ fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic
         return None;
     }
     Some(device)
+}
+
+/// Sets `key` in `table`, merging nested tables (`hardware.buffers.l1_kib`
+/// overrides one buffer and keeps the preset's others).
+fn merge_value(table: &mut toml::Table, key: &str, value: &toml::Value) {
+    match (table.get_mut(key), value) {
+        (Some(toml::Value::Table(into)), toml::Value::Table(from)) => {
+            for (k, v) in from {
+                merge_value(into, k, v);
+            }
+        }
+        _ => {
+            table.insert(key.to_owned(), value.clone());
+        }
+    }
 }
 
 fn read_device_file(source: &Source, name: &str) -> Option<String> {

@@ -52,7 +52,8 @@ fn gemm_reports_tflops_and_bound() {
     assert!(tflops > 1000.0 && tflops <= 1979.0, "{tflops}");
     let skinny =
         run_json(&["gemm-h800", "--set", "workload.m=64", "--set", "workload.n=2112", "--set", "workload.k=7168"]);
-    assert_eq!(skinny["bound"], "hbm");
+    // Too few loads in flight per SM to cover the memory latency (132 tiles of 64x16).
+    assert_eq!(skinny["bound"], "latency");
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod moe_comm;
 pub mod ops;
 pub mod rng;
 pub mod routing;
+pub mod technology;
 
 pub use cluster::Cluster;
 pub use error::ModelError;

@@ -4,6 +4,8 @@
 pub mod collective;
 pub mod gemm;
 pub mod moe_comm;
+pub mod op;
+pub mod roofline;
 
 use moesim_models::{Cluster, DeviceSpec, ModelError};
 use moesim_sim::{EngineOptions, Observer, Platform, RunResult, SimTime, TaskGraph};
@@ -19,11 +21,17 @@ pub enum WorkloadKind {
     MoeDispatch,
     MoeCombine,
     Gemm,
+    Op,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 4] =
-        [WorkloadKind::Collective, WorkloadKind::MoeDispatch, WorkloadKind::MoeCombine, WorkloadKind::Gemm];
+    pub const ALL: [WorkloadKind; 5] = [
+        WorkloadKind::Collective,
+        WorkloadKind::MoeDispatch,
+        WorkloadKind::MoeCombine,
+        WorkloadKind::Gemm,
+        WorkloadKind::Op,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,6 +39,7 @@ impl WorkloadKind {
             WorkloadKind::MoeDispatch => "moe-dispatch",
             WorkloadKind::MoeCombine => "moe-combine",
             WorkloadKind::Gemm => "gemm",
+            WorkloadKind::Op => "op",
         }
     }
     pub fn names() -> Vec<&'static str> {
@@ -47,6 +56,7 @@ pub enum Workload {
     Collective(collective::CollectiveWorkload),
     MoeComm(moe_comm::MoeCommWorkload),
     Gemm(gemm::GemmWorkload),
+    Op(op::OpWorkload),
 }
 
 /// How to run.
@@ -54,6 +64,8 @@ pub enum Workload {
 pub struct RunOptions {
     /// Record per-link rate series (for trace counter tracks).
     pub record_link_series: bool,
+    /// Draw the workload's figures (PNG + SVG) for `--out`.
+    pub figures: bool,
 }
 
 /// A finished run: the workload's metrics and everything the reports need.
@@ -65,6 +77,8 @@ pub struct Outcome {
     pub graph: TaskGraph,
     pub platform: Platform,
     pub result: RunResult,
+    /// Plots to write beside the other outputs (`NAME.png`, `NAME.svg`).
+    pub figures: Vec<moesim_reports::plot::RenderedFigure>,
 }
 
 /// Why a run did not produce an outcome.
@@ -96,6 +110,7 @@ impl Workload {
             Workload::Collective(w) => w.problems(topology),
             Workload::MoeComm(w) => w.problems(topology),
             Workload::Gemm(w) => w.problems(device),
+            Workload::Op(w) => w.problems(device),
         }
     }
 
@@ -104,6 +119,7 @@ impl Workload {
             Workload::Collective(_) => "collective",
             Workload::MoeComm(w) => &w.kind,
             Workload::Gemm(_) => "gemm",
+            Workload::Op(_) => "op",
         }
     }
 }
@@ -126,6 +142,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions, observer: &mut dyn Observe
         Workload::Collective(w) => w.run(scenario, options, observer),
         Workload::MoeComm(w) => w.run(scenario, options, observer),
         Workload::Gemm(w) => w.run(scenario, options, observer),
+        Workload::Op(w) => w.run(scenario, options, observer),
     }
 }
 
