@@ -188,10 +188,9 @@ fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic
         Err(e) => {
             let msg = e.message().trim().to_owned();
             // Name the offending key when the message does.
-            let key = table
-                .keys()
-                .find(|k| msg.contains(k.as_str()))
-                .map_or("hardware".to_owned(), |k| format!("hardware.{k}"));
+            let key = nested_key_named(table, &msg, "hardware")
+                .or_else(|| table.keys().find(|k| msg.contains(k.as_str())).map(|k| format!("hardware.{k}")))
+                .unwrap_or_else(|| "hardware".to_owned());
             out.push(source.at_key(&key, msg));
             return None;
         }
@@ -202,6 +201,23 @@ fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic
         return None;
     }
     Some(device)
+}
+
+/// The dotted path of a key inside a nested table of `table` that an error
+/// message names as `` `key` `` (e.g. `hardware.buffers.l1kib`).
+fn nested_key_named(table: &toml::Table, msg: &str, prefix: &str) -> Option<String> {
+    for (k, v) in table {
+        if let toml::Value::Table(inner) = v {
+            let path = format!("{prefix}.{k}");
+            if let Some(found) = inner.keys().find(|ik| msg.contains(&format!("`{ik}`"))) {
+                return Some(format!("{path}.{found}"));
+            }
+            if let Some(deeper) = nested_key_named(inner, msg, &path) {
+                return Some(deeper);
+            }
+        }
+    }
+    None
 }
 
 /// Sets `key` in `table`, merging nested tables (`hardware.buffers.l1_kib`
