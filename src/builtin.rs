@@ -11,7 +11,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("deepep-dispatch-ep8", include_str!("../scenarios/deepep-dispatch-ep8.toml")),
     ("deepseek-v3-chunk-256xh800", include_str!("../scenarios/deepseek-v3-chunk-256xh800.toml")),
     ("deepseek-v3-pretrain-2048xh800", include_str!("../scenarios/deepseek-v3-pretrain-2048xh800.toml")),
+    ("flashmla-decode-h800", include_str!("../scenarios/flashmla-decode-h800.toml")),
+    ("gemm-ascend-910b", include_str!("../scenarios/gemm-ascend-910b.toml")),
     ("gemm-h800", include_str!("../scenarios/gemm-h800.toml")),
+    ("grouped-gemm-masked-h800", include_str!("../scenarios/grouped-gemm-masked-h800.toml")),
     ("pipeline-1f1b", include_str!("../scenarios/pipeline-1f1b.toml")),
     ("pipeline-dualpipe", include_str!("../scenarios/pipeline-dualpipe.toml")),
 ];

@@ -173,7 +173,7 @@ fn cmd_run(
 ) -> Result<ExitCode, AppError> {
     let scenario = scenario_ref(scenario)?;
     let started = Instant::now();
-    let options = RunOptions { record_link_series: out.is_some() };
+    let options = RunOptions { record_link_series: out.is_some(), figures: out.is_some() };
     let mut progress = Progress::new();
     let run = run_scenario_observed(&scenario, sets, &options, &mut progress);
     progress.finish();

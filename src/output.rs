@@ -1,5 +1,6 @@
 //! Writing a run's output directory: `summary.json`, `summary.md`,
-//! `timeline.csv`, `resources.csv`, `trace.json`. Files are written into a
+//! `timeline.csv`, `resources.csv`, `trace.json`, and the workload's plots
+//! (`NAME.png`, `NAME.svg`). Files are written into a
 //! hidden staging folder and moved into place only when all succeeded, so a
 //! failed run never leaves files that look complete.
 
@@ -43,8 +44,8 @@ pub fn write_dir(dir: &Path, summary: &Map<String, Value>, outcome: &Outcome) ->
     };
     let mut written = Vec::new();
     for name in names {
-        let to = dir.join(name);
-        fs::rename(staging.join(name), &to).map_err(|e| format!("cannot move {name} into {}: {e}", dir.display()))?;
+        let to = dir.join(&name);
+        fs::rename(staging.join(&name), &to).map_err(|e| format!("cannot move {name} into {}: {e}", dir.display()))?;
         written.push(to);
     }
     let _ = fs::remove_dir_all(&staging);
@@ -60,7 +61,7 @@ fn werr(name: &str, e: impl std::fmt::Display) -> String {
     format!("writing {name}: {e}")
 }
 
-fn write_all(dir: &Path, summary: &Map<String, Value>, outcome: &Outcome) -> Result<Vec<&'static str>, String> {
+fn write_all(dir: &Path, summary: &Map<String, Value>, outcome: &Outcome) -> Result<Vec<String>, String> {
     let mut w = create(dir, "summary.json")?;
     serde_json::to_writer_pretty(&mut w, summary).map_err(|e| werr("summary.json", e))?;
     writeln!(w).and_then(|_| w.flush()).map_err(|e| werr("summary.json", e))?;
@@ -92,5 +93,13 @@ fn write_all(dir: &Path, summary: &Map<String, Value>, outcome: &Outcome) -> Res
     moesim_reports::trace::write_chrome_trace(&mut w, &outcome.graph, &outcome.platform, &outcome.result)
         .map_err(|e| werr("trace.json", e))?;
     w.flush().map_err(|e| werr("trace.json", e))?;
-    Ok(vec!["summary.json", "summary.md", "timeline.csv", "resources.csv", "trace.json"])
+    let mut names: Vec<String> =
+        ["summary.json", "summary.md", "timeline.csv", "resources.csv", "trace.json"].map(String::from).to_vec();
+    for fig in &outcome.figures {
+        for (name, bytes) in [(fig.png_name(), &fig.png), (fig.svg_name(), &fig.svg)] {
+            fs::write(dir.join(&name), bytes).map_err(|e| werr(&name, e))?;
+            names.push(name);
+        }
+    }
+    Ok(names)
 }

@@ -112,6 +112,7 @@ impl Scenario {
             WorkloadKind::Gemm => Self::parse_as(source, Workload::Gemm),
             WorkloadKind::Pipeline => Self::parse_as(source, Workload::Pipeline),
             WorkloadKind::Training => Self::parse_as(source, Workload::Training),
+            WorkloadKind::Op => Self::parse_as(source, Workload::Op),
         }
     }
 
@@ -210,7 +211,7 @@ fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic
             return None;
         }
     };
-    let known: Vec<String> = merged.keys().cloned().chain(["fp8_tflops".to_owned()]).collect();
+    let known: Vec<String> = DeviceSpec::KEYS.iter().map(|k| k.to_string()).collect();
     let mut ok = true;
     for (k, v) in table {
         if k == "device" {
@@ -227,7 +228,7 @@ fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic
             ok = false;
             continue;
         }
-        merged.insert(k.clone(), v.clone());
+        merge_value(&mut merged, k, v);
     }
     if !ok {
         return None;
@@ -237,10 +238,9 @@ fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic
         Err(e) => {
             let msg = e.message().trim().to_owned();
             // Name the offending key when the message does.
-            let key = table
-                .keys()
-                .find(|k| msg.contains(k.as_str()))
-                .map_or("hardware".to_owned(), |k| format!("hardware.{k}"));
+            let key = nested_key_named(table, &msg, "hardware")
+                .or_else(|| table.keys().find(|k| msg.contains(k.as_str())).map(|k| format!("hardware.{k}")))
+                .unwrap_or_else(|| "hardware".to_owned());
             out.push(source.at_key(&key, msg));
             return None;
         }
@@ -253,14 +253,34 @@ fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic
     Some(device)
 }
 
-/// Merges `over` into `base`, tables recursively.
-fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
-            _ => {
-                base.insert(k.clone(), v.clone());
+/// The dotted path of a key inside a nested table of `table` that an error
+/// message names as `` `key` `` (e.g. `hardware.buffers.l1kib`).
+fn nested_key_named(table: &toml::Table, msg: &str, prefix: &str) -> Option<String> {
+    for (k, v) in table {
+        if let toml::Value::Table(inner) = v {
+            let path = format!("{prefix}.{k}");
+            if let Some(found) = inner.keys().find(|ik| msg.contains(&format!("`{ik}`"))) {
+                return Some(format!("{path}.{found}"));
             }
+            if let Some(deeper) = nested_key_named(inner, msg, &path) {
+                return Some(deeper);
+            }
+        }
+    }
+    None
+}
+
+/// Sets `key` in `table`, merging nested tables (`hardware.buffers.l1_kib`
+/// overrides one buffer and keeps the preset's others).
+fn merge_value(table: &mut toml::Table, key: &str, value: &toml::Value) {
+    match (table.get_mut(key), value) {
+        (Some(toml::Value::Table(into)), toml::Value::Table(from)) => {
+            for (k, v) in from {
+                merge_value(into, k, v);
+            }
+        }
+        _ => {
+            table.insert(key.to_owned(), value.clone());
         }
     }
 }
@@ -296,13 +316,16 @@ fn resolve_model(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic>
     };
     let mut over = table.clone();
     over.remove("preset");
-    merge_tables(&mut merged, &over);
+    for (k, v) in &over {
+        merge_value(&mut merged, k, v);
+    }
     let model: ModelConfig = match toml::Value::Table(merged).try_into() {
         Ok(m) => m,
         Err(e) => {
             let msg = e.message().trim().to_owned();
-            let key =
-                over.keys().find(|k| msg.contains(k.as_str())).map_or("model".to_owned(), |k| format!("model.{k}"));
+            let key = nested_key_named(&over, &msg, "model")
+                .or_else(|| over.keys().find(|k| msg.contains(k.as_str())).map(|k| format!("model.{k}")))
+                .unwrap_or_else(|| "model".to_owned());
             out.push(source.at_key(&key, msg));
             return None;
         }

@@ -4,6 +4,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod determinism;
+mod memory_hierarchy;
 mod pipeline;
 mod training;
 mod validation;

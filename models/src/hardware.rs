@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use moesim_topologies::ConfigProblem;
 
 use crate::error::ModelError;
+pub use crate::technology::MemoryTechnology;
 
 /// Number formats the cost models know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, PartialOrd, Ord)]
@@ -65,15 +66,169 @@ pub struct DeviceSpec {
     pub nic_gbit_per_s: f64,
     /// Kernel launch overhead, microseconds.
     pub launch_overhead_us: f64,
+
+    // --- The memory hierarchy and the tiled cost models (all optional, with
+    // --- defaults, so a device file with only the keys above still works).
+    /// Clock the tensor rates above are quoted at, MHz.
+    #[serde(default)]
+    pub boost_clock_mhz: Option<f64>,
+    /// Clock under sustained tensor load (power throttling), MHz; tensor-bound
+    /// kernels run at `rate x sustained / boost`.
+    #[serde(default)]
+    pub sustained_clock_mhz: Option<f64>,
+    /// Bytes per clock one SM can pull from L2 into shared memory.
+    #[serde(default = "default_l2_port")]
+    pub l2_bytes_per_clk_per_sm: f64,
+    /// Latency of a load under bandwidth load (the pipeline fill of a tile
+    /// and what a bounded number of in-flight stages can hide), ns.
+    #[serde(default = "default_mem_latency")]
+    pub mem_latency_ns: f64,
+    /// L2 hit latency of the L2 as built, ns, at `l2_latency_ref_mib` of
+    /// capacity; latency grows with the square root of capacity.
+    #[serde(default)]
+    pub l2_latency_ns: Option<f64>,
+    /// The capacity `l2_latency_ns` was measured at, MiB (defaults to `l2_mib`).
+    #[serde(default)]
+    pub l2_latency_ref_mib: Option<f64>,
+    /// Technology the L2 is built in (a name in `presets/memory-technologies.toml`).
+    #[serde(default = "default_technology")]
+    pub l2_technology: String,
+    /// What-if: rebuild the L2 in this technology in the same silicon area
+    /// (capacity scales with density, latency with the technology and the
+    /// square root of capacity).
+    #[serde(default)]
+    pub l2_rebuild_technology: Option<String>,
+    /// FP32 lanes per SM (CUDA cores) for the FP8 accumulator promotion and
+    /// softmax arithmetic.
+    #[serde(default = "default_fp32_lanes")]
+    pub fp32_lanes_per_sm: f64,
+    /// Special-function (exp) results per clock per SM.
+    #[serde(default = "default_sfu")]
+    pub sfu_per_clk_per_sm: f64,
+    /// Fraction of the FP8 accumulator promotion (CUDA-core FFMA every 128
+    /// of K) not hidden behind the tensor cores.
+    #[serde(default)]
+    pub fp8_promotion_exposed: f64,
+    /// How the SM-side time and the HBM time of a kernel combine:
+    /// `(t_sm^p + t_hbm^p)^(1/p)`; large p is a perfect-overlap max.
+    #[serde(default = "default_overlap")]
+    pub overlap_exponent: f64,
+    /// Fraction of the HBM bandwidth a simple streaming kernel (casts,
+    /// norms, activations, residual adds) reaches.
+    #[serde(default = "default_stream_efficiency")]
+    pub stream_hbm_efficiency: f64,
+    /// What an FP8 GEMM does on a device without FP8 tensor units.
+    #[serde(default)]
+    pub fp8_emulation: Fp8Emulation,
+    /// Explicitly managed on-chip buffers (Ascend-style AI cores); absent on
+    /// cache-based GPUs.
+    #[serde(default)]
+    pub buffers: Option<ExplicitBuffers>,
+}
+
+/// What an FP8 GEMM does on a device with no FP8 tensor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fp8Emulation {
+    /// An error naming the device.
+    #[default]
+    None,
+    /// Keep FP8 storage and traffic, compute at the BF16 (FP16) rate after
+    /// an up-conversion in the load path.
+    Bf16,
+}
+
+/// Explicitly managed buffers of one AI core and its DMA engines
+/// (Huawei Da Vinci architecture: MTE2 GM->L1, MTE1 L1->L0A/L0B, FixPipe
+/// L0C->GM, MTE3 UB->GM; a cube unit and a vector unit).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplicitBuffers {
+    pub l0a_kib: f64,
+    pub l0b_kib: f64,
+    pub l0c_kib: f64,
+    pub l1_kib: f64,
+    /// Unified Buffer (vector unit's scratchpad).
+    pub ub_kib: f64,
+    /// Cube unit: m x n x k multiply-accumulates per clock (16 x 16 x 16).
+    pub cube_m: u32,
+    pub cube_n: u32,
+    pub cube_k: u32,
+    /// AI-core clock, MHz.
+    pub clock_mhz: f64,
+    /// Vector cores on the chip (the cube cores are `sms`).
+    pub vector_cores: u32,
+    /// FP16 lanes of one vector core per clock.
+    pub vector_lanes: f64,
+    /// MTE2: global memory (L2/HBM) -> L1 or UB, bytes per clock per core.
+    pub gm_to_l1_bytes_per_clk: f64,
+    /// MTE1: L1 -> L0A/L0B, bytes per clock per core.
+    pub l1_to_l0_bytes_per_clk: f64,
+    /// FixPipe: L0C -> global memory, bytes per clock per core.
+    pub l0c_out_bytes_per_clk: f64,
+    /// MTE3: UB -> global memory, bytes per clock per core.
+    pub ub_out_bytes_per_clk: f64,
+    /// Double buffering: a tile's loads overlap the previous tile's compute.
+    #[serde(default = "yes")]
+    pub double_buffer: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_l2_port() -> f64 {
+    64.0
+}
+fn default_mem_latency() -> f64 {
+    900.0
+}
+fn default_technology() -> String {
+    "sram".into()
+}
+fn default_fp32_lanes() -> f64 {
+    128.0
+}
+fn default_sfu() -> f64 {
+    16.0
+}
+fn default_stream_efficiency() -> f64 {
+    1.0
+}
+
+fn default_overlap() -> f64 {
+    2.0
 }
 
 /// `(name, TOML text)` of every embedded device preset, sorted by name.
 const PRESETS: &[(&str, &str)] = &[
+    ("ascend-310", include_str!("../presets/devices/ascend-310.toml")),
+    ("ascend-910b", include_str!("../presets/devices/ascend-910b.toml")),
+    ("ascend-910c", include_str!("../presets/devices/ascend-910c.toml")),
     ("h100", include_str!("../presets/devices/h100.toml")),
     ("h20", include_str!("../presets/devices/h20.toml")),
     ("h200", include_str!("../presets/devices/h200.toml")),
     ("h800", include_str!("../presets/devices/h800.toml")),
 ];
+
+const MIB: f64 = 1048576.0;
+
+/// The L2 a cost model sees, after any technology what-if.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectiveL2 {
+    pub bytes: f64,
+    pub latency_ns: Option<f64>,
+    /// Bandwidth relative to the L2 as built.
+    pub bandwidth_factor: f64,
+    pub technology: String,
+    /// Static (leakage or refresh) power of the array, watts.
+    pub static_w: f64,
+}
+
+fn non_negative(key: &str, v: f64, out: &mut Vec<ConfigProblem>) {
+    if !(v.is_finite() && v >= 0.0) {
+        out.push(ConfigProblem { key: key.into(), message: format!("expected a non-negative number, found {v}") });
+    }
+}
 
 fn positive(key: &str, v: f64, out: &mut Vec<ConfigProblem>) {
     if !(v.is_finite() && v > 0.0) {
@@ -82,6 +237,38 @@ fn positive(key: &str, v: f64, out: &mut Vec<ConfigProblem>) {
 }
 
 impl DeviceSpec {
+    /// Every key a `[hardware]` table may set (besides `device`).
+    pub const KEYS: &'static [&'static str] = &[
+        "name",
+        "product",
+        "sms",
+        "bf16_tflops",
+        "fp8_tflops",
+        "fp32_tflops",
+        "smem_kib_per_sm",
+        "l2_mib",
+        "hbm_gib",
+        "hbm_tb_per_s",
+        "nvlink_gb_per_s",
+        "nic_gbit_per_s",
+        "launch_overhead_us",
+        "boost_clock_mhz",
+        "sustained_clock_mhz",
+        "l2_bytes_per_clk_per_sm",
+        "mem_latency_ns",
+        "l2_latency_ns",
+        "l2_latency_ref_mib",
+        "l2_technology",
+        "l2_rebuild_technology",
+        "fp32_lanes_per_sm",
+        "sfu_per_clk_per_sm",
+        "fp8_promotion_exposed",
+        "overlap_exponent",
+        "stream_hbm_efficiency",
+        "fp8_emulation",
+        "buffers",
+    ];
+
     /// Names of the embedded presets.
     pub fn preset_names() -> Vec<&'static str> {
         PRESETS.iter().map(|(n, _)| *n).collect()
@@ -125,25 +312,153 @@ impl DeviceSpec {
         positive("hbm_tb_per_s", self.hbm_tb_per_s, &mut out);
         positive("nvlink_gb_per_s", self.nvlink_gb_per_s, &mut out);
         positive("nic_gbit_per_s", self.nic_gbit_per_s, &mut out);
-        if !(self.launch_overhead_us.is_finite() && self.launch_overhead_us >= 0.0) {
+        non_negative("launch_overhead_us", self.launch_overhead_us, &mut out);
+        for (key, v) in [("boost_clock_mhz", self.boost_clock_mhz), ("sustained_clock_mhz", self.sustained_clock_mhz)] {
+            if let Some(v) = v {
+                positive(key, v, &mut out);
+            }
+        }
+        if let (Some(b), Some(s)) = (self.boost_clock_mhz, self.sustained_clock_mhz) {
+            if s > b {
+                out.push(ConfigProblem {
+                    key: "sustained_clock_mhz".into(),
+                    message: format!("expected at most boost_clock_mhz ({b}), found {s}"),
+                });
+            }
+        }
+        positive("l2_bytes_per_clk_per_sm", self.l2_bytes_per_clk_per_sm, &mut out);
+        positive("mem_latency_ns", self.mem_latency_ns, &mut out);
+        if let Some(v) = self.l2_latency_ns {
+            positive("l2_latency_ns", v, &mut out);
+        }
+        if let Some(v) = self.l2_latency_ref_mib {
+            positive("l2_latency_ref_mib", v, &mut out);
+        }
+        positive("fp32_lanes_per_sm", self.fp32_lanes_per_sm, &mut out);
+        positive("sfu_per_clk_per_sm", self.sfu_per_clk_per_sm, &mut out);
+        if !(self.fp8_promotion_exposed.is_finite() && (0.0..=1.0).contains(&self.fp8_promotion_exposed)) {
             out.push(ConfigProblem {
-                key: "launch_overhead_us".into(),
-                message: format!("expected a non-negative number, found {}", self.launch_overhead_us),
+                key: "fp8_promotion_exposed".into(),
+                message: format!("expected a fraction in [0, 1], found {}", self.fp8_promotion_exposed),
             });
         }
+        if !(self.stream_hbm_efficiency.is_finite()
+            && self.stream_hbm_efficiency > 0.0
+            && self.stream_hbm_efficiency <= 1.0)
+        {
+            out.push(ConfigProblem {
+                key: "stream_hbm_efficiency".into(),
+                message: format!("expected a value in (0, 1], found {}", self.stream_hbm_efficiency),
+            });
+        }
+        if !(self.overlap_exponent.is_finite() && self.overlap_exponent >= 1.0) {
+            out.push(ConfigProblem {
+                key: "overlap_exponent".into(),
+                message: format!("expected a number >= 1, found {}", self.overlap_exponent),
+            });
+        }
+        for (key, name) in [
+            ("l2_technology", Some(&self.l2_technology)),
+            ("l2_rebuild_technology", self.l2_rebuild_technology.as_ref()),
+        ] {
+            if let Some(name) = name {
+                if let Err(e) = MemoryTechnology::named(name) {
+                    out.push(ConfigProblem { key: key.into(), message: e.to_string() });
+                }
+            }
+        }
+        if let Some(b) = &self.buffers {
+            for (key, v) in [
+                ("buffers.l0a_kib", b.l0a_kib),
+                ("buffers.l0b_kib", b.l0b_kib),
+                ("buffers.l0c_kib", b.l0c_kib),
+                ("buffers.l1_kib", b.l1_kib),
+                ("buffers.ub_kib", b.ub_kib),
+                ("buffers.clock_mhz", b.clock_mhz),
+                ("buffers.vector_lanes", b.vector_lanes),
+                ("buffers.gm_to_l1_bytes_per_clk", b.gm_to_l1_bytes_per_clk),
+                ("buffers.l1_to_l0_bytes_per_clk", b.l1_to_l0_bytes_per_clk),
+                ("buffers.l0c_out_bytes_per_clk", b.l0c_out_bytes_per_clk),
+                ("buffers.ub_out_bytes_per_clk", b.ub_out_bytes_per_clk),
+            ] {
+                positive(key, v, &mut out);
+            }
+            for (key, v) in [
+                ("buffers.cube_m", b.cube_m),
+                ("buffers.cube_n", b.cube_n),
+                ("buffers.cube_k", b.cube_k),
+                ("buffers.vector_cores", b.vector_cores),
+            ] {
+                if v == 0 {
+                    out.push(ConfigProblem { key: key.into(), message: "expected an integer >= 1, found 0".into() });
+                }
+            }
+        }
         out
+    }
+
+    /// Tensor-clock ratio under sustained load (1 when no throttling is given).
+    pub fn throttle(&self) -> f64 {
+        match (self.boost_clock_mhz, self.sustained_clock_mhz) {
+            (Some(b), Some(s)) => s / b,
+            _ => 1.0,
+        }
+    }
+
+    /// The clock the SM-side model counts cycles at, Hz (sustained clock, or
+    /// the tensor rate's implied clock when no clocks are given: 1.6 GHz).
+    pub fn sm_clock_hz(&self) -> f64 {
+        self.sustained_clock_mhz.or(self.boost_clock_mhz).unwrap_or(1600.0) * 1e6
+    }
+
+    /// The effective L2: capacity in bytes, hit latency in ns (if known) and
+    /// bandwidth factor, after an `l2_rebuild_technology` what-if.
+    pub fn effective_l2(&self) -> Result<EffectiveL2, ModelError> {
+        let built = MemoryTechnology::named(&self.l2_technology)?;
+        let base_bytes = self.l2_mib * MIB;
+        let Some(target) = &self.l2_rebuild_technology else {
+            return Ok(EffectiveL2 {
+                bytes: base_bytes,
+                latency_ns: self.l2_latency_ns.map(|l| l * self.latency_scale(base_bytes)),
+                bandwidth_factor: 1.0,
+                technology: built.name.clone(),
+                static_w: built.static_mw_per_mib * self.l2_mib / 1e3,
+            });
+        };
+        let t = MemoryTechnology::named(target)?;
+        let bytes = base_bytes * t.density_relative_to(&built);
+        Ok(EffectiveL2 {
+            bytes,
+            latency_ns: self
+                .l2_latency_ns
+                .map(|l| l * t.latency_factor / built.latency_factor * self.latency_scale(bytes)),
+            bandwidth_factor: t.bandwidth_factor / built.bandwidth_factor,
+            technology: t.name.clone(),
+            static_w: t.static_mw_per_mib * bytes / MIB / 1e3,
+        })
+    }
+
+    /// Latency grows with the square root of capacity at equal technology.
+    fn latency_scale(&self, bytes: f64) -> f64 {
+        let reference = self.l2_latency_ref_mib.unwrap_or(self.l2_mib) * MIB;
+        (bytes / reference).sqrt()
     }
 
     /// Dense tensor throughput for a dtype in FLOP/s, or an error if the
     /// device has no such unit.
     pub fn tensor_flops_per_s(&self, dtype: Dtype) -> Result<f64, ModelError> {
         let tflops = match dtype {
-            Dtype::Fp8 => self.fp8_tflops.ok_or_else(|| {
-                ModelError::Unsupported(format!(
-                    "device {} has no FP8 tensor cores (set fp8_tflops to model them)",
-                    self.name
-                ))
-            })?,
+            Dtype::Fp8 => match (self.fp8_tflops, self.fp8_emulation) {
+                (Some(v), _) => v,
+                (None, Fp8Emulation::Bf16) => self.bf16_tflops,
+                (None, Fp8Emulation::None) => {
+                    return Err(ModelError::Unsupported(format!(
+                        "device {} has no FP8 tensor units: set hardware.fp8_emulation = \"bf16\" to run FP8 \
+                         GEMMs at the BF16 rate (FP8 storage kept), or fp8_tflops to model FP8 units",
+                        self.name
+                    )))
+                }
+            },
             Dtype::Bf16 | Dtype::Fp16 => self.bf16_tflops,
             Dtype::Fp32 => self.fp32_tflops,
         };

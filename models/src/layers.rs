@@ -31,7 +31,7 @@ use crate::error::ModelError;
 use crate::hardware::{DeviceSpec, Dtype};
 use crate::model::{AttentionKind, FfnKind, ModelConfig};
 use crate::moe_comm::MoePhase;
-use crate::ops::{op_cost, AttentionShape, GemmLayout, GemmShape, Op, OpCost, Pass};
+use crate::ops::{op_cost_with, AttentionShape, GemmLayout, GemmShape, Op, OpCost, OpOptions, Pass};
 
 /// A piece of the model a pipeline stage can own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -68,7 +68,7 @@ pub struct KernelItem {
 /// A step of a block's compute sequence.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
-    Kernel(KernelItem),
+    Kernel(Box<KernelItem>),
     /// A blocking all-reduce over the tensor-parallel group, bytes per rank.
     TpAllReduce {
         label: String,
@@ -151,6 +151,9 @@ pub struct LayerContext<'a> {
     pub linear_dtype: Dtype,
     /// Recompute RMSNorm and MLA up-projections in the backward pass.
     pub recompute: bool,
+    /// SMs the computation kernels are launched on (DeepSeek-V3 launches its
+    /// GEMMs on the 112 SMs DeepEP leaves free); `None`: the whole device.
+    pub compute_sms: Option<u32>,
 }
 
 /// Builds items with labels `"{unit} {name}"` and costs them.
@@ -162,13 +165,13 @@ struct Builder<'c, 'a> {
 
 impl Builder<'_, '_> {
     fn kernel(&self, name: &str, op: Op) -> Result<Item, ModelError> {
-        let cost = op_cost(self.ctx.device, &op)?;
-        Ok(Item::Kernel(KernelItem {
+        let cost = op_cost_with(self.ctx.device, &op, &OpOptions { sms: self.ctx.compute_sms, tile: None })?;
+        Ok(Item::Kernel(Box::new(KernelItem {
             label: format!("{} {name} {}", self.prefix, self.pass),
             op,
             cost,
             class: TaskClass::Compute,
-        }))
+        })))
     }
 
     fn gemm(&self, name: &str, m: u64, n: u64, k: u64, dtype: Dtype) -> Result<Item, ModelError> {
@@ -220,7 +223,15 @@ impl Builder<'_, '_> {
             v.push(self.cast(&format!("{name} wgrad dy cast"), t, n)?);
         }
         v.push(self.gemm(&format!("{name} wgrad"), k, n, t, dtype)?);
+        v.push(self.grad_accumulate(name, (k * n) as f64)?);
         Ok(v)
+    }
+
+    /// Adds a micro-batch's weight gradient (`weights` values, FP32) into
+    /// the FP32 gradient kept across micro-batches (DeepSeek-V3 §3.3: FP32
+    /// gradients for batch-size accumulation): reads both, writes one.
+    fn grad_accumulate(&self, name: &str, weights: f64) -> Result<Item, ModelError> {
+        self.elementwise(&format!("{name} grad accumulate"), 8.0 * weights, 4.0 * weights, weights)
     }
 
     /// Grouped expert GEMMs: forward, input gradient and weight gradient of
@@ -249,6 +260,7 @@ impl Builder<'_, '_> {
                     v.push(self.cast(&format!("{name} wgrad dy cast"), rows, n)?);
                 }
                 v.push(self.grouped(&format!("{name} wgrad"), groups, k, n, m)?);
+                v.push(self.grad_accumulate(name, (groups * k * n) as f64)?);
             }
         }
         Ok(v)
@@ -664,6 +676,7 @@ mod tests {
             experts_per_rank: 4,
             linear_dtype: Dtype::Fp8,
             recompute: true,
+            compute_sms: None,
         }
     }
 

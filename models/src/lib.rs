@@ -18,6 +18,7 @@ pub mod parallel;
 pub mod rng;
 pub mod routing;
 pub mod schedule;
+pub mod technology;
 pub mod training;
 
 pub use cluster::Cluster;

@@ -278,6 +278,8 @@ struct Lowerer<'a> {
     rows: Vec<u64>,
     state: Vec<RankState>,
     activation_bytes: f64,
+    /// Gap between back-to-back kernels on a stream.
+    launch_gap: SimDuration,
 }
 
 impl Lowerer<'_> {
@@ -291,6 +293,7 @@ impl Lowerer<'_> {
             experts_per_rank: self.spec.model.moe.as_ref().map_or(1, |m| m.routed_experts / self.plan.ep),
             linear_dtype: self.spec.linear_dtype,
             recompute: self.spec.recompute,
+            compute_sms: compute_sms(self.spec, self.cluster),
         }
     }
 
@@ -325,6 +328,17 @@ impl Lowerer<'_> {
             for (k, &r) in members.iter().enumerate() {
                 let Step::Compute { items, wait } = &steps_of[k][s] else { unreachable!("steps align") };
                 let mut pending_wait = wait.and_then(|w| self.state[r].slots.get(w).copied().flatten());
+                // The gaps between back-to-back kernel launches, as one delay
+                // before the run of kernels (same total time on the stream).
+                let kernels = items.iter().filter(|i| matches!(i, Item::Kernel(_))).count();
+                if kernels > 0 && self.launch_gap > SimDuration::ZERO {
+                    let gap = SimDuration::from_ps(self.launch_gap.as_ps() * kernels as u64);
+                    let t = self.graph.add_delay(self.ranks[r].compute, "launch gaps", gap);
+                    if let Some(w) = pending_wait.take() {
+                        self.graph.add_dep(w, t);
+                    }
+                    self.state[r].last_compute = Some(t);
+                }
                 for item in items.iter() {
                     let t = self.emit_item(r, item);
                     if let Some(w) = pending_wait.take() {
@@ -578,6 +592,7 @@ pub fn lower_training(
         experts_per_rank: spec.model.moe.as_ref().map_or(1, |m| m.routed_experts / plan.ep),
         linear_dtype: spec.linear_dtype,
         recompute: spec.recompute,
+        compute_sms: compute_sms(spec, cluster),
     };
     let balanced_rows = spec.model.moe.as_ref().map_or(0, |m| plan.micro_batch as u64 * spec.seq_len * m.topk as u64);
     let stage_units = split_stages(&spec.model, &ctx_template, sched.stages, balanced_rows)?;
@@ -596,6 +611,7 @@ pub fn lower_training(
         rows,
         state: (0..n_ranks).map(|_| RankState { last_compute: None, slots: Vec::new() }).collect(),
         activation_bytes: plan.micro_batch as f64 * spec.seq_len as f64 * spec.model.hidden as f64 * 2.0,
+        launch_gap: SimDuration::from_us_f64(cluster.device.launch_overhead_us),
     };
 
     // Per device and op: the op's first and last compute task per member.
@@ -859,6 +875,14 @@ fn grad_sync(
     Ok(())
 }
 
+/// SMs the computation kernels are launched on: what the all-to-all kernels
+/// leave free when they hold some (DeepSeek-V3: 132 - 20 = 112, as its
+/// profile shows), else the whole device.
+fn compute_sms(spec: &TrainingSpec, cluster: &Cluster) -> Option<u32> {
+    let holds = spec.model.moe.is_some() && spec.plan.ep > 1 && spec.plan.comm_sms > 0;
+    holds.then(|| cluster.device.sms.saturating_sub(spec.plan.comm_sms).max(1))
+}
+
 /// Memory per GPU, bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct MemoryBreakdown {
@@ -947,6 +971,7 @@ pub fn training_memory(spec: &TrainingSpec, cluster: &Cluster, low: &TrainingLow
         experts_per_rank: spec.model.moe.as_ref().map_or(1, |m| m.routed_experts / plan.ep),
         linear_dtype: spec.linear_dtype,
         recompute: spec.recompute,
+        compute_sms: compute_sms(spec, cluster),
     };
     let sched = &low.schedule;
     let tokens = plan.micro_batch as f64 * spec.seq_len as f64;

@@ -5,7 +5,7 @@ use moesim_models::{DeviceSpec, Dtype, ModelError};
 #[test]
 fn every_preset_parses_without_problems() {
     let names = DeviceSpec::preset_names();
-    assert_eq!(names, ["h100", "h20", "h200", "h800"]);
+    assert_eq!(names, ["ascend-310", "ascend-910b", "ascend-910c", "h100", "h20", "h200", "h800"]);
     for name in names {
         let d = DeviceSpec::preset(name).unwrap();
         assert_eq!(d.name, name);

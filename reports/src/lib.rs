@@ -1,8 +1,9 @@
 //! Writers for a finished moesim run: CSV tables, Chrome/Perfetto traces and
-//! markdown summaries. Nothing here runs a simulation; every writer streams to
+//! markdown summaries, and plots (PNG + SVG with an embedded font). Nothing here runs a simulation; every writer streams to
 //! an `io::Write` and produces the same bytes for the same run.
 
 pub mod error;
+pub mod plot;
 pub mod resources;
 pub mod summary;
 pub mod timeline;

@@ -1,10 +1,12 @@
-//! `kind = "gemm"`: one (grouped) GEMM on one device, through the engine, with
-//! the roofline's verdict on what bounds it.
+//! `kind = "gemm"`: one (grouped) GEMM on one device, through the engine,
+//! with the tiled cost model's verdict: bytes per memory tier, the binding
+//! tier or unit, kernel time and TFLOP/s; `--out` adds a roofline plot.
+//! [`run_op`] is shared with `kind = "op"`.
 
 use moesim_models::hardware::Dtype;
-use moesim_models::ops::{gemm_cost, GemmLayout, GemmShape};
+use moesim_models::ops::{op_cost_with, GemmLayout, GemmShape, Op, OpCost, OpOptions};
 use moesim_models::DeviceSpec;
-use moesim_sim::{DeviceResource, Kernel, Observer, Platform, SimDuration, TaskClass, TaskGraph, UnitDemand};
+use moesim_sim::{DeviceResource, Observer, Platform, SimDuration, TaskClass, TaskGraph};
 use moesim_topologies::ConfigProblem;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -29,6 +31,35 @@ pub struct GemmWorkload {
     #[serde(default)]
     pub layout: GemmLayout,
     pub dtype: Dtype,
+    /// SMs (AI cores) the kernel is launched on (default: all), e.g. 112
+    /// when a communication kernel holds 20 of 132.
+    pub sms: Option<u32>,
+    /// A tile `[m, n, k]` instead of the automatic choice.
+    pub tile: Option<[u32; 3]>,
+}
+
+/// Problems with the shared `sms` / `tile` keys.
+pub(crate) fn option_problems(
+    sms: Option<u32>,
+    tile: Option<[u32; 3]>,
+    device: Option<&DeviceSpec>,
+) -> Vec<ConfigProblem> {
+    let mut out = Vec::new();
+    if let Some(s) = sms {
+        if s == 0 {
+            out.push(problem("workload.sms", "expected an integer >= 1, found 0".into()));
+        } else if let Some(d) = device {
+            if s > d.sms {
+                out.push(problem("workload.sms", format!("expected at most the device's {} SMs, found {s}", d.sms)));
+            }
+        }
+    }
+    if let Some(t) = tile {
+        if t.contains(&0) {
+            out.push(problem("workload.tile", format!("expected three integers >= 1, found {t:?}")));
+        }
+    }
+    out
 }
 
 impl GemmWorkload {
@@ -44,6 +75,7 @@ impl GemmWorkload {
         if let Some(Err(e)) = device.map(|d| d.tensor_flops_per_s(self.dtype)) {
             out.push(problem("workload.dtype", e.to_string()));
         }
+        out.extend(option_problems(self.sms, self.tile, device));
         out
     }
 
@@ -53,49 +85,98 @@ impl GemmWorkload {
         options: &RunOptions,
         observer: &mut dyn Observer,
     ) -> Result<Outcome, RunFailure> {
-        let device = &scenario.device;
         let shape =
             GemmShape { m: self.m, n: self.n, k: self.k, groups: self.groups, layout: self.layout, dtype: self.dtype };
-        let cost = gemm_cost(device, &shape).map_err(|e| model_failure(scenario, e))?;
-        let mut platform = Platform::default();
-        let dev = platform.add_device(DeviceResource {
-            name: device.name.clone(),
-            units: device.sms,
-            mem_bytes_per_s: device.hbm_bytes_per_s(),
-        });
-        let mut graph = TaskGraph::new();
-        let stream = graph.add_stream(0, "compute");
-        graph.add_delay(stream, "launch", SimDuration::from_secs_f64(cost.overhead_s));
-        let label = format!("gemm {}x{}x{} x{} {}", self.m, self.n, self.k, self.groups, self.dtype.as_str());
-        graph.add_kernel(
-            stream,
-            &label,
-            TaskClass::Compute,
-            Kernel {
-                device: dev,
-                compute: SimDuration::from_secs_f64(cost.compute_s),
-                mem_bytes: cost.hbm_bytes,
-                units: UnitDemand::Share { max_units: device.sms },
+        let label = format!(
+            "gemm {}x{}x{} x{} {} {}",
+            self.m,
+            self.n,
+            self.k,
+            self.groups,
+            match self.layout {
+                GemmLayout::Contiguous => "contiguous",
+                GemmLayout::Masked => "masked",
             },
+            self.dtype.as_str()
         );
-        let (platform, graph, result) = simulate(platform, graph, options, observer)?;
-        let time_s = positive_time(result.end);
-        let mut metrics = Map::new();
-        metrics.insert("device".into(), Value::from(device.name.clone()));
-        metrics.insert("dtype".into(), Value::from(self.dtype.as_str()));
-        metrics.insert("flops".into(), num(cost.flops));
-        metrics.insert("hbm_bytes".into(), num(cost.hbm_bytes));
-        metrics.insert("compute_us".into(), num(cost.compute_s * 1e6));
-        metrics.insert("hbm_us".into(), num(cost.hbm_s * 1e6));
-        metrics.insert("time_us".into(), num(time_s * 1e6));
-        metrics.insert("tflops".into(), num(cost.flops / time_s / 1e12));
-        metrics.insert("bound".into(), Value::from(cost.bound.as_str()));
-        let mut notes =
-            vec!["roofline over tensor compute and HBM; the memory-hierarchy model (tiling, L2) is not in yet"
-                .to_owned()];
-        if self.layout == GemmLayout::Masked {
-            notes.push("masked layout is costed like contiguous until the memory-hierarchy model lands".into());
-        }
-        Ok(Outcome { metrics, notes, graph, platform, result })
+        let mut outcome = run_op(
+            scenario,
+            &Op::Gemm(shape),
+            &OpOptions { sms: self.sms, tile: self.tile },
+            &label,
+            options,
+            observer,
+        )?;
+        outcome.metrics.insert("dtype".into(), Value::from(self.dtype.as_str()));
+        Ok(outcome)
     }
+}
+
+/// Runs one op on one device through the engine and reports the cost
+/// model's tiers, tiling and bound; with `--out`, a roofline plot.
+pub(crate) fn run_op(
+    scenario: &Scenario,
+    op: &Op,
+    op_options: &OpOptions,
+    label: &str,
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<Outcome, RunFailure> {
+    let device = &scenario.device;
+    let cost = op_cost_with(device, op, op_options).map_err(|e| model_failure(scenario, e))?;
+    let mut platform = Platform::default();
+    let dev = platform.add_device(DeviceResource {
+        name: device.name.clone(),
+        units: device.sms,
+        mem_bytes_per_s: device.hbm_bytes_per_s(),
+    });
+    let mut graph = TaskGraph::new();
+    let stream = graph.add_stream(0, "compute");
+    graph.add_delay(stream, "launch", SimDuration::from_secs_f64(cost.overhead_s));
+    graph.add_kernel(stream, label, TaskClass::Compute, cost.kernel(dev));
+    let (platform, graph, result) = simulate(platform, graph, options, observer)?;
+    let time_s = positive_time(result.end);
+    let kernel_s = (time_s - cost.overhead_s).max(1e-15);
+    let metrics = op_metrics(device, &cost, time_s, kernel_s);
+    let mut notes = vec![format!(
+        "tiled cost model: {} tiles of {}x{}x{} in {} waves on {} CTAs; tflops and *_gb_per_s are over the kernel \
+         time (launch excluded), as kernel benchmarks report them",
+        cost.tile.tiles, cost.tile.tile_m, cost.tile.tile_n, cost.tile.tile_k, cost.tile.waves, cost.max_units
+    )];
+    if let Ok(l2) = device.effective_l2() {
+        if device.l2_rebuild_technology.is_some() {
+            notes.push(format!(
+                "L2 rebuilt in {} in the same area: {:.1} MiB{}",
+                l2.technology,
+                l2.bytes / 1048576.0,
+                l2.latency_ns.map_or(String::new(), |l| format!(", hit latency {l:.0} ns"))
+            ));
+        }
+    }
+    let figures =
+        if options.figures { vec![crate::workloads::roofline::figure(device, &cost, label)?] } else { Vec::new() };
+    Ok(Outcome { metrics, notes, graph, platform, result, figures })
+}
+
+/// The metrics of one costed op (keys with units).
+fn op_metrics(device: &DeviceSpec, cost: &OpCost, time_s: f64, kernel_s: f64) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("device".into(), Value::from(device.name.clone()));
+    m.insert("flops".into(), num(cost.flops));
+    for (name, bytes) in cost.tiers.rows() {
+        m.insert(name.into(), num(bytes));
+    }
+    m.insert("bound".into(), Value::from(cost.bound.as_str()));
+    m.insert("tile".into(), Value::from(format!("{}x{}x{}", cost.tile.tile_m, cost.tile.tile_n, cost.tile.tile_k)));
+    m.insert("tiles".into(), Value::from(cost.tile.tiles));
+    m.insert("waves".into(), Value::from(cost.tile.waves));
+    m.insert("ctas".into(), Value::from(cost.max_units));
+    m.insert("hbm_us".into(), num(cost.hbm_s * 1e6));
+    m.insert("kernel_us".into(), num(kernel_s * 1e6));
+    m.insert("launch_us".into(), num(cost.overhead_s * 1e6));
+    m.insert("time_us".into(), num(time_s * 1e6));
+    m.insert("tflops".into(), num(cost.flops / kernel_s / 1e12));
+    m.insert("hbm_gb_per_s".into(), num(cost.hbm_bytes / kernel_s / 1e9));
+    m.insert("arithmetic_intensity_flop_per_byte".into(), num(cost.flops / cost.hbm_bytes.max(1.0)));
+    m
 }

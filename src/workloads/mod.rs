@@ -4,7 +4,9 @@
 pub mod collective;
 pub mod gemm;
 pub mod moe_comm;
+pub mod op;
 pub mod pipeline;
+pub mod roofline;
 pub mod training;
 
 use moesim_models::{Cluster, DeviceSpec, ModelError};
@@ -23,16 +25,18 @@ pub enum WorkloadKind {
     Gemm,
     Pipeline,
     Training,
+    Op,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 6] = [
+    pub const ALL: [WorkloadKind; 7] = [
         WorkloadKind::Collective,
         WorkloadKind::MoeDispatch,
         WorkloadKind::MoeCombine,
         WorkloadKind::Gemm,
         WorkloadKind::Pipeline,
         WorkloadKind::Training,
+        WorkloadKind::Op,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +47,7 @@ impl WorkloadKind {
             WorkloadKind::Gemm => "gemm",
             WorkloadKind::Pipeline => "pipeline",
             WorkloadKind::Training => "training",
+            WorkloadKind::Op => "op",
         }
     }
     pub fn names() -> Vec<&'static str> {
@@ -61,6 +66,7 @@ pub enum Workload {
     Gemm(gemm::GemmWorkload),
     Pipeline(pipeline::PipelineWorkload),
     Training(training::TrainingWorkload),
+    Op(op::OpWorkload),
 }
 
 /// What the scenario resolved besides the workload, for the workload's checks.
@@ -81,6 +87,8 @@ pub struct Context<'a> {
 pub struct RunOptions {
     /// Record per-link rate series (for trace counter tracks).
     pub record_link_series: bool,
+    /// Draw the workload's figures (PNG + SVG) for `--out`.
+    pub figures: bool,
 }
 
 /// A finished run: the workload's metrics and everything the reports need.
@@ -92,6 +100,8 @@ pub struct Outcome {
     pub graph: TaskGraph,
     pub platform: Platform,
     pub result: RunResult,
+    /// Plots to write beside the other outputs (`NAME.png`, `NAME.svg`).
+    pub figures: Vec<moesim_reports::plot::RenderedFigure>,
 }
 
 /// Why a run did not produce an outcome.
@@ -121,6 +131,7 @@ impl Workload {
             Workload::Gemm(w) => w.problems(device),
             Workload::Pipeline(w) => w.problems(),
             Workload::Training(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel),
+            Workload::Op(w) => w.problems(device),
         };
         if !self.uses_model() {
             if cx.model_given {
@@ -151,6 +162,7 @@ impl Workload {
             Workload::Gemm(_) => "gemm",
             Workload::Pipeline(_) => "pipeline",
             Workload::Training(_) => "training",
+            Workload::Op(_) => "op",
         }
     }
 }
@@ -175,6 +187,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions, observer: &mut dyn Observe
         Workload::Gemm(w) => w.run(scenario, options, observer),
         Workload::Pipeline(w) => w.run(scenario, options, observer),
         Workload::Training(w) => w.run(scenario, options, observer),
+        Workload::Op(w) => w.run(scenario, options, observer),
     }
 }
 

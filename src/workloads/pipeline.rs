@@ -117,7 +117,14 @@ impl PipelineWorkload {
                 readme_validity(self.schedule)
             ),
         ];
-        Ok(Outcome { metrics, notes, graph: run.graph, platform: Platform::default(), result: run.result })
+        Ok(Outcome {
+            metrics,
+            notes,
+            graph: run.graph,
+            platform: Platform::default(),
+            result: run.result,
+            figures: Vec::new(),
+        })
     }
 }
 

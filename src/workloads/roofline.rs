@@ -1,0 +1,104 @@
+//! The roofline plot of a device with a run's op placed on it: one roof per
+//! memory tier the op's traffic crosses (HBM, L2 -> shared memory or the
+//! AI core's DMA paths) under the tensor ceilings (peak and sustained
+//! clock), and the op drawn at its arithmetic intensity against each tier.
+
+use moesim_models::ops::OpCost;
+use moesim_models::DeviceSpec;
+use moesim_reports::plot::{
+    color, render, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, TextMark, XyChart,
+};
+
+use super::RunFailure;
+
+/// `(tier label, bandwidth bytes/s, bytes the op moves through it)`.
+fn tiers(device: &DeviceSpec, cost: &OpCost) -> Vec<(&'static str, f64, f64)> {
+    let sms = device.sms as f64;
+    let mut out = vec![("HBM", device.hbm_bytes_per_s(), cost.tiers.hbm_bytes)];
+    match &device.buffers {
+        None => {
+            let port = device.l2_bytes_per_clk_per_sm * device.sm_clock_hz() * sms;
+            out.push(("L2 -> shared memory", port, cost.tiers.smem_bytes));
+        }
+        Some(b) => {
+            let clk = b.clock_mhz * 1e6;
+            out.push((
+                "GM -> L1 (MTE2)",
+                b.gm_to_l1_bytes_per_clk * clk * sms,
+                cost.tiers.l1_bytes.max(cost.tiers.ub_bytes),
+            ));
+            out.push((
+                "L1 -> L0A/L0B (MTE1)",
+                b.l1_to_l0_bytes_per_clk * clk * sms,
+                cost.tiers.l0a_bytes + cost.tiers.l0b_bytes,
+            ));
+        }
+    }
+    out.retain(|t| t.2 > 0.0);
+    out
+}
+
+/// Draws the roofline for one costed op.
+pub fn figure(device: &DeviceSpec, cost: &OpCost, label: &str) -> Result<RenderedFigure, RunFailure> {
+    let fail = |e: moesim_reports::plot::PlotError| RunFailure::Failed(e.to_string());
+    // The op's own dtype rate is not known here; the ceiling is the highest
+    // rate the device has (FP8 where present), sustained and peak.
+    let peak = device.fp8_tflops.unwrap_or(device.bf16_tflops).max(device.bf16_tflops);
+    let sustained = peak * device.throttle();
+    let achieved = cost.tflops();
+    let tiers = tiers(device, cost);
+    let intensities: Vec<f64> = tiers.iter().map(|t| cost.flops / t.2).collect();
+    let lo = intensities.iter().cloned().fold(1.0f64, f64::min).min(1.0) / 4.0;
+    let hi = intensities.iter().cloned().fold(1e4f64, f64::max) * 4.0;
+    let ymin = (achieved.min(sustained) / 100.0).min(1.0);
+    let mut chart = XyChart::new(
+        "roofline",
+        format!("{} on {}: {:.0} TFLOP/s, bound by {}", label, device.name, achieved, cost.bound.as_str()),
+        Axis::log("arithmetic intensity, FLOP per byte of the tier").with_range(lo, hi),
+        Axis::log("TFLOP/s").with_range(10f64.powf(ymin.log10().floor()), 10f64.powf((peak * 1.5).log10().ceil())),
+    );
+    chart.legend = LegendPosition::LowerRight;
+    let xs: Vec<f64> = (0..=60).map(|i| lo * (hi / lo).powf(i as f64 / 60.0)).collect();
+    chart.series.push(Series {
+        name: format!("tensor peak {peak:.0} TFLOP/s"),
+        color: color(7),
+        style: SeriesStyle::Dashed { width: 1 },
+        points: vec![(lo, peak), (hi, peak)],
+        in_legend: true,
+    });
+    if device.throttle() < 1.0 {
+        chart.series.push(Series {
+            name: format!("sustained clock {sustained:.0} TFLOP/s"),
+            color: color(7),
+            style: SeriesStyle::Line { width: 1 },
+            points: vec![(lo, sustained), (hi, sustained)],
+            in_legend: true,
+        });
+    }
+    for (i, (name, bw, _)) in tiers.iter().enumerate() {
+        chart.series.push(Series {
+            name: format!("{name} {:.0} GB/s", bw / 1e9),
+            color: color(i),
+            style: SeriesStyle::Line { width: 2 },
+            points: xs.iter().map(|&x| (x, (x * bw / 1e12).min(sustained))).collect(),
+            in_legend: true,
+        });
+    }
+    for (i, ((name, _, _), x)) in tiers.iter().zip(&intensities).enumerate() {
+        chart.series.push(Series {
+            name: format!("op vs {name}"),
+            color: color(i),
+            style: SeriesStyle::Points { radius: 6 },
+            points: vec![(*x, achieved)],
+            in_legend: false,
+        });
+        let dy = if i % 2 == 0 { 1.15 } else { 0.62 };
+        chart.texts.push(TextMark {
+            x: *x * 1.15,
+            y: achieved * dy,
+            text: format!("{name}: {x:.0} FLOP/B"),
+            color: color(i),
+        });
+    }
+    render(&chart).map_err(fail)
+}
