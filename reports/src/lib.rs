@@ -2,6 +2,7 @@
 //! markdown summaries, and plots (PNG + SVG with an embedded font). Nothing here runs a simulation; every writer streams to
 //! an `io::Write` and produces the same bytes for the same run.
 
+pub mod activity;
 pub mod error;
 pub mod plot;
 pub mod resources;

@@ -386,11 +386,13 @@ impl Figure for XyChart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         let err = draw_err(&self.name);
         let [(x0, x1), (y0, y1)] = self.extent()?;
+        // Room for the longest category name on the y axis (about 8 px a character at 14 px).
+        let longest = self.y.categories.iter().map(|c| c.chars().count()).max().unwrap_or(0) as u32;
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FONT_FAMILY, 22))
             .margin(14)
             .x_label_area_size(48)
-            .y_label_area_size(72)
+            .y_label_area_size(72.max(8 * longest + 24))
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(&err)?;
         let xf = |v: &f64| axis_label(&self.x, *v);

@@ -10,6 +10,7 @@ use moesim_models::routing::Skew;
 use moesim_models::schedule::ScheduleKind;
 use moesim_models::training::{lower_training, training_memory, OpKind, RankMode, TrainingLowering, TrainingSpec};
 use moesim_models::{DeviceSpec, ModelConfig};
+use moesim_reports::plot::{render, RenderedFigure};
 use moesim_sim::analysis::rank_activity;
 use moesim_sim::{Observer, TaskGraph};
 use moesim_topologies::{ClusterSpec, ConfigProblem};
@@ -168,11 +169,24 @@ impl TrainingWorkload {
         let platform = cluster.platform.clone();
         let (platform, graph, result) = simulate(platform, graph, options, observer)?;
         let metrics = self.metrics(&spec, &cluster.device, &low, &graph, &result, &memory);
+        let figures = if options.figures { figures(&spec, &low, &graph, &result)? } else { Vec::new() };
         let mut notes = low.notes.clone();
         if spec.model.moe.is_none() && spec.plan.ep > 1 {
             notes.push("the model has no experts; ep is ignored".into());
         }
-        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new() })
+        if !metrics["fits"].as_bool().unwrap_or(true) {
+            notes.push(format!(
+                "does not fit: {:.1} GiB per GPU needed of {:.1} GiB HBM (weights {:.1}, gradients {:.1}, optimizer {:.1}, activations {:.1}, buffers {:.1} GiB)",
+                metrics["memory_gib_per_gpu"].as_f64().unwrap_or(0.0),
+                metrics["hbm_gib"].as_f64().unwrap_or(0.0),
+                metrics["memory_weights_gib"].as_f64().unwrap_or(0.0),
+                metrics["memory_gradients_gib"].as_f64().unwrap_or(0.0),
+                metrics["memory_optimizer_gib"].as_f64().unwrap_or(0.0),
+                metrics["memory_activations_gib"].as_f64().unwrap_or(0.0),
+                metrics["memory_comm_buffers_gib"].as_f64().unwrap_or(0.0),
+            ));
+        }
+        Ok(Outcome { metrics, notes, graph, platform, result, figures })
     }
 
     fn metrics(
@@ -277,4 +291,54 @@ impl TrainingWorkload {
         m.insert("cost_usd_per_trillion_tokens".into(), num(gpu_hours * self.usd_per_gpu_hour));
         m
     }
+}
+
+/// The timeline of one rank per pipeline device and the stacked breakdown
+/// of their time.
+fn figures(
+    spec: &TrainingSpec,
+    low: &TrainingLowering,
+    graph: &TaskGraph,
+    result: &moesim_sim::RunResult,
+) -> Result<Vec<RenderedFigure>, RunFailure> {
+    let fail = |e: moesim_reports::plot::PlotError| RunFailure::Failed(e.to_string());
+    let sched = &low.schedule;
+    let mut rows: Vec<(u32, String)> = Vec::new();
+    for d in 0..sched.devices {
+        let Some(r) = low.ranks.iter().find(|r| r.device == d) else { continue };
+        let stages: Vec<String> = (0..sched.stages)
+            .filter(|&s| sched.device_of_stage[s as usize].contains(&d))
+            .map(|s| s.to_string())
+            .collect();
+        rows.push((r.rank, format!("stage {} (rank {})", stages.join("+"), r.rank)));
+    }
+    let step = result.end.as_secs_f64();
+    let title = format!(
+        "{} on {} GPUs, {} PP{} EP{}: one rank per pipeline device, step {:.2} s",
+        spec.model.name,
+        spec.plan.world(),
+        spec.plan.schedule.as_str(),
+        spec.plan.pp,
+        spec.plan.ep,
+        step
+    );
+    let timeline = moesim_reports::activity::timeline(graph, result, &rows, &title);
+    let activity: Vec<_> =
+        rank_activity(graph, result).into_iter().filter(|a| rows.iter().any(|(r, _)| *r == a.rank)).collect();
+    // Short bar labels: the stages each device holds.
+    let labels: Vec<String> = activity
+        .iter()
+        .map(|a| {
+            rows.iter().find(|(r, _)| *r == a.rank).map_or(String::new(), |(_, l)| {
+                l.trim_start_matches("stage ").split(' ').next().unwrap_or("").to_owned()
+            })
+        })
+        .collect();
+    let breakdown = moesim_reports::activity::breakdown(
+        &activity,
+        &labels,
+        step,
+        &format!("Where each pipeline device's {step:.2} s step goes (bars: the stages a device holds)"),
+    );
+    Ok(vec![render(&timeline).map_err(fail)?, render(&breakdown).map_err(fail)?])
 }
