@@ -130,3 +130,60 @@ fn every_problem_is_reported_at_once() {
     assert!(lines[1].contains("scenario.toml:10:17: topology.ib_gbit_per_s"), "{err}");
     assert!(lines[2].contains("--set workload.bytes=-1"), "{err}");
 }
+
+/// A small training scenario to break.
+const TRAINING: &str = r#"name = "train"
+[hardware]
+device = "h800"
+[topology]
+preset = "h800-cluster"
+nodes = 4
+[model]
+preset = "deepseek-v3"
+layers = 4
+[parallel]
+pp = 2
+ep = 16
+schedule = "dualpipe"
+[workload]
+kind = "training"
+seq_len = 1024
+global_batch = 64
+precision = "fp8"
+"#;
+
+#[test]
+fn parallel_plans_that_do_not_divide_the_cluster_say_what_would_work() {
+    let err = rejected("bad_plan_world", TRAINING, &["--set", "parallel.dp=10"]);
+    assert!(err.contains("parallel") && err.contains("dp = 16 would fill it"), "{err}");
+    let err = rejected("bad_plan_ep", TRAINING, &["--set", "parallel.ep=512"]);
+    assert!(err.contains("parallel.ep") && err.contains("at most the model's 256 routed experts"), "{err}");
+    let err = rejected("bad_plan_batch", TRAINING, &["--set", "workload.global_batch=60"]);
+    assert!(err.contains("workload.global_batch") && err.contains("multiple of dp x micro_batch"), "{err}");
+    // DualPipe needs an even number of micro-batches >= 2 x PP: 16 sequences over DP16 is one each.
+    let err = rejected("bad_plan_schedule", TRAINING, &["--set", "workload.global_batch=16"]);
+    assert!(err.contains("parallel.schedule") && err.contains("micro-batches"), "{err}");
+}
+
+#[test]
+fn training_needs_its_tables_and_sane_values() {
+    let err =
+        rejected("bad_train_no_model", &TRAINING.replace("[model]\npreset = \"deepseek-v3\"\nlayers = 4\n", ""), &[]);
+    assert!(err.contains("model") && err.contains("needs a [model] table"), "{err}");
+    let err = rejected("bad_train_model_preset", TRAINING, &["--set", "model.preset=gpt-5"]);
+    assert!(err.contains("unknown model preset `gpt-5`") && err.contains("deepseek-v3"), "{err}");
+    let err = rejected("bad_train_model_value", TRAINING, &["--set", "model.moe.topk=0"]);
+    assert!(err.contains("model.moe.topk"), "{err}");
+    let err = rejected("bad_train_context", TRAINING, &["--set", "workload.seq_len=1000000"]);
+    assert!(err.contains("workload.seq_len") && err.contains("context"), "{err}");
+    let err = rejected("bad_train_unknown", TRAINING, &["--set", "parallel.pipeline=4"]);
+    assert!(err.contains("unknown field `pipeline`"), "{err}");
+    let err = rejected("bad_train_fp8", TRAINING, &["--set", "hardware.fp8_tflops=0"]);
+    assert!(err.contains("fp8_tflops"), "{err}");
+}
+
+#[test]
+fn model_and_parallel_tables_are_rejected_where_unused() {
+    let err = rejected("bad_unused_model", &format!("{ALLREDUCE}\n[model]\npreset = \"deepseek-v3\"\n"), &[]);
+    assert!(err.contains("not used by kind \"collective\""), "{err}");
+}
