@@ -405,6 +405,9 @@ impl<'a> LayerContext<'a> {
                     let rope = self.rope_bytes();
                     out.push(b.elementwise("rope", rope, rope, 0.0)?);
                 }
+                if let Some(bytes) = self.qk_assembly_bytes() {
+                    out.push(b.elementwise("qk assemble", bytes, bytes, 0.0)?);
+                }
                 out.push(b.kernel("attention", Op::Attention(shape))?);
             }
             out.extend(b.linear(lin.name, (t, lin.n, lin.k), lin.dtype, Some((t, lin.k)))?);
@@ -418,6 +421,17 @@ impl<'a> LayerContext<'a> {
         let hb = t as f64 * self.hidden_bytes();
         out.push(b.elementwise("attn residual", 2.0 * hb, hb, t as f64 * h as f64)?);
         Ok(())
+    }
+
+    /// MLA keeps the RoPE part of q and k apart from the rest; fused
+    /// attention wants whole heads, so q and k are assembled (copied) into
+    /// `heads x (nope + rope)` tensors: the bytes read (= written) by that copy.
+    fn qk_assembly_bytes(&self) -> Option<f64> {
+        let a = &self.model.attention;
+        (a.kind == AttentionKind::Mla).then(|| {
+            let heads = (a.heads / self.tp).max(1) as f64;
+            2.0 * self.tokens() as f64 * heads * (a.qk_nope_head_dim + a.qk_rope_head_dim) as f64 * 2.0
+        })
     }
 
     /// Bytes of the query and key parts RoPE rotates, per pass.
@@ -441,13 +455,7 @@ impl<'a> LayerContext<'a> {
         match (kind, &self.model.moe) {
             (FfnKind::Moe, Some(moe)) => {
                 let e = moe.routed_experts as u64;
-                block.pre.push(b.gemm("gate", t, e, h, Dtype::Bf16)?);
-                block.pre.push(b.elementwise(
-                    "topk",
-                    t as f64 * e as f64 * 4.0,
-                    t as f64 * moe.topk as f64 * 8.0,
-                    0.0,
-                )?);
+                block.pre.extend(self.router_forward(b, e, moe.topk as u64)?);
                 block.comm_a =
                     Some(EpComm { phase: MoePhase::Dispatch, bytes_per_token: self.dispatch_bytes_per_token() });
                 if moe.shared_experts > 0 {
@@ -486,6 +494,25 @@ impl<'a> LayerContext<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The gate: BF16 GEMM to FP32 scores, sigmoid and bias, the group
+    /// top-k (groups by their best experts, then experts), and the
+    /// load-balance statistics — each a pass over the `tokens x experts`
+    /// FP32 scores (DeepSeek's profile shows this as a string of small kernels).
+    fn router_forward(&self, b: &Builder, experts: u64, topk: u64) -> Result<Vec<Item>, ModelError> {
+        let t = self.tokens();
+        let h = self.model.hidden as u64;
+        let scores = t as f64 * experts as f64 * 4.0;
+        let picks = t as f64 * topk as f64 * 8.0;
+        let sort_flops = t as f64 * experts as f64 * (experts as f64).log2();
+        Ok(vec![
+            b.gemm("gate", t, experts, h, Dtype::Bf16)?,
+            b.elementwise("router scores", scores, 2.0 * scores, 4.0 * t as f64 * experts as f64)?,
+            b.elementwise("router group topk", scores, picks, sort_flops)?,
+            b.elementwise("router topk", scores, picks, sort_flops)?,
+            b.elementwise("router balance stats", scores + picks, scores, t as f64 * experts as f64)?,
+        ])
     }
 
     /// SwiGLU FFN (dense or shared expert) on `t` tokens, intermediate `inter` per rank.
@@ -581,6 +608,8 @@ impl<'a> LayerContext<'a> {
                 }
                 block.comm_b = Some(EpComm { phase: MoePhase::Combine, bytes_per_token: self.hidden_bytes() });
                 let e = moe.routed_experts as u64;
+                let scores = t as f64 * e as f64 * 4.0;
+                block.post.push(b.elementwise("router scores", 2.0 * scores, scores, 4.0 * t as f64 * e as f64)?);
                 block.post.push(b.gemm("gate dgrad", t, h, e, Dtype::Bf16)?);
                 block.weight_post.push(b.gemm("gate wgrad", h, e, t, Dtype::Bf16)?);
             }
@@ -647,7 +676,14 @@ impl<'a> LayerContext<'a> {
             weight.extend(b.wgrad(lin.name, (t, lin.k, lin.n), lin.dtype)?);
             match lin.name {
                 "o_proj" => {
-                    input.push(b.kernel("attention", Op::Attention(self.attention_shape(Pass::Backward)))?);
+                    if let Some(bytes) = self.qk_assembly_bytes() {
+                        // The recomputed q, k assembled again, then dq, dk split back.
+                        input.push(b.elementwise("qk assemble recompute", bytes, bytes, 0.0)?);
+                        input.push(b.kernel("attention", Op::Attention(self.attention_shape(Pass::Backward)))?);
+                        input.push(b.elementwise("dqk split", bytes, bytes, 0.0)?);
+                    } else {
+                        input.push(b.kernel("attention", Op::Attention(self.attention_shape(Pass::Backward)))?);
+                    }
                     let rope = self.rope_bytes();
                     input.push(b.elementwise("rope", rope, rope, 0.0)?);
                 }

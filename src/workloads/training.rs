@@ -255,7 +255,11 @@ impl TrainingWorkload {
         m.insert("tokens_per_s_per_gpu".into(), num(per_gpu));
         m.insert("model_tflops_per_gpu".into(), num(flops_per_token * per_gpu / 1e12));
         m.insert("training_gflop_per_token".into(), num(flops_per_token / 1e9));
-        m.insert("mfu".into(), num(flops_per_token * per_gpu / (device.bf16_tflops * 1e12)));
+        // MFU against the dense peak of the linear layers' format (FP8 for FP8
+        // training), and against BF16 as dense-model reports quote it.
+        let peak = device.tensor_flops_per_s(spec.linear_dtype).unwrap_or(device.bf16_tflops * 1e12);
+        m.insert("mfu".into(), num(flops_per_token * per_gpu / peak));
+        m.insert("mfu_bf16_peak".into(), num(flops_per_token * per_gpu / (device.bf16_tflops * 1e12)));
         m.insert("compute_s".into(), num(compute_s));
         m.insert("comm_s".into(), num(comm_s));
         m.insert("ep_comm_s".into(), num(ep_s));
