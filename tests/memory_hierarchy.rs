@@ -107,13 +107,16 @@ fn double_buffering_hides_the_loads() {
 #[test]
 fn fp8_on_a_device_without_it_is_an_error_or_an_explicit_emulation() {
     let mut d = DeviceSpec::preset("ascend-910b").unwrap();
+    // The preset emulates FP8 explicitly; without that setting FP8 is an error.
+    assert_eq!(d.fp8_emulation, Fp8Emulation::Bf16);
+    d.fp8_emulation = Fp8Emulation::None;
     let shape = GemmShape::plain(4096, 4096, 4096, Dtype::Fp8);
     let e = gemm_cost(&d, &shape).unwrap_err().to_string();
     assert!(e.contains("ascend-910b") && e.contains("fp8_emulation"), "{e}");
     d.fp8_emulation = Fp8Emulation::Bf16;
     let c = gemm_cost(&d, &shape).unwrap();
     assert!(c.tflops() <= 294.95, "{}", c.tflops());
-    let err = rejected(&["gemm-ascend-910b", "--set", "workload.dtype=fp8"]);
+    let err = rejected(&["gemm-ascend-910b", "--set", "workload.dtype=fp8", "--set", "hardware.fp8_emulation=none"]);
     assert!(err.contains("workload.dtype") && err.contains("fp8_emulation"), "{err}");
 }
 

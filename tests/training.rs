@@ -28,6 +28,14 @@ fn run(extra: &[&str]) -> serde_json::Value {
     run_json(&args)
 }
 
+/// DeepSeek-V3 layers at full size in the profile's conditions (256 GPUs,
+/// 4 MoE layers per stage, 16 micro-batches of 4,096 tokens).
+fn chunk(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["deepseek-v3-chunk-256xh800"];
+    args.extend_from_slice(extra);
+    run_json(&args)
+}
+
 fn f(v: &serde_json::Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
@@ -45,4 +53,34 @@ fn representative_ranks_match_simulating_every_rank() {
         // expert rows, so it may only be slower, and by little.
         assert!(a >= b * 0.99 && a <= b * 1.05, "skew {skew}: representative {a}, all {b}");
     }
+}
+
+#[test]
+fn the_step_runs_on_an_ascend_npu_cluster() {
+    // No FP8 cube (the preset emulates it at the BF16 rate, and says so) and
+    // HCCL on copy engines (comm_sms holds no AI cores).
+    let v = chunk(&["--set", "hardware.device=ascend-910b"]);
+    let h800 = chunk(&[]);
+    let notes = v["notes"].to_string();
+    assert!(notes.contains("FP8 GEMMs run at the BF16 rate") && notes.contains("copy engines"), "{notes}");
+    // A 910B has under a third of an H800's dense BF16 rate (and no FP8): slower.
+    assert!(f(&v, "step_time_s") > 2.0 * f(&h800, "step_time_s"), "{v}");
+}
+
+#[test]
+fn what_ifs_move_the_step_the_right_way() {
+    let base = chunk(&[]);
+    let step = |v: &serde_json::Value| f(v, "step_time_s");
+    // Half the InfiniBand bandwidth: slower, more exposed communication.
+    let slow_ib = chunk(&["--set", "topology.ib_gbit_per_s=200"]);
+    assert!(step(&slow_ib) > step(&base) && f(&slow_ib, "exposed_comm_s") > f(&base, "exposed_comm_s"));
+    // Communication kernels holding more SMs slow the GEMMs beside them.
+    let sms32 = chunk(&["--set", "parallel.comm_sms=32"]);
+    assert!(step(&sms32) > step(&base));
+    // 1F1B cannot overlap a chunk's all-to-all with another chunk's compute.
+    let f1b = chunk(&["--set", "parallel.schedule=1f1b"]);
+    assert!(f(&f1b, "exposed_comm_s") > f(&base, "exposed_comm_s"), "{f1b}");
+    // H20: a sixth of the tensor throughput.
+    let h20 = chunk(&["--set", "hardware.device=h20"]);
+    assert!(step(&h20) > 3.0 * step(&base));
 }

@@ -117,6 +117,11 @@ pub struct DeviceSpec {
     /// norms, activations, residual adds) reaches.
     #[serde(default = "default_stream_efficiency")]
     pub stream_hbm_efficiency: f64,
+    /// Whether communication kernels run on the compute units (GPUs: DeepEP
+    /// and NCCL kernels hold SMs) or on separate copy/DMA engines (then a
+    /// plan's `comm_sms` holds nothing).
+    #[serde(default = "yes_comm")]
+    pub comm_uses_compute_units: bool,
     /// What an FP8 GEMM does on a device without FP8 tensor units.
     #[serde(default)]
     pub fp8_emulation: Fp8Emulation,
@@ -191,6 +196,10 @@ fn default_fp32_lanes() -> f64 {
 fn default_sfu() -> f64 {
     16.0
 }
+fn yes_comm() -> bool {
+    true
+}
+
 fn default_stream_efficiency() -> f64 {
     1.0
 }
@@ -265,6 +274,7 @@ impl DeviceSpec {
         "fp8_promotion_exposed",
         "overlap_exponent",
         "stream_hbm_efficiency",
+        "comm_uses_compute_units",
         "fp8_emulation",
         "buffers",
     ];

@@ -436,7 +436,7 @@ impl Lowerer<'_> {
                     self.cluster,
                     comm.phase,
                     comm.bytes_per_token,
-                    self.plan.comm_sms,
+                    comm_sms(self.spec, self.cluster),
                     group_first,
                     self.rep_member[device as usize],
                     label,
@@ -463,7 +463,7 @@ impl Lowerer<'_> {
                         self.cluster,
                         comm.phase,
                         comm.bytes_per_token,
-                        self.plan.comm_sms,
+                        comm_sms(self.spec, self.cluster),
                         first,
                         self.graph,
                         &streams,
@@ -879,8 +879,19 @@ fn grad_sync(
 /// leave free when they hold some (DeepSeek-V3: 132 - 20 = 112, as its
 /// profile shows), else the whole device.
 fn compute_sms(spec: &TrainingSpec, cluster: &Cluster) -> Option<u32> {
-    let holds = spec.model.moe.is_some() && spec.plan.ep > 1 && spec.plan.comm_sms > 0;
-    holds.then(|| cluster.device.sms.saturating_sub(spec.plan.comm_sms).max(1))
+    let held = comm_sms(spec, cluster);
+    let holds = spec.model.moe.is_some() && spec.plan.ep > 1 && held > 0;
+    holds.then(|| cluster.device.sms.saturating_sub(held).max(1))
+}
+
+/// SMs an expert-parallel communication kernel holds: the plan's
+/// `comm_sms`, or none on devices whose communication runs on copy engines.
+pub fn comm_sms(spec: &TrainingSpec, cluster: &Cluster) -> u32 {
+    if cluster.device.comm_uses_compute_units {
+        spec.plan.comm_sms
+    } else {
+        0
+    }
 }
 
 /// Memory per GPU, bytes.

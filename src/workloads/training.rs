@@ -107,6 +107,17 @@ impl TrainingWorkload {
         if let Some(Err(e)) = device.map(|d| d.tensor_flops_per_s(self.precision)) {
             out.push(problem("workload.precision", e.to_string()));
         }
+        if let (Some(d), Some(t)) = (device, parallel) {
+            if d.comm_uses_compute_units && t.comm_sms >= d.sms {
+                out.push(problem(
+                    "parallel.comm_sms",
+                    format!(
+                        "expected fewer than the device's {} SMs (the rest run the computation), found {}",
+                        d.sms, t.comm_sms
+                    ),
+                ));
+            }
+        }
         if !model_given {
             out.push(problem("model", "a training step needs a [model] table, e.g. preset = \"deepseek-v3\"".into()));
         }
@@ -171,6 +182,18 @@ impl TrainingWorkload {
         let metrics = self.metrics(&spec, &cluster.device, &low, &graph, &result, &memory);
         let figures = if options.figures { figures(&spec, &low, &graph, &result)? } else { Vec::new() };
         let mut notes = low.notes.clone();
+        if spec.linear_dtype == Dtype::Fp8 && cluster.device.fp8_tflops.is_none() {
+            notes.push(format!(
+                "{} has no FP8 tensor units: FP8 GEMMs run at the BF16 rate (hardware.fp8_emulation = bf16)",
+                cluster.device.name
+            ));
+        }
+        if !cluster.device.comm_uses_compute_units && spec.plan.comm_sms > 0 {
+            notes.push(format!(
+                "{} runs communication on copy engines: comm_sms = {} holds no compute units",
+                cluster.device.name, spec.plan.comm_sms
+            ));
+        }
         if spec.model.moe.is_none() && spec.plan.ep > 1 {
             notes.push("the model has no experts; ep is ignored".into());
         }
