@@ -40,3 +40,39 @@ fn a_different_seed_changes_the_routing() {
     ]);
     assert_ne!(v1["nvlink_bytes_per_rank"], v2["nvlink_bytes_per_rank"]);
 }
+
+#[test]
+fn a_training_step_writes_identical_files_and_plots() {
+    let dir = scratch("determinism_training");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let small = [
+        "--set",
+        "model.layers=4",
+        "--set",
+        "parallel.pp=2",
+        "--set",
+        "topology.nodes=16",
+        "--set",
+        "workload.global_batch=256",
+    ];
+    for out in [&a, &b] {
+        let mut args = vec!["run", "deepseek-v3-chunk-256xh800", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&small);
+        let o = moesim(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    for f in [
+        "summary.json",
+        "timeline.csv",
+        "resources.csv",
+        "trace.json",
+        "timeline.png",
+        "timeline.svg",
+        "breakdown.png",
+        "breakdown.svg",
+    ] {
+        let x = std::fs::read(a.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let y = std::fs::read(b.join(f)).unwrap();
+        assert!(x == y, "{f} differs between two runs of the same scenario");
+    }
+}
