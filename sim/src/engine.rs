@@ -17,7 +17,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use crate::device::{Demand, DeviceState};
 use crate::error::SimError;
-use crate::flow::{FlowDue, FlowPaths, FlowSolver, DONE_BYTES};
+use crate::flow::{with_paths, FlowDue, FlowSolver, DONE_BYTES};
 use crate::graph::{TaskGraph, TaskId, TaskKind};
 use crate::platform::Platform;
 use crate::result::{EngineOptions, Observer, RunResult, TaskSpan};
@@ -93,6 +93,8 @@ struct Engine<'a> {
     to_finish: VecDeque<u32>,
     finished_flows: Vec<u32>,
     dues: Vec<FlowDue>,
+    /// (flow, path latency) of the flows a completion finished.
+    arrivals: Vec<(u32, u64)>,
 }
 
 impl<'a> Engine<'a> {
@@ -146,6 +148,7 @@ impl<'a> Engine<'a> {
             to_finish: VecDeque::new(),
             finished_flows: Vec::new(),
             dues: Vec::new(),
+            arrivals: Vec::new(),
         }
     }
 
@@ -226,16 +229,18 @@ impl<'a> Engine<'a> {
                     self.finished_flows = done;
                     return false;
                 }
-                for &f in &done {
+                let mut arrivals = std::mem::take(&mut self.arrivals);
+                arrivals.clear();
+                let links = &self.platform.links;
+                with_paths(self.graph, &done, |f, path| {
+                    let lat = path.iter().map(|l| links[l.0 as usize].latency.0).fold(0u64, u64::saturating_add);
+                    arrivals.push((f, lat));
+                });
+                for &(f, lat) in &arrivals {
                     let t = self.flow_task[f as usize];
-                    let lat: u64 = self
-                        .graph
-                        .flow_path(f)
-                        .iter()
-                        .map(|l| self.platform.links[l.0 as usize].latency.0)
-                        .fold(0u64, u64::saturating_add);
                     self.flow_arrived(t, self.now.saturating_add(lat));
                 }
+                self.arrivals = arrivals;
                 self.finished_flows = done;
                 true
             }
