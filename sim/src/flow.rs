@@ -90,7 +90,7 @@ impl FlowPaths for Vec<Vec<LinkId>> {
 }
 
 /// Paths looked up together by [`with_paths`].
-const PATH_CHUNK: usize = 16;
+const PATH_CHUNK: usize = 32;
 
 /// Calls `visit` with each flow of `flows` and its path, in order. The paths
 /// of a chunk are looked up (and their first and last links read) before any
@@ -395,6 +395,18 @@ impl FlowSolver {
         now: u64,
         finished: &mut Vec<u32>,
     ) -> bool {
+        self.complete_due_with(paths, due, now, |f, _| finished.push(f))
+    }
+
+    /// [`FlowSolver::complete_due`] that calls `done` with each finished flow
+    /// and its path (just read, so the caller's use of it is cheap).
+    pub fn complete_due_with<'p, P: FlowPaths + ?Sized>(
+        &mut self,
+        paths: &'p P,
+        due: FlowDue,
+        now: u64,
+        mut done: impl FnMut(u32, &'p [LinkId]),
+    ) -> bool {
         if due.gen != self.gen || self.scheduled != Some(due.time) {
             return false;
         }
@@ -413,19 +425,24 @@ impl FlowSolver {
                 }
                 let elapsed = now.saturating_sub(run.since);
                 let (rem, rate) = (run.remaining, run.rate);
-                let done = rem < DONE_BYTES
+                let over = rem < DONE_BYTES
                     || (rate > 0.0 && (ceil_ps(rem / rate) <= elapsed || rem - rate * (elapsed as f64) < DONE_BYTES));
-                if !done {
+                if !over {
                     continue;
                 }
-                self.finish_run(paths, r, finished);
+                self.finish_run(paths, r, &mut done);
             }
         }
         true
     }
 
     /// Marks a run's flows done and takes them off their links.
-    fn finish_run<P: FlowPaths + ?Sized>(&mut self, paths: &P, r: u32, finished: &mut Vec<u32>) {
+    fn finish_run<'p, P: FlowPaths + ?Sized>(
+        &mut self,
+        paths: &'p P,
+        r: u32,
+        done: &mut impl FnMut(u32, &'p [LinkId]),
+    ) {
         let run = &mut self.runs[r as usize];
         run.finished = true;
         run.due = u64::MAX;
@@ -451,7 +468,7 @@ impl FlowSolver {
                     dirty_links.push(l.0);
                 }
             }
-            finished.push(f);
+            done(f, path);
         });
     }
 
