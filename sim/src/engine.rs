@@ -132,6 +132,8 @@ struct Engine<'a> {
     dues: Vec<FlowDue>,
     /// (flow, path latency) of the flows a completion finished.
     arrivals: Vec<(u32, u64)>,
+    /// Per link, picoseconds (compact: read for every finished flow).
+    link_latency: Vec<u64>,
 }
 
 impl<'a> Engine<'a> {
@@ -185,6 +187,7 @@ impl<'a> Engine<'a> {
             to_finish: VecDeque::new(),
             dues: Vec::new(),
             arrivals: Vec::new(),
+            link_latency: platform.links.iter().map(|l| l.latency.0).collect(),
         }
     }
 
@@ -261,9 +264,9 @@ impl<'a> Engine<'a> {
                 let due = FlowDue { time: self.now, comp, gen };
                 let mut arrivals = std::mem::take(&mut self.arrivals);
                 arrivals.clear();
-                let links = &self.platform.links;
+                let latency = &self.link_latency;
                 let current = self.flows.complete_due_with(self.graph, due, self.now, |f, path| {
-                    let lat = path.iter().map(|l| links[l.0 as usize].latency.0).fold(0u64, u64::saturating_add);
+                    let lat = path.iter().map(|l| latency[l.0 as usize]).fold(0u64, u64::saturating_add);
                     arrivals.push((f, lat));
                 });
                 for &(f, lat) in &arrivals {

@@ -125,6 +125,18 @@ pub struct FlowDue {
     pub gen: u32,
 }
 
+/// What changes on a link as flows come and go (together: one cache line
+/// per link a finishing flow crosses).
+#[derive(Debug, Clone, Copy, Default)]
+struct LinkLive {
+    /// Current aggregate rate, bytes per picosecond, maintained incrementally.
+    load: f64,
+    /// Active flows crossing the link.
+    n: u32,
+    /// The link is in `dirty_links`.
+    dirty: bool,
+}
+
 /// Flows of one component with one shared state; see the module doc.
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -198,12 +210,8 @@ pub struct FlowSolver {
     link_local: Vec<u32>,
     /// Current aggregate rate as reported (and recorded in the stats).
     link_agg: Vec<f64>,
-    /// Current aggregate rate, maintained incrementally.
-    link_load: Vec<f64>,
-    /// Active flows crossing the link.
-    link_n: Vec<u32>,
-    /// Scratch flag: the link is in `dirty_links`.
-    link_dirty: Vec<bool>,
+    /// Per link: load, active flows, dirty flag.
+    link_live: Vec<LinkLive>,
     dirty_links: Vec<u32>,
     link_changed_at: Vec<u64>,
     link_stats: Vec<LinkStats>,
@@ -258,8 +266,9 @@ struct Scratch {
     csr: Vec<u32>,
     fill: Vec<u32>,
     cap0: Vec<f64>,
-    cap_left: Vec<f64>,
-    n_left: Vec<u32>,
+    /// Per local link during the filling: capacity left and unfrozen flows
+    /// (together: one cache line per link touched).
+    left: Vec<(f64, u32)>,
     sat: Vec<bool>,
     /// Links saturating at the current level.
     batch: Vec<u32>,
@@ -298,9 +307,7 @@ impl FlowSolver {
             link_comp: vec![NONE; n],
             link_local: vec![NONE; n],
             link_agg: vec![0.0; n],
-            link_load: vec![0.0; n],
-            link_n: vec![0; n],
-            link_dirty: vec![false; n],
+            link_live: vec![LinkLive::default(); n],
             dirty_links: Vec::new(),
             link_changed_at: vec![0; n],
             link_stats: vec![LinkStats::default(); n],
@@ -332,7 +339,7 @@ impl FlowSolver {
         for &l in paths.flow_path(flow) {
             let li = l.0 as usize;
             self.link_stats[li].bytes += bytes;
-            self.link_n[li] += 1;
+            self.link_live[li].n += 1;
             // The component it joins is recomputed with it.
             let c = self.link_comp[li];
             if c != NONE {
@@ -361,8 +368,8 @@ impl FlowSolver {
     }
 
     fn mark_link(&mut self, l: u32) {
-        if !self.link_dirty[l as usize] {
-            self.link_dirty[l as usize] = true;
+        if !self.link_live[l as usize].dirty {
+            self.link_live[l as usize].dirty = true;
             self.dirty_links.push(l);
         }
     }
@@ -455,16 +462,16 @@ impl FlowSolver {
             self.touched.push(run.comp);
         }
         let flows = &self.comps[run.comp as usize].flows[run.start as usize..run.end as usize];
-        let (link_load, link_n) = (&mut self.link_load, &mut self.link_n);
-        let (link_dirty, dirty_links, run_of) = (&mut self.link_dirty, &mut self.dirty_links, &mut self.run_of);
+        let (link_live, dirty_links, run_of) = (&mut self.link_live, &mut self.dirty_links, &mut self.run_of);
         with_paths(paths, flows, |f, path| {
             run_of[f as usize] = IDLE;
             for &l in path {
                 let li = l.0 as usize;
-                link_load[li] -= run.rate;
-                link_n[li] -= 1;
-                if !link_dirty[li] {
-                    link_dirty[li] = true;
+                let live = &mut link_live[li];
+                live.load -= run.rate;
+                live.n -= 1;
+                if !live.dirty {
+                    live.dirty = true;
                     dirty_links.push(l.0);
                 }
             }
@@ -552,12 +559,12 @@ impl FlowSolver {
         self.touched.clear();
         for k in 0..self.dirty_links.len() {
             let l = self.dirty_links[k];
-            self.link_dirty[l as usize] = false;
+            self.link_live[l as usize].dirty = false;
             let li = l as usize;
-            if self.link_n[li] == 0 {
-                self.link_load[li] = 0.0;
+            if self.link_live[li].n == 0 {
+                self.link_live[li].load = 0.0;
             }
-            let agg = self.link_load[li].max(0.0);
+            let agg = self.link_live[li].load.max(0.0);
             self.set_link_rate(l, agg, now);
         }
         self.dirty_links.clear();
@@ -627,7 +634,7 @@ impl FlowSolver {
                 if unload {
                     for &f in flows {
                         for &l in paths.flow_path(f) {
-                            self.link_load[l.0 as usize] -= run.rate;
+                            self.link_live[l.0 as usize].load -= run.rate;
                         }
                     }
                 }
@@ -669,10 +676,10 @@ impl FlowSolver {
         sc.cap0.clear();
         for k in 0..sc.links.len() {
             let l = sc.links[k];
-            let fixed = if self.link_n[l as usize] == sc.csr_off[k + 1] - sc.csr_off[k] {
+            let fixed = if self.link_live[l as usize].n == sc.csr_off[k + 1] - sc.csr_off[k] {
                 0.0
             } else {
-                self.link_load[l as usize].max(0.0)
+                self.link_live[l as usize].load.max(0.0)
             };
             sc.cap0.push((self.link_cap[l as usize] - fixed).max(0.0));
         }
@@ -684,10 +691,10 @@ impl FlowSolver {
             let l = sc.links[k];
             self.link_local[l as usize] = NONE;
             let li = l as usize;
-            if self.link_n[li] == sc.csr_off[k + 1] - sc.csr_off[k] {
-                self.link_load[li] = (self.link_cap[li] - sc.cap_left[k]).max(0.0);
+            if self.link_live[li].n == sc.csr_off[k + 1] - sc.csr_off[k] {
+                self.link_live[li].load = (self.link_cap[li] - sc.left[k].0).max(0.0);
             } else {
-                self.link_load[li] += sc.cap0[k] - sc.cap_left[k];
+                self.link_live[li].load += sc.cap0[k] - sc.left[k].0;
             }
             self.mark_link(l);
         }
@@ -771,13 +778,13 @@ impl FlowSolver {
             let l = sc.old_links[k];
             if self.link_local[l as usize] == NONE {
                 self.link_comp[l as usize] = NONE;
-                self.link_load[l as usize] = 0.0;
+                self.link_live[l as usize].load = 0.0;
                 self.mark_link(l);
             }
         }
         for k in 0..nl {
             let l = sc.links[k] as usize;
-            self.link_load[l] = (self.link_cap[l] - sc.cap_left[k]).max(0.0);
+            self.link_live[l].load = (self.link_cap[l] - sc.left[k].0).max(0.0);
             self.mark_link(l as u32);
             let id = sc.label_comp[sc.link_label[k] as usize];
             self.link_comp[l] = id;
@@ -795,15 +802,13 @@ impl FlowSolver {
         let n = sc.flows.len();
         let nl = sc.links.len();
         let labelled = sc.label_comp.len() > 1;
-        sc.cap_left.clear();
-        sc.n_left.clear();
+        sc.left.clear();
         let mut heap = std::mem::take(&mut sc.heap);
         heap.clear();
         for ll in 0..nl {
             let cap = sc.cap0[ll];
             let k = sc.csr_off[ll + 1] - sc.csr_off[ll];
-            sc.cap_left.push(cap);
-            sc.n_left.push(k);
+            sc.left.push((cap, k));
             if k > 0 {
                 heap.push(Reverse(((cap / k as f64).to_bits(), ll as u32)));
             }
@@ -816,11 +821,11 @@ impl FlowSolver {
         let mut level = 0.0f64;
         while let Some(Reverse((key, ll))) = heap.pop() {
             let ll = ll as usize;
-            let k = sc.n_left[ll];
+            let k = sc.left[ll].1;
             if k == 0 {
                 continue;
             }
-            let cur = sc.cap_left[ll].max(0.0) / k as f64;
+            let cur = sc.left[ll].0.max(0.0) / k as f64;
             if cur > f64::from_bits(key) * (1.0 + 1e-12) {
                 heap.push(Reverse((cur.to_bits(), ll as u32)));
                 continue;
@@ -838,11 +843,11 @@ impl FlowSolver {
                 }
                 heap.pop();
                 let l2 = l2 as usize;
-                let k2 = sc.n_left[l2];
+                let k2 = sc.left[l2].1;
                 if k2 == 0 {
                     continue;
                 }
-                let cur2 = sc.cap_left[l2].max(0.0) / k2 as f64;
+                let cur2 = sc.left[l2].0.max(0.0) / k2 as f64;
                 if cur2 > s * (1.0 + 1e-9) {
                     heap.push(Reverse((cur2.to_bits(), l2 as u32)));
                     continue;
@@ -870,8 +875,8 @@ impl FlowSolver {
                     unfrozen -= 1;
                     for l in p {
                         let l2 = self.link_local[l.0 as usize] as usize;
-                        sc.cap_left[l2] -= s;
-                        sc.n_left[l2] -= 1;
+                        sc.left[l2].0 -= s;
+                        sc.left[l2].1 -= 1;
                     }
                     if labelled {
                         sc.batch_labels.push(sc.link_label[self.link_local[p[0].0 as usize] as usize]);
@@ -894,13 +899,13 @@ impl FlowSolver {
                         sc.batch_flows.push(f);
                     }
                     unfrozen -= sc.batch_flows.len() - from;
-                    let (cap_left, n_left, link_local) = (&mut sc.cap_left, &mut sc.n_left, &self.link_local);
+                    let (left, link_local) = (&mut sc.left, &self.link_local);
                     let (labels, link_label) = (&mut sc.batch_labels, &sc.link_label);
                     with_paths(paths, &sc.batch_flows[from..], |_, path| {
                         for l in path {
                             let l2 = link_local[l.0 as usize] as usize;
-                            cap_left[l2] -= s;
-                            n_left[l2] -= 1;
+                            left[l2].0 -= s;
+                            left[l2].1 -= 1;
                         }
                         if labelled {
                             labels.push(link_label[link_local[path[0].0 as usize] as usize]);
