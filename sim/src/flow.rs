@@ -53,7 +53,7 @@ use crate::time::PS_PER_S;
 pub const DONE_BYTES: f64 = 1e-6;
 
 const NONE: u32 = u32::MAX;
-/// `run_of` of a flow that is not running (never started, or finished).
+/// `run_of` of a flow never started.
 const IDLE: u32 = u32::MAX;
 
 /// Rounds a duration in picoseconds up to a whole picosecond; a value within
@@ -218,7 +218,8 @@ pub struct FlowSolver {
     link_changed_at: Vec<u64>,
     link_stats: Vec<LinkStats>,
     link_series: Option<Vec<Vec<LinkSample>>>,
-    /// Per flow: its run (possibly pending), or [`IDLE`].
+    /// Per flow: its run (possibly pending), or [`IDLE`] if never started.
+    /// Only valid while the flow is active: a finished flow keeps its entry.
     run_of: Vec<u32>,
     runs: Vec<Run>,
     free_runs: Vec<u32>,
@@ -532,9 +533,8 @@ impl FlowSolver {
             self.touched.push(run.comp);
         }
         let flows = &self.comps[run.comp as usize].flows[run.start as usize..run.end as usize];
-        let (link_live, dirty_links, run_of) = (&mut self.link_live, &mut self.dirty_links, &mut self.run_of);
+        let (link_live, dirty_links) = (&mut self.link_live, &mut self.dirty_links);
         with_paths(paths, flows, |f, path| {
-            run_of[f as usize] = IDLE;
             for &l in path {
                 let li = l.0 as usize;
                 let live = &mut link_live[li];
@@ -1116,7 +1116,8 @@ impl FlowSolver {
         }
     }
 
-    /// The rate of an active flow in bytes per second (0 for other flows).
+    /// The rate of an active flow in bytes per second (0 for other flows); as
+    /// slow as [`FlowSolver::is_active`].
     pub fn rate_bytes_per_s(&self, flow: u32) -> f64 {
         if self.is_active(flow) {
             self.runs[self.run_of[flow as usize] as usize].rate * PS_PER_S
@@ -1125,10 +1126,17 @@ impl FlowSolver {
         }
     }
 
-    /// Whether `flow` has been given a rate and not finished.
+    /// Whether `flow` has been given a rate and not finished. Takes time in
+    /// proportion to the flows of its run (for tests and inspection: finishing
+    /// a run does not touch its flows' entries, so a finished flow may still
+    /// name a run that has since been reused).
     pub fn is_active(&self, flow: u32) -> bool {
         let r = self.run_of[flow as usize];
-        r != IDLE && !self.runs[r as usize].finished
+        if r == IDLE {
+            return false;
+        }
+        let run = &self.runs[r as usize];
+        !run.finished && self.comps[run.comp as usize].flows[run.start as usize..run.end as usize].contains(&flow)
     }
 
     /// A link's aggregate rate, bytes per second, as of the last recompute.
