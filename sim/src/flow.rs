@@ -12,11 +12,11 @@
 //!
 //! When flows start, [`FlowSolver::recompute`] (once per timestamp) gathers
 //! the flows of every component the new flows touch plus the new flows,
-//! numbers the links they cross, splits them into connected components with a
-//! union-find over links, builds a link -> flow incidence (CSR, each list
-//! delta-encoded in varints: about 9 bytes per all-to-all flow instead of
-//! 24) and water-fills. Paths are read from the caller ([`FlowPaths`]),
-//! never copied.
+//! and, in one pass over their paths, numbers the links they cross, joins
+//! them into connected components with a union-find over links and builds a
+//! link -> flow incidence (per link a delta-encoded list: about 9 bytes per
+//! all-to-all flow); then it water-fills. Paths are read from the caller
+//! ([`FlowPaths`]), never copied.
 //!
 //! When flows only finish, components are not split and most rates stay:
 //! progressive filling without the finished flows runs exactly as before up
@@ -32,9 +32,9 @@
 //! their fair share `capacity_left / unfrozen_flows`: a link's share only grows
 //! as flows elsewhere freeze, so an out-of-date key is pushed back, and a
 //! current one is a bottleneck. All links saturating at that level freeze
-//! their unfrozen flows together (a *batch*), either through the CSR or, when
+//! their unfrozen flows together (a *batch*), either through the incidence or, when
 //! they hold many flows, in one sequential pass over all flows. Each batch
-//! becomes one run per (component, bytes left). Cost: O(sum of path lengths x
+//! becomes one run per (component, origin run). Cost: O(sum of path lengths x
 //! (log links + levels that take the sequential pass)) per recompute.
 //!
 //! Rates are f64 bytes per picosecond; completion times are rounded up to
@@ -250,8 +250,8 @@ pub struct FlowSolver {
 
 /// Buffers reused by every recompute: the flows being recomputed and the
 /// runs they came from, the links they cross (local link index), union-find
-/// parents and component labels of the local links, a link -> flow incidence
-/// in CSR form, and the water-filling state.
+/// parents and component labels of the local links, the link -> flow
+/// incidence, and the water-filling state.
 #[derive(Debug, Default)]
 struct Scratch {
     flows: Vec<u32>,
@@ -265,12 +265,7 @@ struct Scratch {
     /// Component id of each label.
     label_comp: Vec<u32>,
     old_links: Vec<u32>,
-    /// Per local link: flows crossing it, and where its CSR bytes start.
-    deg: Vec<u32>,
-    csr_off: Vec<u64>,
-    csr: Vec<u8>,
-    fill: Vec<u64>,
-    last: Vec<u32>,
+    inc: Incidence,
     cap0: Vec<f64>,
     /// Per local link during the filling: capacity left and unfrozen flows
     /// (together: one cache line per link touched).
@@ -307,52 +302,111 @@ fn unzigzag(z: u32) -> u32 {
     ((z >> 1) as i32 ^ -((z & 1) as i32)) as u32
 }
 
-/// Bytes of `z` as an LEB128 varint.
-fn varint_len(z: u32) -> usize {
-    match z {
-        0..0x80 => 1,
-        0x80..0x4000 => 2,
-        0x4000..0x20_0000 => 3,
-        0x20_0000..0x1000_0000 => 4,
-        _ => 5,
+/// Bytes per block of an [`Incidence`] list: a payload, then the index of
+/// the next block (u32, little-endian).
+const BLOCK: usize = 256;
+const PAYLOAD: usize = BLOCK - 4;
+
+/// The link -> flow incidence of a recompute: per local link, the flows that
+/// cross it in `sc.flows` order, each stored as the zigzag LEB128 varint of
+/// its difference from the one before (1 byte for neighbouring flows, 2 for
+/// flows 4,095 apart), in a chain of blocks of one pool. Built in the same
+/// pass that numbers the links; about 9 bytes per all-to-all flow instead of
+/// 24 for a CSR of u32.
+#[derive(Debug, Default)]
+struct Incidence {
+    pool: Vec<u8>,
+    /// Per local link: first block, next write position, last flow, flows.
+    head: Vec<u32>,
+    tail: Vec<usize>,
+    last: Vec<u32>,
+    deg: Vec<u32>,
+}
+
+impl Incidence {
+    fn clear(&mut self) {
+        self.pool.clear();
+        self.head.clear();
+        self.tail.clear();
+        self.last.clear();
+        self.deg.clear();
+    }
+
+    fn new_block(&mut self) -> u32 {
+        let b = self.pool.len() / BLOCK;
+        self.pool.resize(self.pool.len() + BLOCK, 0);
+        b as u32
+    }
+
+    fn add_link(&mut self) {
+        let b = self.new_block();
+        self.head.push(b);
+        self.tail.push(b as usize * BLOCK);
+        self.last.push(0);
+        self.deg.push(0);
+    }
+
+    /// Appends flow `f` to local link `k`'s list.
+    fn push(&mut self, k: usize, f: u32) {
+        let mut z = zigzag(f.wrapping_sub(self.last[k]));
+        self.last[k] = f;
+        self.deg[k] += 1;
+        let mut pos = self.tail[k];
+        loop {
+            if pos % BLOCK == PAYLOAD {
+                let b = self.new_block();
+                self.pool[pos..pos + 4].copy_from_slice(&b.to_le_bytes());
+                pos = b as usize * BLOCK;
+            }
+            if z < 0x80 {
+                self.pool[pos] = z as u8;
+                pos += 1;
+                break;
+            }
+            self.pool[pos] = (z as u8) | 0x80;
+            z >>= 7;
+            pos += 1;
+        }
+        self.tail[k] = pos;
+    }
+
+    /// The flows of local link `k`, in the order they were pushed.
+    fn list(&self, k: usize) -> IncidenceList<'_> {
+        IncidenceList { pool: &self.pool, pos: self.head[k] as usize * BLOCK, left: self.deg[k], prev: 0 }
     }
 }
 
-/// Writes `z` as an LEB128 varint at the start of `out`; returns its length.
-fn put_varint(out: &mut [u8], mut z: u32) -> usize {
-    let mut k = 0;
-    while z >= 0x80 {
-        out[k] = (z as u8) | 0x80;
-        z >>= 7;
-        k += 1;
-    }
-    out[k] = z as u8;
-    k + 1
-}
-
-/// The flows of one link's CSR bytes.
-struct CsrList<'a> {
-    bytes: &'a [u8],
+struct IncidenceList<'a> {
+    pool: &'a [u8],
     pos: usize,
+    left: u32,
     prev: u32,
 }
 
-impl<'a> CsrList<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        CsrList { bytes, pos: 0, prev: 0 }
+impl IncidenceList<'_> {
+    fn byte(&mut self) -> u8 {
+        if self.pos % BLOCK == PAYLOAD {
+            let next = &self.pool[self.pos..self.pos + 4];
+            self.pos = u32::from_le_bytes([next[0], next[1], next[2], next[3]]) as usize * BLOCK;
+        }
+        let b = self.pool[self.pos];
+        self.pos += 1;
+        b
     }
 }
 
-impl Iterator for CsrList<'_> {
+impl Iterator for IncidenceList<'_> {
     type Item = u32;
     fn next(&mut self) -> Option<u32> {
-        let mut b = *self.bytes.get(self.pos)?;
-        self.pos += 1;
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let mut b = self.byte();
         let mut z = u32::from(b & 0x7f);
         let mut shift = 7;
         while b & 0x80 != 0 {
-            b = self.bytes[self.pos];
-            self.pos += 1;
+            b = self.byte();
             z |= u32::from(b & 0x7f) << shift;
             shift += 7;
         }
@@ -556,18 +610,14 @@ impl FlowSolver {
 
     /// Numbers the links the flows of `sc.flows` cross (optionally joining
     /// the links of each path in the union-find) and builds the link -> flow
-    /// incidence (CSR): each link's flows in `sc.flows` order, stored as
-    /// differences from the previous one (zigzag LEB128 varints: 1 or 2
-    /// bytes instead of 4 for the flows of an all-to-all).
+    /// incidence, in one pass over the paths.
     fn localise<P: FlowPaths + ?Sized>(&mut self, paths: &P, sc: &mut Scratch, union: bool) {
         sc.links.clear();
         sc.parent.clear();
-        sc.deg.clear();
-        // Bytes per local link first, in `fill`; `last`: its previous flow.
-        sc.fill.clear();
-        sc.last.clear();
+        sc.inc.clear();
         for &f in &sc.flows {
-            let mut prev = NONE;
+            // The root of the path's links so far.
+            let mut root = NONE;
             for &l in paths.flow_path(f) {
                 let mut ll = self.link_local[l.0 as usize];
                 if ll == NONE {
@@ -575,44 +625,20 @@ impl FlowSolver {
                     self.link_local[l.0 as usize] = ll;
                     sc.links.push(l.0);
                     sc.parent.push(ll);
-                    sc.deg.push(0);
-                    sc.fill.push(0);
-                    sc.last.push(0);
+                    sc.inc.add_link();
                 }
-                let k = ll as usize;
-                sc.deg[k] += 1;
-                sc.fill[k] += varint_len(zigzag(f.wrapping_sub(sc.last[k]))) as u64;
-                sc.last[k] = f;
-                if union && prev != NONE {
-                    let (a, b) = (find(&mut sc.parent, prev), find(&mut sc.parent, ll));
-                    if a != b {
+                sc.inc.push(ll as usize, f);
+                if union {
+                    let b = find(&mut sc.parent, ll);
+                    if root == NONE {
+                        root = b;
+                    } else if root != b {
                         // The smaller id becomes the root: independent of order.
-                        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+                        let (lo, hi) = if root < b { (root, b) } else { (b, root) };
                         sc.parent[hi as usize] = lo;
+                        root = lo;
                     }
                 }
-                prev = ll;
-            }
-        }
-        let nl = sc.links.len();
-        sc.csr_off.clear();
-        sc.csr_off.push(0);
-        let mut total = 0u64;
-        for k in 0..nl {
-            let c = sc.fill[k];
-            sc.fill[k] = total;
-            total += c;
-            sc.csr_off.push(total);
-            sc.last[k] = 0;
-        }
-        sc.csr.clear();
-        sc.csr.resize(total as usize, 0);
-        for &f in &sc.flows {
-            for &l in paths.flow_path(f) {
-                let k = self.link_local[l.0 as usize] as usize;
-                let at = sc.fill[k] as usize;
-                sc.fill[k] += put_varint(&mut sc.csr[at..], zigzag(f.wrapping_sub(sc.last[k]))) as u64;
-                sc.last[k] = f;
             }
         }
     }
@@ -757,8 +783,11 @@ impl FlowSolver {
         sc.cap0.clear();
         for k in 0..sc.links.len() {
             let l = sc.links[k];
-            let fixed =
-                if self.link_live[l as usize].n == sc.deg[k] { 0.0 } else { self.link_live[l as usize].load.max(0.0) };
+            let fixed = if self.link_live[l as usize].n == sc.inc.deg[k] {
+                0.0
+            } else {
+                self.link_live[l as usize].load.max(0.0)
+            };
             sc.cap0.push((self.link_cap[l as usize] - fixed).max(0.0));
         }
         sc.label_comp.clear();
@@ -769,7 +798,7 @@ impl FlowSolver {
             let l = sc.links[k];
             self.link_local[l as usize] = NONE;
             let li = l as usize;
-            if self.link_live[li].n == sc.deg[k] {
+            if self.link_live[li].n == sc.inc.deg[k] {
                 self.link_live[li].load = (self.link_cap[li] - sc.left[k].0).max(0.0);
             } else {
                 self.link_live[li].load += sc.cap0[k] - sc.left[k].0;
@@ -885,7 +914,7 @@ impl FlowSolver {
         heap.clear();
         for ll in 0..nl {
             let cap = sc.cap0[ll];
-            let k = sc.deg[ll];
+            let k = sc.inc.deg[ll];
             sc.left.push((cap, k));
             if k > 0 {
                 heap.push(Reverse(((cap / k as f64).to_bits(), ll as u32)));
@@ -914,7 +943,7 @@ impl FlowSolver {
             // Every other link saturating at this level joins the batch.
             batch.clear();
             batch.push(ll as u32);
-            let mut work = sc.deg[ll];
+            let mut work = sc.inc.deg[ll];
             while let Some(&Reverse((key2, l2))) = heap.peek() {
                 if f64::from_bits(key2) > s * (1.0 + 1e-9) {
                     break;
@@ -931,7 +960,7 @@ impl FlowSolver {
                     continue;
                 }
                 batch.push(l2 as u32);
-                work += sc.deg[l2];
+                work += sc.inc.deg[l2];
             }
             sc.batch_flows.clear();
             sc.batch_labels.clear();
@@ -969,7 +998,7 @@ impl FlowSolver {
                     // A link lists a flow once: its unfrozen flows first, then
                     // their paths (see `with_paths`).
                     let from = sc.batch_flows.len();
-                    for f in CsrList::new(&sc.csr[sc.csr_off[b] as usize..sc.csr_off[b + 1] as usize]) {
+                    for f in sc.inc.list(b) {
                         if is_set(&self.frozen, f) {
                             continue;
                         }
@@ -1193,21 +1222,24 @@ mod tests {
     }
 
     #[test]
-    fn csr_lists_round_trip_any_flow_order() {
-        let flows = [5u32, 6, 7, 200, 3, u32::MAX, 0, 1 << 20, (1 << 20) - 1, 16_773_119];
-        let mut bytes = vec![0u8; 5 * flows.len()];
-        let (mut at, mut last) = (0, 0u32);
-        for &f in &flows {
-            let z = zigzag(f.wrapping_sub(last));
-            let n = put_varint(&mut bytes[at..], z);
-            assert_eq!(n, varint_len(z));
-            at += n;
-            last = f;
+    fn incidence_lists_round_trip_any_flow_order_across_blocks() {
+        let mut inc = Incidence::default();
+        inc.add_link();
+        inc.add_link();
+        let odd = [5u32, 6, 7, 200, 3, u32::MAX, 0, 1 << 20, (1 << 20) - 1, 16_773_119];
+        let mut want = [Vec::new(), Vec::new()];
+        for k in 0..400u32 {
+            // Link 0: neighbours (1 byte each); link 1: jumps of every size.
+            let a = 1000 + k;
+            let b = odd[k as usize % odd.len()].wrapping_add(k * 4095);
+            inc.push(0, a);
+            inc.push(1, b);
+            want[0].push(a);
+            want[1].push(b);
         }
-        assert_eq!(CsrList::new(&bytes[..at]).collect::<Vec<_>>(), flows);
-        // Neighbouring flows cost one byte each.
-        assert_eq!(varint_len(zigzag(1)), 1);
-        assert_eq!(varint_len(zigzag(0u32.wrapping_sub(60))), 1);
+        assert_eq!(inc.list(0).collect::<Vec<_>>(), want[0]);
+        assert_eq!(inc.list(1).collect::<Vec<_>>(), want[1]);
+        assert!(inc.pool.len() > 4 * BLOCK, "lists span several blocks");
     }
 
     #[test]
