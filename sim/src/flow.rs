@@ -77,11 +77,31 @@ pub fn ceil_ps(x: f64) -> u64 {
 /// Where the solver finds a flow's path: the flow index is the caller's.
 pub trait FlowPaths {
     fn flow_path(&self, flow: u32) -> &[LinkId];
+
+    /// The first step of looking a path up when it takes two dependent reads
+    /// (the flow's path id, then the path): [`with_paths`] does this step
+    /// for a whole chunk of flows before the second.
+    fn path_key(&self, flow: u32) -> u32 {
+        flow
+    }
+
+    /// The path of `flow` given its [`FlowPaths::path_key`].
+    fn path_by_key(&self, flow: u32, _key: u32) -> &[LinkId] {
+        self.flow_path(flow)
+    }
 }
 
 impl FlowPaths for TaskGraph {
     fn flow_path(&self, flow: u32) -> &[LinkId] {
         self.path(self.flows()[flow as usize].path)
+    }
+
+    fn path_key(&self, flow: u32) -> u32 {
+        self.flows()[flow as usize].path.0
+    }
+
+    fn path_by_key(&self, _flow: u32, key: u32) -> &[LinkId] {
+        self.path(crate::graph::PathId(key))
     }
 }
 
@@ -100,9 +120,13 @@ const PATH_CHUNK: usize = 32;
 /// waiting behind the data-dependent loop of the one before.
 pub fn with_paths<'p, P: FlowPaths + ?Sized>(paths: &'p P, flows: &[u32], mut visit: impl FnMut(u32, &'p [LinkId])) {
     let mut buf: [&'p [LinkId]; PATH_CHUNK] = [&[]; PATH_CHUNK];
+    let mut keys = [0u32; PATH_CHUNK];
     for chunk in flows.chunks(PATH_CHUNK) {
-        for (slot, &f) in buf.iter_mut().zip(chunk) {
-            *slot = paths.flow_path(f);
+        for (key, &f) in keys.iter_mut().zip(chunk) {
+            *key = paths.path_key(f);
+        }
+        for ((slot, &key), &f) in buf.iter_mut().zip(&keys).zip(chunk) {
+            *slot = paths.path_by_key(f, key);
         }
         let mut touch = 0u32;
         for p in &buf[..chunk.len()] {
