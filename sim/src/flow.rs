@@ -301,8 +301,12 @@ struct Scratch {
     /// than one component) their component labels.
     batch_flows: Vec<u32>,
     batch_labels: Vec<u32>,
-    /// (label, origin run, flow) of a mixed batch, to group it.
+    /// (label, origin run, flow) of a mixed batch, to group it, with
+    /// [`group_stable`]'s buffers.
     group: Vec<(u32, u32, u32)>,
+    group_tmp: Vec<(u32, u32, u32)>,
+    key_count: Vec<u32>,
+    keys: Vec<u32>,
     heap: BinaryHeap<Reverse<(u64, u32)>>,
 }
 
@@ -340,20 +344,28 @@ const PAYLOAD: usize = BLOCK - 4;
 #[derive(Debug, Default)]
 struct Incidence {
     pool: Vec<u8>,
-    /// Per local link: first block, next write position, last flow, flows.
+    /// Per local link: first block.
     head: Vec<u32>,
-    tail: Vec<usize>,
-    last: Vec<u32>,
-    deg: Vec<u32>,
+    /// Per local link: where its list grows.
+    tails: Vec<ListTail>,
+}
+
+/// The growing end of one link's list.
+#[derive(Debug, Clone, Copy)]
+struct ListTail {
+    /// Next write position in the pool.
+    pos: usize,
+    /// The last flow appended.
+    last: u32,
+    /// Flows in the list.
+    deg: u32,
 }
 
 impl Incidence {
     fn clear(&mut self) {
         self.pool.clear();
         self.head.clear();
-        self.tail.clear();
-        self.last.clear();
-        self.deg.clear();
+        self.tails.clear();
     }
 
     fn new_block(&mut self) -> u32 {
@@ -365,17 +377,41 @@ impl Incidence {
     fn add_link(&mut self) {
         let b = self.new_block();
         self.head.push(b);
-        self.tail.push(b as usize * BLOCK);
-        self.last.push(0);
-        self.deg.push(0);
+        self.tails.push(ListTail { pos: b as usize * BLOCK, last: 0, deg: 0 });
+    }
+
+    /// Flows crossing local link `k`.
+    fn deg(&self, k: usize) -> u32 {
+        self.tails[k].deg
     }
 
     /// Appends flow `f` to local link `k`'s list.
+    #[inline]
     fn push(&mut self, k: usize, f: u32) {
-        let mut z = zigzag(f.wrapping_sub(self.last[k]));
-        self.last[k] = f;
-        self.deg[k] += 1;
-        let mut pos = self.tail[k];
+        let tail = &mut self.tails[k];
+        let mut z = zigzag(f.wrapping_sub(tail.last));
+        tail.last = f;
+        tail.deg += 1;
+        let mut pos = tail.pos;
+        if pos % BLOCK + 5 <= PAYLOAD {
+            // Room for any varint in this block.
+            while z >= 0x80 {
+                self.pool[pos] = (z as u8) | 0x80;
+                z >>= 7;
+                pos += 1;
+            }
+            self.pool[pos] = z as u8;
+            tail.pos = pos + 1;
+            return;
+        }
+        self.push_across(k, z);
+    }
+
+    /// [`Incidence::push`] near the end of a block: byte by byte, chaining
+    /// a new block when this one is full.
+    #[cold]
+    fn push_across(&mut self, k: usize, mut z: u32) {
+        let mut pos = self.tails[k].pos;
         loop {
             if pos % BLOCK == PAYLOAD {
                 let b = self.new_block();
@@ -391,12 +427,12 @@ impl Incidence {
             z >>= 7;
             pos += 1;
         }
-        self.tail[k] = pos;
+        self.tails[k].pos = pos;
     }
 
     /// The flows of local link `k`, in the order they were pushed.
     fn list(&self, k: usize) -> IncidenceList<'_> {
-        IncidenceList { pool: &self.pool, pos: self.head[k] as usize * BLOCK, left: self.deg[k], prev: 0 }
+        IncidenceList { pool: &self.pool, pos: self.head[k] as usize * BLOCK, left: self.tails[k].deg, prev: 0 }
     }
 }
 
@@ -436,6 +472,45 @@ impl Iterator for IncidenceList<'_> {
         }
         self.prev = self.prev.wrapping_add(unzigzag(z));
         Some(self.prev)
+    }
+}
+
+/// Reorders `items` so equal keys are together, in ascending key order, each
+/// group keeping the items' order (a counting sort over the keys present).
+/// `count` covers every key and is all zero before and after.
+fn group_stable<T: Copy>(
+    items: &mut [T],
+    tmp: &mut Vec<T>,
+    count: &mut [u32],
+    keys: &mut Vec<u32>,
+    key: impl Fn(&T) -> u32,
+) {
+    keys.clear();
+    for it in items.iter() {
+        let k = key(it);
+        if count[k as usize] == 0 {
+            keys.push(k);
+        }
+        count[k as usize] += 1;
+    }
+    if keys.len() > 1 {
+        keys.sort_unstable();
+        let mut at = 0;
+        for &k in keys.iter() {
+            let n = count[k as usize];
+            count[k as usize] = at;
+            at += n;
+        }
+        tmp.clear();
+        tmp.extend_from_slice(items);
+        for it in tmp.iter() {
+            let slot = &mut count[key(it) as usize];
+            items[*slot as usize] = *it;
+            *slot += 1;
+        }
+    }
+    for &k in keys.iter() {
+        count[k as usize] = 0;
     }
 }
 
@@ -807,7 +882,7 @@ impl FlowSolver {
         sc.cap0.clear();
         for k in 0..sc.links.len() {
             let l = sc.links[k];
-            let fixed = if self.link_live[l as usize].n == sc.inc.deg[k] {
+            let fixed = if self.link_live[l as usize].n == sc.inc.deg(k) {
                 0.0
             } else {
                 self.link_live[l as usize].load.max(0.0)
@@ -822,7 +897,7 @@ impl FlowSolver {
             let l = sc.links[k];
             self.link_local[l as usize] = NONE;
             let li = l as usize;
-            if self.link_live[li].n == sc.inc.deg[k] {
+            if self.link_live[li].n == sc.inc.deg(k) {
                 self.link_live[li].load = (self.link_cap[li] - sc.left[k].0).max(0.0);
             } else {
                 self.link_live[li].load += sc.cap0[k] - sc.left[k].0;
@@ -938,7 +1013,7 @@ impl FlowSolver {
         heap.clear();
         for ll in 0..nl {
             let cap = sc.cap0[ll];
-            let k = sc.inc.deg[ll];
+            let k = sc.inc.deg(ll);
             sc.left.push((cap, k));
             if k > 0 {
                 heap.push(Reverse(((cap / k as f64).to_bits(), ll as u32)));
@@ -967,7 +1042,7 @@ impl FlowSolver {
             // Every other link saturating at this level joins the batch.
             batch.clear();
             batch.push(ll as u32);
-            let mut work = sc.inc.deg[ll];
+            let mut work = sc.inc.deg(ll);
             while let Some(&Reverse((key2, l2))) = heap.peek() {
                 if f64::from_bits(key2) > s * (1.0 + 1e-9) {
                     break;
@@ -984,7 +1059,7 @@ impl FlowSolver {
                     continue;
                 }
                 batch.push(l2 as u32);
-                work += sc.inc.deg[l2];
+                work += sc.inc.deg(l2);
             }
             sc.batch_flows.clear();
             sc.batch_labels.clear();
@@ -1076,10 +1151,13 @@ impl FlowSolver {
             let origin = if sc.origins.len() == 1 { sc.origins[0] } else { self.run_of[f as usize] };
             sc.group.push((label, origin, f));
         }
-        if !sc.group.windows(2).all(|w| (w[0].0, w[0].1) == (w[1].0, w[1].1)) {
-            // Stable: each run keeps the freeze order.
-            sc.group.sort_by_key(|g| (g.0, g.1));
+        // Stable groups in (label, origin) order: each run keeps the freeze
+        // order. Origins first, then labels.
+        if sc.key_count.len() < self.runs.len().max(sc.label_comp.len()) {
+            sc.key_count.resize(self.runs.len().max(sc.label_comp.len()), 0);
         }
+        group_stable(&mut sc.group, &mut sc.group_tmp, &mut sc.key_count, &mut sc.keys, |g| g.1);
+        group_stable(&mut sc.group, &mut sc.group_tmp, &mut sc.key_count, &mut sc.keys, |g| g.0);
         let mut a = 0;
         while a < sc.group.len() {
             let (label, origin, _) = sc.group[a];
