@@ -1345,6 +1345,38 @@ mod tests {
     }
 
     #[test]
+    fn runs_out_of_rate_order_are_sorted_with_their_flows() {
+        let mut p = Platform::default();
+        p.add_link(crate::platform::LinkResource {
+            name: "l".into(),
+            bytes_per_s: 1e12,
+            latency: crate::time::SimDuration(0),
+        });
+        let mut solver = FlowSolver::new(&p, 8, false);
+        solver.comps.push(Component { removed_min: f64::INFINITY, ..Component::default() });
+        // Rates 1, 3, 2 (flows 0-1, 2-4, 5), then 0.5 (flows 6-7).
+        for (rate, flows) in [(1.0, &[0u32, 1][..]), (3.0, &[2, 3, 4]), (2.0, &[5]), (0.5, &[6, 7])] {
+            solver.push_run(0, rate, 100.0, 0, flows);
+        }
+        solver.sort_runs(0, 1);
+        let comp = &solver.comps[0];
+        let order: Vec<(f64, Vec<u32>)> = comp
+            .runs
+            .iter()
+            .map(|&r| {
+                let run = &solver.runs[r as usize];
+                (run.rate, comp.flows[run.start as usize..run.end as usize].to_vec())
+            })
+            .collect();
+        // The first run stays; the rest follow by rate.
+        let want = vec![(1.0, vec![0, 1]), (0.5, vec![6, 7]), (2.0, vec![5]), (3.0, vec![2, 3, 4])];
+        assert_eq!(order, want);
+        for f in 0..8 {
+            assert!(solver.is_active(f), "flow {f} is still listed in its run");
+        }
+    }
+
+    #[test]
     fn samples_merge_and_skip_repeats() {
         let mut s = Vec::new();
         push_sample(&mut s, 0, 0.0);
