@@ -1,7 +1,12 @@
-//! Engine benchmarks: event rate on delay/kernel chains, and the flow solver
-//! on an all-to-all over a synthetic rail-optimised fat-tree.
+//! Engine benchmarks: the event rate on delay/kernel chains (events per
+//! second), and the flow solver on an all-to-all over a synthetic
+//! rail-optimised fat-tree, through the engine (flows per second) and alone
+//! (the solver driven directly: starts, recomputes, completions), plus an
+//! all-to-all whose ranks start one after another, so every start merges a
+//! rank's flows into the running component (full recomputes of runs).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use moesim_sim::flow::FlowSolver;
 use moesim_sim::*;
 
 #[path = "../tests/sim/fabric.rs"]
@@ -53,6 +58,45 @@ fn event_rate(c: &mut Criterion) {
     group.finish();
 }
 
+/// Runs every flow of `g` from time zero on the solver alone; returns how
+/// many finished.
+fn solve_alone(p: &Platform, g: &TaskGraph) -> usize {
+    let n = g.flows().len();
+    let mut solver = FlowSolver::new(p, n, false);
+    for (f, flow) in g.flows().iter().enumerate() {
+        solver.start_flow(g, f as u32, flow.bytes);
+    }
+    let mut dues = Vec::new();
+    solver.recompute(g, 0, &mut dues);
+    let (mut finished, mut done) = (0, Vec::new());
+    while let Some(due) = dues.pop() {
+        done.clear();
+        solver.complete_due(g, due, due.time, &mut done);
+        finished += done.len();
+        solver.recompute(g, due.time, &mut dues);
+    }
+    finished
+}
+
+/// The all-to-all of `f` with rank `r`'s sends starting at `r` x 100 ns.
+fn staggered_all_to_all(f: &fabric::Fabric, bytes: f64) -> TaskGraph {
+    let mut g = TaskGraph::new();
+    let mut route = Vec::new();
+    for src in 0..f.gpus {
+        let s = g.add_stream(src, "comm");
+        g.add_delay(s, "wait", SimDuration::from_ns(100 * u64::from(src)));
+        let flows: Vec<Flow> = (0..f.gpus)
+            .filter(|&d| d != src)
+            .map(|dst| {
+                f.route(src, dst, &mut route);
+                Flow { path: g.add_path(&route), bytes }
+            })
+            .collect();
+        g.add_comm(s, "all-to-all", flows, None);
+    }
+    g
+}
+
 fn flow_solver(c: &mut Criterion) {
     let mut group = c.benchmark_group("flow_solver");
     group.sample_size(10);
@@ -63,7 +107,16 @@ fn flow_solver(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("all_to_all", gpus), &g, |b, g| {
             b.iter(|| run(&f.platform, g, &EngineOptions::default(), &mut Quiet).unwrap())
         });
+        group.bench_with_input(BenchmarkId::new("all_to_all_solver_alone", gpus), &g, |b, g| {
+            b.iter(|| assert_eq!(solve_alone(&f.platform, g), g.flows().len()))
+        });
     }
+    let f = fabric::Fabric::new(128);
+    let g = staggered_all_to_all(&f, 4096.0);
+    group.throughput(Throughput::Elements(g.flows().len() as u64));
+    group.bench_with_input(BenchmarkId::new("all_to_all_staggered", 128), &g, |b, g| {
+        b.iter(|| run(&f.platform, g, &EngineOptions::default(), &mut Quiet).unwrap())
+    });
     group.finish();
 }
 

@@ -17,7 +17,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use crate::device::{Demand, DeviceState};
 use crate::error::SimError;
-use crate::flow::{FlowDue, FlowPaths, FlowSolver, DONE_BYTES};
+use crate::flow::{FlowDue, FlowSolver, DONE_BYTES};
 use crate::graph::{TaskGraph, TaskId, TaskKind};
 use crate::platform::Platform;
 use crate::result::{EngineOptions, Observer, RunResult, TaskSpan};
@@ -69,6 +69,44 @@ pub fn run(
     Engine::new(platform, graph, options).run(observer)
 }
 
+/// Which communication task a finished flow belongs to.
+enum FlowOwner {
+    /// The communications' flow ranges, disjoint and sorted: (first flow,
+    /// task). A binary search over them replaces a word per flow.
+    Ranges(Vec<(u32, u32)>),
+    /// Per flow, the task that started it last (when ranges overlap).
+    PerFlow(Vec<u32>),
+}
+
+impl FlowOwner {
+    fn new(graph: &TaskGraph) -> FlowOwner {
+        let mut ranges: Vec<(u32, u32, u32)> = Vec::new();
+        for (i, t) in graph.tasks().iter().enumerate() {
+            if let TaskKind::Comm(c) = &t.kind {
+                if c.flows.start < c.flows.end {
+                    ranges.push((c.flows.start, c.flows.end, i as u32));
+                }
+            }
+        }
+        if !ranges.windows(2).all(|w| w[0].0 <= w[1].0) {
+            ranges.sort_unstable();
+        }
+        if ranges.windows(2).all(|w| w[0].1 <= w[1].0) {
+            FlowOwner::Ranges(ranges.into_iter().map(|(start, _, task)| (start, task)).collect())
+        } else {
+            FlowOwner::PerFlow(vec![NONE; graph.flows().len()])
+        }
+    }
+
+    /// The task of a started flow.
+    fn task(&self, flow: u32) -> u32 {
+        match self {
+            FlowOwner::Ranges(ranges) => ranges[ranges.partition_point(|r| r.0 <= flow) - 1].1,
+            FlowOwner::PerFlow(owner) => owner[flow as usize],
+        }
+    }
+}
+
 struct Engine<'a> {
     platform: &'a Platform,
     graph: &'a TaskGraph,
@@ -89,10 +127,13 @@ struct Engine<'a> {
     devices: Vec<DeviceState>,
     dirty_devices: Vec<u32>,
     flows: FlowSolver,
-    flow_task: Vec<u32>,
+    flow_task: FlowOwner,
     to_finish: VecDeque<u32>,
-    finished_flows: Vec<u32>,
     dues: Vec<FlowDue>,
+    /// (flow, path latency) of the flows a completion finished.
+    arrivals: Vec<(u32, u64)>,
+    /// Per link, picoseconds (compact: read for every finished flow).
+    link_latency: Vec<u64>,
 }
 
 impl<'a> Engine<'a> {
@@ -142,10 +183,11 @@ impl<'a> Engine<'a> {
             devices: platform.devices.iter().map(DeviceState::new).collect(),
             dirty_devices: Vec::new(),
             flows: FlowSolver::new(platform, graph.flows().len(), options.record_link_series),
-            flow_task: vec![NONE; graph.flows().len()],
+            flow_task: FlowOwner::new(graph),
             to_finish: VecDeque::new(),
-            finished_flows: Vec::new(),
             dues: Vec::new(),
+            arrivals: Vec::new(),
+            link_latency: platform.links.iter().map(|l| l.latency.0).collect(),
         }
     }
 
@@ -220,24 +262,19 @@ impl<'a> Engine<'a> {
             }
             EventKind::FlowDue { comp, gen } => {
                 let due = FlowDue { time: self.now, comp, gen };
-                let mut done = std::mem::take(&mut self.finished_flows);
-                done.clear();
-                if !self.flows.complete_due(self.graph, due, self.now, &mut done) {
-                    self.finished_flows = done;
-                    return false;
-                }
-                for &f in &done {
-                    let t = self.flow_task[f as usize];
-                    let lat: u64 = self
-                        .graph
-                        .flow_path(f)
-                        .iter()
-                        .map(|l| self.platform.links[l.0 as usize].latency.0)
-                        .fold(0u64, u64::saturating_add);
+                let mut arrivals = std::mem::take(&mut self.arrivals);
+                arrivals.clear();
+                let latency = &self.link_latency;
+                let current = self.flows.complete_due_with(self.graph, due, self.now, |f, path| {
+                    let lat = path.iter().map(|l| latency[l.0 as usize]).fold(0u64, u64::saturating_add);
+                    arrivals.push((f, lat));
+                });
+                for &(f, lat) in &arrivals {
+                    let t = self.flow_task.task(f);
                     self.flow_arrived(t, self.now.saturating_add(lat));
                 }
-                self.finished_flows = done;
-                true
+                self.arrivals = arrivals;
+                current
             }
         }
     }
@@ -333,7 +370,9 @@ impl<'a> Engine<'a> {
                             self.spans[t].end = SimTime(arrival);
                         }
                     } else {
-                        self.flow_task[f as usize] = task;
+                        if let FlowOwner::PerFlow(owner) = &mut self.flow_task {
+                            owner[f as usize] = task;
+                        }
                         self.flows.start_flow(self.graph, f, flow.bytes);
                         self.pending[t] += 1;
                     }

@@ -1,25 +1,29 @@
 //! The fluid network: flows share directed links max-min fairly.
 //!
-//! [`FlowSolver`] keeps, per flow, its remaining bytes as of its own last
-//! update (`since`, progress is lazy), its rate, its completion time and its
-//! component: flows that share a link, transitively, form a component, and
-//! each link belongs to at most one. Completions sit in buckets keyed by time
-//! (a `BTreeMap`; flows frozen together share a time), stale entries are
-//! recognised by the flow's current `due`, and the solver hands the engine
-//! one pending completion (stale ones are recognised by a generation).
+//! Flows that share a link, transitively, form a component; each link
+//! belongs to at most one. Within a component, flows that were given the same
+//! rate at the same time with the same bytes left form a *run*: they share
+//! one state (bytes left per flow as of `since`, rate, completion time) and
+//! finish together. An all-to-all of 16.8M equal flows has about 11.5k runs,
+//! so per-flow state is a run id, and the solver's pending completions are
+//! runs in buckets keyed by time (a `BTreeMap`; stale entries are recognised
+//! by the run's current `due`). The solver hands the engine one pending
+//! completion at a time (stale ones are recognised by a generation).
 //!
 //! When flows start, [`FlowSolver::recompute`] (once per timestamp) gathers
 //! the flows of every component the new flows touch plus the new flows,
-//! copies their paths into a scratch arena of local link indices, splits them
-//! into connected components with a union-find over links, builds a link ->
-//! flow incidence (CSR) and water-fills.
+//! and, in one pass over their paths, numbers the links they cross, joins
+//! them into connected components with a union-find over links and builds a
+//! link -> flow incidence (per link a delta-encoded list: about 9 bytes per
+//! all-to-all flow); then it water-fills. Paths are read from the caller
+//! ([`FlowPaths`]), never copied.
 //!
 //! When flows only finish, components are not split and most rates stay:
 //! progressive filling without the finished flows runs exactly as before up
 //! to the lowest rate `s` of a finished flow (no link they cross saturated
 //! below `s`), so flows with a rate below `s` keep it, and only the others
 //! are re-filled over the capacity the kept ones leave (per-link loads are
-//! kept incrementally). Each component keeps its flows sorted by rate (the
+//! kept incrementally). Each component keeps its runs sorted by rate (the
 //! filling freezes them in order of rising level), so the re-filled set is a
 //! suffix found by binary search. In an all-to-all, finishing flows are the
 //! fastest ones and nothing else needs re-filling.
@@ -28,9 +32,9 @@
 //! their fair share `capacity_left / unfrozen_flows`: a link's share only grows
 //! as flows elsewhere freeze, so an out-of-date key is pushed back, and a
 //! current one is a bottleneck. All links saturating at that level freeze
-//! their unfrozen flows together, either through the CSR or, when they hold
-//! many flows, in one sequential pass over all flows (an all-to-all has few
-//! levels, so a few cache-friendly passes). Cost: O(sum of path lengths x
+//! their unfrozen flows together (a *batch*), either through the incidence or, when
+//! they hold many flows, in one sequential pass over all flows. Each batch
+//! becomes one run per (component, origin run). Cost: O(sum of path lengths x
 //! (log links + levels that take the sequential pass)) per recompute.
 //!
 //! Rates are f64 bytes per picosecond; completion times are rounded up to
@@ -48,8 +52,9 @@ use crate::time::PS_PER_S;
 /// A flow with fewer bytes left than this is finished.
 pub const DONE_BYTES: f64 = 1e-6;
 
-const NO_COMP: u32 = u32::MAX;
-const DONE: u32 = u32::MAX - 1;
+const NONE: u32 = u32::MAX;
+/// `run_of` of a flow never started.
+const IDLE: u32 = u32::MAX;
 
 /// Rounds a duration in picoseconds up to a whole picosecond; a value within
 /// a relative 1e-9 of an integer snaps to it (so `1 / (1 / c)` gives `c`).
@@ -72,17 +77,67 @@ pub fn ceil_ps(x: f64) -> u64 {
 /// Where the solver finds a flow's path: the flow index is the caller's.
 pub trait FlowPaths {
     fn flow_path(&self, flow: u32) -> &[LinkId];
+
+    /// The first step of looking a path up when it takes two dependent reads
+    /// (the flow's path id, then the path): [`with_paths`] does this step
+    /// for a whole chunk of flows before the second.
+    fn path_key(&self, flow: u32) -> u32 {
+        flow
+    }
+
+    /// The path of `flow` given its [`FlowPaths::path_key`].
+    fn path_by_key(&self, flow: u32, _key: u32) -> &[LinkId] {
+        self.flow_path(flow)
+    }
 }
 
 impl FlowPaths for TaskGraph {
     fn flow_path(&self, flow: u32) -> &[LinkId] {
         self.path(self.flows()[flow as usize].path)
     }
+
+    fn path_key(&self, flow: u32) -> u32 {
+        self.flows()[flow as usize].path.0
+    }
+
+    fn path_by_key(&self, _flow: u32, key: u32) -> &[LinkId] {
+        self.path(crate::graph::PathId(key))
+    }
 }
 
 impl FlowPaths for Vec<Vec<LinkId>> {
     fn flow_path(&self, flow: u32) -> &[LinkId] {
         &self[flow as usize]
+    }
+}
+
+/// Paths looked up together by [`with_paths`].
+const PATH_CHUNK: usize = 32;
+
+/// Calls `visit` with each flow of `flows` and its path, in order. The paths
+/// of a chunk are looked up (and their first and last links read) before any
+/// is visited, so the cache misses of scattered flows overlap instead of each
+/// waiting behind the data-dependent loop of the one before.
+pub fn with_paths<'p, P: FlowPaths + ?Sized>(paths: &'p P, flows: &[u32], mut visit: impl FnMut(u32, &'p [LinkId])) {
+    let mut buf: [&'p [LinkId]; PATH_CHUNK] = [&[]; PATH_CHUNK];
+    let mut keys = [0u32; PATH_CHUNK];
+    for chunk in flows.chunks(PATH_CHUNK) {
+        for (key, &f) in keys.iter_mut().zip(chunk) {
+            *key = paths.path_key(f);
+        }
+        for ((slot, &key), &f) in buf.iter_mut().zip(&keys).zip(chunk) {
+            *slot = paths.path_by_key(f, key);
+        }
+        let mut touch = 0u32;
+        for p in &buf[..chunk.len()] {
+            if let (Some(a), Some(b)) = (p.first(), p.last()) {
+                touch ^= a.0 ^ b.0;
+            }
+        }
+        std::hint::black_box(touch);
+        for (&p, &f) in buf.iter().zip(chunk) {
+            visit(f, p);
+        }
     }
 }
 
@@ -96,14 +151,74 @@ pub struct FlowDue {
     pub gen: u32,
 }
 
+/// What changes on a link as flows come and go (together: one cache line
+/// per link a finishing flow crosses).
+#[derive(Debug, Clone, Copy, Default)]
+struct LinkLive {
+    /// Current aggregate rate, bytes per picosecond, maintained incrementally.
+    load: f64,
+    /// Active flows crossing the link.
+    n: u32,
+    /// The link is in `dirty_links`.
+    dirty: bool,
+}
+
+/// Flows of one component with one shared state; see the module doc.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// Bytes left per flow as of `since`.
+    remaining: f64,
+    /// Bytes per picosecond, per flow.
+    rate: f64,
+    since: u64,
+    /// Completion time (u64::MAX if none, or if the run is finished or free).
+    due: u64,
+    comp: u32,
+    /// The run's flows: `comps[comp].flows[start..end]`.
+    start: u32,
+    end: u32,
+    /// Finished (its flows are done), free, or *pending*: flows started
+    /// since the last recompute with these bytes (no rate yet, no component).
+    finished: bool,
+}
+
+impl Run {
+    const FREE: Run =
+        Run { remaining: 0.0, rate: 0.0, since: 0, due: u64::MAX, comp: NONE, start: 0, end: 0, finished: true };
+
+    /// The completion time if the rate were set at `self.since`.
+    fn completion(&self) -> u64 {
+        let dt = if self.remaining < DONE_BYTES {
+            0
+        } else if self.rate > 0.0 {
+            ceil_ps(self.remaining / self.rate)
+        } else {
+            u64::MAX
+        };
+        if dt == u64::MAX {
+            u64::MAX
+        } else {
+            self.since.saturating_add(dt)
+        }
+    }
+
+    /// Brings the bytes left up to `now`.
+    fn advance(&mut self, now: u64) {
+        let dt = now.saturating_sub(self.since) as f64;
+        self.remaining = (self.remaining - self.rate * dt).max(0.0);
+        self.since = now;
+    }
+}
+
 #[derive(Debug, Default)]
 struct Component {
-    /// The component's live flows sorted by rate (ascending) with their rates
-    /// alongside; flows finished since the last recompute are still listed.
+    /// The component's flows run by run, runs in `runs` order; flows of
+    /// runs finished since the last recompute are still listed.
     flows: Vec<u32>,
-    rates: Vec<f64>,
+    /// Run ids sorted by rate (ascending).
+    runs: Vec<u32>,
     links: Vec<u32>,
-    /// Lowest rate of a flow of this component finished since the last
+    /// Lowest rate of a run of this component finished since the last
     /// recompute (infinite if none).
     removed_min: f64,
     touched: bool,
@@ -121,37 +236,34 @@ pub struct FlowSolver {
     link_local: Vec<u32>,
     /// Current aggregate rate as reported (and recorded in the stats).
     link_agg: Vec<f64>,
-    /// Current aggregate rate, maintained incrementally.
-    link_load: Vec<f64>,
-    /// Active flows crossing the link.
-    link_n: Vec<u32>,
-    /// Scratch flag: the link is in `dirty_links`.
-    link_dirty: Vec<bool>,
+    /// Per link: load, active flows, dirty flag.
+    link_live: Vec<LinkLive>,
     dirty_links: Vec<u32>,
     link_changed_at: Vec<u64>,
     link_stats: Vec<LinkStats>,
     link_series: Option<Vec<Vec<LinkSample>>>,
-    /// Bytes left as of `since`.
-    remaining: Vec<f64>,
-    since: Vec<u64>,
-    /// Bytes per picosecond.
-    rate: Vec<f64>,
-    /// The flow's current completion time (u64::MAX if none).
-    due: Vec<u64>,
-    comp_of: Vec<u32>,
+    /// Per flow: its run (possibly pending), or [`IDLE`] if never started.
+    /// Only valid while the flow is active: a finished flow keeps its entry.
+    run_of: Vec<u32>,
+    runs: Vec<Run>,
+    free_runs: Vec<u32>,
+    /// Runs neither finished nor free.
+    live_runs: usize,
     comps: Vec<Component>,
     free_comps: Vec<u32>,
     retired: Vec<u32>,
     touched: Vec<u32>,
+    /// Flows started since the last recompute, and their pending runs (one
+    /// per stretch of equal bytes).
     new_flows: Vec<u32>,
-    /// Lazy min-heap of (completion time, flow); an entry is current when the
-    /// flow is active and its `due` equals the time.
+    new_runs: Vec<u32>,
+    /// Bit per flow, all clear between recomputes: frozen by the water-filling.
+    frozen: Vec<u64>,
+    /// Pending completions: runs by completion time; an entry is current when
+    /// the run is live and its `due` equals the time.
     dues: BTreeMap<u64, Vec<u32>>,
     /// Entries in `dues`, current or not.
     due_entries: usize,
-    /// The last bucket appended to (flows frozen together share a time).
-    last_bucket: Option<(u64, Vec<u32>)>,
-    live: usize,
     /// The completion handed out last, if still pending, and its generation.
     scheduled: Option<u64>,
     gen: u32,
@@ -160,28 +272,41 @@ pub struct FlowSolver {
     recomputes: u64,
 }
 
-/// Buffers reused by every recompute: the flows being recomputed (local
-/// index `i`), copies of their paths in local link indices, union-find
-/// parents of the local links, and a link -> local-flow incidence in CSR form.
+/// Buffers reused by every recompute: the flows being recomputed and the
+/// runs they came from, the links they cross (local link index), union-find
+/// parents and component labels of the local links, the link -> flow
+/// incidence, and the water-filling state.
 #[derive(Debug, Default)]
 struct Scratch {
     flows: Vec<u32>,
-    path_off: Vec<u32>,
-    path: Vec<u32>,
+    /// The runs (old or pending) the gathered flows belong to, freed once
+    /// the new runs are made.
+    origins: Vec<u32>,
+    links: Vec<u32>,
     parent: Vec<u32>,
     root_label: Vec<u32>,
-    cap0: Vec<f64>,
-    cap_left: Vec<f64>,
-    n_left: Vec<u32>,
-    sat: Vec<bool>,
-    batch: Vec<u32>,
-    rate: Vec<f64>,
-    frozen: Vec<u32>,
-    label: Vec<u32>,
-    links: Vec<u32>,
+    link_label: Vec<u32>,
+    /// Component id of each label.
+    label_comp: Vec<u32>,
     old_links: Vec<u32>,
-    csr_off: Vec<u32>,
-    csr: Vec<u32>,
+    inc: Incidence,
+    cap0: Vec<f64>,
+    /// Per local link during the filling: capacity left and unfrozen flows
+    /// (together: one cache line per link touched).
+    left: Vec<(f64, u32)>,
+    sat: Vec<bool>,
+    /// Links saturating at the current level.
+    batch: Vec<u32>,
+    /// Flows frozen at the current level, in freeze order, and (with more
+    /// than one component) their component labels.
+    batch_flows: Vec<u32>,
+    batch_labels: Vec<u32>,
+    /// (label, origin run, flow) of a mixed batch, to group it, with
+    /// [`group_stable`]'s buffers.
+    group: Vec<(u32, u32, u32)>,
+    group_tmp: Vec<(u32, u32, u32)>,
+    key_count: Vec<u32>,
+    keys: Vec<u32>,
     heap: BinaryHeap<Reverse<(u64, u32)>>,
 }
 
@@ -194,36 +319,236 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
     x
 }
 
+/// A flow-id difference (mod 2^32) folded so small magnitudes of either
+/// sign are small numbers.
+fn zigzag(delta: u32) -> u32 {
+    let d = delta as i32;
+    ((d << 1) ^ (d >> 31)) as u32
+}
+
+fn unzigzag(z: u32) -> u32 {
+    ((z >> 1) as i32 ^ -((z & 1) as i32)) as u32
+}
+
+/// Bytes per block of an [`Incidence`] list: a payload, then the index of
+/// the next block (u32, little-endian).
+const BLOCK: usize = 256;
+const PAYLOAD: usize = BLOCK - 4;
+
+/// The link -> flow incidence of a recompute: per local link, the flows that
+/// cross it in `sc.flows` order, each stored as the zigzag LEB128 varint of
+/// its difference from the one before (1 byte for neighbouring flows, 2 for
+/// flows 4,095 apart), in a chain of blocks of one pool. Built in the same
+/// pass that numbers the links; about 9 bytes per all-to-all flow instead of
+/// 24 for a CSR of u32.
+#[derive(Debug, Default)]
+struct Incidence {
+    pool: Vec<u8>,
+    /// Per local link: first block.
+    head: Vec<u32>,
+    /// Per local link: where its list grows.
+    tails: Vec<ListTail>,
+}
+
+/// The growing end of one link's list.
+#[derive(Debug, Clone, Copy)]
+struct ListTail {
+    /// Next write position in the pool.
+    pos: usize,
+    /// The last flow appended.
+    last: u32,
+    /// Flows in the list.
+    deg: u32,
+}
+
+impl Incidence {
+    fn clear(&mut self) {
+        self.pool.clear();
+        self.head.clear();
+        self.tails.clear();
+    }
+
+    fn new_block(&mut self) -> u32 {
+        let b = self.pool.len() / BLOCK;
+        self.pool.resize(self.pool.len() + BLOCK, 0);
+        b as u32
+    }
+
+    fn add_link(&mut self) {
+        let b = self.new_block();
+        self.head.push(b);
+        self.tails.push(ListTail { pos: b as usize * BLOCK, last: 0, deg: 0 });
+    }
+
+    /// Flows crossing local link `k`.
+    fn deg(&self, k: usize) -> u32 {
+        self.tails[k].deg
+    }
+
+    /// Appends flow `f` to local link `k`'s list.
+    #[inline]
+    fn push(&mut self, k: usize, f: u32) {
+        let tail = &mut self.tails[k];
+        let mut z = zigzag(f.wrapping_sub(tail.last));
+        tail.last = f;
+        tail.deg += 1;
+        let mut pos = tail.pos;
+        if pos % BLOCK + 5 <= PAYLOAD {
+            // Room for any varint in this block.
+            while z >= 0x80 {
+                self.pool[pos] = (z as u8) | 0x80;
+                z >>= 7;
+                pos += 1;
+            }
+            self.pool[pos] = z as u8;
+            tail.pos = pos + 1;
+            return;
+        }
+        self.push_across(k, z);
+    }
+
+    /// [`Incidence::push`] near the end of a block: byte by byte, chaining
+    /// a new block when this one is full.
+    #[cold]
+    fn push_across(&mut self, k: usize, mut z: u32) {
+        let mut pos = self.tails[k].pos;
+        loop {
+            if pos % BLOCK == PAYLOAD {
+                let b = self.new_block();
+                self.pool[pos..pos + 4].copy_from_slice(&b.to_le_bytes());
+                pos = b as usize * BLOCK;
+            }
+            if z < 0x80 {
+                self.pool[pos] = z as u8;
+                pos += 1;
+                break;
+            }
+            self.pool[pos] = (z as u8) | 0x80;
+            z >>= 7;
+            pos += 1;
+        }
+        self.tails[k].pos = pos;
+    }
+
+    /// The flows of local link `k`, in the order they were pushed.
+    fn list(&self, k: usize) -> IncidenceList<'_> {
+        IncidenceList { pool: &self.pool, pos: self.head[k] as usize * BLOCK, left: self.tails[k].deg, prev: 0 }
+    }
+}
+
+struct IncidenceList<'a> {
+    pool: &'a [u8],
+    pos: usize,
+    left: u32,
+    prev: u32,
+}
+
+impl IncidenceList<'_> {
+    fn byte(&mut self) -> u8 {
+        if self.pos % BLOCK == PAYLOAD {
+            let next = &self.pool[self.pos..self.pos + 4];
+            self.pos = u32::from_le_bytes([next[0], next[1], next[2], next[3]]) as usize * BLOCK;
+        }
+        let b = self.pool[self.pos];
+        self.pos += 1;
+        b
+    }
+}
+
+impl Iterator for IncidenceList<'_> {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let mut b = self.byte();
+        let mut z = u32::from(b & 0x7f);
+        let mut shift = 7;
+        while b & 0x80 != 0 {
+            b = self.byte();
+            z |= u32::from(b & 0x7f) << shift;
+            shift += 7;
+        }
+        self.prev = self.prev.wrapping_add(unzigzag(z));
+        Some(self.prev)
+    }
+}
+
+/// Reorders `items` so equal keys are together, in ascending key order, each
+/// group keeping the items' order (a counting sort over the keys present).
+/// `count` covers every key and is all zero before and after.
+fn group_stable<T: Copy>(
+    items: &mut [T],
+    tmp: &mut Vec<T>,
+    count: &mut [u32],
+    keys: &mut Vec<u32>,
+    key: impl Fn(&T) -> u32,
+) {
+    keys.clear();
+    for it in items.iter() {
+        let k = key(it);
+        if count[k as usize] == 0 {
+            keys.push(k);
+        }
+        count[k as usize] += 1;
+    }
+    if keys.len() > 1 {
+        keys.sort_unstable();
+        let mut at = 0;
+        for &k in keys.iter() {
+            let n = count[k as usize];
+            count[k as usize] = at;
+            at += n;
+        }
+        tmp.clear();
+        tmp.extend_from_slice(items);
+        for it in tmp.iter() {
+            let slot = &mut count[key(it) as usize];
+            items[*slot as usize] = *it;
+            *slot += 1;
+        }
+    }
+    for &k in keys.iter() {
+        count[k as usize] = 0;
+    }
+}
+
+fn is_set(bits: &[u64], i: u32) -> bool {
+    bits[i as usize >> 6] & (1u64 << (i & 63)) != 0
+}
+
+fn set_bit(bits: &mut [u64], i: u32) {
+    bits[i as usize >> 6] |= 1u64 << (i & 63);
+}
+
 impl FlowSolver {
     /// A solver for the links of `platform` and flow indices below `flow_count`.
     pub fn new(platform: &Platform, flow_count: usize, record_series: bool) -> Self {
         let n = platform.links.len();
         FlowSolver {
             link_cap: platform.links.iter().map(|l| l.bytes_per_s / PS_PER_S).collect(),
-            link_comp: vec![NO_COMP; n],
-            link_local: vec![NO_COMP; n],
+            link_comp: vec![NONE; n],
+            link_local: vec![NONE; n],
             link_agg: vec![0.0; n],
-            link_load: vec![0.0; n],
-            link_n: vec![0; n],
-            link_dirty: vec![false; n],
+            link_live: vec![LinkLive::default(); n],
             dirty_links: Vec::new(),
             link_changed_at: vec![0; n],
             link_stats: vec![LinkStats::default(); n],
             link_series: record_series.then(|| vec![Vec::new(); n]),
-            remaining: vec![0.0; flow_count],
-            since: vec![0; flow_count],
-            rate: vec![0.0; flow_count],
-            due: vec![u64::MAX; flow_count],
-            comp_of: vec![NO_COMP; flow_count],
+            run_of: vec![IDLE; flow_count],
+            runs: Vec::new(),
+            free_runs: Vec::new(),
+            live_runs: 0,
             comps: Vec::new(),
             free_comps: Vec::new(),
             retired: Vec::new(),
             touched: Vec::new(),
             new_flows: Vec::new(),
+            new_runs: Vec::new(),
+            frozen: vec![0; flow_count.div_ceil(64)],
             dues: BTreeMap::new(),
             due_entries: 0,
-            last_bucket: None,
-            live: 0,
             scheduled: None,
             gen: 0,
             resched: false,
@@ -235,14 +560,26 @@ impl FlowSolver {
     /// Starts flow `flow` with `bytes` (> 0) over its non-empty path. It gets a
     /// rate at the next [`FlowSolver::recompute`].
     pub fn start_flow<P: FlowPaths + ?Sized>(&mut self, paths: &P, flow: u32, bytes: f64) {
-        let f = flow as usize;
-        self.remaining[f] = bytes;
-        self.rate[f] = 0.0;
-        self.comp_of[f] = NO_COMP;
         for &l in paths.flow_path(flow) {
-            self.link_stats[l.0 as usize].bytes += bytes;
-            self.link_n[l.0 as usize] += 1;
+            let li = l.0 as usize;
+            self.link_stats[li].bytes += bytes;
+            self.link_live[li].n += 1;
+            // The component it joins is recomputed with it.
+            let c = self.link_comp[li];
+            if c != NONE {
+                self.retire(c);
+            }
         }
+        let pending = match self.new_runs.last() {
+            Some(&r) if self.runs[r as usize].remaining.to_bits() == bytes.to_bits() => r,
+            _ => {
+                let r = self.alloc_run();
+                self.runs[r as usize].remaining = bytes;
+                self.new_runs.push(r);
+                r
+            }
+        };
+        self.run_of[flow as usize] = pending;
         self.new_flows.push(flow);
     }
 
@@ -255,10 +592,29 @@ impl FlowSolver {
     }
 
     fn mark_link(&mut self, l: u32) {
-        if !self.link_dirty[l as usize] {
-            self.link_dirty[l as usize] = true;
+        if !self.link_live[l as usize].dirty {
+            self.link_live[l as usize].dirty = true;
             self.dirty_links.push(l);
         }
+    }
+
+    fn alloc_run(&mut self) -> u32 {
+        match self.free_runs.pop() {
+            Some(r) => r,
+            None => {
+                self.runs.push(Run::FREE);
+                self.runs.len() as u32 - 1
+            }
+        }
+    }
+
+    fn free_run(&mut self, r: u32) {
+        let run = &mut self.runs[r as usize];
+        if !run.finished {
+            self.live_runs -= 1;
+        }
+        *run = Run::FREE;
+        self.free_runs.push(r);
     }
 
     /// Handles a due completion at `now`: pushes the flows that are done onto
@@ -270,63 +626,80 @@ impl FlowSolver {
         now: u64,
         finished: &mut Vec<u32>,
     ) -> bool {
+        self.complete_due_with(paths, due, now, |f, _| finished.push(f))
+    }
+
+    /// [`FlowSolver::complete_due`] that calls `done` with each finished flow
+    /// and its path (just read, so the caller's use of it is cheap).
+    pub fn complete_due_with<'p, P: FlowPaths + ?Sized>(
+        &mut self,
+        paths: &'p P,
+        due: FlowDue,
+        now: u64,
+        mut done: impl FnMut(u32, &'p [LinkId]),
+    ) -> bool {
         if due.gen != self.gen || self.scheduled != Some(due.time) {
             return false;
         }
         self.scheduled = None;
         self.resched = true;
-        self.flush_bucket();
-        let mut bucket = Vec::new();
-        let mut k = 0;
-        let mut t = 0;
-        loop {
-            if k == bucket.len() {
-                match self.dues.first_key_value() {
-                    Some((&bt, _)) if bt <= now => {
-                        let (bt, b) = self.dues.pop_first().expect("a bucket");
-                        self.due_entries -= b.len();
-                        t = bt;
-                        bucket = b;
-                        k = 0;
-                        continue;
-                    }
-                    _ => break,
+        while let Some((&t, _)) = self.dues.first_key_value() {
+            if t > now {
+                break;
+            }
+            let (_, bucket) = self.dues.pop_first().expect("a bucket");
+            self.due_entries -= bucket.len();
+            for &r in &bucket {
+                let run = self.runs[r as usize];
+                if run.finished || run.due != t {
+                    continue;
                 }
+                let elapsed = now.saturating_sub(run.since);
+                let (rem, rate) = (run.remaining, run.rate);
+                let over = rem < DONE_BYTES
+                    || (rate > 0.0 && (ceil_ps(rem / rate) <= elapsed || rem - rate * (elapsed as f64) < DONE_BYTES));
+                if !over {
+                    continue;
+                }
+                self.finish_run(paths, r, &mut done);
             }
-            let f = bucket[k];
-            k += 1;
-            let fi = f as usize;
-            let c = self.comp_of[fi];
-            if c == DONE || c == NO_COMP || self.due[fi] != t {
-                continue;
-            }
-            let elapsed = now.saturating_sub(self.since[fi]);
-            let (rem, r) = (self.remaining[fi], self.rate[fi]);
-            let done = rem < DONE_BYTES
-                || (r > 0.0 && (ceil_ps(rem / r) <= elapsed || rem - r * (elapsed as f64) < DONE_BYTES));
-            if !done {
-                continue;
-            }
-            self.comp_of[fi] = DONE;
-            self.remaining[fi] = 0.0;
-            self.rate[fi] = 0.0;
-            self.due[fi] = u64::MAX;
-            self.live -= 1;
-            for &l in paths.flow_path(f) {
-                let li = l.0 as usize;
-                self.link_load[li] -= r;
-                self.link_n[li] -= 1;
-                self.mark_link(l.0);
-            }
-            let comp = &mut self.comps[c as usize];
-            comp.removed_min = comp.removed_min.min(r);
-            if !comp.touched {
-                comp.touched = true;
-                self.touched.push(c);
-            }
-            finished.push(f);
         }
         true
+    }
+
+    /// Marks a run's flows done and takes them off their links.
+    fn finish_run<'p, P: FlowPaths + ?Sized>(
+        &mut self,
+        paths: &'p P,
+        r: u32,
+        done: &mut impl FnMut(u32, &'p [LinkId]),
+    ) {
+        let run = &mut self.runs[r as usize];
+        run.finished = true;
+        run.due = u64::MAX;
+        let run = *run;
+        self.live_runs -= 1;
+        let comp = &mut self.comps[run.comp as usize];
+        comp.removed_min = comp.removed_min.min(run.rate);
+        if !comp.touched {
+            comp.touched = true;
+            self.touched.push(run.comp);
+        }
+        let flows = &self.comps[run.comp as usize].flows[run.start as usize..run.end as usize];
+        let (link_live, dirty_links) = (&mut self.link_live, &mut self.dirty_links);
+        with_paths(paths, flows, |f, path| {
+            for &l in path {
+                let li = l.0 as usize;
+                let live = &mut link_live[li];
+                live.load -= run.rate;
+                live.n -= 1;
+                if !live.dirty {
+                    live.dirty = true;
+                    dirty_links.push(l.0);
+                }
+            }
+            done(f, path);
+        });
     }
 
     /// Whether anything changed since the last recompute.
@@ -334,106 +707,37 @@ impl FlowSolver {
         !self.new_flows.is_empty() || !self.retired.is_empty() || !self.touched.is_empty() || self.resched
     }
 
-    /// Sets a flow's rate at `now` (its remaining bytes already as of `now`)
-    /// and queues its completion.
-    fn set_flow_rate(&mut self, f: u32, r: f64, now: u64) {
-        let fi = f as usize;
-        self.rate[fi] = r;
-        self.since[fi] = now;
-        let rem = self.remaining[fi];
-        let dt = if rem < DONE_BYTES {
-            0
-        } else if r > 0.0 {
-            ceil_ps(rem / r)
-        } else {
-            u64::MAX
-        };
-        let t = if dt == u64::MAX { u64::MAX } else { now.saturating_add(dt) };
-        if t != self.due[fi] || t == u64::MAX {
-            self.due[fi] = t;
-            if t != u64::MAX {
-                self.due_entries += 1;
-                match &mut self.last_bucket {
-                    Some((bt, v)) if *bt == t => v.push(f),
-                    _ => {
-                        self.flush_bucket();
-                        self.last_bucket = Some((t, vec![f]));
-                    }
-                }
-            }
-        }
-    }
-
-    fn flush_bucket(&mut self) {
-        if let Some((t, v)) = self.last_bucket.take() {
-            match self.dues.entry(t) {
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(v);
-                }
-                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().extend_from_slice(&v),
-            }
-        }
-    }
-
-    /// Brings a flow's remaining bytes up to `now`.
-    fn advance_flow(&mut self, f: u32, now: u64) {
-        let fi = f as usize;
-        let dt = now.saturating_sub(self.since[fi]) as f64;
-        self.remaining[fi] = (self.remaining[fi] - self.rate[fi] * dt).max(0.0);
-        self.since[fi] = now;
-    }
-
-    /// Copies the paths of `sc.flows` into local link indices (registering
-    /// new local links with fixed load `fixed`) and optionally unions them.
+    /// Numbers the links the flows of `sc.flows` cross (optionally joining
+    /// the links of each path in the union-find) and builds the link -> flow
+    /// incidence, in one pass over the paths.
     fn localise<P: FlowPaths + ?Sized>(&mut self, paths: &P, sc: &mut Scratch, union: bool) {
-        sc.path_off.clear();
-        sc.path.clear();
         sc.links.clear();
         sc.parent.clear();
-        sc.path_off.push(0);
+        sc.inc.clear();
         for &f in &sc.flows {
-            let mut prev = NO_COMP;
+            // The root of the path's links so far.
+            let mut root = NONE;
             for &l in paths.flow_path(f) {
                 let mut ll = self.link_local[l.0 as usize];
-                if ll == NO_COMP {
+                if ll == NONE {
                     ll = sc.links.len() as u32;
                     self.link_local[l.0 as usize] = ll;
                     sc.links.push(l.0);
                     sc.parent.push(ll);
+                    sc.inc.add_link();
                 }
-                let l = ll;
-                sc.path.push(l);
-                if union && prev != NO_COMP {
-                    let (a, b) = (find(&mut sc.parent, prev), find(&mut sc.parent, l));
-                    if a != b {
+                sc.inc.push(ll as usize, f);
+                if union {
+                    let b = find(&mut sc.parent, ll);
+                    if root == NONE {
+                        root = b;
+                    } else if root != b {
                         // The smaller id becomes the root: independent of order.
-                        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+                        let (lo, hi) = if root < b { (root, b) } else { (b, root) };
                         sc.parent[hi as usize] = lo;
+                        root = lo;
                     }
                 }
-                prev = l;
-            }
-            sc.path_off.push(sc.path.len() as u32);
-        }
-        // Link -> local flow incidence (CSR).
-        let n = sc.flows.len();
-        let nl = sc.links.len();
-        sc.csr_off.clear();
-        sc.csr_off.resize(nl + 1, 0);
-        for &ll in &sc.path {
-            sc.csr_off[ll as usize + 1] += 1;
-        }
-        for k in 0..nl {
-            sc.csr_off[k + 1] += sc.csr_off[k];
-        }
-        sc.csr.clear();
-        sc.csr.resize(sc.path.len(), 0);
-        let mut fill: Vec<u32> = sc.csr_off[..nl].to_vec();
-        for i in 0..n {
-            for &ll in &sc.path[sc.path_off[i] as usize..sc.path_off[i + 1] as usize] {
-                let ll = ll as usize;
-                sc.csr[fill[ll] as usize] = i as u32;
-                fill[ll] += 1;
             }
         }
     }
@@ -461,23 +765,22 @@ impl FlowSolver {
         self.touched.clear();
         for k in 0..self.dirty_links.len() {
             let l = self.dirty_links[k];
-            self.link_dirty[l as usize] = false;
+            self.link_live[l as usize].dirty = false;
             let li = l as usize;
-            if self.link_n[li] == 0 {
-                self.link_load[li] = 0.0;
+            if self.link_live[li].n == 0 {
+                self.link_live[li].load = 0.0;
             }
-            let agg = self.link_load[li].max(0.0);
+            let agg = self.link_live[li].load.max(0.0);
             self.set_link_rate(l, agg, now);
         }
         self.dirty_links.clear();
         self.scratch = sc;
         self.resched = false;
-        self.flush_bucket();
         // Drop stale entries when they dominate.
-        if self.due_entries > 2 * self.live + 1024 {
-            let (due, comp_of) = (&self.due, &self.comp_of);
+        if self.due_entries > 2 * self.live_runs + 1024 {
+            let runs = &self.runs;
             self.dues.retain(|&t, v| {
-                v.retain(|&f| due[f as usize] == t && comp_of[f as usize] < DONE);
+                v.retain(|&r| !runs[r as usize].finished && runs[r as usize].due == t);
                 !v.is_empty()
             });
             self.due_entries = self.dues.values().map(Vec::len).sum();
@@ -486,9 +789,9 @@ impl FlowSolver {
         while let Some(mut e) = self.dues.first_entry() {
             let t = *e.key();
             let v = e.get_mut();
-            while let Some(&f) = v.last() {
-                let fi = f as usize;
-                if self.due[fi] == t && self.comp_of[fi] < DONE {
+            while let Some(&r) = v.last() {
+                let run = &self.runs[r as usize];
+                if !run.finished && run.due == t {
                     break;
                 }
                 v.pop();
@@ -510,8 +813,51 @@ impl FlowSolver {
         }
     }
 
-    /// Re-fills one component after some of its flows finished: flows below
-    /// the lowest rate of a finished flow keep their rates (progressive
+    /// Takes the runs of component `c` from position `from` on out of it
+    /// (the caller truncates): frees the finished ones; brings the others up
+    /// to `now`, appends their flows to `sc.flows`, optionally takes their
+    /// rate off the links, and lists them in `sc.origins`.
+    fn gather_runs<P: FlowPaths + ?Sized>(
+        &mut self,
+        paths: &P,
+        c: usize,
+        from: usize,
+        now: u64,
+        unload: bool,
+        sc: &mut Scratch,
+    ) {
+        for k in from..self.comps[c].runs.len() {
+            let r = self.comps[c].runs[k];
+            let run = &mut self.runs[r as usize];
+            if run.finished {
+                self.free_run(r);
+            } else {
+                run.advance(now);
+                let run = *run;
+                sc.origins.push(r);
+                let flows = &self.comps[c].flows[run.start as usize..run.end as usize];
+                sc.flows.extend_from_slice(flows);
+                if unload {
+                    for &f in flows {
+                        for &l in paths.flow_path(f) {
+                            self.link_live[l.0 as usize].load -= run.rate;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frees the runs the recomputed flows came from.
+    fn free_origins(&mut self, sc: &mut Scratch) {
+        for k in 0..sc.origins.len() {
+            self.free_run(sc.origins[k]);
+        }
+        sc.origins.clear();
+    }
+
+    /// Re-fills one component after some of its flows finished: runs below
+    /// the lowest rate of a finished run keep their rates (progressive
     /// filling runs identically up to that level), the others are re-filled
     /// over the capacity the kept ones leave.
     fn recompute_partial<P: FlowPaths + ?Sized>(&mut self, paths: &P, c: u32, now: u64, sc: &mut Scratch) {
@@ -520,149 +866,97 @@ impl FlowSolver {
         self.comps[ci].removed_min = f64::INFINITY;
         self.comps[ci].touched = false;
         let thr = s_d * (1.0 - 1e-9);
-        let k = self.comps[ci].rates.partition_point(|&r| r < thr);
-        let mut flows = std::mem::take(&mut self.comps[ci].flows);
+        let runs = &self.runs;
+        let k = self.comps[ci].runs.partition_point(|&r| runs[r as usize].rate < thr);
+        let Some(&first) = self.comps[ci].runs.get(k) else { return };
+        let cut = self.runs[first as usize].start as usize;
         sc.flows.clear();
-        for &f in &flows[k..] {
-            if self.comp_of[f as usize] == DONE {
-                continue;
-            }
-            sc.flows.push(f);
-        }
-        flows.truncate(k);
-        self.comps[ci].rates.truncate(k);
-        for j in 0..sc.flows.len() {
-            let f = sc.flows[j];
-            self.advance_flow(f, now);
-            let r = self.rate[f as usize];
-            for &l in paths.flow_path(f) {
-                self.link_load[l.0 as usize] -= r;
-            }
+        sc.origins.clear();
+        self.gather_runs(paths, ci, k, now, true, sc);
+        self.comps[ci].runs.truncate(k);
+        self.comps[ci].flows.truncate(cut);
+        if sc.flows.is_empty() {
+            return;
         }
         self.localise(paths, sc, false);
         sc.cap0.clear();
         for k in 0..sc.links.len() {
             let l = sc.links[k];
-            let fixed = if self.link_n[l as usize] == sc.csr_off[k + 1] - sc.csr_off[k] {
+            let fixed = if self.link_live[l as usize].n == sc.inc.deg(k) {
                 0.0
             } else {
-                self.link_load[l as usize].max(0.0)
+                self.link_live[l as usize].load.max(0.0)
             };
             sc.cap0.push((self.link_cap[l as usize] - fixed).max(0.0));
         }
-        self.water_fill(sc);
+        sc.label_comp.clear();
+        sc.label_comp.push(c);
+        self.water_fill(paths, sc, now);
+        self.free_origins(sc);
         for k in 0..sc.links.len() {
             let l = sc.links[k];
-            self.link_local[l as usize] = NO_COMP;
+            self.link_local[l as usize] = NONE;
             let li = l as usize;
-            if self.link_n[li] == sc.csr_off[k + 1] - sc.csr_off[k] {
-                self.link_load[li] = (self.link_cap[li] - sc.cap_left[k]).max(0.0);
+            if self.link_live[li].n == sc.inc.deg(k) {
+                self.link_live[li].load = (self.link_cap[li] - sc.left[k].0).max(0.0);
             } else {
-                self.link_load[li] += sc.cap0[k] - sc.cap_left[k];
+                self.link_live[li].load += sc.cap0[k] - sc.left[k].0;
             }
             self.mark_link(l);
         }
-        let mut rates = std::mem::take(&mut self.comps[ci].rates);
-        for j in 0..sc.frozen.len() {
-            let i = sc.frozen[j] as usize;
-            let f = sc.flows[i];
-            let r = sc.rate[i];
-            self.set_flow_rate(f, r, now);
-            flows.push(f);
-            rates.push(r);
-        }
-        // The kept flows are sorted and below the re-filled ones; only the
+        // The kept runs are sorted and below the re-filled ones; only the
         // re-filled tail can be out of order.
-        let from = k.saturating_sub(1);
-        sort_by_rate(&mut flows[from..], &mut rates[from..]);
-        let comp = &mut self.comps[ci];
-        comp.flows = flows;
-        comp.rates = rates;
+        self.sort_runs(ci, k.saturating_sub(1));
     }
 
     fn recompute_full<P: FlowPaths + ?Sized>(&mut self, paths: &P, now: u64, sc: &mut Scratch) {
-        // Components that new flows join are recomputed too.
-        let new_flows = std::mem::take(&mut self.new_flows);
-        for &f in &new_flows {
-            for &l in paths.flow_path(f) {
-                let c = self.link_comp[l.0 as usize];
-                if c != NO_COMP {
-                    self.retire(c);
-                }
-            }
-        }
-        // Gather the flows (bringing remaining bytes up to date) and the links
-        // the old components covered.
+        // Gather the flows of the retired components (bringing them up to
+        // date) and the links they covered, then free those components.
         sc.flows.clear();
+        sc.origins.clear();
         sc.old_links.clear();
         for k in 0..self.retired.len() {
             let c = self.retired[k] as usize;
-            self.comps[c].touched = false;
-            self.comps[c].removed_min = f64::INFINITY;
-            let flows = std::mem::take(&mut self.comps[c].flows);
-            for &f in &flows {
-                if self.comp_of[f as usize] == DONE {
-                    continue;
-                }
-                self.advance_flow(f, now);
-                sc.flows.push(f);
-            }
-            self.comps[c].flows = flows;
-            sc.old_links.extend_from_slice(&self.comps[c].links);
-        }
-        self.live += new_flows.len();
-        for &f in &new_flows {
-            self.since[f as usize] = now;
-            sc.flows.push(f);
-        }
-        self.new_flows = new_flows;
-        self.new_flows.clear();
-        self.localise(paths, sc, true);
-        let n = sc.flows.len();
-        let nl = sc.links.len();
-        // Label components in order of first appearance.
-        sc.label.clear();
-        sc.root_label.clear();
-        sc.root_label.resize(nl, NO_COMP);
-        let mut comps_n = 0u32;
-        for i in 0..n {
-            let first = sc.path[sc.path_off[i] as usize];
-            let rl = find(&mut sc.parent, first) as usize;
-            if sc.root_label[rl] == NO_COMP {
-                sc.root_label[rl] = comps_n;
-                comps_n += 1;
-            }
-            sc.label.push(sc.root_label[rl]);
-        }
-        sc.cap0.clear();
-        for k in 0..nl {
-            sc.cap0.push(self.link_cap[sc.links[k] as usize]);
-        }
-        self.water_fill(sc);
-        // Old links no longer used by any flow go idle.
-        for k in 0..sc.old_links.len() {
-            let l = sc.old_links[k];
-            if self.link_local[l as usize] == NO_COMP {
-                self.link_comp[l as usize] = NO_COMP;
-                self.link_load[l as usize] = 0.0;
-                self.mark_link(l);
-            }
-        }
-        for k in 0..nl {
-            let l = sc.links[k] as usize;
-            self.link_load[l] = (self.link_cap[l] - sc.cap_left[k]).max(0.0);
-            self.mark_link(l as u32);
-        }
-        // Free retired components, then build the new ones.
-        for c in std::mem::take(&mut self.retired) {
-            let comp = &mut self.comps[c as usize];
+            self.gather_runs(paths, c, 0, now, false, sc);
+            let comp = &mut self.comps[c];
+            sc.old_links.extend_from_slice(&comp.links);
             comp.flows.clear();
-            comp.rates.clear();
+            comp.runs.clear();
             comp.links.clear();
             comp.retired = false;
+            comp.touched = false;
+            comp.removed_min = f64::INFINITY;
+        }
+        for c in std::mem::take(&mut self.retired) {
             self.free_comps.push(c);
         }
-        let mut id_of_label: Vec<u32> = Vec::with_capacity(comps_n as usize);
+        if sc.flows.is_empty() {
+            std::mem::swap(&mut sc.flows, &mut self.new_flows);
+        } else {
+            sc.flows.extend_from_slice(&self.new_flows);
+        }
+        self.new_flows.clear();
+        for &r in &self.new_runs {
+            self.runs[r as usize].since = now;
+        }
+        sc.origins.append(&mut self.new_runs);
+        self.localise(paths, sc, true);
+        let nl = sc.links.len();
+        // Label components in order of first appearance (a component's links
+        // first appear with its first flow).
+        sc.root_label.clear();
+        sc.root_label.resize(nl, NONE);
+        sc.link_label.clear();
+        let mut comps_n = 0u32;
+        for k in 0..nl {
+            let root = find(&mut sc.parent, k as u32) as usize;
+            if sc.root_label[root] == NONE {
+                sc.root_label[root] = comps_n;
+                comps_n += 1;
+            }
+            sc.link_label.push(sc.root_label[root]);
+        }
+        sc.label_comp.clear();
         for _ in 0..comps_n {
             let id = match self.free_comps.pop() {
                 Some(id) => id,
@@ -673,67 +967,59 @@ impl FlowSolver {
             };
             let comp = &mut self.comps[id as usize];
             comp.flows.clear();
-            comp.rates.clear();
+            comp.runs.clear();
             comp.removed_min = f64::INFINITY;
             comp.touched = false;
             comp.retired = false;
-            id_of_label.push(id);
+            sc.label_comp.push(id);
         }
-        // Flows freeze in order of rising level, so each component's list
-        // comes out sorted by rate.
-        for j in 0..sc.frozen.len() {
-            let i = sc.frozen[j] as usize;
-            let f = sc.flows[i];
-            let r = sc.rate[i];
-            let id = id_of_label[sc.label[i] as usize];
-            self.comp_of[f as usize] = id;
-            self.set_flow_rate(f, r, now);
-            let comp = &mut self.comps[id as usize];
-            comp.flows.push(f);
-            comp.rates.push(r);
+        sc.cap0.clear();
+        for k in 0..nl {
+            sc.cap0.push(self.link_cap[sc.links[k] as usize]);
         }
-        for &id in &id_of_label {
-            let comp = &mut self.comps[id as usize];
-            let (mut flows, mut rates) = (std::mem::take(&mut comp.flows), std::mem::take(&mut comp.rates));
-            sort_by_rate(&mut flows, &mut rates);
-            let comp = &mut self.comps[id as usize];
-            comp.flows = flows;
-            comp.rates = rates;
+        self.water_fill(paths, sc, now);
+        self.free_origins(sc);
+        // Old links no longer used by any flow go idle.
+        for k in 0..sc.old_links.len() {
+            let l = sc.old_links[k];
+            if self.link_local[l as usize] == NONE {
+                self.link_comp[l as usize] = NONE;
+                self.link_live[l as usize].load = 0.0;
+                self.mark_link(l);
+            }
         }
         for k in 0..nl {
-            let l = sc.links[k];
-            let root = find(&mut sc.parent, k as u32);
-            let label = sc.root_label[root as usize];
-            let id = id_of_label[label as usize];
-            self.link_comp[l as usize] = id;
-            self.comps[id as usize].links.push(l);
-            self.link_local[l as usize] = NO_COMP;
+            let l = sc.links[k] as usize;
+            self.link_live[l].load = (self.link_cap[l] - sc.left[k].0).max(0.0);
+            self.mark_link(l as u32);
+            let id = sc.label_comp[sc.link_label[k] as usize];
+            self.link_comp[l] = id;
+            self.comps[id as usize].links.push(l as u32);
+            self.link_local[l] = NONE;
+        }
+        for j in 0..sc.label_comp.len() {
+            self.sort_runs(sc.label_comp[j] as usize, 0);
         }
     }
 
     /// Progressive filling over the gathered flows (all components at once:
-    /// they share no link, so they do not interact).
-    fn water_fill(&self, sc: &mut Scratch) {
+    /// they share no link, so they do not interact); each batch becomes runs.
+    fn water_fill<P: FlowPaths + ?Sized>(&mut self, paths: &P, sc: &mut Scratch, now: u64) {
         let n = sc.flows.len();
         let nl = sc.links.len();
-        sc.rate.clear();
-        sc.rate.resize(n, -1.0);
-        sc.cap_left.clear();
-        sc.n_left.clear();
-        let heap = &mut sc.heap;
+        let labelled = sc.label_comp.len() > 1;
+        sc.left.clear();
+        let mut heap = std::mem::take(&mut sc.heap);
         heap.clear();
-        sc.frozen.clear();
         for ll in 0..nl {
             let cap = sc.cap0[ll];
-            let k = sc.csr_off[ll + 1] - sc.csr_off[ll];
-            sc.cap_left.push(cap);
-            sc.n_left.push(k);
+            let k = sc.inc.deg(ll);
+            sc.left.push((cap, k));
             if k > 0 {
                 heap.push(Reverse(((cap / k as f64).to_bits(), ll as u32)));
             }
         }
-        debug_assert_eq!(sc.cap_left.len(), nl);
-        // Flows left to freeze, and path entries they hold.
+        // Flows left to freeze.
         let mut unfrozen = n;
         sc.sat.clear();
         sc.sat.resize(nl, false);
@@ -741,11 +1027,11 @@ impl FlowSolver {
         let mut level = 0.0f64;
         while let Some(Reverse((key, ll))) = heap.pop() {
             let ll = ll as usize;
-            let k = sc.n_left[ll];
+            let k = sc.left[ll].1;
             if k == 0 {
                 continue;
             }
-            let cur = sc.cap_left[ll].max(0.0) / k as f64;
+            let cur = sc.left[ll].0.max(0.0) / k as f64;
             if cur > f64::from_bits(key) * (1.0 + 1e-12) {
                 heap.push(Reverse((cur.to_bits(), ll as u32)));
                 continue;
@@ -756,45 +1042,50 @@ impl FlowSolver {
             // Every other link saturating at this level joins the batch.
             batch.clear();
             batch.push(ll as u32);
-            let mut work = sc.csr_off[ll + 1] - sc.csr_off[ll];
+            let mut work = sc.inc.deg(ll);
             while let Some(&Reverse((key2, l2))) = heap.peek() {
                 if f64::from_bits(key2) > s * (1.0 + 1e-9) {
                     break;
                 }
                 heap.pop();
                 let l2 = l2 as usize;
-                let k2 = sc.n_left[l2];
+                let k2 = sc.left[l2].1;
                 if k2 == 0 {
                     continue;
                 }
-                let cur2 = sc.cap_left[l2].max(0.0) / k2 as f64;
+                let cur2 = sc.left[l2].0.max(0.0) / k2 as f64;
                 if cur2 > s * (1.0 + 1e-9) {
                     heap.push(Reverse((cur2.to_bits(), l2 as u32)));
                     continue;
                 }
                 batch.push(l2 as u32);
-                work += sc.csr_off[l2 + 1] - sc.csr_off[l2];
+                work += sc.inc.deg(l2);
             }
+            sc.batch_flows.clear();
+            sc.batch_labels.clear();
             if work as usize > unfrozen / 2 {
                 // Many flows freeze: one sequential pass over all of them.
                 for &b in &batch {
                     sc.sat[b as usize] = true;
                 }
-                for i in 0..n {
-                    if sc.rate[i] >= 0.0 {
+                for &f in &sc.flows {
+                    if is_set(&self.frozen, f) {
                         continue;
                     }
-                    let p = &sc.path[sc.path_off[i] as usize..sc.path_off[i + 1] as usize];
-                    if !p.iter().any(|&l2| sc.sat[l2 as usize]) {
+                    let p = paths.flow_path(f);
+                    if !p.iter().any(|l| sc.sat[self.link_local[l.0 as usize] as usize]) {
                         continue;
                     }
-                    sc.rate[i] = s;
-                    sc.frozen.push(i as u32);
+                    set_bit(&mut self.frozen, f);
+                    sc.batch_flows.push(f);
                     unfrozen -= 1;
-                    for &l2 in p {
-                        let l2 = l2 as usize;
-                        sc.cap_left[l2] -= s;
-                        sc.n_left[l2] -= 1;
+                    for l in p {
+                        let l2 = self.link_local[l.0 as usize] as usize;
+                        sc.left[l2].0 -= s;
+                        sc.left[l2].1 -= 1;
+                    }
+                    if labelled {
+                        sc.batch_labels.push(sc.link_label[self.link_local[p[0].0 as usize] as usize]);
                     }
                 }
                 for &b in &batch {
@@ -803,24 +1094,136 @@ impl FlowSolver {
             } else {
                 for &b in &batch {
                     let b = b as usize;
-                    for j in sc.csr_off[b]..sc.csr_off[b + 1] {
-                        let i = sc.csr[j as usize] as usize;
-                        if sc.rate[i] >= 0.0 {
+                    // A link lists a flow once: its unfrozen flows first, then
+                    // their paths (see `with_paths`).
+                    let from = sc.batch_flows.len();
+                    for f in sc.inc.list(b) {
+                        if is_set(&self.frozen, f) {
                             continue;
                         }
-                        sc.rate[i] = s;
-                        sc.frozen.push(i as u32);
-                        unfrozen -= 1;
-                        for &l2 in &sc.path[sc.path_off[i] as usize..sc.path_off[i + 1] as usize] {
-                            let l2 = l2 as usize;
-                            sc.cap_left[l2] -= s;
-                            sc.n_left[l2] -= 1;
-                        }
+                        set_bit(&mut self.frozen, f);
+                        sc.batch_flows.push(f);
                     }
+                    unfrozen -= sc.batch_flows.len() - from;
+                    let (left, link_local) = (&mut sc.left, &self.link_local);
+                    let (labels, link_label) = (&mut sc.batch_labels, &sc.link_label);
+                    with_paths(paths, &sc.batch_flows[from..], |_, path| {
+                        for l in path {
+                            let l2 = link_local[l.0 as usize] as usize;
+                            left[l2].0 -= s;
+                            left[l2].1 -= 1;
+                        }
+                        if labelled {
+                            labels.push(link_label[link_local[path[0].0 as usize] as usize]);
+                        }
+                    });
                 }
             }
+            self.emit_batch(sc, s, now);
         }
         sc.batch = batch;
+        sc.heap = heap;
+        // Every gathered flow froze; clear their bits.
+        if n >= self.frozen.len() {
+            self.frozen.fill(0);
+        } else {
+            for &f in &sc.flows {
+                self.frozen[f as usize >> 6] = 0;
+            }
+        }
+    }
+
+    /// Turns the flows frozen at `rate` (`sc.batch_flows`) into runs: one per
+    /// (component, origin run), each keeping the freeze order. Flows of one
+    /// origin have the same bytes left.
+    fn emit_batch(&mut self, sc: &mut Scratch, rate: f64, now: u64) {
+        if sc.batch_flows.is_empty() {
+            return;
+        }
+        if sc.label_comp.len() == 1 && sc.origins.len() == 1 {
+            let (c, remaining) = (sc.label_comp[0], self.runs[sc.origins[0] as usize].remaining);
+            self.push_run(c, rate, remaining, now, &sc.batch_flows);
+            return;
+        }
+        sc.group.clear();
+        for (k, &f) in sc.batch_flows.iter().enumerate() {
+            let label = if sc.label_comp.len() == 1 { 0 } else { sc.batch_labels[k] };
+            let origin = if sc.origins.len() == 1 { sc.origins[0] } else { self.run_of[f as usize] };
+            sc.group.push((label, origin, f));
+        }
+        // Stable groups in (label, origin) order: each run keeps the freeze
+        // order. Origins first, then labels.
+        if sc.key_count.len() < self.runs.len().max(sc.label_comp.len()) {
+            sc.key_count.resize(self.runs.len().max(sc.label_comp.len()), 0);
+        }
+        group_stable(&mut sc.group, &mut sc.group_tmp, &mut sc.key_count, &mut sc.keys, |g| g.1);
+        group_stable(&mut sc.group, &mut sc.group_tmp, &mut sc.key_count, &mut sc.keys, |g| g.0);
+        let mut a = 0;
+        while a < sc.group.len() {
+            let (label, origin, _) = sc.group[a];
+            let mut b = a + 1;
+            while b < sc.group.len() && (sc.group[b].0, sc.group[b].1) == (label, origin) {
+                b += 1;
+            }
+            sc.batch_flows.clear();
+            sc.batch_flows.extend(sc.group[a..b].iter().map(|g| g.2));
+            let (c, remaining) = (sc.label_comp[label as usize], self.runs[origin as usize].remaining);
+            self.push_run(c, rate, remaining, now, &sc.batch_flows);
+            a = b;
+        }
+    }
+
+    /// Appends a run of `flows` to component `c` and queues its completion.
+    fn push_run(&mut self, c: u32, rate: f64, remaining: f64, now: u64, flows: &[u32]) {
+        let r = self.alloc_run();
+        let comp = &mut self.comps[c as usize];
+        let start = comp.flows.len() as u32;
+        comp.flows.extend_from_slice(flows);
+        for &f in flows {
+            self.run_of[f as usize] = r;
+        }
+        let end = comp.flows.len() as u32;
+        comp.runs.push(r);
+        let mut run = Run { remaining, rate, since: now, due: u64::MAX, comp: c, start, end, finished: false };
+        run.due = run.completion();
+        self.runs[r as usize] = run;
+        self.live_runs += 1;
+        if run.due != u64::MAX {
+            self.dues.entry(run.due).or_default().push(r);
+            self.due_entries += 1;
+        }
+    }
+
+    /// Restores the order of component `c`'s runs by rate from position
+    /// `from` on (ties by first flow), moving their flows along.
+    fn sort_runs(&mut self, c: usize, from: usize) {
+        let comp = &mut self.comps[c];
+        let runs = &mut self.runs;
+        let from = from.min(comp.runs.len());
+        if comp.runs[from..].windows(2).all(|w| runs[w[0] as usize].rate <= runs[w[1] as usize].rate) {
+            return;
+        }
+        let mut order: Vec<(f64, u32, u32)> = comp.runs[from..]
+            .iter()
+            .map(|&r| {
+                let run = &runs[r as usize];
+                (run.rate, comp.flows[run.start as usize], r)
+            })
+            .collect();
+        order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // Runs from `from` on are laid out in order from its start.
+        let base = runs[comp.runs[from] as usize].start as usize;
+        let old = comp.flows[base..].to_vec();
+        let mut pos = base;
+        for (k, &(_, _, r)) in order.iter().enumerate() {
+            comp.runs[from + k] = r;
+            let run = &mut runs[r as usize];
+            let (s, e) = (run.start as usize - base, run.end as usize - base);
+            comp.flows[pos..pos + (e - s)].copy_from_slice(&old[s..e]);
+            run.start = pos as u32;
+            pos += e - s;
+            run.end = pos as u32;
+        }
     }
 
     fn set_link_rate(&mut self, l: u32, agg: f64, now: u64) {
@@ -844,19 +1247,27 @@ impl FlowSolver {
         }
     }
 
-    /// The rate of an active flow in bytes per second (0 for other flows).
+    /// The rate of an active flow in bytes per second (0 for other flows); as
+    /// slow as [`FlowSolver::is_active`].
     pub fn rate_bytes_per_s(&self, flow: u32) -> f64 {
-        let f = flow as usize;
-        if self.comp_of[f] == DONE || self.comp_of[f] == NO_COMP {
-            0.0
+        if self.is_active(flow) {
+            self.runs[self.run_of[flow as usize] as usize].rate * PS_PER_S
         } else {
-            self.rate[f] * PS_PER_S
+            0.0
         }
     }
 
-    /// Whether `flow` has started and not finished.
+    /// Whether `flow` has been given a rate and not finished. Takes time in
+    /// proportion to the flows of its run (for tests and inspection: finishing
+    /// a run does not touch its flows' entries, so a finished flow may still
+    /// name a run that has since been reused).
     pub fn is_active(&self, flow: u32) -> bool {
-        self.comp_of[flow as usize] != DONE && self.comp_of[flow as usize] != NO_COMP
+        let r = self.run_of[flow as usize];
+        if r == IDLE {
+            return false;
+        }
+        let run = &self.runs[r as usize];
+        !run.finished && self.comps[run.comp as usize].flows[run.start as usize..run.end as usize].contains(&flow)
     }
 
     /// A link's aggregate rate, bytes per second, as of the last recompute.
@@ -872,19 +1283,6 @@ impl FlowSolver {
     /// The per-link statistics and (if recorded) series.
     pub fn into_stats(self) -> (Vec<LinkStats>, Option<Vec<Vec<LinkSample>>>) {
         (self.link_stats, self.link_series)
-    }
-}
-
-/// Sorts `flows` by `rates` (ascending) unless they already are.
-fn sort_by_rate(flows: &mut [u32], rates: &mut [f64]) {
-    if rates.windows(2).all(|w| w[0] <= w[1]) {
-        return;
-    }
-    let mut v: Vec<(f64, u32)> = rates.iter().copied().zip(flows.iter().copied()).collect();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    for (k, (r, f)) in v.into_iter().enumerate() {
-        rates[k] = r;
-        flows[k] = f;
     }
 }
 
@@ -923,6 +1321,59 @@ mod tests {
         assert_eq!(ceil_ps(4.2), 5);
         assert_eq!(ceil_ps(49.00000000000001), 49);
         assert_eq!(ceil_ps(1e30), u64::MAX);
+    }
+
+    #[test]
+    fn incidence_lists_round_trip_any_flow_order_across_blocks() {
+        let mut inc = Incidence::default();
+        inc.add_link();
+        inc.add_link();
+        let odd = [5u32, 6, 7, 200, 3, u32::MAX, 0, 1 << 20, (1 << 20) - 1, 16_773_119];
+        let mut want = [Vec::new(), Vec::new()];
+        for k in 0..400u32 {
+            // Link 0: neighbours (1 byte each); link 1: jumps of every size.
+            let a = 1000 + k;
+            let b = odd[k as usize % odd.len()].wrapping_add(k * 4095);
+            inc.push(0, a);
+            inc.push(1, b);
+            want[0].push(a);
+            want[1].push(b);
+        }
+        assert_eq!(inc.list(0).collect::<Vec<_>>(), want[0]);
+        assert_eq!(inc.list(1).collect::<Vec<_>>(), want[1]);
+        assert!(inc.pool.len() > 4 * BLOCK, "lists span several blocks");
+    }
+
+    #[test]
+    fn runs_out_of_rate_order_are_sorted_with_their_flows() {
+        let mut p = Platform::default();
+        p.add_link(crate::platform::LinkResource {
+            name: "l".into(),
+            bytes_per_s: 1e12,
+            latency: crate::time::SimDuration(0),
+        });
+        let mut solver = FlowSolver::new(&p, 8, false);
+        solver.comps.push(Component { removed_min: f64::INFINITY, ..Component::default() });
+        // Rates 1, 3, 2 (flows 0-1, 2-4, 5), then 0.5 (flows 6-7).
+        for (rate, flows) in [(1.0, &[0u32, 1][..]), (3.0, &[2, 3, 4]), (2.0, &[5]), (0.5, &[6, 7])] {
+            solver.push_run(0, rate, 100.0, 0, flows);
+        }
+        solver.sort_runs(0, 1);
+        let comp = &solver.comps[0];
+        let order: Vec<(f64, Vec<u32>)> = comp
+            .runs
+            .iter()
+            .map(|&r| {
+                let run = &solver.runs[r as usize];
+                (run.rate, comp.flows[run.start as usize..run.end as usize].to_vec())
+            })
+            .collect();
+        // The first run stays; the rest follow by rate.
+        let want = vec![(1.0, vec![0, 1]), (0.5, vec![6, 7]), (2.0, vec![5]), (3.0, vec![2, 3, 4])];
+        assert_eq!(order, want);
+        for f in 0..8 {
+            assert!(solver.is_active(f), "flow {f} is still listed in its run");
+        }
     }
 
     #[test]

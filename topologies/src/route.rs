@@ -75,7 +75,8 @@ const BLOCK: usize = 16;
 
 /// Precomputed routing state for one topology.
 pub struct Router {
-    seed: u64,
+    /// The seed, mixed once (every route's hash starts from it).
+    seed_mix: u64,
     /// GPUs (= destinations), the row length of `codes`.
     gpus: usize,
     gpu_vertex: Vec<u32>,
@@ -127,7 +128,10 @@ fn dedup_rows<C: Code>(mut codes: Vec<C>, len: usize) -> (Vec<C>, Vec<u32>) {
     let mut kept = 0usize;
     for v in 0..rows {
         let row = &codes[v * len..(v + 1) * len];
-        let hash = row.iter().fold(GOLDEN, |h, c| mix(h ^ u64::from(c.to_u32())));
+        // Four codes per mix: a shorter dependency chain (any hash will do;
+        // rows are compared before they are shared).
+        let hash =
+            row.chunks(4).fold(GOLDEN, |h, c| mix(h ^ c.iter().fold(0u64, |w, x| w << 16 ^ u64::from(x.to_u32()))));
         let same = by_hash
             .get(&hash)
             .and_then(|ids| ids.iter().copied().find(|&id| &codes[id as usize * len..(id as usize + 1) * len] == row));
@@ -202,7 +206,7 @@ impl Router {
 
         let max_degree = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
         let mut router = Router {
-            seed,
+            seed_mix: mix(seed ^ GOLDEN),
             gpus,
             gpu_vertex,
             offsets,
@@ -335,8 +339,7 @@ impl Router {
         if src == dst {
             return;
         }
-        let base =
-            mix(mix(self.seed ^ GOLDEN) ^ (u64::from(src) << 32 | u64::from(dst))) ^ mix(flow_key.wrapping_add(GOLDEN));
+        let base = mix(self.seed_mix ^ (u64::from(src) << 32 | u64::from(dst))) ^ mix(flow_key.wrapping_add(GOLDEN));
         match &self.codes {
             Codes::Narrow(codes) => self.walk(codes, src, dst, base, out),
             Codes::Wide(codes) => self.walk(codes, src, dst, base, out),

@@ -280,6 +280,26 @@ fn two_flows_on_one_link_share_it() {
     assert_eq!(series, vec![(0, B_PER_PS), (2000, 0.0)]);
 }
 
+/// A communication built with `add_task` may reuse another's flows; each
+/// finished flow still ends the task that started it.
+#[test]
+fn a_comm_reusing_flows_of_an_earlier_one_ends_on_its_own() {
+    let mut p = Platform::default();
+    let l = p.add_link(link(B_PER_PS, 0));
+    let mut g = TaskGraph::new();
+    let path = g.add_path(&[l]);
+    let s = g_stream(&mut g);
+    let first = g.add_comm(s, "first", [Flow { path, bytes: 1000.0 }, Flow { path, bytes: 3000.0 }], None);
+    let label = g.label("again");
+    let again = g.add_task(s, label, TaskClass::Communication, TaskKind::Comm(Comm { flows: 1..2, hold: None }));
+    let r = run_ok(&p, &g);
+    // 0.5 B/ps each until flow 0 ends at 2000; flow 1 then has 2000 left at
+    // 1 B/ps. `again` resends flow 1 (3000 bytes) alone.
+    assert_eq!(span(&r, first), (0, 4000));
+    assert_eq!(span(&r, again), (4000, 7000));
+    assert_eq!(r.links[0].bytes, 7000.0);
+}
+
 #[test]
 fn empty_path_and_zero_byte_flows_wait_only_latency() {
     let mut p = Platform::default();
