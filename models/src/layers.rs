@@ -113,24 +113,22 @@ impl Block {
             .chain(&self.weight_post)
     }
 
+    /// The kernels among the items.
+    pub fn kernels(&self) -> impl Iterator<Item = &KernelItem> {
+        self.items().filter_map(|i| match i {
+            Item::Kernel(k) => Some(k.as_ref()),
+            Item::TpAllReduce { .. } => None,
+        })
+    }
+
     /// Sum of the kernels' solo times (launch overhead included), seconds.
     pub fn kernel_time_s(&self) -> f64 {
-        self.items()
-            .map(|i| match i {
-                Item::Kernel(k) => k.cost.time_s,
-                Item::TpAllReduce { .. } => 0.0,
-            })
-            .sum()
+        self.kernels().map(|k| k.cost.time_s).sum()
     }
 
     /// Sum of the kernels' FLOPs.
     pub fn flops(&self) -> f64 {
-        self.items()
-            .map(|i| match i {
-                Item::Kernel(k) => k.cost.flops,
-                Item::TpAllReduce { .. } => 0.0,
-            })
-            .sum()
+        self.kernels().map(|k| k.cost.flops).sum()
     }
 }
 

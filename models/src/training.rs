@@ -66,6 +66,24 @@ pub struct TrainingSpec {
     pub mode: RankMode,
 }
 
+impl TrainingSpec {
+    /// What every block of a rank of this step shares.
+    pub fn layer_context<'a>(&'a self, cluster: &'a Cluster) -> LayerContext<'a> {
+        let plan = &self.plan;
+        LayerContext {
+            model: &self.model,
+            device: &cluster.device,
+            sequences: plan.micro_batch as u64,
+            seq_len: self.seq_len,
+            tp: plan.tp,
+            experts_per_rank: self.model.moe.as_ref().map_or(1, |m| m.routed_experts / plan.ep),
+            linear_dtype: self.linear_dtype,
+            recompute: self.recompute,
+            compute_sms: compute_sms(self, cluster),
+        }
+    }
+}
+
 /// One simulated rank.
 #[derive(Debug, Clone)]
 pub struct SimRank {
@@ -284,17 +302,7 @@ struct Lowerer<'a> {
 
 impl Lowerer<'_> {
     fn ctx(&self) -> LayerContext<'_> {
-        LayerContext {
-            model: &self.spec.model,
-            device: &self.cluster.device,
-            sequences: self.plan.micro_batch as u64,
-            seq_len: self.spec.seq_len,
-            tp: self.plan.tp,
-            experts_per_rank: self.spec.model.moe.as_ref().map_or(1, |m| m.routed_experts / self.plan.ep),
-            linear_dtype: self.spec.linear_dtype,
-            recompute: self.spec.recompute,
-            compute_sms: compute_sms(self.spec, self.cluster),
-        }
+        self.spec.layer_context(self.cluster)
     }
 
     fn stage_blocks(&mut self, r: usize, stage: u32) -> Result<(), ModelError> {
@@ -583,17 +591,7 @@ pub fn lower_training(
         }
     }
 
-    let ctx_template = LayerContext {
-        model: &spec.model,
-        device: &cluster.device,
-        sequences: plan.micro_batch as u64,
-        seq_len: spec.seq_len,
-        tp: plan.tp,
-        experts_per_rank: spec.model.moe.as_ref().map_or(1, |m| m.routed_experts / plan.ep),
-        linear_dtype: spec.linear_dtype,
-        recompute: spec.recompute,
-        compute_sms: compute_sms(spec, cluster),
-    };
+    let ctx_template = spec.layer_context(cluster);
     let balanced_rows = spec.model.moe.as_ref().map_or(0, |m| plan.micro_batch as u64 * spec.seq_len * m.topk as u64);
     let stage_units = split_stages(&spec.model, &ctx_template, sched.stages, balanced_rows)?;
     let n_ranks = ranks.len();
@@ -973,17 +971,7 @@ pub fn activation_bytes_per_token(model: &ModelConfig, unit: Unit, ctx: &LayerCo
 /// the micro-batches the schedule keeps in flight, and DeepEP's buffers.
 pub fn training_memory(spec: &TrainingSpec, cluster: &Cluster, low: &TrainingLowering) -> MemoryBreakdown {
     let plan = &spec.plan;
-    let ctx = LayerContext {
-        model: &spec.model,
-        device: &cluster.device,
-        sequences: plan.micro_batch as u64,
-        seq_len: spec.seq_len,
-        tp: plan.tp,
-        experts_per_rank: spec.model.moe.as_ref().map_or(1, |m| m.routed_experts / plan.ep),
-        linear_dtype: spec.linear_dtype,
-        recompute: spec.recompute,
-        compute_sms: compute_sms(spec, cluster),
-    };
+    let ctx = spec.layer_context(cluster);
     let sched = &low.schedule;
     let tokens = plan.micro_batch as f64 * spec.seq_len as f64;
     let peak = sched.peak_activation_microbatches();
