@@ -32,6 +32,10 @@ pub enum SimulateRanks {
     All,
 }
 
+/// Largest cluster `simulate = "all"` accepts (memory grows with every rank's
+/// every kernel and flow).
+const MAX_ALL_RANKS: u64 = 512;
+
 fn default_true() -> bool {
     true
 }
@@ -136,6 +140,15 @@ impl TrainingWorkload {
         match topology {
             TopologyState::Missing => out.push(problem("topology", "a training step needs a [topology] table".into())),
             TopologyState::Resolved(t) => {
+                if self.simulate == SimulateRanks::All && cluster_gpus(t) > MAX_ALL_RANKS {
+                    out.push(problem(
+                        "workload.simulate",
+                        format!(
+                            "\"all\" simulates every one of the cluster's {} GPUs (at most {MAX_ALL_RANKS}); use \"representative\" (one rank per pipeline device) at this size",
+                            cluster_gpus(t)
+                        ),
+                    ));
+                }
                 if let Some(m) = model {
                     let plan = Self::plan(table, cluster_gpus(t));
                     out.extend(plan.problems(cluster_gpus(t), t.gpus_per_node, m, self.global_batch));
