@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod collectives;
+pub mod emit;
 pub mod error;
 pub mod hardware;
 pub mod layers;
