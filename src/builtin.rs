@@ -10,6 +10,8 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("deepep-dispatch-ep64", include_str!("../scenarios/deepep-dispatch-ep64.toml")),
     ("deepep-dispatch-ep8", include_str!("../scenarios/deepep-dispatch-ep8.toml")),
     ("deepseek-v3-chunk-256xh800", include_str!("../scenarios/deepseek-v3-chunk-256xh800.toml")),
+    ("deepseek-v3-decode-144xh800", include_str!("../scenarios/deepseek-v3-decode-144xh800.toml")),
+    ("deepseek-v3-prefill-32xh800", include_str!("../scenarios/deepseek-v3-prefill-32xh800.toml")),
     ("deepseek-v3-pretrain-2048xh800", include_str!("../scenarios/deepseek-v3-pretrain-2048xh800.toml")),
     ("flashmla-decode-h800", include_str!("../scenarios/flashmla-decode-h800.toml")),
     ("gemm-ascend-910b", include_str!("../scenarios/gemm-ascend-910b.toml")),

@@ -11,6 +11,7 @@ pub mod collectives;
 pub mod emit;
 pub mod error;
 pub mod hardware;
+pub mod inference;
 pub mod layers;
 pub mod model;
 pub mod moe_comm;

@@ -3,6 +3,7 @@
 
 pub mod collective;
 pub mod gemm;
+pub mod inference;
 pub mod moe_comm;
 pub mod op;
 pub mod pipeline;
@@ -26,10 +27,12 @@ pub enum WorkloadKind {
     Pipeline,
     Training,
     Op,
+    Prefill,
+    Decode,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 7] = [
+    pub const ALL: [WorkloadKind; 9] = [
         WorkloadKind::Collective,
         WorkloadKind::MoeDispatch,
         WorkloadKind::MoeCombine,
@@ -37,6 +40,8 @@ impl WorkloadKind {
         WorkloadKind::Pipeline,
         WorkloadKind::Training,
         WorkloadKind::Op,
+        WorkloadKind::Prefill,
+        WorkloadKind::Decode,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +53,8 @@ impl WorkloadKind {
             WorkloadKind::Pipeline => "pipeline",
             WorkloadKind::Training => "training",
             WorkloadKind::Op => "op",
+            WorkloadKind::Prefill => "prefill",
+            WorkloadKind::Decode => "decode",
         }
     }
     pub fn names() -> Vec<&'static str> {
@@ -67,6 +74,7 @@ pub enum Workload {
     Pipeline(pipeline::PipelineWorkload),
     Training(training::TrainingWorkload),
     Op(op::OpWorkload),
+    Iteration(inference::IterationWorkload),
 }
 
 /// What the scenario resolved besides the workload, for the workload's checks.
@@ -132,6 +140,7 @@ impl Workload {
             Workload::Pipeline(w) => w.problems(),
             Workload::Training(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel),
             Workload::Op(w) => w.problems(device),
+            Workload::Iteration(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel),
         };
         if !self.uses_model() {
             if cx.model_given {
@@ -152,7 +161,7 @@ impl Workload {
 
     /// Whether the workload reads `[model]` and `[parallel]`.
     pub fn uses_model(&self) -> bool {
-        matches!(self, Workload::Training(_))
+        matches!(self, Workload::Training(_) | Workload::Iteration(_))
     }
 
     pub fn kind_name(&self) -> &str {
@@ -163,6 +172,8 @@ impl Workload {
             Workload::Pipeline(_) => "pipeline",
             Workload::Training(_) => "training",
             Workload::Op(_) => "op",
+            Workload::Iteration(inference::IterationWorkload::Prefill(_)) => "prefill",
+            Workload::Iteration(inference::IterationWorkload::Decode(_)) => "decode",
         }
     }
 }
@@ -188,6 +199,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions, observer: &mut dyn Observe
         Workload::Pipeline(w) => w.run(scenario, options, observer),
         Workload::Training(w) => w.run(scenario, options, observer),
         Workload::Op(w) => w.run(scenario, options, observer),
+        Workload::Iteration(w) => w.run(scenario, options, observer),
     }
 }
 
