@@ -119,6 +119,7 @@ impl Scenario {
             WorkloadKind::Decode => Self::parse_as(source, |w| {
                 Workload::Iteration(crate::workloads::inference::IterationWorkload::Decode(w))
             }),
+            WorkloadKind::Serving => Self::parse_as(source, |w| Workload::Serving(Box::new(w))),
         }
     }
 

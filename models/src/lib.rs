@@ -20,6 +20,7 @@ pub mod parallel;
 pub mod rng;
 pub mod routing;
 pub mod schedule;
+pub mod serving;
 pub mod technology;
 pub mod training;
 

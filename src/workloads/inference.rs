@@ -344,7 +344,7 @@ impl IterationWorkload {
             self.keys().usd_per_gpu_hour,
         );
         notes.extend(low.notes.clone());
-        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new() })
+        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
     }
 }
 
@@ -411,7 +411,8 @@ pub fn iteration_metrics(
     m.insert("memory_activations_gib".into(), num(memory.activations / gib));
     m.insert("memory_comm_buffers_gib".into(), num(memory.comm_buffers / gib));
     m.insert("hbm_gib".into(), num(hbm / gib));
-    m.insert("kv_cache_bytes_per_token".into(), num(kv_bytes_per_token(&spec.model, spec.unit.tp, mtp)));
+    m.insert("kv_cache_bytes_per_token".into(), num(spec.model.kv_cache_bytes_per_token(2.0)));
+    m.insert("kv_cache_bytes_per_token_per_gpu".into(), num(kv_bytes_per_token(&spec.model, spec.unit.tp, mtp)));
     m.insert("kv_capacity_tokens_per_gpu".into(), num(kv_capacity_tokens(spec, device, 0.0).floor()));
     let fits = memory.total() <= hbm;
     m.insert("fits".into(), Value::from(fits));

@@ -8,6 +8,8 @@ pub mod moe_comm;
 pub mod op;
 pub mod pipeline;
 pub mod roofline;
+pub mod serving;
+pub mod traces;
 pub mod training;
 
 use moesim_models::{Cluster, DeviceSpec, ModelError};
@@ -29,10 +31,11 @@ pub enum WorkloadKind {
     Op,
     Prefill,
     Decode,
+    Serving,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 9] = [
+    pub const ALL: [WorkloadKind; 10] = [
         WorkloadKind::Collective,
         WorkloadKind::MoeDispatch,
         WorkloadKind::MoeCombine,
@@ -42,6 +45,7 @@ impl WorkloadKind {
         WorkloadKind::Op,
         WorkloadKind::Prefill,
         WorkloadKind::Decode,
+        WorkloadKind::Serving,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +59,7 @@ impl WorkloadKind {
             WorkloadKind::Op => "op",
             WorkloadKind::Prefill => "prefill",
             WorkloadKind::Decode => "decode",
+            WorkloadKind::Serving => "serving",
         }
     }
     pub fn names() -> Vec<&'static str> {
@@ -75,6 +80,7 @@ pub enum Workload {
     Training(training::TrainingWorkload),
     Op(op::OpWorkload),
     Iteration(inference::IterationWorkload),
+    Serving(Box<serving::ServingWorkload>),
 }
 
 /// What the scenario resolved besides the workload, for the workload's checks.
@@ -110,6 +116,8 @@ pub struct Outcome {
     pub result: RunResult,
     /// Plots to write beside the other outputs (`NAME.png`, `NAME.svg`).
     pub figures: Vec<moesim_reports::plot::RenderedFigure>,
+    /// Further files for `--out` (`(name, bytes)`, e.g. a per-request CSV).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// Why a run did not produce an outcome.
@@ -141,6 +149,7 @@ impl Workload {
             Workload::Training(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel),
             Workload::Op(w) => w.problems(device),
             Workload::Iteration(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel),
+            Workload::Serving(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel.is_some()),
         };
         if !self.uses_model() {
             if cx.model_given {
@@ -161,7 +170,7 @@ impl Workload {
 
     /// Whether the workload reads `[model]` and `[parallel]`.
     pub fn uses_model(&self) -> bool {
-        matches!(self, Workload::Training(_) | Workload::Iteration(_))
+        matches!(self, Workload::Training(_) | Workload::Iteration(_) | Workload::Serving(_))
     }
 
     pub fn kind_name(&self) -> &str {
@@ -174,6 +183,7 @@ impl Workload {
             Workload::Op(_) => "op",
             Workload::Iteration(inference::IterationWorkload::Prefill(_)) => "prefill",
             Workload::Iteration(inference::IterationWorkload::Decode(_)) => "decode",
+            Workload::Serving(_) => "serving",
         }
     }
 }
@@ -200,6 +210,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions, observer: &mut dyn Observe
         Workload::Training(w) => w.run(scenario, options, observer),
         Workload::Op(w) => w.run(scenario, options, observer),
         Workload::Iteration(w) => w.run(scenario, options, observer),
+        Workload::Serving(w) => w.run(scenario, options, observer),
     }
 }
 

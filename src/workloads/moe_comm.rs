@@ -148,6 +148,6 @@ impl MoeCommWorkload {
         metrics.insert("rdma_gb_per_s".into(), num(lowered.rdma_bytes_per_rank / time_s / 1e9));
         metrics.insert("ib_bytes_per_rank".into(), num(lowered.ib_bytes_per_rank));
         notes.push("bandwidths count bytes as DeepEP's benchmarks do: (token, destination) pairs incl. the rank's own node/rank, divided by the kernel time".into());
-        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new() })
+        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
     }
 }

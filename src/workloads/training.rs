@@ -172,7 +172,7 @@ impl TrainingWorkload {
         if spec.model.moe.is_none() && spec.plan.ep > 1 {
             notes.push("the model has no experts; ep is ignored".into());
         }
-        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new() })
+        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
     }
 
     fn metrics(
