@@ -371,6 +371,7 @@ impl ExpertLayout {
 }
 
 /// One micro-batch's all-to-all traffic.
+#[derive(Debug, Clone)]
 enum Traffic {
     Normal(EpTraffic),
     LowLatency(LowLatencyTraffic),
@@ -436,13 +437,16 @@ fn router_for(spec: &IterationSpec, cluster: &Cluster, tokens: u64, seed: u64) -
 
 /// The expert layout of the unit: loads from a sampled routing of the
 /// first micro-batch's tokens (the "served statistics" EPLB balances).
+/// Tokens per rank whose routing sets the expert layout's loads.
+const LAYOUT_TOKENS: u64 = 4096;
+
 fn expert_layout(spec: &IterationSpec, cluster: &Cluster, tokens: u64, seed: u64) -> Result<ExpertLayout, ModelError> {
     let Some(moe) = &spec.model.moe else {
         return Ok(ExpertLayout { slots: spec.ep(), replicas: Vec::new() });
     };
     let mut loads = vec![0u64; moe.routed_experts as usize];
     if spec.unit.redundant_experts > 0 || spec.unit.placement == ExpertPlacement::Balanced {
-        let router = router_for(spec, cluster, tokens.min(4096), seed)?;
+        let router = router_for(spec, cluster, tokens, seed)?;
         for src in 0..spec.ep() {
             router.for_each_token_in(7_000_000_000 + src as u64, |es| {
                 for &e in es {
@@ -514,12 +518,35 @@ fn chain(blocks: &[Block], split: bool) -> (Vec<Segment<'_>>, Vec<usize>) {
     (segs, comm_block)
 }
 
+/// Sampled routings kept across iterations of one unit (same model, unit,
+/// skew, seed and cluster): the expert layout and each micro-batch's
+/// traffic by its token count, so iterations that differ only in context
+/// length or layer count sample once.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingCache {
+    layouts: std::collections::BTreeMap<u64, ExpertLayout>,
+    traffic: std::collections::BTreeMap<(u64, u64), Traffic>,
+}
+
 /// Lowers one iteration of the unit into `graph` (one representative rank).
 pub fn lower_iteration(
     cluster: &Cluster,
     spec: &IterationSpec,
     seed: u64,
     graph: &mut TaskGraph,
+) -> Result<IterationLowering, ModelError> {
+    lower_iteration_cached(cluster, spec, seed, graph, &mut RoutingCache::default())
+}
+
+/// [`lower_iteration`] reusing the routings in `cache` (which must only
+/// ever see this unit's spec up to its shapes and layer count, the same
+/// seed and the same cluster).
+pub fn lower_iteration_cached(
+    cluster: &Cluster,
+    spec: &IterationSpec,
+    seed: u64,
+    graph: &mut TaskGraph,
+    cache: &mut RoutingCache,
 ) -> Result<IterationLowering, ModelError> {
     let problems = spec.problems(cluster.gpu_count());
     if !problems.is_empty() {
@@ -534,18 +561,30 @@ pub fn lower_iteration(
     let kernel = spec.kernel();
     let holds = kernel == MoeKernel::Normal && model.moe.is_some() && ep > 1 && spec.unit.comm_sms > 0;
     let compute_sms = holds.then(|| device.sms.saturating_sub(spec.unit.comm_sms).max(1));
-    let layout = expert_layout(spec, cluster, mbs[0].tokens(), seed)?;
+    let layout_tokens = mbs[0].tokens().min(LAYOUT_TOKENS);
+    if let std::collections::btree_map::Entry::Vacant(e) = cache.layouts.entry(layout_tokens) {
+        e.insert(expert_layout(spec, cluster, layout_tokens, seed)?);
+    }
+    let layout = &cache.layouts[&layout_tokens];
 
     // Traffic per micro-batch: the main layers' tokens, and the MTP
     // module's (one draft per sequence) in decode.
     let mut traffic = Vec::with_capacity(mbs.len());
     let mut mtp_traffic = Vec::new();
+    let sampled = |tokens: u64, base: u64, cache_traffic: &mut std::collections::BTreeMap<(u64, u64), Traffic>| {
+        if let Some(t) = cache_traffic.get(&(tokens, base)) {
+            return Ok(t.clone());
+        }
+        let t = sample_traffic(spec, cluster, tokens, layout, seed, base)?;
+        cache_traffic.insert((tokens, base), t.clone());
+        Ok::<Traffic, ModelError>(t)
+    };
     for (i, mb) in mbs.iter().enumerate() {
         let base = (i as u64 * 2) * ep as u64 * 1_000_003;
-        traffic.push(sample_traffic(spec, cluster, mb.tokens(), &layout, seed, base)?);
+        traffic.push(sampled(mb.tokens(), base, &mut cache.traffic)?);
         if mtp {
             let base = (i as u64 * 2 + 1) * ep as u64 * 1_000_003;
-            mtp_traffic.push(sample_traffic(spec, cluster, mb.sequences, &layout, seed, base)?);
+            mtp_traffic.push(sampled(mb.sequences, base, &mut cache.traffic)?);
         }
     }
     let g = cluster.topology.gpus_per_node.min(ep).max(1);

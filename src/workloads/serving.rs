@@ -38,7 +38,8 @@ use std::path::{Path, PathBuf};
 
 use moesim_models::hardware::Dtype;
 use moesim_models::inference::{
-    kv_bytes_per_token, kv_capacity_tokens, lower_iteration, DeploymentUnit, IterationPhase, IterationSpec,
+    kv_bytes_per_token, kv_capacity_tokens, lower_iteration_cached, DeploymentUnit, IterationPhase, IterationSpec,
+    RoutingCache,
 };
 use moesim_models::routing::Skew;
 use moesim_models::serving::{
@@ -623,6 +624,8 @@ pub struct EngineIterationTimes {
     seed: u64,
     prefill: BTreeMap<(usize, usize), f64>,
     decode: BTreeMap<(usize, usize), f64>,
+    prefill_routing: RoutingCache,
+    decode_routing: RoutingCache,
     batches: Vec<u64>,
     /// The first failure of a simulated iteration.
     pub error: Option<RunFailure>,
@@ -684,6 +687,8 @@ impl EngineIterationTimes {
             seed: scenario.seed,
             prefill: BTreeMap::new(),
             decode: BTreeMap::new(),
+            prefill_routing: RoutingCache::default(),
+            decode_routing: RoutingCache::default(),
             batches,
             error: None,
         })
@@ -699,15 +704,20 @@ impl EngineIterationTimes {
     /// Simulates one iteration of `spec` on `cluster` with the MoE layers
     /// sampled and extrapolated (see [`SAMPLE_LAYERS`]).
     fn simulate(&mut self, spec: IterationSpec, decode: bool) -> f64 {
-        let cluster = if decode { &self.decode_cluster } else { &self.prefill_cluster };
+        let (cluster, routing) = if decode {
+            (&self.decode_cluster, &mut self.decode_routing)
+        } else {
+            (&self.prefill_cluster, &mut self.prefill_routing)
+        };
+        let seed = self.seed;
         let moe = spec.model.moe_layers();
-        let run = |layers_moe: u32| -> Result<f64, String> {
+        let mut run = |layers_moe: u32| -> Result<f64, String> {
             let mut s = spec.clone();
             if moe > 0 {
                 s.model.layers = spec.model.ffn.dense_layers + layers_moe.min(moe);
             }
             let mut graph = TaskGraph::new();
-            lower_iteration(cluster, &s, self.seed, &mut graph).map_err(|e| e.to_string())?;
+            lower_iteration_cached(cluster, &s, seed, &mut graph, routing).map_err(|e| e.to_string())?;
             let r = moesim_sim::run(&cluster.platform, &graph, &EngineOptions::default(), &mut moesim_sim::Quiet)
                 .map_err(|e| e.to_string())?;
             Ok(r.end.as_secs_f64())
