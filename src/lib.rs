@@ -7,6 +7,7 @@
 pub mod builtin;
 pub mod diagnostics;
 pub mod output;
+pub mod plan;
 pub mod scenario;
 pub mod validate;
 pub mod workloads;

@@ -69,6 +69,28 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Find the fewest nodes (prefill + decode units) of a serving scenario meeting p99 latency targets.
+    Plan {
+        /// A serving scenario (a path or a built-in name).
+        scenario: String,
+        /// Requests per second (Poisson arrivals; a trace's lengths are kept).
+        #[arg(long)]
+        rate: f64,
+        #[arg(long = "ttft-p99-ms")]
+        ttft_p99_ms: f64,
+        #[arg(long = "tpot-p99-ms")]
+        tpot_p99_ms: f64,
+        /// Seconds of arrivals simulated per configuration (default: the scenario's, at most 600).
+        #[arg(long = "duration-s")]
+        duration_s: Option<f64>,
+        /// Most units of either kind to try.
+        #[arg(long = "max-units", default_value_t = 256)]
+        max_units: u32,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Compare the model with published figures; exits non-zero if a case fails.
     Validate {
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -110,6 +132,9 @@ fn main() -> ExitCode {
         Command::Hardware { command: HardwareCommand::Show { name, format } } => cmd_hardware_show(&name, format),
         Command::Models { command: ModelsCommand::List } => cmd_models_list(),
         Command::Models { command: ModelsCommand::Show { name, format } } => cmd_models_show(&name, format),
+        Command::Plan { scenario, rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units, sets, format } => {
+            cmd_plan(&scenario, rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units, &sets, format)
+        }
         Command::Validate { format } => cmd_validate(format),
     };
     match result {
@@ -339,6 +364,58 @@ fn cmd_models_show(name: &str, format: Format) -> Result<ExitCode, AppError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_plan(
+    scenario: &str,
+    rate: f64,
+    ttft_p99_ms: f64,
+    tpot_p99_ms: f64,
+    duration_s: Option<f64>,
+    max_units: u32,
+    sets: &[String],
+    format: Format,
+) -> Result<ExitCode, AppError> {
+    let scenario = load_scenario(&ScenarioRef::parse(scenario)?, sets)?;
+    let scenario_duration = match &scenario.workload {
+        moesim::workloads::Workload::Serving(w) => w.duration_s,
+        _ => None,
+    };
+    let duration_s = duration_s.unwrap_or(scenario_duration.unwrap_or(600.0).min(600.0));
+    let started = Instant::now();
+    let target = moesim::plan::PlanTarget { rate_per_s: rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units };
+    let plan = moesim::plan::plan(&scenario, &target)?;
+    match format {
+        Format::Json => {
+            println!("{}", serde_json::to_string(&plan).map_err(|e| AppError::Failed(e.to_string()))?)
+        }
+        Format::Text => {
+            println!(
+                "plan {}: {rate} requests/s for {duration_s} s, p99 TTFT <= {ttft_p99_ms} ms, p99 TPOT <= {tpot_p99_ms} ms",
+                scenario.name
+            );
+            println!(
+                "  {:>7} {:>6} {:>6} {:>14} {:>14} {:>22}  meets",
+                "prefill", "decode", "nodes", "ttft_p99_ms", "tpot_p99_ms", "output_tok_per_s_node"
+            );
+            for p in &plan.explored {
+                println!(
+                    "  {:>7} {:>6} {:>6} {:>14.1} {:>14.2} {:>22.0}  {}",
+                    p.prefill_units,
+                    p.decode_units,
+                    p.nodes,
+                    p.ttft_p99_ms,
+                    p.tpot_p99_ms,
+                    p.output_tokens_per_s_per_node,
+                    if p.meets { "yes" } else { "no" }
+                );
+            }
+            println!("{}", plan.verdict);
+            println!("  ({} configurations in {:.1} s wall)", plan.explored.len(), started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(if plan.best.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn cmd_validate(format: Format) -> Result<ExitCode, AppError> {

@@ -1,6 +1,6 @@
 //! Writing a run's output directory: `summary.json`, `summary.md`,
-//! `timeline.csv`, `resources.csv`, `trace.json`, and the workload's plots
-//! (`NAME.png`, `NAME.svg`). Files are written into a
+//! `timeline.csv`, `resources.csv`, `trace.json`, the workload's plots
+//! (`NAME.png`, `NAME.svg`) and its further files (e.g. `requests.csv`). Files are written into a
 //! hidden staging folder and moved into place only when all succeeded, so a
 //! failed run never leaves files that look complete.
 
@@ -100,6 +100,10 @@ fn write_all(dir: &Path, summary: &Map<String, Value>, outcome: &Outcome) -> Res
             fs::write(dir.join(&name), bytes).map_err(|e| werr(&name, e))?;
             names.push(name);
         }
+    }
+    for (name, bytes) in &outcome.files {
+        fs::write(dir.join(name), bytes).map_err(|e| werr(name, e))?;
+        names.push(name.clone());
     }
     Ok(names)
 }

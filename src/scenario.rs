@@ -113,6 +113,13 @@ impl Scenario {
             WorkloadKind::Pipeline => Self::parse_as(source, Workload::Pipeline),
             WorkloadKind::Training => Self::parse_as(source, Workload::Training),
             WorkloadKind::Op => Self::parse_as(source, Workload::Op),
+            WorkloadKind::Prefill => Self::parse_as(source, |w| {
+                Workload::Iteration(crate::workloads::inference::IterationWorkload::Prefill(w))
+            }),
+            WorkloadKind::Decode => Self::parse_as(source, |w| {
+                Workload::Iteration(crate::workloads::inference::IterationWorkload::Decode(w))
+            }),
+            WorkloadKind::Serving => Self::parse_as(source, |w| Workload::Serving(Box::new(w))),
         }
     }
 

@@ -132,6 +132,28 @@ impl Block {
     }
 }
 
+/// What a forward pass computes, which sets the attention's queries and
+/// keys, how routed experts are laid out and what the head does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PassMode {
+    /// Training: the `seq_len` tokens of each sequence attend causally to
+    /// each other; the head computes the loss over every token.
+    #[default]
+    Training,
+    /// Prefill of the last `seq_len` tokens of each prompt after `cached`
+    /// tokens found in the prefix cache: queries are the new tokens, keys
+    /// the whole prompt (causal); MLA up-projects the cached latents for
+    /// the prefix; the head computes the logits of each prompt's last token.
+    Prefill { cached: u64 },
+    /// Decode: `seq_len` new tokens per sequence (1, or 1 + the MTP draft
+    /// being verified) over a KV cache of `context` tokens. MLA runs
+    /// absorbed (one latent KV head, 576/512; the query and output
+    /// up-projections become per-head batched GEMMs), routed experts are
+    /// masked grouped GEMMs fed by the low-latency dispatch (no permute),
+    /// and the head computes the logits of every new token.
+    Decode { context: u64 },
+}
+
 /// What every block of one rank shares.
 #[derive(Debug, Clone)]
 pub struct LayerContext<'a> {
@@ -139,7 +161,10 @@ pub struct LayerContext<'a> {
     pub device: &'a DeviceSpec,
     /// Sequences per micro-batch on this rank.
     pub sequences: u64,
+    /// Tokens per sequence computed by this pass (queries).
     pub seq_len: u64,
+    /// Training, prefill (with a prefix-cache hit) or decode.
+    pub mode: PassMode,
     pub tp: u32,
     /// Routed experts hosted by each rank (expert parallelism).
     pub experts_per_rank: u32,
@@ -202,7 +227,20 @@ impl Builder<'_, '_> {
     }
 
     fn grouped(&self, name: &str, groups: u64, m: u64, n: u64, k: u64) -> Result<Item, ModelError> {
-        let shape = GemmShape { m, n, k, groups, layout: GemmLayout::Contiguous, dtype: self.ctx.linear_dtype };
+        // Decode feeds the experts from the low-latency dispatch's
+        // expert-major buffer: masked groups (DeepGEMM's decode layout).
+        let layout = match self.ctx.mode {
+            PassMode::Decode { .. } => GemmLayout::Masked,
+            _ => GemmLayout::Contiguous,
+        };
+        let shape = GemmShape { m, n, k, groups, layout, dtype: self.ctx.linear_dtype };
+        self.kernel(name, Op::Gemm(shape))
+    }
+
+    /// A batched BF16 GEMM: `groups` products of `m x k` by `k x n`, each
+    /// with its own weights (absorbed MLA's per-head projections).
+    fn batched(&self, name: &str, groups: u64, m: u64, n: u64, k: u64) -> Result<Item, ModelError> {
+        let shape = GemmShape { m, n, k, groups, layout: GemmLayout::Contiguous, dtype: Dtype::Bf16 };
         self.kernel(name, Op::Gemm(shape))
     }
 
@@ -291,6 +329,34 @@ impl<'a> LayerContext<'a> {
         self.sequences * self.seq_len
     }
 
+    /// Queries per sequence of the attention (the tokens this pass computes).
+    pub fn q_len(&self) -> u64 {
+        self.seq_len
+    }
+
+    /// Keys per sequence the attention reads: the sequence itself in
+    /// training, the cached prefix plus the new tokens in prefill and decode.
+    pub fn kv_len(&self) -> u64 {
+        match self.mode {
+            PassMode::Training => self.seq_len,
+            PassMode::Prefill { cached } => cached + self.seq_len,
+            PassMode::Decode { context } => context + self.seq_len,
+        }
+    }
+
+    /// Whether MLA runs absorbed over the latent cache (decode).
+    fn absorbed_mla(&self) -> bool {
+        matches!(self.mode, PassMode::Decode { .. }) && self.model.attention.kind == AttentionKind::Mla
+    }
+
+    /// Tokens whose logits the head computes.
+    fn head_tokens(&self) -> u64 {
+        match self.mode {
+            PassMode::Prefill { .. } => self.sequences,
+            _ => self.tokens(),
+        }
+    }
+
     fn builder(&self, unit: Unit, pass: &'static str) -> Builder<'_, 'a> {
         Builder { ctx: self, prefix: unit.label(), pass }
     }
@@ -310,6 +376,8 @@ impl<'a> LayerContext<'a> {
                 // The down-projections into the latents are replicated.
                 _ => Linear { name, k, n, dtype: d },
             })
+            // Absorbed MLA folds kv_b_proj into per-head batched GEMMs.
+            .filter(|l| !(self.absorbed_mla() && l.name == "kv_b_proj"))
             .collect()
     }
 
@@ -321,14 +389,21 @@ impl<'a> LayerContext<'a> {
             AttentionKind::Mla => heads,
             AttentionKind::Gqa => (a.kv_heads / self.tp).max(1) as u64,
         };
+        let (kv_heads, qk, v) = if self.absorbed_mla() {
+            // One latent KV head: keys are the latent plus the RoPE key,
+            // values the latent (FlashMLA's 576/512).
+            (1, (a.kv_lora_rank + a.qk_rope_head_dim) as u64, a.kv_lora_rank as u64)
+        } else {
+            (kv_heads, qk as u64, v as u64)
+        };
         AttentionShape {
             batch: self.sequences,
-            q_len: self.seq_len,
-            kv_len: self.seq_len,
+            q_len: self.q_len(),
+            kv_len: self.kv_len(),
             heads,
             kv_heads,
-            qk_dim: qk as u64,
-            v_dim: v as u64,
+            qk_dim: qk,
+            v_dim: v,
             causal: true,
             dtype: Dtype::Bf16,
             pass,
@@ -380,15 +455,19 @@ impl<'a> LayerContext<'a> {
     }
 
     fn head_forward(&self, b: &Builder) -> Result<Vec<Item>, ModelError> {
-        let t = self.tokens();
+        let t = self.head_tokens();
         let h = self.model.hidden as u64;
         let v = (self.model.vocab / self.tp) as u64;
-        Ok(vec![
-            b.norm("final_norm", t, h, Pass::Forward)?,
-            b.gemm("lm_head", t, v, h, Dtype::Bf16)?,
+        let logits = t as f64 * v as f64;
+        let last = match self.mode {
             // Softmax cross-entropy over the BF16 logits (read once, FP32 math).
-            b.elementwise("cross_entropy", t as f64 * v as f64 * 2.0, t as f64 * 4.0, 5.0 * t as f64 * v as f64)?,
-        ])
+            PassMode::Training => {
+                b.elementwise("cross_entropy", logits * 2.0, t as f64 * 4.0, 5.0 * t as f64 * v as f64)?
+            }
+            // Softmax and sampling of the next token (read once, FP32 math).
+            _ => b.elementwise("sampling", logits * 2.0, t as f64 * 8.0, 5.0 * logits)?,
+        };
+        Ok(vec![b.norm("final_norm", t, h, Pass::Forward)?, b.gemm("lm_head", t, v, h, Dtype::Bf16)?, last])
     }
 
     fn attention_forward(&self, b: &Builder, out: &mut Vec<Item>) -> Result<(), ModelError> {
@@ -396,6 +475,7 @@ impl<'a> LayerContext<'a> {
         let h = self.model.hidden as u64;
         let a = &self.model.attention;
         out.push(b.norm("attn_norm", t, h, Pass::Forward)?);
+        let heads = (a.heads / self.tp).max(1) as u64;
         for lin in self.attention_linears() {
             if lin.name == "o_proj" {
                 let shape = self.attention_shape(Pass::Forward);
@@ -403,10 +483,32 @@ impl<'a> LayerContext<'a> {
                     let rope = self.rope_bytes();
                     out.push(b.elementwise("rope", rope, rope, 0.0)?);
                 }
-                if let Some(bytes) = self.qk_assembly_bytes() {
-                    out.push(b.elementwise("qk assemble", bytes, bytes, 0.0)?);
+                if self.mode != PassMode::Training {
+                    // The new tokens' keys and values (MLA: latent + RoPE key) into the paged cache.
+                    let cached = self.model.kv_cache_bytes_per_token(2.0) / self.model.layers as f64;
+                    let bytes = t as f64 * cached / self.tp as f64;
+                    out.push(b.elementwise("kv cache append", bytes, bytes, 0.0)?);
                 }
-                out.push(b.kernel("attention", Op::Attention(shape))?);
+                if self.absorbed_mla() {
+                    // q_nope (128 per head) into the latent space (512) with W_UK, per head.
+                    let (nope, rank) = (a.qk_nope_head_dim as u64, a.kv_lora_rank as u64);
+                    out.push(b.batched("q absorb", heads, t, rank, nope)?);
+                    out.push(b.kernel("attention", Op::Attention(shape))?);
+                    // The latent output back to the value dimension with W_UV, per head.
+                    out.push(b.batched("v absorb", heads, t, a.v_head_dim as u64, rank)?);
+                } else {
+                    if let Some(bytes) = self.qk_assembly_bytes() {
+                        out.push(b.elementwise("qk assemble", bytes, bytes, 0.0)?);
+                    }
+                    out.push(b.kernel("attention", Op::Attention(shape))?);
+                }
+            }
+            if let (PassMode::Prefill { cached }, "kv_b_proj") = (self.mode, lin.name) {
+                if cached > 0 {
+                    // Keys and values of the cached prefix, up-projected from its latents.
+                    let tc = self.sequences * cached;
+                    out.extend(b.linear("kv_b_proj cached", (tc, lin.n, lin.k), lin.dtype, Some((tc, lin.k)))?);
+                }
             }
             out.extend(b.linear(lin.name, (t, lin.n, lin.k), lin.dtype, Some((t, lin.k)))?);
             match lin.name {
@@ -469,8 +571,13 @@ impl<'a> LayerContext<'a> {
                     let act = if self.linear_dtype == Dtype::Fp8 { 1.0 + 4.0 / 128.0 } else { 2.0 };
                     // Received tokens into expert-contiguous order, the two
                     // GEMMs (SwiGLU fused with the cast of its output), then
-                    // the outputs back into the combine's send order.
-                    block.mid.push(b.elementwise("experts permute", rows * hf * act, rows * hf * act, 0.0)?);
+                    // the outputs back into the combine's send order. The
+                    // low-latency kernels of decode receive and send in
+                    // expert-major order: no permutes.
+                    let permute = !matches!(self.mode, PassMode::Decode { .. });
+                    if permute {
+                        block.mid.push(b.elementwise("experts permute", rows * hf * act, rows * hf * act, 0.0)?);
+                    }
                     block.mid.extend(b.grouped_pass("experts gate_up", "fwd", g, (m, h, 2 * inter))?);
                     block.mid.push(b.elementwise(
                         "experts swiglu",
@@ -479,7 +586,14 @@ impl<'a> LayerContext<'a> {
                         4.0 * rows * inter as f64,
                     )?);
                     block.mid.extend(b.grouped_pass("experts down", "fwd", g, (m, inter, h))?);
-                    block.mid.push(b.elementwise("experts unpermute", rows * hf * 2.0, rows * hf * 2.0, rows * hf)?);
+                    if permute {
+                        block.mid.push(b.elementwise(
+                            "experts unpermute",
+                            rows * hf * 2.0,
+                            rows * hf * 2.0,
+                            rows * hf,
+                        )?);
+                    }
                 }
                 block.comm_b = Some(EpComm { phase: MoePhase::Combine, bytes_per_token: self.hidden_bytes() });
                 // Combined routed output + shared expert + residual.
@@ -706,6 +820,7 @@ mod tests {
             device,
             sequences: 1,
             seq_len: 4096,
+            mode: PassMode::Training,
             tp: 1,
             experts_per_rank: 4,
             linear_dtype: Dtype::Fp8,

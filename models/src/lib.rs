@@ -8,8 +8,10 @@
 
 pub mod cluster;
 pub mod collectives;
+pub mod emit;
 pub mod error;
 pub mod hardware;
+pub mod inference;
 pub mod layers;
 pub mod model;
 pub mod moe_comm;
@@ -18,6 +20,7 @@ pub mod parallel;
 pub mod rng;
 pub mod routing;
 pub mod schedule;
+pub mod serving;
 pub mod technology;
 pub mod training;
 

@@ -167,6 +167,82 @@ pub fn lower_moe_comm(
     lower_routed(cluster, spec, |src, f| router.for_each_token(src, f), graph, streams, after)
 }
 
+/// Lowers a dispatch or combine as one representative rank sees it: the
+/// routing of every rank is sampled ([`routing_spec`]) and counted, and the
+/// critical rank's sends and receptions are lowered as one task on `stream`
+/// (which must belong to that rank: see [`critical_rank_of`]). Byte counts
+/// are the group's means, as [`lower_moe_comm`] reports them.
+pub fn lower_moe_comm_mirror(
+    cluster: &Cluster,
+    spec: &MoeCommSpec,
+    seed: u64,
+    graph: &mut TaskGraph,
+    stream: StreamId,
+    rep: u32,
+) -> Result<MoeCommLowering, ModelError> {
+    check(cluster, spec)?;
+    let router = TokenRouter::new(routing_spec(cluster, spec), seed)?;
+    let g = cluster.topology.gpus_per_node.min(spec.ranks);
+    let label = match spec.phase {
+        MoePhase::Dispatch => "moe dispatch",
+        MoePhase::Combine => "moe combine",
+    };
+    let per_rank = |count: u64, bytes: f64| count as f64 * bytes / spec.ranks as f64;
+    match spec.kernel {
+        MoeKernel::Normal => {
+            let traffic = EpTraffic::count(spec.ranks, g, spec.experts, |src, f| router.for_each_token(src, f));
+            let bytes = spec.bytes_per_token();
+            let t =
+                traffic.lower_mirror(cluster, spec.phase, bytes, spec.comm_sms, 0, rep as usize, label, graph, stream);
+            Ok(MoeCommLowering {
+                last: vec![t],
+                nvlink_bytes_per_rank: per_rank(traffic.counted_nvlink, bytes),
+                rdma_bytes_per_rank: per_rank(traffic.counted_rdma, bytes),
+                ib_bytes_per_rank: per_rank(traffic.rdma.iter().sum(), bytes),
+            })
+        }
+        MoeKernel::LowLatency => {
+            let traffic = LowLatencyTraffic::count(spec.ranks, spec.experts, |src, f| router.for_each_token(src, f));
+            let bytes = spec.low_latency_bytes_per_copy();
+            let t = traffic.lower_mirror(cluster, spec.phase, bytes, 0, rep as usize, label, graph, stream);
+            let r_count = traffic.ranks;
+            let mut ib = 0u64;
+            for src in 0..r_count {
+                for dst in 0..r_count {
+                    if cluster.topology.node_of(src as u32) != cluster.topology.node_of(dst as u32) {
+                        ib += traffic.copies[src * r_count + dst];
+                    }
+                }
+            }
+            Ok(MoeCommLowering {
+                last: vec![t],
+                nvlink_bytes_per_rank: 0.0,
+                rdma_bytes_per_rank: per_rank(traffic.copies.iter().sum(), bytes),
+                ib_bytes_per_rank: per_rank(ib, bytes),
+            })
+        }
+    }
+}
+
+/// The rank a representative lowering of `spec` mirrors: the one whose
+/// exchange takes longest on its own links under the sampled routing.
+pub fn critical_rank_of(cluster: &Cluster, spec: &MoeCommSpec, seed: u64) -> Result<u32, ModelError> {
+    check(cluster, spec)?;
+    let router = TokenRouter::new(routing_spec(cluster, spec), seed)?;
+    let g = cluster.topology.gpus_per_node.min(spec.ranks);
+    let nv = cluster.topology.summary().gpu_nvlink_bytes_per_s.max(1.0);
+    let ib = cluster.topology.summary().gpu_network_bytes_per_s.max(1.0);
+    Ok(match spec.kernel {
+        MoeKernel::Normal => {
+            EpTraffic::count(spec.ranks, g, spec.experts, |src, f| router.for_each_token(src, f)).critical_rank(nv, ib)
+        }
+        MoeKernel::LowLatency => {
+            LowLatencyTraffic::count(spec.ranks, spec.experts, |src, f| router.for_each_token(src, f))
+                .critical_rank(g, nv, ib)
+        }
+    } as u32)
+}
+
 /// Lowers a dispatch or combine with a routing given explicitly:
 /// `experts[src][token]` lists the experts token `token` of rank `src`
 /// selected (distinct, below `spec.experts`, at most `spec.topk`; any order).
@@ -526,49 +602,25 @@ impl EpTraffic {
 fn lower_low_latency(
     cluster: &Cluster,
     spec: &MoeCommSpec,
-    mut for_source: impl ForSource,
+    for_source: impl ForSource,
     graph: &mut TaskGraph,
     streams: &[StreamId],
     start: Option<TaskId>,
 ) -> (Vec<TaskId>, MoeCommLowering) {
-    let r_count = spec.ranks as usize;
-    let experts_per_rank = spec.experts / spec.ranks;
+    let traffic = LowLatencyTraffic::count(spec.ranks, spec.experts, for_source);
     let bytes_per_copy = spec.low_latency_bytes_per_copy();
-    let combine = spec.phase == MoePhase::Combine;
-    let label = if combine { "moe combine (low latency)" } else { "moe dispatch (low latency)" };
-    // Copies from the current source to each rank: O(ranks) memory.
-    let mut copies = vec![0u64; r_count];
-    let (mut counted, mut ib_copies) = (0u64, 0u64);
-    let mut scratch = Vec::new();
-    let mut flows = Vec::new();
-    let mut sends = Vec::with_capacity(r_count);
-    for (src, &stream) in streams.iter().enumerate() {
-        copies.iter_mut().for_each(|c| *c = 0);
-        for_source(src as u32, &mut |experts: &[u32]| {
-            for &e in experts {
-                copies[(e / experts_per_rank) as usize] += 1;
-            }
-        });
-        flows.clear();
+    let sends = traffic.lower_all(cluster, spec.phase, bytes_per_copy, 0, graph, streams, start);
+    let r_count = traffic.ranks;
+    let mut ib_copies = 0u64;
+    for src in 0..r_count {
         let src_node = cluster.topology.node_of(src as u32);
-        for (dst, &n) in copies.iter().enumerate() {
-            counted += n;
-            if n == 0 || dst == src {
-                continue;
-            }
+        for dst in 0..r_count {
             if cluster.topology.node_of(dst as u32) != src_node {
-                ib_copies += n;
+                ib_copies += traffic.copies[src * r_count + dst];
             }
-            let (from, to) = if combine { (dst as u32, src as u32) } else { (src as u32, dst as u32) };
-            let path = cluster.add_route(graph, from, to, 0, &mut scratch);
-            flows.push(Flow { path, bytes: n as f64 * bytes_per_copy });
         }
-        let t = graph.add_comm(stream, label, flows.iter().copied(), None);
-        if let Some(p) = start {
-            graph.add_dep(p, t);
-        }
-        sends.push(t);
     }
+    let counted: u64 = traffic.copies.iter().sum();
     let per_rank = |count: u64| count as f64 * bytes_per_copy / r_count as f64;
     (
         sends,
@@ -579,4 +631,149 @@ fn lower_low_latency(
             ib_bytes_per_rank: per_rank(ib_copies),
         },
     )
+}
+
+/// Copies of one low-latency dispatch over an expert-parallel group (a
+/// combine sends the same copies backwards): every (token, selected expert)
+/// pair is one copy from the token's rank to the expert's rank.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LowLatencyTraffic {
+    pub ranks: usize,
+    /// `copies[src * ranks + dst]`: copies rank `src` sends to rank `dst`
+    /// (its own rank included).
+    pub copies: Vec<u64>,
+    /// Copies each rank's experts receive (= its expert GEMM rows).
+    pub rows: Vec<u64>,
+}
+
+impl LowLatencyTraffic {
+    /// Counts the copies of a routing given per source rank (experts spread
+    /// evenly and contiguously over the ranks).
+    pub fn count(ranks: u32, experts: u32, mut for_source: impl ForSource) -> LowLatencyTraffic {
+        let r_count = ranks as usize;
+        let experts_per_rank = (experts / ranks.max(1)).max(1);
+        let mut copies = vec![0u64; r_count * r_count];
+        for src in 0..r_count {
+            let row = &mut copies[src * r_count..(src + 1) * r_count];
+            for_source(src as u32, &mut |experts: &[u32]| {
+                for &e in experts {
+                    row[((e / experts_per_rank) as usize).min(r_count - 1)] += 1;
+                }
+            });
+        }
+        let rows = (0..r_count).map(|d| (0..r_count).map(|s| copies[s * r_count + d]).sum()).collect();
+        LowLatencyTraffic { ranks: r_count, copies, rows }
+    }
+
+    /// Copies rank `r` sends to other ranks and receives from them.
+    pub fn rank_copies(&self, r: usize) -> (u64, u64) {
+        let n = self.ranks;
+        let out = (0..n).filter(|&d| d != r).map(|d| self.copies[r * n + d]).sum();
+        let inc = (0..n).filter(|&s| s != r).map(|s| self.copies[s * n + r]).sum();
+        (out, inc)
+    }
+
+    /// Flows of rank `a`'s kernel: dispatch sends its copies, combine
+    /// receives them back; with `mirror` the other direction is added too.
+    #[allow(clippy::too_many_arguments)]
+    fn rank_flows(
+        &self,
+        cluster: &Cluster,
+        phase: MoePhase,
+        bytes_per_copy: f64,
+        first_rank: u32,
+        a: usize,
+        mirror: bool,
+        graph: &mut TaskGraph,
+        scratch: &mut Vec<moesim_topologies::EdgeIndex>,
+        flows: &mut Vec<Flow>,
+    ) {
+        let n = self.ranks;
+        let combine = phase == MoePhase::Combine;
+        let global = |r: usize| first_rank + r as u32;
+        for b in 0..n {
+            let sends = [(self.copies[a * n + b], a, b), (if mirror { self.copies[b * n + a] } else { 0 }, b, a)];
+            for (copies, src, dst) in sends {
+                if copies == 0 || src == dst {
+                    continue;
+                }
+                let (from, to) = if combine { (dst, src) } else { (src, dst) };
+                let path = cluster.add_route(graph, global(from), global(to), 0, scratch);
+                flows.push(Flow { path, bytes: copies as f64 * bytes_per_copy });
+            }
+        }
+    }
+
+    /// Lowers the exchange for every rank of the group: rank `a`'s kernel is
+    /// one communication task on `streams[a]` holding no SMs, after `start`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lower_all(
+        &self,
+        cluster: &Cluster,
+        phase: MoePhase,
+        bytes_per_copy: f64,
+        first_rank: u32,
+        graph: &mut TaskGraph,
+        streams: &[StreamId],
+        start: Option<TaskId>,
+    ) -> Vec<TaskId> {
+        let label = if phase == MoePhase::Combine { "moe combine (low latency)" } else { "moe dispatch (low latency)" };
+        let mut scratch = Vec::new();
+        let mut flows = Vec::new();
+        let mut sends = Vec::with_capacity(self.ranks);
+        for (a, &stream) in streams.iter().enumerate().take(self.ranks) {
+            flows.clear();
+            self.rank_flows(cluster, phase, bytes_per_copy, first_rank, a, false, graph, &mut scratch, &mut flows);
+            let t = graph.add_comm(stream, label, flows.iter().copied(), None);
+            if let Some(p) = start {
+                graph.add_dep(p, t);
+            }
+            sends.push(t);
+        }
+        sends
+    }
+
+    /// Lowers the exchange as one representative rank `rep` sees it (its
+    /// sends and its receptions over the real routes; peers assumed loaded
+    /// like it), as [`EpTraffic::lower_mirror`] does for the normal kernels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lower_mirror(
+        &self,
+        cluster: &Cluster,
+        phase: MoePhase,
+        bytes_per_copy: f64,
+        first_rank: u32,
+        rep: usize,
+        label: &str,
+        graph: &mut TaskGraph,
+        stream: StreamId,
+    ) -> TaskId {
+        let mut scratch = Vec::new();
+        let mut flows = Vec::new();
+        self.rank_flows(cluster, phase, bytes_per_copy, first_rank, rep, true, graph, &mut scratch, &mut flows);
+        graph.add_comm(stream, label, flows.iter().copied(), None)
+    }
+
+    /// The rank whose exchange takes longest on its own links: copies over
+    /// NVLink inside its node and over the network to other nodes, each at
+    /// its per-direction rate (bytes/s, per copy counted once).
+    pub fn critical_rank(&self, gpus_per_node: u32, nvlink_bytes_per_s: f64, rdma_bytes_per_s: f64) -> usize {
+        let g = gpus_per_node.max(1) as usize;
+        let n = self.ranks;
+        let time = |r: usize| {
+            let (mut nv_out, mut nv_in, mut ib_out, mut ib_in) = (0u64, 0u64, 0u64, 0u64);
+            for p in (0..n).filter(|&p| p != r) {
+                let (out, inc) = (self.copies[r * n + p], self.copies[p * n + r]);
+                if p / g == r / g {
+                    nv_out += out;
+                    nv_in += inc;
+                } else {
+                    ib_out += out;
+                    ib_in += inc;
+                }
+            }
+            (nv_out.max(nv_in) as f64 / nvlink_bytes_per_s).max(ib_out.max(ib_in) as f64 / rdma_bytes_per_s)
+        };
+        (0..n).map(|r| (time(r), r)).fold((f64::MIN, 0), |best, x| if x.0 > best.0 { x } else { best }).1
+    }
 }

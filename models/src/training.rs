@@ -33,9 +33,10 @@ use moesim_sim::{DeviceId, Flow, Kernel, SimDuration, StreamId, TaskClass, TaskG
 
 use crate::cluster::Cluster;
 use crate::collectives::join_all;
+use crate::emit::{Emitter, RankStreams};
 use crate::error::ModelError;
 use crate::hardware::Dtype;
-use crate::layers::{Block, EpComm, Item, LayerContext, Unit};
+use crate::layers::{Block, EpComm, Item, LayerContext, PassMode, Unit};
 use crate::model::{FfnKind, ModelConfig};
 use crate::moe_comm::{EpTraffic, MoePhase};
 use crate::ops::{op_cost, Op};
@@ -75,6 +76,7 @@ impl TrainingSpec {
             device: &cluster.device,
             sequences: plan.micro_batch as u64,
             seq_len: self.seq_len,
+            mode: PassMode::Training,
             tp: plan.tp,
             experts_per_rank: self.model.moe.as_ref().map_or(1, |m| m.routed_experts / plan.ep),
             linear_dtype: self.linear_dtype,
@@ -300,7 +302,7 @@ struct Lowerer<'a> {
     launch_gap: SimDuration,
 }
 
-impl Lowerer<'_> {
+impl<'a> Lowerer<'a> {
     fn ctx(&self) -> LayerContext<'_> {
         self.spec.layer_context(self.cluster)
     }
@@ -335,97 +337,21 @@ impl Lowerer<'_> {
             }
             for (k, &r) in members.iter().enumerate() {
                 let Step::Compute { items, wait } = &steps_of[k][s] else { unreachable!("steps align") };
-                let mut pending_wait = wait.and_then(|w| self.state[r].slots.get(w).copied().flatten());
-                // The gaps between back-to-back kernel launches, as one delay
-                // before the run of kernels (same total time on the stream).
-                let kernels = items.iter().filter(|i| matches!(i, Item::Kernel(_))).count();
-                if kernels > 0 && self.launch_gap > SimDuration::ZERO {
-                    let gap = SimDuration::from_ps(self.launch_gap.as_ps() * kernels as u64);
-                    let t = self.graph.add_delay(self.ranks[r].compute, "launch gaps", gap);
-                    if let Some(w) = pending_wait.take() {
-                        self.graph.add_dep(w, t);
-                    }
-                    self.state[r].last_compute = Some(t);
-                }
-                for item in items.iter() {
-                    let t = self.emit_item(r, item);
-                    if let Some(w) = pending_wait.take() {
-                        self.graph.add_dep(w, t);
-                    }
-                }
-                if let Some(w) = pending_wait {
-                    // Nothing to run: a marker still waits, so later steps do.
-                    let m = self.graph.add_delay(self.ranks[r].compute, "wait", SimDuration::ZERO);
-                    self.graph.add_dep(w, m);
-                    self.state[r].last_compute = Some(m);
-                }
+                let wait = wait.and_then(|w| self.state[r].slots.get(w).copied().flatten());
+                let rank = self.rank_streams(r);
+                self.emitter().compute(self.graph, rank, items, wait, &mut self.state[r].last_compute);
             }
         }
         Ok(())
     }
 
-    fn emit_item(&mut self, r: usize, item: &Item) -> TaskId {
+    fn emitter(&self) -> Emitter<'a> {
+        Emitter { cluster: self.cluster, tp: self.plan.tp, launch_gap: self.launch_gap }
+    }
+
+    fn rank_streams(&self, r: usize) -> RankStreams {
         let rank = &self.ranks[r];
-        let (compute, rank_id) = (rank.compute, rank.rank);
-        match item {
-            Item::Kernel(k) => {
-                let kernel = k.cost.kernel(DeviceId(rank_id));
-                let t = self.graph.add_kernel(compute, &k.label, k.class, kernel);
-                self.state[r].last_compute = Some(t);
-                t
-            }
-            Item::TpAllReduce { label, bytes } => {
-                let t = self.tp_all_reduce(r, label, *bytes);
-                // The next kernel waits for the all-reduce: a zero marker on
-                // the compute stream carries the dependency.
-                let m = self.graph.add_delay(compute, label, SimDuration::ZERO);
-                self.graph.add_dep(t, m);
-                self.state[r].last_compute = Some(m);
-                m
-            }
-        }
-    }
-
-    /// A ring all-reduce over the tensor-parallel group of rank `r`.
-    fn tp_all_reduce(&mut self, r: usize, label: &str, bytes: f64) -> TaskId {
-        let tp = self.plan.tp;
-        let rank = self.ranks[r].rank;
-        let base = rank - rank % tp;
-        let succ = base + (rank - base + 1) % tp;
-        let after = self.state[r].last_compute;
-        let stream = self.ranks[r].tp;
-        self.mirror_ring(stream, rank, succ, label, 2.0 * (tp as f64 - 1.0) / tp as f64 * bytes, 2 * (tp - 1), after)
-    }
-
-    /// A ring collective as seen by one member: one flow of the bytes it
-    /// sends over its edge to `succ`, then the remaining steps' latencies.
-    /// Exact for a ring whose edges are alike (every member sends the same
-    /// bytes over a similar link at the same time).
-    #[allow(clippy::too_many_arguments)]
-    fn mirror_ring(
-        &mut self,
-        stream: StreamId,
-        rank: u32,
-        succ: u32,
-        label: &str,
-        bytes: f64,
-        steps: u32,
-        after: Option<TaskId>,
-    ) -> TaskId {
-        let mut scratch = Vec::new();
-        let path = self.cluster.add_route(self.graph, rank, succ, 0, &mut scratch);
-        let latency_ps: u64 =
-            self.graph.path(path).iter().map(|l| self.cluster.platform.link(*l).latency.as_ps()).sum();
-        let t = self.graph.add_comm(stream, label, [Flow { path, bytes }], None);
-        if let Some(a) = after {
-            self.graph.add_dep(a, t);
-        }
-        let extra = SimDuration::from_ps(latency_ps.saturating_mul(steps.saturating_sub(1) as u64));
-        if extra > SimDuration::ZERO {
-            self.graph.add_delay(stream, label, extra)
-        } else {
-            t
-        }
+        RankStreams { rank: rank.rank, compute: rank.compute, tp: rank.tp }
     }
 
     fn emit_ep(&mut self, device: u32, members: &[usize], slot: usize, comm: EpComm) {
@@ -845,7 +771,8 @@ fn grad_sync(
             return Ok(after);
         }
         let n = group as u32;
-        Ok(low.mirror_ring(stream, rank, succ, label, (group - 1.0) / group * bytes, n - 1, Some(after)))
+        let emitter = low.emitter();
+        Ok(emitter.mirror_ring(low.graph, stream, rank, succ, label, (group - 1.0) / group * bytes, n - 1, Some(after)))
     };
     let zero = plan.zero;
     let rs = ring(low, "dp reduce-scatter grads", dp_group, dense * grad_bytes, after, dp_succ)?;

@@ -70,6 +70,6 @@ impl CollectiveWorkload {
         metrics.insert("time_us".into(), num(time_s * 1e6));
         metrics.insert("algbw_gb_per_s".into(), num(algbw));
         metrics.insert("busbw_gb_per_s".into(), num(busbw));
-        Ok(Outcome { metrics, notes: Vec::new(), graph, platform, result, figures: Vec::new() })
+        Ok(Outcome { metrics, notes: Vec::new(), graph, platform, result, figures: Vec::new(), files: Vec::new() })
     }
 }

@@ -155,7 +155,7 @@ pub(crate) fn run_op(
     }
     let figures =
         if options.figures { vec![crate::workloads::roofline::figure(device, &cost, label)?] } else { Vec::new() };
-    Ok(Outcome { metrics, notes, graph, platform, result, figures })
+    Ok(Outcome { metrics, notes, graph, platform, result, figures, files: Vec::new() })
 }
 
 /// The metrics of one costed op (keys with units).

@@ -3,10 +3,13 @@
 
 pub mod collective;
 pub mod gemm;
+pub mod inference;
 pub mod moe_comm;
 pub mod op;
 pub mod pipeline;
 pub mod roofline;
+pub mod serving;
+pub mod traces;
 pub mod training;
 
 use moesim_models::{Cluster, DeviceSpec, ModelError};
@@ -26,10 +29,13 @@ pub enum WorkloadKind {
     Pipeline,
     Training,
     Op,
+    Prefill,
+    Decode,
+    Serving,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 7] = [
+    pub const ALL: [WorkloadKind; 10] = [
         WorkloadKind::Collective,
         WorkloadKind::MoeDispatch,
         WorkloadKind::MoeCombine,
@@ -37,6 +43,9 @@ impl WorkloadKind {
         WorkloadKind::Pipeline,
         WorkloadKind::Training,
         WorkloadKind::Op,
+        WorkloadKind::Prefill,
+        WorkloadKind::Decode,
+        WorkloadKind::Serving,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +57,9 @@ impl WorkloadKind {
             WorkloadKind::Pipeline => "pipeline",
             WorkloadKind::Training => "training",
             WorkloadKind::Op => "op",
+            WorkloadKind::Prefill => "prefill",
+            WorkloadKind::Decode => "decode",
+            WorkloadKind::Serving => "serving",
         }
     }
     pub fn names() -> Vec<&'static str> {
@@ -67,6 +79,8 @@ pub enum Workload {
     Pipeline(pipeline::PipelineWorkload),
     Training(training::TrainingWorkload),
     Op(op::OpWorkload),
+    Iteration(inference::IterationWorkload),
+    Serving(Box<serving::ServingWorkload>),
 }
 
 /// What the scenario resolved besides the workload, for the workload's checks.
@@ -102,6 +116,8 @@ pub struct Outcome {
     pub result: RunResult,
     /// Plots to write beside the other outputs (`NAME.png`, `NAME.svg`).
     pub figures: Vec<moesim_reports::plot::RenderedFigure>,
+    /// Further files for `--out` (`(name, bytes)`, e.g. a per-request CSV).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// Why a run did not produce an outcome.
@@ -132,6 +148,8 @@ impl Workload {
             Workload::Pipeline(w) => w.problems(),
             Workload::Training(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel),
             Workload::Op(w) => w.problems(device),
+            Workload::Iteration(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel),
+            Workload::Serving(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel.is_some()),
         };
         if !self.uses_model() {
             if cx.model_given {
@@ -152,7 +170,7 @@ impl Workload {
 
     /// Whether the workload reads `[model]` and `[parallel]`.
     pub fn uses_model(&self) -> bool {
-        matches!(self, Workload::Training(_))
+        matches!(self, Workload::Training(_) | Workload::Iteration(_) | Workload::Serving(_))
     }
 
     pub fn kind_name(&self) -> &str {
@@ -163,6 +181,9 @@ impl Workload {
             Workload::Pipeline(_) => "pipeline",
             Workload::Training(_) => "training",
             Workload::Op(_) => "op",
+            Workload::Iteration(inference::IterationWorkload::Prefill(_)) => "prefill",
+            Workload::Iteration(inference::IterationWorkload::Decode(_)) => "decode",
+            Workload::Serving(_) => "serving",
         }
     }
 }
@@ -188,6 +209,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions, observer: &mut dyn Observe
         Workload::Pipeline(w) => w.run(scenario, options, observer),
         Workload::Training(w) => w.run(scenario, options, observer),
         Workload::Op(w) => w.run(scenario, options, observer),
+        Workload::Iteration(w) => w.run(scenario, options, observer),
+        Workload::Serving(w) => w.run(scenario, options, observer),
     }
 }
 

@@ -9,6 +9,7 @@ use moesim_topologies::ConfigProblem;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::training::SimulateRanks;
 use super::{
     build_cluster, check_ranks, model_failure, num, positive_time, problem, simulate, Outcome, RunFailure, RunOptions,
     TopologyState,
@@ -49,6 +50,15 @@ pub struct MoeCommWorkload {
     /// Zipf exponent of expert popularity; 0 = balanced.
     #[serde(default)]
     pub skew: f64,
+    /// `all` ranks (default) or one `representative` rank: the critical
+    /// rank's sends and receptions over the real routes, its peers assumed
+    /// loaded alike — for groups too large to simulate every flow (EP256).
+    #[serde(default = "all_ranks")]
+    pub simulate: SimulateRanks,
+}
+
+fn all_ranks() -> SimulateRanks {
+    SimulateRanks::All
 }
 
 impl MoeCommWorkload {
@@ -104,10 +114,24 @@ impl MoeCommWorkload {
     ) -> Result<Outcome, RunFailure> {
         let cluster = build_cluster(scenario)?;
         let mut graph = TaskGraph::new();
-        let streams: Vec<_> = (0..self.ranks).map(|r| graph.add_stream(r, "deepep")).collect();
-        let after = vec![None; self.ranks as usize];
-        let lowered = moe_comm::lower_moe_comm(&cluster, &self.spec(), scenario.seed, &mut graph, &streams, &after)
-            .map_err(|e| model_failure(scenario, e))?;
+        let spec = self.spec();
+        let mut notes = Vec::new();
+        let lowered = match self.simulate {
+            SimulateRanks::All => {
+                let streams: Vec<_> = (0..self.ranks).map(|r| graph.add_stream(r, "deepep")).collect();
+                let after = vec![None; self.ranks as usize];
+                moe_comm::lower_moe_comm(&cluster, &spec, scenario.seed, &mut graph, &streams, &after)
+            }
+            SimulateRanks::Representative => moe_comm::critical_rank_of(&cluster, &spec, scenario.seed).and_then(|rep| {
+                notes.push(format!(
+                    "representative rank: rank {rep} (the critical rank) simulated of {}; its peers are assumed loaded alike",
+                    self.ranks
+                ));
+                let stream = graph.add_stream(rep, "deepep");
+                moe_comm::lower_moe_comm_mirror(&cluster, &spec, scenario.seed, &mut graph, stream, rep)
+            }),
+        }
+        .map_err(|e| model_failure(scenario, e))?;
         let (platform, graph, result) = simulate(cluster.platform, graph, options, observer)?;
         let time_s = positive_time(result.end);
         let mut metrics = Map::new();
@@ -123,7 +147,7 @@ impl MoeCommWorkload {
         metrics.insert("nvlink_gb_per_s".into(), num(lowered.nvlink_bytes_per_rank / time_s / 1e9));
         metrics.insert("rdma_gb_per_s".into(), num(lowered.rdma_bytes_per_rank / time_s / 1e9));
         metrics.insert("ib_bytes_per_rank".into(), num(lowered.ib_bytes_per_rank));
-        let notes = vec!["bandwidths count bytes as DeepEP's benchmarks do: (token, destination) pairs incl. the rank's own node/rank, divided by the kernel time".into()];
-        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new() })
+        notes.push("bandwidths count bytes as DeepEP's benchmarks do: (token, destination) pairs incl. the rank's own node/rank, divided by the kernel time".into());
+        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
     }
 }

@@ -124,6 +124,7 @@ impl PipelineWorkload {
             platform: Platform::default(),
             result: run.result,
             figures: Vec::new(),
+            files: Vec::new(),
         })
     }
 }

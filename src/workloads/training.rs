@@ -222,7 +222,7 @@ impl TrainingWorkload {
                 metrics["memory_comm_buffers_gib"].as_f64().unwrap_or(0.0),
             ));
         }
-        Ok(Outcome { metrics, notes, graph, platform, result, figures })
+        Ok(Outcome { metrics, notes, graph, platform, result, figures, files: Vec::new() })
     }
 
     fn metrics(

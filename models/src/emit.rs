@@ -1,0 +1,136 @@
+//! Turning a rank's kernel items ([`crate::layers::Item`]) into engine tasks,
+//! shared by the training step and the inference iterations: kernels in
+//! issue order on the rank's compute stream with the launch gaps between
+//! them, tensor-parallel all-reduces as mirrored ring transfers on its `tp`
+//! stream, and an optional wait on an earlier task (an all-to-all) before
+//! the first kernel.
+
+use moesim_sim::{DeviceId, Flow, SimDuration, StreamId, TaskGraph, TaskId};
+
+use crate::cluster::Cluster;
+use crate::layers::Item;
+
+/// The streams of one simulated rank that compute items go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RankStreams {
+    /// Global rank (= engine device index).
+    pub rank: u32,
+    pub compute: StreamId,
+    pub tp: StreamId,
+}
+
+/// What emitting needs besides the graph.
+#[derive(Clone, Copy)]
+pub struct Emitter<'c> {
+    pub cluster: &'c Cluster,
+    /// Tensor-parallel group size (consecutive ranks).
+    pub tp: u32,
+    /// Gap between back-to-back kernels on a stream.
+    pub launch_gap: SimDuration,
+}
+
+impl Emitter<'_> {
+    /// Emits `items` on `rank`'s compute stream after `*last` (stream
+    /// order), the first one also after `wait`; `*last` becomes the last
+    /// task. The launch gaps of the run of kernels go first as one delay
+    /// (same total time on the stream). With nothing to run, a marker still
+    /// carries the wait so later items do.
+    pub fn compute(
+        &self,
+        graph: &mut TaskGraph,
+        rank: RankStreams,
+        items: &[Item],
+        wait: Option<TaskId>,
+        last: &mut Option<TaskId>,
+    ) {
+        let mut pending_wait = wait;
+        let kernels = items.iter().filter(|i| matches!(i, Item::Kernel(_))).count();
+        if kernels > 0 && self.launch_gap > SimDuration::ZERO {
+            let gap = SimDuration::from_ps(self.launch_gap.as_ps() * kernels as u64);
+            let t = graph.add_delay(rank.compute, "launch gaps", gap);
+            if let Some(w) = pending_wait.take() {
+                graph.add_dep(w, t);
+            }
+            *last = Some(t);
+        }
+        for item in items {
+            let t = self.item(graph, rank, item, last);
+            if let Some(w) = pending_wait.take() {
+                graph.add_dep(w, t);
+            }
+        }
+        if let Some(w) = pending_wait {
+            let m = graph.add_delay(rank.compute, "wait", SimDuration::ZERO);
+            graph.add_dep(w, m);
+            *last = Some(m);
+        }
+    }
+
+    fn item(&self, graph: &mut TaskGraph, rank: RankStreams, item: &Item, last: &mut Option<TaskId>) -> TaskId {
+        match item {
+            Item::Kernel(k) => {
+                let kernel = k.cost.kernel(DeviceId(rank.rank));
+                let t = graph.add_kernel(rank.compute, &k.label, k.class, kernel);
+                *last = Some(t);
+                t
+            }
+            Item::TpAllReduce { label, bytes } => {
+                let t = self.tp_all_reduce(graph, rank, label, *bytes, *last);
+                // The next kernel waits for the all-reduce: a zero marker on
+                // the compute stream carries the dependency.
+                let m = graph.add_delay(rank.compute, label, SimDuration::ZERO);
+                graph.add_dep(t, m);
+                *last = Some(m);
+                m
+            }
+        }
+    }
+
+    /// A ring all-reduce over the tensor-parallel group of `rank`.
+    pub fn tp_all_reduce(
+        &self,
+        graph: &mut TaskGraph,
+        rank: RankStreams,
+        label: &str,
+        bytes: f64,
+        after: Option<TaskId>,
+    ) -> TaskId {
+        let tp = self.tp;
+        let r = rank.rank;
+        let base = r - r % tp;
+        let succ = base + (r - base + 1) % tp;
+        let bytes = 2.0 * (tp as f64 - 1.0) / tp as f64 * bytes;
+        self.mirror_ring(graph, rank.tp, r, succ, label, bytes, 2 * (tp - 1), after)
+    }
+
+    /// A ring collective as seen by one member: one flow of the bytes it
+    /// sends over its edge to `succ`, then the remaining steps' latencies.
+    /// Exact for a ring whose edges are alike (every member sends the same
+    /// bytes over a similar link at the same time).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mirror_ring(
+        &self,
+        graph: &mut TaskGraph,
+        stream: StreamId,
+        rank: u32,
+        succ: u32,
+        label: &str,
+        bytes: f64,
+        steps: u32,
+        after: Option<TaskId>,
+    ) -> TaskId {
+        let mut scratch = Vec::new();
+        let path = self.cluster.add_route(graph, rank, succ, 0, &mut scratch);
+        let latency_ps: u64 = graph.path(path).iter().map(|l| self.cluster.platform.link(*l).latency.as_ps()).sum();
+        let t = graph.add_comm(stream, label, [Flow { path, bytes }], None);
+        if let Some(a) = after {
+            graph.add_dep(a, t);
+        }
+        let extra = SimDuration::from_ps(latency_ps.saturating_mul(steps.saturating_sub(1) as u64));
+        if extra > SimDuration::ZERO {
+            graph.add_delay(stream, label, extra)
+        } else {
+            t
+        }
+    }
+}

@@ -1,0 +1,905 @@
+//! `kind = "serving"`: request-level serving of a model (`[model]`) on
+//! disaggregated prefill and decode units (`[workload.prefill]`,
+//! `[workload.decode]`), with arrivals from a Poisson process or a trace
+//! file (Azure CSV, Mooncake JSON lines). The request-level model is
+//! [`moesim_models::serving`]; each unit iteration's time comes from the
+//! engine-simulated iteration ([`moesim_models::inference`]) on a grid of
+//! batch sizes and context lengths, memoised and interpolated
+//! ([`EngineIterationTimes`]).
+//!
+//! ```toml
+//! [workload]
+//! kind = "serving"
+//! arrivals = "poisson"           # or "trace" (the default when `trace` is set)
+//! rate_per_s = 200.0
+//! duration_s = 3600.0
+//! input_len = 4096               # without a trace: every request alike
+//! output_len = 1024
+//! cache_hit_ratio = 0.563        # share of a prompt in the prefix cache (traces with block ids use those)
+//! # trace = "../shared/data/kvcache-ai+Mooncake/FAST25-release/traces/conversation_trace.jsonl"
+//! prefill_units = 4
+//! decode_units = 1
+//! ttft_slo_ms = 2000.0
+//! tpot_slo_ms = 50.0
+//! [workload.prefill]
+//! gpus = 32
+//! tokens_per_gpu = 16384
+//! redundant_experts = 32
+//! [workload.decode]
+//! gpus = 144
+//! max_batch_per_gpu = 128
+//! redundant_experts = 32
+//! mtp_acceptance = 0.85
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use moesim_models::hardware::Dtype;
+use moesim_models::inference::{
+    kv_bytes_per_token, kv_capacity_tokens, lower_iteration_cached, DeploymentUnit, IterationPhase, IterationSpec,
+    RoutingCache,
+};
+use moesim_models::routing::Skew;
+use moesim_models::serving::{
+    poisson_arrivals, quantile, simulate_serving, unservable, IterationTimes, Request, ServingConfig, ServingResult,
+};
+use moesim_models::{Cluster, DeviceSpec, ModelConfig};
+use moesim_reports::plot::{color, render, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, XyChart};
+use moesim_sim::{EngineOptions, Observer, Platform, RunResult, SimTime, TaskGraph};
+use moesim_topologies::{ClusterSpec, ConfigProblem};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::inference::PlacementName;
+use super::traces::{read_trace, Trace, TraceFormat};
+use super::{num, problem, Outcome, RunFailure, RunOptions, TopologyState};
+use crate::scenario::Scenario;
+
+fn one_u32() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn fp8() -> Dtype {
+    Dtype::Fp8
+}
+fn usd() -> f64 {
+    2.0
+}
+fn unit_scale() -> f64 {
+    1.0
+}
+fn hbm_use() -> f64 {
+    0.9
+}
+fn comm_sms() -> u32 {
+    24
+}
+
+/// Where arrivals come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arrivals {
+    /// A Poisson process at `rate_per_s`.
+    Poisson,
+    /// The trace's timestamps (times `time_scale`).
+    Trace,
+}
+
+/// `[workload.prefill]`: one prefill unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefillUnitTable {
+    pub gpus: u32,
+    #[serde(default = "one_u32")]
+    pub tp: u32,
+    /// New tokens a GPU takes per iteration.
+    pub tokens_per_gpu: u64,
+    #[serde(default)]
+    pub redundant_experts: u32,
+    #[serde(default)]
+    pub placement: PlacementName,
+    /// SMs the all-to-all kernels hold (DeepSeek's prefill: 24 of 132).
+    #[serde(default = "comm_sms")]
+    pub comm_sms: u32,
+    #[serde(default = "two")]
+    pub micro_batches: u32,
+}
+
+/// `[workload.decode]`: one decode unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeUnitTable {
+    pub gpus: u32,
+    #[serde(default = "one_u32")]
+    pub tp: u32,
+    /// Most sequences a GPU runs at once (KV capacity may bound it lower).
+    pub max_batch_per_gpu: u64,
+    #[serde(default)]
+    pub redundant_experts: u32,
+    #[serde(default)]
+    pub placement: PlacementName,
+    pub mtp_acceptance: Option<f64>,
+    #[serde(default = "two")]
+    pub micro_batches: u32,
+}
+
+/// The `[workload]` table of a serving run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingWorkload {
+    pub kind: String,
+    pub arrivals: Option<Arrivals>,
+    pub rate_per_s: Option<f64>,
+    /// Poisson: how long arrivals come; trace: where the trace is cut.
+    pub duration_s: Option<f64>,
+    /// A trace file (Azure CSV or Mooncake JSON lines), relative to the
+    /// scenario file or the working directory.
+    pub trace: Option<String>,
+    pub trace_format: Option<TraceFormat>,
+    /// Trace timestamps are multiplied by this (0.1 = ten times the rate).
+    #[serde(default = "unit_scale")]
+    pub time_scale: f64,
+    pub input_len: Option<u64>,
+    pub output_len: Option<u64>,
+    /// Share of each prompt found in the prefix cache (without block ids).
+    #[serde(default)]
+    pub cache_hit_ratio: f64,
+    pub prefill_units: u32,
+    pub decode_units: u32,
+    pub prefill: PrefillUnitTable,
+    pub decode: DecodeUnitTable,
+    pub ttft_slo_ms: Option<f64>,
+    pub tpot_slo_ms: Option<f64>,
+    #[serde(default = "fp8")]
+    pub precision: Dtype,
+    #[serde(default)]
+    pub skew: f64,
+    /// Share of HBM the weights, buffers and KV cache may use.
+    #[serde(default = "hbm_use")]
+    pub hbm_utilization: f64,
+    #[serde(default = "usd")]
+    pub usd_per_gpu_hour: f64,
+}
+
+/// Derived per-request figures and run totals.
+pub struct ServingReport {
+    pub metrics: Map<String, Value>,
+    pub notes: Vec<String>,
+    pub result: ServingResult,
+}
+
+impl ServingWorkload {
+    fn arrivals(&self) -> Arrivals {
+        self.arrivals.unwrap_or(if self.trace.is_some() { Arrivals::Trace } else { Arrivals::Poisson })
+    }
+
+    pub fn problems(
+        &self,
+        device: Option<&DeviceSpec>,
+        topology: TopologyState,
+        model: Option<&ModelConfig>,
+        model_given: bool,
+        parallel_given: bool,
+    ) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut positive = |key: &str, v: Option<f64>, what: &str| {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    out.push(problem(key, format!("expected {what} > 0, found {v}")));
+                }
+            }
+        };
+        positive("workload.rate_per_s", self.rate_per_s, "a rate");
+        positive("workload.duration_s", self.duration_s, "a duration");
+        positive("workload.time_scale", Some(self.time_scale), "a factor");
+        positive("workload.ttft_slo_ms", self.ttft_slo_ms, "a time");
+        positive("workload.tpot_slo_ms", self.tpot_slo_ms, "a time");
+        if !(self.cache_hit_ratio.is_finite() && (0.0..1.0).contains(&self.cache_hit_ratio)) {
+            out.push(problem(
+                "workload.cache_hit_ratio",
+                format!("expected a share in [0, 1), found {}", self.cache_hit_ratio),
+            ));
+        }
+        if !(self.hbm_utilization > 0.0 && self.hbm_utilization <= 1.0) {
+            out.push(problem(
+                "workload.hbm_utilization",
+                format!("expected a share in (0, 1], found {}", self.hbm_utilization),
+            ));
+        }
+        if !(self.usd_per_gpu_hour.is_finite() && self.usd_per_gpu_hour >= 0.0) {
+            out.push(problem(
+                "workload.usd_per_gpu_hour",
+                format!("expected a price >= 0, found {}", self.usd_per_gpu_hour),
+            ));
+        }
+        if !(self.skew.is_finite() && self.skew >= 0.0) {
+            out.push(problem("workload.skew", format!("expected a Zipf exponent >= 0, found {}", self.skew)));
+        }
+        if let Some(Err(e)) = device.map(|d| d.tensor_flops_per_s(self.precision)) {
+            out.push(problem("workload.precision", e.to_string()));
+        }
+        if self.prefill_units == 0 {
+            out.push(problem("workload.prefill_units", "expected an integer >= 1, found 0".into()));
+        }
+        if self.decode_units == 0 {
+            out.push(problem("workload.decode_units", "expected an integer >= 1, found 0".into()));
+        }
+        match (self.arrivals(), &self.trace) {
+            (Arrivals::Poisson, _) => {
+                if self.rate_per_s.is_none() {
+                    out.push(problem(
+                        "workload.rate_per_s",
+                        "Poisson arrivals need a rate, e.g. rate_per_s = 100".into(),
+                    ));
+                }
+                if self.duration_s.is_none() {
+                    out.push(problem(
+                        "workload.duration_s",
+                        "Poisson arrivals need a duration, e.g. duration_s = 3600".into(),
+                    ));
+                }
+            }
+            (Arrivals::Trace, None) => {
+                out.push(problem("workload.trace", "arrivals = \"trace\" needs a trace file".into()))
+            }
+            _ => {}
+        }
+        if self.trace.is_none() {
+            for (k, v) in [("workload.input_len", self.input_len), ("workload.output_len", self.output_len)] {
+                match v {
+                    None => out.push(problem(k, "without a trace every request needs this length, e.g. 4096".into())),
+                    Some(0) => out.push(problem(k, "expected an integer >= 1, found 0".into())),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(p) = self.decode.mtp_acceptance {
+            if !(0.0..=1.0).contains(&p) {
+                out.push(problem(
+                    "workload.decode.mtp_acceptance",
+                    format!("expected a probability in [0, 1], found {p}"),
+                ));
+            }
+        }
+        if self.decode.max_batch_per_gpu == 0 {
+            out.push(problem("workload.decode.max_batch_per_gpu", "expected an integer >= 1, found 0".into()));
+        }
+        if !model_given {
+            out.push(problem("model", "serving needs a [model] table, e.g. preset = \"deepseek-v3\"".into()));
+        }
+        if parallel_given {
+            out.push(problem(
+                "parallel",
+                "not used by kind \"serving\": units are set in [workload.prefill] and [workload.decode]".into(),
+            ));
+        }
+        match topology {
+            TopologyState::Missing => {
+                out.push(problem("topology", "serving needs a [topology] table (the units' fabric)".into()))
+            }
+            TopologyState::Resolved(t) => {
+                if let Some(m) = model {
+                    for (prefix, spec) in [
+                        ("workload.prefill", self.prefill_spec(m, 1024, 4096)),
+                        ("workload.decode", self.decode_spec(m, 1, 1024)),
+                    ] {
+                        let g = t.gpus_per_node;
+                        if spec.unit.gpus > g && !spec.unit.gpus.is_multiple_of(g) {
+                            out.push(problem(
+                                &format!("{prefix}.gpus"),
+                                format!(
+                                    "expected whole nodes of {g} GPUs (or at most one node), found {}",
+                                    spec.unit.gpus
+                                ),
+                            ));
+                            continue;
+                        }
+                        for p in spec.problems(spec.unit.gpus) {
+                            let key = match p.key.as_str() {
+                                "workload.gpus"
+                                | "workload.tp"
+                                | "workload.redundant_experts"
+                                | "workload.micro_batches" => {
+                                    format!("{prefix}.{}", &p.key["workload.".len()..])
+                                }
+                                "workload.tokens_per_gpu" => format!("{prefix}.tokens_per_gpu"),
+                                "workload.batch_per_gpu" => format!("{prefix}.max_batch_per_gpu"),
+                                "workload.mtp_acceptance" => format!("{prefix}.mtp_acceptance"),
+                                _ => continue,
+                            };
+                            out.push(problem(&key, p.message));
+                        }
+                    }
+                }
+            }
+            TopologyState::Broken => {}
+        }
+        out
+    }
+
+    fn skew(&self) -> Skew {
+        if self.skew == 0.0 {
+            Skew::Balanced
+        } else {
+            Skew::Zipf(self.skew)
+        }
+    }
+
+    /// A prefill iteration of `new_tokens` per GPU on prompts of `prompt_len`.
+    pub fn prefill_spec(&self, model: &ModelConfig, new_tokens: u64, prompt_len: u64) -> IterationSpec {
+        let p = &self.prefill;
+        let q = new_tokens.min(prompt_len).max(1);
+        IterationSpec {
+            model: model.clone(),
+            unit: DeploymentUnit {
+                gpus: p.gpus,
+                tp: p.tp,
+                redundant_experts: p.redundant_experts,
+                placement: p.placement.placement(),
+                comm_sms: p.comm_sms,
+            },
+            phase: IterationPhase::Prefill { tokens_per_gpu: new_tokens, prompt_len, cached_len: prompt_len - q },
+            linear_dtype: self.precision,
+            skew: self.skew(),
+            micro_batches: p.micro_batches,
+        }
+    }
+
+    /// A decode iteration of `batch` sequences per GPU at `context`.
+    pub fn decode_spec(&self, model: &ModelConfig, batch: u64, context: u64) -> IterationSpec {
+        let d = &self.decode;
+        IterationSpec {
+            model: model.clone(),
+            unit: DeploymentUnit {
+                gpus: d.gpus,
+                tp: d.tp,
+                redundant_experts: d.redundant_experts,
+                placement: d.placement.placement(),
+                comm_sms: 0,
+            },
+            phase: IterationPhase::Decode {
+                batch_per_gpu: batch,
+                context_len: context,
+                mtp_acceptance: d.mtp_acceptance,
+            },
+            linear_dtype: self.precision,
+            skew: self.skew(),
+            micro_batches: d.micro_batches,
+        }
+    }
+
+    /// The requests (sorted by arrival), read or drawn.
+    pub fn requests(&self, scenario: &Scenario) -> Result<Vec<Request>, RunFailure> {
+        let trace = match &self.trace {
+            Some(path) => Some(
+                read_trace(&resolve_path(&scenario.source.origin, path), self.trace_format)
+                    .map_err(|d| RunFailure::Input(vec![d]))?,
+            ),
+            None => None,
+        };
+        Ok(self.requests_from(trace.as_ref(), scenario.seed))
+    }
+
+    /// The requests from a parsed trace (or none) and the seed.
+    pub fn requests_from(&self, trace: Option<&Trace>, seed: u64) -> Vec<Request> {
+        let cached_of = |input: u64, blocks: Option<u64>| {
+            blocks.unwrap_or_else(|| (input as f64 * self.cache_hit_ratio).round() as u64).min(input.saturating_sub(1))
+        };
+        let with_blocks = trace.is_some_and(|t| t.rows.iter().any(|r| !r.block_ids.is_empty()));
+        let cached: Vec<u64> = trace.map(Trace::cached_tokens).unwrap_or_default();
+        let length = |i: usize| -> (u64, u64, u64) {
+            match trace {
+                Some(t) => {
+                    let k = i % t.rows.len();
+                    let r = &t.rows[k];
+                    (r.input_len, r.output_len, cached_of(r.input_len, with_blocks.then(|| cached[k])))
+                }
+                None => {
+                    let (i, o) = (self.input_len.unwrap_or(1), self.output_len.unwrap_or(1));
+                    (i, o, cached_of(i, None))
+                }
+            }
+        };
+        let mut out = Vec::new();
+        match (self.arrivals(), trace) {
+            (Arrivals::Trace, Some(t)) => {
+                let end = self.duration_s.unwrap_or(f64::INFINITY);
+                for (i, r) in t.rows.iter().enumerate() {
+                    let at = r.timestamp_s * self.time_scale;
+                    if at > end {
+                        break;
+                    }
+                    let (input_len, output_len, cached_len) = length(i);
+                    out.push(Request { arrival_s: at, input_len, output_len, cached_len });
+                }
+            }
+            _ => {
+                let times = poisson_arrivals(self.rate_per_s.unwrap_or(1.0), self.duration_s.unwrap_or(0.0), seed);
+                for t in times {
+                    let (input_len, output_len, cached_len) = length(out.len());
+                    out.push(Request { arrival_s: t, input_len, output_len, cached_len });
+                }
+            }
+        }
+        out
+    }
+
+    pub fn run(
+        &self,
+        scenario: &Scenario,
+        options: &RunOptions,
+        _observer: &mut dyn Observer,
+    ) -> Result<Outcome, RunFailure> {
+        let requests = self.requests(scenario)?;
+        let mut times = EngineIterationTimes::new(self, scenario)?;
+        let report = self.serve(scenario, &requests, &mut times, self.prefill_units, self.decode_units)?;
+        let mut figures = Vec::new();
+        let mut files = Vec::new();
+        if options.figures {
+            figures.extend(latency_cdfs(&report.result, self.ttft_slo_ms, self.tpot_slo_ms)?);
+            files.push(("requests.csv".to_owned(), requests_csv(&report.result)));
+        }
+        let result = RunResult {
+            end: SimTime::ZERO + moesim_sim::SimDuration::from_secs_f64(report.result.makespan_s),
+            events: report.result.events,
+            ..Default::default()
+        };
+        Ok(Outcome {
+            metrics: report.metrics,
+            notes: report.notes,
+            graph: TaskGraph::new(),
+            platform: Platform::default(),
+            result,
+            figures,
+            files,
+        })
+    }
+
+    /// Serves `requests` on `prefill_units` + `decode_units` units (the
+    /// capacity search calls this with other unit counts).
+    pub fn serve(
+        &self,
+        scenario: &Scenario,
+        requests: &[Request],
+        times: &mut EngineIterationTimes,
+        prefill_units: u32,
+        decode_units: u32,
+    ) -> Result<ServingReport, RunFailure> {
+        let config = ServingConfig { prefill_units, decode_units, ..times.config.clone() };
+        let model = times.model.clone();
+        let bad = unservable(&config, requests, model.max_context);
+        let mut notes = Vec::new();
+        let mut served: Vec<Request> = Vec::with_capacity(requests.len());
+        let mut skip = bad.iter().map(|u| u.index).peekable();
+        for (i, r) in requests.iter().enumerate() {
+            if skip.peek() == Some(&i) {
+                skip.next();
+                continue;
+            }
+            served.push(*r);
+        }
+        if !bad.is_empty() {
+            notes.push(format!(
+                "warning: {} of {} requests cannot be served and are left out; the first: request {}: {}",
+                bad.len(),
+                requests.len(),
+                bad[0].index,
+                bad[0].message
+            ));
+        }
+        if served.is_empty() {
+            return Err(RunFailure::Input(vec![scenario.source.at_key(
+                "workload",
+                format!(
+                    "no request can be served ({}{})",
+                    if requests.is_empty() { "no arrivals".to_owned() } else { bad[0].message.clone() },
+                    if requests.is_empty() { "; raise rate_per_s or duration_s" } else { "" }
+                ),
+            )]));
+        }
+        let result = simulate_serving(&config, &served, times);
+        if let Some(e) = times.error.take() {
+            return Err(e);
+        }
+        let metrics = self.metrics(&config, &served, &result, times, scenario.topology.as_ref());
+        notes.push(format!(
+            "iteration times interpolated between {} prefill and {} decode iterations simulated on the engine (representative rank, {} MoE layers extrapolated from runs of {} and {})",
+            times.prefill_points(),
+            times.decode_points(),
+            model.moe_layers(),
+            SAMPLE_LAYERS.0,
+            SAMPLE_LAYERS.1
+        ));
+        notes.push("decode admission reserves a request's whole KV (prompt + output); prefill KV moves to decode after the prefill iteration, one transfer at a time per NIC".into());
+        Ok(ServingReport { metrics, notes, result })
+    }
+
+    fn metrics(
+        &self,
+        config: &ServingConfig,
+        requests: &[Request],
+        r: &ServingResult,
+        times: &EngineIterationTimes,
+        topology: Option<&ClusterSpec>,
+    ) -> Map<String, Value> {
+        let gpn = topology.map_or(8, |t| t.gpus_per_node) as f64;
+        let prefill_gpus = config.prefill_units as f64 * config.prefill_gpus_per_unit as f64;
+        let decode_gpus = config.decode_units as f64 * config.decode_gpus_per_unit as f64;
+        let (prefill_nodes, decode_nodes) = ((prefill_gpus / gpn).ceil(), (decode_gpus / gpn).ceil());
+        let span = r.makespan_s.max(1e-9);
+        let mut ttft: Vec<f64> = r.requests.iter().map(|o| o.ttft_s() * 1e3).collect();
+        let mut tpot: Vec<f64> = r.requests.iter().filter_map(|o| o.tpot_s()).map(|t| t * 1e3).collect();
+        let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+        let input: f64 = requests.iter().map(|q| q.input_len as f64).sum();
+        let cached: f64 = requests.iter().map(|q| q.cached_len as f64).sum();
+        let output: f64 = requests.iter().map(|q| q.output_len as f64).sum();
+        let mut m = Map::new();
+        m.insert("model".into(), Value::from(times.model.name.clone()));
+        m.insert("requests".into(), Value::from(requests.len()));
+        m.insert("prefill_units".into(), Value::from(config.prefill_units));
+        m.insert("decode_units".into(), Value::from(config.decode_units));
+        m.insert("prefill_nodes".into(), num(prefill_nodes));
+        m.insert("decode_nodes".into(), num(decode_nodes));
+        m.insert("nodes".into(), num(prefill_nodes + decode_nodes));
+        m.insert("makespan_s".into(), num(r.makespan_s));
+        for (name, v) in [("ttft", &mut ttft), ("tpot", &mut tpot)] {
+            m.insert(format!("{name}_mean_ms"), num(mean(v)));
+            for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+                m.insert(format!("{name}_{label}_ms"), num(quantile(v, q)));
+            }
+        }
+        let ok = |o: &moesim_models::serving::RequestOutcome| {
+            self.ttft_slo_ms.is_none_or(|s| o.ttft_s() * 1e3 <= s)
+                && self.tpot_slo_ms.is_none_or(|s| o.tpot_s().is_none_or(|t| t * 1e3 <= s))
+        };
+        if self.ttft_slo_ms.is_some() || self.tpot_slo_ms.is_some() {
+            let met = r.requests.iter().filter(|o| ok(o)).count();
+            m.insert("slo_attainment".into(), num(met as f64 / r.requests.len().max(1) as f64));
+        }
+        if let Some(s) = self.ttft_slo_ms {
+            m.insert("ttft_slo_ms".into(), num(s));
+        }
+        if let Some(s) = self.tpot_slo_ms {
+            m.insert("tpot_slo_ms".into(), num(s));
+        }
+        m.insert("input_tokens".into(), num(input));
+        m.insert("output_tokens".into(), num(output));
+        m.insert("cached_input_fraction".into(), num(cached / input.max(1.0)));
+        m.insert("input_tokens_per_s_per_prefill_node".into(), num(input / span / prefill_nodes));
+        m.insert("output_tokens_per_s_per_decode_node".into(), num(output / span / decode_nodes));
+        m.insert("input_tokens_per_s_per_node".into(), num(input / span / (prefill_nodes + decode_nodes)));
+        m.insert("output_tokens_per_s_per_node".into(), num(output / span / (prefill_nodes + decode_nodes)));
+        m.insert("prefill_utilization".into(), num(r.prefill_busy_s / (span * config.prefill_units as f64)));
+        m.insert("decode_utilization".into(), num(r.decode_busy_s / (span * config.decode_units as f64)));
+        m.insert("decode_mean_batch_per_gpu".into(), num(r.decode_batch_seconds / r.decode_busy_s.max(1e-12)));
+        m.insert("kv_capacity_tokens_per_decode_gpu".into(), Value::from(config.kv_capacity_tokens_per_gpu));
+        let gpu_hours = (prefill_gpus + decode_gpus) * span / 3600.0;
+        m.insert("gpu_hours".into(), num(gpu_hours));
+        m.insert("usd_per_gpu_hour".into(), num(self.usd_per_gpu_hour));
+        m.insert("usd_per_million_output_tokens".into(), num(gpu_hours * self.usd_per_gpu_hour / (output / 1e6)));
+        m.insert("prefill_iterations".into(), Value::from(r.prefill_iterations));
+        m.insert("decode_iterations".into(), Value::from(r.decode_iterations));
+        m
+    }
+}
+
+/// A trace path relative to the scenario file's folder, else as given.
+fn resolve_path(origin: &str, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() || origin.starts_with("builtin:") {
+        return p.to_path_buf();
+    }
+    let beside = Path::new(origin).parent().map(|d| d.join(p));
+    match beside {
+        Some(b) if b.exists() => b,
+        _ => p.to_path_buf(),
+    }
+}
+
+/// MoE layers simulated for the iteration tables: the full model's time is
+/// `T(k2) + (L - k2) x (T(k2) - T(k1)) / (k2 - k1)` (every MoE layer runs the
+/// same shapes and routing, so the pipeline repeats layer after layer).
+pub const SAMPLE_LAYERS: (u32, u32) = (2, 4);
+
+/// Grid of per-GPU prefill tokens, keys per token, decode batches and contexts.
+const TOKEN_GRID: [u64; 12] = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072];
+const KEY_GRID: [f64; 13] =
+    [32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0, 131072.0];
+const BATCH_GRID: [u64; 14] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256];
+const CONTEXT_GRID: [f64; 12] =
+    [64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0, 131072.0];
+
+/// Iteration times from the engine: iterations simulated on grid points
+/// (lazily, memoised) and interpolated bilinearly between them.
+pub struct EngineIterationTimes {
+    pub model: ModelConfig,
+    pub config: ServingConfig,
+    workload: ServingWorkload,
+    prefill_cluster: Cluster,
+    decode_cluster: Cluster,
+    seed: u64,
+    prefill: BTreeMap<(usize, usize), f64>,
+    decode: BTreeMap<(usize, usize), f64>,
+    prefill_routing: RoutingCache,
+    decode_routing: RoutingCache,
+    batches: Vec<u64>,
+    /// The first failure of a simulated iteration.
+    pub error: Option<RunFailure>,
+}
+
+fn unit_cluster(spec: &ClusterSpec, device: &DeviceSpec, gpus: u32, seed: u64) -> Result<Cluster, String> {
+    let mut s = spec.clone();
+    s.nodes = gpus.div_ceil(s.gpus_per_node).max(1);
+    let topology = moesim_topologies::build(&s).map_err(|e| e.to_string())?;
+    Ok(Cluster::new(topology, device.clone(), seed))
+}
+
+impl EngineIterationTimes {
+    pub fn new(w: &ServingWorkload, scenario: &Scenario) -> Result<EngineIterationTimes, RunFailure> {
+        let input = |key: &str, m: String| RunFailure::Input(vec![scenario.source.at_key(key, m)]);
+        let model = scenario.model.clone().ok_or_else(|| input("model", "missing".into()))?;
+        let topo = scenario.topology.as_ref().ok_or_else(|| input("topology", "missing".into()))?;
+        let device = &scenario.device;
+        let prefill_cluster =
+            unit_cluster(topo, device, w.prefill.gpus, scenario.seed).map_err(|e| input("workload.prefill.gpus", e))?;
+        let decode_cluster =
+            unit_cluster(topo, device, w.decode.gpus, scenario.seed).map_err(|e| input("workload.decode.gpus", e))?;
+        let at_max = w.decode_spec(&model, w.decode.max_batch_per_gpu, 1);
+        let capacity = kv_capacity_tokens(&at_max, device, 1.0 - w.hbm_utilization).floor() as u64;
+        if capacity == 0 {
+            return Err(input(
+                "workload.decode",
+                format!(
+                    "the weights and buffers of a decode GPU leave no room for KV cache in {:.0} % of {:.1} GiB HBM; use more GPUs per unit",
+                    w.hbm_utilization * 100.0,
+                    device.hbm_bytes() / (1u64 << 30) as f64
+                ),
+            ));
+        }
+        let ib = topo.ib_bytes_per_s * topo.ib_efficiency;
+        let config = ServingConfig {
+            prefill_units: w.prefill_units,
+            prefill_gpus_per_unit: w.prefill.gpus,
+            prefill_tokens_per_gpu: w.prefill.tokens_per_gpu,
+            decode_units: w.decode_units,
+            decode_gpus_per_unit: w.decode.gpus,
+            max_batch_per_gpu: w.decode.max_batch_per_gpu,
+            kv_capacity_tokens_per_gpu: capacity,
+            kv_bytes_per_token: kv_bytes_per_token(&model, w.prefill.tp, false),
+            kv_transfer_bytes_per_s: ib,
+            // GPU -> NIC -> leaf -> spine -> leaf -> NIC -> GPU.
+            kv_transfer_latency_s: (2.0 * topo.pcie_latency_ns + 4.0 * topo.ib_latency_ns) * 1e-9,
+            mtp_acceptance: w.decode.mtp_acceptance,
+            seed: scenario.seed,
+        };
+        let mut batches: Vec<u64> = BATCH_GRID.iter().copied().filter(|&b| b < w.decode.max_batch_per_gpu).collect();
+        batches.push(w.decode.max_batch_per_gpu);
+        Ok(EngineIterationTimes {
+            model,
+            config,
+            workload: w.clone(),
+            prefill_cluster,
+            decode_cluster,
+            seed: scenario.seed,
+            prefill: BTreeMap::new(),
+            decode: BTreeMap::new(),
+            prefill_routing: RoutingCache::default(),
+            decode_routing: RoutingCache::default(),
+            batches,
+            error: None,
+        })
+    }
+
+    pub fn prefill_points(&self) -> usize {
+        self.prefill.len()
+    }
+    pub fn decode_points(&self) -> usize {
+        self.decode.len()
+    }
+
+    /// Simulates one iteration of `spec` on `cluster` with the MoE layers
+    /// sampled and extrapolated (see [`SAMPLE_LAYERS`]).
+    fn simulate(&mut self, spec: IterationSpec, decode: bool) -> f64 {
+        let (cluster, routing) = if decode {
+            (&self.decode_cluster, &mut self.decode_routing)
+        } else {
+            (&self.prefill_cluster, &mut self.prefill_routing)
+        };
+        let seed = self.seed;
+        let moe = spec.model.moe_layers();
+        let mut run = |layers_moe: u32| -> Result<f64, String> {
+            let mut s = spec.clone();
+            if moe > 0 {
+                s.model.layers = spec.model.ffn.dense_layers + layers_moe.min(moe);
+            }
+            let mut graph = TaskGraph::new();
+            lower_iteration_cached(cluster, &s, seed, &mut graph, routing).map_err(|e| e.to_string())?;
+            let r = moesim_sim::run(&cluster.platform, &graph, &EngineOptions::default(), &mut moesim_sim::Quiet)
+                .map_err(|e| e.to_string())?;
+            Ok(r.end.as_secs_f64())
+        };
+        let (k1, k2) = SAMPLE_LAYERS;
+        let t = if moe > k2 {
+            run(k1).and_then(|a| run(k2).map(|b| b + (moe - k2) as f64 * (b - a) / (k2 - k1) as f64))
+        } else {
+            run(moe)
+        };
+        match t {
+            Ok(t) => t,
+            Err(e) => {
+                if self.error.is_none() {
+                    self.error = Some(RunFailure::Failed(format!("simulating a unit iteration: {e}")));
+                }
+                1.0
+            }
+        }
+    }
+
+    fn prefill_at(&mut self, i: usize, j: usize) -> f64 {
+        if let Some(&t) = self.prefill.get(&(i, j)) {
+            return t;
+        }
+        let n = TOKEN_GRID[i];
+        let a = KEY_GRID[j].min(self.model.max_context as f64 / 2.0);
+        // Sequences whose new tokens attend to `a` keys each on average:
+        // a prompt of q new tokens after a - q/2 cached ones (q = 2a when
+        // the prompt has no cache).
+        let q = (n as f64).min(2.0 * a).max(1.0).round() as u64;
+        let cached = (a - q as f64 / 2.0).max(0.0).round() as u64;
+        let spec = self.workload.prefill_spec(&self.model, n, cached + q);
+        let t = self.simulate(spec, false);
+        self.prefill.insert((i, j), t);
+        t
+    }
+
+    fn decode_at(&mut self, i: usize, j: usize) -> f64 {
+        if let Some(&t) = self.decode.get(&(i, j)) {
+            return t;
+        }
+        let b = self.batches[i];
+        let max_c = self.model.max_context.saturating_sub(2) as f64;
+        let c = CONTEXT_GRID[j].min(max_c).round() as u64;
+        let spec = self.workload.decode_spec(&self.model, b, c);
+        let t = self.simulate(spec, true);
+        self.decode.insert((i, j), t);
+        t
+    }
+}
+
+/// The bracketing grid indices of `x` and its weight toward the upper one.
+fn bracket(grid: &[f64], x: f64) -> (usize, usize, f64) {
+    if x <= grid[0] {
+        return (0, 0, 0.0);
+    }
+    let last = grid.len() - 1;
+    if x >= grid[last] {
+        return (last, last, 0.0);
+    }
+    let hi = grid.iter().position(|&g| g >= x).expect("inside");
+    let lo = hi - 1;
+    (lo, hi, (x - grid[lo]) / (grid[hi] - grid[lo]))
+}
+
+impl IterationTimes for EngineIterationTimes {
+    fn prefill_s(&mut self, new_tokens: u64, keys_per_token: f64) -> f64 {
+        let tokens: Vec<f64> = TOKEN_GRID.iter().map(|&t| t as f64).collect();
+        let (i0, i1, wi) = bracket(&tokens, new_tokens as f64);
+        let (j0, j1, wj) = bracket(&KEY_GRID, keys_per_token);
+        let f = |s: &mut Self, i, j| s.prefill_at(i, j);
+        let t0 = f(self, i0, j0) * (1.0 - wj) + if wj > 0.0 { f(self, i0, j1) * wj } else { 0.0 };
+        let t1 = if wi > 0.0 {
+            f(self, i1, j0) * (1.0 - wj) + if wj > 0.0 { f(self, i1, j1) * wj } else { 0.0 }
+        } else {
+            0.0
+        };
+        t0 * (1.0 - wi) + t1 * wi
+    }
+
+    fn decode_s(&mut self, batch: u64, context: f64) -> f64 {
+        let batches: Vec<f64> = self.batches.iter().map(|&b| b as f64).collect();
+        let (i0, i1, wi) = bracket(&batches, batch as f64);
+        let (j0, j1, wj) = bracket(&CONTEXT_GRID, context);
+        let f = |s: &mut Self, i, j| s.decode_at(i, j);
+        let t0 = f(self, i0, j0) * (1.0 - wj) + if wj > 0.0 { f(self, i0, j1) * wj } else { 0.0 };
+        let t1 = if wi > 0.0 {
+            f(self, i1, j0) * (1.0 - wj) + if wj > 0.0 { f(self, i1, j1) * wj } else { 0.0 }
+        } else {
+            0.0
+        };
+        t0 * (1.0 - wi) + t1 * wi
+    }
+}
+
+/// One row per request, times in ms.
+pub fn requests_csv(r: &ServingResult) -> Vec<u8> {
+    let mut s = String::from(
+        "request,arrival_ms,input_tokens,output_tokens,cached_tokens,prefill_unit,prefill_gpu,prefill_start_ms,first_token_ms,decode_unit,decode_gpu,decode_join_ms,finish_ms,ttft_ms,tpot_ms\n",
+    );
+    for (i, o) in r.requests.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{i},{:.3},{},{},{},{},{},{:.3},{:.3},{},{},{:.3},{:.3},{:.3},{}",
+            o.arrival_s * 1e3,
+            o.input_len,
+            o.output_len,
+            o.cached_len,
+            o.prefill_unit,
+            o.prefill_gpu,
+            o.prefill_start_s * 1e3,
+            o.first_token_s * 1e3,
+            o.decode_unit,
+            o.decode_gpu,
+            if o.decode_join_s.is_finite() { o.decode_join_s * 1e3 } else { o.first_token_s * 1e3 },
+            o.finish_s * 1e3,
+            o.ttft_s() * 1e3,
+            o.tpot_s().map_or(String::new(), |t| format!("{:.3}", t * 1e3)),
+        );
+    }
+    s.into_bytes()
+}
+
+/// The empirical CDF of `values` as plot points (at most ~2,000).
+fn cdf_points(values: &mut [f64]) -> Vec<(f64, f64)> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let step = (n / 2000).max(1);
+    let mut pts: Vec<(f64, f64)> = (0..n).step_by(step).map(|i| (values[i], (i + 1) as f64 / n as f64)).collect();
+    if let Some(&last) = values.last() {
+        pts.push((last, 1.0));
+    }
+    pts
+}
+
+/// TTFT and TPOT CDFs (log time axis), with the SLOs marked.
+pub fn latency_cdfs(
+    r: &ServingResult,
+    ttft_slo: Option<f64>,
+    tpot_slo: Option<f64>,
+) -> Result<Vec<RenderedFigure>, RunFailure> {
+    let fail = |e: moesim_reports::plot::PlotError| RunFailure::Failed(e.to_string());
+    let mut out = Vec::new();
+    let mut ttft: Vec<f64> = r.requests.iter().map(|o| o.ttft_s() * 1e3).collect();
+    let mut tpot: Vec<f64> = r.requests.iter().filter_map(|o| o.tpot_s()).map(|t| t * 1e3).collect();
+    for (name, title, values, slo) in [
+        ("ttft_cdf", "Time to first token", &mut ttft, ttft_slo),
+        ("tpot_cdf", "Time per output token (after the first)", &mut tpot, tpot_slo),
+    ] {
+        if values.is_empty() {
+            continue;
+        }
+        let pts = cdf_points(values);
+        let lo = pts.first().map_or(1.0, |p| p.0).max(1e-3);
+        let hi = pts.last().map_or(10.0, |p| p.0).max(lo * 10.0);
+        let (lo, hi) = (10f64.powf(lo.log10().floor()), 10f64.powf(hi.log10().ceil()));
+        let (p50, p99) = (quantile(values, 0.5), quantile(values, 0.99));
+        let mut chart = XyChart::new(
+            name,
+            format!("{title}: p50 {p50:.1} ms, p99 {p99:.1} ms ({} requests)", values.len()),
+            Axis::log(format!("{} (ms)", if name == "ttft_cdf" { "TTFT" } else { "TPOT" })).with_range(lo, hi),
+            Axis::linear("fraction of requests").with_range(0.0, 1.0),
+        );
+        chart.legend = LegendPosition::LowerRight;
+        chart.series.push(Series {
+            name: "requests".into(),
+            color: color(0),
+            style: SeriesStyle::Line { width: 2 },
+            points: pts,
+            in_legend: true,
+        });
+        if let Some(s) = slo {
+            chart.series.push(Series {
+                name: format!("SLO {s} ms"),
+                color: color(3),
+                style: SeriesStyle::Dashed { width: 1 },
+                points: vec![(s, 0.0), (s, 1.0)],
+                in_legend: true,
+            });
+        }
+        out.push(render(&chart).map_err(fail)?);
+    }
+    Ok(out)
+}

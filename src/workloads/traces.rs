@@ -1,0 +1,299 @@
+//! Request traces read as published: the Azure LLM inference CSVs
+//! (`TIMESTAMP,ContextTokens,GeneratedTokens`, timestamps as
+//! `YYYY-MM-DD HH:MM:SS.fffffff`) and Mooncake's JSON lines
+//! (`timestamp` in ms, `input_length`, `output_length`, `hash_ids`: the ids
+//! of the prompt's 512-token blocks, for prefix caching). A bad row is an
+//! error naming the file and line; so is a negative timestamp or one
+//! earlier than the row before.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::diagnostics::{Diagnostic, Location};
+
+/// The trace formats moesim reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TraceFormat {
+    /// Azure LLM inference trace (Splitwise, ISCA 2024).
+    AzureCsv,
+    /// Mooncake (FAST 2025) JSON lines.
+    MooncakeJsonl,
+}
+
+impl TraceFormat {
+    /// The format a file name implies (`.csv`, `.jsonl`).
+    pub fn of_path(path: &str) -> Option<TraceFormat> {
+        if path.ends_with(".csv") {
+            Some(TraceFormat::AzureCsv)
+        } else if path.ends_with(".jsonl") {
+            Some(TraceFormat::MooncakeJsonl)
+        } else {
+            None
+        }
+    }
+}
+
+/// One request of a trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRow {
+    /// 1-based line in the file.
+    pub line: usize,
+    /// Seconds after the trace's first request.
+    pub timestamp_s: f64,
+    pub input_len: u64,
+    pub output_len: u64,
+    /// Ids of the prompt's blocks (Mooncake), empty otherwise.
+    pub block_ids: Vec<u64>,
+}
+
+/// A parsed trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    pub origin: String,
+    pub format: TraceFormat,
+    pub rows: Vec<TraceRow>,
+    /// Tokens per block id (Mooncake: 512).
+    pub block_tokens: u64,
+}
+
+impl Trace {
+    /// Per row, the leading prompt tokens a prefix cache that keeps every
+    /// block it has seen (in row order) already holds: whole blocks while
+    /// they match, at most the prompt less one token.
+    pub fn cached_tokens(&self) -> Vec<u64> {
+        let mut seen: HashSet<u64> = HashSet::new();
+        self.rows
+            .iter()
+            .map(|r| {
+                let hit = r.block_ids.iter().take_while(|b| seen.contains(b)).count() as u64;
+                seen.extend(r.block_ids.iter().copied());
+                (hit * self.block_tokens).min(r.input_len.saturating_sub(1))
+            })
+            .collect()
+    }
+}
+
+fn at_line(origin: &str, line: usize, key: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        origin: origin.to_owned(),
+        location: Location::File { line, col: 1 },
+        key: Some(key.to_owned()),
+        message,
+    }
+}
+
+/// Reads a trace file (format from `format` or the file name).
+pub fn read_trace(path: &Path, format: Option<TraceFormat>) -> Result<Trace, Diagnostic> {
+    let origin = path.display().to_string();
+    let format = format.or_else(|| TraceFormat::of_path(&origin)).ok_or_else(|| Diagnostic {
+        origin: origin.clone(),
+        location: Location::Unknown,
+        key: None,
+        message: "cannot tell the trace format from the file name; set workload.trace_format = \"azure-csv\" or \"mooncake-jsonl\"".into(),
+    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Diagnostic {
+        origin: origin.clone(),
+        location: Location::Unknown,
+        key: None,
+        message: format!("cannot read the trace: {e}"),
+    })?;
+    parse_trace(&origin, &text, format)
+}
+
+/// Parses a trace's text.
+pub fn parse_trace(origin: &str, text: &str, format: TraceFormat) -> Result<Trace, Diagnostic> {
+    let (rows, block_tokens) = match format {
+        TraceFormat::AzureCsv => (parse_azure(origin, text)?, 0),
+        TraceFormat::MooncakeJsonl => (parse_mooncake(origin, text)?, 512),
+    };
+    if rows.is_empty() {
+        return Err(Diagnostic {
+            origin: origin.to_owned(),
+            location: Location::Unknown,
+            key: None,
+            message: "the trace has no requests".into(),
+        });
+    }
+    Ok(Trace { origin: origin.to_owned(), format, rows, block_tokens })
+}
+
+/// Checks timestamps (seconds, absolute) and makes them relative to the first.
+fn relative(origin: &str, key: &str, raw: Vec<(usize, f64, u64, u64, Vec<u64>)>) -> Result<Vec<TraceRow>, Diagnostic> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut prev: Option<f64> = None;
+    let first = raw.first().map_or(0.0, |r| r.1);
+    for (line, t, input_len, output_len, block_ids) in raw {
+        if let Some(p) = prev {
+            if t < p {
+                return Err(at_line(
+                    origin,
+                    line,
+                    key,
+                    format!("timestamps must not decrease: {t} is earlier than the previous row's {p}"),
+                ));
+            }
+        }
+        prev = Some(t);
+        out.push(TraceRow { line, timestamp_s: t - first, input_len, output_len, block_ids });
+    }
+    Ok(out)
+}
+
+fn parse_azure(origin: &str, text: &str) -> Result<Vec<TraceRow>, Diagnostic> {
+    let mut lines = text.lines().enumerate();
+    let Some((_, header)) = lines.next() else { return Ok(Vec::new()) };
+    let header: Vec<&str> = header.trim_start_matches('\u{feff}').split(',').map(str::trim).collect();
+    if header != ["TIMESTAMP", "ContextTokens", "GeneratedTokens"] {
+        return Err(at_line(
+            origin,
+            1,
+            "header",
+            format!("expected TIMESTAMP,ContextTokens,GeneratedTokens, found {}", header.join(",")),
+        ));
+    }
+    let mut raw = Vec::new();
+    for (i, line) in lines {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+        if cols.len() != 3 {
+            return Err(at_line(origin, n, "row", format!("expected 3 columns, found {}: {line}", cols.len())));
+        }
+        let t = parse_timestamp(cols[0]).ok_or_else(|| {
+            at_line(
+                origin,
+                n,
+                "TIMESTAMP",
+                format!("expected YYYY-MM-DD HH:MM:SS[.fraction] or seconds, found {:?}", cols[0]),
+            )
+        })?;
+        if t < 0.0 {
+            return Err(at_line(origin, n, "TIMESTAMP", format!("expected a time >= 0, found {}", cols[0])));
+        }
+        let int = |k: &str, v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| at_line(origin, n, k, format!("expected a whole number of tokens, found {v:?}")))
+        };
+        raw.push((n, t, int("ContextTokens", cols[1])?, int("GeneratedTokens", cols[2])?, Vec::new()));
+    }
+    relative(origin, "TIMESTAMP", raw)
+}
+
+/// Seconds of `YYYY-MM-DD HH:MM:SS[.f]` since 1970 (UTC), or a plain number of seconds.
+fn parse_timestamp(s: &str) -> Option<f64> {
+    if let Ok(v) = s.parse::<f64>() {
+        return v.is_finite().then_some(v);
+    }
+    let (date, time) = s.split_once(' ')?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, i64, i64) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut t = time.split(':');
+    let (hh, mm): (i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let ss: f64 = t.next()?.parse().ok()?;
+    if t.next().is_some() || !(0..24).contains(&hh) || !(0..60).contains(&mm) || !(0.0..61.0).contains(&ss) {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + (hh * 3600 + mm * 60) as f64 + ss)
+}
+
+#[derive(Deserialize)]
+struct MooncakeRow {
+    timestamp: f64,
+    input_length: u64,
+    output_length: u64,
+    #[serde(default)]
+    hash_ids: Vec<u64>,
+}
+
+fn parse_mooncake(origin: &str, text: &str) -> Result<Vec<TraceRow>, Diagnostic> {
+    let mut raw = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: MooncakeRow = serde_json::from_str(line).map_err(|e| {
+            at_line(
+                origin,
+                n,
+                "row",
+                format!("expected a JSON object with timestamp, input_length, output_length: {e}"),
+            )
+        })?;
+        if !(row.timestamp.is_finite() && row.timestamp >= 0.0) {
+            return Err(at_line(
+                origin,
+                n,
+                "timestamp",
+                format!("expected milliseconds >= 0, found {}", row.timestamp),
+            ));
+        }
+        raw.push((n, row.timestamp / 1e3, row.input_length, row.output_length, row.hash_ids));
+    }
+    relative(origin, "timestamp", raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn azure_timestamps_are_seconds_since_the_first_row() {
+        let text = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.1805900,396,109\n2023-11-17 00:00:00,1,1\n";
+        let t = parse_trace("a.csv", text, TraceFormat::AzureCsv).unwrap();
+        assert_eq!(t.rows.len(), 3);
+        assert!((t.rows[1].timestamp_s - 3.5).abs() < 1e-6);
+        let to_midnight = 24.0 * 3600.0 - (18.0 * 3600.0 + 15.0 * 60.0 + 46.68059);
+        assert!((t.rows[2].timestamp_s - to_midnight).abs() < 1e-6, "{}", t.rows[2].timestamp_s);
+        assert_eq!((t.rows[0].input_len, t.rows[0].output_len, t.rows[0].line), (374, 44, 2));
+    }
+
+    #[test]
+    fn bad_rows_name_the_file_and_line() {
+        let e = parse_trace(
+            "a.csv",
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,1\n2023-11-16 18:15:45,1,1\n",
+            TraceFormat::AzureCsv,
+        )
+        .unwrap_err();
+        assert_eq!(e.location, Location::File { line: 3, col: 1 });
+        assert!(e.to_string().starts_with("a.csv:3:1: TIMESTAMP: timestamps must not decrease"), "{e}");
+        let e = parse_trace("m.jsonl", "{\"timestamp\": 0, \"input_length\": 5, \"output_length\": 1}\n{\"timestamp\": -3, \"input_length\": 5, \"output_length\": 1}\n", TraceFormat::MooncakeJsonl).unwrap_err();
+        assert!(e.to_string().starts_with("m.jsonl:2:1: timestamp: expected milliseconds >= 0, found -3"), "{e}");
+        let e = parse_trace("m.jsonl", "{\"timestamp\": 0, \"input_length\": \"x\"}\n", TraceFormat::MooncakeJsonl)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("m.jsonl:1:1: row:"), "{e}");
+        let e = parse_trace(
+            "a.csv",
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1\n",
+            TraceFormat::AzureCsv,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("a.csv:2:1: row: expected 3 columns"), "{e}");
+    }
+
+    #[test]
+    fn prefix_cache_hits_follow_the_block_ids() {
+        let text = "{\"timestamp\": 0, \"input_length\": 1200, \"output_length\": 5, \"hash_ids\": [0, 1, 2]}\n{\"timestamp\": 10, \"input_length\": 1500, \"output_length\": 5, \"hash_ids\": [0, 1, 7]}\n{\"timestamp\": 20, \"input_length\": 1024, \"output_length\": 5, \"hash_ids\": [0, 1]}\n";
+        let t = parse_trace("m.jsonl", text, TraceFormat::MooncakeJsonl).unwrap();
+        // Second: blocks 0, 1 seen (1024 tokens); third: whole prompt cached but one token.
+        assert_eq!(t.cached_tokens(), vec![0, 1024, 1023]);
+        assert!((t.rows[1].timestamp_s - 0.01).abs() < 1e-12);
+    }
+}

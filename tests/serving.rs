@@ -1,0 +1,148 @@
+//! Request-level serving: the real traces in `../shared/data` read as
+//! published, a serving run end to end (percentiles, throughput, cost,
+//! per-request CSV and CDF plots), determinism, and the capacity search.
+
+use moesim::workloads::traces::{read_trace, TraceFormat};
+
+use crate::common::*;
+
+const MOONCAKE: &str = "../shared/data/kvcache-ai+Mooncake/FAST25-release/traces/conversation_trace.jsonl";
+const AZURE_CONV: &str = "../shared/data/Azure+AzurePublicDataset/data/AzureLLMInferenceTrace_conv.csv";
+const AZURE_CODE: &str = "../shared/data/Azure+AzurePublicDataset/data/AzureLLMInferenceTrace_code.csv";
+
+fn f(v: &serde_json::Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or_else(|| panic!("no metric {k} in {v}"))
+}
+
+fn path(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+#[test]
+fn the_shared_traces_read_as_published() {
+    let conv = read_trace(&path(AZURE_CONV), None).unwrap();
+    let code = read_trace(&path(AZURE_CODE), None).unwrap();
+    let moon = read_trace(&path(MOONCAKE), None).unwrap();
+    assert_eq!((conv.rows.len(), code.rows.len(), moon.rows.len()), (19_366, 8_819, 12_031));
+    assert_eq!(conv.format, TraceFormat::AzureCsv);
+    // About an hour each, starting at 0.
+    for t in [&conv, &code, &moon] {
+        let last = t.rows.last().unwrap().timestamp_s;
+        assert_eq!(t.rows[0].timestamp_s, 0.0);
+        assert!((3400.0..3600.0).contains(&last), "{}: {last}", t.origin);
+    }
+    // Mooncake: the last request at 3,536,999 ms; one 512-token block id per started block.
+    assert!((moon.rows.last().unwrap().timestamp_s - 3536.999).abs() < 1e-9);
+    assert!(moon.rows.iter().all(|r| r.block_ids.len() as u64 == r.input_len.div_ceil(512)));
+    let cached: u64 = moon.cached_tokens().iter().sum();
+    let input: u64 = moon.rows.iter().map(|r| r.input_len).sum();
+    let share = cached as f64 / input as f64;
+    assert!((0.3..0.5).contains(&share), "prefix-cache share {share}");
+}
+
+#[test]
+fn serving_reports_percentiles_throughput_cost_and_writes_requests_and_cdfs() {
+    let dir = scratch("serving_out");
+    let o = moesim(&[
+        "run",
+        "deepseek-v3-serving-h800",
+        "--set",
+        "workload.duration_s=30",
+        "--out",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p90_ms", "tpot_p99_ms"] {
+        assert!(f(&m, k) > 0.0, "{k}");
+    }
+    assert!(f(&m, "ttft_p50_ms") <= f(&m, "ttft_p90_ms") && f(&m, "ttft_p90_ms") <= f(&m, "ttft_p99_ms"));
+    assert!((0.0..=1.0).contains(&f(&m, "slo_attainment")));
+    let requests = f(&m, "requests");
+    assert!((requests - 6000.0).abs() < 300.0, "Poisson at 200/s for 30 s: {requests}");
+    // Throughput per node: tokens over the run over the nodes.
+    let span = f(&m, "makespan_s");
+    assert!((f(&m, "output_tokens_per_s_per_decode_node") - requests * 1100.0 / span / 18.0).abs() < 1.0);
+    // Cost: GPU-hours x price per million output tokens.
+    let gpu_hours = (4.0 * 32.0 + 144.0) * span / 3600.0;
+    assert!((f(&m, "gpu_hours") / gpu_hours - 1.0).abs() < 1e-6);
+    let usd = gpu_hours * 2.0 / (requests * 1100.0 / 1e6);
+    assert!((f(&m, "usd_per_million_output_tokens") / usd - 1.0).abs() < 1e-6);
+    let csv = std::fs::read_to_string(dir.join("requests.csv")).unwrap();
+    assert_eq!(csv.lines().count() as f64, requests + 1.0);
+    assert!(csv.starts_with("request,arrival_ms,"));
+    for name in ["ttft_cdf.png", "ttft_cdf.svg", "tpot_cdf.png", "tpot_cdf.svg"] {
+        assert!(std::fs::metadata(dir.join(name)).unwrap().len() > 1000, "{name}");
+    }
+}
+
+#[test]
+fn a_trace_serves_its_own_arrivals_and_block_id_cache_hits() {
+    let m = run_json(&[
+        "deepseek-v3-serving-h800",
+        "--set",
+        &format!("workload.trace={}", path(MOONCAKE).display()),
+        "--set",
+        "workload.arrivals=trace",
+        "--set",
+        "workload.duration_s=300",
+        "--set",
+        "workload.prefill_units=8",
+    ]);
+    let moon = read_trace(&path(MOONCAKE), None).unwrap();
+    let arrived = moon.rows.iter().filter(|r| r.timestamp_s <= 300.0).count();
+    // Requests longer than the model's context are left out with a warning.
+    let too_long = moon.rows.iter().filter(|r| r.timestamp_s <= 300.0 && r.input_len + r.output_len > 131_072).count();
+    assert_eq!(f(&m, "requests") as usize, arrived - too_long);
+    assert!(f(&m, "cached_input_fraction") > 0.2, "{m}");
+}
+
+#[test]
+fn serving_is_deterministic() {
+    let args = ["deepseek-v3-serving-h800", "--set", "workload.duration_s=20"];
+    let mut a = run_json(&args);
+    let mut b = run_json(&args);
+    a.as_object_mut().unwrap().remove("wall_s");
+    b.as_object_mut().unwrap().remove("wall_s");
+    assert_eq!(a, b);
+}
+
+#[test]
+fn plan_finds_the_fewest_nodes_and_prints_its_frontier() {
+    let o = moesim(&[
+        "plan",
+        "deepseek-v3-serving-h800",
+        "--rate",
+        "100",
+        "--ttft-p99-ms",
+        "3000",
+        "--tpot-p99-ms",
+        "60",
+        "--duration-s",
+        "60",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let best = &p["best"];
+    assert!(best["meets"].as_bool().unwrap());
+    let nodes = best["nodes"].as_u64().unwrap();
+    assert_eq!(nodes, best["prefill_units"].as_u64().unwrap() * 4 + best["decode_units"].as_u64().unwrap() * 18);
+    // No explored point that meets the targets has fewer nodes.
+    for pt in p["explored"].as_array().unwrap() {
+        if pt["meets"].as_bool().unwrap() {
+            assert!(pt["nodes"].as_u64().unwrap() >= nodes, "{pt}");
+        }
+    }
+    // One unit fewer of either kind misses (when it exists).
+    let (pu, du) = (best["prefill_units"].as_u64().unwrap(), best["decode_units"].as_u64().unwrap());
+    for pt in p["explored"].as_array().unwrap() {
+        let (a, b) = (pt["prefill_units"].as_u64().unwrap(), pt["decode_units"].as_u64().unwrap());
+        if (a + 1 == pu && b == du) || (a == pu && b + 1 == du) {
+            assert!(!pt["meets"].as_bool().unwrap(), "{pt}");
+        }
+    }
+}
