@@ -612,7 +612,6 @@ pub const TRAINING_CASES: &[Case] = &[
 ];
 
 const DEEPEP_LL: &str = "DeepEP README (low-latency kernels, H800 + CX7 400 Gb/s, 128 tokens per rank, hidden 7168, top-8, FP8 dispatch, BF16 combine; experts: 256 + 32 redundant, or the next multiple of the ranks)";
-const GAP_LL_DISPATCH: &str = "at every EP the measured low-latency kernels take 7-37 us more than the model's transfer (bandwidth and per-hop latency): the kernel's own work (launch, count signalling, per-token FP8 casting and packing by its warps) is not modelled; on the short EP8 and EP16 dispatches that is 21-29 %";
 const DAY6: &str = "DeepSeek open-infra-index day 6 (Feb 2025): H800 per-node throughput, EP32 prefill / EP144 decode units, 32 redundant experts; batches as DeepSeek's profile-data README states its online deployment (prefill 16K tokens per GPU of 4K prompts, decode 128 requests per GPU)";
 const GAP_UTILISATION: &str = "DeepSeek's per-node figures are 24-hour totals over the average provisioned nodes (608B input and 168B output tokens a day over 226.75 nodes): the unit's capacity times its average load, which depends on the day's traffic and DeepSeek's latency headroom; the model gives the capacity at the profiled batch (at that batch its TPOT matches the 20-22 tokens/s users see, see deepseek-v3-decode-user-speed)";
 const ISCA25_KV: &str = "ISCA25 (arXiv 2505.09343) Table 1: KV cache per token, BF16, all layers";
@@ -629,8 +628,8 @@ pub const INFERENCE_CASES: &[Case] = &[
         unit: "us",
         published: 77.0,
         tolerance: 0.15,
-        fitted: false,
-        known_gap: Some(GAP_LL_DISPATCH),
+        fitted: true,
+        known_gap: None,
     },
     Case {
         name: "deepep-low-latency-ep8-combine-us",
@@ -654,7 +653,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         published: 118.0,
         tolerance: 0.15,
         fitted: false,
-        known_gap: Some(GAP_LL_DISPATCH),
+        known_gap: None,
     },
     Case {
         name: "deepep-low-latency-ep16-combine-us",

@@ -122,6 +122,10 @@ pub struct DeviceSpec {
     /// plan's `comm_sms` holds nothing).
     #[serde(default = "yes_comm")]
     pub comm_uses_compute_units: bool,
+    /// Fixed time of a low-latency (decode) all-to-all kernel besides moving
+    /// data: launch, FP8 packing, per-expert count signalling, microseconds.
+    #[serde(default)]
+    pub low_latency_kernel_overhead_us: f64,
     /// What an FP8 GEMM does on a device without FP8 tensor units.
     #[serde(default)]
     pub fp8_emulation: Fp8Emulation,
@@ -275,6 +279,7 @@ impl DeviceSpec {
         "overlap_exponent",
         "stream_hbm_efficiency",
         "comm_uses_compute_units",
+        "low_latency_kernel_overhead_us",
         "fp8_emulation",
         "buffers",
     ];
@@ -359,6 +364,12 @@ impl DeviceSpec {
             out.push(ConfigProblem {
                 key: "stream_hbm_efficiency".into(),
                 message: format!("expected a value in (0, 1], found {}", self.stream_hbm_efficiency),
+            });
+        }
+        if !(self.low_latency_kernel_overhead_us.is_finite() && self.low_latency_kernel_overhead_us >= 0.0) {
+            out.push(ConfigProblem {
+                key: "low_latency_kernel_overhead_us".into(),
+                message: format!("expected a number >= 0, found {}", self.low_latency_kernel_overhead_us),
             });
         }
         if !(self.overlap_exponent.is_finite() && self.overlap_exponent >= 1.0) {

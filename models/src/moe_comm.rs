@@ -646,6 +646,11 @@ pub struct LowLatencyTraffic {
     pub rows: Vec<u64>,
 }
 
+/// The device's fixed low-latency kernel time.
+fn low_latency_overhead(cluster: &Cluster) -> SimDuration {
+    SimDuration::from_us_f64(cluster.device.low_latency_kernel_overhead_us)
+}
+
 impl LowLatencyTraffic {
     /// Counts the copies of a routing given per source rank (experts spread
     /// evenly and contiguously over the ranks).
@@ -725,6 +730,7 @@ impl LowLatencyTraffic {
             flows.clear();
             self.rank_flows(cluster, phase, bytes_per_copy, first_rank, a, false, graph, &mut scratch, &mut flows);
             let t = graph.add_comm(stream, label, flows.iter().copied(), None);
+            graph.set_comm_overhead(t, low_latency_overhead(cluster));
             if let Some(p) = start {
                 graph.add_dep(p, t);
             }
@@ -751,7 +757,9 @@ impl LowLatencyTraffic {
         let mut scratch = Vec::new();
         let mut flows = Vec::new();
         self.rank_flows(cluster, phase, bytes_per_copy, first_rank, rep, true, graph, &mut scratch, &mut flows);
-        graph.add_comm(stream, label, flows.iter().copied(), None)
+        let t = graph.add_comm(stream, label, flows.iter().copied(), None);
+        graph.set_comm_overhead(t, low_latency_overhead(cluster));
+        t
     }
 
     /// The rank whose exchange takes longest on its own links: copies over

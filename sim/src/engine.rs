@@ -286,9 +286,21 @@ impl<'a> Engine<'a> {
         }
         self.pending[t] -= 1;
         if self.pending[t] == 0 {
-            let at = self.spans[t].end.0;
-            self.schedule(at, EventKind::TaskDone(task));
+            self.comm_done(task);
         }
+    }
+
+    /// All of a communication's flows have arrived: it ends after its fixed
+    /// overhead.
+    fn comm_done(&mut self, task: u32) {
+        let t = task as usize;
+        let overhead = match &self.graph.tasks()[t].kind {
+            TaskKind::Comm(c) => c.overhead.0,
+            _ => 0,
+        };
+        let at = self.spans[t].end.0.saturating_add(overhead);
+        self.spans[t].end = SimTime(at);
+        self.schedule(at, EventKind::TaskDone(task));
     }
 
     fn mark_device(&mut self, d: u32) {
@@ -384,8 +396,7 @@ impl<'a> Engine<'a> {
                     self.mark_device(d.0);
                 }
                 if self.pending[t] == 0 {
-                    let at = self.spans[t].end.0;
-                    self.schedule(at, EventKind::TaskDone(task));
+                    self.comm_done(task);
                 }
             }
         }

@@ -89,6 +89,9 @@ pub struct Comm {
     /// Range into [`TaskGraph::flows`].
     pub flows: Range<u32>,
     pub hold: Option<(DeviceId, u32)>,
+    /// Fixed time the kernel spends besides moving data (launch, signalling,
+    /// packing), added after the last flow has arrived.
+    pub overhead: SimDuration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -183,7 +186,20 @@ impl TaskGraph {
         let start = self.flows.len() as u32;
         self.flows.extend(flows);
         let end = self.flows.len() as u32;
-        self.add_task(stream, label, TaskClass::Communication, TaskKind::Comm(Comm { flows: start..end, hold }))
+        self.add_task(
+            stream,
+            label,
+            TaskClass::Communication,
+            TaskKind::Comm(Comm { flows: start..end, hold, overhead: SimDuration::ZERO }),
+        )
+    }
+
+    /// Gives a communication task a fixed overhead (see [`Comm::overhead`]);
+    /// other tasks are left alone.
+    pub fn set_comm_overhead(&mut self, task: TaskId, overhead: SimDuration) {
+        if let Some(Task { kind: TaskKind::Comm(c), .. }) = self.tasks.get_mut(task.0 as usize) {
+            c.overhead = overhead;
+        }
     }
 
     /// Stores a routed path and returns its id (no deduplication: callers that

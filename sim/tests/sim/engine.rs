@@ -291,7 +291,12 @@ fn a_comm_reusing_flows_of_an_earlier_one_ends_on_its_own() {
     let s = g_stream(&mut g);
     let first = g.add_comm(s, "first", [Flow { path, bytes: 1000.0 }, Flow { path, bytes: 3000.0 }], None);
     let label = g.label("again");
-    let again = g.add_task(s, label, TaskClass::Communication, TaskKind::Comm(Comm { flows: 1..2, hold: None }));
+    let again = g.add_task(
+        s,
+        label,
+        TaskClass::Communication,
+        TaskKind::Comm(Comm { flows: 1..2, hold: None, overhead: SimDuration::ZERO }),
+    );
     let r = run_ok(&p, &g);
     // 0.5 B/ps each until flow 0 ends at 2000; flow 1 then has 2000 left at
     // 1 B/ps. `again` resends flow 1 (3000 bytes) alone.
@@ -464,4 +469,21 @@ fn observer_hears_progress_and_the_end() {
     assert_eq!(r.events, 70_000);
     assert_eq!(obs.0, 2);
     assert_eq!(obs.1, 70_000);
+}
+
+#[test]
+fn a_comm_overhead_is_added_after_the_last_arrival() {
+    let mut p = Platform::default();
+    let l = p.add_link(LinkResource { name: "l".into(), bytes_per_s: 1e9, latency: SimDuration::from_ns(100) });
+    let mut g = TaskGraph::new();
+    let s = g.add_stream(0, "comm");
+    let path = g.add_path(&[l]);
+    // 1000 bytes at 1 GB/s = 1 us, + 100 ns latency, + 5 us overhead.
+    let t = g.add_comm(s, "send", [Flow { path, bytes: 1000.0 }], None);
+    g.set_comm_overhead(t, SimDuration::from_ns(5000));
+    let empty = g.add_comm(s, "nothing to send", [], None);
+    g.set_comm_overhead(empty, SimDuration::from_ns(2000));
+    let r = moesim_sim::run(&p, &g, &EngineOptions::default(), &mut Quiet).unwrap();
+    assert_eq!(r.spans[t.0 as usize].end.as_ps(), 6_100_000);
+    assert_eq!(r.spans[empty.0 as usize].end.as_ps(), 8_100_000);
 }
