@@ -316,6 +316,14 @@ impl TrainingWorkload {
                 m.insert(key.into(), num(v));
             }
         }
+        if spec.model.moe.is_some() {
+            // Expert rows per MoE layer and micro-batch on the busiest rank of
+            // each EP group, against the group mean: the routing imbalance.
+            let max_rows = low.expert_rows.iter().map(|r| r.0).max().unwrap_or(0);
+            let mean_rows = low.expert_rows.iter().map(|r| r.1).sum::<f64>() / low.expert_rows.len().max(1) as f64;
+            m.insert("expert_rows_per_layer_max".into(), Value::from(max_rows));
+            m.insert("expert_rows_per_layer_mean".into(), num(mean_rows));
+        }
         m.insert("bubble_s".into(), num(idle_s));
         m.insert("bubble_fraction".into(), num(idle_s / step_s));
         m.insert("memory_gib_per_gpu".into(), num(memory.total() / gib));
