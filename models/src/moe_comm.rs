@@ -534,20 +534,8 @@ impl EpTraffic {
         start: Option<TaskId>,
     ) -> Vec<TaskId> {
         let label = if phase == MoePhase::Combine { "moe combine" } else { "moe dispatch" };
-        let mut scratch = Vec::new();
-        let mut flows = Vec::new();
-        let mut sends = Vec::with_capacity(self.ranks);
-        for (a, &stream) in streams.iter().enumerate().take(self.ranks) {
-            flows.clear();
-            self.rank_flows(cluster, phase, bytes_per_token, first_rank, a, false, graph, &mut scratch, &mut flows);
-            let hold = (comm_sms > 0).then(|| (cluster.device_of(first_rank + a as u32), comm_sms));
-            let t = graph.add_comm(stream, label, flows.iter().copied(), hold);
-            if let Some(p) = start {
-                graph.add_dep(p, t);
-            }
-            sends.push(t);
-        }
-        sends
+        let kernel = KernelShape { phase, bytes: bytes_per_token, first_rank, comm_sms, overhead: SimDuration::ZERO };
+        lower_each(self, self.ranks, cluster, &kernel, label, graph, streams, start)
     }
 
     /// Lowers the exchange as seen by one representative rank `rep` whose
@@ -570,11 +558,8 @@ impl EpTraffic {
         graph: &mut TaskGraph,
         stream: StreamId,
     ) -> TaskId {
-        let mut scratch = Vec::new();
-        let mut flows = Vec::new();
-        self.rank_flows(cluster, phase, bytes_per_token, first_rank, rep, true, graph, &mut scratch, &mut flows);
-        let hold = (comm_sms > 0).then(|| (cluster.device_of(first_rank + rep as u32), comm_sms));
-        graph.add_comm(stream, label, flows.iter().copied(), hold)
+        let kernel = KernelShape { phase, bytes: bytes_per_token, first_rank, comm_sms, overhead: SimDuration::ZERO };
+        lower_one(self, cluster, &kernel, rep, true, label, graph, stream)
     }
 
     /// The rank whose exchange takes longest on its own links, given the
@@ -644,6 +629,127 @@ pub struct LowLatencyTraffic {
     pub copies: Vec<u64>,
     /// Copies each rank's experts receive (= its expert GEMM rows).
     pub rows: Vec<u64>,
+}
+
+/// What a communication kernel of an exchange is: its direction, payload
+/// bytes per token copy, the group's first global rank, the SMs it holds and
+/// its fixed time besides the transfer.
+struct KernelShape {
+    phase: MoePhase,
+    bytes: f64,
+    first_rank: u32,
+    comm_sms: u32,
+    overhead: SimDuration,
+}
+
+/// An exchange that can list one rank's flows (normal or low-latency).
+trait RankFlows {
+    #[allow(clippy::too_many_arguments)]
+    fn rank_flows_of(
+        &self,
+        cluster: &Cluster,
+        phase: MoePhase,
+        bytes: f64,
+        first_rank: u32,
+        a: usize,
+        mirror: bool,
+        graph: &mut TaskGraph,
+        scratch: &mut Vec<moesim_topologies::EdgeIndex>,
+        flows: &mut Vec<Flow>,
+    );
+}
+
+impl RankFlows for EpTraffic {
+    fn rank_flows_of(
+        &self,
+        cluster: &Cluster,
+        phase: MoePhase,
+        bytes: f64,
+        first_rank: u32,
+        a: usize,
+        mirror: bool,
+        graph: &mut TaskGraph,
+        scratch: &mut Vec<moesim_topologies::EdgeIndex>,
+        flows: &mut Vec<Flow>,
+    ) {
+        self.rank_flows(cluster, phase, bytes, first_rank, a, mirror, graph, scratch, flows)
+    }
+}
+
+impl RankFlows for LowLatencyTraffic {
+    fn rank_flows_of(
+        &self,
+        cluster: &Cluster,
+        phase: MoePhase,
+        bytes: f64,
+        first_rank: u32,
+        a: usize,
+        mirror: bool,
+        graph: &mut TaskGraph,
+        scratch: &mut Vec<moesim_topologies::EdgeIndex>,
+        flows: &mut Vec<Flow>,
+    ) {
+        self.rank_flows(cluster, phase, bytes, first_rank, a, mirror, graph, scratch, flows)
+    }
+}
+
+/// One rank's kernel as a communication task on `stream` (with its
+/// receptions too when `mirror`), holding the kernel's SMs on that rank.
+#[allow(clippy::too_many_arguments)]
+fn lower_one(
+    exchange: &impl RankFlows,
+    cluster: &Cluster,
+    kernel: &KernelShape,
+    a: usize,
+    mirror: bool,
+    label: &str,
+    graph: &mut TaskGraph,
+    stream: StreamId,
+) -> TaskId {
+    let mut scratch = Vec::new();
+    let mut flows = Vec::new();
+    exchange.rank_flows_of(
+        cluster,
+        kernel.phase,
+        kernel.bytes,
+        kernel.first_rank,
+        a,
+        mirror,
+        graph,
+        &mut scratch,
+        &mut flows,
+    );
+    let rank = kernel.first_rank + a as u32;
+    let hold = (kernel.comm_sms > 0).then(|| (cluster.device_of(rank), kernel.comm_sms));
+    let t = graph.add_comm(stream, label, flows, hold);
+    graph.set_comm_overhead(t, kernel.overhead);
+    t
+}
+
+/// Every rank's kernel (`ranks` of them, on `streams`), each after `start`.
+#[allow(clippy::too_many_arguments)]
+fn lower_each(
+    exchange: &impl RankFlows,
+    ranks: usize,
+    cluster: &Cluster,
+    kernel: &KernelShape,
+    label: &str,
+    graph: &mut TaskGraph,
+    streams: &[StreamId],
+    start: Option<TaskId>,
+) -> Vec<TaskId> {
+    streams
+        .iter()
+        .enumerate()
+        .take(ranks)
+        .map(|(a, &stream)| {
+            let t = lower_one(exchange, cluster, kernel, a, false, label, graph, stream);
+            if let Some(p) = start {
+                graph.add_dep(p, t);
+            }
+            t
+        })
+        .collect()
 }
 
 /// The device's fixed low-latency kernel time.
@@ -723,20 +829,14 @@ impl LowLatencyTraffic {
         start: Option<TaskId>,
     ) -> Vec<TaskId> {
         let label = if phase == MoePhase::Combine { "moe combine (low latency)" } else { "moe dispatch (low latency)" };
-        let mut scratch = Vec::new();
-        let mut flows = Vec::new();
-        let mut sends = Vec::with_capacity(self.ranks);
-        for (a, &stream) in streams.iter().enumerate().take(self.ranks) {
-            flows.clear();
-            self.rank_flows(cluster, phase, bytes_per_copy, first_rank, a, false, graph, &mut scratch, &mut flows);
-            let t = graph.add_comm(stream, label, flows.iter().copied(), None);
-            graph.set_comm_overhead(t, low_latency_overhead(cluster));
-            if let Some(p) = start {
-                graph.add_dep(p, t);
-            }
-            sends.push(t);
-        }
-        sends
+        let kernel = KernelShape {
+            phase,
+            bytes: bytes_per_copy,
+            first_rank,
+            comm_sms: 0,
+            overhead: low_latency_overhead(cluster),
+        };
+        lower_each(self, self.ranks, cluster, &kernel, label, graph, streams, start)
     }
 
     /// Lowers the exchange as one representative rank `rep` sees it (its
@@ -754,12 +854,14 @@ impl LowLatencyTraffic {
         graph: &mut TaskGraph,
         stream: StreamId,
     ) -> TaskId {
-        let mut scratch = Vec::new();
-        let mut flows = Vec::new();
-        self.rank_flows(cluster, phase, bytes_per_copy, first_rank, rep, true, graph, &mut scratch, &mut flows);
-        let t = graph.add_comm(stream, label, flows.iter().copied(), None);
-        graph.set_comm_overhead(t, low_latency_overhead(cluster));
-        t
+        let kernel = KernelShape {
+            phase,
+            bytes: bytes_per_copy,
+            first_rank,
+            comm_sms: 0,
+            overhead: low_latency_overhead(cluster),
+        };
+        lower_one(self, cluster, &kernel, rep, true, label, graph, stream)
     }
 
     /// The rank whose exchange takes longest on its own links: copies over
