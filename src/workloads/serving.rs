@@ -606,7 +606,8 @@ fn resolve_path(origin: &str, path: &str) -> PathBuf {
 pub const SAMPLE_LAYERS: (u32, u32) = (2, 4);
 
 /// Grid of per-GPU prefill tokens, keys per token, decode batches and contexts.
-const TOKEN_GRID: [u64; 12] = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072];
+const TOKEN_GRID: [f64; 12] =
+    [64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0, 131072.0];
 const KEY_GRID: [f64; 13] =
     [32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0, 131072.0];
 const BATCH_GRID: [u64; 14] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256];
@@ -627,6 +628,8 @@ pub struct EngineIterationTimes {
     prefill_routing: RoutingCache,
     decode_routing: RoutingCache,
     batches: Vec<u64>,
+    /// `batches` as the interpolation grid.
+    batch_grid: Vec<f64>,
     /// The first failure of a simulated iteration.
     pub error: Option<RunFailure>,
 }
@@ -689,6 +692,7 @@ impl EngineIterationTimes {
             decode: BTreeMap::new(),
             prefill_routing: RoutingCache::default(),
             decode_routing: RoutingCache::default(),
+            batch_grid: batches.iter().map(|&b| b as f64).collect(),
             batches,
             error: None,
         })
@@ -743,7 +747,7 @@ impl EngineIterationTimes {
         if let Some(&t) = self.prefill.get(&(i, j)) {
             return t;
         }
-        let n = TOKEN_GRID[i];
+        let n = TOKEN_GRID[i] as u64;
         let a = KEY_GRID[j].min(self.model.max_context as f64 / 2.0);
         // Sequences whose new tokens attend to `a` keys each on average:
         // a prompt of q new tokens after a - q/2 cached ones (q = 2a when
@@ -784,33 +788,30 @@ fn bracket(grid: &[f64], x: f64) -> (usize, usize, f64) {
     (lo, hi, (x - grid[lo]) / (grid[hi] - grid[lo]))
 }
 
+/// Bilinear interpolation of `at(i, j)` over grid brackets `(i0, i1, wi)`
+/// and `(j0, j1, wj)`, evaluating only the points with a non-zero weight
+/// (each is a simulation the first time it is asked for).
+fn bilinear<S>(
+    s: &mut S,
+    (i0, i1, wi): (usize, usize, f64),
+    (j0, j1, wj): (usize, usize, f64),
+    at: fn(&mut S, usize, usize) -> f64,
+) -> f64 {
+    let row = |s: &mut S, i| at(s, i, j0) * (1.0 - wj) + if wj > 0.0 { at(s, i, j1) * wj } else { 0.0 };
+    let t0 = row(s, i0);
+    let t1 = if wi > 0.0 { row(s, i1) } else { 0.0 };
+    t0 * (1.0 - wi) + t1 * wi
+}
+
 impl IterationTimes for EngineIterationTimes {
     fn prefill_s(&mut self, new_tokens: u64, keys_per_token: f64) -> f64 {
-        let tokens: Vec<f64> = TOKEN_GRID.iter().map(|&t| t as f64).collect();
-        let (i0, i1, wi) = bracket(&tokens, new_tokens as f64);
-        let (j0, j1, wj) = bracket(&KEY_GRID, keys_per_token);
-        let f = |s: &mut Self, i, j| s.prefill_at(i, j);
-        let t0 = f(self, i0, j0) * (1.0 - wj) + if wj > 0.0 { f(self, i0, j1) * wj } else { 0.0 };
-        let t1 = if wi > 0.0 {
-            f(self, i1, j0) * (1.0 - wj) + if wj > 0.0 { f(self, i1, j1) * wj } else { 0.0 }
-        } else {
-            0.0
-        };
-        t0 * (1.0 - wi) + t1 * wi
+        let (i, j) = (bracket(&TOKEN_GRID, new_tokens as f64), bracket(&KEY_GRID, keys_per_token));
+        bilinear(self, i, j, Self::prefill_at)
     }
 
     fn decode_s(&mut self, batch: u64, context: f64) -> f64 {
-        let batches: Vec<f64> = self.batches.iter().map(|&b| b as f64).collect();
-        let (i0, i1, wi) = bracket(&batches, batch as f64);
-        let (j0, j1, wj) = bracket(&CONTEXT_GRID, context);
-        let f = |s: &mut Self, i, j| s.decode_at(i, j);
-        let t0 = f(self, i0, j0) * (1.0 - wj) + if wj > 0.0 { f(self, i0, j1) * wj } else { 0.0 };
-        let t1 = if wi > 0.0 {
-            f(self, i1, j0) * (1.0 - wj) + if wj > 0.0 { f(self, i1, j1) * wj } else { 0.0 }
-        } else {
-            0.0
-        };
-        t0 * (1.0 - wi) + t1 * wi
+        let (i, j) = (bracket(&self.batch_grid, batch as f64), bracket(&CONTEXT_GRID, context));
+        bilinear(self, i, j, Self::decode_at)
     }
 }
 
