@@ -1,10 +1,12 @@
 //! `trace.json`: the Chrome trace event format (opens in Perfetto and
 //! chrome://tracing). A process per rank with a thread per stream and one
 //! complete event per task; a `network` process with a counter track per link
-//! that carried traffic (when the run recorded link series). Written as a
-//! stream, so graphs with millions of tasks need no big in-memory document.
-//! A link whose rate changed more than [`MAX_COUNTER_SAMPLES`] times is shown
-//! as its time-averaged rate over that many equal bins (bytes are kept).
+//! that carried traffic (when the run recorded link series), for the
+//! [`MAX_COUNTER_LINKS`] links that carried the most bytes (every link's
+//! totals are in `resources.csv`). Written as a stream, so graphs with
+//! millions of tasks need no big in-memory document. A link whose rate
+//! changed more than [`MAX_COUNTER_SAMPLES`] times is shown as its
+//! time-averaged rate over that many equal bins (bytes are kept).
 
 use std::io::Write;
 
@@ -12,6 +14,22 @@ use moesim_sim::{LinkSample, Platform, RunResult, TaskGraph};
 
 /// Most counter samples written per link.
 pub const MAX_COUNTER_SAMPLES: usize = 2000;
+
+/// Most links given a counter track: the busiest by bytes carried. A
+/// 144-GPU all-to-all touches ~700 links; their tracks would be 99 % of the
+/// file and unreadable side by side.
+pub const MAX_COUNTER_LINKS: usize = 64;
+
+/// Indices of the links to draw: those with a series, busiest first by
+/// bytes (ties by index), at most [`MAX_COUNTER_LINKS`], in index order.
+fn counter_links(result: &RunResult) -> Vec<usize> {
+    let mut links: Vec<usize> = (0..result.link_series.len()).filter(|&i| !result.link_series[i].is_empty()).collect();
+    let bytes = |i: usize| result.links.get(i).map_or(0.0, |l| l.bytes);
+    links.sort_by(|&a, &b| bytes(b).total_cmp(&bytes(a)).then(a.cmp(&b)));
+    links.truncate(MAX_COUNTER_LINKS);
+    links.sort_unstable();
+    links
+}
 
 /// `(time_us, gb_per_s)` points of a link's rate: the series itself when it
 /// is short, else the average rate over `bins` equal bins up to `end_ps`.
@@ -92,14 +110,21 @@ pub fn write_chrome_trace<W: Write>(
         write!(w, ",\"args\":{{\"task\":{i}}}}}")?;
     }
     // Link counters.
-    if result.link_series.iter().any(|s| !s.is_empty()) {
+    let drawn = counter_links(result);
+    if !drawn.is_empty() {
         let net = ranks.last().map_or(0, |r| r + 1);
+        let carrying = result.link_series.iter().filter(|s| !s.is_empty()).count();
+        let name = if drawn.len() < carrying {
+            format!("network ({} busiest of {carrying} links; all in resources.csv)", drawn.len())
+        } else {
+            "network".to_string()
+        };
         sep(&mut w)?;
-        write!(w, "{{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":{net},\"args\":{{\"name\":\"network\"}}}}")?;
-        for (link, series) in platform.links.iter().zip(&result.link_series) {
-            if series.is_empty() {
-                continue;
-            }
+        write!(w, "{{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":{net},\"args\":{{\"name\":")?;
+        serde_json::to_writer(&mut w, &name)?;
+        write!(w, "}}}}")?;
+        for i in drawn {
+            let (link, series) = (&platform.links[i], &result.link_series[i]);
             for (time_us, gb_per_s) in counter_points(series, result.end.as_ps(), MAX_COUNTER_SAMPLES) {
                 sep(&mut w)?;
                 write!(w, "{{\"ph\":\"C\",\"pid\":{net},\"ts\":{time_us:.6},\"name\":")?;
@@ -127,5 +152,20 @@ mod tests {
         assert_eq!(pts.len(), 1);
         assert!((pts[0].1 - 5.0).abs() < 1e-9, "{pts:?}");
         assert_eq!(counter_points(&series[..5], 5_000_000, 10).len(), 5);
+    }
+
+    #[test]
+    fn only_the_busiest_links_get_counter_tracks() {
+        // Link i carried i bytes; link 3 has no series.
+        let n = MAX_COUNTER_LINKS + 10;
+        let sample = LinkSample { time: SimTime(0), bytes_per_s: 1.0 };
+        let result = RunResult {
+            links: (0..n).map(|i| moesim_sim::LinkStats { bytes: i as f64, ..Default::default() }).collect(),
+            link_series: (0..n).map(|i| if i == 3 { Vec::new() } else { vec![sample] }).collect(),
+            ..Default::default()
+        };
+        let drawn = counter_links(&result);
+        assert_eq!(drawn.len(), MAX_COUNTER_LINKS);
+        assert_eq!(drawn, (10..n).collect::<Vec<_>>(), "the busiest, in index order");
     }
 }
