@@ -10,7 +10,7 @@
 //! sampled routing (the one whose all-to-all takes longest on its own
 //! links), with the expert rows of the unit's most loaded rank, its
 //! all-to-alls lowered as mirrors over the real routes
-//! ([`EpTraffic::lower_mirror`], [`LowLatencyTraffic::lower_mirror`]).
+//! ([`Exchange::lower_mirror`](crate::moe_comm::Exchange::lower_mirror)).
 //!
 //! Two micro-batches overlap one's computation with the other's dispatch
 //! and combine. Each micro-batch's layers become a chain of compute
@@ -38,7 +38,7 @@ use crate::error::ModelError;
 use crate::hardware::{DeviceSpec, Dtype};
 use crate::layers::{Block, EpComm, Item, LayerContext, PassMode, Unit};
 use crate::model::{FfnKind, ModelConfig};
-use crate::moe_comm::{EpTraffic, ForSource, LowLatencyTraffic, MoeKernel, MoePhase};
+use crate::moe_comm::{CommKernel, EpTraffic, Exchange, ForSource, LowLatencyTraffic, MoeKernel, MoePhase};
 use crate::routing::{RoutingSpec, Skew, TokenRouter};
 
 /// How expert slots are filled.
@@ -727,24 +727,18 @@ impl Lowered<'_, '_> {
             (MoePhase::Combine, MoeKernel::LowLatency) => "ep combine (low latency)",
         };
         let t = match traffic {
-            Traffic::Normal(t) => t.lower_mirror(
-                self.cluster,
-                comm.phase,
-                comm.bytes_per_token,
-                self.spec.unit.comm_sms,
-                0,
-                self.rep,
-                label,
-                self.graph,
-                self.ep_stream,
-            ),
+            Traffic::Normal(t) => {
+                let kernel = CommKernel::normal(comm.phase, comm.bytes_per_token, self.spec.unit.comm_sms);
+                t.lower_mirror(self.cluster, &kernel, self.rep, label, self.graph, self.ep_stream)
+            }
             Traffic::LowLatency(t) => {
                 // DeepEP's low-latency messages: the dispatch adds a 16-byte header.
                 let bytes = match comm.phase {
                     MoePhase::Dispatch => comm.bytes_per_token + 16.0,
                     MoePhase::Combine => comm.bytes_per_token,
                 };
-                t.lower_mirror(self.cluster, comm.phase, bytes, 0, self.rep, label, self.graph, self.ep_stream)
+                let kernel = CommKernel::low_latency(self.cluster, comm.phase, bytes);
+                t.lower_mirror(self.cluster, &kernel, self.rep, label, self.graph, self.ep_stream)
             }
         };
         if let Some(a) = after {

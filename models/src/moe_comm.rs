@@ -183,17 +183,14 @@ pub fn lower_moe_comm_mirror(
     check(cluster, spec)?;
     let router = TokenRouter::new(routing_spec(cluster, spec), seed)?;
     let g = cluster.topology.gpus_per_node.min(spec.ranks);
-    let label = match spec.phase {
-        MoePhase::Dispatch => "moe dispatch",
-        MoePhase::Combine => "moe combine",
-    };
+    let label = kernel_label(spec.phase);
     let per_rank = |count: u64, bytes: f64| count as f64 * bytes / spec.ranks as f64;
     match spec.kernel {
         MoeKernel::Normal => {
             let traffic = EpTraffic::count(spec.ranks, g, spec.experts, |src, f| router.for_each_token(src, f));
             let bytes = spec.bytes_per_token();
-            let t =
-                traffic.lower_mirror(cluster, spec.phase, bytes, spec.comm_sms, 0, rep as usize, label, graph, stream);
+            let kernel = CommKernel::normal(spec.phase, bytes, spec.comm_sms);
+            let t = traffic.lower_mirror(cluster, &kernel, rep as usize, label, graph, stream);
             Ok(MoeCommLowering {
                 last: vec![t],
                 nvlink_bytes_per_rank: per_rank(traffic.counted_nvlink, bytes),
@@ -204,7 +201,8 @@ pub fn lower_moe_comm_mirror(
         MoeKernel::LowLatency => {
             let traffic = LowLatencyTraffic::count(spec.ranks, spec.experts, |src, f| router.for_each_token(src, f));
             let bytes = spec.low_latency_bytes_per_copy();
-            let t = traffic.lower_mirror(cluster, spec.phase, bytes, 0, rep as usize, label, graph, stream);
+            let kernel = CommKernel::low_latency(cluster, spec.phase, bytes);
+            let t = traffic.lower_mirror(cluster, &kernel, rep as usize, label, graph, stream);
             let r_count = traffic.ranks;
             let mut ib = 0u64;
             for src in 0..r_count {
@@ -323,6 +321,14 @@ fn lower_routed(
     Ok(MoeCommLowering { last, ..lowering })
 }
 
+/// A standalone exchange's task label.
+fn kernel_label(phase: MoePhase) -> &'static str {
+    match phase {
+        MoePhase::Dispatch => "moe dispatch",
+        MoePhase::Combine => "moe combine",
+    }
+}
+
 /// DeepEP's kernels start by exchanging counts among all ranks, so no rank
 /// transfers before every rank has arrived: with `after` given, one barrier
 /// (on the first stream) waits for all of them. `None` when nothing waits.
@@ -350,8 +356,8 @@ fn lower_normal(
     let g = cluster.topology.gpus_per_node.min(spec.ranks);
     let traffic = EpTraffic::count(spec.ranks, g, spec.experts, for_source);
     let bytes_per_token = spec.bytes_per_token();
-    let hold = spec.comm_sms;
-    let sends = traffic.lower_all(cluster, spec.phase, bytes_per_token, hold, 0, graph, streams, start);
+    let kernel = CommKernel::normal(spec.phase, bytes_per_token, spec.comm_sms);
+    let sends = traffic.lower_all(cluster, &kernel, kernel_label(spec.phase), graph, streams, start);
     let per_rank = |count: u64| count as f64 * bytes_per_token / spec.ranks as f64;
     Ok((
         sends,
@@ -472,20 +478,19 @@ impl EpTraffic {
     /// the global rank of group member 0): dispatch sends `a`'s NVLink copies
     /// and RDMA tokens; combine runs the same copies backwards, so `a`
     /// receives them. With `mirror`, the rank's receptions in the other
-    /// direction are added too (see [`EpTraffic::lower_mirror`]).
-    #[allow(clippy::too_many_arguments)]
-    fn rank_flows(
+    /// direction are added too (see [`Exchange::lower_mirror`]).
+    fn kernel_flows(
         &self,
         cluster: &Cluster,
-        phase: MoePhase,
-        bytes_per_token: f64,
-        first_rank: u32,
+        kernel: &CommKernel,
         a: usize,
         mirror: bool,
         graph: &mut TaskGraph,
-        scratch: &mut Vec<moesim_topologies::EdgeIndex>,
-        flows: &mut Vec<Flow>,
-    ) {
+    ) -> Vec<Flow> {
+        let (phase, bytes_per_token, first_rank) = (kernel.phase, kernel.bytes, kernel.first_rank);
+        let (mut scratch, mut flows) = (Vec::new(), Vec::new());
+        let scratch = &mut scratch;
+        let flows_out = &mut flows;
         let g = self.gpus_per_node;
         let (a_node, a_local) = (a / g, a % g);
         let combine = phase == MoePhase::Combine;
@@ -493,7 +498,7 @@ impl EpTraffic {
         let mut push = |graph: &mut TaskGraph, from: usize, to: usize, tokens: u64| {
             if tokens > 0 && from != to {
                 let path = cluster.add_route(graph, global(from), global(to), 0, scratch);
-                flows.push(Flow { path, bytes: tokens as f64 * bytes_per_token });
+                flows_out.push(Flow { path, bytes: tokens as f64 * bytes_per_token });
             }
         };
         for b_local in 0..g {
@@ -516,50 +521,7 @@ impl EpTraffic {
                 push(graph, to, from, back);
             }
         }
-    }
-
-    /// Lowers the exchange for every rank of the group: rank `a`'s kernel is
-    /// one communication task on `streams[a]` holding `comm_sms` SMs, after
-    /// `start`. Returns the tasks.
-    #[allow(clippy::too_many_arguments)]
-    pub fn lower_all(
-        &self,
-        cluster: &Cluster,
-        phase: MoePhase,
-        bytes_per_token: f64,
-        comm_sms: u32,
-        first_rank: u32,
-        graph: &mut TaskGraph,
-        streams: &[StreamId],
-        start: Option<TaskId>,
-    ) -> Vec<TaskId> {
-        let label = if phase == MoePhase::Combine { "moe combine" } else { "moe dispatch" };
-        let kernel = KernelShape { phase, bytes: bytes_per_token, first_rank, comm_sms, overhead: SimDuration::ZERO };
-        lower_each(self, self.ranks, cluster, &kernel, label, graph, streams, start)
-    }
-
-    /// Lowers the exchange as seen by one representative rank `rep` whose
-    /// peers are not simulated: one task with the rank's sends *and* its
-    /// receptions as flows over the real routes. Only the representative's
-    /// own links are shared with its other traffic; a peer's links are
-    /// assumed loaded like the representative's (the mirror assumption), so
-    /// the task lasts as long as the slower of the rank's send and receive
-    /// sides — what every rank of a symmetric exchange sees.
-    #[allow(clippy::too_many_arguments)]
-    pub fn lower_mirror(
-        &self,
-        cluster: &Cluster,
-        phase: MoePhase,
-        bytes_per_token: f64,
-        comm_sms: u32,
-        first_rank: u32,
-        rep: usize,
-        label: &str,
-        graph: &mut TaskGraph,
-        stream: StreamId,
-    ) -> TaskId {
-        let kernel = KernelShape { phase, bytes: bytes_per_token, first_rank, comm_sms, overhead: SimDuration::ZERO };
-        lower_one(self, cluster, &kernel, rep, true, label, graph, stream)
+        flows
     }
 
     /// The rank whose exchange takes longest on its own links, given the
@@ -594,7 +556,8 @@ fn lower_low_latency(
 ) -> (Vec<TaskId>, MoeCommLowering) {
     let traffic = LowLatencyTraffic::count(spec.ranks, spec.experts, for_source);
     let bytes_per_copy = spec.low_latency_bytes_per_copy();
-    let sends = traffic.lower_all(cluster, spec.phase, bytes_per_copy, 0, graph, streams, start);
+    let kernel = CommKernel::low_latency(cluster, spec.phase, bytes_per_copy);
+    let sends = traffic.lower_all(cluster, &kernel, kernel_label(spec.phase), graph, streams, start);
     let r_count = traffic.ranks;
     let mut ib_copies = 0u64;
     for src in 0..r_count {
@@ -631,130 +594,158 @@ pub struct LowLatencyTraffic {
     pub rows: Vec<u64>,
 }
 
-/// What a communication kernel of an exchange is: its direction, payload
-/// bytes per token copy, the group's first global rank, the SMs it holds and
-/// its fixed time besides the transfer.
-struct KernelShape {
-    phase: MoePhase,
-    bytes: f64,
-    first_rank: u32,
-    comm_sms: u32,
-    overhead: SimDuration,
+/// One communication kernel of an expert-parallel exchange: its direction,
+/// payload bytes per token copy, the group's first global rank, the SMs it
+/// holds and its fixed time besides the transfer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CommKernel {
+    pub phase: MoePhase,
+    /// Bytes per token sent to a rank (normal) or per (token, expert) copy
+    /// (low latency).
+    pub bytes: f64,
+    /// Global rank of group member 0.
+    pub first_rank: u32,
+    /// SMs the kernel holds on its rank while it runs.
+    pub comm_sms: u32,
+    /// Time after the last arrival (launch, packing, signalling).
+    pub overhead: SimDuration,
 }
 
-/// An exchange that can list one rank's flows (normal or low-latency).
-trait RankFlows {
-    #[allow(clippy::too_many_arguments)]
-    fn rank_flows_of(
-        &self,
-        cluster: &Cluster,
-        phase: MoePhase,
-        bytes: f64,
-        first_rank: u32,
-        a: usize,
-        mirror: bool,
-        graph: &mut TaskGraph,
-        scratch: &mut Vec<moesim_topologies::EdgeIndex>,
-        flows: &mut Vec<Flow>,
-    );
-}
+impl CommKernel {
+    /// DeepEP's normal kernel: `bytes_per_token` per token and destination
+    /// rank, holding `comm_sms` SMs, in the group starting at rank 0.
+    pub fn normal(phase: MoePhase, bytes_per_token: f64, comm_sms: u32) -> CommKernel {
+        CommKernel { phase, bytes: bytes_per_token, first_rank: 0, comm_sms, overhead: SimDuration::ZERO }
+    }
 
-impl RankFlows for EpTraffic {
-    fn rank_flows_of(
-        &self,
-        cluster: &Cluster,
-        phase: MoePhase,
-        bytes: f64,
-        first_rank: u32,
-        a: usize,
-        mirror: bool,
-        graph: &mut TaskGraph,
-        scratch: &mut Vec<moesim_topologies::EdgeIndex>,
-        flows: &mut Vec<Flow>,
-    ) {
-        self.rank_flows(cluster, phase, bytes, first_rank, a, mirror, graph, scratch, flows)
+    /// DeepEP's low-latency kernel: `bytes_per_copy` per (token, expert)
+    /// copy, no SMs held while in flight, the device's fixed kernel time.
+    pub fn low_latency(cluster: &Cluster, phase: MoePhase, bytes_per_copy: f64) -> CommKernel {
+        let overhead = SimDuration::from_us_f64(cluster.device.low_latency_kernel_overhead_us);
+        CommKernel { phase, bytes: bytes_per_copy, first_rank: 0, comm_sms: 0, overhead }
+    }
+
+    /// The same kernel in the group whose member 0 is global rank `first_rank`.
+    pub fn in_group(self, first_rank: u32) -> CommKernel {
+        CommKernel { first_rank, ..self }
     }
 }
 
-impl RankFlows for LowLatencyTraffic {
-    fn rank_flows_of(
+/// An expert-parallel exchange (normal or low-latency kernels) with its
+/// copies counted, lowered to one communication task per rank kernel.
+pub trait Exchange {
+    /// Ranks in the group.
+    fn ranks(&self) -> usize;
+
+    /// The flows of rank `a`'s kernel (group-local index): dispatch sends
+    /// `a`'s copies, combine runs them backwards so `a` receives them. With
+    /// `mirror`, the rank's transfers in the other direction are added too.
+    fn rank_flows(
         &self,
         cluster: &Cluster,
-        phase: MoePhase,
-        bytes: f64,
-        first_rank: u32,
+        kernel: &CommKernel,
         a: usize,
         mirror: bool,
         graph: &mut TaskGraph,
-        scratch: &mut Vec<moesim_topologies::EdgeIndex>,
-        flows: &mut Vec<Flow>,
-    ) {
-        self.rank_flows(cluster, phase, bytes, first_rank, a, mirror, graph, scratch, flows)
+    ) -> Vec<Flow>;
+
+    /// Lowers the exchange for every rank of the group: rank `a`'s kernel is
+    /// one communication task on `streams[a]`, holding the kernel's SMs,
+    /// after `start`. Returns the tasks.
+    fn lower_all(
+        &self,
+        cluster: &Cluster,
+        kernel: &CommKernel,
+        label: &str,
+        graph: &mut TaskGraph,
+        streams: &[StreamId],
+        start: Option<TaskId>,
+    ) -> Vec<TaskId> {
+        streams
+            .iter()
+            .enumerate()
+            .take(self.ranks())
+            .map(|(a, &stream)| {
+                let t = lower_kernel(self, cluster, kernel, a, false, label, graph, stream);
+                if let Some(p) = start {
+                    graph.add_dep(p, t);
+                }
+                t
+            })
+            .collect()
+    }
+
+    /// Lowers the exchange as seen by one representative rank `rep` whose
+    /// peers are not simulated: one task with the rank's sends *and* its
+    /// receptions as flows over the real routes. Only the representative's
+    /// own links are shared with its other traffic; a peer's links are
+    /// assumed loaded like the representative's (the mirror assumption), so
+    /// the task lasts as long as the slower of the rank's send and receive
+    /// sides — what every rank of a symmetric exchange sees.
+    fn lower_mirror(
+        &self,
+        cluster: &Cluster,
+        kernel: &CommKernel,
+        rep: usize,
+        label: &str,
+        graph: &mut TaskGraph,
+        stream: StreamId,
+    ) -> TaskId {
+        lower_kernel(self, cluster, kernel, rep, true, label, graph, stream)
+    }
+}
+
+impl Exchange for EpTraffic {
+    fn ranks(&self) -> usize {
+        self.ranks
+    }
+    fn rank_flows(
+        &self,
+        cluster: &Cluster,
+        kernel: &CommKernel,
+        a: usize,
+        mirror: bool,
+        graph: &mut TaskGraph,
+    ) -> Vec<Flow> {
+        self.kernel_flows(cluster, kernel, a, mirror, graph)
+    }
+}
+
+impl Exchange for LowLatencyTraffic {
+    fn ranks(&self) -> usize {
+        self.ranks
+    }
+    fn rank_flows(
+        &self,
+        cluster: &Cluster,
+        kernel: &CommKernel,
+        a: usize,
+        mirror: bool,
+        graph: &mut TaskGraph,
+    ) -> Vec<Flow> {
+        self.kernel_flows(cluster, kernel, a, mirror, graph)
     }
 }
 
 /// One rank's kernel as a communication task on `stream` (with its
 /// receptions too when `mirror`), holding the kernel's SMs on that rank.
 #[allow(clippy::too_many_arguments)]
-fn lower_one(
-    exchange: &impl RankFlows,
+fn lower_kernel<E: Exchange + ?Sized>(
+    exchange: &E,
     cluster: &Cluster,
-    kernel: &KernelShape,
+    kernel: &CommKernel,
     a: usize,
     mirror: bool,
     label: &str,
     graph: &mut TaskGraph,
     stream: StreamId,
 ) -> TaskId {
-    let mut scratch = Vec::new();
-    let mut flows = Vec::new();
-    exchange.rank_flows_of(
-        cluster,
-        kernel.phase,
-        kernel.bytes,
-        kernel.first_rank,
-        a,
-        mirror,
-        graph,
-        &mut scratch,
-        &mut flows,
-    );
+    let flows = exchange.rank_flows(cluster, kernel, a, mirror, graph);
     let rank = kernel.first_rank + a as u32;
     let hold = (kernel.comm_sms > 0).then(|| (cluster.device_of(rank), kernel.comm_sms));
     let t = graph.add_comm(stream, label, flows, hold);
     graph.set_comm_overhead(t, kernel.overhead);
     t
-}
-
-/// Every rank's kernel (`ranks` of them, on `streams`), each after `start`.
-#[allow(clippy::too_many_arguments)]
-fn lower_each(
-    exchange: &impl RankFlows,
-    ranks: usize,
-    cluster: &Cluster,
-    kernel: &KernelShape,
-    label: &str,
-    graph: &mut TaskGraph,
-    streams: &[StreamId],
-    start: Option<TaskId>,
-) -> Vec<TaskId> {
-    streams
-        .iter()
-        .enumerate()
-        .take(ranks)
-        .map(|(a, &stream)| {
-            let t = lower_one(exchange, cluster, kernel, a, false, label, graph, stream);
-            if let Some(p) = start {
-                graph.add_dep(p, t);
-            }
-            t
-        })
-        .collect()
-}
-
-/// The device's fixed low-latency kernel time.
-fn low_latency_overhead(cluster: &Cluster) -> SimDuration {
-    SimDuration::from_us_f64(cluster.device.low_latency_kernel_overhead_us)
 }
 
 impl LowLatencyTraffic {
@@ -786,19 +777,18 @@ impl LowLatencyTraffic {
 
     /// Flows of rank `a`'s kernel: dispatch sends its copies, combine
     /// receives them back; with `mirror` the other direction is added too.
-    #[allow(clippy::too_many_arguments)]
-    fn rank_flows(
+    fn kernel_flows(
         &self,
         cluster: &Cluster,
-        phase: MoePhase,
-        bytes_per_copy: f64,
-        first_rank: u32,
+        kernel: &CommKernel,
         a: usize,
         mirror: bool,
         graph: &mut TaskGraph,
-        scratch: &mut Vec<moesim_topologies::EdgeIndex>,
-        flows: &mut Vec<Flow>,
-    ) {
+    ) -> Vec<Flow> {
+        let (phase, bytes_per_copy, first_rank) = (kernel.phase, kernel.bytes, kernel.first_rank);
+        let (mut scratch, mut flows) = (Vec::new(), Vec::new());
+        let scratch = &mut scratch;
+        let flows_out = &mut flows;
         let n = self.ranks;
         let combine = phase == MoePhase::Combine;
         let global = |r: usize| first_rank + r as u32;
@@ -810,58 +800,10 @@ impl LowLatencyTraffic {
                 }
                 let (from, to) = if combine { (dst, src) } else { (src, dst) };
                 let path = cluster.add_route(graph, global(from), global(to), 0, scratch);
-                flows.push(Flow { path, bytes: copies as f64 * bytes_per_copy });
+                flows_out.push(Flow { path, bytes: copies as f64 * bytes_per_copy });
             }
         }
-    }
-
-    /// Lowers the exchange for every rank of the group: rank `a`'s kernel is
-    /// one communication task on `streams[a]` holding no SMs, after `start`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn lower_all(
-        &self,
-        cluster: &Cluster,
-        phase: MoePhase,
-        bytes_per_copy: f64,
-        first_rank: u32,
-        graph: &mut TaskGraph,
-        streams: &[StreamId],
-        start: Option<TaskId>,
-    ) -> Vec<TaskId> {
-        let label = if phase == MoePhase::Combine { "moe combine (low latency)" } else { "moe dispatch (low latency)" };
-        let kernel = KernelShape {
-            phase,
-            bytes: bytes_per_copy,
-            first_rank,
-            comm_sms: 0,
-            overhead: low_latency_overhead(cluster),
-        };
-        lower_each(self, self.ranks, cluster, &kernel, label, graph, streams, start)
-    }
-
-    /// Lowers the exchange as one representative rank `rep` sees it (its
-    /// sends and its receptions over the real routes; peers assumed loaded
-    /// like it), as [`EpTraffic::lower_mirror`] does for the normal kernels.
-    #[allow(clippy::too_many_arguments)]
-    pub fn lower_mirror(
-        &self,
-        cluster: &Cluster,
-        phase: MoePhase,
-        bytes_per_copy: f64,
-        first_rank: u32,
-        rep: usize,
-        label: &str,
-        graph: &mut TaskGraph,
-        stream: StreamId,
-    ) -> TaskId {
-        let kernel = KernelShape {
-            phase,
-            bytes: bytes_per_copy,
-            first_rank,
-            comm_sms: 0,
-            overhead: low_latency_overhead(cluster),
-        };
-        lower_one(self, cluster, &kernel, rep, true, label, graph, stream)
+        flows
     }
 
     /// The rank whose exchange takes longest on its own links: copies over

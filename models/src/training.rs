@@ -22,7 +22,7 @@
 //!   GEMMs get the rows of the group's most loaded rank, because every
 //!   all-to-all waits for the slowest member. Its all-to-alls are lowered as
 //!   mirrors (its sends and receptions over the real routes, see
-//!   [`EpTraffic::lower_mirror`]); its data-parallel rings as the ring's
+//!   [`Exchange::lower_mirror`](crate::moe_comm::Exchange::lower_mirror)); its data-parallel rings as the ring's
 //!   inter-node edge. A test checks this against `All` on small clusters.
 //!
 //! Routing is sampled once per pipeline device from the seed (the device's
@@ -38,7 +38,7 @@ use crate::error::ModelError;
 use crate::hardware::Dtype;
 use crate::layers::{Block, EpComm, Item, LayerContext, PassMode, Unit};
 use crate::model::{FfnKind, ModelConfig};
-use crate::moe_comm::{EpTraffic, MoePhase};
+use crate::moe_comm::{CommKernel, EpTraffic, Exchange, MoePhase};
 use crate::ops::{op_cost, Op};
 use crate::parallel::ParallelPlan;
 use crate::routing::{RoutingSpec, Skew, TokenRouter};
@@ -366,12 +366,10 @@ impl<'a> Lowerer<'a> {
                 let r = members[0];
                 let group_first = self.ranks[r].rank - self.rep_member[device as usize] as u32;
                 let stream = self.ranks[r].ep;
+                let kernel = CommKernel::normal(comm.phase, comm.bytes_per_token, comm_sms(self.spec, self.cluster));
                 let t = traffic.lower_mirror(
                     self.cluster,
-                    comm.phase,
-                    comm.bytes_per_token,
-                    comm_sms(self.spec, self.cluster),
-                    group_first,
+                    &kernel.in_group(group_first),
                     self.rep_member[device as usize],
                     label,
                     self.graph,
@@ -393,12 +391,12 @@ impl<'a> Lowerer<'a> {
                         }
                     }
                     let first = self.ranks[group[0]].rank;
+                    let kernel =
+                        CommKernel::normal(comm.phase, comm.bytes_per_token, comm_sms(self.spec, self.cluster));
                     let sends = traffic.lower_all(
                         self.cluster,
-                        comm.phase,
-                        comm.bytes_per_token,
-                        comm_sms(self.spec, self.cluster),
-                        first,
+                        &kernel.in_group(first),
+                        label,
                         self.graph,
                         &streams,
                         Some(barrier),

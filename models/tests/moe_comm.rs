@@ -298,7 +298,7 @@ fn deepep_low_latency_kernels_at_ep8() {
 /// DeepEP EP64 and EP16 dispatch and combine (balanced and skewed routing).
 #[test]
 fn mirror_of_the_critical_rank_matches_the_full_exchange() {
-    use moesim_models::moe_comm::EpTraffic;
+    use moesim_models::moe_comm::{CommKernel, EpTraffic, Exchange};
     for (ranks, phase, skew) in [
         (64, MoePhase::Dispatch, Skew::Balanced),
         (64, MoePhase::Combine, Skew::Balanced),
@@ -314,7 +314,7 @@ fn mirror_of_the_critical_rank_matches_the_full_exchange() {
         let rep = traffic.critical_rank(nv, 50e9 * 0.905);
         let mut g = TaskGraph::new();
         let s = g.add_stream(rep as u32, "ep");
-        traffic.lower_mirror(&c, phase, spec.bytes_per_token(), 20, 0, rep, "mirror", &mut g, s);
+        traffic.lower_mirror(&c, &CommKernel::normal(phase, spec.bytes_per_token(), 20), rep, "mirror", &mut g, s);
         let mirror = simulate(c, g, full.low.clone());
         let err = mirror.time_s / full.time_s - 1.0;
         println!(
