@@ -5,12 +5,17 @@
 //! interpolates between them) instead of lowering every kernel of every
 //! iteration.
 //!
-//! - **Prefill units** take waiting requests first-come first-served. A
+//! - **Prefill units**: a global scheduler sends each request, first come
+//!   first served, to the unit where its first token would come soonest:
+//!   the start of that unit's next iteration (now if it is idle) plus the
+//!   next iteration's time with the request in it. Inside a unit the
 //!   request's new tokens (its prompt less the prefix-cache hit) go to the
-//!   unit's least loaded GPU with room under the per-GPU token budget (a
-//!   prompt longer than the budget gets a GPU to itself); the iteration
-//!   lasts as long as its slowest GPU. The first output token is produced
-//!   at the end of the iteration (TTFT).
+//!   least loaded GPU with room under the per-GPU token budget (a prompt
+//!   longer than the budget gets a GPU to itself); the iteration lasts as
+//!   long as its slowest GPU. An idle unit starts at once; a busy unit's
+//!   next batch starts when its iteration ends. A request no unit's next
+//!   batch has room for waits. The first output token is produced at the
+//!   end of the iteration (TTFT).
 //! - **KV transfer**: the prompt's KV cache (bytes per token from the
 //!   model) goes from the prefill GPU's NIC to the decode GPU's NIC; each
 //!   NIC carries one transfer at a time.
@@ -138,6 +143,33 @@ enum Event {
     DecodeStep { unit: u32 },
 }
 
+/// A prefill batch being filled or run: its requests with their GPU and,
+/// per GPU, the new tokens and the keys they attend to (summed).
+#[derive(Debug, Clone, Default)]
+struct PrefillBatch {
+    requests: Vec<(u32, u32)>,
+    tokens: Vec<u64>,
+    work: Vec<f64>,
+    /// The iteration's time, seconds (its slowest GPU's).
+    time_s: f64,
+}
+
+impl PrefillBatch {
+    fn new(gpus: usize) -> PrefillBatch {
+        PrefillBatch { requests: Vec::new(), tokens: vec![0; gpus], work: vec![0.0; gpus], time_s: 0.0 }
+    }
+}
+
+/// One prefill unit.
+#[derive(Debug, Clone, Default)]
+struct PrefillUnit {
+    /// When its running iteration ends; `None` while idle.
+    busy_until: Option<SimTime>,
+    running: Vec<(u32, u32)>,
+    /// The batch of its next iteration, filled as requests are sent to it.
+    next: PrefillBatch,
+}
+
 /// One decode GPU.
 #[derive(Debug, Clone, Default)]
 struct DecodeGpu {
@@ -183,10 +215,9 @@ struct Server<'a> {
     now: SimTime,
     events: u64,
     // prefill
+    /// Arrived requests no unit's next batch has taken yet, in order.
     waiting: VecDeque<u32>,
-    prefill_busy: Vec<bool>,
-    /// Requests of each unit's running iteration with their GPU.
-    prefill_batch: Vec<Vec<(u32, u32)>>,
+    prefill: Vec<PrefillUnit>,
     prefill_iterations: u64,
     prefill_busy_s: f64,
     /// Per prefill GPU (unit * gpus + g) and decode GPU: when its NIC is free.
@@ -268,8 +299,12 @@ pub fn simulate_serving(config: &ServingConfig, requests: &[Request], times: &mu
         now: SimTime::ZERO,
         events: 0,
         waiting: VecDeque::new(),
-        prefill_busy: vec![false; config.prefill_units as usize],
-        prefill_batch: vec![Vec::new(); config.prefill_units as usize],
+        prefill: (0..config.prefill_units)
+            .map(|_| PrefillUnit {
+                next: PrefillBatch::new(config.prefill_gpus_per_unit.max(1) as usize),
+                ..Default::default()
+            })
+            .collect(),
         prefill_iterations: 0,
         prefill_busy_s: 0.0,
         prefill_nic_free: vec![SimTime::ZERO; (config.prefill_units * config.prefill_gpus_per_unit) as usize],
@@ -326,7 +361,7 @@ impl Server<'_> {
                     self.events += 1;
                     self.waiting.push_back(next_arrival as u32);
                     next_arrival += 1;
-                    self.start_prefills();
+                    self.dispatch_prefills();
                 }
                 (_, Some(_)) => {
                     let Reverse((t, _, e)) = self.queue.pop().expect("peeked");
@@ -346,64 +381,96 @@ impl Server<'_> {
 
     // ---- prefill ----
 
-    fn start_prefills(&mut self) {
-        for unit in 0..self.config.prefill_units {
-            if self.waiting.is_empty() {
-                return;
-            }
-            if !self.prefill_busy[unit as usize] {
+    /// Sends waiting requests, in order, to the units where their first
+    /// token comes soonest, starting idle units; stops at the first request
+    /// no unit has room for.
+    fn dispatch_prefills(&mut self) {
+        while let Some(&r) = self.waiting.front() {
+            let Some(unit) = self.assign_prefill(r) else { return };
+            self.waiting.pop_front();
+            if self.prefill[unit].busy_until.is_none() {
                 self.start_prefill(unit);
             }
         }
     }
 
-    fn start_prefill(&mut self, unit: u32) {
-        let gpus = self.config.prefill_gpus_per_unit.max(1) as usize;
+    /// New tokens of request `r` and the keys they attend to, summed: the
+    /// cached prefix plus, on average, half of the new tokens (causal).
+    fn prefill_need(&self, r: u32) -> (u64, f64) {
+        let req = &self.requests[r as usize];
+        let q = req.input_len.saturating_sub(req.cached_len).max(1);
+        (q, q as f64 * (req.input_len - q) as f64 + q as f64 * (q as f64 + 1.0) / 2.0)
+    }
+
+    /// Adds request `r` to the next batch of the unit where its first token
+    /// comes soonest (ties: the lowest unit). `None` when no next batch has
+    /// room for it.
+    fn assign_prefill(&mut self, r: u32) -> Option<usize> {
         let budget = self.config.prefill_tokens_per_gpu.max(1);
-        let mut tokens = vec![0u64; gpus];
-        let mut work = vec![0.0f64; gpus];
-        let mut batch = Vec::new();
-        while let Some(&r) = self.waiting.front() {
-            let req = &self.requests[r as usize];
-            let q = req.input_len.saturating_sub(req.cached_len).max(1);
-            let g = (0..gpus).min_by_key(|&g| (tokens[g], g)).expect("one GPU");
-            if tokens[g] > 0 && tokens[g] + q > budget {
-                break;
+        let (q, w) = self.prefill_need(r);
+        // The request alone on a GPU: a lower bound of any batch with it.
+        let alone_s = self.times.prefill_s(q, w / q as f64);
+        let mut best: Option<(SimTime, usize, usize, f64)> = None;
+        for u in 0..self.prefill.len() {
+            let unit = &self.prefill[u];
+            let start = unit.busy_until.unwrap_or(self.now);
+            let bound = start + moesim_sim::SimDuration::from_secs_f64(unit.next.time_s.max(alone_s));
+            if best.is_some_and(|b| bound >= b.0) {
+                continue;
             }
-            self.waiting.pop_front();
-            tokens[g] += q;
-            // Keys each new token attends to: the cached prefix plus, on
-            // average, half of the new tokens (causal).
-            work[g] += q as f64 * (req.input_len - q) as f64 + q as f64 * (q as f64 + 1.0) / 2.0;
-            batch.push((r, g as u32));
+            let next = &unit.next;
+            let g = (0..next.tokens.len()).min_by_key(|&g| (next.tokens[g], g)).expect("one GPU");
+            let tokens = next.tokens[g];
+            if tokens > 0 && tokens + q > budget {
+                continue;
+            }
+            let gpu_s = if tokens == 0 {
+                alone_s
+            } else {
+                let (t, k) = (tokens + q, next.work[g] + w);
+                self.times.prefill_s(t, k / t as f64)
+            };
+            let time_s = self.prefill[u].next.time_s.max(gpu_s);
+            let finish = start + moesim_sim::SimDuration::from_secs_f64(time_s);
+            if best.is_none_or(|b| finish < b.0) {
+                best = Some((finish, u, g, time_s));
+            }
         }
-        if batch.is_empty() {
+        let (_, u, g, time_s) = best?;
+        let next = &mut self.prefill[u].next;
+        next.tokens[g] += q;
+        next.work[g] += w;
+        next.time_s = time_s;
+        next.requests.push((r, g as u32));
+        Some(u)
+    }
+
+    /// Starts the unit's next batch (if any) now.
+    fn start_prefill(&mut self, unit: usize) {
+        let gpus = self.config.prefill_gpus_per_unit.max(1) as usize;
+        let batch = std::mem::replace(&mut self.prefill[unit].next, PrefillBatch::new(gpus));
+        if batch.requests.is_empty() {
             return;
         }
-        let mut time_s: f64 = 0.0;
-        for g in 0..gpus {
-            if tokens[g] > 0 {
-                time_s = time_s.max(self.times.prefill_s(tokens[g], work[g] / tokens[g] as f64));
-            }
-        }
         let start = secs(self.now);
-        for &(r, g) in &batch {
+        for &(r, g) in &batch.requests {
             let o = &mut self.out[r as usize];
             o.prefill_start_s = start;
-            o.prefill_unit = unit;
+            o.prefill_unit = unit as u32;
             o.prefill_gpu = g;
         }
-        self.prefill_busy[unit as usize] = true;
-        self.prefill_batch[unit as usize] = batch;
+        let done = self.now + moesim_sim::SimDuration::from_secs_f64(batch.time_s);
+        self.prefill[unit].busy_until = Some(done);
+        self.prefill[unit].running = batch.requests;
         self.prefill_iterations += 1;
-        self.prefill_busy_s += time_s;
-        let done = self.now + moesim_sim::SimDuration::from_secs_f64(time_s);
-        self.push(done, Event::PrefillDone { unit });
+        self.prefill_busy_s += batch.time_s;
+        self.push(done, Event::PrefillDone { unit: unit as u32 });
     }
 
     fn prefill_done(&mut self, unit: u32) {
-        self.prefill_busy[unit as usize] = false;
-        let batch = std::mem::take(&mut self.prefill_batch[unit as usize]);
+        let u = unit as usize;
+        self.prefill[u].busy_until = None;
+        let batch = std::mem::take(&mut self.prefill[u].running);
         let now_s = secs(self.now);
         for (r, _) in batch {
             self.out[r as usize].first_token_s = now_s;
@@ -414,7 +481,8 @@ impl Server<'_> {
             self.admit_wait.push_back(r);
         }
         self.admit();
-        self.start_prefills();
+        self.start_prefill(u);
+        self.dispatch_prefills();
     }
 
     // ---- KV transfer and admission ----
@@ -675,6 +743,32 @@ mod tests {
         assert!((firsts[1] - 1.2).abs() < 1e-9 && (firsts[2] - 1.2).abs() < 1e-9, "{firsts:?}");
         assert!((firsts[3] - 1.8).abs() < 1e-9, "{firsts:?}");
         assert_eq!(r.prefill_iterations, 3);
+    }
+
+    #[test]
+    fn a_request_goes_to_the_unit_where_its_first_token_comes_soonest() {
+        // Two units of one GPU; 600-token prompts; an iteration takes 1 ms
+        // per 600 tokens on its busiest GPU (two prompts: 2 ms).
+        let mut c = config();
+        c.prefill_units = 2;
+        c.prefill_gpus_per_unit = 1;
+        c.prefill_tokens_per_gpu = 1200;
+        let at = [0.0, 0.1e-3, 0.2e-3, 0.3e-3];
+        let reqs: Vec<Request> =
+            at.iter().map(|&a| Request { arrival_s: a, input_len: 600, output_len: 1, cached_len: 0 }).collect();
+        let mut t = Linear { a: 0.0, b: 1e-3 / 600.0, c: 0.01 };
+        let r = simulate_serving(&c, &reqs, &mut t);
+        let firsts: Vec<f64> = r.requests.iter().map(|o| o.first_token_s * 1e3).collect();
+        let units: Vec<u32> = r.requests.iter().map(|o| o.prefill_unit).collect();
+        // 0 and 1 start at once on the idle units; 2 joins unit 0's next
+        // iteration (first token at 1 + 1 ms, before unit 1's 1.1 + 1); 3
+        // would make that iteration 2 ms (done at 3 ms), so it takes unit 1's
+        // next instead (2.1 ms). Taking every waiting request on the first
+        // unit to free would have given 3 ms to both.
+        assert_eq!(units, [0, 1, 0, 1]);
+        for (f, want) in firsts.iter().zip([1.0, 1.1, 2.0, 2.1]) {
+            assert!((f - want).abs() < 1e-9, "{firsts:?}");
+        }
     }
 
     #[test]
