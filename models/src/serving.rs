@@ -10,9 +10,11 @@
 //!   the start of that unit's next iteration (now if it is idle) plus the
 //!   next iteration's time with the request in it. Inside a unit the
 //!   request's new tokens (its prompt less the prefix-cache hit) go to the
-//!   least loaded GPU with room under the per-GPU token budget (a prompt
-//!   longer than the budget gets a GPU to itself); the iteration lasts as
-//!   long as its slowest GPU. An idle unit starts at once; a busy unit's
+//!   least loaded GPU with room under the per-GPU token budget; a prompt
+//!   longer than the budget takes an empty GPU and runs there in
+//!   budget-sized chunks, one per iteration, each attending to the chunks
+//!   before it (chunked prefill). An iteration lasts as long as its slowest
+//!   GPU. An idle unit starts at once; a busy unit's
 //!   next batch starts when its iteration ends. A request no unit's next
 //!   batch has room for waits. The first output token is produced at the
 //!   end of the iteration (TTFT).
@@ -143,11 +145,21 @@ enum Event {
     DecodeStep { unit: u32 },
 }
 
-/// A prefill batch being filled or run: its requests with their GPU and,
-/// per GPU, the new tokens and the keys they attend to (summed).
+/// A request's share of one prefill iteration: `len` of its new tokens
+/// from `offset`, on GPU `gpu` of the unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Chunk {
+    request: u32,
+    gpu: u32,
+    offset: u64,
+    len: u64,
+}
+
+/// A prefill batch being filled or run: its chunks and, per GPU, the new
+/// tokens and the keys they attend to (summed).
 #[derive(Debug, Clone, Default)]
 struct PrefillBatch {
-    requests: Vec<(u32, u32)>,
+    chunks: Vec<Chunk>,
     tokens: Vec<u64>,
     work: Vec<f64>,
     /// The iteration's time, seconds (its slowest GPU's).
@@ -156,7 +168,7 @@ struct PrefillBatch {
 
 impl PrefillBatch {
     fn new(gpus: usize) -> PrefillBatch {
-        PrefillBatch { requests: Vec::new(), tokens: vec![0; gpus], work: vec![0.0; gpus], time_s: 0.0 }
+        PrefillBatch { chunks: Vec::new(), tokens: vec![0; gpus], work: vec![0.0; gpus], time_s: 0.0 }
     }
 }
 
@@ -165,7 +177,7 @@ impl PrefillBatch {
 struct PrefillUnit {
     /// When its running iteration ends; `None` while idle.
     busy_until: Option<SimTime>,
-    running: Vec<(u32, u32)>,
+    running: Vec<Chunk>,
     /// The batch of its next iteration, filled as requests are sent to it.
     next: PrefillBatch,
 }
@@ -394,12 +406,19 @@ impl Server<'_> {
         }
     }
 
-    /// New tokens of request `r` and the keys they attend to, summed: the
-    /// cached prefix plus, on average, half of the new tokens (causal).
-    fn prefill_need(&self, r: u32) -> (u64, f64) {
+    /// New tokens of request `r` (its prompt less the prefix-cache hit).
+    fn new_tokens(&self, r: u32) -> u64 {
         let req = &self.requests[r as usize];
-        let q = req.input_len.saturating_sub(req.cached_len).max(1);
-        (q, q as f64 * (req.input_len - q) as f64 + q as f64 * (q as f64 + 1.0) / 2.0)
+        req.input_len.saturating_sub(req.cached_len).max(1)
+    }
+
+    /// Keys the new tokens `offset..offset + len` of request `r` attend to,
+    /// summed: everything before them (the cached prefix and the earlier
+    /// chunks) plus, on average, half of the chunk (causal).
+    fn chunk_work(&self, r: u32, offset: u64, len: u64) -> f64 {
+        let req = &self.requests[r as usize];
+        let before = req.input_len - self.new_tokens(r) + offset;
+        len as f64 * before as f64 + len as f64 * (len as f64 + 1.0) / 2.0
     }
 
     /// Adds request `r` to the next batch of the unit where its first token
@@ -407,9 +426,13 @@ impl Server<'_> {
     /// room for it.
     fn assign_prefill(&mut self, r: u32) -> Option<usize> {
         let budget = self.config.prefill_tokens_per_gpu.max(1);
-        let (q, w) = self.prefill_need(r);
-        // The request alone on a GPU: a lower bound of any batch with it.
-        let alone_s = self.times.prefill_s(q, w / q as f64);
+        let q = self.new_tokens(r);
+        // A prompt longer than the budget runs in budget-sized chunks on one
+        // GPU, one per iteration; its first chunk needs an empty GPU.
+        let first = q.min(budget);
+        let w = self.chunk_work(r, 0, first);
+        // The first chunk alone on a GPU: a lower bound of any batch with it.
+        let alone_s = self.times.prefill_s(first, w / first as f64);
         let mut best: Option<(SimTime, usize, usize, f64)> = None;
         for u in 0..self.prefill.len() {
             let unit = &self.prefill[u];
@@ -421,13 +444,13 @@ impl Server<'_> {
             let next = &unit.next;
             let g = (0..next.tokens.len()).min_by_key(|&g| (next.tokens[g], g)).expect("one GPU");
             let tokens = next.tokens[g];
-            if tokens > 0 && tokens + q > budget {
+            if tokens > 0 && tokens + first > budget {
                 continue;
             }
             let gpu_s = if tokens == 0 {
                 alone_s
             } else {
-                let (t, k) = (tokens + q, next.work[g] + w);
+                let (t, k) = (tokens + first, next.work[g] + w);
                 self.times.prefill_s(t, k / t as f64)
             };
             let time_s = self.prefill[u].next.time_s.max(gpu_s);
@@ -438,30 +461,48 @@ impl Server<'_> {
         }
         let (_, u, g, time_s) = best?;
         let next = &mut self.prefill[u].next;
-        next.tokens[g] += q;
+        next.tokens[g] += first;
         next.work[g] += w;
         next.time_s = time_s;
-        next.requests.push((r, g as u32));
+        next.chunks.push(Chunk { request: r, gpu: g as u32, offset: 0, len: first });
         Some(u)
     }
 
-    /// Starts the unit's next batch (if any) now.
+    /// Starts the unit's next batch (if any) now. The next chunks of the
+    /// requests it does not finish go into the batch after it, on the same
+    /// GPUs (their KV is there).
     fn start_prefill(&mut self, unit: usize) {
         let gpus = self.config.prefill_gpus_per_unit.max(1) as usize;
         let batch = std::mem::replace(&mut self.prefill[unit].next, PrefillBatch::new(gpus));
-        if batch.requests.is_empty() {
+        if batch.chunks.is_empty() {
             return;
         }
         let start = secs(self.now);
-        for &(r, g) in &batch.requests {
-            let o = &mut self.out[r as usize];
-            o.prefill_start_s = start;
-            o.prefill_unit = unit as u32;
-            o.prefill_gpu = g;
+        let budget = self.config.prefill_tokens_per_gpu.max(1);
+        for c in &batch.chunks {
+            if c.offset == 0 {
+                let o = &mut self.out[c.request as usize];
+                o.prefill_start_s = start;
+                o.prefill_unit = unit as u32;
+                o.prefill_gpu = c.gpu;
+            }
+            let done = c.offset + c.len;
+            let q = self.new_tokens(c.request);
+            if done < q {
+                let len = (q - done).min(budget);
+                let w = self.chunk_work(c.request, done, len);
+                let g = c.gpu as usize;
+                let gpu_s = self.times.prefill_s(len, w / len as f64);
+                let next = &mut self.prefill[unit].next;
+                next.tokens[g] += len;
+                next.work[g] += w;
+                next.time_s = next.time_s.max(gpu_s);
+                next.chunks.push(Chunk { request: c.request, gpu: c.gpu, offset: done, len });
+            }
         }
         let done = self.now + moesim_sim::SimDuration::from_secs_f64(batch.time_s);
         self.prefill[unit].busy_until = Some(done);
-        self.prefill[unit].running = batch.requests;
+        self.prefill[unit].running = batch.chunks;
         self.prefill_iterations += 1;
         self.prefill_busy_s += batch.time_s;
         self.push(done, Event::PrefillDone { unit: unit as u32 });
@@ -472,7 +513,11 @@ impl Server<'_> {
         self.prefill[u].busy_until = None;
         let batch = std::mem::take(&mut self.prefill[u].running);
         let now_s = secs(self.now);
-        for (r, _) in batch {
+        for c in batch {
+            let r = c.request;
+            if c.offset + c.len < self.new_tokens(r) {
+                continue;
+            }
             self.out[r as usize].first_token_s = now_s;
             if self.requests[r as usize].output_len <= 1 {
                 self.out[r as usize].finish_s = now_s;
@@ -769,6 +814,26 @@ mod tests {
         for (f, want) in firsts.iter().zip([1.0, 1.1, 2.0, 2.1]) {
             assert!((f - want).abs() < 1e-9, "{firsts:?}");
         }
+    }
+
+    #[test]
+    fn a_prompt_longer_than_the_budget_runs_in_chunks_beside_other_requests() {
+        // One unit of two GPUs, 1000 new tokens per GPU per iteration, 1 ms
+        // per token on the busiest GPU. A (2500 tokens) runs 1000 + 1000 +
+        // 500 on GPU 0; B (600) arrives during A's first chunk and shares
+        // the second iteration on GPU 1.
+        let reqs = [
+            Request { arrival_s: 0.0, input_len: 2500, output_len: 1, cached_len: 0 },
+            Request { arrival_s: 0.1, input_len: 600, output_len: 1, cached_len: 0 },
+        ];
+        let mut t = Linear { a: 0.0, b: 1e-3, c: 0.01 };
+        let r = simulate_serving(&config(), &reqs, &mut t);
+        let (a, b) = (r.requests[0], r.requests[1]);
+        assert_eq!((a.prefill_gpu, b.prefill_gpu), (0, 1));
+        assert!((b.first_token_s - 2.0).abs() < 1e-9, "{b:?}");
+        assert!((a.first_token_s - 2.5).abs() < 1e-9, "{a:?}");
+        assert!(a.prefill_start_s == 0.0 && (b.prefill_start_s - 1.0).abs() < 1e-9);
+        assert_eq!(r.prefill_iterations, 3);
     }
 
     #[test]
