@@ -99,4 +99,6 @@ fn misplaced_or_impossible_unit_keys_are_errors() {
     assert!(err.contains("workload.prefill.gpus") && err.contains("whole nodes"), "{err}");
     let err = run_err(&["run", "deepseek-v3-decode-144xh800", "--set", "parallel.ep=160"]);
     assert!(err.contains("parallel.ep") && err.contains("144"), "{err}");
+    let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefill.tokens_per_gpu=0"]);
+    assert!(err.contains("workload.prefill.tokens_per_gpu") && err.contains(">= 1"), "{err}");
 }

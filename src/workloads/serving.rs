@@ -265,6 +265,9 @@ impl ServingWorkload {
                 ));
             }
         }
+        if self.prefill.tokens_per_gpu == 0 {
+            out.push(problem("workload.prefill.tokens_per_gpu", "expected an integer >= 1, found 0".into()));
+        }
         if self.decode.max_batch_per_gpu == 0 {
             out.push(problem("workload.decode.max_batch_per_gpu", "expected an integer >= 1, found 0".into()));
         }
