@@ -9,6 +9,7 @@ pub mod diagnostics;
 pub mod output;
 pub mod plan;
 pub mod scenario;
+pub mod sweep;
 pub mod validate;
 pub mod workloads;
 

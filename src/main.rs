@@ -91,6 +91,24 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Run a scenario at every combination of values of one or more keys (a what-if grid): a table,
+    /// and with --out sweep.csv and a chart per metric.
+    Sweep {
+        scenario: Option<String>,
+        /// A key to vary and its values; repeat for a grid. The first is the charts' x axis.
+        #[arg(long = "vary", value_name = "KEY=V1,V2,...", required = true)]
+        varies: Vec<String>,
+        /// Metrics to show and chart (default: the workload's headline metrics).
+        #[arg(long = "metric")]
+        metrics: Vec<String>,
+        /// Write sweep.csv (every metric of every point) and sweep_METRIC.png/.svg here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Compare the model with published figures; exits non-zero if a case fails.
     Validate {
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -134,6 +152,9 @@ fn main() -> ExitCode {
         Command::Models { command: ModelsCommand::Show { name, format } } => cmd_models_show(&name, format),
         Command::Plan { scenario, rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units, sets, format } => {
             cmd_plan(&scenario, rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units, &sets, format)
+        }
+        Command::Sweep { scenario, varies, metrics, out, sets, format } => {
+            cmd_sweep(scenario, &varies, &metrics, out, &sets, format)
         }
         Command::Validate { format } => cmd_validate(format),
     };
@@ -238,6 +259,119 @@ fn cmd_run(
                 "  ({} events in {:.3} s wall, {:.3e} events/s)",
                 outcome.result.events, wall_s, events_per_s
             );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_sweep(
+    scenario: Option<String>,
+    varies: &[String],
+    metrics: &[String],
+    out: Option<PathBuf>,
+    sets: &[String],
+    format: Format,
+) -> Result<ExitCode, AppError> {
+    use moesim::sweep;
+    let scenario = scenario_ref(scenario)?;
+    let varies = varies.iter().map(|v| sweep::parse_vary(v)).collect::<Result<Vec<_>, _>>()?;
+    sweep::check(&varies)?;
+    let n = sweep::points(&varies).len();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(n as u64);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} sweeping [{bar:30}] {pos}/{len} points ({elapsed})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let started = Instant::now();
+    let table = sweep::run_sweep(&scenario, sets, &varies, &|| {
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let table = table?;
+    let shown = sweep::shown_metrics(&table, metrics)?;
+    let mut written = Vec::new();
+    if let Some(dir) = &out {
+        let mut csv = Vec::new();
+        moesim_reports::sweep::write_csv(&mut csv, &table).map_err(|e| AppError::Failed(e.to_string()))?;
+        let mut files = vec![("sweep.csv".to_owned(), csv)];
+        let name = match &scenario {
+            ScenarioRef::Builtin(n) => n.to_string(),
+            ScenarioRef::Path(p) => p.display().to_string(),
+        };
+        for m in &shown {
+            if let Some(chart) = moesim_reports::sweep::chart(&table, m, &format!("{name}: {m}")) {
+                let fig = moesim_reports::plot::render(&chart).map_err(|e| AppError::Failed(e.to_string()))?;
+                files.push((fig.png_name(), fig.png.clone()));
+                files.push((fig.svg_name(), fig.svg.clone()));
+            }
+        }
+        written = moesim::output::write_files(dir, &files).map_err(AppError::Failed)?;
+    }
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    match format {
+        Format::Json => {
+            let points: Vec<Value> = table
+                .rows
+                .iter()
+                .map(|r| {
+                    let mut m = Map::new();
+                    for (k, v) in table.keys.iter().zip(&r.values) {
+                        m.insert(k.clone(), Value::from(v.clone()));
+                    }
+                    for (k, v) in table.metrics.iter().zip(&r.metrics) {
+                        m.insert(k.clone(), v.clone().unwrap_or(Value::Null));
+                    }
+                    Value::Object(m)
+                })
+                .collect();
+            let mut doc = Map::new();
+            doc.insert("varied".into(), Value::from(table.keys.clone()));
+            doc.insert("shown".into(), Value::from(shown.clone()));
+            doc.insert("points".into(), Value::from(points));
+            serde_json::to_writer(&mut w, &doc).map_err(|e| AppError::Failed(e.to_string()))?;
+            let _ = writeln!(w);
+        }
+        Format::Text => {
+            let header: Vec<String> = table.keys.iter().chain(&shown).cloned().collect();
+            let cells: Vec<Vec<String>> = table
+                .rows
+                .iter()
+                .map(|r| {
+                    let metric = |m: &String| {
+                        let i = table.metrics.iter().position(|x| x == m).expect("shown metrics are reported");
+                        match &r.metrics[i] {
+                            Some(Value::Number(x)) => x.as_f64().map_or_else(|| x.to_string(), |f| format!("{f:.4}")),
+                            Some(Value::String(s)) => s.clone(),
+                            Some(v) => v.to_string(),
+                            None => "-".into(),
+                        }
+                    };
+                    r.values.iter().cloned().chain(shown.iter().map(metric)).collect()
+                })
+                .collect();
+            let widths: Vec<usize> = (0..header.len())
+                .map(|c| cells.iter().map(|row| row[c].len()).chain([header[c].len()]).max().unwrap_or(0))
+                .collect();
+            let line = |row: &[String]| {
+                row.iter().zip(&widths).map(|(v, w)| format!("{v:>w$}")).collect::<Vec<_>>().join("  ")
+            };
+            let _ = writeln!(w, "{}", line(&header));
+            for row in &cells {
+                let _ = writeln!(w, "{}", line(row));
+            }
+            for p in &written {
+                let _ = writeln!(w, "  wrote {}", p.display());
+            }
+            let _ = writeln!(w, "  ({} points in {:.2} s wall)", table.rows.len(), started.elapsed().as_secs_f64());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! Writing a run's output directory: `summary.json`, `summary.md`,
 //! `timeline.csv`, `resources.csv`, `trace.json`, the workload's plots
-//! (`NAME.png`, `NAME.svg`) and its further files (e.g. `requests.csv`). Files are written into a
+//! (`NAME.png`, `NAME.svg`) and its further files (e.g. `requests.csv`); or
+//! any named files (a sweep's). Files are written into a
 //! hidden staging folder and moved into place only when all succeeded, so a
 //! failed run never leaves files that look complete.
 
@@ -30,12 +31,27 @@ pub fn summary(scenario: &str, kind: &str, seed: u64, outcome: &Outcome) -> Map<
 
 /// Writes every output file into `dir` (created if missing).
 pub fn write_dir(dir: &Path, summary: &Map<String, Value>, outcome: &Outcome) -> Result<Vec<PathBuf>, String> {
+    write_staged(dir, |staging| write_all(staging, summary, outcome))
+}
+
+/// Writes named files into `dir` (created if missing), all or none.
+pub fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<Vec<PathBuf>, String> {
+    write_staged(dir, |staging| {
+        for (name, bytes) in files {
+            fs::write(staging.join(name), bytes).map_err(|e| werr(name, e))?;
+        }
+        Ok(files.iter().map(|(name, _)| name.clone()).collect())
+    })
+}
+
+/// Runs `write` into a hidden staging folder inside `dir` and moves the
+/// files it names into `dir` only when it succeeded.
+fn write_staged(dir: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>, String>) -> Result<Vec<PathBuf>, String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let staging = dir.join(format!(".moesim-partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
-    let result = write_all(&staging, summary, outcome);
-    let names = match result {
+    let names = match write(&staging) {
         Ok(names) => names,
         Err(e) => {
             let _ = fs::remove_dir_all(&staging);

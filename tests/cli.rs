@@ -145,3 +145,67 @@ fn informational_subcommands_work() {
     // 8 nodes: 64 NVLink + 64 PCIe links, 64 NIC-leaf + 8 leaves x 32 spines.
     assert_eq!(dot.matches(" -- ").count(), 64 + 64 + 64 + 8 * 32);
 }
+
+#[test]
+fn sweep_runs_the_grid_in_order_and_writes_a_table_and_charts() {
+    let dir = scratch("sweep");
+    let out = dir.join("out");
+    let args = [
+        "sweep",
+        "allreduce-8xh800",
+        "--vary",
+        "workload.bytes=1048576,16777216,67108864",
+        "--vary",
+        "hardware.device=h800,h100",
+        "--metric",
+        "busbw_gb_per_s",
+        "--format",
+        "json",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = moesim(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 6);
+    // The last key varies fastest.
+    assert_eq!(
+        (points[0]["workload.bytes"].as_str(), points[0]["hardware.device"].as_str()),
+        (Some("1048576"), Some("h800"))
+    );
+    assert_eq!(points[1]["hardware.device"], "h100");
+    // Each point is the same run as `moesim run` with those overrides.
+    let single = run_json(&["allreduce-8xh800", "--set", "workload.bytes=16777216", "--set", "hardware.device=h100"]);
+    assert_eq!(points[3]["busbw_gb_per_s"], single["busbw_gb_per_s"]);
+    // Bigger buffers reach a higher bus bandwidth on either device.
+    for d in 0..2 {
+        let bw: Vec<f64> = (0..3).map(|b| points[b * 2 + d]["busbw_gb_per_s"].as_f64().unwrap()).collect();
+        assert!(bw.windows(2).all(|w| w[1] > w[0]), "{bw:?}");
+    }
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 7);
+    assert!(csv.starts_with("workload.bytes,hardware.device,"));
+    for f in ["sweep_busbw_gb_per_s.png", "sweep_busbw_gb_per_s.svg"] {
+        assert!(std::fs::metadata(out.join(f)).unwrap().len() > 1000, "{f}");
+    }
+    // Same inputs, same bytes.
+    let again = moesim(&args);
+    assert_eq!(o.stdout, again.stdout);
+    assert_eq!(csv, std::fs::read_to_string(out.join("sweep.csv")).unwrap());
+}
+
+#[test]
+fn sweep_bad_input_names_what_is_wrong() {
+    for (args, want) in [
+        (vec!["sweep", "allreduce-8xh800", "--vary", "workload.bytes"], "expected KEY=V1,V2"),
+        (vec!["sweep", "allreduce-8xh800", "--vary", "workload.bytes=1,abc"], "--set workload.bytes=abc"),
+        (vec!["sweep", "allreduce-8xh800", "--vary", "a=1", "--vary", "a=2"], "varied twice"),
+        (vec!["sweep", "allreduce-8xh800", "--vary", "workload.bytes=1024", "--metric", "nope"], "nope: not a metric"),
+    ] {
+        let o = moesim(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty());
+    }
+}

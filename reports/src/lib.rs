@@ -7,6 +7,7 @@ pub mod error;
 pub mod plot;
 pub mod resources;
 pub mod summary;
+pub mod sweep;
 pub mod timeline;
 pub mod trace;
 

@@ -1,0 +1,194 @@
+//! A parameter sweep's outputs: `sweep.csv` (a row per point: the varied
+//! keys' values, then every metric the runs reported) and, per metric, a
+//! chart of it against the first varied key with one line per combination
+//! of the other keys' values (grouped bars when the first key's values are
+//! not numbers).
+
+use std::io::Write;
+
+use serde_json::Value;
+
+use crate::plot::{color, Axis, LegendPosition, RectMark, Series, SeriesStyle, XyChart};
+use crate::ReportError;
+
+/// Every point of a sweep, in the order it was run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepTable {
+    /// The varied keys (dotted scenario paths).
+    pub keys: Vec<String>,
+    /// Metric names: the union over the points, in first-seen order.
+    pub metrics: Vec<String>,
+    pub rows: Vec<SweepRow>,
+}
+
+/// One point: its value of each varied key and of each metric (`None`
+/// where the run did not report it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepRow {
+    pub values: Vec<String>,
+    pub metrics: Vec<Option<Value>>,
+}
+
+fn cell(v: &Option<Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Writes `sweep.csv`.
+pub fn write_csv<W: Write>(w: W, table: &SweepTable) -> Result<(), ReportError> {
+    let mut out = csv::Writer::from_writer(w);
+    out.write_record(table.keys.iter().chain(&table.metrics))?;
+    for row in &table.rows {
+        out.write_record(row.values.iter().cloned().chain(row.metrics.iter().map(cell)))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The chart of `metric` against the first varied key (numbers on a linear
+/// axis when every value is one, else categories in sweep order), a line
+/// per combination of the other keys. `None` when the metric is not a
+/// number at any point.
+pub fn chart(table: &SweepTable, metric: &str, title: &str) -> Option<XyChart> {
+    let m = table.metrics.iter().position(|name| name == metric)?;
+    let y = |row: &SweepRow| row.metrics[m].as_ref().and_then(Value::as_f64);
+    if !table.rows.iter().any(|r| y(r).is_some()) {
+        return None;
+    }
+    let key = table.keys.first()?;
+    let mut categories: Vec<String> = Vec::new();
+    for r in &table.rows {
+        if !categories.contains(&r.values[0]) {
+            categories.push(r.values[0].clone());
+        }
+    }
+    let numeric: Option<Vec<f64>> = categories.iter().map(|c| c.parse::<f64>().ok()).collect();
+    let x_of = |v: &str| match &numeric {
+        Some(_) => v.parse::<f64>().unwrap_or(f64::NAN),
+        None => categories.iter().position(|c| c == v).unwrap_or(0) as f64,
+    };
+    let x_axis = match &numeric {
+        Some(_) => Axis::linear(key.clone()),
+        None => Axis::linear(key.clone())
+            .with_range(-0.5, categories.len() as f64 - 0.5)
+            .with_categories(categories.clone()),
+    };
+    let values: Vec<f64> = table.rows.iter().filter_map(y).collect();
+    let (lo, hi) = values.iter().fold((0.0f64, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
+    // Room above the data for the legend.
+    let y_axis = Axis::linear(metric).with_range(lo * 1.1, if hi > 0.0 { hi * 1.3 } else { 1.0 });
+    let mut chart = XyChart::new(format!("sweep_{metric}"), title, x_axis, y_axis);
+    // One series per combination of the other keys, in first-seen order.
+    let mut names: Vec<String> = Vec::new();
+    let mut series: Vec<Vec<(f64, f64)>> = Vec::new();
+    for r in &table.rows {
+        let Some(v) = y(r) else { continue };
+        let name = series_name(&table.keys[1..], &r.values[1..]);
+        let i = names.iter().position(|n| *n == name).unwrap_or_else(|| {
+            names.push(name);
+            series.push(Vec::new());
+            names.len() - 1
+        });
+        series[i].push((x_of(&r.values[0]), v));
+    }
+    let legend = table.keys.len() > 1;
+    if numeric.is_some() {
+        // Numbers on x: a line with markers per series.
+        for (i, (name, points)) in names.iter().zip(&series).enumerate() {
+            for (style, in_legend) in
+                [(SeriesStyle::Line { width: 2 }, legend), (SeriesStyle::Points { radius: 4 }, false)]
+            {
+                chart.series.push(Series {
+                    name: name.clone(),
+                    color: color(i),
+                    style,
+                    points: points.clone(),
+                    in_legend,
+                });
+            }
+        }
+    } else {
+        // Categories on x: grouped bars, one per series in each category.
+        let width = 0.8 / names.len() as f64;
+        for (i, (name, points)) in names.iter().zip(&series).enumerate() {
+            for (k, &(x, v)) in points.iter().enumerate() {
+                let x0 = x - 0.4 + i as f64 * width;
+                chart.rects.push(RectMark {
+                    x0,
+                    x1: x0 + width * 0.9,
+                    y0: 0.0,
+                    y1: v,
+                    color: color(i),
+                    legend: (legend && k == 0).then(|| name.clone()),
+                });
+            }
+        }
+    }
+    chart.legend = if legend { LegendPosition::UpperRight } else { LegendPosition::None };
+    Some(chart)
+}
+
+fn series_name(keys: &[String], values: &[String]) -> String {
+    if keys.is_empty() {
+        return "all".into();
+    }
+    keys.iter().zip(values).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> SweepTable {
+        let row = |a: &str, b: &str, t: f64| SweepRow {
+            values: vec![a.into(), b.into()],
+            metrics: vec![Some(Value::from(t)), Some(Value::from("x,y"))],
+        };
+        SweepTable {
+            keys: vec!["topology.ib_gbit_per_s".into(), "hardware.device".into()],
+            metrics: vec!["step_time_s".into(), "note".into()],
+            rows: vec![
+                row("200", "h800", 2.0),
+                row("200", "h20", 3.0),
+                row("400", "h800", 1.5),
+                row("400", "h20", 2.5),
+            ],
+        }
+    }
+
+    #[test]
+    fn csv_has_a_row_per_point_with_quoted_text() {
+        let mut buf = Vec::new();
+        write_csv(&mut buf, &table()).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "topology.ib_gbit_per_s,hardware.device,step_time_s,note");
+        assert_eq!(lines[1], "200,h800,2.0,\"x,y\"");
+        assert_eq!(lines.len(), 5);
+    }
+
+    #[test]
+    fn chart_draws_a_line_per_other_combination_against_the_first_key() {
+        let c = chart(&table(), "step_time_s", "t").unwrap();
+        let lines: Vec<&Series> = c.series.iter().filter(|s| s.in_legend).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].name, "hardware.device=h800");
+        assert_eq!(lines[0].points, vec![(200.0, 2.0), (400.0, 1.5)]);
+        assert!(c.x.categories.is_empty(), "numeric x axis");
+        // Devices first: categories on x, a bar per (device, bandwidth).
+        let mut t = table();
+        t.keys.swap(0, 1);
+        for r in &mut t.rows {
+            r.values.swap(0, 1);
+        }
+        let c = chart(&t, "step_time_s", "t").unwrap();
+        assert_eq!(c.x.categories, ["h800", "h20"]);
+        assert_eq!(c.rects.len(), 4);
+        assert!(c.series.is_empty());
+        assert!(chart(&table(), "note", "t").is_none(), "text metric");
+        assert!(chart(&table(), "missing", "t").is_none());
+    }
+}
