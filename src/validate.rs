@@ -615,6 +615,7 @@ const DEEPEP_LL: &str = "DeepEP README (low-latency kernels, H800 + CX7 400 Gb/s
 const DAY6: &str = "DeepSeek open-infra-index day 6 (Feb 2025): H800 per-node throughput over a production day, EP32 prefill / EP144 decode units, 32 redundant experts. Prefill at the profile-data README's online batch (16K tokens per GPU of 4K prompts) with 56.3 % of each prompt from the KV cache; decode at 88 requests per GPU, the day's average concurrency by Little's law (14.8k tokens/s per node / 8 GPUs x 47.6 ms per token at the 21 tokens/s users see)";
 const GAP_UTILISATION: &str = "production is slower than the unit's capacity: DeepSeek's per-node figures are a day's tokens over the average provisioned nodes (608B input, 168B output over 226.75 nodes), so they include load below capacity, latency headroom, real (unbalanced) routing and scheduling gaps that a single iteration does not have. DeepSeek's own profile of the same prefill unit gives 62.7k computed tokens/s per node against the day's 32.2k (LMSYS, 2025-05-05): production is 0.51 of the profile; moesim matches the profile within 5 % (deepseek-profile-prefill-tokens-per-node)";
 const LMSYS_PROFILE: &str = "LMSYS blog 2025-05-05 'Deploying DeepSeek with PD Disaggregation and Large-scale Expert Parallelism on 96 H100 GPUs', Profile Results: per-node throughput derived from DeepSeek's profile-data traces (balanced routing). Prefill: EP32, 16,384 tokens per GPU of 4,096-token prompts, no cache hits. Decode: EP128 on 16 nodes, 128 requests per GPU at KV length 4,096, MTP counted at the 60 % acceptance the blog assumes for its simulated-MTP comparison";
+const LMSYS_SGLANG: &str = "LMSYS blog 2025-05-05 (same post), measured with SGLang on 8-GPU H100 nodes with a 400 Gb/s NIC per GPU: prefill on 4 nodes (EP32), 16,384 tokens per GPU of 4,096-token prompts, with simulated perfect EPLB (balanced routing); decode on 9 nodes (EP72, 288 expert slots), 256 requests per GPU at 2,000-token inputs, no MTP, SGLang's default EPLB";
 const ISCA25_KV: &str = "ISCA25 (arXiv 2505.09343) Table 1: KV cache per token, BF16, all layers";
 
 /// The inference cases: DeepEP's low-latency kernels, DeepSeek's online
@@ -790,6 +791,30 @@ pub const INFERENCE_CASES: &[Case] = &[
         metric: "tokens_per_s_per_node",
         unit: "tok/s",
         published: 18_598.0,
+        tolerance: 0.15,
+        fitted: false,
+        known_gap: None,
+    },
+    Case {
+        name: "sglang-h100-prefill-tokens-per-node",
+        source: LMSYS_SGLANG,
+        scenario: "deepseek-v3-prefill-32xh800",
+        sets: &["hardware.device=h100", "workload.cache_hit_ratio=0"],
+        metric: "tokens_per_s_per_node",
+        unit: "tok/s",
+        published: 59_337.0,
+        tolerance: 0.15,
+        fitted: false,
+        known_gap: None,
+    },
+    Case {
+        name: "sglang-h100-decode-tokens-per-node",
+        source: LMSYS_SGLANG,
+        scenario: "deepseek-v3-decode-72xh100",
+        sets: &[],
+        metric: "tokens_per_s_per_node",
+        unit: "tok/s",
+        published: 22_282.0,
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
