@@ -330,6 +330,9 @@ fn cmd_sweep(
                     for (k, v) in table.metrics.iter().zip(&r.metrics) {
                         m.insert(k.clone(), v.clone().unwrap_or(Value::Null));
                     }
+                    if let Some(e) = &r.error {
+                        m.insert("error".into(), Value::from(e.clone()));
+                    }
                     Value::Object(m)
                 })
                 .collect();
@@ -358,6 +361,8 @@ fn cmd_sweep(
                     r.values.iter().cloned().chain(shown.iter().map(metric)).collect()
                 })
                 .collect();
+            let errors: Vec<(usize, &String)> =
+                table.rows.iter().enumerate().filter_map(|(i, r)| r.error.as_ref().map(|e| (i, e))).collect();
             let widths: Vec<usize> = (0..header.len())
                 .map(|c| cells.iter().map(|row| row[c].len()).chain([header[c].len()]).max().unwrap_or(0))
                 .collect();
@@ -365,8 +370,19 @@ fn cmd_sweep(
                 row.iter().zip(&widths).map(|(v, w)| format!("{v:>w$}")).collect::<Vec<_>>().join("  ")
             };
             let _ = writeln!(w, "{}", line(&header));
-            for row in &cells {
-                let _ = writeln!(w, "{}", line(row));
+            for (i, row) in cells.iter().enumerate() {
+                match errors.iter().find(|(j, _)| *j == i) {
+                    Some((_, e)) => {
+                        let keys = line(&row[..table.keys.len()]);
+                        let _ = writeln!(w, "{keys}  invalid: {e}");
+                    }
+                    None => {
+                        let _ = writeln!(w, "{}", line(row));
+                    }
+                }
+            }
+            if !errors.is_empty() {
+                let _ = writeln!(w, "  {} of {} points invalid (see above)", errors.len(), cells.len());
             }
             for p in &written {
                 let _ = writeln!(w, "  wrote {}", p.display());

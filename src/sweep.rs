@@ -79,8 +79,9 @@ pub fn points(varies: &[Vary]) -> Vec<Vec<String>> {
 }
 
 /// Runs every point (`done` is called as each finishes, from any thread)
-/// and tabulates the summaries. The first failing point in grid order is
-/// the error.
+/// and tabulates the summaries. A point the overrides make invalid is a row
+/// with its error; when no point is valid, the first one's error is the
+/// sweep's, as is any failure of a valid run.
 pub fn run_sweep(
     scenario: &ScenarioRef,
     sets: &[String],
@@ -99,26 +100,40 @@ pub fn run_sweep(
             r
         })
         .collect();
+    // A point whose overrides make the scenario invalid (a plan that does
+    // not tile the cluster, say) is a row with its error; any other failure
+    // stops the sweep, and so does a sweep where no point could run.
     let mut metrics: Vec<String> = Vec::new();
-    let mut summaries = Vec::with_capacity(results.len());
+    let mut outcomes = Vec::with_capacity(results.len());
     for (values, r) in grid.iter().zip(results) {
-        let summary = r.map_err(|e| match e {
-            AppError::Failed(m) => AppError::Failed(format!("{}: {m}", point_name(varies, values))),
-            input => input,
-        })?;
-        for k in summary.keys() {
-            if !matches!(k.as_str(), "scenario" | "notes") && !metrics.contains(k) {
-                metrics.push(k.clone());
+        match r {
+            Ok(summary) => {
+                for k in summary.keys() {
+                    if !matches!(k.as_str(), "scenario" | "notes") && !metrics.contains(k) {
+                        metrics.push(k.clone());
+                    }
+                }
+                outcomes.push(Ok(summary));
             }
+            Err(AppError::Failed(m)) => return Err(AppError::Failed(format!("{}: {m}", point_name(varies, values)))),
+            Err(input) => outcomes.push(Err(input)),
         }
-        summaries.push(summary);
+    }
+    if !outcomes.iter().any(Result::is_ok) {
+        return Err(outcomes.into_iter().find_map(Result::err).expect("a sweep has at least one point"));
     }
     let rows = grid
         .into_iter()
-        .zip(summaries)
-        .map(|(values, summary)| SweepRow {
-            values,
-            metrics: metrics.iter().map(|m| summary.get(m).cloned()).collect(),
+        .zip(outcomes)
+        .map(|(values, outcome)| match outcome {
+            Ok(summary) => {
+                SweepRow { values, metrics: metrics.iter().map(|m| summary.get(m).cloned()).collect(), error: None }
+            }
+            Err(e) => SweepRow {
+                values,
+                metrics: vec![None; metrics.len()],
+                error: Some(e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").to_owned()),
+            },
         })
         .collect();
     Ok(SweepTable { keys: varies.iter().map(|v| v.key.clone()).collect(), metrics, rows })

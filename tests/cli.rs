@@ -199,7 +199,7 @@ fn sweep_runs_the_grid_in_order_and_writes_a_table_and_charts() {
 fn sweep_bad_input_names_what_is_wrong() {
     for (args, want) in [
         (vec!["sweep", "allreduce-8xh800", "--vary", "workload.bytes"], "expected KEY=V1,V2"),
-        (vec!["sweep", "allreduce-8xh800", "--vary", "workload.bytes=1,abc"], "--set workload.bytes=abc"),
+        (vec!["sweep", "allreduce-8xh800", "--vary", "workload.bytes=abc,-1"], "--set workload.bytes=abc"),
         (vec!["sweep", "allreduce-8xh800", "--vary", "a=1", "--vary", "a=2"], "varied twice"),
         (vec!["sweep", "allreduce-8xh800", "--vary", "workload.bytes=1024", "--metric", "nope"], "nope: not a metric"),
     ] {
@@ -208,4 +208,13 @@ fn sweep_bad_input_names_what_is_wrong() {
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
         assert!(o.stdout.is_empty());
     }
+    // A grid with some invalid points runs the rest and shows why the
+    // others could not run.
+    let o = moesim(&["sweep", "allreduce-8xh800", "--vary", "workload.bytes=1048576,abc", "--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let points = v["points"].as_array().unwrap();
+    assert!(points[0]["time_us"].as_f64().unwrap() > 0.0 && points[0].get("error").is_none());
+    assert!(points[1]["time_us"].is_null());
+    assert!(points[1]["error"].as_str().unwrap().contains("workload.bytes"), "{}", points[1]);
 }

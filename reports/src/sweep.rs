@@ -22,11 +22,14 @@ pub struct SweepTable {
 }
 
 /// One point: its value of each varied key and of each metric (`None`
-/// where the run did not report it).
+/// where the run did not report it), or why the point could not run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepRow {
     pub values: Vec<String>,
     pub metrics: Vec<Option<Value>>,
+    /// The input error of a point that could not run (its metrics are all
+    /// `None`).
+    pub error: Option<String>,
 }
 
 fn cell(v: &Option<Value>) -> String {
@@ -37,12 +40,16 @@ fn cell(v: &Option<Value>) -> String {
     }
 }
 
-/// Writes `sweep.csv`.
+/// Writes `sweep.csv` (with a last `error` column when a point could not
+/// run).
 pub fn write_csv<W: Write>(w: W, table: &SweepTable) -> Result<(), ReportError> {
     let mut out = csv::Writer::from_writer(w);
-    out.write_record(table.keys.iter().chain(&table.metrics))?;
+    let errors = table.rows.iter().any(|r| r.error.is_some());
+    let error_column = errors.then(|| "error".to_owned());
+    out.write_record(table.keys.iter().chain(&table.metrics).chain(&error_column))?;
     for row in &table.rows {
-        out.write_record(row.values.iter().cloned().chain(row.metrics.iter().map(cell)))?;
+        let error = errors.then(|| row.error.clone().unwrap_or_default());
+        out.write_record(row.values.iter().cloned().chain(row.metrics.iter().map(cell)).chain(error))?;
     }
     out.flush()?;
     Ok(())
@@ -146,6 +153,7 @@ mod tests {
         let row = |a: &str, b: &str, t: f64| SweepRow {
             values: vec![a.into(), b.into()],
             metrics: vec![Some(Value::from(t)), Some(Value::from("x,y"))],
+            error: None,
         };
         SweepTable {
             keys: vec!["topology.ib_gbit_per_s".into(), "hardware.device".into()],
@@ -168,6 +176,13 @@ mod tests {
         assert_eq!(lines[0], "topology.ib_gbit_per_s,hardware.device,step_time_s,note");
         assert_eq!(lines[1], "200,h800,2.0,\"x,y\"");
         assert_eq!(lines.len(), 5);
+        let mut t = table();
+        t.rows[1] = SweepRow { values: t.rows[1].values.clone(), metrics: vec![None, None], error: Some("bad".into()) };
+        let mut buf = Vec::new();
+        write_csv(&mut buf, &t).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.starts_with("topology.ib_gbit_per_s,hardware.device,step_time_s,note,error\n"), "{text}");
+        assert!(text.lines().nth(2).unwrap().ends_with(",,,bad"), "{text}");
     }
 
     #[test]
