@@ -218,3 +218,21 @@ fn sweep_bad_input_names_what_is_wrong() {
     assert!(points[1]["time_us"].is_null());
     assert!(points[1]["error"].as_str().unwrap().contains("workload.bytes"), "{}", points[1]);
 }
+
+#[test]
+fn deepep_normal_kernels_are_sm_bound_below_twenty_sms() {
+    // V3-TR: 20 SMs fill NVLink. With 10 the EP8 dispatch is SM-bound at
+    // 10 x 8 GB/s against the link's 200 x 0.676 GB/s; with 32 it moves no
+    // more than with 20; with 0 it cannot run.
+    let bw = |sms: &str| {
+        let v = run_json(&["deepep-dispatch-ep8", "--set", &format!("workload.comm_sms={sms}")]);
+        v["nvlink_gb_per_s"].as_f64().unwrap()
+    };
+    let (b10, b20, b32) = (bw("10"), bw("20"), bw("32"));
+    let expected = 10.0 * 8.0 / (200.0 * 0.676);
+    assert!((b10 / b20 / expected - 1.0).abs() < 0.02, "{b10} {b20} {expected}");
+    assert!((b32 - b20).abs() < 1e-6 * b20, "{b32} {b20}");
+    let o = moesim(&["run", "deepep-dispatch-ep8", "--set", "workload.comm_sms=0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("workload.comm_sms") && stderr(&o).contains("at least 1"), "{}", stderr(&o));
+}

@@ -77,6 +77,9 @@ fn what_ifs_move_the_step_the_right_way() {
     // Communication kernels holding more SMs slow the GEMMs beside them.
     let sms32 = chunk(&["--set", "parallel.comm_sms=32"]);
     assert!(step(&sms32) > step(&base));
+    // Too few, and the all-to-all is SM-bound: slower again, more exposed.
+    let sms8 = chunk(&["--set", "parallel.comm_sms=8"]);
+    assert!(step(&sms8) > step(&base) && f(&sms8, "exposed_comm_s") > f(&base, "exposed_comm_s"), "{sms8}");
     // 1F1B cannot overlap a chunk's all-to-all with another chunk's compute.
     let f1b = chunk(&["--set", "parallel.schedule=1f1b"]);
     assert!(f(&f1b, "exposed_comm_s") > f(&base, "exposed_comm_s"), "{f1b}");

@@ -13,6 +13,10 @@ pub struct Cluster {
     pub device: DeviceSpec,
     pub platform: Platform,
     pub router: Router,
+    /// Per GPU, the links standing for the SMs an SM-driven all-to-all
+    /// kernel holds (its send side, its receive side); empty unless
+    /// [`Cluster::cap_comm_by_sms`] added them.
+    sm_links: Vec<(LinkId, LinkId)>,
 }
 
 impl Cluster {
@@ -37,7 +41,7 @@ impl Cluster {
             });
         }
         let router = Router::new(&topology, seed);
-        Cluster { topology, device, platform, router }
+        Cluster { topology, device, platform, router, sm_links: Vec::new() }
     }
 
     pub fn gpu_count(&self) -> u32 {
@@ -47,6 +51,54 @@ impl Cluster {
     /// The engine device of GPU `rank`.
     pub fn device_of(&self, rank: u32) -> DeviceId {
         DeviceId(rank)
+    }
+
+    /// Bounds SM-driven all-to-all kernels (DeepEP's normal kernels) by the
+    /// `sms` SMs they hold: every GPU gets a send and a receive link of
+    /// `sms` x the device's per-SM rate, which [`Cluster::add_kernel_route`]
+    /// puts at the ends of such a kernel's flows. Nothing on a device whose
+    /// communication does not run on its compute units, or with no per-SM
+    /// rate; idempotent.
+    pub fn cap_comm_by_sms(&mut self, sms: u32) {
+        let Some(rate) = self.device.comm_gb_per_s_per_sm else { return };
+        if !self.device.comm_uses_compute_units || sms == 0 || !self.sm_links.is_empty() {
+            return;
+        }
+        let bytes_per_s = sms as f64 * rate * 1e9;
+        for rank in 0..self.gpu_count() {
+            let name = self.topology.node_name(self.topology.gpu(rank));
+            let mut link = |side: &str| {
+                self.platform.add_link(LinkResource {
+                    name: format!("{name} {sms} comm SMs {side}"),
+                    bytes_per_s,
+                    latency: SimDuration::ZERO,
+                })
+            };
+            let pair = (link("send"), link("receive"));
+            self.sm_links.push(pair);
+        }
+    }
+
+    /// As [`Cluster::add_route`], for a flow an SM-driven kernel moves: with
+    /// [`Cluster::cap_comm_by_sms`] in force it also crosses the sender's
+    /// SM send link and the receiver's SM receive link.
+    pub fn add_kernel_route(
+        &self,
+        graph: &mut TaskGraph,
+        src: u32,
+        dst: u32,
+        flow_key: u64,
+        scratch: &mut Vec<EdgeIndex>,
+    ) -> PathId {
+        scratch.clear();
+        self.router.route(&self.topology, src, dst, flow_key, scratch);
+        let route = scratch.iter().map(|e| LinkId(e.index() as u32));
+        match (self.sm_links.get(src as usize), self.sm_links.get(dst as usize)) {
+            (Some(&(send, _)), Some(&(_, receive))) => {
+                graph.add_path_from(std::iter::once(send).chain(route).chain(std::iter::once(receive)))
+            }
+            _ => graph.add_path_from(route),
+        }
     }
 
     /// Routes `src -> dst` (ECMP choice keyed by `flow_key`) and stores the

@@ -126,6 +126,11 @@ pub struct DeviceSpec {
     /// data: launch, FP8 packing, per-expert count signalling, microseconds.
     #[serde(default)]
     pub low_latency_kernel_overhead_us: f64,
+    /// Bytes per second one SM moves in an SM-driven all-to-all kernel
+    /// (DeepEP's normal kernels: sends, forwards and receives are warps on
+    /// the SMs the kernel holds), GB/s; absent: not SM-bound.
+    #[serde(default)]
+    pub comm_gb_per_s_per_sm: Option<f64>,
     /// What an FP8 GEMM does on a device without FP8 tensor units.
     #[serde(default)]
     pub fp8_emulation: Fp8Emulation,
@@ -280,6 +285,7 @@ impl DeviceSpec {
         "stream_hbm_efficiency",
         "comm_uses_compute_units",
         "low_latency_kernel_overhead_us",
+        "comm_gb_per_s_per_sm",
         "fp8_emulation",
         "buffers",
     ];
@@ -371,6 +377,14 @@ impl DeviceSpec {
                 key: "low_latency_kernel_overhead_us".into(),
                 message: format!("expected a number >= 0, found {}", self.low_latency_kernel_overhead_us),
             });
+        }
+        if let Some(r) = self.comm_gb_per_s_per_sm {
+            if !(r.is_finite() && r > 0.0) {
+                out.push(ConfigProblem {
+                    key: "comm_gb_per_s_per_sm".into(),
+                    message: format!("expected a positive rate, found {r}"),
+                });
+            }
         }
         if !(self.overlap_exponent.is_finite() && self.overlap_exponent >= 1.0) {
             out.push(ConfigProblem {

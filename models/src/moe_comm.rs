@@ -497,7 +497,7 @@ impl EpTraffic {
         let global = |r: usize| first_rank + r as u32;
         let mut push = |graph: &mut TaskGraph, from: usize, to: usize, tokens: u64| {
             if tokens > 0 && from != to {
-                let path = cluster.add_route(graph, global(from), global(to), 0, scratch);
+                let path = cluster.add_kernel_route(graph, global(from), global(to), 0, scratch);
                 flows_out.push(Flow { path, bytes: tokens as f64 * bytes_per_token });
             }
         };

@@ -326,3 +326,29 @@ fn mirror_of_the_critical_rank_matches_the_full_exchange() {
         assert!(err.abs() < 0.05, "{err}");
     }
 }
+
+#[test]
+fn sm_links_bound_sm_driven_kernels_only_where_the_device_has_them() {
+    let mut c = cluster(8);
+    let links = c.platform.links.len();
+    let mut g = TaskGraph::new();
+    let mut scratch = Vec::new();
+    let plain = c.add_kernel_route(&mut g, 0, 1, 0, &mut scratch);
+    assert_eq!(g.path(plain).len(), 2, "GPU -> NVSwitch -> GPU, no SM links yet");
+    c.cap_comm_by_sms(10);
+    c.cap_comm_by_sms(10);
+    assert_eq!(c.platform.links.len(), links + 16, "a send and a receive link per GPU, once");
+    let capped = c.add_kernel_route(&mut g, 0, 1, 0, &mut scratch);
+    let path = g.path(capped).to_vec();
+    assert_eq!(path.len(), 4);
+    for l in [path[0], path[3]] {
+        assert_eq!(c.platform.link(l).bytes_per_s, 10.0 * 8.0e9);
+    }
+    let other = c.add_route(&mut g, 0, 1, 0, &mut scratch);
+    assert_eq!(g.path(other).len(), 2, "other traffic is not SM-bound");
+    // Copy engines (Ascend): nothing to bound.
+    let mut npu = cluster(8);
+    npu.device = DeviceSpec::preset("ascend-910b").unwrap();
+    npu.cap_comm_by_sms(10);
+    assert_eq!(npu.platform.links.len(), links);
+}

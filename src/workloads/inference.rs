@@ -330,6 +330,8 @@ impl IterationWorkload {
             RunFailure::Input(vec![scenario.source.at_key("model", "an inference iteration needs a [model] table")])
         })?;
         let spec = self.spec(model, scenario.parallel.as_ref(), cluster_gpus(cluster_spec));
+        let mut cluster = cluster;
+        cluster.cap_comm_by_sms(spec.unit.comm_sms);
         let mut graph = TaskGraph::new();
         let low =
             lower_iteration(&cluster, &spec, scenario.seed, &mut graph).map_err(|e| model_failure(scenario, e))?;

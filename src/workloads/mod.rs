@@ -151,6 +151,17 @@ impl Workload {
             Workload::Iteration(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel),
             Workload::Serving(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel.is_some()),
         };
+        if let (Some(d), Some((key, sms))) = (device, self.sm_driven_all_to_all(cx.parallel)) {
+            if d.comm_uses_compute_units && sms == 0 {
+                out.push(problem(
+                    key,
+                    format!(
+                        "expected at least 1: DeepEP's normal all-to-all kernels run on {}'s SMs (DeepSeek-V3 gave them 20)",
+                        d.name
+                    ),
+                ));
+            }
+        }
         if !self.uses_model() {
             if cx.model_given {
                 out.push(problem(
@@ -166,6 +177,19 @@ impl Workload {
             }
         }
         out
+    }
+
+    /// The key and value of the SMs an SM-driven (DeepEP normal) all-to-all
+    /// of this workload holds, if it runs one.
+    fn sm_driven_all_to_all(&self, parallel: Option<&crate::scenario::ParallelTable>) -> Option<(&'static str, u32)> {
+        match self {
+            Workload::MoeComm(w) if w.kernel == moe_comm::KernelName::Normal => Some(("workload.comm_sms", w.comm_sms)),
+            Workload::Training(_) | Workload::Iteration(inference::IterationWorkload::Prefill(_)) => {
+                parallel.filter(|p| p.ep > 1).map(|p| ("parallel.comm_sms", p.comm_sms))
+            }
+            Workload::Serving(w) => Some(("workload.prefill.comm_sms", w.prefill.comm_sms)),
+            _ => None,
+        }
     }
 
     /// Whether the workload reads `[model]` and `[parallel]`.

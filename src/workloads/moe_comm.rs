@@ -112,9 +112,12 @@ impl MoeCommWorkload {
         options: &RunOptions,
         observer: &mut dyn Observer,
     ) -> Result<Outcome, RunFailure> {
-        let cluster = build_cluster(scenario)?;
+        let mut cluster = build_cluster(scenario)?;
         let mut graph = TaskGraph::new();
         let spec = self.spec();
+        if spec.kernel == MoeKernel::Normal {
+            cluster.cap_comm_by_sms(spec.comm_sms);
+        }
         let mut notes = Vec::new();
         let lowered = match self.simulate {
             SimulateRanks::All => {

@@ -650,8 +650,9 @@ impl EngineIterationTimes {
         let model = scenario.model.clone().ok_or_else(|| input("model", "missing".into()))?;
         let topo = scenario.topology.as_ref().ok_or_else(|| input("topology", "missing".into()))?;
         let device = &scenario.device;
-        let prefill_cluster =
+        let mut prefill_cluster =
             unit_cluster(topo, device, w.prefill.gpus, scenario.seed).map_err(|e| input("workload.prefill.gpus", e))?;
+        prefill_cluster.cap_comm_by_sms(w.prefill.comm_sms);
         let decode_cluster =
             unit_cluster(topo, device, w.decode.gpus, scenario.seed).map_err(|e| input("workload.decode.gpus", e))?;
         let at_max = w.decode_spec(&model, w.decode.max_batch_per_gpu, 1);

@@ -184,9 +184,10 @@ impl TrainingWorkload {
         options: &RunOptions,
         observer: &mut dyn Observer,
     ) -> Result<Outcome, RunFailure> {
-        let cluster = build_cluster(scenario)?;
+        let mut cluster = build_cluster(scenario)?;
         let cluster_spec = scenario.topology.as_ref().expect("build_cluster checked it");
         let spec = self.spec(scenario, cluster_spec)?;
+        cluster.cap_comm_by_sms(spec.plan.comm_sms);
         let mut graph = TaskGraph::new();
         let low = lower_training(&cluster, &spec, scenario.seed, &mut graph).map_err(|e| model_failure(scenario, e))?;
         let memory = training_memory(&spec, &cluster, &low);
