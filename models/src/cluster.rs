@@ -1,6 +1,8 @@
 //! A `Cluster`: a built topology with its device, turned into the engine's
 //! `Platform` (one compute device per GPU, one link resource per directed
-//! edge) plus the router that maps GPU pairs to link paths.
+//! edge, and optionally per GPU a send and a receive link standing for the
+//! SMs an SM-driven all-to-all kernel holds) plus the router that maps GPU
+//! pairs to link paths.
 
 use moesim_sim::{DeviceId, DeviceResource, LinkId, LinkResource, PathId, Platform, SimDuration, TaskGraph};
 use moesim_topologies::{EdgeIndex, Router, Topology};
