@@ -157,6 +157,7 @@ pub const HEADLINE: &[&str] = &[
     "tpot_ms",
     "ttft_p99_ms",
     "tpot_p99_ms",
+    "slo_attainment",
     "output_tokens_per_s_per_node",
     "usd_per_million_output_tokens",
     "time_us",
