@@ -80,7 +80,7 @@ impl Search<'_> {
         let ctx = mean(&|r| r.input_len as f64 + r.output_len as f64 / 2.0);
         let w = &self.workload;
         let tokens = w.prefill.tokens_per_gpu;
-        let prefill_rate = w.prefill.gpus as f64 * tokens as f64 / self.times.prefill_s(tokens, keys).max(1e-9);
+        let prefill_rate = w.prefill.gpus as f64 * tokens as f64 / self.times.prefill_s(tokens, keys, 1.0).max(1e-9);
         let cap = self.times.config.kv_capacity_tokens_per_gpu as f64 / (ctx + out / 2.0).max(1.0);
         let batch = (w.decode.max_batch_per_gpu as f64).min(cap).max(1.0).floor() as u64;
         let per_iter = 1.0 + w.decode.mtp_acceptance.unwrap_or(0.0);

@@ -152,6 +152,7 @@ fn sampled_moe_layers_extrapolate_to_the_full_model() {
         linear_dtype: Dtype::Fp8,
         skew: Skew::Balanced,
         micro_batches: 2,
+        moe_fill: 1.0,
     };
     let run = |layers: u32| {
         let mut s = spec.clone();
@@ -184,4 +185,38 @@ fn skewed_routing_with_contiguous_placement_loads_one_rank_more_than_balanced() 
         "{contiguous} {balanced}"
     );
     assert!((f(&contiguous, "expert_rows_per_layer_mean") - f(&balanced, "expert_rows_per_layer_mean")).abs() < 1.0);
+}
+
+#[test]
+fn a_partly_filled_prefill_unit_routes_fewer_tokens_to_the_experts() {
+    // One GPU's batch with the unit's others carrying a quarter as much on
+    // average: fewer expert rows and all-to-all bytes, a shorter iteration.
+    let c = cluster(4);
+    let spec = |fill: f64| IterationSpec {
+        model: ModelConfig { layers: 5, ..ModelConfig::preset("deepseek-v3").unwrap() },
+        unit: DeploymentUnit {
+            gpus: 32,
+            tp: 1,
+            redundant_experts: 32,
+            placement: ExpertPlacement::Balanced,
+            comm_sms: 24,
+        },
+        phase: IterationPhase::Prefill { tokens_per_gpu: 8192, prompt_len: 4096, cached_len: 0 },
+        linear_dtype: Dtype::Fp8,
+        skew: Skew::Balanced,
+        micro_batches: 2,
+        moe_fill: fill,
+    };
+    let run = |fill: f64| {
+        let mut g = TaskGraph::new();
+        let low = lower_iteration(&c, &spec(fill), 1, &mut g).unwrap();
+        (low.expert_rows.1, time_s(&c, &g))
+    };
+    let (full_rows, full_t) = run(1.0);
+    let (quarter_rows, quarter_t) = run(0.25);
+    assert!((quarter_rows / full_rows - 0.25).abs() < 0.02, "{quarter_rows} vs {full_rows}");
+    assert!(quarter_t < full_t, "{quarter_t} vs {full_t}");
+    let mut bad = spec(0.0);
+    bad.moe_fill = 1.5;
+    assert!(lower_iteration(&c, &bad, 1, &mut TaskGraph::new()).is_err());
 }

@@ -90,6 +90,12 @@ pub struct IterationSpec {
     pub skew: Skew,
     /// 2 overlaps one micro-batch's computation with the other's all-to-all.
     pub micro_batches: u32,
+    /// The unit's mean tokens per GPU over the simulated GPU's, in (0, 1]:
+    /// below 1 the other GPUs carry fewer tokens, so the routed tokens (the
+    /// expert GEMM rows and the all-to-all traffic) are sampled at this share
+    /// of the simulated GPU's tokens while its own attention and dense
+    /// layers keep its full batch. 1 for a single iteration.
+    pub moe_fill: f64,
 }
 
 /// One micro-batch's shape on one GPU.
@@ -155,6 +161,9 @@ impl IterationSpec {
         let mut bad =
             |key: &str, message: String| out.push(moesim_topologies::ConfigProblem { key: key.into(), message });
         let u = &self.unit;
+        if !(self.moe_fill > 0.0 && self.moe_fill <= 1.0) {
+            bad("workload.moe_fill", format!("expected a share in (0, 1], found {}", self.moe_fill));
+        }
         if u.gpus == 0 {
             bad("workload.gpus", "expected an integer >= 1, found 0".into());
         } else if u.gpus > cluster_gpus {
@@ -579,12 +588,13 @@ pub fn lower_iteration_cached(
         cache_traffic.insert((tokens, base), t.clone());
         Ok::<Traffic, ModelError>(t)
     };
+    let routed = |tokens: u64| ((tokens as f64 * spec.moe_fill).round() as u64).max(1);
     for (i, mb) in mbs.iter().enumerate() {
         let base = (i as u64 * 2) * ep as u64 * 1_000_003;
-        traffic.push(sampled(mb.tokens(), base, &mut cache.traffic)?);
+        traffic.push(sampled(routed(mb.tokens()), base, &mut cache.traffic)?);
         if mtp {
             let base = (i as u64 * 2 + 1) * ep as u64 * 1_000_003;
-            mtp_traffic.push(sampled(mb.sequences, base, &mut cache.traffic)?);
+            mtp_traffic.push(sampled(routed(mb.sequences), base, &mut cache.traffic)?);
         }
     }
     let g = cluster.topology.gpus_per_node.min(ep).max(1);
@@ -959,6 +969,7 @@ mod tests {
             linear_dtype: Dtype::Fp8,
             skew: Skew::Balanced,
             micro_batches: 2,
+            moe_fill: 1.0,
         };
         assert_eq!(spec.slots_per_gpu(), 2);
         assert_eq!(spec.micro_batches().len(), 2);

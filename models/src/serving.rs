@@ -14,7 +14,9 @@
 //!   longer than the budget takes an empty GPU and runs there in
 //!   budget-sized chunks, one per iteration, each attending to the chunks
 //!   before it (chunked prefill). An iteration lasts as long as its slowest
-//!   GPU. An idle unit starts at once; a busy unit's
+//!   GPU, each GPU timed at its own tokens and keys with the unit's mean
+//!   tokens per GPU setting the expert rows and all-to-all traffic (the
+//!   "fill"). An idle unit starts at once; a busy unit's
 //!   next batch starts when its iteration ends. A request no unit's next
 //!   batch has room for waits. The first output token is produced at the
 //!   end of the iteration (TTFT).
@@ -57,8 +59,10 @@ pub struct Request {
 /// Iteration times of the units, seconds.
 pub trait IterationTimes {
     /// A prefill iteration whose busiest GPU computes `new_tokens` tokens
-    /// that attend on average to `keys_per_token` keys each.
-    fn prefill_s(&mut self, new_tokens: u64, keys_per_token: f64) -> f64;
+    /// that attend on average to `keys_per_token` keys each, while the
+    /// unit's GPUs carry on average `fill` x `new_tokens` (in (0, 1]: the
+    /// share that sets the expert rows and the all-to-all traffic).
+    fn prefill_s(&mut self, new_tokens: u64, keys_per_token: f64, fill: f64) -> f64;
     /// A decode iteration whose busiest GPU holds `batch` sequences of
     /// `context` cached tokens on average.
     fn decode_s(&mut self, batch: u64, context: f64) -> f64;
@@ -161,6 +165,8 @@ struct Chunk {
 struct PrefillBatch {
     chunks: Vec<Chunk>,
     tokens: Vec<u64>,
+    /// Sum of `tokens`.
+    total: u64,
     work: Vec<f64>,
     /// The iteration's time, seconds (its slowest GPU's).
     time_s: f64,
@@ -168,7 +174,7 @@ struct PrefillBatch {
 
 impl PrefillBatch {
     fn new(gpus: usize) -> PrefillBatch {
-        PrefillBatch { chunks: Vec::new(), tokens: vec![0; gpus], work: vec![0.0; gpus], time_s: 0.0 }
+        PrefillBatch { chunks: Vec::new(), tokens: vec![0; gpus], total: 0, work: vec![0.0; gpus], time_s: 0.0 }
     }
 }
 
@@ -432,7 +438,9 @@ impl Server<'_> {
         let first = q.min(budget);
         let w = self.chunk_work(r, 0, first);
         // The first chunk alone on a GPU: a lower bound of any batch with it.
-        let alone_s = self.times.prefill_s(first, w / first as f64);
+        let gpus = self.config.prefill_gpus_per_unit.max(1) as f64;
+        let fill = |total: u64, gpu: u64| (total as f64 / gpus / gpu.max(1) as f64).clamp(f64::MIN_POSITIVE, 1.0);
+        let alone_s = self.times.prefill_s(first, w / first as f64, fill(first, first));
         let mut best: Option<(SimTime, usize, usize, f64)> = None;
         for u in 0..self.prefill.len() {
             let unit = &self.prefill[u];
@@ -447,11 +455,14 @@ impl Server<'_> {
             if tokens > 0 && tokens + first > budget {
                 continue;
             }
+            // An estimate for the choice (the other GPUs' times are not
+            // refreshed for the new fill); the batch is timed exactly when
+            // it starts.
             let gpu_s = if tokens == 0 {
                 alone_s
             } else {
                 let (t, k) = (tokens + first, next.work[g] + w);
-                self.times.prefill_s(t, k / t as f64)
+                self.times.prefill_s(t, k / t as f64, fill(next.total + first, t))
             };
             let time_s = self.prefill[u].next.time_s.max(gpu_s);
             let finish = start + moesim_sim::SimDuration::from_secs_f64(time_s);
@@ -462,6 +473,7 @@ impl Server<'_> {
         let (_, u, g, time_s) = best?;
         let next = &mut self.prefill[u].next;
         next.tokens[g] += first;
+        next.total += first;
         next.work[g] += w;
         next.time_s = time_s;
         next.chunks.push(Chunk { request: r, gpu: g as u32, offset: 0, len: first });
@@ -473,10 +485,11 @@ impl Server<'_> {
     /// GPUs (their KV is there).
     fn start_prefill(&mut self, unit: usize) {
         let gpus = self.config.prefill_gpus_per_unit.max(1) as usize;
-        let batch = std::mem::replace(&mut self.prefill[unit].next, PrefillBatch::new(gpus));
+        let mut batch = std::mem::replace(&mut self.prefill[unit].next, PrefillBatch::new(gpus));
         if batch.chunks.is_empty() {
             return;
         }
+        batch.time_s = Self::batch_time(&mut *self.times, &batch);
         let start = secs(self.now);
         let budget = self.config.prefill_tokens_per_gpu.max(1);
         for c in &batch.chunks {
@@ -492,20 +505,36 @@ impl Server<'_> {
                 let len = (q - done).min(budget);
                 let w = self.chunk_work(c.request, done, len);
                 let g = c.gpu as usize;
-                let gpu_s = self.times.prefill_s(len, w / len as f64);
                 let next = &mut self.prefill[unit].next;
                 next.tokens[g] += len;
+                next.total += len;
                 next.work[g] += w;
-                next.time_s = next.time_s.max(gpu_s);
                 next.chunks.push(Chunk { request: c.request, gpu: c.gpu, offset: done, len });
             }
         }
+        // The continuing chunks' estimate, for requests choosing a unit.
+        let continuing = Self::batch_time(&mut *self.times, &self.prefill[unit].next);
+        self.prefill[unit].next.time_s = continuing;
         let done = self.now + moesim_sim::SimDuration::from_secs_f64(batch.time_s);
         self.prefill[unit].busy_until = Some(done);
         self.prefill[unit].running = batch.chunks;
         self.prefill_iterations += 1;
         self.prefill_busy_s += batch.time_s;
         self.push(done, Event::PrefillDone { unit: unit as u32 });
+    }
+
+    /// A batch's iteration time: its slowest GPU's, each timed at its own
+    /// tokens and keys with the unit's mean tokens as the expert fill.
+    fn batch_time(times: &mut dyn IterationTimes, batch: &PrefillBatch) -> f64 {
+        let mean = batch.total as f64 / batch.tokens.len().max(1) as f64;
+        let mut time_s: f64 = 0.0;
+        for (g, &t) in batch.tokens.iter().enumerate() {
+            if t > 0 {
+                let fill = (mean / t as f64).min(1.0);
+                time_s = time_s.max(times.prefill_s(t, batch.work[g] / t as f64, fill));
+            }
+        }
+        time_s
     }
 
     fn prefill_done(&mut self, unit: u32) {
@@ -733,7 +762,7 @@ mod tests {
         c: f64,
     }
     impl IterationTimes for Linear {
-        fn prefill_s(&mut self, new_tokens: u64, _keys: f64) -> f64 {
+        fn prefill_s(&mut self, new_tokens: u64, _keys: f64, _fill: f64) -> f64 {
             self.a + self.b * new_tokens as f64
         }
         fn decode_s(&mut self, _batch: u64, _context: f64) -> f64 {
@@ -834,6 +863,32 @@ mod tests {
         assert!((a.first_token_s - 2.5).abs() < 1e-9, "{a:?}");
         assert!(a.prefill_start_s == 0.0 && (b.prefill_start_s - 1.0).abs() < 1e-9);
         assert_eq!(r.prefill_iterations, 3);
+    }
+
+    #[test]
+    fn a_batch_is_timed_with_the_units_mean_tokens_as_its_expert_fill() {
+        // Records the fill of every prefill time asked for.
+        struct Fills(Vec<f64>);
+        impl IterationTimes for Fills {
+            fn prefill_s(&mut self, _tokens: u64, _keys: f64, fill: f64) -> f64 {
+                self.0.push(fill);
+                1e-3
+            }
+            fn decode_s(&mut self, _batch: u64, _context: f64) -> f64 {
+                0.01
+            }
+        }
+        // One 600-token prompt on a unit of two GPUs: mean 300, fill 0.5.
+        let reqs = [Request { arrival_s: 0.0, input_len: 600, output_len: 1, cached_len: 0 }];
+        let mut t = Fills(Vec::new());
+        simulate_serving(&config(), &reqs, &mut t);
+        assert_eq!(t.0.last(), Some(&0.5), "{:?}", t.0);
+        // Three at once: the first starts alone, the next two share the
+        // following iteration, one per GPU: the unit is full.
+        let three = [reqs[0]; 3];
+        let mut t = Fills(Vec::new());
+        simulate_serving(&config(), &three, &mut t);
+        assert!(t.0.contains(&1.0), "{:?}", t.0);
     }
 
     #[test]

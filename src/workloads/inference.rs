@@ -263,6 +263,7 @@ impl IterationWorkload {
             linear_dtype: keys.precision,
             skew: if keys.skew == 0.0 { Skew::Balanced } else { Skew::Zipf(keys.skew) },
             micro_batches: keys.micro_batches,
+            moe_fill: 1.0,
         }
     }
 

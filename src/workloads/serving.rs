@@ -349,6 +349,7 @@ impl ServingWorkload {
             linear_dtype: self.precision,
             skew: self.skew(),
             micro_batches: p.micro_batches,
+            moe_fill: 1.0,
         }
     }
 
@@ -372,6 +373,7 @@ impl ServingWorkload {
             linear_dtype: self.precision,
             skew: self.skew(),
             micro_batches: d.micro_batches,
+            moe_fill: 1.0,
         }
     }
 
@@ -613,12 +615,16 @@ const TOKEN_GRID: [f64; 12] =
     [64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0, 131072.0];
 const KEY_GRID: [f64; 13] =
     [32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0, 131072.0];
+/// Expert fill (the unit's mean tokens per GPU over the busiest GPU's):
+/// interpolated linearly between these.
+const FILL_GRID: [f64; 4] = [1.0 / 32.0, 0.125, 0.5, 1.0];
 const BATCH_GRID: [u64; 14] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256];
 const CONTEXT_GRID: [f64; 12] =
     [64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0, 131072.0];
 
 /// Iteration times from the engine: iterations simulated on grid points
-/// (lazily, memoised) and interpolated bilinearly between them.
+/// (lazily, memoised) and interpolated between them: bilinearly over batch or
+/// tokens and context or keys, and linearly over prefill's expert fill.
 pub struct EngineIterationTimes {
     pub model: ModelConfig,
     pub config: ServingConfig,
@@ -626,7 +632,7 @@ pub struct EngineIterationTimes {
     prefill_cluster: Cluster,
     decode_cluster: Cluster,
     seed: u64,
-    prefill: BTreeMap<(usize, usize), f64>,
+    prefill: BTreeMap<(usize, usize, usize), f64>,
     decode: BTreeMap<(usize, usize), f64>,
     prefill_routing: RoutingCache,
     decode_routing: RoutingCache,
@@ -747,8 +753,8 @@ impl EngineIterationTimes {
         }
     }
 
-    fn prefill_at(&mut self, i: usize, j: usize) -> f64 {
-        if let Some(&t) = self.prefill.get(&(i, j)) {
+    fn prefill_at(&mut self, i: usize, j: usize, k: usize) -> f64 {
+        if let Some(&t) = self.prefill.get(&(i, j, k)) {
             return t;
         }
         let n = TOKEN_GRID[i] as u64;
@@ -758,9 +764,10 @@ impl EngineIterationTimes {
         // the prompt has no cache).
         let q = (n as f64).min(2.0 * a).max(1.0).round() as u64;
         let cached = (a - q as f64 / 2.0).max(0.0).round() as u64;
-        let spec = self.workload.prefill_spec(&self.model, n, cached + q);
+        let mut spec = self.workload.prefill_spec(&self.model, n, cached + q);
+        spec.moe_fill = FILL_GRID[k];
         let t = self.simulate(spec, false);
-        self.prefill.insert((i, j), t);
+        self.prefill.insert((i, j, k), t);
         t
     }
 
@@ -799,7 +806,7 @@ fn bilinear<S>(
     s: &mut S,
     (i0, i1, wi): (usize, usize, f64),
     (j0, j1, wj): (usize, usize, f64),
-    at: fn(&mut S, usize, usize) -> f64,
+    at: impl Fn(&mut S, usize, usize) -> f64,
 ) -> f64 {
     let row = |s: &mut S, i| at(s, i, j0) * (1.0 - wj) + if wj > 0.0 { at(s, i, j1) * wj } else { 0.0 };
     let t0 = row(s, i0);
@@ -808,9 +815,15 @@ fn bilinear<S>(
 }
 
 impl IterationTimes for EngineIterationTimes {
-    fn prefill_s(&mut self, new_tokens: u64, keys_per_token: f64) -> f64 {
+    fn prefill_s(&mut self, new_tokens: u64, keys_per_token: f64, fill: f64) -> f64 {
         let (i, j) = (bracket(&TOKEN_GRID, new_tokens as f64), bracket(&KEY_GRID, keys_per_token));
-        bilinear(self, i, j, Self::prefill_at)
+        let (k0, k1, wk) = bracket(&FILL_GRID, fill);
+        let t0 = bilinear(self, i, j, |s: &mut Self, a, b| s.prefill_at(a, b, k0));
+        if wk > 0.0 {
+            t0 * (1.0 - wk) + bilinear(self, i, j, |s: &mut Self, a, b| s.prefill_at(a, b, k1)) * wk
+        } else {
+            t0
+        }
     }
 
     fn decode_s(&mut self, batch: u64, context: f64) -> f64 {
