@@ -92,15 +92,7 @@ impl Cluster {
         flow_key: u64,
         scratch: &mut Vec<EdgeIndex>,
     ) -> PathId {
-        scratch.clear();
-        self.router.route(&self.topology, src, dst, flow_key, scratch);
-        let route = scratch.iter().map(|e| LinkId(e.index() as u32));
-        match (self.sm_links.get(src as usize), self.sm_links.get(dst as usize)) {
-            (Some(&(send, _)), Some(&(_, receive))) => {
-                graph.add_path_from(std::iter::once(send).chain(route).chain(std::iter::once(receive)))
-            }
-            _ => graph.add_path_from(route),
-        }
+        self.path(graph, (src, dst), flow_key, scratch, true)
     }
 
     /// Routes `src -> dst` (ECMP choice keyed by `flow_key`) and stores the
@@ -113,8 +105,27 @@ impl Cluster {
         flow_key: u64,
         scratch: &mut Vec<EdgeIndex>,
     ) -> PathId {
+        self.path(graph, (src, dst), flow_key, scratch, false)
+    }
+
+    fn path(
+        &self,
+        graph: &mut TaskGraph,
+        (src, dst): (u32, u32),
+        flow_key: u64,
+        scratch: &mut Vec<EdgeIndex>,
+        through_sms: bool,
+    ) -> PathId {
         scratch.clear();
         self.router.route(&self.topology, src, dst, flow_key, scratch);
-        graph.add_path_from(scratch.iter().map(|e| LinkId(e.index() as u32)))
+        let route = scratch.iter().map(|e| LinkId(e.index() as u32));
+        let ends =
+            if through_sms { (self.sm_links.get(src as usize), self.sm_links.get(dst as usize)) } else { (None, None) };
+        match ends {
+            (Some(&(send, _)), Some(&(_, receive))) => {
+                graph.add_path_from(std::iter::once(send).chain(route).chain(std::iter::once(receive)))
+            }
+            _ => graph.add_path_from(route),
+        }
     }
 }
