@@ -417,31 +417,12 @@ fn sample_traffic(
     })
 }
 
-/// The gate of the model over the unit: node-limited over the unit's
-/// nodes when the experts divide into them (DeepSeek-V3: at most 4 nodes).
+/// The gate of the model over the unit (see [`RoutingSpec::model_gate`]).
 fn router_for(spec: &IterationSpec, cluster: &Cluster, tokens: u64, seed: u64) -> Result<TokenRouter, ModelError> {
     let moe = spec.model.moe.as_ref().expect("a MoE model");
-    let ep = spec.ep();
-    let g = cluster.topology.gpus_per_node.min(ep).max(1);
-    let nodes = ep.div_ceil(g);
-    let (groups, limit) = if nodes > 1 && moe.routed_experts.is_multiple_of(nodes) && moe.group_limit < moe.groups {
-        (nodes, moe.group_limit.min(nodes).max(1))
-    } else {
-        (1, 1)
-    };
     let tokens = u32::try_from(tokens)
         .map_err(|_| ModelError::invalid("workload", "a micro-batch must have fewer than 2^32 tokens"))?;
-    TokenRouter::new(
-        RoutingSpec {
-            tokens,
-            experts: moe.routed_experts,
-            topk: moe.topk,
-            groups,
-            group_limit: limit,
-            skew: spec.skew,
-        },
-        seed,
-    )
+    TokenRouter::new(RoutingSpec::model_gate(moe, spec.ep(), cluster.topology.gpus_per_node, tokens, spec.skew), seed)
 }
 
 /// The expert layout of the unit: loads from a sampled routing of the

@@ -474,56 +474,6 @@ impl EpTraffic {
         RankTraffic { nvlink_out, nvlink_in, rdma_out, rdma_in }
     }
 
-    /// The flows of rank `a`'s kernel (group-local indices; `first_rank` is
-    /// the global rank of group member 0): dispatch sends `a`'s NVLink copies
-    /// and RDMA tokens; combine runs the same copies backwards, so `a`
-    /// receives them. With `mirror`, the rank's receptions in the other
-    /// direction are added too (see [`Exchange::lower_mirror`]).
-    fn kernel_flows(
-        &self,
-        cluster: &Cluster,
-        kernel: &CommKernel,
-        a: usize,
-        mirror: bool,
-        graph: &mut TaskGraph,
-    ) -> Vec<Flow> {
-        let (phase, bytes_per_token, first_rank) = (kernel.phase, kernel.bytes, kernel.first_rank);
-        let (mut scratch, mut flows) = (Vec::new(), Vec::new());
-        let scratch = &mut scratch;
-        let flows_out = &mut flows;
-        let g = self.gpus_per_node;
-        let (a_node, a_local) = (a / g, a % g);
-        let combine = phase == MoePhase::Combine;
-        let global = |r: usize| first_rank + r as u32;
-        let mut push = |graph: &mut TaskGraph, from: usize, to: usize, tokens: u64| {
-            if tokens > 0 && from != to {
-                let path = cluster.add_kernel_route(graph, global(from), global(to), 0, scratch);
-                flows_out.push(Flow { path, bytes: tokens as f64 * bytes_per_token });
-            }
-        };
-        for b_local in 0..g {
-            let b = a_node * g + b_local;
-            let out = self.nvlink[a * g + b_local];
-            let (from, to) = if combine { (b, a) } else { (a, b) };
-            push(graph, from, to, out);
-            if mirror {
-                let back = self.nvlink[b * g + a_local];
-                push(graph, to, from, back);
-            }
-        }
-        for m in 0..self.nodes {
-            let peer = m * g + a_local;
-            let out = self.rdma[a * self.nodes + m];
-            let (from, to) = if combine { (peer, a) } else { (a, peer) };
-            push(graph, from, to, out);
-            if mirror {
-                let back = self.rdma[peer * self.nodes + a_node];
-                push(graph, to, from, back);
-            }
-        }
-        flows
-    }
-
     /// The rank whose exchange takes longest on its own links, given the
     /// per-direction NVLink and RDMA rates (bytes/s): the critical rank a
     /// representative simulation should mirror.
@@ -699,6 +649,11 @@ impl Exchange for EpTraffic {
     fn ranks(&self) -> usize {
         self.ranks
     }
+    /// The flows of rank `a`'s kernel (group-local indices; `first_rank` is
+    /// the global rank of group member 0): dispatch sends `a`'s NVLink copies
+    /// and RDMA tokens; combine runs the same copies backwards, so `a`
+    /// receives them. With `mirror`, the rank's receptions in the other
+    /// direction are added too (see [`Exchange::lower_mirror`]).
     fn rank_flows(
         &self,
         cluster: &Cluster,
@@ -707,7 +662,40 @@ impl Exchange for EpTraffic {
         mirror: bool,
         graph: &mut TaskGraph,
     ) -> Vec<Flow> {
-        self.kernel_flows(cluster, kernel, a, mirror, graph)
+        let (phase, bytes_per_token, first_rank) = (kernel.phase, kernel.bytes, kernel.first_rank);
+        let mut scratch = Vec::new();
+        let mut flows = Vec::new();
+        let g = self.gpus_per_node;
+        let (a_node, a_local) = (a / g, a % g);
+        let combine = phase == MoePhase::Combine;
+        let global = |r: usize| first_rank + r as u32;
+        let mut push = |graph: &mut TaskGraph, from: usize, to: usize, tokens: u64| {
+            if tokens > 0 && from != to {
+                let path = cluster.add_kernel_route(graph, global(from), global(to), 0, &mut scratch);
+                flows.push(Flow { path, bytes: tokens as f64 * bytes_per_token });
+            }
+        };
+        for b_local in 0..g {
+            let b = a_node * g + b_local;
+            let out = self.nvlink[a * g + b_local];
+            let (from, to) = if combine { (b, a) } else { (a, b) };
+            push(graph, from, to, out);
+            if mirror {
+                let back = self.nvlink[b * g + a_local];
+                push(graph, to, from, back);
+            }
+        }
+        for m in 0..self.nodes {
+            let peer = m * g + a_local;
+            let out = self.rdma[a * self.nodes + m];
+            let (from, to) = if combine { (peer, a) } else { (a, peer) };
+            push(graph, from, to, out);
+            if mirror {
+                let back = self.rdma[peer * self.nodes + a_node];
+                push(graph, to, from, back);
+            }
+        }
+        flows
     }
 }
 
@@ -715,6 +703,8 @@ impl Exchange for LowLatencyTraffic {
     fn ranks(&self) -> usize {
         self.ranks
     }
+    /// Flows of rank `a`'s kernel: dispatch sends its copies, combine
+    /// receives them back; with `mirror` the other direction is added too.
     fn rank_flows(
         &self,
         cluster: &Cluster,
@@ -723,7 +713,24 @@ impl Exchange for LowLatencyTraffic {
         mirror: bool,
         graph: &mut TaskGraph,
     ) -> Vec<Flow> {
-        self.kernel_flows(cluster, kernel, a, mirror, graph)
+        let (phase, bytes_per_copy, first_rank) = (kernel.phase, kernel.bytes, kernel.first_rank);
+        let mut scratch = Vec::new();
+        let mut flows = Vec::new();
+        let n = self.ranks;
+        let combine = phase == MoePhase::Combine;
+        let global = |r: usize| first_rank + r as u32;
+        for b in 0..n {
+            let sends = [(self.copies[a * n + b], a, b), (if mirror { self.copies[b * n + a] } else { 0 }, b, a)];
+            for (copies, src, dst) in sends {
+                if copies == 0 || src == dst {
+                    continue;
+                }
+                let (from, to) = if combine { (dst, src) } else { (src, dst) };
+                let path = cluster.add_route(graph, global(from), global(to), 0, &mut scratch);
+                flows.push(Flow { path, bytes: copies as f64 * bytes_per_copy });
+            }
+        }
+        flows
     }
 }
 
@@ -773,37 +780,6 @@ impl LowLatencyTraffic {
         let out = (0..n).filter(|&d| d != r).map(|d| self.copies[r * n + d]).sum();
         let inc = (0..n).filter(|&s| s != r).map(|s| self.copies[s * n + r]).sum();
         (out, inc)
-    }
-
-    /// Flows of rank `a`'s kernel: dispatch sends its copies, combine
-    /// receives them back; with `mirror` the other direction is added too.
-    fn kernel_flows(
-        &self,
-        cluster: &Cluster,
-        kernel: &CommKernel,
-        a: usize,
-        mirror: bool,
-        graph: &mut TaskGraph,
-    ) -> Vec<Flow> {
-        let (phase, bytes_per_copy, first_rank) = (kernel.phase, kernel.bytes, kernel.first_rank);
-        let (mut scratch, mut flows) = (Vec::new(), Vec::new());
-        let scratch = &mut scratch;
-        let flows_out = &mut flows;
-        let n = self.ranks;
-        let combine = phase == MoePhase::Combine;
-        let global = |r: usize| first_rank + r as u32;
-        for b in 0..n {
-            let sends = [(self.copies[a * n + b], a, b), (if mirror { self.copies[b * n + a] } else { 0 }, b, a)];
-            for (copies, src, dst) in sends {
-                if copies == 0 || src == dst {
-                    continue;
-                }
-                let (from, to) = if combine { (dst, src) } else { (src, dst) };
-                let path = cluster.add_route(graph, global(from), global(to), 0, scratch);
-                flows_out.push(Flow { path, bytes: copies as f64 * bytes_per_copy });
-            }
-        }
-        flows
     }
 
     /// The rank whose exchange takes longest on its own links: copies over

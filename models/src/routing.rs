@@ -18,6 +18,7 @@
 use rand::Rng;
 
 use crate::error::ModelError;
+use crate::model::MoeConfig;
 use crate::rng;
 
 /// Expert popularity.
@@ -27,6 +28,17 @@ pub enum Skew {
     Balanced,
     /// Expert i (in a seeded random order) has popularity weight 1/(i+1)^s.
     Zipf(f64),
+}
+
+impl Skew {
+    /// A scenario's `skew` key: 0 is balanced, anything else a Zipf exponent.
+    pub fn from_exponent(s: f64) -> Skew {
+        if s == 0.0 {
+            Skew::Balanced
+        } else {
+            Skew::Zipf(s)
+        }
+    }
 }
 
 /// What to sample.
@@ -40,6 +52,21 @@ pub struct RoutingSpec {
     /// A token's experts come from at most this many groups.
     pub group_limit: u32,
     pub skew: Skew,
+}
+
+impl RoutingSpec {
+    /// A model's gate over an expert-parallel group of `ep` ranks with
+    /// `gpus_per_node` to a node: node-limited over the group's nodes when
+    /// the model limits a token's expert groups and its experts divide into
+    /// the nodes (DeepSeek-V3: 8 groups, one per node of EP64, at most 4 per
+    /// token); otherwise unconstrained.
+    pub fn model_gate(moe: &MoeConfig, ep: u32, gpus_per_node: u32, tokens: u32, skew: Skew) -> RoutingSpec {
+        let g = gpus_per_node.min(ep).max(1);
+        let nodes = ep.div_ceil(g);
+        let limited = nodes > 1 && moe.routed_experts.is_multiple_of(nodes) && moe.group_limit < moe.groups;
+        let (groups, group_limit) = if limited { (nodes, moe.group_limit.min(nodes).max(1)) } else { (1, 1) };
+        RoutingSpec { tokens, experts: moe.routed_experts, topk: moe.topk, groups, group_limit, skew }
+    }
 }
 
 /// Walker's alias table for drawing an expert by popularity weight in O(1).

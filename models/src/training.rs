@@ -431,25 +431,9 @@ fn sample_traffic(
     };
     let ep = plan.ep;
     let g = gpus_per_node.min(ep).max(1);
-    let nodes = ep.div_ceil(g);
-    // Node-limited routing over the EP group's nodes when experts divide
-    // into them evenly (DeepSeek-V3: 8 groups = 8 nodes of EP64).
-    let (groups, limit) = if nodes > 1 && moe.routed_experts.is_multiple_of(nodes) {
-        (nodes, moe.group_limit.min(nodes).max(1))
-    } else {
-        (1, 1)
-    };
     let tokens = u32::try_from(plan.micro_batch as u64 * spec.seq_len)
         .map_err(|_| ModelError::invalid("workload.seq_len", "micro_batch x seq_len must be below 2^32 tokens"))?;
-    let routing = RoutingSpec {
-        tokens,
-        experts: moe.routed_experts,
-        topk: moe.topk,
-        groups,
-        group_limit: limit,
-        skew: spec.skew,
-    };
-    let router = TokenRouter::new(routing, seed)?;
+    let router = TokenRouter::new(RoutingSpec::model_gate(moe, ep, gpus_per_node, tokens, spec.skew), seed)?;
     let base = device as u64 * ep as u64 * 1_000_003;
     Ok(EpTraffic::count(ep, g, moe.routed_experts, |src, f| router.for_each_token_in(base + src as u64, f)))
 }

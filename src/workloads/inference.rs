@@ -34,7 +34,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    build_cluster, cluster_gpus, model_failure, num, problem, simulate, Outcome, RunFailure, RunOptions, TopologyState,
+    build_cluster, check_price_and_precision, check_skew, cluster_gpus, model_failure, num, problem, simulate, Outcome,
+    RunFailure, RunOptions, TopologyState,
 };
 use crate::scenario::{ParallelTable, Scenario};
 
@@ -204,18 +205,8 @@ pub fn parallel_problems(parallel: Option<&ParallelTable>, out: &mut Vec<ConfigP
 
 impl UnitKeys {
     fn problems(&self, device: Option<&DeviceSpec>, out: &mut Vec<ConfigProblem>) {
-        if !(self.skew.is_finite() && self.skew >= 0.0) {
-            out.push(problem("workload.skew", format!("expected a Zipf exponent >= 0, found {}", self.skew)));
-        }
-        if !(self.usd_per_gpu_hour.is_finite() && self.usd_per_gpu_hour >= 0.0) {
-            out.push(problem(
-                "workload.usd_per_gpu_hour",
-                format!("expected a price >= 0, found {}", self.usd_per_gpu_hour),
-            ));
-        }
-        if let Some(Err(e)) = device.map(|d| d.tensor_flops_per_s(self.precision)) {
-            out.push(problem("workload.precision", e.to_string()));
-        }
+        check_skew(self.skew, out);
+        check_price_and_precision(self.usd_per_gpu_hour, self.precision, device, out);
     }
 
     fn unit(&self, gpus: u32, tp: u32, comm_sms: u32) -> DeploymentUnit {
@@ -261,7 +252,7 @@ impl IterationWorkload {
             unit: keys.unit(unit_gpus, tp, parallel.map_or(20, |p| p.comm_sms)),
             phase: self.phase(),
             linear_dtype: keys.precision,
-            skew: if keys.skew == 0.0 { Skew::Balanced } else { Skew::Zipf(keys.skew) },
+            skew: Skew::from_exponent(keys.skew),
             micro_batches: keys.micro_batches,
             moe_fill: 1.0,
         }

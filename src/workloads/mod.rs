@@ -263,6 +263,29 @@ pub(crate) fn problem(key: &str, message: String) -> ConfigProblem {
     ConfigProblem { key: key.to_owned(), message }
 }
 
+/// Checks a routing `workload.skew` (a Zipf exponent, 0 = balanced).
+pub(crate) fn check_skew(skew: f64, out: &mut Vec<ConfigProblem>) {
+    if !(skew.is_finite() && skew >= 0.0) {
+        out.push(problem("workload.skew", format!("expected a Zipf exponent >= 0, found {skew}")));
+    }
+}
+
+/// Checks the keys every model workload prices and runs with: the price
+/// per GPU-hour and a number format the device can run.
+pub(crate) fn check_price_and_precision(
+    usd_per_gpu_hour: f64,
+    precision: moesim_models::Dtype,
+    device: Option<&DeviceSpec>,
+    out: &mut Vec<ConfigProblem>,
+) {
+    if !(usd_per_gpu_hour.is_finite() && usd_per_gpu_hour >= 0.0) {
+        out.push(problem("workload.usd_per_gpu_hour", format!("expected a price >= 0, found {usd_per_gpu_hour}")));
+    }
+    if let Some(Err(e)) = device.map(|d| d.tensor_flops_per_s(precision)) {
+        out.push(problem("workload.precision", e.to_string()));
+    }
+}
+
 /// The GPUs a resolved topology has.
 pub(crate) fn cluster_gpus(spec: &ClusterSpec) -> u64 {
     spec.nodes as u64 * spec.gpus_per_node as u64

@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 
 use super::training::SimulateRanks;
 use super::{
-    build_cluster, check_ranks, model_failure, num, positive_time, problem, simulate, Outcome, RunFailure, RunOptions,
-    TopologyState,
+    build_cluster, check_ranks, check_skew, model_failure, num, positive_time, problem, simulate, Outcome, RunFailure,
+    RunOptions, TopologyState,
 };
 use crate::scenario::Scenario;
 
@@ -81,9 +81,7 @@ impl MoeCommWorkload {
                 format!("expected at most experts ({}), found {}", self.experts, self.topk),
             ));
         }
-        if !(self.skew.is_finite() && self.skew >= 0.0) {
-            out.push(problem("workload.skew", format!("expected a Zipf exponent >= 0, found {}", self.skew)));
-        }
+        check_skew(self.skew, &mut out);
         check_ranks(self.ranks, topology, &mut out);
         out
     }
@@ -102,7 +100,7 @@ impl MoeCommWorkload {
             experts: self.experts,
             node_limit: self.node_limit,
             comm_sms: self.comm_sms,
-            skew: if self.skew == 0.0 { Skew::Balanced } else { Skew::Zipf(self.skew) },
+            skew: Skew::from_exponent(self.skew),
         }
     }
 

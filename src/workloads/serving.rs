@@ -54,7 +54,7 @@ use serde_json::{Map, Value};
 
 use super::inference::PlacementName;
 use super::traces::{read_trace, Trace, TraceFormat};
-use super::{num, problem, Outcome, RunFailure, RunOptions, TopologyState};
+use super::{check_price_and_precision, check_skew, num, problem, Outcome, RunFailure, RunOptions, TopologyState};
 use crate::scenario::Scenario;
 
 fn one_u32() -> u32 {
@@ -210,18 +210,8 @@ impl ServingWorkload {
                 format!("expected a share in (0, 1], found {}", self.hbm_utilization),
             ));
         }
-        if !(self.usd_per_gpu_hour.is_finite() && self.usd_per_gpu_hour >= 0.0) {
-            out.push(problem(
-                "workload.usd_per_gpu_hour",
-                format!("expected a price >= 0, found {}", self.usd_per_gpu_hour),
-            ));
-        }
-        if !(self.skew.is_finite() && self.skew >= 0.0) {
-            out.push(problem("workload.skew", format!("expected a Zipf exponent >= 0, found {}", self.skew)));
-        }
-        if let Some(Err(e)) = device.map(|d| d.tensor_flops_per_s(self.precision)) {
-            out.push(problem("workload.precision", e.to_string()));
-        }
+        check_price_and_precision(self.usd_per_gpu_hour, self.precision, device, &mut out);
+        check_skew(self.skew, &mut out);
         if self.prefill_units == 0 {
             out.push(problem("workload.prefill_units", "expected an integer >= 1, found 0".into()));
         }
@@ -325,11 +315,7 @@ impl ServingWorkload {
     }
 
     fn skew(&self) -> Skew {
-        if self.skew == 0.0 {
-            Skew::Balanced
-        } else {
-            Skew::Zipf(self.skew)
-        }
+        Skew::from_exponent(self.skew)
     }
 
     /// A prefill iteration of `new_tokens` per GPU on prompts of `prompt_len`.

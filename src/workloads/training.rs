@@ -18,7 +18,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    build_cluster, cluster_gpus, model_failure, num, problem, simulate, Outcome, RunFailure, RunOptions, TopologyState,
+    build_cluster, check_price_and_precision, check_skew, cluster_gpus, model_failure, num, problem, simulate, Outcome,
+    RunFailure, RunOptions, TopologyState,
 };
 use crate::scenario::{ParallelTable, Scenario};
 
@@ -99,18 +100,8 @@ impl TrainingWorkload {
         if self.global_batch == 0 {
             out.push(problem("workload.global_batch", "expected an integer >= 1, found 0".into()));
         }
-        if !(self.skew.is_finite() && self.skew >= 0.0) {
-            out.push(problem("workload.skew", format!("expected a Zipf exponent >= 0, found {}", self.skew)));
-        }
-        if !(self.usd_per_gpu_hour.is_finite() && self.usd_per_gpu_hour >= 0.0) {
-            out.push(problem(
-                "workload.usd_per_gpu_hour",
-                format!("expected a price >= 0, found {}", self.usd_per_gpu_hour),
-            ));
-        }
-        if let Some(Err(e)) = device.map(|d| d.tensor_flops_per_s(self.precision)) {
-            out.push(problem("workload.precision", e.to_string()));
-        }
+        check_skew(self.skew, &mut out);
+        check_price_and_precision(self.usd_per_gpu_hour, self.precision, device, &mut out);
         if let (Some(d), Some(t)) = (device, parallel) {
             if d.comm_uses_compute_units && t.comm_sms >= d.sms {
                 out.push(problem(
@@ -169,7 +160,7 @@ impl TrainingWorkload {
             seq_len: self.seq_len,
             global_batch: self.global_batch,
             linear_dtype: self.precision,
-            skew: if self.skew == 0.0 { Skew::Balanced } else { Skew::Zipf(self.skew) },
+            skew: Skew::from_exponent(self.skew),
             recompute: self.recompute,
             mode: match self.simulate {
                 SimulateRanks::Representative => RankMode::Representative,
