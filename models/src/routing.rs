@@ -300,6 +300,19 @@ mod tests {
     }
 
     #[test]
+    fn the_model_gate_limits_nodes_only_for_grouped_models() {
+        let v3 = crate::ModelConfig::preset("deepseek-v3").unwrap().moe.unwrap();
+        let mixtral = crate::ModelConfig::preset("mixtral-8x7b").unwrap().moe.unwrap();
+        // EP64 over 8 nodes: V3's tokens reach at most 4 of the 8 node groups.
+        let g = RoutingSpec::model_gate(&v3, 64, 8, 4096, Skew::Balanced);
+        assert_eq!((g.groups, g.group_limit, g.experts, g.topk), (8, 4, 256, 8));
+        // Inside one node, or for a model without groups: no limit.
+        assert_eq!(RoutingSpec::model_gate(&v3, 8, 8, 4096, Skew::Balanced).groups, 1);
+        let m = RoutingSpec::model_gate(&mixtral, 16, 8, 4096, Skew::Balanced);
+        assert_eq!((m.groups, m.group_limit), (1, 1));
+    }
+
+    #[test]
     fn impossible_specs_are_rejected() {
         let e = TokenRouter::new(RoutingSpec { topk: 40, ..spec(8, 1, Skew::Balanced) }, 1).unwrap_err();
         assert!(e.to_string().contains("at most 32"), "{e}");
