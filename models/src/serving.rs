@@ -13,7 +13,10 @@
 //!   least loaded GPU with room under the per-GPU token budget; a prompt
 //!   longer than the budget takes an empty GPU and runs there in
 //!   budget-sized chunks, one per iteration, each attending to the chunks
-//!   before it (chunked prefill). An iteration lasts as long as its slowest
+//!   before it (chunked prefill). With [`PrefillChunking::Time`] a GPU's
+//!   share is also bounded in time (the time of a budget of fresh tokens):
+//!   a deep chunk of a long prompt is cut shorter, and requests go to the
+//!   GPU with the least time. An iteration lasts as long as its slowest
 //!   GPU, each GPU timed at its own tokens and keys with the unit's mean
 //!   tokens per GPU setting the expert rows and all-to-all traffic (the
 //!   "fill"). An idle unit starts at once; a busy unit's
@@ -68,6 +71,23 @@ pub trait IterationTimes {
     fn decode_s(&mut self, batch: u64, context: f64) -> f64;
 }
 
+/// What bounds a prefill GPU's share of an iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrefillChunking {
+    /// New tokens only: up to the budget per GPU, a longer prompt in
+    /// budget-sized chunks (chunked prefill as vLLM and SGLang do it). A
+    /// chunk deep in a long prompt attends to many keys, and the unit's
+    /// other GPUs wait for it at every layer's all-to-all.
+    #[default]
+    Tokens,
+    /// New tokens and time: no GPU takes longer than a budget of fresh
+    /// tokens from one prompt would (its attention to half the budget on
+    /// average). A chunk deep in a long prompt is cut to fit, and a request
+    /// goes to the GPU with the least time rather than the fewest tokens.
+    Time,
+}
+
 /// The deployment and its bounds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServingConfig {
@@ -75,6 +95,7 @@ pub struct ServingConfig {
     pub prefill_gpus_per_unit: u32,
     /// New tokens a prefill GPU takes per iteration.
     pub prefill_tokens_per_gpu: u64,
+    pub prefill_chunking: PrefillChunking,
     pub decode_units: u32,
     pub decode_gpus_per_unit: u32,
     pub max_batch_per_gpu: u64,
@@ -168,13 +189,22 @@ struct PrefillBatch {
     /// Sum of `tokens`.
     total: u64,
     work: Vec<f64>,
+    /// Per GPU, its time as last estimated, seconds.
+    gpu_s: Vec<f64>,
     /// The iteration's time, seconds (its slowest GPU's).
     time_s: f64,
 }
 
 impl PrefillBatch {
     fn new(gpus: usize) -> PrefillBatch {
-        PrefillBatch { chunks: Vec::new(), tokens: vec![0; gpus], total: 0, work: vec![0.0; gpus], time_s: 0.0 }
+        PrefillBatch {
+            chunks: Vec::new(),
+            tokens: vec![0; gpus],
+            total: 0,
+            work: vec![0.0; gpus],
+            gpu_s: vec![0.0; gpus],
+            time_s: 0.0,
+        }
     }
 }
 
@@ -238,6 +268,9 @@ struct Server<'a> {
     prefill: Vec<PrefillUnit>,
     prefill_iterations: u64,
     prefill_busy_s: f64,
+    /// The most time a prefill GPU may take ([`PrefillChunking::Time`];
+    /// infinite otherwise), seconds.
+    prefill_gpu_budget_s: f64,
     /// Per prefill GPU (unit * gpus + g) and decode GPU: when its NIC is free.
     prefill_nic_free: Vec<SimTime>,
     decode_nic_free: Vec<SimTime>,
@@ -325,6 +358,7 @@ pub fn simulate_serving(config: &ServingConfig, requests: &[Request], times: &mu
             .collect(),
         prefill_iterations: 0,
         prefill_busy_s: 0.0,
+        prefill_gpu_budget_s: f64::INFINITY,
         prefill_nic_free: vec![SimTime::ZERO; (config.prefill_units * config.prefill_gpus_per_unit) as usize],
         decode_nic_free: vec![SimTime::ZERO; (config.decode_units * dg) as usize],
         decode: (0..config.decode_units)
@@ -338,6 +372,10 @@ pub fn simulate_serving(config: &ServingConfig, requests: &[Request], times: &mu
         decode_batch_seconds: 0.0,
         decode_busy_s: 0.0,
     };
+    if config.prefill_chunking == PrefillChunking::Time {
+        let b = config.prefill_tokens_per_gpu.max(1);
+        server.prefill_gpu_budget_s = server.times.prefill_s(b, (b as f64 + 1.0) / 2.0, 1.0);
+    }
     server.run();
     let makespan_s = server.out.iter().map(|o| o.finish_s).filter(|f| f.is_finite()).fold(0.0, f64::max);
     ServingResult {
@@ -427,21 +465,50 @@ impl Server<'_> {
         len as f64 * before as f64 + len as f64 * (len as f64 + 1.0) / 2.0
     }
 
+    /// Tokens of the next chunk of request `r` from `offset`: the rest of
+    /// its new tokens up to the per-GPU budget and, with time-bounded
+    /// chunking, the most whose time alone on a GPU (fill 1, as the budget
+    /// is timed) stays within the GPU budget (at least one token).
+    fn chunk_len(&mut self, r: u32, offset: u64) -> u64 {
+        let cap = (self.new_tokens(r) - offset).min(self.config.prefill_tokens_per_gpu.max(1));
+        if self.prefill_gpu_budget_s.is_infinite() {
+            return cap;
+        }
+        let fits = |s: &mut Self, len: u64| {
+            let keys = s.chunk_work(r, offset, len) / len as f64;
+            s.times.prefill_s(len, keys, 1.0) <= s.prefill_gpu_budget_s * (1.0 + 1e-9)
+        };
+        if fits(self, cap) {
+            return cap;
+        }
+        // Largest fitting length in [1, cap): lo fits (or is 1), hi does not.
+        let (mut lo, mut hi) = (1u64, cap);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(self, mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
     /// Adds request `r` to the next batch of the unit where its first token
     /// comes soonest (ties: the lowest unit). `None` when no next batch has
     /// room for it.
     fn assign_prefill(&mut self, r: u32) -> Option<usize> {
         let budget = self.config.prefill_tokens_per_gpu.max(1);
-        let q = self.new_tokens(r);
-        // A prompt longer than the budget runs in budget-sized chunks on one
-        // GPU, one per iteration; its first chunk needs an empty GPU.
-        let first = q.min(budget);
+        let by_time = self.prefill_gpu_budget_s.is_finite();
+        // A prompt longer than a GPU's share runs in chunks on one GPU, one
+        // per iteration; its first chunk needs an empty GPU.
+        let first = self.chunk_len(r, 0);
         let w = self.chunk_work(r, 0, first);
         // The first chunk alone on a GPU: a lower bound of any batch with it.
         let gpus = self.config.prefill_gpus_per_unit.max(1) as f64;
         let fill = |total: u64, gpu: u64| (total as f64 / gpus / gpu.max(1) as f64).clamp(f64::MIN_POSITIVE, 1.0);
         let alone_s = self.times.prefill_s(first, w / first as f64, fill(first, first));
-        let mut best: Option<(SimTime, usize, usize, f64)> = None;
+        let mut best: Option<(SimTime, usize, usize, f64, f64)> = None;
         for u in 0..self.prefill.len() {
             let unit = &self.prefill[u];
             let start = unit.busy_until.unwrap_or(self.now);
@@ -450,7 +517,12 @@ impl Server<'_> {
                 continue;
             }
             let next = &unit.next;
-            let g = (0..next.tokens.len()).min_by_key(|&g| (next.tokens[g], g)).expect("one GPU");
+            let g = if by_time {
+                (0..next.gpu_s.len()).min_by(|&a, &b| next.gpu_s[a].total_cmp(&next.gpu_s[b]).then(a.cmp(&b)))
+            } else {
+                (0..next.tokens.len()).min_by_key(|&g| (next.tokens[g], g))
+            }
+            .expect("one GPU");
             let tokens = next.tokens[g];
             if tokens > 0 && tokens + first > budget {
                 continue;
@@ -464,17 +536,21 @@ impl Server<'_> {
                 let (t, k) = (tokens + first, next.work[g] + w);
                 self.times.prefill_s(t, k / t as f64, fill(next.total + first, t))
             };
+            if tokens > 0 && gpu_s > self.prefill_gpu_budget_s * (1.0 + 1e-9) {
+                continue;
+            }
             let time_s = self.prefill[u].next.time_s.max(gpu_s);
             let finish = start + moesim_sim::SimDuration::from_secs_f64(time_s);
             if best.is_none_or(|b| finish < b.0) {
-                best = Some((finish, u, g, time_s));
+                best = Some((finish, u, g, time_s, gpu_s));
             }
         }
-        let (_, u, g, time_s) = best?;
+        let (_, u, g, time_s, gpu_s) = best?;
         let next = &mut self.prefill[u].next;
         next.tokens[g] += first;
         next.total += first;
         next.work[g] += w;
+        next.gpu_s[g] = gpu_s;
         next.time_s = time_s;
         next.chunks.push(Chunk { request: r, gpu: g as u32, offset: 0, len: first });
         Some(u)
@@ -489,9 +565,8 @@ impl Server<'_> {
         if batch.chunks.is_empty() {
             return;
         }
-        batch.time_s = Self::batch_time(&mut *self.times, &batch);
+        batch.time_s = Self::batch_time(&mut *self.times, &mut batch);
         let start = secs(self.now);
-        let budget = self.config.prefill_tokens_per_gpu.max(1);
         for c in &batch.chunks {
             if c.offset == 0 {
                 let o = &mut self.out[c.request as usize];
@@ -502,7 +577,7 @@ impl Server<'_> {
             let done = c.offset + c.len;
             let q = self.new_tokens(c.request);
             if done < q {
-                let len = (q - done).min(budget);
+                let len = self.chunk_len(c.request, done);
                 let w = self.chunk_work(c.request, done, len);
                 let g = c.gpu as usize;
                 let next = &mut self.prefill[unit].next;
@@ -513,8 +588,9 @@ impl Server<'_> {
             }
         }
         // The continuing chunks' estimate, for requests choosing a unit.
-        let continuing = Self::batch_time(&mut *self.times, &self.prefill[unit].next);
-        self.prefill[unit].next.time_s = continuing;
+        let mut next = std::mem::take(&mut self.prefill[unit].next);
+        next.time_s = Self::batch_time(&mut *self.times, &mut next);
+        self.prefill[unit].next = next;
         let done = self.now + moesim_sim::SimDuration::from_secs_f64(batch.time_s);
         self.prefill[unit].busy_until = Some(done);
         self.prefill[unit].running = batch.chunks;
@@ -524,17 +600,15 @@ impl Server<'_> {
     }
 
     /// A batch's iteration time: its slowest GPU's, each timed at its own
-    /// tokens and keys with the unit's mean tokens as the expert fill.
-    fn batch_time(times: &mut dyn IterationTimes, batch: &PrefillBatch) -> f64 {
+    /// tokens and keys with the unit's mean tokens as the expert fill (each
+    /// GPU's time is kept in `gpu_s`).
+    fn batch_time(times: &mut dyn IterationTimes, batch: &mut PrefillBatch) -> f64 {
         let mean = batch.total as f64 / batch.tokens.len().max(1) as f64;
-        let mut time_s: f64 = 0.0;
         for (g, &t) in batch.tokens.iter().enumerate() {
-            if t > 0 {
-                let fill = (mean / t as f64).min(1.0);
-                time_s = time_s.max(times.prefill_s(t, batch.work[g] / t as f64, fill));
-            }
+            batch.gpu_s[g] =
+                if t > 0 { times.prefill_s(t, batch.work[g] / t as f64, (mean / t as f64).min(1.0)) } else { 0.0 };
         }
-        time_s
+        batch.gpu_s.iter().copied().fold(0.0, f64::max)
     }
 
     fn prefill_done(&mut self, unit: u32) {
@@ -775,6 +849,7 @@ mod tests {
             prefill_units: 1,
             prefill_gpus_per_unit: 2,
             prefill_tokens_per_gpu: 1000,
+            prefill_chunking: PrefillChunking::Tokens,
             decode_units: 1,
             decode_gpus_per_unit: 2,
             max_batch_per_gpu: 4,
@@ -863,6 +938,52 @@ mod tests {
         assert!((a.first_token_s - 2.5).abs() < 1e-9, "{a:?}");
         assert!(a.prefill_start_s == 0.0 && (b.prefill_start_s - 1.0).abs() < 1e-9);
         assert_eq!(r.prefill_iterations, 3);
+    }
+
+    /// Attention-bound prefill: a GPU's time is 1 us per (token, key).
+    struct Attention;
+    impl IterationTimes for Attention {
+        fn prefill_s(&mut self, new_tokens: u64, keys: f64, _fill: f64) -> f64 {
+            1e-6 * new_tokens as f64 * keys
+        }
+        fn decode_s(&mut self, _batch: u64, _context: f64) -> f64 {
+            0.01
+        }
+    }
+
+    #[test]
+    fn time_bounded_chunking_cuts_deep_chunks_and_balances_gpus_by_time() {
+        // Two GPUs of 1000 tokens; A (3000 new tokens) from t = 0, B (600)
+        // at 0.1 s, C (300) at 0.2 s. The GPU budget is 1000 fresh tokens:
+        // 1000 x 500.5 keys = 0.5005 s.
+        let reqs = [
+            Request { arrival_s: 0.0, input_len: 3000, output_len: 1, cached_len: 0 },
+            Request { arrival_s: 0.1, input_len: 600, output_len: 1, cached_len: 0 },
+            Request { arrival_s: 0.2, input_len: 300, output_len: 1, cached_len: 0 },
+        ];
+        let first_chunk = 1000.0 * 500.5e-6;
+        // By tokens: A's second chunk is 1000 tokens after 1000 (1500.5 keys
+        // each, 1.5005 s); B and C share GPU 1 beside it and wait for it.
+        let r = simulate_serving(&config(), &reqs, &mut Attention);
+        let (b, c) = (r.requests[1], r.requests[2]);
+        assert!((b.first_token_s - (first_chunk + 1.5005)).abs() < 1e-9, "{b:?}");
+        assert!((c.first_token_s - b.first_token_s).abs() < 1e-12, "{c:?}");
+        // By time: the second chunk is the longest L with
+        // L x (1000 + (L + 1) / 2) us <= 0.5005 s, L = 414 (0.4999 s), so B
+        // (0.18 s on GPU 1) is out at 0.5005 + 0.4999 s.
+        let mut cfg = config();
+        cfg.prefill_chunking = PrefillChunking::Time;
+        assert!(414.0 * 1207.5 <= 500_500.0 && 415.0 * 1208.0 > 500_500.0);
+        let r = simulate_serving(&cfg, &reqs, &mut Attention);
+        let (a, b, c) = (r.requests[0], r.requests[1], r.requests[2]);
+        assert!((b.first_token_s - (first_chunk + 414.0 * 1207.5e-6)).abs() < 1e-9, "{b:?}");
+        // C goes by time, not by tokens: GPU 0 has fewer tokens (414 < 600)
+        // but no time left, so C joins B on GPU 1 (900 tokens, 0.23 s).
+        assert_eq!((a.prefill_gpu, b.prefill_gpu, c.prefill_gpu), (0, 1, 1));
+        assert!((c.first_token_s - b.first_token_s).abs() < 1e-12, "{c:?}");
+        // A itself needs more, shorter iterations: 1000 + 414 + 318 + ...
+        assert!(r.prefill_iterations >= 5, "{}", r.prefill_iterations);
+        assert!(a.first_token_s > b.first_token_s);
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! [workload.prefill]
 //! gpus = 32
 //! tokens_per_gpu = 16384
+//! chunking = "tokens"           # or "time": no GPU longer than a budget of fresh tokens
 //! redundant_experts = 32
 //! [workload.decode]
 //! gpus = 144
@@ -43,7 +44,8 @@ use moesim_models::inference::{
 };
 use moesim_models::routing::Skew;
 use moesim_models::serving::{
-    poisson_arrivals, quantile, simulate_serving, unservable, IterationTimes, Request, ServingConfig, ServingResult,
+    poisson_arrivals, quantile, simulate_serving, unservable, IterationTimes, PrefillChunking, Request, ServingConfig,
+    ServingResult,
 };
 use moesim_models::{Cluster, DeviceSpec, ModelConfig};
 use moesim_reports::plot::{color, render, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, XyChart};
@@ -98,6 +100,10 @@ pub struct PrefillUnitTable {
     pub tp: u32,
     /// New tokens a GPU takes per iteration.
     pub tokens_per_gpu: u64,
+    /// "tokens" (the default: chunks of `tokens_per_gpu`) or "time" (a GPU
+    /// also takes no longer than `tokens_per_gpu` fresh tokens would).
+    #[serde(default)]
+    pub chunking: PrefillChunking,
     #[serde(default)]
     pub redundant_experts: u32,
     #[serde(default)]
@@ -664,6 +670,7 @@ impl EngineIterationTimes {
             prefill_units: w.prefill_units,
             prefill_gpus_per_unit: w.prefill.gpus,
             prefill_tokens_per_gpu: w.prefill.tokens_per_gpu,
+            prefill_chunking: w.prefill.chunking,
             decode_units: w.decode_units,
             decode_gpus_per_unit: w.decode.gpus,
             max_batch_per_gpu: w.decode.max_batch_per_gpu,
