@@ -973,10 +973,12 @@ mod tests {
         // (0.18 s on GPU 1) is out at 0.5005 + 0.4999 s.
         let mut cfg = config();
         cfg.prefill_chunking = PrefillChunking::Time;
-        assert!(414.0 * 1207.5 <= 500_500.0 && 415.0 * 1208.0 > 500_500.0);
+        // L^2 / 2 + 1000.5 L <= 500,500: L = floor(sqrt(1000.5^2 + 1,001,000) - 1000.5).
+        let l = ((1000.5f64.powi(2) + 1_001_000.0).sqrt() - 1000.5).floor();
+        assert_eq!(l, 414.0);
         let r = simulate_serving(&cfg, &reqs, &mut Attention);
         let (a, b, c) = (r.requests[0], r.requests[1], r.requests[2]);
-        assert!((b.first_token_s - (first_chunk + 414.0 * 1207.5e-6)).abs() < 1e-9, "{b:?}");
+        assert!((b.first_token_s - (first_chunk + l * (1000.0 + (l + 1.0) / 2.0) * 1e-6)).abs() < 1e-9, "{b:?}");
         // C goes by time, not by tokens: GPU 0 has fewer tokens (414 < 600)
         // but no time left, so C joins B on GPU 1 (900 tokens, 0.23 s).
         assert_eq!((a.prefill_gpu, b.prefill_gpu, c.prefill_gpu), (0, 1, 1));
