@@ -18,6 +18,17 @@ fn path(rel: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// `moesim run deepseek-v3-serving-h800` on the Mooncake trace's own
+/// arrivals, with `sets` (each `key=value`) on top.
+fn serve_mooncake(sets: &[&str]) -> serde_json::Value {
+    let trace = format!("workload.trace={}", path(MOONCAKE).display());
+    let mut args = vec!["deepseek-v3-serving-h800", "--set", &trace, "--set", "workload.arrivals=trace"];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    run_json(&args)
+}
+
 #[test]
 fn the_shared_traces_read_as_published() {
     let conv = read_trace(&path(AZURE_CONV), None).unwrap();
@@ -80,17 +91,7 @@ fn serving_reports_percentiles_throughput_cost_and_writes_requests_and_cdfs() {
 
 #[test]
 fn a_trace_serves_its_own_arrivals_and_block_id_cache_hits() {
-    let m = run_json(&[
-        "deepseek-v3-serving-h800",
-        "--set",
-        &format!("workload.trace={}", path(MOONCAKE).display()),
-        "--set",
-        "workload.arrivals=trace",
-        "--set",
-        "workload.duration_s=300",
-        "--set",
-        "workload.prefill_units=8",
-    ]);
+    let m = serve_mooncake(&["workload.duration_s=300", "workload.prefill_units=8"]);
     let moon = read_trace(&path(MOONCAKE), None).unwrap();
     let arrived = moon.rows.iter().filter(|r| r.timestamp_s <= 300.0).count();
     // Requests longer than the model's context are left out with a warning.
@@ -182,21 +183,8 @@ fn time_bounded_chunking_serves_a_long_prompt_trace_faster_at_saturation() {
     // tokens alone, a 16K chunk deep in a long prompt holds the unit's 32
     // GPUs for seconds at every layer; bounded in time it is cut shorter.
     let run = |chunking: &str| {
-        run_json(&[
-            "deepseek-v3-serving-h800",
-            "--set",
-            &format!("workload.trace={}", path(MOONCAKE).display()),
-            "--set",
-            "workload.arrivals=trace",
-            "--set",
-            "workload.time_scale=0.02",
-            "--set",
-            "workload.duration_s=6",
-            "--set",
-            "workload.prefill_units=1",
-            "--set",
-            &format!("workload.prefill.chunking={chunking}"),
-        ])
+        let chunking = format!("workload.prefill.chunking={chunking}");
+        serve_mooncake(&["workload.time_scale=0.02", "workload.duration_s=6", "workload.prefill_units=1", &chunking])
     };
     let (tokens, time) = (run("tokens"), run("time"));
     assert_eq!(f(&tokens, "requests"), f(&time, "requests"));
