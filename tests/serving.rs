@@ -45,10 +45,19 @@ fn the_shared_traces_read_as_published() {
     // Mooncake: the last request at 3,536,999 ms; one 512-token block id per started block.
     assert!((moon.rows.last().unwrap().timestamp_s - 3536.999).abs() < 1e-9);
     assert!(moon.rows.iter().all(|r| r.block_ids.len() as u64 == r.input_len.div_ceil(512)));
-    let cached: u64 = moon.cached_tokens().iter().sum();
     let input: u64 = moon.rows.iter().map(|r| r.input_len).sum();
-    let share = cached as f64 / input as f64;
-    assert!((0.3..0.5).contains(&share), "prefix-cache share {share}");
+    let share = |blocks: Option<usize>| {
+        let cached: u64 = moon.cached_tokens(blocks.and_then(std::num::NonZeroUsize::new)).iter().sum();
+        cached as f64 / input as f64
+    };
+    let unbounded = share(None);
+    assert!((0.3..0.5).contains(&unbounded), "prefix-cache share {unbounded}");
+    // A bounded (LRU) cache finds less, more as it grows, and all of it
+    // once it holds every block the hour stores.
+    let bounded: Vec<f64> = [1_000, 10_000, 100_000, 10_000_000].into_iter().map(|b| share(Some(b))).collect();
+    assert!(bounded[0] < 0.5 * unbounded, "{bounded:?}");
+    assert!(bounded.windows(2).all(|w| w[0] <= w[1]), "{bounded:?}");
+    assert_eq!(bounded[3], unbounded);
 }
 
 #[test]
@@ -98,6 +107,15 @@ fn a_trace_serves_its_own_arrivals_and_block_id_cache_hits() {
     let too_long = moon.rows.iter().filter(|r| r.timestamp_s <= 300.0 && r.input_len + r.output_len > 131_072).count();
     assert_eq!(f(&m, "requests") as usize, arrived - too_long);
     assert!(f(&m, "cached_input_fraction") > 0.2, "{m}");
+    // 100 GiB of KV holds 2,984 of V3's 34.3 MiB blocks: fewer hits.
+    let small =
+        serve_mooncake(&["workload.duration_s=300", "workload.prefill_units=8", "workload.prefix_cache_gib=100"]);
+    assert!(f(&small, "cached_input_fraction") < 0.5 * f(&m, "cached_input_fraction"), "{small}");
+    // Less than one block is an error naming the key.
+    let trace = format!("workload.trace={}", path(MOONCAKE).display());
+    let o = moesim(&["run", "deepseek-v3-serving-h800", "--set", &trace, "--set", "workload.prefix_cache_gib=0.01"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("workload.prefix_cache_gib: 0.01 GiB holds no 512-token block"), "{}", stderr(&o));
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //! input_len = 4096               # without a trace: every request alike
 //! output_len = 1024
 //! cache_hit_ratio = 0.563        # share of a prompt in the prefix cache (traces with block ids use those)
+//! # prefix_cache_gib = 1024      # with block ids: an LRU cache of this much KV (unbounded when absent)
 //! # trace = "../shared/data/kvcache-ai+Mooncake/FAST25-release/traces/conversation_trace.jsonl"
 //! prefill_units = 4
 //! decode_units = 1
@@ -35,6 +36,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use moesim_models::hardware::Dtype;
@@ -154,6 +156,10 @@ pub struct ServingWorkload {
     /// Share of each prompt found in the prefix cache (without block ids).
     #[serde(default)]
     pub cache_hit_ratio: f64,
+    /// Capacity of the prefix cache for traces with block ids, GiB of KV
+    /// (the model's bytes per token); least recently used blocks are
+    /// evicted. Unbounded when absent.
+    pub prefix_cache_gib: Option<f64>,
     pub prefill_units: u32,
     pub decode_units: u32,
     pub prefill: PrefillUnitTable,
@@ -204,6 +210,7 @@ impl ServingWorkload {
         positive("workload.time_scale", Some(self.time_scale), "a factor");
         positive("workload.ttft_slo_ms", self.ttft_slo_ms, "a time");
         positive("workload.tpot_slo_ms", self.tpot_slo_ms, "a time");
+        positive("workload.prefix_cache_gib", self.prefix_cache_gib, "a size");
         if !(self.cache_hit_ratio.is_finite() && (0.0..1.0).contains(&self.cache_hit_ratio)) {
             out.push(problem(
                 "workload.cache_hit_ratio",
@@ -378,16 +385,51 @@ impl ServingWorkload {
             ),
             None => None,
         };
-        Ok(self.requests_from(trace.as_ref(), scenario.seed))
+        let with_blocks = trace.as_ref().is_some_and(Trace::has_block_ids);
+        let capacity = match (self.prefix_cache_gib, &trace) {
+            (None, _) => None,
+            (Some(_), Some(t)) if !with_blocks => {
+                return Err(input_error(
+                    scenario,
+                    "workload.prefix_cache_gib",
+                    format!("{} has no block ids to cache; use cache_hit_ratio", t.origin),
+                ))
+            }
+            (Some(_), None) => {
+                return Err(input_error(
+                    scenario,
+                    "workload.prefix_cache_gib",
+                    "needs a trace with block ids (Mooncake JSON lines); use cache_hit_ratio".into(),
+                ))
+            }
+            (Some(gib), Some(t)) => {
+                let model = scenario.model.as_ref().ok_or_else(|| input_error(scenario, "model", "missing".into()))?;
+                let block_bytes = t.block_tokens as f64 * kv_bytes_per_token(model, 1, false);
+                let blocks = (gib * (1u64 << 30) as f64 / block_bytes).floor();
+                Some(NonZeroUsize::new(blocks.min(usize::MAX as f64) as usize).ok_or_else(|| {
+                    input_error(
+                        scenario,
+                        "workload.prefix_cache_gib",
+                        format!(
+                            "{gib} GiB holds no {}-token block of {:.1} MiB",
+                            t.block_tokens,
+                            block_bytes / (1u64 << 20) as f64
+                        ),
+                    )
+                })?)
+            }
+        };
+        Ok(self.requests_from(trace.as_ref(), capacity, scenario.seed))
     }
 
-    /// The requests from a parsed trace (or none) and the seed.
-    pub fn requests_from(&self, trace: Option<&Trace>, seed: u64) -> Vec<Request> {
+    /// The requests from a parsed trace (or none), the prefix cache's
+    /// capacity in blocks (`None`: unbounded) and the seed.
+    pub fn requests_from(&self, trace: Option<&Trace>, cache_blocks: Option<NonZeroUsize>, seed: u64) -> Vec<Request> {
         let cached_of = |input: u64, blocks: Option<u64>| {
             blocks.unwrap_or_else(|| (input as f64 * self.cache_hit_ratio).round() as u64).min(input.saturating_sub(1))
         };
-        let with_blocks = trace.is_some_and(|t| t.rows.iter().any(|r| !r.block_ids.is_empty()));
-        let cached: Vec<u64> = trace.map(Trace::cached_tokens).unwrap_or_default();
+        let with_blocks = trace.is_some_and(Trace::has_block_ids);
+        let cached: Vec<u64> = trace.map(|t| t.cached_tokens(cache_blocks)).unwrap_or_default();
         let length = |i: usize| -> (u64, u64, u64) {
             match trace {
                 Some(t) => {
@@ -642,9 +684,14 @@ fn unit_cluster(spec: &ClusterSpec, device: &DeviceSpec, gpus: u32, seed: u64) -
     Ok(Cluster::new(topology, device.clone(), seed))
 }
 
+/// An input error at `key` of the scenario.
+fn input_error(scenario: &Scenario, key: &str, message: String) -> RunFailure {
+    RunFailure::Input(vec![scenario.source.at_key(key, message)])
+}
+
 impl EngineIterationTimes {
     pub fn new(w: &ServingWorkload, scenario: &Scenario) -> Result<EngineIterationTimes, RunFailure> {
-        let input = |key: &str, m: String| RunFailure::Input(vec![scenario.source.at_key(key, m)]);
+        let input = |key: &str, m: String| input_error(scenario, key, m);
         let model = scenario.model.clone().ok_or_else(|| input("model", "missing".into()))?;
         let topo = scenario.topology.as_ref().ok_or_else(|| input("topology", "missing".into()))?;
         let device = &scenario.device;

@@ -6,9 +6,10 @@
 //! error naming the file and line; so is a negative timestamp or one
 //! earlier than the row before.
 
-use std::collections::HashSet;
+use std::num::NonZeroUsize;
 use std::path::Path;
 
+use lru::LruCache;
 use serde::Deserialize;
 
 use crate::diagnostics::{Diagnostic, Location};
@@ -60,16 +61,29 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// Per row, the leading prompt tokens a prefix cache that keeps every
-    /// block it has seen (in row order) already holds: whole blocks while
-    /// they match, at most the prompt less one token.
-    pub fn cached_tokens(&self) -> Vec<u64> {
-        let mut seen: HashSet<u64> = HashSet::new();
+    /// Whether any row carries prefix-cache block ids.
+    pub fn has_block_ids(&self) -> bool {
+        self.rows.iter().any(|r| !r.block_ids.is_empty())
+    }
+
+    /// Per row, the leading prompt tokens the prefix cache holds when the
+    /// row arrives: whole blocks while they match, at most the prompt less
+    /// one token. Rows look up and then store their blocks in row order.
+    /// With `capacity_blocks` the cache keeps that many blocks and evicts
+    /// the least recently used (a hit and a store both use a block);
+    /// `None` keeps every block.
+    pub fn cached_tokens(&self, capacity_blocks: Option<NonZeroUsize>) -> Vec<u64> {
+        let mut cache: LruCache<u64, ()> = match capacity_blocks {
+            Some(c) => LruCache::new(c),
+            None => LruCache::unbounded(),
+        };
         self.rows
             .iter()
             .map(|r| {
-                let hit = r.block_ids.iter().take_while(|b| seen.contains(b)).count() as u64;
-                seen.extend(r.block_ids.iter().copied());
+                let hit = r.block_ids.iter().take_while(|b| cache.contains(*b)).count() as u64;
+                for &b in &r.block_ids {
+                    cache.put(b, ());
+                }
                 (hit * self.block_tokens).min(r.input_len.saturating_sub(1))
             })
             .collect()
@@ -293,7 +307,28 @@ mod tests {
         let text = "{\"timestamp\": 0, \"input_length\": 1200, \"output_length\": 5, \"hash_ids\": [0, 1, 2]}\n{\"timestamp\": 10, \"input_length\": 1500, \"output_length\": 5, \"hash_ids\": [0, 1, 7]}\n{\"timestamp\": 20, \"input_length\": 1024, \"output_length\": 5, \"hash_ids\": [0, 1]}\n";
         let t = parse_trace("m.jsonl", text, TraceFormat::MooncakeJsonl).unwrap();
         // Second: blocks 0, 1 seen (1024 tokens); third: whole prompt cached but one token.
-        assert_eq!(t.cached_tokens(), vec![0, 1024, 1023]);
+        assert_eq!(t.cached_tokens(None), vec![0, 1024, 1023]);
         assert!((t.rows[1].timestamp_s - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_bounded_prefix_cache_evicts_the_least_recently_used_block() {
+        // Four blocks of room. A stores 0, 1, 2; B hits 0 (using it again)
+        // and stores 3; C's block 5 evicts the least recently used, 1 (not
+        // 0, the oldest stored); D finds 0 but not 1.
+        let rows = [(1200, "[0, 1, 2]"), (1000, "[0, 3]"), (300, "[5]"), (1000, "[0, 1]")];
+        let text: String = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (len, ids))| {
+                format!("{{\"timestamp\": {i}, \"input_length\": {len}, \"output_length\": 5, \"hash_ids\": {ids}}}\n")
+            })
+            .collect();
+        let t = parse_trace("m.jsonl", &text, TraceFormat::MooncakeJsonl).unwrap();
+        assert_eq!(t.cached_tokens(NonZeroUsize::new(4)), vec![0, 512, 0, 512]);
+        // Unbounded, D finds both; with room for one block, nothing is found
+        // after A (each row's own blocks push out the one before).
+        assert_eq!(t.cached_tokens(None), vec![0, 512, 0, 999]);
+        assert_eq!(t.cached_tokens(NonZeroUsize::new(1)), vec![0, 0, 0, 0]);
     }
 }
