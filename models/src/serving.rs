@@ -10,10 +10,10 @@
 //!   the start of that unit's next iteration (now if it is idle) plus the
 //!   next iteration's time with the request in it. Inside a unit the
 //!   request's new tokens (its prompt less the prefix-cache hit) go to the
-//!   least loaded GPU with room under the per-GPU token budget; a prompt
-//!   longer than the budget takes an empty GPU and runs there in
-//!   budget-sized chunks, one per iteration, each attending to the chunks
-//!   before it (chunked prefill). With [`PrefillChunking::Time`] a GPU's
+//!   least loaded GPU with room under the per-GPU token budget; a request
+//!   longer than that GPU's room fills it and runs on there in budget-sized
+//!   chunks, one per iteration, each attending to the chunks before it
+//!   (chunked prefill filling the budget, as vLLM and SGLang do). With [`PrefillChunking::Time`] a GPU's
 //!   share is also bounded in time (the time of a budget of fresh tokens):
 //!   a deep chunk of a long prompt is cut shorter, and requests go to the
 //!   GPU with the least time. An iteration lasts as long as its slowest
@@ -75,8 +75,9 @@ pub trait IterationTimes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PrefillChunking {
-    /// New tokens only: up to the budget per GPU, a longer prompt in
-    /// budget-sized chunks (chunked prefill as vLLM and SGLang do it). A
+    /// New tokens only: up to the budget per GPU, a request that overflows
+    /// a GPU's room filling it and running on in budget-sized chunks
+    /// (chunked prefill as vLLM and SGLang do it). A
     /// chunk deep in a long prompt attends to many keys, and the unit's
     /// other GPUs wait for it at every layer's all-to-all.
     #[default]
@@ -465,23 +466,29 @@ impl Server<'_> {
         len as f64 * before as f64 + len as f64 * (len as f64 + 1.0) / 2.0
     }
 
-    /// Tokens of the next chunk of request `r` from `offset`: the rest of
-    /// its new tokens up to the per-GPU budget and, with time-bounded
-    /// chunking, the most whose time alone on a GPU (fill 1, as the budget
-    /// is timed) stays within the GPU budget (at least one token).
-    fn chunk_len(&mut self, r: u32, offset: u64) -> u64 {
-        let cap = (self.new_tokens(r) - offset).min(self.config.prefill_tokens_per_gpu.max(1));
-        if self.prefill_gpu_budget_s.is_infinite() {
+    /// The longest piece of request `r`'s new tokens from `offset` that a
+    /// GPU already holding `tokens` new tokens attending to `work` keys can
+    /// take: up to the room under the token budget and, with time-bounded
+    /// chunking, within the GPU time budget (timed at fill 1, as the budget
+    /// is). 0 when there is no room; an empty GPU takes at least one token.
+    fn fit_len(&mut self, r: u32, offset: u64, tokens: u64, work: f64) -> u64 {
+        let room = self.config.prefill_tokens_per_gpu.max(1).saturating_sub(tokens);
+        let cap = (self.new_tokens(r) - offset).min(room);
+        if cap == 0 || self.prefill_gpu_budget_s.is_infinite() {
             return cap;
         }
         let fits = |s: &mut Self, len: u64| {
-            let keys = s.chunk_work(r, offset, len) / len as f64;
-            s.times.prefill_s(len, keys, 1.0) <= s.prefill_gpu_budget_s * (1.0 + 1e-9)
+            let t = tokens + len;
+            let keys = (work + s.chunk_work(r, offset, len)) / t as f64;
+            s.times.prefill_s(t, keys, 1.0) <= s.prefill_gpu_budget_s * (1.0 + 1e-9)
         };
         if fits(self, cap) {
             return cap;
         }
-        // Largest fitting length in [1, cap): lo fits (or is 1), hi does not.
+        if !fits(self, 1) {
+            return u64::from(tokens == 0);
+        }
+        // Largest fitting length: lo fits, hi does not.
         let (mut lo, mut hi) = (1u64, cap);
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
@@ -494,65 +501,77 @@ impl Server<'_> {
         lo
     }
 
-    /// Adds request `r` to the next batch of the unit where its first token
-    /// comes soonest (ties: the lowest unit). `None` when no next batch has
-    /// room for it.
-    fn assign_prefill(&mut self, r: u32) -> Option<usize> {
+    /// An estimate of the time request `r`'s new tokens after the first
+    /// `done` take once its first piece ran: budget-sized chunks alone on
+    /// their GPU, one per iteration, each timed at the middle chunk's keys.
+    fn rest_s(&mut self, r: u32, done: u64) -> f64 {
+        let rest = self.new_tokens(r) - done;
         let budget = self.config.prefill_tokens_per_gpu.max(1);
+        let c = rest.min(budget);
+        let keys = self.chunk_work(r, done + (rest - c) / 2, c) / c as f64;
+        let fill = 1.0 / self.config.prefill_gpus_per_unit.max(1) as f64;
+        rest.div_ceil(budget) as f64 * self.times.prefill_s(c, keys, fill)
+    }
+
+    /// Adds request `r` to the next batch of the unit where its first token
+    /// comes soonest (ties: the lowest unit), on that batch's least loaded
+    /// GPU (fewest tokens, or least time with time-bounded chunking). A
+    /// request longer than the GPU's room fills it and runs on in the
+    /// iterations after (chunked prefill fills the budget, as vLLM and
+    /// SGLang do). `None` when no next batch has room for any of it.
+    fn assign_prefill(&mut self, r: u32) -> Option<usize> {
         let by_time = self.prefill_gpu_budget_s.is_finite();
-        // A prompt longer than a GPU's share runs in chunks on one GPU, one
-        // per iteration; its first chunk needs an empty GPU.
-        let first = self.chunk_len(r, 0);
-        let w = self.chunk_work(r, 0, first);
-        // The first chunk alone on a GPU: a lower bound of any batch with it.
+        let q = self.new_tokens(r);
         let gpus = self.config.prefill_gpus_per_unit.max(1) as f64;
         let fill = |total: u64, gpu: u64| (total as f64 / gpus / gpu.max(1) as f64).clamp(f64::MIN_POSITIVE, 1.0);
-        let alone_s = self.times.prefill_s(first, w / first as f64, fill(first, first));
-        let mut best: Option<(SimTime, usize, usize, f64, f64)> = None;
+        // Its first budget's worth alone on a GPU: about the least time to
+        // its first token anywhere (a split start only adds iterations).
+        let c = q.min(self.config.prefill_tokens_per_gpu.max(1));
+        let alone_s = self.times.prefill_s(c, self.chunk_work(r, 0, c) / c as f64, fill(c, c));
+        // (first token, unit, GPU, piece, batch time, GPU time)
+        let mut best: Option<(SimTime, usize, usize, u64, f64, f64)> = None;
         for u in 0..self.prefill.len() {
-            let unit = &self.prefill[u];
-            let start = unit.busy_until.unwrap_or(self.now);
-            let bound = start + moesim_sim::SimDuration::from_secs_f64(unit.next.time_s.max(alone_s));
-            if best.is_some_and(|b| bound >= b.0) {
+            let next = &self.prefill[u].next;
+            let start = self.prefill[u].busy_until.unwrap_or(self.now);
+            if best.is_some_and(|b| start + moesim_sim::SimDuration::from_secs_f64(next.time_s.max(alone_s)) >= b.0) {
                 continue;
             }
-            let next = &unit.next;
             let g = if by_time {
                 (0..next.gpu_s.len()).min_by(|&a, &b| next.gpu_s[a].total_cmp(&next.gpu_s[b]).then(a.cmp(&b)))
             } else {
                 (0..next.tokens.len()).min_by_key(|&g| (next.tokens[g], g))
             }
             .expect("one GPU");
-            let tokens = next.tokens[g];
-            if tokens > 0 && tokens + first > budget {
+            let (tokens, work, total, batch_s) = (next.tokens[g], next.work[g], next.total, next.time_s);
+            let len = self.fit_len(r, 0, tokens, work);
+            if len == 0 {
                 continue;
             }
             // An estimate for the choice (the other GPUs' times are not
             // refreshed for the new fill); the batch is timed exactly when
             // it starts.
-            let gpu_s = if tokens == 0 {
+            let t = tokens + len;
+            let gpu_s = if tokens == 0 && len == c {
                 alone_s
             } else {
-                let (t, k) = (tokens + first, next.work[g] + w);
-                self.times.prefill_s(t, k / t as f64, fill(next.total + first, t))
+                self.times.prefill_s(t, (work + self.chunk_work(r, 0, len)) / t as f64, fill(total + len, t))
             };
-            if tokens > 0 && gpu_s > self.prefill_gpu_budget_s * (1.0 + 1e-9) {
-                continue;
-            }
-            let time_s = self.prefill[u].next.time_s.max(gpu_s);
-            let finish = start + moesim_sim::SimDuration::from_secs_f64(time_s);
+            let time_s = batch_s.max(gpu_s);
+            let first_token_s = time_s + if len < q { self.rest_s(r, len) } else { 0.0 };
+            let finish = start + moesim_sim::SimDuration::from_secs_f64(first_token_s);
             if best.is_none_or(|b| finish < b.0) {
-                best = Some((finish, u, g, time_s, gpu_s));
+                best = Some((finish, u, g, len, time_s, gpu_s));
             }
         }
-        let (_, u, g, time_s, gpu_s) = best?;
+        let (_, u, g, len, time_s, gpu_s) = best?;
+        let w = self.chunk_work(r, 0, len);
         let next = &mut self.prefill[u].next;
-        next.tokens[g] += first;
-        next.total += first;
+        next.tokens[g] += len;
+        next.total += len;
         next.work[g] += w;
         next.gpu_s[g] = gpu_s;
         next.time_s = time_s;
-        next.chunks.push(Chunk { request: r, gpu: g as u32, offset: 0, len: first });
+        next.chunks.push(Chunk { request: r, gpu: g as u32, offset: 0, len });
         Some(u)
     }
 
@@ -577,9 +596,10 @@ impl Server<'_> {
             let done = c.offset + c.len;
             let q = self.new_tokens(c.request);
             if done < q {
-                let len = self.chunk_len(c.request, done);
-                let w = self.chunk_work(c.request, done, len);
                 let g = c.gpu as usize;
+                let (tokens, work) = (self.prefill[unit].next.tokens[g], self.prefill[unit].next.work[g]);
+                let len = self.fit_len(c.request, done, tokens, work).max(1);
+                let w = self.chunk_work(c.request, done, len);
                 let next = &mut self.prefill[unit].next;
                 next.tokens[g] += len;
                 next.total += len;
@@ -879,18 +899,23 @@ mod tests {
 
     #[test]
     fn prefill_batches_fill_gpus_up_to_the_token_budget_first_come_first_served() {
-        // Four 600-token prompts at t=0 on 2 GPUs of 1000 tokens: two per
-        // iteration (one per GPU), two iterations.
+        // Four 600-token prompts at t=0 on 2 GPUs of 1000 tokens, 1 ms per
+        // token on the busiest GPU. The first arrival starts an iteration
+        // alone (the others arrive at the same instant but after it
+        // started). The next batch takes the second on GPU 0 and the third
+        // on GPU 1; the fourth fills GPU 0's room (400 tokens) and its last
+        // 200 run in the iteration after: 0.6, then 1.0, then 0.2 s.
         let reqs: Vec<Request> =
             (0..4).map(|_| Request { arrival_s: 0.0, input_len: 600, output_len: 1, cached_len: 0 }).collect();
         let mut t = Linear { a: 0.0, b: 1e-3, c: 0.01 };
         let r = simulate_serving(&config(), &reqs, &mut t);
-        // The first arrival starts an iteration alone (the others arrive at
-        // the same instant but after it started).
         let firsts: Vec<f64> = r.requests.iter().map(|o| o.first_token_s).collect();
-        assert!((firsts[0] - 0.6).abs() < 1e-9, "{firsts:?}");
-        assert!((firsts[1] - 1.2).abs() < 1e-9 && (firsts[2] - 1.2).abs() < 1e-9, "{firsts:?}");
-        assert!((firsts[3] - 1.8).abs() < 1e-9, "{firsts:?}");
+        for (f, want) in firsts.iter().zip([0.6, 1.6, 1.6, 1.8]) {
+            assert!((f - want).abs() < 1e-9, "{firsts:?}");
+        }
+        let gpus: Vec<u32> = r.requests.iter().map(|o| o.prefill_gpu).collect();
+        assert_eq!(gpus, [0, 0, 1, 0]);
+        assert!((r.requests[3].prefill_start_s - 0.6).abs() < 1e-9);
         assert_eq!(r.prefill_iterations, 3);
     }
 
