@@ -570,34 +570,38 @@ fn cmd_plan(
 
 fn cmd_validate(format: Format) -> Result<ExitCode, AppError> {
     let results: Vec<CaseResult> = validate::run_cases(validate::cases());
-    let all_pass = results.iter().all(|r| r.pass || r.known_gap.is_some());
+    let all_pass = results.iter().all(|r| r.pass || r.known_gap.is_some() || r.skipped.is_some());
     match format {
         Format::Json => println!("{}", serde_json::to_string(&results).map_err(|e| AppError::Failed(e.to_string()))?),
         Format::Text => {
             println!(
-                "{:<36} {:>10} {:>10} {:>8} {:>6} {:<6} {:<4}  source",
+                "{:<42} {:>10} {:>10} {:>8} {:>6} {:<6} {:<4}  source",
                 "case", "published", "simulated", "error", "tol", "fitted", "pass"
             );
             for r in &results {
                 let sim = r.simulated.map_or("-".to_owned(), |v| format!("{v:.1}"));
                 let err = r.error_pct.map_or("-".to_owned(), |v| format!("{v:+.1}%"));
                 println!(
-                    "{:<36} {:>10} {:>10} {:>8} {:>5.0}% {:<6} {:<4}  {}",
+                    "{:<42} {:>10} {:>10} {:>8} {:>5.0}% {:<6} {:<4}  {}",
                     r.case,
                     format!("{:.1} {}", r.published, r.unit),
                     sim,
                     err,
                     r.tolerance_pct,
                     if r.fitted { "yes" } else { "no" },
-                    match (r.pass, &r.known_gap) {
-                        (true, _) => "ok",
-                        (false, Some(_)) => "GAP",
-                        (false, None) => "FAIL",
+                    match (r.pass, &r.known_gap, &r.skipped) {
+                        (true, _, _) => "ok",
+                        (false, _, Some(_)) => "skip",
+                        (false, Some(_), None) => "GAP",
+                        (false, None, None) => "FAIL",
                     },
                     r.source
                 );
                 if let Some(f) = &r.failure {
                     println!("    failed: {f}");
+                }
+                if let Some(why) = &r.skipped {
+                    println!("    skipped: {why}");
                 }
                 if let (false, Some(gap)) = (r.pass, &r.known_gap) {
                     println!("    known gap: {gap}");
@@ -605,7 +609,9 @@ fn cmd_validate(format: Format) -> Result<ExitCode, AppError> {
             }
             let passed = results.iter().filter(|r| r.pass).count();
             let gaps = results.iter().filter(|r| !r.pass && r.known_gap.is_some()).count();
-            println!("{passed} of {} cases within tolerance; {gaps} known gaps (not counted)", results.len());
+            let skipped = results.iter().filter(|r| r.skipped.is_some()).count();
+            print!("{passed} of {} cases within tolerance; {gaps} known gaps (not counted)", results.len());
+            println!("{}", if skipped > 0 { format!("; {skipped} skipped without their data") } else { String::new() });
         }
     }
     Ok(if all_pass { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -215,3 +215,28 @@ fn time_bounded_chunking_serves_a_long_prompt_trace_faster_at_saturation() {
     assert!(f(&time, k) > 1.5 * f(&tokens, k), "{} vs {}", f(&time, k), f(&tokens, k));
     assert!(f(&time, "ttft_p50_ms") < 0.5 * f(&tokens, "ttft_p50_ms"));
 }
+
+#[test]
+fn trace_lengths_scale_and_only_with_a_trace() {
+    // The Azure conversation trace's first minute, as it is and with
+    // prompts x2 and outputs x3: the same requests, the tokens scaled
+    // (each length rounded on its own).
+    let run = |sets: &[&str]| {
+        let trace = format!("workload.trace={}", path(AZURE_CONV).display());
+        let mut args = vec!["deepseek-v3-serving-h800", "--set", &trace, "--set", "workload.duration_s=60"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        run_json(&args)
+    };
+    let (plain, scaled) = (run(&[]), run(&["workload.input_scale=2", "workload.output_scale=3"]));
+    assert_eq!(f(&plain, "requests"), f(&scaled, "requests"));
+    assert_eq!(f(&scaled, "input_tokens"), 2.0 * f(&plain, "input_tokens"));
+    assert_eq!(f(&scaled, "output_tokens"), 3.0 * f(&plain, "output_tokens"));
+    // Busy prefill time grows with the prompts: capacity per node stays near.
+    let k = "prefill_capacity_input_tokens_per_s_per_node";
+    assert!(f(&scaled, k) > 0.0 && f(&scaled, k) >= f(&scaled, "input_tokens_per_s_per_prefill_node"));
+    let o = moesim(&["run", "deepseek-v3-serving-h800", "--set", "workload.input_scale=2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("workload.input_scale: scales a trace's lengths"), "{}", stderr(&o));
+}

@@ -1,7 +1,7 @@
 //! The validation table (shared with `moesim validate`): every case within its
 //! tolerance of the published figure.
 
-use moesim::validate::{cases, run_case, run_cases, CASES};
+use moesim::validate::{cases, run_case, run_cases, CASES, INFERENCE_CASES};
 
 #[test]
 fn every_validation_case_is_within_tolerance() {
@@ -63,6 +63,38 @@ fn vidur_figures_match_the_measurements_in_shared_data() {
         let busbw = bytes / (ms * 1e-3) / 1e9 * 2.0 * 7.0 / 8.0;
         assert!((busbw - case.published).abs() < 0.01, "{}: CSV gives {busbw}", case.name);
     }
+}
+
+#[test]
+fn day6_replay_scales_come_from_the_trace_and_day6() {
+    // The day-6 prefill replay scales the Azure conversation trace's prompt
+    // and output lengths by a and b so that (1) input:output tokens = 608B :
+    // 168B and (2) the KV length per output token, sum o (a p + b o / 2) /
+    // sum o, is 4,989 (o's own tokens counted half, as they arrive). Read
+    // in place; the case's factors must be these.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/Azure+AzurePublicDataset/data/AzureLLMInferenceTrace_conv.csv"
+    );
+    let Ok(text) = std::fs::read_to_string(path) else {
+        panic!("{path} is missing: tests read ../shared beside the checkout");
+    };
+    let rows = rdr_rows(&text);
+    let (mut sp, mut so, mut sop, mut soo) = (0.0, 0.0, 0.0, 0.0);
+    for r in &rows {
+        let (p, o): (f64, f64) = (r[1].parse().unwrap(), r[2].parse().unwrap());
+        (sp, so, sop, soo) = (sp + p, so + o, sop + o * p, soo + o * o);
+    }
+    // The nearest ratio of the three traces (Mooncake 35, Azure code 73).
+    assert!((sp / so - 5.47).abs() < 0.01, "{}", sp / so);
+    let ratio = 608.0 / 168.0 * so / sp; // a / b
+    let b = 4989.0 / (ratio * sop / so + soo / so / 2.0);
+    let a = ratio * b;
+    let case = INFERENCE_CASES.iter().find(|c| c.name == "deepseek-v3-day6-prefill-tokens-per-node").unwrap();
+    let set = |key: &str| -> f64 { case.sets.iter().find_map(|s| s.strip_prefix(key)).unwrap().parse().unwrap() };
+    assert!((set("workload.input_scale=") - a).abs() < 5e-4, "a = {a}, b = {b}");
+    assert!((set("workload.output_scale=") - b).abs() < 5e-4, "b = {b}");
+    assert_eq!(set("workload.cache_hit_ratio="), 0.563);
 }
 
 fn rdr_rows(text: &str) -> Vec<csv::StringRecord> {

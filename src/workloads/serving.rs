@@ -151,6 +151,13 @@ pub struct ServingWorkload {
     /// Trace timestamps are multiplied by this (0.1 = ten times the rate).
     #[serde(default = "unit_scale")]
     pub time_scale: f64,
+    /// A trace's prompt lengths (and prefix hits) are multiplied by this,
+    /// rounded, at least one token: the trace's shape at another mean.
+    #[serde(default = "unit_scale")]
+    pub input_scale: f64,
+    /// A trace's output lengths are multiplied by this (likewise).
+    #[serde(default = "unit_scale")]
+    pub output_scale: f64,
     pub input_len: Option<u64>,
     pub output_len: Option<u64>,
     /// Share of each prompt found in the prefix cache (without block ids).
@@ -208,6 +215,8 @@ impl ServingWorkload {
         positive("workload.rate_per_s", self.rate_per_s, "a rate");
         positive("workload.duration_s", self.duration_s, "a duration");
         positive("workload.time_scale", Some(self.time_scale), "a factor");
+        positive("workload.input_scale", Some(self.input_scale), "a factor");
+        positive("workload.output_scale", Some(self.output_scale), "a factor");
         positive("workload.ttft_slo_ms", self.ttft_slo_ms, "a time");
         positive("workload.tpot_slo_ms", self.tpot_slo_ms, "a time");
         positive("workload.prefix_cache_gib", self.prefix_cache_gib, "a size");
@@ -225,6 +234,16 @@ impl ServingWorkload {
         }
         check_price_and_precision(self.usd_per_gpu_hour, self.precision, device, &mut out);
         check_skew(self.skew, &mut out);
+        if self.trace.is_none() {
+            for (key, v) in [("workload.input_scale", self.input_scale), ("workload.output_scale", self.output_scale)] {
+                if v != 1.0 {
+                    out.push(problem(
+                        key,
+                        "scales a trace's lengths; without a trace set input_len and output_len".into(),
+                    ));
+                }
+            }
+        }
         if self.prefill_units == 0 {
             out.push(problem("workload.prefill_units", "expected an integer >= 1, found 0".into()));
         }
@@ -435,7 +454,10 @@ impl ServingWorkload {
                 Some(t) => {
                     let k = i % t.rows.len();
                     let r = &t.rows[k];
-                    (r.input_len, r.output_len, cached_of(r.input_len, with_blocks.then(|| cached[k])))
+                    let scale = |n: u64, by: f64| ((n as f64 * by).round() as u64).max(1);
+                    let input = scale(r.input_len, self.input_scale);
+                    let hit = with_blocks.then(|| (cached[k] as f64 * self.input_scale).round() as u64);
+                    (input, scale(r.output_len, self.output_scale), cached_of(input, hit))
                 }
                 None => {
                     let (i, o) = (self.input_len.unwrap_or(1), self.output_len.unwrap_or(1));
@@ -613,6 +635,12 @@ impl ServingWorkload {
         m.insert("input_tokens_per_s_per_node".into(), num(input / span / (prefill_nodes + decode_nodes)));
         m.insert("output_tokens_per_s_per_node".into(), num(output / span / (prefill_nodes + decode_nodes)));
         m.insert("prefill_utilization".into(), num(r.prefill_busy_s / (span * config.prefill_units as f64)));
+        // What the prefill units did while busy: their capacity at this mix.
+        let per_unit = prefill_nodes / config.prefill_units.max(1) as f64;
+        m.insert(
+            "prefill_capacity_input_tokens_per_s_per_node".into(),
+            num(input / r.prefill_busy_s.max(1e-12) / per_unit),
+        );
         m.insert("decode_utilization".into(), num(r.decode_busy_s / (span * config.decode_units as f64)));
         m.insert("decode_mean_batch_per_gpu".into(), num(r.decode_batch_seconds / r.decode_busy_s.max(1e-12)));
         m.insert("kv_capacity_tokens_per_decode_gpu".into(), Value::from(config.kv_capacity_tokens_per_gpu));
