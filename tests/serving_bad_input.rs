@@ -101,6 +101,8 @@ fn misplaced_or_impossible_unit_keys_are_errors() {
     assert!(err.contains("parallel.ep") && err.contains("144"), "{err}");
     let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefill.tokens_per_gpu=0"]);
     assert!(err.contains("workload.prefill.tokens_per_gpu") && err.contains(">= 1"), "{err}");
+    let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefill.context_parallel=33"]);
+    assert!(err.contains("workload.prefill.context_parallel") && err.contains("32 GPUs"), "{err}");
     // A prefix-cache size: positive, at least a block, and only for traces with block ids.
     let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefix_cache_gib=-1"]);
     assert!(err.contains("workload.prefix_cache_gib") && err.contains("> 0"), "{err}");

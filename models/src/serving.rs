@@ -97,6 +97,10 @@ pub struct ServingConfig {
     /// New tokens a prefill GPU takes per iteration.
     pub prefill_tokens_per_gpu: u64,
     pub prefill_chunking: PrefillChunking,
+    /// GPUs of a prefill unit a prompt longer than the per-GPU budget
+    /// spreads over (context parallelism; fewer when fewer are empty; 1:
+    /// every request runs on one GPU).
+    pub prefill_context_parallel: u32,
     pub decode_units: u32,
     pub decode_gpus_per_unit: u32,
     pub max_batch_per_gpu: u64,
@@ -171,14 +175,22 @@ enum Event {
     DecodeStep { unit: u32 },
 }
 
-/// A request's share of one prefill iteration: `len` of its new tokens
-/// from `offset`, on GPU `gpu` of the unit.
+/// A request's share of one prefill iteration on GPU `gpu` of the unit:
+/// `len` of the `piece` new tokens from `offset` that the request computes
+/// this iteration. A piece on one GPU has `len == piece`; a piece split
+/// over several GPUs (context parallelism) has a slice on each, with an
+/// equal share of its attention work, and one of them, the lead, stands
+/// for the request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Chunk {
     request: u32,
     gpu: u32,
     offset: u64,
     len: u64,
+    piece: u64,
+    /// Keys its queries attend to, summed.
+    work: f64,
+    lead: bool,
 }
 
 /// A prefill batch being filled or run: its chunks and, per GPU, the new
@@ -391,6 +403,19 @@ pub fn simulate_serving(config: &ServingConfig, requests: &[Request], times: &mu
     }
 }
 
+/// Where a request's first piece would go, and what it would cost.
+struct Placement {
+    /// Its first token, estimated.
+    finish: SimTime,
+    unit: usize,
+    /// The GPUs of the piece, the lead first.
+    gpus: Vec<usize>,
+    piece: u64,
+    /// The batch's time and the piece's GPUs' time with it, estimated.
+    time_s: f64,
+    gpu_s: f64,
+}
+
 fn secs(t: SimTime) -> f64 {
     t.as_secs_f64()
 }
@@ -528,12 +553,14 @@ impl Server<'_> {
         // its first token anywhere (a split start only adds iterations).
         let c = q.min(self.config.prefill_tokens_per_gpu.max(1));
         let alone_s = self.times.prefill_s(c, self.chunk_work(r, 0, c) / c as f64, fill(c, c));
-        // (first token, unit, GPU, piece, batch time, GPU time)
-        let mut best: Option<(SimTime, usize, usize, u64, f64, f64)> = None;
+        let budget = self.config.prefill_tokens_per_gpu.max(1);
+        let cp = self.config.prefill_context_parallel.max(1) as usize;
+        let mut best: Option<Placement> = None;
         for u in 0..self.prefill.len() {
             let next = &self.prefill[u].next;
             let start = self.prefill[u].busy_until.unwrap_or(self.now);
-            if best.is_some_and(|b| start + moesim_sim::SimDuration::from_secs_f64(next.time_s.max(alone_s)) >= b.0) {
+            let bound = start + moesim_sim::SimDuration::from_secs_f64(next.time_s.max(alone_s / cp as f64));
+            if best.as_ref().is_some_and(|b| bound >= b.finish) {
                 continue;
             }
             let g = if by_time {
@@ -543,6 +570,26 @@ impl Server<'_> {
             }
             .expect("one GPU");
             let (tokens, work, total, batch_s) = (next.tokens[g], next.work[g], next.total, next.time_s);
+            let empty: Vec<usize> = if q > budget && cp > 1 {
+                (0..next.tokens.len()).filter(|&g| next.tokens[g] == 0).take(cp).collect()
+            } else {
+                Vec::new()
+            };
+            let m = empty.len();
+            if m >= 2 {
+                // A long prompt spread over m empty GPUs.
+                let piece = self.cp_piece(r, 0, m);
+                let slice = piece.div_ceil(m as u64);
+                let w = self.chunk_work(r, 0, piece) / m as f64;
+                let gpu_s = self.times.prefill_s(slice, w / slice as f64, fill(total + piece, slice));
+                let time_s = batch_s.max(gpu_s);
+                let first_token_s = time_s + if piece < q { self.rest_s(r, piece) / m as f64 } else { 0.0 };
+                let finish = start + moesim_sim::SimDuration::from_secs_f64(first_token_s);
+                if best.as_ref().is_none_or(|b| finish < b.finish) {
+                    best = Some(Placement { finish, unit: u, gpus: empty[..m].to_vec(), piece, time_s, gpu_s });
+                }
+                continue;
+            }
             let len = self.fit_len(r, 0, tokens, work);
             if len == 0 {
                 continue;
@@ -559,20 +606,64 @@ impl Server<'_> {
             let time_s = batch_s.max(gpu_s);
             let first_token_s = time_s + if len < q { self.rest_s(r, len) } else { 0.0 };
             let finish = start + moesim_sim::SimDuration::from_secs_f64(first_token_s);
-            if best.is_none_or(|b| finish < b.0) {
-                best = Some((finish, u, g, len, time_s, gpu_s));
+            if best.as_ref().is_none_or(|b| finish < b.finish) {
+                best = Some(Placement { finish, unit: u, gpus: vec![g], piece: len, time_s, gpu_s });
             }
         }
-        let (_, u, g, len, time_s, gpu_s) = best?;
-        let w = self.chunk_work(r, 0, len);
-        let next = &mut self.prefill[u].next;
-        next.tokens[g] += len;
-        next.total += len;
-        next.work[g] += w;
-        next.gpu_s[g] = gpu_s;
-        next.time_s = time_s;
-        next.chunks.push(Chunk { request: r, gpu: g as u32, offset: 0, len });
-        Some(u)
+        let b = best?;
+        self.push_piece(b.unit, r, 0, &b.gpus, b.piece);
+        let next = &mut self.prefill[b.unit].next;
+        for &g in &b.gpus {
+            next.gpu_s[g] = b.gpu_s;
+        }
+        next.time_s = b.time_s;
+        Some(b.unit)
+    }
+
+    /// Adds `piece` new tokens of request `r` from `offset` to a unit's next
+    /// batch, split evenly over `gpus` (the first is the lead), each slice
+    /// with an equal share of the piece's attention work.
+    fn push_piece(&mut self, unit: usize, r: u32, offset: u64, gpus: &[usize], piece: u64) {
+        let m = gpus.len().max(1) as u64;
+        let work = self.chunk_work(r, offset, piece) / m as f64;
+        let next = &mut self.prefill[unit].next;
+        for (i, &g) in gpus.iter().enumerate() {
+            let len = piece / m + u64::from((i as u64) < piece % m);
+            next.tokens[g] += len;
+            next.total += len;
+            next.work[g] += work;
+            next.chunks.push(Chunk { request: r, gpu: g as u32, offset, len, piece, work, lead: i == 0 });
+        }
+    }
+
+    /// The next piece of a long request `r` from `offset` spread over `m`
+    /// empty GPUs: up to `m` budgets of its new tokens and, with
+    /// time-bounded chunking, as long as a slice's time stays within the
+    /// GPU budget (fill 1).
+    fn cp_piece(&mut self, r: u32, offset: u64, m: usize) -> u64 {
+        let m = m.max(1) as u64;
+        let cap = (self.new_tokens(r) - offset).min(m * self.config.prefill_tokens_per_gpu.max(1));
+        if self.prefill_gpu_budget_s.is_infinite() {
+            return cap;
+        }
+        let fits = |s: &mut Self, piece: u64| {
+            let slice = piece.div_ceil(m);
+            let keys = s.chunk_work(r, offset, piece) / m as f64 / slice as f64;
+            s.times.prefill_s(slice, keys, 1.0) <= s.prefill_gpu_budget_s * (1.0 + 1e-9)
+        };
+        if fits(self, cap) || !fits(self, m) {
+            return if fits(self, cap) { cap } else { m.min(cap) };
+        }
+        let (mut lo, mut hi) = (m, cap);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(self, mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Starts the unit's next batch (if any) now. The next chunks of the
@@ -586,25 +677,26 @@ impl Server<'_> {
         }
         batch.time_s = Self::batch_time(&mut *self.times, &mut batch);
         let start = secs(self.now);
-        for c in &batch.chunks {
+        for c in batch.chunks.iter().filter(|c| c.lead) {
             if c.offset == 0 {
                 let o = &mut self.out[c.request as usize];
                 o.prefill_start_s = start;
                 o.prefill_unit = unit as u32;
                 o.prefill_gpu = c.gpu;
             }
-            let done = c.offset + c.len;
-            let q = self.new_tokens(c.request);
-            if done < q {
-                let g = c.gpu as usize;
-                let (tokens, work) = (self.prefill[unit].next.tokens[g], self.prefill[unit].next.work[g]);
-                let len = self.fit_len(c.request, done, tokens, work).max(1);
-                let w = self.chunk_work(c.request, done, len);
-                let next = &mut self.prefill[unit].next;
-                next.tokens[g] += len;
-                next.total += len;
-                next.work[g] += w;
-                next.chunks.push(Chunk { request: c.request, gpu: c.gpu, offset: done, len });
+            let done = c.offset + c.piece;
+            if done < self.new_tokens(c.request) {
+                // The rest goes on the same GPUs (its KV is there).
+                let gpus: Vec<usize> =
+                    batch.chunks.iter().filter(|x| x.request == c.request).map(|x| x.gpu as usize).collect();
+                let piece = if gpus.len() > 1 {
+                    self.cp_piece(c.request, done, gpus.len())
+                } else {
+                    let g = gpus[0];
+                    let (tokens, work) = (self.prefill[unit].next.tokens[g], self.prefill[unit].next.work[g]);
+                    self.fit_len(c.request, done, tokens, work).max(1)
+                };
+                self.push_piece(unit, c.request, done, &gpus, piece);
             }
         }
         // The continuing chunks' estimate, for requests choosing a unit.
@@ -636,9 +728,9 @@ impl Server<'_> {
         self.prefill[u].busy_until = None;
         let batch = std::mem::take(&mut self.prefill[u].running);
         let now_s = secs(self.now);
-        for c in batch {
+        for c in batch.iter().filter(|c| c.lead) {
             let r = c.request;
-            if c.offset + c.len < self.new_tokens(r) {
+            if c.offset + c.piece < self.new_tokens(r) {
                 continue;
             }
             self.out[r as usize].first_token_s = now_s;
@@ -870,6 +962,7 @@ mod tests {
             prefill_gpus_per_unit: 2,
             prefill_tokens_per_gpu: 1000,
             prefill_chunking: PrefillChunking::Tokens,
+            prefill_context_parallel: 1,
             decode_units: 1,
             decode_gpus_per_unit: 2,
             max_batch_per_gpu: 4,
@@ -1011,6 +1104,37 @@ mod tests {
         // A itself needs more, shorter iterations: 1000 + 414 + 318 + ...
         assert!(r.prefill_iterations >= 5, "{}", r.prefill_iterations);
         assert!(a.first_token_s > b.first_token_s);
+    }
+
+    #[test]
+    fn context_parallelism_spreads_a_long_prompt_over_empty_gpus() {
+        let mut c = config();
+        c.prefill_gpus_per_unit = 4;
+        // 3000 new tokens, attention-bound (1 us per token-key): on one GPU
+        // three chunks of 1000 tokens attending to 500.5, 1500.5 and 2500.5
+        // keys each (4.5015 s); spread over 4 GPUs, one iteration with a
+        // quarter of the 4,501,500 token-keys on each (1.125375 s).
+        let a = [Request { arrival_s: 0.0, input_len: 3000, output_len: 1, cached_len: 0 }];
+        let alone = simulate_serving(&c, &a, &mut Attention);
+        assert!((alone.requests[0].first_token_s - 4.5015).abs() < 1e-9, "{:?}", alone.requests[0]);
+        c.prefill_context_parallel = 4;
+        let spread = simulate_serving(&c, &a, &mut Attention);
+        assert!((spread.requests[0].first_token_s - 1.125375).abs() < 1e-9, "{:?}", spread.requests[0]);
+        assert_eq!((spread.prefill_iterations, spread.requests[0].prefill_gpu), (1, 0));
+        // 5000 tokens on at most 2 GPUs, 1 ms per token on the busiest GPU:
+        // pieces of 2000, 2000 and 1000 tokens over the same two GPUs
+        // (1 + 1 + 0.5 s); a 600-token request arriving meanwhile takes one
+        // of the other GPUs in the second iteration.
+        c.prefill_context_parallel = 2;
+        let reqs = [
+            Request { arrival_s: 0.0, input_len: 5000, output_len: 1, cached_len: 0 },
+            Request { arrival_s: 0.5, input_len: 600, output_len: 1, cached_len: 0 },
+        ];
+        let r = simulate_serving(&c, &reqs, &mut Linear { a: 0.0, b: 1e-3, c: 0.01 });
+        let (a, b) = (r.requests[0], r.requests[1]);
+        assert!((a.first_token_s - 2.5).abs() < 1e-9, "{a:?}");
+        assert!((b.first_token_s - 2.0).abs() < 1e-9 && b.prefill_gpu >= 2, "{b:?}");
+        assert_eq!(r.prefill_iterations, 3);
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! gpus = 32
 //! tokens_per_gpu = 16384
 //! chunking = "tokens"           # or "time": no GPU longer than a budget of fresh tokens
+//! context_parallel = 1          # a long prompt spreads over up to this many GPUs
 //! redundant_experts = 32
 //! [workload.decode]
 //! gpus = 144
@@ -106,6 +107,10 @@ pub struct PrefillUnitTable {
     /// also takes no longer than `tokens_per_gpu` fresh tokens would).
     #[serde(default)]
     pub chunking: PrefillChunking,
+    /// Most GPUs one long prompt's piece spreads over (context
+    /// parallelism); 1: every request on one GPU.
+    #[serde(default = "one_u32")]
+    pub context_parallel: u32,
     #[serde(default)]
     pub redundant_experts: u32,
     #[serde(default)]
@@ -286,6 +291,12 @@ impl ServingWorkload {
                     format!("expected a probability in [0, 1], found {p}"),
                 ));
             }
+        }
+        if self.prefill.context_parallel == 0 || self.prefill.context_parallel > self.prefill.gpus.max(1) {
+            out.push(problem(
+                "workload.prefill.context_parallel",
+                format!("expected 1 to the unit's {} GPUs, found {}", self.prefill.gpus, self.prefill.context_parallel),
+            ));
         }
         if self.prefill.tokens_per_gpu == 0 {
             out.push(problem("workload.prefill.tokens_per_gpu", "expected an integer >= 1, found 0".into()));
@@ -746,6 +757,7 @@ impl EngineIterationTimes {
             prefill_gpus_per_unit: w.prefill.gpus,
             prefill_tokens_per_gpu: w.prefill.tokens_per_gpu,
             prefill_chunking: w.prefill.chunking,
+            prefill_context_parallel: w.prefill.context_parallel,
             decode_units: w.decode_units,
             decode_gpus_per_unit: w.decode.gpus,
             max_batch_per_gpu: w.decode.max_batch_per_gpu,
