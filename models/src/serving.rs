@@ -6,23 +6,26 @@
 //! iteration.
 //!
 //! - **Prefill units**: a global scheduler sends each request, first come
-//!   first served, to the unit where its first token would come soonest:
-//!   the start of that unit's next iteration (now if it is idle) plus the
-//!   next iteration's time with the request in it. Inside a unit the
+//!   first served, to the unit where it costs least: its own time to first
+//!   token (the start of that unit's next iteration, now if it is idle,
+//!   plus that iteration's time with the request in it) plus the delay it
+//!   adds to the requests already in that iteration. Inside a unit the
 //!   request's new tokens (its prompt less the prefix-cache hit) go to the
 //!   least loaded GPU with room under the per-GPU token budget; a request
 //!   longer than that GPU's room fills it and runs on there in budget-sized
 //!   chunks, one per iteration, each attending to the chunks before it
-//!   (chunked prefill filling the budget, as vLLM and SGLang do). With [`PrefillChunking::Time`] a GPU's
-//!   share is also bounded in time (the time of a budget of fresh tokens):
-//!   a deep chunk of a long prompt is cut shorter, and requests go to the
-//!   GPU with the least time. An iteration lasts as long as its slowest
-//!   GPU, each GPU timed at its own tokens and keys with the unit's mean
-//!   tokens per GPU setting the expert rows and all-to-all traffic (the
-//!   "fill"). An idle unit starts at once; a busy unit's
-//!   next batch starts when its iteration ends. A request no unit's next
-//!   batch has room for waits. The first output token is produced at the
-//!   end of the iteration (TTFT).
+//!   (chunked prefill filling the budget, as vLLM and SGLang do). With
+//!   context parallelism a prompt longer than the budget spreads over that
+//!   many empty GPUs instead, each with an equal share of its attention.
+//!   With [`PrefillChunking::Time`] a GPU's share is also bounded in time
+//!   (the time of a budget of fresh tokens): a deep chunk of a long prompt
+//!   is cut shorter, and requests go to the GPU with the least time. An
+//!   iteration lasts as long as its slowest GPU, each GPU timed at its own
+//!   tokens and keys with the unit's mean tokens per GPU setting the expert
+//!   rows and all-to-all traffic (the "fill"). An idle unit starts at once;
+//!   a busy unit's next batch starts when its iteration ends. A request no
+//!   unit's next batch has room for waits. The first output token is
+//!   produced at the end of the iteration (TTFT).
 //! - **KV transfer**: the prompt's KV cache (bytes per token from the
 //!   model) goes from the prefill GPU's NIC to the decode GPU's NIC; each
 //!   NIC carries one transfer at a time.
@@ -204,6 +207,8 @@ struct PrefillBatch {
     work: Vec<f64>,
     /// Per GPU, its time as last estimated, seconds.
     gpu_s: Vec<f64>,
+    /// Requests with a piece in it.
+    requests: u32,
     /// The iteration's time, seconds (its slowest GPU's).
     time_s: f64,
 }
@@ -216,6 +221,7 @@ impl PrefillBatch {
             total: 0,
             work: vec![0.0; gpus],
             gpu_s: vec![0.0; gpus],
+            requests: 0,
             time_s: 0.0,
         }
     }
@@ -405,8 +411,9 @@ pub fn simulate_serving(config: &ServingConfig, requests: &[Request], times: &mu
 
 /// Where a request's first piece would go, and what it would cost.
 struct Placement {
-    /// Its first token, estimated.
-    finish: SimTime,
+    /// Its first token from now, plus the delay it adds to the first
+    /// tokens of the requests already in the batch, seconds (estimated).
+    cost: f64,
     unit: usize,
     /// The GPUs of the piece, the lead first.
     gpus: Vec<usize>,
@@ -538,8 +545,10 @@ impl Server<'_> {
         rest.div_ceil(budget) as f64 * self.times.prefill_s(c, keys, fill)
     }
 
-    /// Adds request `r` to the next batch of the unit where its first token
-    /// comes soonest (ties: the lowest unit), on that batch's least loaded
+    /// Adds request `r` to the next batch of the unit where it costs least
+    /// (ties: the lowest unit): its own time to first token plus the delay
+    /// it adds to the requests already in that batch (a long prompt joining
+    /// a batch of short ones holds them all). On that batch's least loaded
     /// GPU (fewest tokens, or least time with time-bounded chunking). A
     /// request longer than the GPU's room fills it and runs on in the
     /// iterations after (chunked prefill fills the budget, as vLLM and
@@ -559,8 +568,9 @@ impl Server<'_> {
         for u in 0..self.prefill.len() {
             let next = &self.prefill[u].next;
             let start = self.prefill[u].busy_until.unwrap_or(self.now);
-            let bound = start + moesim_sim::SimDuration::from_secs_f64(next.time_s.max(alone_s / cp as f64));
-            if best.as_ref().is_some_and(|b| bound >= b.finish) {
+            let wait_s = secs(start) - secs(self.now);
+            let (waiting, batch_s) = (next.requests as f64, next.time_s);
+            if best.as_ref().is_some_and(|b| wait_s + batch_s.max(alone_s / cp as f64) >= b.cost) {
                 continue;
             }
             let g = if by_time {
@@ -569,7 +579,7 @@ impl Server<'_> {
                 (0..next.tokens.len()).min_by_key(|&g| (next.tokens[g], g))
             }
             .expect("one GPU");
-            let (tokens, work, total, batch_s) = (next.tokens[g], next.work[g], next.total, next.time_s);
+            let (tokens, work, total) = (next.tokens[g], next.work[g], next.total);
             let empty: Vec<usize> = if q > budget && cp > 1 {
                 (0..next.tokens.len()).filter(|&g| next.tokens[g] == 0).take(cp).collect()
             } else {
@@ -584,9 +594,9 @@ impl Server<'_> {
                 let gpu_s = self.times.prefill_s(slice, w / slice as f64, fill(total + piece, slice));
                 let time_s = batch_s.max(gpu_s);
                 let first_token_s = time_s + if piece < q { self.rest_s(r, piece) / m as f64 } else { 0.0 };
-                let finish = start + moesim_sim::SimDuration::from_secs_f64(first_token_s);
-                if best.as_ref().is_none_or(|b| finish < b.finish) {
-                    best = Some(Placement { finish, unit: u, gpus: empty[..m].to_vec(), piece, time_s, gpu_s });
+                let cost = wait_s + first_token_s + waiting * (time_s - batch_s);
+                if best.as_ref().is_none_or(|b| cost < b.cost) {
+                    best = Some(Placement { cost, unit: u, gpus: empty[..m].to_vec(), piece, time_s, gpu_s });
                 }
                 continue;
             }
@@ -605,9 +615,9 @@ impl Server<'_> {
             };
             let time_s = batch_s.max(gpu_s);
             let first_token_s = time_s + if len < q { self.rest_s(r, len) } else { 0.0 };
-            let finish = start + moesim_sim::SimDuration::from_secs_f64(first_token_s);
-            if best.as_ref().is_none_or(|b| finish < b.finish) {
-                best = Some(Placement { finish, unit: u, gpus: vec![g], piece: len, time_s, gpu_s });
+            let cost = wait_s + first_token_s + waiting * (time_s - batch_s);
+            if best.as_ref().is_none_or(|b| cost < b.cost) {
+                best = Some(Placement { cost, unit: u, gpus: vec![g], piece: len, time_s, gpu_s });
             }
         }
         let b = best?;
@@ -634,6 +644,7 @@ impl Server<'_> {
             next.work[g] += work;
             next.chunks.push(Chunk { request: r, gpu: g as u32, offset, len, piece, work, lead: i == 0 });
         }
+        next.requests += 1;
     }
 
     /// The next piece of a long request `r` from `offset` spread over `m`
@@ -1035,6 +1046,29 @@ mod tests {
         assert_eq!(units, [0, 1, 0, 1]);
         for (f, want) in firsts.iter().zip([1.0, 1.1, 2.0, 2.1]) {
             assert!((f - want).abs() < 1e-9, "{firsts:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_prompt_does_not_hold_a_batch_of_short_ones() {
+        // Three units of one GPU, 1 ms per token. At t = 0 they start
+        // prompts of 1000, 1050 and 1500 tokens (free at 1.0, 1.05, 1.5 s).
+        // S1 and S2 (100 tokens) take the next batches of units 0 and 1
+        // (S2 would add 0.1 s to S1 on unit 0). L (2000) would see its first
+        // token soonest on unit 0 (3.1 s) but would hold S1 there for 2 s;
+        // unit 2's empty next batch gives it 3.5 s and delays no one.
+        let mut c = config();
+        c.prefill_units = 3;
+        c.prefill_gpus_per_unit = 1;
+        c.prefill_tokens_per_gpu = 4000;
+        let at_len = [(0.0, 1000), (0.0, 1050), (0.0, 1500), (0.1, 100), (0.2, 100), (0.3, 2000)];
+        let reqs: Vec<Request> =
+            at_len.iter().map(|&(a, n)| Request { arrival_s: a, input_len: n, output_len: 1, cached_len: 0 }).collect();
+        let r = simulate_serving(&c, &reqs, &mut Linear { a: 0.0, b: 1e-3, c: 0.01 });
+        let units: Vec<u32> = r.requests.iter().map(|o| o.prefill_unit).collect();
+        assert_eq!(units, [0, 1, 2, 0, 1, 2]);
+        for (o, want) in r.requests[3..].iter().zip([1.1, 1.15, 3.5]) {
+            assert!((o.first_token_s - want).abs() < 1e-9, "{o:?}");
         }
     }
 
