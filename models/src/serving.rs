@@ -514,14 +514,21 @@ impl Server<'_> {
             let keys = (work + s.chunk_work(r, offset, len)) / t as f64;
             s.times.prefill_s(t, keys, 1.0) <= s.prefill_gpu_budget_s * (1.0 + 1e-9)
         };
-        if fits(self, cap) {
-            return cap;
+        self.longest_fitting(1, cap, fits).unwrap_or(u64::from(tokens == 0))
+    }
+
+    /// The largest n in `least..=most` for which `fits` holds, by bisection
+    /// (`fits` must hold on a prefix of the range); `None` if not even
+    /// `least` fits.
+    fn longest_fitting(&mut self, least: u64, most: u64, fits: impl Fn(&mut Self, u64) -> bool) -> Option<u64> {
+        if fits(self, most) {
+            return Some(most);
         }
-        if !fits(self, 1) {
-            return u64::from(tokens == 0);
+        if least >= most || !fits(self, least) {
+            return None;
         }
-        // Largest fitting length: lo fits, hi does not.
-        let (mut lo, mut hi) = (1u64, cap);
+        // lo fits, hi does not.
+        let (mut lo, mut hi) = (least, most);
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
             if fits(self, mid) {
@@ -530,7 +537,7 @@ impl Server<'_> {
                 hi = mid;
             }
         }
-        lo
+        Some(lo)
     }
 
     /// An estimate of the time request `r`'s new tokens after the first
@@ -662,19 +669,8 @@ impl Server<'_> {
             let keys = s.chunk_work(r, offset, piece) / m as f64 / slice as f64;
             s.times.prefill_s(slice, keys, 1.0) <= s.prefill_gpu_budget_s * (1.0 + 1e-9)
         };
-        if fits(self, cap) || !fits(self, m) {
-            return if fits(self, cap) { cap } else { m.min(cap) };
-        }
-        let (mut lo, mut hi) = (m, cap);
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if fits(self, mid) {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        // At least one token per GPU, even past the budget.
+        self.longest_fitting(m.min(cap), cap, fits).unwrap_or(m.min(cap))
     }
 
     /// Starts the unit's next batch (if any) now. The next chunks of the
