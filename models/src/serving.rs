@@ -295,8 +295,9 @@ struct Server<'a> {
     decode_nic_free: Vec<SimTime>,
     // decode
     decode: Vec<DecodeUnit>,
-    /// (sequences incl. reserved, unit, gpu) of every decode GPU.
-    by_load: BTreeSet<(u64, u32, u32)>,
+    /// (sequences incl. reserved, reserved KV tokens, unit, gpu) of every
+    /// decode GPU: admission takes the first with room.
+    by_load: BTreeSet<(u64, u64, u32, u32)>,
     /// Per decode GPU, its sequences incl. admitted-not-joined.
     load: Vec<u64>,
     admit_wait: VecDeque<u32>,
@@ -340,7 +341,7 @@ pub fn simulate_serving(config: &ServingConfig, requests: &[Request], times: &mu
     let mut by_load = BTreeSet::new();
     for u in 0..config.decode_units {
         for g in 0..dg {
-            by_load.insert((0, u, g));
+            by_load.insert((0, 0, u, g));
         }
     }
     let mut server = Server {
@@ -762,10 +763,11 @@ impl Server<'_> {
             let req = self.requests[r as usize];
             let dg = self.config.decode_gpus_per_unit;
             let idx = (u * dg + g) as usize;
-            self.by_load.remove(&(self.load[idx], u, g));
+            let reserved = &mut self.decode[u as usize].gpus[g as usize].reserved;
+            self.by_load.remove(&(self.load[idx], *reserved, u, g));
             self.load[idx] += 1;
-            self.by_load.insert((self.load[idx], u, g));
-            self.decode[u as usize].gpus[g as usize].reserved += req.input_len + req.output_len;
+            *reserved += req.input_len + req.output_len;
+            self.by_load.insert((self.load[idx], *reserved, u, g));
             let o = &mut self.out[r as usize];
             o.decode_unit = u;
             o.decode_gpu = g;
@@ -782,15 +784,17 @@ impl Server<'_> {
         }
     }
 
-    /// The decode GPU with the fewest sequences that has batch and KV room.
+    /// The decode GPU with the fewest sequences, then the least reserved KV
+    /// (what DeepSeek's decode load balancer equalises: request counts and
+    /// KV-cache use per GPU, day 6), that has batch and KV room.
     fn place(&self, r: u32) -> Option<(u32, u32)> {
         let req = &self.requests[r as usize];
         let need = req.input_len + req.output_len;
-        for &(load, u, g) in &self.by_load {
+        for &(load, reserved, u, g) in &self.by_load {
             if load >= self.config.max_batch_per_gpu {
                 return None;
             }
-            if self.decode[u as usize].gpus[g as usize].reserved + need <= self.config.kv_capacity_tokens_per_gpu {
+            if reserved + need <= self.config.kv_capacity_tokens_per_gpu {
                 return Some((u, g));
             }
         }
@@ -899,12 +903,12 @@ impl Server<'_> {
                 gpu.context = 0.0;
                 gpu.growth = 0.0;
             }
-            gpu.reserved -= req.input_len + req.output_len;
-            self.out[r as usize].finish_s = now_s;
             let idx = (u * dg + run.gpu) as usize;
-            self.by_load.remove(&(self.load[idx], u, run.gpu));
+            self.by_load.remove(&(self.load[idx], gpu.reserved, u, run.gpu));
+            gpu.reserved -= req.input_len + req.output_len;
             self.load[idx] -= 1;
-            self.by_load.insert((self.load[idx], u, run.gpu));
+            self.by_load.insert((self.load[idx], gpu.reserved, u, run.gpu));
+            self.out[r as usize].finish_s = now_s;
             freed = true;
         }
         self.decode[u as usize].busy = false;
@@ -1210,6 +1214,20 @@ mod tests {
         assert!(unservable(&c, &[Request { arrival_s: 0.0, input_len: 900, output_len: 200, cached_len: 0 }], 1 << 20)
             .first()
             .is_some_and(|u| u.message.contains("KV cache")));
+    }
+
+    #[test]
+    fn decode_admission_balances_sequences_then_kv() {
+        // Two decode GPUs. A (900-token prompt) goes to GPU 0, B (100) to
+        // the empty GPU 1; C finds one sequence on each and goes where less
+        // KV is reserved: GPU 1 (150 tokens against 950).
+        let reqs: Vec<Request> = [(0.0, 900), (1e-3, 100), (2e-3, 100)]
+            .iter()
+            .map(|&(a, n)| Request { arrival_s: a, input_len: n, output_len: 50, cached_len: 0 })
+            .collect();
+        let r = simulate_serving(&config(), &reqs, &mut Linear { a: 0.0, b: 1e-4, c: 0.01 });
+        let gpus: Vec<u32> = r.requests.iter().map(|o| o.decode_gpu).collect();
+        assert_eq!(gpus, [0, 1, 1]);
     }
 
     #[test]
