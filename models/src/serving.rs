@@ -642,6 +642,8 @@ impl Server<'_> {
     /// batch, split evenly over `gpus` (the first is the lead), each slice
     /// with an equal share of the piece's attention work.
     fn push_piece(&mut self, unit: usize, r: u32, offset: u64, gpus: &[usize], piece: u64) {
+        // No GPU gets an empty slice (a short last piece takes fewer GPUs).
+        let gpus = &gpus[..gpus.len().min(piece.max(1) as usize)];
         let m = gpus.len().max(1) as u64;
         let work = self.chunk_work(r, offset, piece) / m as f64;
         let next = &mut self.prefill[unit].next;
@@ -1243,6 +1245,63 @@ mod tests {
         let mean_tpot: f64 = r.requests.iter().map(|o| o.tpot_s().unwrap()).sum::<f64>() / 200.0;
         // 1000 tokens at 1.85 per 10 ms iteration: 5.4 ms per token.
         assert!((mean_tpot / (0.01 / 1.85) - 1.0).abs() < 0.02, "{mean_tpot}");
+    }
+
+    /// Prefill time a + b x token-keys on the busiest GPU.
+    struct Quadratic;
+    impl IterationTimes for Quadratic {
+        fn prefill_s(&mut self, new_tokens: u64, keys: f64, fill: f64) -> f64 {
+            1e-3 * fill + 1e-4 * new_tokens as f64 + 1e-7 * new_tokens as f64 * keys
+        }
+        fn decode_s(&mut self, batch: u64, context: f64) -> f64 {
+            0.005 + 1e-5 * batch as f64 * (1.0 + context / 1000.0)
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Whatever the mix and the scheduler's options, every request
+        /// goes through in order: arrival <= prefill start < first token
+        /// <= decode join <= finish.
+        #[test]
+        fn every_request_is_served_in_order(
+            lens in proptest::collection::vec((0.0f64..2.0, 1u64..6000, 0.0f64..0.9, 1u64..40), 1..40),
+            units in 1u32..4,
+            gpus in 1u32..5,
+            budget in 200u64..3000,
+            by_time in proptest::bool::ANY,
+            cp in 1u32..5,
+        ) {
+            let mut c = config();
+            c.prefill_units = units;
+            c.prefill_gpus_per_unit = gpus;
+            c.prefill_tokens_per_gpu = budget;
+            c.prefill_chunking = if by_time { PrefillChunking::Time } else { PrefillChunking::Tokens };
+            c.prefill_context_parallel = cp.min(gpus);
+            c.max_batch_per_gpu = 8;
+            let mut reqs: Vec<Request> = lens
+                .iter()
+                .map(|&(a, n, hit, o)| Request {
+                    arrival_s: a,
+                    input_len: n,
+                    output_len: o,
+                    cached_len: ((n as f64 * hit) as u64).min(n - 1),
+                })
+                .collect();
+            reqs.sort_by(|x, y| x.arrival_s.total_cmp(&y.arrival_s));
+            let r = simulate_serving(&c, &reqs, &mut Quadratic);
+            for o in &r.requests {
+                // Times are whole nanoseconds.
+                proptest::prop_assert!(o.prefill_start_s >= o.arrival_s - 1e-9, "{o:?}");
+                proptest::prop_assert!(o.first_token_s > o.prefill_start_s, "{o:?}");
+                proptest::prop_assert!(o.prefill_unit < units && o.prefill_gpu < gpus, "{o:?}");
+                if o.output_len > 1 {
+                    proptest::prop_assert!(o.decode_join_s >= o.first_token_s && o.finish_s > o.decode_join_s, "{o:?}");
+                } else {
+                    proptest::prop_assert_eq!(o.finish_s, o.first_token_s);
+                }
+            }
+        }
     }
 
     #[test]
