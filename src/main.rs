@@ -579,12 +579,14 @@ fn cmd_validate(format: Format) -> Result<ExitCode, AppError> {
                 "case", "published", "simulated", "error", "tol", "fitted", "pass"
             );
             for r in &results {
-                let sim = r.simulated.map_or("-".to_owned(), |v| format!("{v:.1}"));
+                // Ratios and small figures with three decimals.
+                let value = |v: f64| if v.abs() < 10.0 { format!("{v:.3}") } else { format!("{v:.1}") };
+                let sim = r.simulated.map_or("-".to_owned(), value);
                 let err = r.error_pct.map_or("-".to_owned(), |v| format!("{v:+.1}%"));
                 println!(
                     "{:<42} {:>10} {:>10} {:>8} {:>5.0}% {:<6} {:<4}  {}",
                     r.case,
-                    format!("{:.1} {}", r.published, r.unit),
+                    format!("{} {}", value(r.published), r.unit),
                     sim,
                     err,
                     r.tolerance_pct,

@@ -28,6 +28,9 @@ pub struct Case {
     /// not counted against the exit status, and tested to still miss (so a
     /// fix gets it promoted to a real case).
     pub known_gap: Option<&'static str>,
+    /// For a ratio: the overrides of the run the metric is divided by (the
+    /// same scenario), e.g. an ablation's "without".
+    pub baseline: Option<&'static [&'static str]>,
 }
 
 /// A case's outcome.
@@ -80,6 +83,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: true,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-normal-ep8-combine-nvlink",
@@ -92,6 +96,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-normal-ep16-dispatch-rdma",
@@ -104,6 +109,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-normal-ep16-combine-rdma",
@@ -116,6 +122,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-normal-ep32-dispatch-rdma",
@@ -128,6 +135,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-normal-ep32-combine-rdma",
@@ -140,6 +148,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-normal-ep64-dispatch-rdma",
@@ -152,6 +161,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: true,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-normal-ep64-combine-rdma",
@@ -164,6 +174,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     // 8 ranks, 67108864 B, median 0.322 ms => busbw = 2 x 7/8 x 64 MiB / 0.322 ms.
     Case {
@@ -177,6 +188,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: Some(NVLS_GAP),
+        baseline: None,
     },
     // 8 ranks, 16777216 B, median 0.115 ms.
     Case {
@@ -190,6 +202,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: Some(NVLS_GAP),
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-64x2112x7168",
@@ -202,6 +215,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: true,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-64x24576x1536",
@@ -214,6 +228,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-64x32768x512",
@@ -226,6 +241,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: Some(GAP_SHORT_K),
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-64x7168x16384",
@@ -238,6 +254,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-64x4096x7168",
@@ -250,6 +267,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-64x7168x2048",
@@ -262,6 +280,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-128x2112x7168",
@@ -274,6 +293,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-128x24576x1536",
@@ -286,6 +306,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-128x32768x512",
@@ -298,6 +319,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: Some(GAP_SHORT_K),
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-128x7168x16384",
@@ -310,6 +332,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-128x4096x7168",
@@ -322,6 +345,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-128x7168x2048",
@@ -334,6 +358,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-4096x2112x7168",
@@ -346,6 +371,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: Some(GAP_N2112),
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-4096x24576x1536",
@@ -358,6 +384,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-4096x32768x512",
@@ -370,6 +397,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-4096x7168x16384",
@@ -382,6 +410,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-4096x4096x7168",
@@ -394,6 +423,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-4096x7168x2048",
@@ -406,6 +436,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-contiguous-4x8192x4096x7168",
@@ -418,6 +449,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: true,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-contiguous-4x8192x7168x2048",
@@ -430,6 +462,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-contiguous-8x4096x4096x7168",
@@ -442,6 +475,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-contiguous-8x4096x7168x2048",
@@ -454,6 +488,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-masked-1x1024x4096x7168",
@@ -466,6 +501,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-masked-1x1024x7168x2048",
@@ -478,6 +514,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-masked-2x512x4096x7168",
@@ -490,6 +527,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: Some(GAP_MASKED2),
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-masked-2x512x7168x2048",
@@ -502,6 +540,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-masked-4x256x4096x7168",
@@ -514,6 +553,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepgemm-fp8-masked-4x256x7168x2048",
@@ -526,6 +566,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     // FlashMLA: memory-bound decode (16 query heads = TP8, 8192 cached
     // tokens) and compute-bound decode (128 heads, 2 queries with MTP).
@@ -540,6 +581,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "flashmla-decode-compute-bound",
@@ -552,6 +594,7 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
 ];
 
@@ -573,6 +616,7 @@ pub const TRAINING_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     // The profile's kernels span 129.0 ms from the first to the last (tests
     // recompute this from the trace file).
@@ -587,6 +631,7 @@ pub const TRAINING_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepseek-v3-compute-to-ep-comm-ratio",
@@ -599,6 +644,7 @@ pub const TRAINING_CASES: &[Case] = &[
         tolerance: 0.3,
         fitted: false,
         known_gap: Some(EP_IN_TRAINING_GAP),
+        baseline: None,
     },
     Case {
         name: "deepseek-v3-training-gflop-per-token",
@@ -611,10 +657,12 @@ pub const TRAINING_CASES: &[Case] = &[
         tolerance: 0.05,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
 ];
 
 const DEEPEP_LL: &str = "DeepEP README (low-latency kernels, H800 + CX7 400 Gb/s, 128 tokens per rank, hidden 7168, top-8, FP8 dispatch, BF16 combine; experts: 256 + 32 redundant, or the next multiple of the ranks)";
+const LMSYS_TBO: &str = "LMSYS blog 2025-05-05 (same post), 'Ablation Study: Two-batch Overlap', SGLang on 8-GPU H100 nodes: throughput with two-batch overlap over without, same batch. Decode on 9 nodes (EP72, 2K inputs, no MTP): +25.5 % at 256 sequences per GPU, -27 % at 32 (the threshold lies between 64 and 128). Prefill on 4 nodes (EP32, 4K prompts) at 8K tokens per GPU: +27 % to +35 % (the middle, 1.31, is the figure here)";
 const DAY6_PREFILL: &str = "DeepSeek open-infra-index day 6 (Feb 2025): 73.7k input tokens/s per H800 node in prefill over a production day, cache hits included, EP32 units with 32 redundant experts. Replayed with a real length mix: the prompt and output lengths of the Azure LLM inference conversation trace (../shared/data; of the three real traces, the one whose own input:output token ratio, 5.5, is nearest day 6's 3.62 - Mooncake's is 35, Azure code's 73) scaled x3.800 and x5.742, which reproduces day 6's 608B:168B input:output ratio and its 4,989-token average KV length per output token; 56.3 % of each prompt from the KV cache; one prefill unit kept busy (every request queued at once); the figure is input tokens over the unit's busy time, per node";
 const DAY6_DECODE: &str = "DeepSeek open-infra-index day 6 (Feb 2025): 14.8k output tokens/s per H800 node in decode at 20-22 tokens/s per user and 4,989 tokens of KV per output token, EP144 units with 32 redundant experts. Decode at 88 requests per GPU, the day's average concurrency by Little's law (14.8k tokens/s per node / 8 GPUs x 47.6 ms per token at the 21 tokens/s users see), KV 4,989, MTP at V3's 85 % acceptance";
 const GAP_DECODE: &str = "at the day's concurrency a decode iteration is ~17 % faster in the model than in production (TPOT 39.6 against 47.6 ms, inside its own +-20 %), so the throughput lands just outside. DeepSeek's own profile of a decode unit is matched within 5 % (deepseek-profile-decode-tokens-per-node); what production adds is not published: the MTP acceptance actually seen (at 60 % instead of 85 % the model gives 45.8 ms and 15.4k), routing less balanced than the profiles' (they route perfectly evenly), contexts uneven across the 144 GPUs, scheduling gaps between iterations";
@@ -636,6 +684,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: true,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-low-latency-ep8-combine-us",
@@ -648,6 +697,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-low-latency-ep16-dispatch-us",
@@ -660,6 +710,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-low-latency-ep16-combine-us",
@@ -672,6 +723,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-low-latency-ep32-dispatch-us",
@@ -684,6 +736,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-low-latency-ep32-combine-us",
@@ -696,6 +749,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-low-latency-ep64-dispatch-us",
@@ -708,6 +762,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-low-latency-ep64-combine-us",
@@ -720,6 +775,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-low-latency-ep128-dispatch-us",
@@ -732,6 +788,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-low-latency-ep128-combine-us",
@@ -744,6 +801,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-low-latency-ep256-dispatch-us",
@@ -756,6 +814,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepep-low-latency-ep256-combine-us",
@@ -768,6 +827,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepseek-profile-prefill-tokens-per-node",
@@ -780,6 +840,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepseek-profile-decode-tokens-per-node",
@@ -798,6 +859,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "sglang-h100-prefill-tokens-per-node",
@@ -810,6 +872,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "sglang-h100-decode-tokens-per-node",
@@ -822,6 +885,58 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: None,
+        baseline: None,
+    },
+    // Two-batch overlap ablations: throughput with two micro-batches over
+    // the same run with one.
+    Case {
+        name: "sglang-h100-decode-tbo-speedup-256",
+        source: LMSYS_TBO,
+        scenario: "deepseek-v3-decode-72xh100",
+        sets: &["workload.batch_per_gpu=256", "workload.micro_batches=2"],
+        metric: "tokens_per_s_per_node",
+        unit: "x",
+        published: 1.255,
+        tolerance: 0.10,
+        fitted: false,
+        known_gap: None,
+        baseline: Some(&["workload.batch_per_gpu=256", "workload.micro_batches=1"]),
+    },
+    Case {
+        name: "sglang-h100-decode-tbo-speedup-32",
+        source: LMSYS_TBO,
+        scenario: "deepseek-v3-decode-72xh100",
+        sets: &["workload.batch_per_gpu=32", "workload.micro_batches=2"],
+        metric: "tokens_per_s_per_node",
+        unit: "x",
+        published: 0.73,
+        tolerance: 0.10,
+        fitted: false,
+        known_gap: None,
+        baseline: Some(&["workload.batch_per_gpu=32", "workload.micro_batches=1"]),
+    },
+    Case {
+        name: "sglang-h100-prefill-tbo-speedup-8k",
+        source: LMSYS_TBO,
+        scenario: "deepseek-v3-prefill-32xh800",
+        sets: &[
+            "hardware.device=h100",
+            "workload.cache_hit_ratio=0",
+            "workload.tokens_per_gpu=8192",
+            "workload.micro_batches=2",
+        ],
+        metric: "tokens_per_s_per_node",
+        unit: "x",
+        published: 1.31,
+        tolerance: 0.10,
+        fitted: false,
+        known_gap: None,
+        baseline: Some(&[
+            "hardware.device=h100",
+            "workload.cache_hit_ratio=0",
+            "workload.tokens_per_gpu=8192",
+            "workload.micro_batches=1",
+        ]),
     },
     Case {
         name: "deepseek-v3-day6-prefill-tokens-per-node",
@@ -843,6 +958,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.20,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "deepseek-v3-decode-output-tokens-per-node",
@@ -855,6 +971,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.20,
         fitted: false,
         known_gap: Some(GAP_DECODE),
+        baseline: None,
     },
     // Users see 20-22 tokens/s: 1000 / 21 ms per output token, at the same
     // average concurrency as the throughput case above.
@@ -869,6 +986,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.20,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "kv-cache-bytes-per-token-deepseek-v3",
@@ -881,6 +999,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.001,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "kv-cache-bytes-per-token-qwen-2.5-72b",
@@ -893,6 +1012,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.001,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
     Case {
         name: "kv-cache-bytes-per-token-llama-3.1-405b",
@@ -905,6 +1025,7 @@ pub const INFERENCE_CASES: &[Case] = &[
         tolerance: 0.001,
         fitted: false,
         known_gap: None,
+        baseline: None,
     },
 ];
 
@@ -919,47 +1040,59 @@ type Summary = Result<serde_json::Map<String, serde_json::Value>, String>;
 /// Runs cases, simulating each distinct (scenario, overrides) once.
 pub fn run_cases<'a>(cases: impl IntoIterator<Item = &'a Case>) -> Vec<CaseResult> {
     let mut cache: Vec<((&str, &[&str]), Summary)> = Vec::new();
+    let mut run = |scenario: &'static str, sets: &'static [&'static str]| -> Summary {
+        let key = (scenario, sets);
+        if !cache.iter().any(|(k, _)| *k == key) {
+            let missing = data_files(sets).any(|f| !std::path::Path::new(f).exists());
+            cache.push((key, if missing { Err("not run".into()) } else { summarise(scenario, sets) }));
+        }
+        cache.iter().find(|(k, _)| *k == key).expect("cached").1.clone()
+    };
     cases
         .into_iter()
         .map(|case| {
-            let key = (case.scenario, case.sets);
-            if !cache.iter().any(|(k, _)| *k == key) {
-                let missing = data_files(case).any(|f| !std::path::Path::new(f).exists());
-                cache.push((key, if missing { Err("not run".into()) } else { summarise(case) }));
-            }
-            let summary = &cache.iter().find(|(k, _)| *k == key).expect("cached").1;
-            compare(case, summary)
+            let summary = run(case.scenario, case.sets);
+            let baseline = case.baseline.map(|b| run(case.scenario, b));
+            compare(case, &summary, baseline.as_ref())
         })
         .collect()
 }
 
-/// The data files a case reads (its trace), where it reads them from.
-fn data_files(case: &Case) -> impl Iterator<Item = &'static str> {
-    case.sets.iter().filter_map(|s| s.strip_prefix("workload.trace="))
+/// The data files a run reads (its trace), where it reads them from.
+fn data_files(sets: &'static [&'static str]) -> impl Iterator<Item = &'static str> {
+    sets.iter().filter_map(|s| s.strip_prefix("workload.trace="))
 }
 
-fn summarise(case: &Case) -> Summary {
-    let sets: Vec<String> = case.sets.iter().map(|s| s.to_string()).collect();
-    run_scenario(&ScenarioRef::Builtin(case.scenario), &sets, &Default::default())
+fn summarise(scenario: &'static str, sets: &[&str]) -> Summary {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    run_scenario(&ScenarioRef::Builtin(scenario), &sets, &Default::default())
         .map(|(summary, _)| summary)
         .map_err(|e| e.to_string())
 }
 
 /// Runs one case.
 pub fn run_case(case: &Case) -> CaseResult {
-    compare(case, &summarise(case))
+    let baseline = case.baseline.map(|b| summarise(case.scenario, b));
+    compare(case, &summarise(case.scenario, case.sets), baseline.as_ref())
 }
 
-fn compare(case: &Case, summary: &Summary) -> CaseResult {
-    let skipped = data_files(case).find(|f| !std::path::Path::new(f).exists()).map(|f| {
+fn compare(case: &Case, summary: &Summary, baseline: Option<&Summary>) -> CaseResult {
+    let skipped = data_files(case.sets).find(|f| !std::path::Path::new(f).exists()).map(|f| {
         format!("{f} not found: the real data sits in ../shared beside the checkout; run moesim validate from the project root")
     });
-    let simulated = summary.clone().and_then(|summary| {
-        summary
-            .get(case.metric)
-            .and_then(|v| v.as_f64())
-            .ok_or_else(|| format!("the run has no metric `{}`", case.metric))
-    });
+    let metric = |summary: &Summary| {
+        summary.clone().and_then(|summary| {
+            summary
+                .get(case.metric)
+                .and_then(|v| v.as_f64())
+                .ok_or_else(|| format!("the run has no metric `{}`", case.metric))
+        })
+    };
+    // A ratio divides by the baseline run's value of the same metric.
+    let simulated = match baseline {
+        None => metric(summary),
+        Some(b) => metric(summary).and_then(|v| metric(b).map(|base| v / base)),
+    };
     let (simulated, failure) = match simulated {
         Ok(v) => (Some(v), None),
         Err(e) => (None, Some(e)),

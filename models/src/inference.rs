@@ -549,7 +549,14 @@ pub fn lower_iteration_cached(
     let decode = matches!(spec.phase, IterationPhase::Decode { .. });
     let mtp = matches!(spec.phase, IterationPhase::Decode { mtp_acceptance: Some(_), .. });
     let kernel = spec.kernel();
-    let holds = kernel == MoeKernel::Normal && model.moe.is_some() && ep > 1 && spec.unit.comm_sms > 0;
+    // The computation keeps off the SMs DeepEP holds only where the two are
+    // laid out to run side by side (two micro-batches). With one, only the
+    // shared expert meets the dispatch, and the kernels get the whole GPU.
+    let holds = spec.micro_batches > 1
+        && kernel == MoeKernel::Normal
+        && model.moe.is_some()
+        && ep > 1
+        && spec.unit.comm_sms > 0;
     let compute_sms = holds.then(|| device.sms.saturating_sub(spec.unit.comm_sms).max(1));
     let layout_tokens = mbs[0].tokens().min(LAYOUT_TOKENS);
     if let std::collections::btree_map::Entry::Vacant(e) = cache.layouts.entry(layout_tokens) {
