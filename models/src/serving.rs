@@ -568,9 +568,9 @@ impl Server<'_> {
         let fill = |total: u64, gpu: u64| (total as f64 / gpus / gpu.max(1) as f64).clamp(f64::MIN_POSITIVE, 1.0);
         // Its first budget's worth alone on a GPU: about the least time to
         // its first token anywhere (a split start only adds iterations).
-        let c = q.min(self.config.prefill_tokens_per_gpu.max(1));
-        let alone_s = self.times.prefill_s(c, self.chunk_work(r, 0, c) / c as f64, fill(c, c));
         let budget = self.config.prefill_tokens_per_gpu.max(1);
+        let c = q.min(budget);
+        let alone_s = self.times.prefill_s(c, self.chunk_work(r, 0, c) / c as f64, fill(c, c));
         let cp = self.config.prefill_context_parallel.max(1) as usize;
         let mut best: Option<Placement> = None;
         for u in 0..self.prefill.len() {
@@ -594,38 +594,37 @@ impl Server<'_> {
                 Vec::new()
             };
             let m = empty.len();
-            if m >= 2 {
+            // The piece's GPUs, its tokens, their time in this batch and the
+            // time the rest of the prompt will take after it.
+            let (on, piece, gpu_s, rest_s) = if m >= 2 {
                 // A long prompt spread over m empty GPUs.
                 let piece = self.cp_piece(r, 0, m);
                 let slice = piece.div_ceil(m as u64);
                 let w = self.chunk_work(r, 0, piece) / m as f64;
                 let gpu_s = self.times.prefill_s(slice, w / slice as f64, fill(total + piece, slice));
-                let time_s = batch_s.max(gpu_s);
-                let first_token_s = time_s + if piece < q { self.rest_s(r, piece) / m as f64 } else { 0.0 };
-                let cost = wait_s + first_token_s + waiting * (time_s - batch_s);
-                if best.as_ref().is_none_or(|b| cost < b.cost) {
-                    best = Some(Placement { cost, unit: u, gpus: empty[..m].to_vec(), piece, time_s, gpu_s });
-                }
-                continue;
-            }
-            let len = self.fit_len(r, 0, tokens, work);
-            if len == 0 {
-                continue;
-            }
-            // An estimate for the choice (the other GPUs' times are not
-            // refreshed for the new fill); the batch is timed exactly when
-            // it starts.
-            let t = tokens + len;
-            let gpu_s = if tokens == 0 && len == c {
-                alone_s
+                let rest_s = if piece < q { self.rest_s(r, piece) / m as f64 } else { 0.0 };
+                (empty, piece, gpu_s, rest_s)
             } else {
-                self.times.prefill_s(t, (work + self.chunk_work(r, 0, len)) / t as f64, fill(total + len, t))
+                let len = self.fit_len(r, 0, tokens, work);
+                if len == 0 {
+                    continue;
+                }
+                // An estimate for the choice (the other GPUs' times are not
+                // refreshed for the new fill); the batch is timed exactly
+                // when it starts.
+                let t = tokens + len;
+                let gpu_s = if tokens == 0 && len == c {
+                    alone_s
+                } else {
+                    self.times.prefill_s(t, (work + self.chunk_work(r, 0, len)) / t as f64, fill(total + len, t))
+                };
+                let rest_s = if len < q { self.rest_s(r, len) } else { 0.0 };
+                (vec![g], len, gpu_s, rest_s)
             };
             let time_s = batch_s.max(gpu_s);
-            let first_token_s = time_s + if len < q { self.rest_s(r, len) } else { 0.0 };
-            let cost = wait_s + first_token_s + waiting * (time_s - batch_s);
+            let cost = wait_s + time_s + rest_s + waiting * (time_s - batch_s);
             if best.as_ref().is_none_or(|b| cost < b.cost) {
-                best = Some(Placement { cost, unit: u, gpus: vec![g], piece: len, time_s, gpu_s });
+                best = Some(Placement { cost, unit: u, gpus: on, piece, time_s, gpu_s });
             }
         }
         let b = best?;
