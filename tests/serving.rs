@@ -126,6 +126,19 @@ fn serving_is_deterministic() {
     a.as_object_mut().unwrap().remove("wall_s");
     b.as_object_mut().unwrap().remove("wall_s");
     assert_eq!(a, b);
+    // A trace with every scheduler option on: time-bounded chunks, context
+    // parallelism, a bounded prefix cache.
+    let sets = [
+        "workload.duration_s=120",
+        "workload.prefill.chunking=time",
+        "workload.prefill.context_parallel=4",
+        "workload.prefix_cache_gib=300",
+    ];
+    let mut a = serve_mooncake(&sets);
+    let mut b = serve_mooncake(&sets);
+    a.as_object_mut().unwrap().remove("wall_s");
+    b.as_object_mut().unwrap().remove("wall_s");
+    assert_eq!(a, b);
 }
 
 #[test]
