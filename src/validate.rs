@@ -59,6 +59,8 @@ const DEEPEP: &str =
 
 const VIDUR: &str =
     "microsoft/vidur data/profiling/network/h100_dgx/all_reduce.csv (NCCL on 8x H100 DGX; ../shared/data)";
+const VIDUR_P2P: &str =
+    "microsoft/vidur data/profiling/network/h100_dgx/send_recv.csv (NCCL send/recv between 2 GPUs of an 8x H100 DGX node; ../shared/data)";
 const NVLS_GAP: &str =
     "NCCL runs all-reduce on NVSwitch H100 with NVLS (in-switch reduction); moesim has only the ring";
 
@@ -202,6 +204,34 @@ pub const CASES: &[Case] = &[
         tolerance: 0.15,
         fitted: false,
         known_gap: Some(NVLS_GAP),
+        baseline: None,
+    },
+    // Point to point over NVLink, 2 GPUs of one node: bytes over the
+    // median time (the mean of the CSV rows' medians where it has two).
+    Case {
+        name: "nccl-sendrecv-2xh100-16mib-gbps",
+        source: VIDUR_P2P,
+        scenario: "allreduce-8xh800",
+        sets: &["hardware.device=h100", "workload.op=send-recv", "workload.ranks=2", "workload.bytes=16777216"],
+        metric: "algbw_gb_per_s",
+        unit: "GB/s",
+        published: 313.59,
+        tolerance: 0.15,
+        fitted: false,
+        known_gap: None,
+        baseline: None,
+    },
+    Case {
+        name: "nccl-sendrecv-2xh100-64mib-gbps",
+        source: VIDUR_P2P,
+        scenario: "allreduce-8xh800",
+        sets: &["hardware.device=h100", "workload.op=send-recv", "workload.ranks=2", "workload.bytes=67108864"],
+        metric: "algbw_gb_per_s",
+        unit: "GB/s",
+        published: 347.72,
+        tolerance: 0.15,
+        fitted: false,
+        known_gap: None,
         baseline: None,
     },
     Case {

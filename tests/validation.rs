@@ -97,6 +97,32 @@ fn day6_replay_scales_come_from_the_trace_and_day6() {
     assert_eq!(set("workload.cache_hit_ratio="), 0.563);
 }
 
+#[test]
+fn vidur_send_recv_figures_match_the_measurements_in_shared_data() {
+    // 2 GPUs of one node: bytes over the mean of the matching rows' median
+    // times, read in place.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/microsoft+vidur/data/profiling/network/h100_dgx/send_recv.csv"
+    );
+    let Ok(text) = std::fs::read_to_string(path) else {
+        panic!("{path} is missing: tests read ../shared beside the checkout");
+    };
+    let rows = rdr_rows(&text);
+    for case in CASES.iter().filter(|c| c.name.starts_with("nccl-sendrecv-2xh100")) {
+        let bytes: f64 = case.sets.iter().find_map(|s| s.strip_prefix("workload.bytes=")).unwrap().parse().unwrap();
+        // Columns: index, min, max, mean, median, std, rank, num_workers, size, collective, devices_per_node.
+        let ms: Vec<f64> = rows
+            .iter()
+            .filter(|r| &r[7] == "2" && &r[10] == "2" && r[8].parse::<f64>().unwrap() == bytes)
+            .map(|r| r[4].parse().unwrap())
+            .collect();
+        assert!(!ms.is_empty(), "{}: no rows", case.name);
+        let gbps = bytes / (ms.iter().sum::<f64>() / ms.len() as f64 * 1e-3) / 1e9;
+        assert!((gbps - case.published).abs() < 0.01, "{}: CSV gives {gbps}", case.name);
+    }
+}
+
 fn rdr_rows(text: &str) -> Vec<csv::StringRecord> {
     csv::Reader::from_reader(text.as_bytes()).records().map(|r| r.unwrap()).collect()
 }
