@@ -179,20 +179,17 @@ enum Event {
 }
 
 /// A request's share of one prefill iteration on GPU `gpu` of the unit:
-/// `len` of the `piece` new tokens from `offset` that the request computes
-/// this iteration. A piece on one GPU has `len == piece`; a piece split
-/// over several GPUs (context parallelism) has a slice on each, with an
-/// equal share of its attention work, and one of them, the lead, stands
-/// for the request.
+/// part of the `piece` new tokens from `offset` that the request computes
+/// this iteration (its tokens and keys are in the batch's per-GPU sums). A
+/// piece on one GPU is one chunk; a piece split over several GPUs (context
+/// parallelism) has a chunk on each, and one of them, the lead, stands for
+/// the request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Chunk {
     request: u32,
     gpu: u32,
     offset: u64,
-    len: u64,
     piece: u64,
-    /// Keys its queries attend to, summed.
-    work: f64,
     lead: bool,
 }
 
@@ -471,9 +468,9 @@ impl Server<'_> {
 
     // ---- prefill ----
 
-    /// Sends waiting requests, in order, to the units where their first
-    /// token comes soonest, starting idle units; stops at the first request
-    /// no unit has room for.
+    /// Sends waiting requests, in order, to the units where they cost least
+    /// (see [`Server::assign_prefill`]), starting idle units; stops at the
+    /// first request no unit has room for.
     fn dispatch_prefills(&mut self) {
         while let Some(&r) = self.waiting.front() {
             let Some(unit) = self.assign_prefill(r) else { return };
@@ -651,7 +648,7 @@ impl Server<'_> {
             next.tokens[g] += len;
             next.total += len;
             next.work[g] += work;
-            next.chunks.push(Chunk { request: r, gpu: g as u32, offset, len, piece, work, lead: i == 0 });
+            next.chunks.push(Chunk { request: r, gpu: g as u32, offset, piece, lead: i == 0 });
         }
         next.requests += 1;
     }
