@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use moesim_models::schedule::ScheduleKind;
+use moesim_models::transformer::schedule::ScheduleKind;
 use moesim_models::{DeviceSpec, ModelConfig, ModelError};
 use moesim_topologies::{ClusterSpec, ConfigProblem, LinkDefaults, TopologyConfig, TopologyError};
 

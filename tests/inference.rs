@@ -3,14 +3,15 @@
 //! low-latency all-to-all's representative lowering, and the layer
 //! extrapolation the serving tables use.
 
-use moesim_models::hardware::Dtype;
-use moesim_models::inference::{
+use moesim_models::hardware::device::Dtype;
+use moesim_models::lowering::inference::{
     inference_memory, lower_iteration, weights_per_gpu, DeploymentUnit, ExpertPlacement, IterationPhase, IterationSpec,
 };
-use moesim_models::moe_comm::{
-    critical_rank_of, lower_moe_comm, lower_moe_comm_mirror, MoeCommSpec, MoeKernel, MoePhase,
+use moesim_models::network::moe_comm::{
+    critical_rank_of, lower_moe_comm, lower_moe_comm_mirror, MoeCommSpec, MoeKernel,
 };
-use moesim_models::routing::Skew;
+use moesim_models::transformer::routing::MoePhase;
+use moesim_models::transformer::routing::Skew;
 use moesim_models::{Cluster, DeviceSpec, ModelConfig};
 use moesim_sim::{EngineOptions, Quiet, TaskGraph};
 use moesim_topologies::{ClusterSpec, LinkDefaults, TopologyConfig};

@@ -4,8 +4,8 @@
 //! (zero-sized buffers, tiles that do not fit, missing FP8, unknown
 //! technologies): clear errors naming the key, exit 2, no panic.
 
-use moesim_models::hardware::Fp8Emulation;
-use moesim_models::ops::{gemm_cost, op_cost_with, Bound, GemmShape, Op, OpOptions};
+use moesim_models::hardware::device::Fp8Emulation;
+use moesim_models::hardware::ops::{gemm_cost, op_cost_with, Bound, GemmShape, Op, OpOptions};
 use moesim_models::{DeviceSpec, Dtype};
 
 use crate::common::*;

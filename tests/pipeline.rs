@@ -11,7 +11,7 @@
 
 use moesim::workloads::pipeline::run_schedule;
 use moesim::workloads::RunOptions;
-use moesim_models::schedule::{build, OpDurations, PipeOp, PipelineSchedule, ScheduleKind};
+use moesim_models::transformer::schedule::{build, OpDurations, PipeOp, PipelineSchedule, ScheduleKind};
 use moesim_sim::{Quiet, SimDuration};
 
 use crate::common::*;

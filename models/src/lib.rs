@@ -1,30 +1,28 @@
-//! Hardware and workload models for moesim: device specs and presets, op cost
-//! models, collectives lowered to flows, MoE dispatch/combine, token routing,
-//! pipeline-parallel schedules.
+//! Hardware and workload models for moesim, in rooms by concern (one way:
+//! each room may use only the rooms before it in this list):
 //!
-//! Everything here turns a description (a device, a cluster, a collective)
-//! into the engine's vocabulary (`Platform`, `TaskGraph`); nothing here runs
-//! a simulation, reads a user's file, prints or exits.
+//! | room | owns |
+//! |---|---|
+//! | `hardware/` | device specs and presets, memory technologies, op cost models |
+//! | `transformer/` | model configs and presets, per-layer kernel programs, token routing, parallel plans, pipeline schedules |
+//! | `network/` | cluster = topology + device → platform, collectives, DeepEP-style exchanges |
+//! | `lowering/` | the block → task emitter, the training step, prefill/decode iterations |
+//! | `serving/` | the request-level serving model: it knows iteration times, no kernels |
+//!
+//! `error` and `rng` are shared by all. Everything here turns a description
+//! (a device, a cluster, a model and plan) into the engine's vocabulary
+//! (`Platform`, `TaskGraph`) or, for serving, into request timings; nothing
+//! here reads a user's file, prints or exits.
 
-pub mod cluster;
-pub mod collectives;
-pub mod emit;
 pub mod error;
 pub mod hardware;
-pub mod inference;
-pub mod layers;
-pub mod model;
-pub mod moe_comm;
-pub mod ops;
-pub mod parallel;
+pub mod lowering;
+pub mod network;
 pub mod rng;
-pub mod routing;
-pub mod schedule;
 pub mod serving;
-pub mod technology;
-pub mod training;
+pub mod transformer;
 
-pub use cluster::Cluster;
 pub use error::ModelError;
-pub use hardware::{DeviceSpec, Dtype};
-pub use model::ModelConfig;
+pub use hardware::device::{DeviceSpec, Dtype};
+pub use network::cluster::Cluster;
+pub use transformer::model::ModelConfig;

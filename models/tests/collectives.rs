@@ -1,9 +1,10 @@
 //! Collectives and DeepEP-style dispatch/combine, lowered and run, against
 //! hand-computed times and byte counts.
 
-use moesim_models::collectives::{algorithm, bus_bandwidth_factor, CollectiveOp, CollectiveSpec};
-use moesim_models::moe_comm::{lower_moe_comm, MoeCommSpec, MoeKernel, MoePhase};
-use moesim_models::routing::Skew;
+use moesim_models::network::collectives::{algorithm, bus_bandwidth_factor, CollectiveOp, CollectiveSpec};
+use moesim_models::network::moe_comm::{lower_moe_comm, MoeCommSpec, MoeKernel};
+use moesim_models::transformer::routing::MoePhase;
+use moesim_models::transformer::routing::Skew;
 use moesim_models::{Cluster, DeviceSpec};
 use moesim_sim::{EngineOptions, LinkId, Quiet, TaskGraph};
 use moesim_topologies::{LinkDefaults, LinkKind, TopologyConfig};
@@ -70,7 +71,11 @@ fn bad_collectives_are_rejected() {
     assert!(algorithm("tree").err().unwrap().to_string().contains("direct, ring"));
 }
 
-fn dispatch(phase: MoePhase, ranks: u32, seed: u64) -> (Cluster, TaskGraph, moesim_models::moe_comm::MoeCommLowering) {
+fn dispatch(
+    phase: MoePhase,
+    ranks: u32,
+    seed: u64,
+) -> (Cluster, TaskGraph, moesim_models::network::moe_comm::MoeCommLowering) {
     let c = cluster("h800-cluster", ranks.div_ceil(8), 0.676);
     let spec = MoeCommSpec {
         kernel: MoeKernel::Normal,
@@ -168,7 +173,7 @@ fn all_to_all_on_4096_gpus_lowers_quickly() {
 #[test]
 #[ignore]
 fn ep64_routing_samples_quickly() {
-    use moesim_models::routing::{RoutingSpec, TokenRouter};
+    use moesim_models::transformer::routing::{RoutingSpec, TokenRouter};
     let spec = RoutingSpec { tokens: 4096, experts: 256, topk: 8, groups: 8, group_limit: 4, skew: Skew::Balanced };
     let router = TokenRouter::new(spec, 1).unwrap();
     let t0 = std::time::Instant::now();

@@ -2,10 +2,11 @@
 //! routings, determinism, and the published DeepEP figures end to end (with
 //! the efficiencies as the topology presets hold them).
 
-use moesim_models::moe_comm::{
-    lower_moe_comm, lower_moe_comm_given, routing_spec, MoeCommLowering, MoeCommSpec, MoeKernel, MoePhase,
+use moesim_models::network::moe_comm::{
+    lower_moe_comm, lower_moe_comm_given, routing_spec, MoeCommLowering, MoeCommSpec, MoeKernel,
 };
-use moesim_models::routing::{Skew, TokenRouter};
+use moesim_models::transformer::routing::MoePhase;
+use moesim_models::transformer::routing::{Skew, TokenRouter};
 use moesim_models::{Cluster, DeviceSpec};
 use moesim_sim::{EngineOptions, Quiet, SimDuration, TaskGraph, TaskKind};
 use moesim_topologies::{LinkDefaults, LinkKind, TopologyConfig};
@@ -298,7 +299,7 @@ fn deepep_low_latency_kernels_at_ep8() {
 /// DeepEP EP64 and EP16 dispatch and combine (balanced and skewed routing).
 #[test]
 fn mirror_of_the_critical_rank_matches_the_full_exchange() {
-    use moesim_models::moe_comm::{CommKernel, EpTraffic, Exchange};
+    use moesim_models::network::moe_comm::{CommKernel, EpTraffic, Exchange};
     for (ranks, phase, skew) in [
         (64, MoePhase::Dispatch, Skew::Balanced),
         (64, MoePhase::Combine, Skew::Balanced),

@@ -1,7 +1,7 @@
 //! `kind = "collective"`: one collective over `ranks` GPUs, reported as time,
 //! algorithm bandwidth and bus bandwidth (nccl-tests' definitions).
 
-use moesim_models::collectives::{self, CollectiveOp, CollectiveSpec};
+use moesim_models::network::collectives::{self, CollectiveOp, CollectiveSpec};
 use moesim_sim::{Observer, TaskGraph};
 use moesim_topologies::ConfigProblem;
 use serde::Deserialize;

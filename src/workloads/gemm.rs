@@ -3,8 +3,8 @@
 //! tier or unit, kernel time and TFLOP/s; `--out` adds a roofline plot.
 //! [`run_op`] is shared with `kind = "op"`.
 
-use moesim_models::hardware::Dtype;
-use moesim_models::ops::{op_cost_with, GemmLayout, GemmShape, Op, OpCost, OpOptions};
+use moesim_models::hardware::device::Dtype;
+use moesim_models::hardware::ops::{op_cost_with, GemmLayout, GemmShape, Op, OpCost, OpOptions};
 use moesim_models::DeviceSpec;
 use moesim_sim::{DeviceResource, Observer, Platform, SimDuration, TaskClass, TaskGraph};
 use moesim_topologies::ConfigProblem;

@@ -20,12 +20,12 @@
 //! # kind = "decode": batch_per_gpu, context_len, mtp_acceptance = 0.85
 //! ```
 
-use moesim_models::hardware::Dtype;
-use moesim_models::inference::{
+use moesim_models::hardware::device::Dtype;
+use moesim_models::lowering::inference::{
     inference_memory, kv_bytes_per_token, kv_capacity_tokens, lower_iteration, DeploymentUnit, ExpertPlacement,
     IterationLowering, IterationPhase, IterationSpec,
 };
-use moesim_models::routing::Skew;
+use moesim_models::transformer::routing::Skew;
 use moesim_models::{DeviceSpec, ModelConfig};
 use moesim_sim::analysis::rank_activity;
 use moesim_sim::{Observer, RunResult, TaskGraph};

@@ -2,8 +2,9 @@
 //! all-to-all, reported as time and per-rank NVLink and RDMA bandwidth counted
 //! the way DeepEP's benchmarks count them.
 
-use moesim_models::moe_comm::{self, MoeCommSpec, MoeKernel, MoePhase};
-use moesim_models::routing::Skew;
+use moesim_models::network::moe_comm::{self, MoeCommSpec, MoeKernel};
+use moesim_models::transformer::routing::MoePhase;
+use moesim_models::transformer::routing::Skew;
 use moesim_sim::{Observer, TaskGraph};
 use moesim_topologies::ConfigProblem;
 use serde::Deserialize;

@@ -18,8 +18,8 @@
 //! dtype = "bf16"
 //! ```
 
-use moesim_models::hardware::Dtype;
-use moesim_models::ops::{AttentionShape, Op, OpOptions, Pass};
+use moesim_models::hardware::device::Dtype;
+use moesim_models::hardware::ops::{AttentionShape, Op, OpOptions, Pass};
 use moesim_models::DeviceSpec;
 use moesim_sim::Observer;
 use moesim_topologies::ConfigProblem;

@@ -5,7 +5,7 @@
 //! device (step time minus its busy time), parameter copies and peak
 //! activations, beside the DualPipe README table's closed form.
 
-use moesim_models::schedule::{self, OpDurations, PipelineSchedule, ScheduleKind};
+use moesim_models::transformer::schedule::{self, OpDurations, PipelineSchedule, ScheduleKind};
 use moesim_sim::{EngineOptions, Observer, Platform, RunResult, SimDuration, SimError, TaskGraph, TaskId};
 use moesim_topologies::ConfigProblem;
 use serde::Deserialize;

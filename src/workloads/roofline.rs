@@ -3,7 +3,7 @@
 //! AI core's DMA paths) under the tensor ceilings (peak and sustained
 //! clock), and the op drawn at its arithmetic intensity against each tier.
 
-use moesim_models::ops::OpCost;
+use moesim_models::hardware::ops::OpCost;
 use moesim_models::DeviceSpec;
 use moesim_reports::plot::{
     color, render, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, TextMark, XyChart,

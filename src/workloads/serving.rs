@@ -3,7 +3,7 @@
 //! `[workload.decode]`), with arrivals from a Poisson process or a trace
 //! file (Azure CSV, Mooncake JSON lines). The request-level model is
 //! [`moesim_models::serving`]; each unit iteration's time comes from the
-//! engine-simulated iteration ([`moesim_models::inference`]) on a grid of
+//! engine-simulated iteration ([`moesim_models::lowering::inference`]) on a grid of
 //! batch sizes and context lengths, memoised and interpolated
 //! ([`EngineIterationTimes`]).
 //!
@@ -40,16 +40,16 @@ use std::fmt::Write as _;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
-use moesim_models::hardware::Dtype;
-use moesim_models::inference::{
+use moesim_models::hardware::device::Dtype;
+use moesim_models::lowering::inference::{
     kv_bytes_per_token, kv_capacity_tokens, lower_iteration_cached, DeploymentUnit, IterationPhase, IterationSpec,
     RoutingCache,
 };
-use moesim_models::routing::Skew;
 use moesim_models::serving::{
     poisson_arrivals, quantile, simulate_serving, unservable, IterationTimes, PrefillChunking, Request, ServingConfig,
     ServingResult,
 };
+use moesim_models::transformer::routing::Skew;
 use moesim_models::{Cluster, DeviceSpec, ModelConfig};
 use moesim_reports::plot::{color, render, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, XyChart};
 use moesim_sim::{EngineOptions, Observer, Platform, RunResult, SimTime, TaskGraph};

@@ -4,11 +4,13 @@
 //! the time went (compute, communication, exposed communication, bubbles),
 //! memory per GPU against HBM, GPU-hours and cost per trillion tokens.
 
-use moesim_models::hardware::Dtype;
-use moesim_models::parallel::ParallelPlan;
-use moesim_models::routing::Skew;
-use moesim_models::schedule::ScheduleKind;
-use moesim_models::training::{lower_training, training_memory, OpKind, RankMode, TrainingLowering, TrainingSpec};
+use moesim_models::hardware::device::Dtype;
+use moesim_models::lowering::training::{
+    lower_training, training_memory, OpKind, RankMode, TrainingLowering, TrainingSpec,
+};
+use moesim_models::transformer::parallel::ParallelPlan;
+use moesim_models::transformer::routing::Skew;
+use moesim_models::transformer::schedule::ScheduleKind;
 use moesim_models::{DeviceSpec, ModelConfig};
 use moesim_reports::plot::{render, RenderedFigure};
 use moesim_sim::analysis::rank_activity;
@@ -224,7 +226,7 @@ impl TrainingWorkload {
         low: &TrainingLowering,
         graph: &TaskGraph,
         result: &moesim_sim::RunResult,
-        memory: &moesim_models::training::MemoryBreakdown,
+        memory: &moesim_models::lowering::training::MemoryBreakdown,
     ) -> Map<String, Value> {
         let plan = &spec.plan;
         let step_s = result.end.as_secs_f64().max(1e-12);

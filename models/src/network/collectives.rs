@@ -11,8 +11,8 @@
 use moesim_sim::{Flow, StreamId, TaskGraph, TaskId};
 use serde::Deserialize;
 
-use crate::cluster::Cluster;
 use crate::error::ModelError;
+use crate::network::cluster::Cluster;
 
 /// Which collective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -1,6 +1,6 @@
 //! One training step of a (MoE) transformer lowered to the engine's
 //! `TaskGraph`: a pipeline schedule (1F1B, ZB1P, DualPipe, DualPipeV) whose
-//! chunks are the stages' layers as kernels ([`crate::layers`]), DeepEP-style
+//! chunks are the stages' layers as kernels ([`crate::transformer::layers`]), DeepEP-style
 //! expert-parallel all-to-alls that hold SMs while they run, pipeline sends
 //! between stages, tensor-parallel all-reduces, and the data-parallel
 //! gradient reduce-scatter, optimizer step and parameter all-gather of ZeRO.
@@ -22,7 +22,7 @@
 //!   GEMMs get the rows of the group's most loaded rank, because every
 //!   all-to-all waits for the slowest member. Its all-to-alls are lowered as
 //!   mirrors (its sends and receptions over the real routes, see
-//!   [`Exchange::lower_mirror`](crate::moe_comm::Exchange::lower_mirror)); its data-parallel rings as the ring's
+//!   [`Exchange::lower_mirror`](crate::network::moe_comm::Exchange::lower_mirror)); its data-parallel rings as the ring's
 //!   inter-node edge. A test checks this against `All` on small clusters.
 //!
 //! Routing is sampled once per pipeline device from the seed (the device's
@@ -31,18 +31,19 @@
 
 use moesim_sim::{DeviceId, Flow, Kernel, SimDuration, StreamId, TaskClass, TaskGraph, TaskId};
 
-use crate::cluster::Cluster;
-use crate::collectives::join_all;
-use crate::emit::{Emitter, RankStreams};
 use crate::error::ModelError;
-use crate::hardware::Dtype;
-use crate::layers::{Block, EpComm, Item, LayerContext, PassMode, Unit};
-use crate::model::{FfnKind, ModelConfig};
-use crate::moe_comm::{CommKernel, EpTraffic, Exchange, MoePhase};
-use crate::ops::{op_cost, Op};
-use crate::parallel::ParallelPlan;
-use crate::routing::{RoutingSpec, Skew, TokenRouter};
-use crate::schedule::{self, OpPart, PipeOp, PipelineSchedule};
+use crate::hardware::device::Dtype;
+use crate::hardware::ops::{op_cost, Op};
+use crate::lowering::emit::{Emitter, RankStreams};
+use crate::network::cluster::Cluster;
+use crate::network::collectives::join_all;
+use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange};
+use crate::transformer::layers::{Block, EpComm, Item, LayerContext, PassMode, Unit};
+use crate::transformer::model::{FfnKind, ModelConfig};
+use crate::transformer::parallel::ParallelPlan;
+use crate::transformer::routing::MoePhase;
+use crate::transformer::routing::{RoutingSpec, Skew, TokenRouter};
+use crate::transformer::schedule::{self, OpPart, PipeOp, PipelineSchedule};
 
 /// Which ranks to simulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -833,8 +834,10 @@ pub fn activation_bytes_per_token(model: &ModelConfig, unit: Unit, ctx: &LayerCo
     let (qk, v) = model.attention_head_dims();
     let attention = {
         let latents = match a.kind {
-            crate::model::AttentionKind::Mla => (a.q_lora_rank + a.kv_lora_rank + a.qk_rope_head_dim) as f64 * 2.0,
-            crate::model::AttentionKind::Gqa => 0.0,
+            crate::transformer::model::AttentionKind::Mla => {
+                (a.q_lora_rank + a.kv_lora_rank + a.qk_rope_head_dim) as f64 * 2.0
+            }
+            crate::transformer::model::AttentionKind::Gqa => 0.0,
         };
         let out = heads * v as f64 * fp8 + heads * 4.0; // attention output + softmax statistics
         let stored = if ctx.recompute {
@@ -844,7 +847,7 @@ pub fn activation_bytes_per_token(model: &ModelConfig, unit: Unit, ctx: &LayerCo
             2.0 * h * 2.0 + heads * (2.0 * qk as f64 + v as f64) * 2.0
         };
         let qkv_gqa = match a.kind {
-            crate::model::AttentionKind::Gqa if ctx.recompute => {
+            crate::transformer::model::AttentionKind::Gqa if ctx.recompute => {
                 heads * (qk as f64 + v as f64) * 2.0 + heads * qk as f64 * 2.0
             }
             _ => 0.0,

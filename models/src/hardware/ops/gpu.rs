@@ -14,7 +14,7 @@
 //! `(t_sm^p + t_hbm^p)^(1/p)`.
 
 use crate::error::ModelError;
-use crate::hardware::{DeviceSpec, Dtype, Fp8Emulation};
+use crate::hardware::device::{DeviceSpec, Dtype, Fp8Emulation};
 
 use super::{
     combine, gemm_hbm_bytes, gemm_out_bytes, keys_seen, AttentionShape, Bound, GemmLayout, GemmShape, Op, OpCost,

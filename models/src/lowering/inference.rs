@@ -10,7 +10,7 @@
 //! sampled routing (the one whose all-to-all takes longest on its own
 //! links), with the expert rows of the unit's most loaded rank, its
 //! all-to-alls lowered as mirrors over the real routes
-//! ([`Exchange::lower_mirror`](crate::moe_comm::Exchange::lower_mirror)).
+//! ([`Exchange::lower_mirror`](crate::network::moe_comm::Exchange::lower_mirror)).
 //!
 //! Two micro-batches overlap one's computation with the other's dispatch
 //! and combine. Each micro-batch's layers become a chain of compute
@@ -32,14 +32,15 @@
 
 use moesim_sim::{SimDuration, StreamId, TaskGraph, TaskId};
 
-use crate::cluster::Cluster;
-use crate::emit::{Emitter, RankStreams};
 use crate::error::ModelError;
-use crate::hardware::{DeviceSpec, Dtype};
-use crate::layers::{Block, EpComm, Item, LayerContext, PassMode, Unit};
-use crate::model::{FfnKind, ModelConfig};
-use crate::moe_comm::{CommKernel, EpTraffic, Exchange, ForSource, LowLatencyTraffic, MoeKernel, MoePhase};
-use crate::routing::{RoutingSpec, Skew, TokenRouter};
+use crate::hardware::device::{DeviceSpec, Dtype};
+use crate::lowering::emit::{Emitter, RankStreams};
+use crate::network::cluster::Cluster;
+use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange, ForSource, LowLatencyTraffic, MoeKernel};
+use crate::transformer::layers::{Block, EpComm, Item, LayerContext, PassMode, Unit};
+use crate::transformer::model::{FfnKind, ModelConfig};
+use crate::transformer::routing::MoePhase;
+use crate::transformer::routing::{RoutingSpec, Skew, TokenRouter};
 
 /// How expert slots are filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -879,8 +880,8 @@ pub fn kv_bytes_per_token(model: &ModelConfig, tp: u32, mtp: bool) -> f64 {
     let per_layer = model.kv_cache_bytes_per_token(2.0) / model.layers as f64;
     let layers = model.layers as f64 + if mtp { model.mtp_modules as f64 } else { 0.0 };
     let split = match model.attention.kind {
-        crate::model::AttentionKind::Mla => 1.0,
-        crate::model::AttentionKind::Gqa => (tp.min(model.attention.kv_heads)).max(1) as f64,
+        crate::transformer::model::AttentionKind::Mla => 1.0,
+        crate::transformer::model::AttentionKind::Gqa => (tp.min(model.attention.kv_heads)).max(1) as f64,
     };
     per_layer * layers / split
 }

@@ -30,7 +30,7 @@ struct TechnologyFile {
 }
 
 /// The embedded technology table's text.
-pub const PRESET_TEXT: &str = include_str!("../presets/memory-technologies.toml");
+pub const PRESET_TEXT: &str = include_str!("../../presets/memory-technologies.toml");
 
 impl MemoryTechnology {
     /// Every embedded technology, in file order.

@@ -13,7 +13,7 @@
 //! HBM bytes follow from L2 blocking as on GPUs.
 
 use crate::error::ModelError;
-use crate::hardware::{DeviceSpec, ExplicitBuffers};
+use crate::hardware::device::{DeviceSpec, ExplicitBuffers};
 
 use super::pipeline::pipeline_time;
 use super::{

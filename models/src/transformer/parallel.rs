@@ -11,8 +11,8 @@
 
 use moesim_topologies::ConfigProblem;
 
-use crate::model::ModelConfig;
-use crate::schedule::{check_sizes, ScheduleKind};
+use crate::transformer::model::ModelConfig;
+use crate::transformer::schedule::{check_sizes, ScheduleKind};
 
 /// A resolved plan.
 #[derive(Debug, Clone, PartialEq)]

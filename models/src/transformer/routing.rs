@@ -18,8 +18,17 @@
 use rand::Rng;
 
 use crate::error::ModelError;
-use crate::model::MoeConfig;
 use crate::rng;
+use crate::transformer::model::MoeConfig;
+
+/// Which direction an MoE exchange moves tokens (DeepEP dispatch or combine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoePhase {
+    /// Tokens to experts, FP8 with one FP32 scale per 128 channels.
+    Dispatch,
+    /// Expert outputs back to their tokens, BF16.
+    Combine,
+}
 
 /// Expert popularity.
 #[derive(Debug, Clone, Copy, PartialEq)]

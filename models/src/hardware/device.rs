@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use moesim_topologies::ConfigProblem;
 
 use crate::error::ModelError;
-pub use crate::technology::MemoryTechnology;
+pub use crate::hardware::technology::MemoryTechnology;
 
 /// Number formats the cost models know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, PartialOrd, Ord)]
@@ -219,13 +219,13 @@ fn default_overlap() -> f64 {
 
 /// `(name, TOML text)` of every embedded device preset, sorted by name.
 const PRESETS: &[(&str, &str)] = &[
-    ("ascend-310", include_str!("../presets/devices/ascend-310.toml")),
-    ("ascend-910b", include_str!("../presets/devices/ascend-910b.toml")),
-    ("ascend-910c", include_str!("../presets/devices/ascend-910c.toml")),
-    ("h100", include_str!("../presets/devices/h100.toml")),
-    ("h20", include_str!("../presets/devices/h20.toml")),
-    ("h200", include_str!("../presets/devices/h200.toml")),
-    ("h800", include_str!("../presets/devices/h800.toml")),
+    ("ascend-310", include_str!("../../presets/devices/ascend-310.toml")),
+    ("ascend-910b", include_str!("../../presets/devices/ascend-910b.toml")),
+    ("ascend-910c", include_str!("../../presets/devices/ascend-910c.toml")),
+    ("h100", include_str!("../../presets/devices/h100.toml")),
+    ("h20", include_str!("../../presets/devices/h20.toml")),
+    ("h200", include_str!("../../presets/devices/h200.toml")),
+    ("h800", include_str!("../../presets/devices/h800.toml")),
 ];
 
 const MIB: f64 = 1048576.0;

@@ -1,4 +1,4 @@
-//! Turning a rank's kernel items ([`crate::layers::Item`]) into engine tasks,
+//! Turning a rank's kernel items ([`crate::transformer::layers::Item`]) into engine tasks,
 //! shared by the training step and the inference iterations: kernels in
 //! issue order on the rank's compute stream with the launch gaps between
 //! them, tensor-parallel all-reduces as mirrored ring transfers on its `tp`
@@ -7,8 +7,8 @@
 
 use moesim_sim::{DeviceId, Flow, SimDuration, StreamId, TaskGraph, TaskId};
 
-use crate::cluster::Cluster;
-use crate::layers::Item;
+use crate::network::cluster::Cluster;
+use crate::transformer::layers::Item;
 
 /// The streams of one simulated rank that compute items go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use moesim_sim::{DeviceId, Kernel, SimDuration, UnitDemand};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-use crate::hardware::{DeviceSpec, Dtype};
+use crate::hardware::device::{DeviceSpec, Dtype};
 
 mod gpu;
 mod npu;
@@ -405,7 +405,7 @@ mod tests {
         d.fp8_tflops = None;
         let e = gemm_cost(&d, &GemmShape::plain(1, 1, 1, Dtype::Fp8)).unwrap_err();
         assert!(e.to_string().contains("no FP8") && e.to_string().contains("fp8_emulation"), "{e}");
-        d.fp8_emulation = crate::hardware::Fp8Emulation::Bf16;
+        d.fp8_emulation = crate::hardware::device::Fp8Emulation::Bf16;
         let c = gemm_cost(&d, &GemmShape::plain(4096, 4096, 4096, Dtype::Fp8)).unwrap();
         let bf16 = gemm_cost(&d, &GemmShape::plain(4096, 4096, 4096, Dtype::Bf16)).unwrap();
         // Same arithmetic rate, half the operand bytes.

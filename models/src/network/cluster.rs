@@ -7,7 +7,7 @@
 use moesim_sim::{DeviceId, DeviceResource, LinkId, LinkResource, PathId, Platform, SimDuration, TaskGraph};
 use moesim_topologies::{EdgeIndex, Router, Topology};
 
-use crate::hardware::DeviceSpec;
+use crate::hardware::device::DeviceSpec;
 
 /// Topology + device + the engine platform built from them.
 pub struct Cluster {

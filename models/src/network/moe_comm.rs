@@ -26,10 +26,10 @@
 
 use moesim_sim::{Flow, SimDuration, StreamId, TaskGraph, TaskId};
 
-use crate::cluster::Cluster;
-use crate::collectives::join_all;
 use crate::error::ModelError;
-use crate::routing::{RoutingSpec, Skew, TokenRouter};
+use crate::network::cluster::Cluster;
+use crate::network::collectives::join_all;
+use crate::transformer::routing::{MoePhase, RoutingSpec, Skew, TokenRouter};
 
 /// DeepEP's kernel families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,15 +38,6 @@ pub enum MoeKernel {
     Normal,
     /// Pure-RDMA low-latency kernels (decode).
     LowLatency,
-}
-
-/// Which direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MoePhase {
-    /// Tokens to experts, FP8 with one FP32 scale per 128 channels.
-    Dispatch,
-    /// Expert outputs back to their tokens, BF16.
-    Combine,
 }
 
 /// One dispatch or combine over ranks `0..ranks`.

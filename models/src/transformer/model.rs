@@ -108,12 +108,12 @@ pub enum FfnKind {
 
 /// `(name, TOML text)` of every embedded model preset, sorted by name.
 const PRESETS: &[(&str, &str)] = &[
-    ("deepseek-v2", include_str!("../presets/models/deepseek-v2.toml")),
-    ("deepseek-v2-lite", include_str!("../presets/models/deepseek-v2-lite.toml")),
-    ("deepseek-v3", include_str!("../presets/models/deepseek-v3.toml")),
-    ("llama-3.1-405b", include_str!("../presets/models/llama-3.1-405b.toml")),
-    ("mixtral-8x7b", include_str!("../presets/models/mixtral-8x7b.toml")),
-    ("qwen-2.5-72b", include_str!("../presets/models/qwen-2.5-72b.toml")),
+    ("deepseek-v2", include_str!("../../presets/models/deepseek-v2.toml")),
+    ("deepseek-v2-lite", include_str!("../../presets/models/deepseek-v2-lite.toml")),
+    ("deepseek-v3", include_str!("../../presets/models/deepseek-v3.toml")),
+    ("llama-3.1-405b", include_str!("../../presets/models/llama-3.1-405b.toml")),
+    ("mixtral-8x7b", include_str!("../../presets/models/mixtral-8x7b.toml")),
+    ("qwen-2.5-72b", include_str!("../../presets/models/qwen-2.5-72b.toml")),
 ];
 
 /// Parameter counts, split the way memory and compute need them.

@@ -28,10 +28,10 @@
 use moesim_sim::TaskClass;
 
 use crate::error::ModelError;
-use crate::hardware::{DeviceSpec, Dtype};
-use crate::model::{AttentionKind, FfnKind, ModelConfig};
-use crate::moe_comm::MoePhase;
-use crate::ops::{op_cost_with, AttentionShape, GemmLayout, GemmShape, Op, OpCost, OpOptions, Pass};
+use crate::hardware::device::{DeviceSpec, Dtype};
+use crate::hardware::ops::{op_cost_with, AttentionShape, GemmLayout, GemmShape, Op, OpCost, OpOptions, Pass};
+use crate::transformer::model::{AttentionKind, FfnKind, ModelConfig};
+use crate::transformer::routing::MoePhase;
 
 /// A piece of the model a pipeline stage can own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

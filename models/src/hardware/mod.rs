@@ -1,0 +1,13 @@
+//! Hardware: what one device is and what one kernel costs on it, alone.
+//!
+//! Owns the device specs and their embedded presets (`device.rs`,
+//! `presets/devices/*.toml`), the memory technologies of on-chip tiers
+//! (`technology.rs`), and the op cost models (`ops/`: tiled GPU GEMM,
+//! attention and streaming kernels; Ascend explicit-buffer pipelines).
+//!
+//! May use: the crate's `error` and `rng`, and `moesim-sim`'s kernel
+//! vocabulary. Uses none of `network`, `transformer`, `lowering`, `serving`.
+
+pub mod device;
+pub mod ops;
+pub mod technology;
