@@ -1,0 +1,117 @@
+//! `moesim run`: one scenario, its summary printed (text or JSON) and, with
+//! `--out`, every report file written; a progress bar on a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use moesim_sim::{Observer, SimTime};
+use serde_json::{Map, Value};
+
+use super::{scenario_ref, Format};
+use crate::workloads::RunOptions;
+use crate::{run_scenario_observed, AppError};
+
+/// Arguments of `moesim run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    pub scenario: Option<String>,
+    /// Write summary.json, summary.md, timeline.csv, resources.csv and trace.json here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// Runs `moesim run`.
+pub fn execute(args: RunArgs) -> Result<ExitCode, AppError> {
+    let RunArgs { scenario, out, format, sets } = args;
+    let sets = &sets[..];
+    let scenario = scenario_ref(scenario)?;
+    let started = Instant::now();
+    let options = RunOptions { record_link_series: out.is_some(), figures: out.is_some() };
+    let mut progress = Progress::new();
+    let run = run_scenario_observed(&scenario, sets, &options, &mut progress);
+    progress.finish();
+    let (summary, outcome) = run?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let mut written = Vec::new();
+    if let Some(dir) = &out {
+        written = crate::output::write_dir(dir, &summary, &outcome).map_err(AppError::Failed)?;
+    }
+    let mut printed: Map<String, Value> = summary.clone();
+    printed.insert("wall_s".into(), crate::workloads::num(wall_s));
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    match format {
+        Format::Json => {
+            serde_json::to_writer(&mut w, &printed).map_err(|e| AppError::Failed(e.to_string()))?;
+            let _ = writeln!(w);
+        }
+        Format::Text => {
+            let _ = writeln!(w, "scenario {}", printed["scenario"].as_str().unwrap_or(""));
+            for (k, v) in &printed {
+                if k == "scenario" || k == "notes" {
+                    continue;
+                }
+                let shown = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                let _ = writeln!(w, "  {k:<24} {shown}");
+            }
+            for note in &outcome.notes {
+                let _ = writeln!(w, "  note: {note}");
+            }
+            for p in &written {
+                let _ = writeln!(w, "  wrote {}", p.display());
+            }
+            let events_per_s = outcome.result.events as f64 / wall_s.max(1e-9);
+            let _ = writeln!(
+                w,
+                "  ({} events in {:.3} s wall, {:.3e} events/s)",
+                outcome.result.events, wall_s, events_per_s
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on stderr for long runs (hidden when stderr is not a terminal).
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} simulating [{bar:30}] {pos}/{len} tasks, t = {msg} ({elapsed})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b
+        });
+        Progress { bar }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn progress(&mut self, finished: usize, total: usize, now: SimTime) {
+        if let Some(b) = &self.bar {
+            b.set_length(total as u64);
+            b.set_position(finished as u64);
+            b.set_message(format!("{:.1} us", now.as_us_f64()));
+        }
+    }
+}
