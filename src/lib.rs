@@ -10,6 +10,7 @@ pub mod diagnostics;
 pub mod output;
 pub mod plan;
 pub mod scenario;
+pub mod setup;
 pub mod sweep;
 pub mod validate;
 pub mod workloads;
@@ -139,7 +140,7 @@ pub fn run_scenario_observed(
     observer: &mut dyn Observer,
 ) -> Result<(Map<String, Value>, Outcome), AppError> {
     let scenario = load_scenario(scenario, sets)?;
-    let outcome = workloads::run(&scenario, options, observer)?;
-    let summary = output::summary(&scenario.name, scenario.workload.kind_name(), scenario.seed, &outcome);
+    let outcome = scenario.run(options, observer)?;
+    let summary = output::summary(&scenario.setup.name, scenario.workload.kind_name(), scenario.setup.seed, &outcome);
     Ok((summary, outcome))
 }

@@ -15,8 +15,8 @@
 use serde::Serialize;
 
 use crate::scenario::Scenario;
+use crate::setup::Setup;
 use crate::workloads::serving::{EngineIterationTimes, ServingWorkload};
-use crate::workloads::Workload;
 use crate::AppError;
 use moesim_models::serving::IterationTimes;
 
@@ -58,7 +58,7 @@ pub struct Plan {
 }
 
 struct Search<'a> {
-    scenario: &'a Scenario,
+    scenario: &'a Setup,
     workload: ServingWorkload,
     requests: Vec<moesim_models::serving::Request>,
     times: EngineIterationTimes,
@@ -149,17 +149,23 @@ impl Search<'_> {
     }
 }
 
-/// Runs the capacity search on a `kind = "serving"` scenario.
-pub fn plan(scenario: &Scenario, target: &PlanTarget) -> Result<Plan, AppError> {
-    let Workload::Serving(w) = &scenario.workload else {
-        return Err(AppError::Input(vec![scenario.source.at_key(
+/// The serving workload of a scenario, or an error naming its kind.
+pub fn serving_workload(scenario: &Scenario) -> Result<&ServingWorkload, AppError> {
+    scenario.workload.as_serving().ok_or_else(|| {
+        AppError::Input(vec![scenario.setup.source.at_key(
             "workload.kind",
             format!(
                 "moesim plan needs a serving scenario (kind = \"serving\"), found \"{}\"",
                 scenario.workload.kind_name()
             ),
-        )]));
-    };
+        )])
+    })
+}
+
+/// Runs the capacity search on a `kind = "serving"` scenario.
+pub fn plan(scenario: &Scenario, target: &PlanTarget) -> Result<Plan, AppError> {
+    let w = serving_workload(scenario)?;
+    let scenario = &scenario.setup;
     let bad = |m: String| AppError::Input(vec![scenario.source.plain(m)]);
     for (name, v) in [
         ("--rate", target.rate_per_s),
@@ -171,7 +177,7 @@ pub fn plan(scenario: &Scenario, target: &PlanTarget) -> Result<Plan, AppError> 
             return Err(bad(format!("{name}: expected a positive number, found {v}")));
         }
     }
-    let mut workload = (**w).clone();
+    let mut workload = w.clone();
     workload.arrivals = Some(crate::workloads::serving::Arrivals::Poisson);
     workload.rate_per_s = Some(target.rate_per_s);
     workload.duration_s = Some(target.duration_s);

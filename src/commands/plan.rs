@@ -37,10 +37,7 @@ pub fn execute(args: PlanArgs) -> Result<ExitCode, AppError> {
     let PlanArgs { scenario, rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units, sets, format } = args;
     let (scenario, sets) = (&scenario[..], &sets[..]);
     let scenario = load_scenario(&ScenarioRef::parse(scenario)?, sets)?;
-    let scenario_duration = match &scenario.workload {
-        crate::workloads::Workload::Serving(w) => w.duration_s,
-        _ => None,
-    };
+    let scenario_duration = crate::plan::serving_workload(&scenario).ok().and_then(|w| w.duration_s);
     let duration_s = duration_s.unwrap_or(scenario_duration.unwrap_or(600.0).min(600.0));
     let started = Instant::now();
     let target = crate::plan::PlanTarget { rate_per_s: rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units };
@@ -52,7 +49,7 @@ pub fn execute(args: PlanArgs) -> Result<ExitCode, AppError> {
         Format::Text => {
             println!(
                 "plan {}: {rate} requests/s for {duration_s} s, p99 TTFT <= {ttft_p99_ms} ms, p99 TPOT <= {tpot_p99_ms} ms",
-                scenario.name
+                scenario.setup.name
             );
             println!(
                 "  {:>7} {:>6} {:>6} {:>14} {:>14} {:>22}  meets",

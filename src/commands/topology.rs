@@ -24,7 +24,7 @@ pub struct TopologyArgs {
 pub fn execute(args: TopologyArgs) -> Result<ExitCode, AppError> {
     let TopologyArgs { scenario, dot, sets, format } = args;
     let sets = &sets[..];
-    let scenario = load_scenario(&scenario_ref(scenario)?, sets)?;
+    let scenario = load_scenario(&scenario_ref(scenario)?, sets)?.setup;
     let Some(spec) = &scenario.topology else {
         return Err(AppError::Input(vec![scenario.source.at_key("topology", "the scenario has no [topology] table")]));
     };

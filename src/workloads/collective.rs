@@ -8,10 +8,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    build_cluster, check_ranks, model_failure, num, positive_time, problem, simulate, Outcome, RunFailure, RunOptions,
-    TopologyState,
+    build_cluster, check_ranks, model_failure, num, positive_time, problem, simulate, Context, Outcome, RunFailure,
+    RunOptions, Workload,
 };
-use crate::scenario::Scenario;
+use crate::setup::Setup;
 
 fn default_algorithm() -> String {
     "ring".into()
@@ -32,8 +32,13 @@ pub struct CollectiveWorkload {
     pub algorithm: String,
 }
 
-impl CollectiveWorkload {
-    pub fn problems(&self, topology: TopologyState) -> Vec<ConfigProblem> {
+impl Workload for CollectiveWorkload {
+    fn kind_name(&self) -> &str {
+        "collective"
+    }
+
+    fn problems(&self, cx: Context) -> Vec<ConfigProblem> {
+        let topology = cx.topology_state();
         let mut out = Vec::new();
         if self.ranks < 2 {
             out.push(problem("workload.ranks", format!("expected an integer >= 2, found {}", self.ranks)));
@@ -45,19 +50,14 @@ impl CollectiveWorkload {
         out
     }
 
-    pub fn run(
-        &self,
-        scenario: &Scenario,
-        options: &RunOptions,
-        observer: &mut dyn Observer,
-    ) -> Result<Outcome, RunFailure> {
-        let cluster = build_cluster(scenario)?;
-        let algorithm = collectives::algorithm(&self.algorithm).map_err(|e| model_failure(scenario, e))?;
+    fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
+        let cluster = build_cluster(setup)?;
+        let algorithm = collectives::algorithm(&self.algorithm).map_err(|e| model_failure(setup, e))?;
         let spec = CollectiveSpec { op: self.op, group: (0..self.ranks).collect(), bytes: self.bytes };
         let mut graph = TaskGraph::new();
         let streams: Vec<_> = (0..self.ranks).map(|r| graph.add_stream(r, "comm")).collect();
         let after = vec![None; self.ranks as usize];
-        algorithm.lower(&cluster, &spec, &mut graph, &streams, &after).map_err(|e| model_failure(scenario, e))?;
+        algorithm.lower(&cluster, &spec, &mut graph, &streams, &after).map_err(|e| model_failure(setup, e))?;
         let (platform, graph, result) = simulate(cluster.platform, graph, options, observer)?;
         let time_s = positive_time(result.end);
         let algbw = self.bytes / time_s / 1e9;

@@ -11,8 +11,8 @@ use moesim_topologies::ConfigProblem;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{model_failure, num, positive_time, problem, simulate, Outcome, RunFailure, RunOptions};
-use crate::scenario::Scenario;
+use super::{model_failure, num, positive_time, problem, simulate, Context, Outcome, RunFailure, RunOptions, Workload};
+use crate::setup::Setup;
 
 fn one() -> u64 {
     1
@@ -62,8 +62,13 @@ pub(crate) fn option_problems(
     out
 }
 
-impl GemmWorkload {
-    pub fn problems(&self, device: Option<&DeviceSpec>) -> Vec<ConfigProblem> {
+impl Workload for GemmWorkload {
+    fn kind_name(&self) -> &str {
+        "gemm"
+    }
+
+    fn problems(&self, cx: Context) -> Vec<ConfigProblem> {
+        let device = cx.device;
         let mut out = Vec::new();
         for (key, v) in
             [("workload.m", self.m), ("workload.n", self.n), ("workload.k", self.k), ("workload.groups", self.groups)]
@@ -79,12 +84,7 @@ impl GemmWorkload {
         out
     }
 
-    pub fn run(
-        &self,
-        scenario: &Scenario,
-        options: &RunOptions,
-        observer: &mut dyn Observer,
-    ) -> Result<Outcome, RunFailure> {
+    fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
         let shape =
             GemmShape { m: self.m, n: self.n, k: self.k, groups: self.groups, layout: self.layout, dtype: self.dtype };
         let label = format!(
@@ -99,14 +99,8 @@ impl GemmWorkload {
             },
             self.dtype.as_str()
         );
-        let mut outcome = run_op(
-            scenario,
-            &Op::Gemm(shape),
-            &OpOptions { sms: self.sms, tile: self.tile },
-            &label,
-            options,
-            observer,
-        )?;
+        let mut outcome =
+            run_op(setup, &Op::Gemm(shape), &OpOptions { sms: self.sms, tile: self.tile }, &label, options, observer)?;
         outcome.metrics.insert("dtype".into(), Value::from(self.dtype.as_str()));
         Ok(outcome)
     }
@@ -115,15 +109,15 @@ impl GemmWorkload {
 /// Runs one op on one device through the engine and reports the cost
 /// model's tiers, tiling and bound; with `--out`, a roofline plot.
 pub(crate) fn run_op(
-    scenario: &Scenario,
+    setup: &Setup,
     op: &Op,
     op_options: &OpOptions,
     label: &str,
     options: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<Outcome, RunFailure> {
-    let device = &scenario.device;
-    let cost = op_cost_with(device, op, op_options).map_err(|e| model_failure(scenario, e))?;
+    let device = &setup.device;
+    let cost = op_cost_with(device, op, op_options).map_err(|e| model_failure(setup, e))?;
     let mut platform = Platform::default();
     let dev = platform.add_device(DeviceResource {
         name: device.name.clone(),

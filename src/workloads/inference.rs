@@ -34,10 +34,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    build_cluster, check_price_and_precision, check_skew, cluster_gpus, model_failure, num, problem, simulate, Outcome,
-    RunFailure, RunOptions, TopologyState,
+    build_cluster, check_price_and_precision, check_skew, cluster_gpus, model_failure, num, problem, simulate, Context,
+    Outcome, RunFailure, RunOptions, TopologyState, Workload,
 };
-use crate::scenario::{ParallelTable, Scenario};
+use crate::setup::{ParallelTable, Setup};
 
 fn two() -> u32 {
     2
@@ -257,15 +257,19 @@ impl IterationWorkload {
             moe_fill: 1.0,
         }
     }
+}
 
-    pub fn problems(
-        &self,
-        device: Option<&DeviceSpec>,
-        topology: TopologyState,
-        model: Option<&ModelConfig>,
-        model_given: bool,
-        parallel: Option<&ParallelTable>,
-    ) -> Vec<ConfigProblem> {
+impl Workload for IterationWorkload {
+    fn kind_name(&self) -> &str {
+        match self {
+            IterationWorkload::Prefill(_) => "prefill",
+            IterationWorkload::Decode(_) => "decode",
+        }
+    }
+
+    fn problems(&self, cx: Context) -> Vec<ConfigProblem> {
+        let (device, topology, model, model_given, parallel) =
+            (cx.device, cx.topology_state(), cx.model, cx.model_given, cx.parallel);
         let mut out = Vec::new();
         self.keys().problems(device, &mut out);
         if let IterationWorkload::Prefill(w) = self {
@@ -310,23 +314,17 @@ impl IterationWorkload {
         out
     }
 
-    pub fn run(
-        &self,
-        scenario: &Scenario,
-        options: &RunOptions,
-        observer: &mut dyn Observer,
-    ) -> Result<Outcome, RunFailure> {
-        let cluster = build_cluster(scenario)?;
-        let cluster_spec = scenario.topology.as_ref().expect("build_cluster checked it");
-        let model = scenario.model.as_ref().ok_or_else(|| {
-            RunFailure::Input(vec![scenario.source.at_key("model", "an inference iteration needs a [model] table")])
+    fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
+        let cluster = build_cluster(setup)?;
+        let cluster_spec = setup.topology.as_ref().expect("build_cluster checked it");
+        let model = setup.model.as_ref().ok_or_else(|| {
+            RunFailure::Input(vec![setup.source.at_key("model", "an inference iteration needs a [model] table")])
         })?;
-        let spec = self.spec(model, scenario.parallel.as_ref(), cluster_gpus(cluster_spec));
+        let spec = self.spec(model, setup.parallel.as_ref(), cluster_gpus(cluster_spec));
         let mut cluster = cluster;
         cluster.cap_comm_by_sms(spec.unit.comm_sms);
         let mut graph = TaskGraph::new();
-        let low =
-            lower_iteration(&cluster, &spec, scenario.seed, &mut graph).map_err(|e| model_failure(scenario, e))?;
+        let low = lower_iteration(&cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;
         let (platform, graph, result) = simulate(cluster.platform.clone(), graph, options, observer)?;
         let (metrics, mut notes) = iteration_metrics(
             &spec,
@@ -339,6 +337,17 @@ impl IterationWorkload {
         );
         notes.extend(low.notes.clone());
         Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
+    }
+
+    fn uses_model(&self) -> bool {
+        true
+    }
+
+    fn sm_driven_all_to_all(&self, parallel: Option<&ParallelTable>) -> Option<(&'static str, u32)> {
+        match self {
+            IterationWorkload::Prefill(_) => parallel.filter(|p| p.ep > 1).map(|p| ("parallel.comm_sms", p.comm_sms)),
+            IterationWorkload::Decode(_) => None,
+        }
     }
 }
 

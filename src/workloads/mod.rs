@@ -7,81 +7,20 @@ pub mod inference;
 pub mod moe_comm;
 pub mod op;
 pub mod pipeline;
+pub mod registry;
 pub mod roofline;
 pub mod serving;
 pub mod traces;
 pub mod training;
+
+use std::fmt;
 
 use moesim_models::{Cluster, DeviceSpec, ModelError};
 use moesim_sim::{EngineOptions, Observer, Platform, RunResult, SimTime, TaskGraph};
 use moesim_topologies::{ClusterSpec, ConfigProblem};
 use serde_json::{Map, Value};
 
-use crate::scenario::Scenario;
-
-/// The `kind` names a scenario may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkloadKind {
-    Collective,
-    MoeDispatch,
-    MoeCombine,
-    Gemm,
-    Pipeline,
-    Training,
-    Op,
-    Prefill,
-    Decode,
-    Serving,
-}
-
-impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 10] = [
-        WorkloadKind::Collective,
-        WorkloadKind::MoeDispatch,
-        WorkloadKind::MoeCombine,
-        WorkloadKind::Gemm,
-        WorkloadKind::Pipeline,
-        WorkloadKind::Training,
-        WorkloadKind::Op,
-        WorkloadKind::Prefill,
-        WorkloadKind::Decode,
-        WorkloadKind::Serving,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            WorkloadKind::Collective => "collective",
-            WorkloadKind::MoeDispatch => "moe-dispatch",
-            WorkloadKind::MoeCombine => "moe-combine",
-            WorkloadKind::Gemm => "gemm",
-            WorkloadKind::Pipeline => "pipeline",
-            WorkloadKind::Training => "training",
-            WorkloadKind::Op => "op",
-            WorkloadKind::Prefill => "prefill",
-            WorkloadKind::Decode => "decode",
-            WorkloadKind::Serving => "serving",
-        }
-    }
-    pub fn names() -> Vec<&'static str> {
-        Self::ALL.iter().map(|k| k.name()).collect()
-    }
-    pub fn from_name(s: &str) -> Option<WorkloadKind> {
-        Self::ALL.into_iter().find(|k| k.name() == s)
-    }
-}
-
-/// A parsed `[workload]` table.
-#[derive(Debug, Clone)]
-pub enum Workload {
-    Collective(collective::CollectiveWorkload),
-    MoeComm(moe_comm::MoeCommWorkload),
-    Gemm(gemm::GemmWorkload),
-    Pipeline(pipeline::PipelineWorkload),
-    Training(training::TrainingWorkload),
-    Op(op::OpWorkload),
-    Iteration(inference::IterationWorkload),
-    Serving(Box<serving::ServingWorkload>),
-}
+use crate::setup::{ParallelTable, Setup};
 
 /// What the scenario resolved besides the workload, for the workload's checks.
 #[derive(Debug, Clone, Copy)]
@@ -93,7 +32,18 @@ pub struct Context<'a> {
     pub topology_given: bool,
     pub model: Option<&'a moesim_models::ModelConfig>,
     pub model_given: bool,
-    pub parallel: Option<&'a crate::scenario::ParallelTable>,
+    pub parallel: Option<&'a ParallelTable>,
+}
+
+impl Context<'_> {
+    /// The topology as far as the workload checks are concerned.
+    pub fn topology_state(&self) -> TopologyState<'_> {
+        match (self.topology, self.topology_given) {
+            (Some(t), _) => TopologyState::Resolved(t),
+            (None, true) => TopologyState::Broken,
+            (None, false) => TopologyState::Missing,
+        }
+    }
 }
 
 /// How to run.
@@ -129,113 +79,81 @@ pub enum RunFailure {
     Failed(String),
 }
 
-impl Workload {
-    /// Problems found without building anything, keys relative to the file.
-    /// `device` is `None` when the `[hardware]` table had problems (already
-    /// reported); `topology` is the resolved cluster; `topology_given` says whether the
-    /// file has a `[topology]` table (which may have failed to resolve).
-    pub fn problems(&self, cx: Context) -> Vec<ConfigProblem> {
-        let device = cx.device;
-        let topology = match (cx.topology, cx.topology_given) {
-            (Some(t), _) => TopologyState::Resolved(t),
-            (None, true) => TopologyState::Broken,
-            (None, false) => TopologyState::Missing,
-        };
-        let mut out = match self {
-            Workload::Collective(w) => w.problems(topology),
-            Workload::MoeComm(w) => w.problems(topology),
-            Workload::Gemm(w) => w.problems(device),
-            Workload::Pipeline(w) => w.problems(),
-            Workload::Training(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel),
-            Workload::Op(w) => w.problems(device),
-            Workload::Iteration(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel),
-            Workload::Serving(w) => w.problems(device, topology, cx.model, cx.model_given, cx.parallel.is_some()),
-        };
-        if let (Some(d), Some((key, sms))) = (device, self.sm_driven_all_to_all(cx.parallel)) {
-            if d.comm_uses_compute_units && sms == 0 {
-                out.push(problem(
-                    key,
-                    format!(
-                        "expected at least 1: DeepEP's normal all-to-all kernels run on {}'s SMs (DeepSeek-V3 gave them 20)",
-                        d.name
-                    ),
-                ));
-            }
-        }
-        if !self.uses_model() {
-            if cx.model_given {
-                out.push(problem(
-                    "model",
-                    format!("not used by kind \"{}\"; remove the [model] table", self.kind_name()),
-                ));
-            }
-            if cx.parallel.is_some() {
-                out.push(problem(
-                    "parallel",
-                    format!("not used by kind \"{}\"; remove the [parallel] table", self.kind_name()),
-                ));
-            }
-        }
-        out
+/// A parsed `[workload]` table: one kind's checks, run and name. Each kind
+/// implements it in its own file and is registered by one line in
+/// [`registry::KINDS`].
+pub trait Workload: fmt::Debug + Send + Sync {
+    /// The `kind` as written (`"collective"`, `"moe-dispatch"`, ...).
+    fn kind_name(&self) -> &str;
+
+    /// Problems found without building anything, keys relative to the file
+    /// (`workload.ranks`); the checks every kind shares are added by
+    /// [`problems`].
+    fn problems(&self, cx: Context) -> Vec<ConfigProblem>;
+
+    /// Runs the workload to completion on the scenario's setting.
+    fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure>;
+
+    /// Whether the workload reads `[model]` and `[parallel]`.
+    fn uses_model(&self) -> bool {
+        false
     }
 
     /// The key and value of the SMs an SM-driven (DeepEP normal) all-to-all
     /// of this workload holds, if it runs one.
-    fn sm_driven_all_to_all(&self, parallel: Option<&crate::scenario::ParallelTable>) -> Option<(&'static str, u32)> {
-        match self {
-            Workload::MoeComm(w) if w.kernel == moe_comm::KernelName::Normal => Some(("workload.comm_sms", w.comm_sms)),
-            Workload::Training(_) | Workload::Iteration(inference::IterationWorkload::Prefill(_)) => {
-                parallel.filter(|p| p.ep > 1).map(|p| ("parallel.comm_sms", p.comm_sms))
-            }
-            Workload::Serving(w) => Some(("workload.prefill.comm_sms", w.prefill.comm_sms)),
-            _ => None,
-        }
+    fn sm_driven_all_to_all(&self, _parallel: Option<&ParallelTable>) -> Option<(&'static str, u32)> {
+        None
     }
 
-    /// Whether the workload reads `[model]` and `[parallel]`.
-    pub fn uses_model(&self) -> bool {
-        matches!(self, Workload::Training(_) | Workload::Iteration(_) | Workload::Serving(_))
-    }
-
-    pub fn kind_name(&self) -> &str {
-        match self {
-            Workload::Collective(_) => "collective",
-            Workload::MoeComm(w) => &w.kind,
-            Workload::Gemm(_) => "gemm",
-            Workload::Pipeline(_) => "pipeline",
-            Workload::Training(_) => "training",
-            Workload::Op(_) => "op",
-            Workload::Iteration(inference::IterationWorkload::Prefill(_)) => "prefill",
-            Workload::Iteration(inference::IterationWorkload::Decode(_)) => "decode",
-            Workload::Serving(_) => "serving",
-        }
+    /// The serving workload, if this is one (`moesim plan` searches only
+    /// serving deployments).
+    fn as_serving(&self) -> Option<&serving::ServingWorkload> {
+        None
     }
 }
 
+/// A workload's problems: its own, then the checks every kind shares (SMs
+/// for an SM-driven all-to-all, no `[model]`/`[parallel]` where unused).
+pub fn problems(workload: &dyn Workload, cx: Context) -> Vec<ConfigProblem> {
+    let mut out = workload.problems(cx);
+    if let (Some(d), Some((key, sms))) = (cx.device, workload.sm_driven_all_to_all(cx.parallel)) {
+        if d.comm_uses_compute_units && sms == 0 {
+            out.push(problem(
+                key,
+                format!(
+                    "expected at least 1: DeepEP's normal all-to-all kernels run on {}'s SMs (DeepSeek-V3 gave them 20)",
+                    d.name
+                ),
+            ));
+        }
+    }
+    if !workload.uses_model() {
+        if cx.model_given {
+            out.push(problem(
+                "model",
+                format!("not used by kind \"{}\"; remove the [model] table", workload.kind_name()),
+            ));
+        }
+        if cx.parallel.is_some() {
+            out.push(problem(
+                "parallel",
+                format!("not used by kind \"{}\"; remove the [parallel] table", workload.kind_name()),
+            ));
+        }
+    }
+    out
+}
+
 /// Builds the scenario's cluster (it must have a topology).
-pub fn build_cluster(scenario: &Scenario) -> Result<Cluster, RunFailure> {
-    let Some(spec) = &scenario.topology else {
-        return Err(RunFailure::Input(vec![scenario
+pub fn build_cluster(setup: &Setup) -> Result<Cluster, RunFailure> {
+    let Some(spec) = &setup.topology else {
+        return Err(RunFailure::Input(vec![setup
             .source
             .at_key("topology", "this workload needs a [topology] table, e.g. preset = \"h800-cluster\"")]));
     };
     let topology = moesim_topologies::build(spec)
-        .map_err(|e| RunFailure::Input(vec![scenario.source.at_key("topology", e.to_string())]))?;
-    Ok(Cluster::new(topology, scenario.device.clone(), scenario.seed))
-}
-
-/// Runs a scenario's workload to completion.
-pub fn run(scenario: &Scenario, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
-    match &scenario.workload {
-        Workload::Collective(w) => w.run(scenario, options, observer),
-        Workload::MoeComm(w) => w.run(scenario, options, observer),
-        Workload::Gemm(w) => w.run(scenario, options, observer),
-        Workload::Pipeline(w) => w.run(scenario, options, observer),
-        Workload::Training(w) => w.run(scenario, options, observer),
-        Workload::Op(w) => w.run(scenario, options, observer),
-        Workload::Iteration(w) => w.run(scenario, options, observer),
-        Workload::Serving(w) => w.run(scenario, options, observer),
-    }
+        .map_err(|e| RunFailure::Input(vec![setup.source.at_key("topology", e.to_string())]))?;
+    Ok(Cluster::new(topology, setup.device.clone(), setup.seed))
 }
 
 /// Runs a lowered graph on a platform.
@@ -251,8 +169,8 @@ pub fn simulate(
     Ok((platform, graph, result))
 }
 
-pub(crate) fn model_failure(scenario: &Scenario, err: ModelError) -> RunFailure {
-    RunFailure::Input(scenario.diagnose(&err))
+pub(crate) fn model_failure(setup: &Setup, err: ModelError) -> RunFailure {
+    RunFailure::Input(setup.diagnose(&err))
 }
 
 pub(crate) fn positive_time(end: SimTime) -> f64 {

@@ -12,10 +12,10 @@ use serde_json::{Map, Value};
 
 use super::training::SimulateRanks;
 use super::{
-    build_cluster, check_ranks, check_skew, model_failure, num, positive_time, problem, simulate, Outcome, RunFailure,
-    RunOptions, TopologyState,
+    build_cluster, check_ranks, check_skew, model_failure, num, positive_time, problem, simulate, Context, Outcome,
+    RunFailure, RunOptions, Workload,
 };
-use crate::scenario::Scenario;
+use crate::setup::{ParallelTable, Setup};
 
 /// DeepEP's two kernel families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -63,7 +63,32 @@ fn all_ranks() -> SimulateRanks {
 }
 
 impl MoeCommWorkload {
-    pub fn problems(&self, topology: TopologyState) -> Vec<ConfigProblem> {
+    fn spec(&self) -> MoeCommSpec {
+        MoeCommSpec {
+            kernel: match self.kernel {
+                KernelName::Normal => MoeKernel::Normal,
+                KernelName::LowLatency => MoeKernel::LowLatency,
+            },
+            phase: if self.kind == "moe-combine" { MoePhase::Combine } else { MoePhase::Dispatch },
+            ranks: self.ranks,
+            tokens_per_rank: self.tokens_per_rank,
+            hidden: self.hidden,
+            topk: self.topk,
+            experts: self.experts,
+            node_limit: self.node_limit,
+            comm_sms: self.comm_sms,
+            skew: Skew::from_exponent(self.skew),
+        }
+    }
+}
+
+impl Workload for MoeCommWorkload {
+    fn kind_name(&self) -> &str {
+        &self.kind
+    }
+
+    fn problems(&self, cx: Context) -> Vec<ConfigProblem> {
+        let topology = cx.topology_state();
         let mut out = Vec::new();
         let int = |key: &str, v: u32, min: u32, out: &mut Vec<ConfigProblem>| {
             if v < min {
@@ -87,31 +112,8 @@ impl MoeCommWorkload {
         out
     }
 
-    fn spec(&self) -> MoeCommSpec {
-        MoeCommSpec {
-            kernel: match self.kernel {
-                KernelName::Normal => MoeKernel::Normal,
-                KernelName::LowLatency => MoeKernel::LowLatency,
-            },
-            phase: if self.kind == "moe-combine" { MoePhase::Combine } else { MoePhase::Dispatch },
-            ranks: self.ranks,
-            tokens_per_rank: self.tokens_per_rank,
-            hidden: self.hidden,
-            topk: self.topk,
-            experts: self.experts,
-            node_limit: self.node_limit,
-            comm_sms: self.comm_sms,
-            skew: Skew::from_exponent(self.skew),
-        }
-    }
-
-    pub fn run(
-        &self,
-        scenario: &Scenario,
-        options: &RunOptions,
-        observer: &mut dyn Observer,
-    ) -> Result<Outcome, RunFailure> {
-        let mut cluster = build_cluster(scenario)?;
+    fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
+        let mut cluster = build_cluster(setup)?;
         let mut graph = TaskGraph::new();
         let spec = self.spec();
         if spec.kernel == MoeKernel::Normal {
@@ -122,18 +124,18 @@ impl MoeCommWorkload {
             SimulateRanks::All => {
                 let streams: Vec<_> = (0..self.ranks).map(|r| graph.add_stream(r, "deepep")).collect();
                 let after = vec![None; self.ranks as usize];
-                moe_comm::lower_moe_comm(&cluster, &spec, scenario.seed, &mut graph, &streams, &after)
+                moe_comm::lower_moe_comm(&cluster, &spec, setup.seed, &mut graph, &streams, &after)
             }
-            SimulateRanks::Representative => moe_comm::critical_rank_of(&cluster, &spec, scenario.seed).and_then(|rep| {
+            SimulateRanks::Representative => moe_comm::critical_rank_of(&cluster, &spec, setup.seed).and_then(|rep| {
                 notes.push(format!(
                     "representative rank: rank {rep} (the critical rank) simulated of {}; its peers are assumed loaded alike",
                     self.ranks
                 ));
                 let stream = graph.add_stream(rep, "deepep");
-                moe_comm::lower_moe_comm_mirror(&cluster, &spec, scenario.seed, &mut graph, stream, rep)
+                moe_comm::lower_moe_comm_mirror(&cluster, &spec, setup.seed, &mut graph, stream, rep)
             }),
         }
-        .map_err(|e| model_failure(scenario, e))?;
+        .map_err(|e| model_failure(setup, e))?;
         let (platform, graph, result) = simulate(cluster.platform, graph, options, observer)?;
         let time_s = positive_time(result.end);
         let mut metrics = Map::new();
@@ -151,5 +153,9 @@ impl MoeCommWorkload {
         metrics.insert("ib_bytes_per_rank".into(), num(lowered.ib_bytes_per_rank));
         notes.push("bandwidths count bytes as DeepEP's benchmarks do: (token, destination) pairs incl. the rank's own node/rank, divided by the kernel time".into());
         Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
+    }
+
+    fn sm_driven_all_to_all(&self, _parallel: Option<&ParallelTable>) -> Option<(&'static str, u32)> {
+        (self.kernel == KernelName::Normal).then_some(("workload.comm_sms", self.comm_sms))
     }
 }

@@ -20,15 +20,14 @@
 
 use moesim_models::hardware::device::Dtype;
 use moesim_models::hardware::ops::{AttentionShape, Op, OpOptions, Pass};
-use moesim_models::DeviceSpec;
 use moesim_sim::Observer;
 use moesim_topologies::ConfigProblem;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::gemm::{option_problems, run_op};
-use super::{problem, Outcome, RunFailure, RunOptions};
-use crate::scenario::Scenario;
+use super::{problem, Context, Outcome, RunFailure, RunOptions, Workload};
+use crate::setup::Setup;
 
 /// Which op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -134,7 +133,22 @@ impl OpWorkload {
         })
     }
 
-    pub fn problems(&self, device: Option<&DeviceSpec>) -> Vec<ConfigProblem> {
+    fn op_name(&self) -> &'static str {
+        match self.op {
+            OpName::Attention => "attention",
+            OpName::Norm => "norm",
+            OpName::Elementwise => "elementwise",
+        }
+    }
+}
+
+impl Workload for OpWorkload {
+    fn kind_name(&self) -> &str {
+        "op"
+    }
+
+    fn problems(&self, cx: Context) -> Vec<ConfigProblem> {
+        let device = cx.device;
         let mut out = Vec::new();
         for (key, given) in self.required() {
             if !given {
@@ -181,22 +195,9 @@ impl OpWorkload {
         out
     }
 
-    fn op_name(&self) -> &'static str {
-        match self.op {
-            OpName::Attention => "attention",
-            OpName::Norm => "norm",
-            OpName::Elementwise => "elementwise",
-        }
-    }
-
-    pub fn run(
-        &self,
-        scenario: &Scenario,
-        options: &RunOptions,
-        observer: &mut dyn Observer,
-    ) -> Result<Outcome, RunFailure> {
+    fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
         let Some(op) = self.op() else {
-            return Err(RunFailure::Input(vec![scenario.source.at_key("workload.op", "incomplete op table")]));
+            return Err(RunFailure::Input(vec![setup.source.at_key("workload.op", "incomplete op table")]));
         };
         let label = match &op {
             Op::Attention(a) => format!(
@@ -213,8 +214,7 @@ impl OpWorkload {
             Op::Norm { tokens, hidden, .. } => format!("rmsnorm {tokens}x{hidden}"),
             _ => "elementwise".to_owned(),
         };
-        let mut outcome =
-            run_op(scenario, &op, &OpOptions { sms: self.sms, tile: self.tile }, &label, options, observer)?;
+        let mut outcome = run_op(setup, &op, &OpOptions { sms: self.sms, tile: self.tile }, &label, options, observer)?;
         outcome.metrics.insert("op".into(), Value::from(self.op_name()));
         outcome.metrics.insert("dtype".into(), Value::from(self.dtype.as_str()));
         if let Op::Attention(a) = &op {

@@ -11,8 +11,8 @@ use moesim_topologies::ConfigProblem;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{model_failure, num, problem, Outcome, RunFailure, RunOptions};
-use crate::scenario::Scenario;
+use super::{model_failure, num, problem, Context, Outcome, RunFailure, RunOptions, Workload};
+use crate::setup::Setup;
 
 /// The `[workload]` table of a synthetic pipeline.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,7 +35,23 @@ pub struct PipelineWorkload {
 }
 
 impl PipelineWorkload {
-    pub fn problems(&self) -> Vec<ConfigProblem> {
+    /// The op times, rounded to picoseconds.
+    pub fn durations(&self) -> OpDurations {
+        OpDurations {
+            forward: SimDuration::from_us_f64(self.forward_us),
+            backward: SimDuration::from_us_f64(self.backward_us),
+            weight: SimDuration::from_us_f64(self.weight_us),
+            overlapped: SimDuration::from_us_f64(self.overlapped_us),
+        }
+    }
+}
+
+impl Workload for PipelineWorkload {
+    fn kind_name(&self) -> &str {
+        "pipeline"
+    }
+
+    fn problems(&self, _cx: Context) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         if let Err(moesim_models::ModelError::Invalid { problems }) =
             schedule::check_sizes(self.schedule, self.stages, self.microbatches)
@@ -68,24 +84,9 @@ impl PipelineWorkload {
         out
     }
 
-    /// The op times, rounded to picoseconds.
-    pub fn durations(&self) -> OpDurations {
-        OpDurations {
-            forward: SimDuration::from_us_f64(self.forward_us),
-            backward: SimDuration::from_us_f64(self.backward_us),
-            weight: SimDuration::from_us_f64(self.weight_us),
-            overlapped: SimDuration::from_us_f64(self.overlapped_us),
-        }
-    }
-
-    pub fn run(
-        &self,
-        scenario: &Scenario,
-        options: &RunOptions,
-        observer: &mut dyn Observer,
-    ) -> Result<Outcome, RunFailure> {
+    fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
         let schedule =
-            schedule::build(self.schedule, self.stages, self.microbatches).map_err(|e| model_failure(scenario, e))?;
+            schedule::build(self.schedule, self.stages, self.microbatches).map_err(|e| model_failure(setup, e))?;
         let durations = self.durations();
         let run =
             run_schedule(&schedule, &durations, options, observer).map_err(|e| RunFailure::Failed(e.to_string()))?;

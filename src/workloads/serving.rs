@@ -59,8 +59,11 @@ use serde_json::{Map, Value};
 
 use super::inference::PlacementName;
 use super::traces::{read_trace, Trace, TraceFormat};
-use super::{check_price_and_precision, check_skew, num, problem, Outcome, RunFailure, RunOptions, TopologyState};
-use crate::scenario::Scenario;
+use super::{
+    check_price_and_precision, check_skew, num, problem, Context, Outcome, RunFailure, RunOptions, TopologyState,
+    Workload,
+};
+use crate::setup::{ParallelTable, Setup};
 
 fn one_u32() -> u32 {
     1
@@ -201,14 +204,291 @@ impl ServingWorkload {
         self.arrivals.unwrap_or(if self.trace.is_some() { Arrivals::Trace } else { Arrivals::Poisson })
     }
 
-    pub fn problems(
+    fn skew(&self) -> Skew {
+        Skew::from_exponent(self.skew)
+    }
+
+    /// A prefill iteration of `new_tokens` per GPU on prompts of `prompt_len`.
+    pub fn prefill_spec(&self, model: &ModelConfig, new_tokens: u64, prompt_len: u64) -> IterationSpec {
+        let p = &self.prefill;
+        let q = new_tokens.min(prompt_len).max(1);
+        IterationSpec {
+            model: model.clone(),
+            unit: DeploymentUnit {
+                gpus: p.gpus,
+                tp: p.tp,
+                redundant_experts: p.redundant_experts,
+                placement: p.placement.placement(),
+                comm_sms: p.comm_sms,
+            },
+            phase: IterationPhase::Prefill { tokens_per_gpu: new_tokens, prompt_len, cached_len: prompt_len - q },
+            linear_dtype: self.precision,
+            skew: self.skew(),
+            micro_batches: p.micro_batches,
+            moe_fill: 1.0,
+        }
+    }
+
+    /// A decode iteration of `batch` sequences per GPU at `context`.
+    pub fn decode_spec(&self, model: &ModelConfig, batch: u64, context: u64) -> IterationSpec {
+        let d = &self.decode;
+        IterationSpec {
+            model: model.clone(),
+            unit: DeploymentUnit {
+                gpus: d.gpus,
+                tp: d.tp,
+                redundant_experts: d.redundant_experts,
+                placement: d.placement.placement(),
+                comm_sms: 0,
+            },
+            phase: IterationPhase::Decode {
+                batch_per_gpu: batch,
+                context_len: context,
+                mtp_acceptance: d.mtp_acceptance,
+            },
+            linear_dtype: self.precision,
+            skew: self.skew(),
+            micro_batches: d.micro_batches,
+            moe_fill: 1.0,
+        }
+    }
+
+    /// The requests (sorted by arrival), read or drawn.
+    pub fn requests(&self, setup: &Setup) -> Result<Vec<Request>, RunFailure> {
+        let trace = match &self.trace {
+            Some(path) => Some(
+                read_trace(&resolve_path(&setup.source.origin, path), self.trace_format)
+                    .map_err(|d| RunFailure::Input(vec![d]))?,
+            ),
+            None => None,
+        };
+        let with_blocks = trace.as_ref().is_some_and(Trace::has_block_ids);
+        let capacity = match (self.prefix_cache_gib, &trace) {
+            (None, _) => None,
+            (Some(_), Some(t)) if !with_blocks => {
+                return Err(input_error(
+                    setup,
+                    "workload.prefix_cache_gib",
+                    format!("{} has no block ids to cache; use cache_hit_ratio", t.origin),
+                ))
+            }
+            (Some(_), None) => {
+                return Err(input_error(
+                    setup,
+                    "workload.prefix_cache_gib",
+                    "needs a trace with block ids (Mooncake JSON lines); use cache_hit_ratio".into(),
+                ))
+            }
+            (Some(gib), Some(t)) => {
+                let model = setup.model.as_ref().ok_or_else(|| input_error(setup, "model", "missing".into()))?;
+                let block_bytes = t.block_tokens as f64 * kv_bytes_per_token(model, 1, false);
+                let blocks = (gib * (1u64 << 30) as f64 / block_bytes).floor();
+                Some(NonZeroUsize::new(blocks.min(usize::MAX as f64) as usize).ok_or_else(|| {
+                    input_error(
+                        setup,
+                        "workload.prefix_cache_gib",
+                        format!(
+                            "{gib} GiB holds no {}-token block of {:.1} MiB",
+                            t.block_tokens,
+                            block_bytes / (1u64 << 20) as f64
+                        ),
+                    )
+                })?)
+            }
+        };
+        Ok(self.requests_from(trace.as_ref(), capacity, setup.seed))
+    }
+
+    /// The requests from a parsed trace (or none), the prefix cache's
+    /// capacity in blocks (`None`: unbounded) and the seed.
+    pub fn requests_from(&self, trace: Option<&Trace>, cache_blocks: Option<NonZeroUsize>, seed: u64) -> Vec<Request> {
+        let cached_of = |input: u64, blocks: Option<u64>| {
+            blocks.unwrap_or_else(|| (input as f64 * self.cache_hit_ratio).round() as u64).min(input.saturating_sub(1))
+        };
+        let with_blocks = trace.is_some_and(Trace::has_block_ids);
+        let cached: Vec<u64> = trace.map(|t| t.cached_tokens(cache_blocks)).unwrap_or_default();
+        let length = |i: usize| -> (u64, u64, u64) {
+            match trace {
+                Some(t) => {
+                    let k = i % t.rows.len();
+                    let r = &t.rows[k];
+                    let scale = |n: u64, by: f64| ((n as f64 * by).round() as u64).max(1);
+                    let input = scale(r.input_len, self.input_scale);
+                    let hit = with_blocks.then(|| (cached[k] as f64 * self.input_scale).round() as u64);
+                    (input, scale(r.output_len, self.output_scale), cached_of(input, hit))
+                }
+                None => {
+                    let (i, o) = (self.input_len.unwrap_or(1), self.output_len.unwrap_or(1));
+                    (i, o, cached_of(i, None))
+                }
+            }
+        };
+        let mut out = Vec::new();
+        match (self.arrivals(), trace) {
+            (Arrivals::Trace, Some(t)) => {
+                let end = self.duration_s.unwrap_or(f64::INFINITY);
+                for (i, r) in t.rows.iter().enumerate() {
+                    let at = r.timestamp_s * self.time_scale;
+                    if at > end {
+                        break;
+                    }
+                    let (input_len, output_len, cached_len) = length(i);
+                    out.push(Request { arrival_s: at, input_len, output_len, cached_len });
+                }
+            }
+            _ => {
+                let times = poisson_arrivals(self.rate_per_s.unwrap_or(1.0), self.duration_s.unwrap_or(0.0), seed);
+                for t in times {
+                    let (input_len, output_len, cached_len) = length(out.len());
+                    out.push(Request { arrival_s: t, input_len, output_len, cached_len });
+                }
+            }
+        }
+        out
+    }
+
+    /// Serves `requests` on `prefill_units` + `decode_units` units (the
+    /// capacity search calls this with other unit counts).
+    pub fn serve(
         &self,
-        device: Option<&DeviceSpec>,
-        topology: TopologyState,
-        model: Option<&ModelConfig>,
-        model_given: bool,
-        parallel_given: bool,
-    ) -> Vec<ConfigProblem> {
+        setup: &Setup,
+        requests: &[Request],
+        times: &mut EngineIterationTimes,
+        prefill_units: u32,
+        decode_units: u32,
+    ) -> Result<ServingReport, RunFailure> {
+        let config = ServingConfig { prefill_units, decode_units, ..times.config.clone() };
+        let model = times.model.clone();
+        let bad = unservable(&config, requests, model.max_context);
+        let mut notes = Vec::new();
+        let mut served: Vec<Request> = Vec::with_capacity(requests.len());
+        let mut skip = bad.iter().map(|u| u.index).peekable();
+        for (i, r) in requests.iter().enumerate() {
+            if skip.peek() == Some(&i) {
+                skip.next();
+                continue;
+            }
+            served.push(*r);
+        }
+        if !bad.is_empty() {
+            notes.push(format!(
+                "warning: {} of {} requests cannot be served and are left out; the first: request {}: {}",
+                bad.len(),
+                requests.len(),
+                bad[0].index,
+                bad[0].message
+            ));
+        }
+        if served.is_empty() {
+            return Err(RunFailure::Input(vec![setup.source.at_key(
+                "workload",
+                format!(
+                    "no request can be served ({}{})",
+                    if requests.is_empty() { "no arrivals".to_owned() } else { bad[0].message.clone() },
+                    if requests.is_empty() { "; raise rate_per_s or duration_s" } else { "" }
+                ),
+            )]));
+        }
+        let result = simulate_serving(&config, &served, times);
+        if let Some(e) = times.error.take() {
+            return Err(e);
+        }
+        let metrics = self.metrics(&config, &served, &result, times, setup.topology.as_ref());
+        notes.push(format!(
+            "iteration times interpolated between {} prefill and {} decode iterations simulated on the engine (representative rank, {} MoE layers extrapolated from runs of {} and {})",
+            times.prefill_points(),
+            times.decode_points(),
+            model.moe_layers(),
+            SAMPLE_LAYERS.0,
+            SAMPLE_LAYERS.1
+        ));
+        notes.push("decode admission reserves a request's whole KV (prompt + output); prefill KV moves to decode after the prefill iteration, one transfer at a time per NIC".into());
+        Ok(ServingReport { metrics, notes, result })
+    }
+
+    fn metrics(
+        &self,
+        config: &ServingConfig,
+        requests: &[Request],
+        r: &ServingResult,
+        times: &EngineIterationTimes,
+        topology: Option<&ClusterSpec>,
+    ) -> Map<String, Value> {
+        let gpn = topology.map_or(8, |t| t.gpus_per_node) as f64;
+        let prefill_gpus = config.prefill_units as f64 * config.prefill_gpus_per_unit as f64;
+        let decode_gpus = config.decode_units as f64 * config.decode_gpus_per_unit as f64;
+        let (prefill_nodes, decode_nodes) = ((prefill_gpus / gpn).ceil(), (decode_gpus / gpn).ceil());
+        let span = r.makespan_s.max(1e-9);
+        let mut ttft: Vec<f64> = r.requests.iter().map(|o| o.ttft_s() * 1e3).collect();
+        let mut tpot: Vec<f64> = r.requests.iter().filter_map(|o| o.tpot_s()).map(|t| t * 1e3).collect();
+        let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+        let input: f64 = requests.iter().map(|q| q.input_len as f64).sum();
+        let cached: f64 = requests.iter().map(|q| q.cached_len as f64).sum();
+        let output: f64 = requests.iter().map(|q| q.output_len as f64).sum();
+        let mut m = Map::new();
+        m.insert("model".into(), Value::from(times.model.name.clone()));
+        m.insert("requests".into(), Value::from(requests.len()));
+        m.insert("prefill_units".into(), Value::from(config.prefill_units));
+        m.insert("decode_units".into(), Value::from(config.decode_units));
+        m.insert("prefill_nodes".into(), num(prefill_nodes));
+        m.insert("decode_nodes".into(), num(decode_nodes));
+        m.insert("nodes".into(), num(prefill_nodes + decode_nodes));
+        m.insert("makespan_s".into(), num(r.makespan_s));
+        for (name, v) in [("ttft", &mut ttft), ("tpot", &mut tpot)] {
+            m.insert(format!("{name}_mean_ms"), num(mean(v)));
+            for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+                m.insert(format!("{name}_{label}_ms"), num(quantile(v, q)));
+            }
+        }
+        let ok = |o: &moesim_models::serving::RequestOutcome| {
+            self.ttft_slo_ms.is_none_or(|s| o.ttft_s() * 1e3 <= s)
+                && self.tpot_slo_ms.is_none_or(|s| o.tpot_s().is_none_or(|t| t * 1e3 <= s))
+        };
+        if self.ttft_slo_ms.is_some() || self.tpot_slo_ms.is_some() {
+            let met = r.requests.iter().filter(|o| ok(o)).count();
+            m.insert("slo_attainment".into(), num(met as f64 / r.requests.len().max(1) as f64));
+        }
+        if let Some(s) = self.ttft_slo_ms {
+            m.insert("ttft_slo_ms".into(), num(s));
+        }
+        if let Some(s) = self.tpot_slo_ms {
+            m.insert("tpot_slo_ms".into(), num(s));
+        }
+        m.insert("input_tokens".into(), num(input));
+        m.insert("output_tokens".into(), num(output));
+        m.insert("cached_input_fraction".into(), num(cached / input.max(1.0)));
+        m.insert("input_tokens_per_s_per_prefill_node".into(), num(input / span / prefill_nodes));
+        m.insert("output_tokens_per_s_per_decode_node".into(), num(output / span / decode_nodes));
+        m.insert("input_tokens_per_s_per_node".into(), num(input / span / (prefill_nodes + decode_nodes)));
+        m.insert("output_tokens_per_s_per_node".into(), num(output / span / (prefill_nodes + decode_nodes)));
+        m.insert("prefill_utilization".into(), num(r.prefill_busy_s / (span * config.prefill_units as f64)));
+        // What the prefill units did while busy: their capacity at this mix.
+        let per_unit = prefill_nodes / config.prefill_units.max(1) as f64;
+        m.insert(
+            "prefill_capacity_input_tokens_per_s_per_node".into(),
+            num(input / r.prefill_busy_s.max(1e-12) / per_unit),
+        );
+        m.insert("decode_utilization".into(), num(r.decode_busy_s / (span * config.decode_units as f64)));
+        m.insert("decode_mean_batch_per_gpu".into(), num(r.decode_batch_seconds / r.decode_busy_s.max(1e-12)));
+        m.insert("kv_capacity_tokens_per_decode_gpu".into(), Value::from(config.kv_capacity_tokens_per_gpu));
+        let gpu_hours = (prefill_gpus + decode_gpus) * span / 3600.0;
+        m.insert("gpu_hours".into(), num(gpu_hours));
+        m.insert("usd_per_gpu_hour".into(), num(self.usd_per_gpu_hour));
+        m.insert("usd_per_million_output_tokens".into(), num(gpu_hours * self.usd_per_gpu_hour / (output / 1e6)));
+        m.insert("prefill_iterations".into(), Value::from(r.prefill_iterations));
+        m.insert("decode_iterations".into(), Value::from(r.decode_iterations));
+        m
+    }
+}
+
+impl Workload for ServingWorkload {
+    fn kind_name(&self) -> &str {
+        "serving"
+    }
+
+    fn problems(&self, cx: Context) -> Vec<ConfigProblem> {
+        let (device, topology, model, model_given, parallel_given) =
+            (cx.device, cx.topology_state(), cx.model, cx.model_given, cx.parallel.is_some());
         let mut out = Vec::new();
         let mut positive = |key: &str, v: Option<f64>, what: &str| {
             if let Some(v) = v {
@@ -357,158 +637,10 @@ impl ServingWorkload {
         out
     }
 
-    fn skew(&self) -> Skew {
-        Skew::from_exponent(self.skew)
-    }
-
-    /// A prefill iteration of `new_tokens` per GPU on prompts of `prompt_len`.
-    pub fn prefill_spec(&self, model: &ModelConfig, new_tokens: u64, prompt_len: u64) -> IterationSpec {
-        let p = &self.prefill;
-        let q = new_tokens.min(prompt_len).max(1);
-        IterationSpec {
-            model: model.clone(),
-            unit: DeploymentUnit {
-                gpus: p.gpus,
-                tp: p.tp,
-                redundant_experts: p.redundant_experts,
-                placement: p.placement.placement(),
-                comm_sms: p.comm_sms,
-            },
-            phase: IterationPhase::Prefill { tokens_per_gpu: new_tokens, prompt_len, cached_len: prompt_len - q },
-            linear_dtype: self.precision,
-            skew: self.skew(),
-            micro_batches: p.micro_batches,
-            moe_fill: 1.0,
-        }
-    }
-
-    /// A decode iteration of `batch` sequences per GPU at `context`.
-    pub fn decode_spec(&self, model: &ModelConfig, batch: u64, context: u64) -> IterationSpec {
-        let d = &self.decode;
-        IterationSpec {
-            model: model.clone(),
-            unit: DeploymentUnit {
-                gpus: d.gpus,
-                tp: d.tp,
-                redundant_experts: d.redundant_experts,
-                placement: d.placement.placement(),
-                comm_sms: 0,
-            },
-            phase: IterationPhase::Decode {
-                batch_per_gpu: batch,
-                context_len: context,
-                mtp_acceptance: d.mtp_acceptance,
-            },
-            linear_dtype: self.precision,
-            skew: self.skew(),
-            micro_batches: d.micro_batches,
-            moe_fill: 1.0,
-        }
-    }
-
-    /// The requests (sorted by arrival), read or drawn.
-    pub fn requests(&self, scenario: &Scenario) -> Result<Vec<Request>, RunFailure> {
-        let trace = match &self.trace {
-            Some(path) => Some(
-                read_trace(&resolve_path(&scenario.source.origin, path), self.trace_format)
-                    .map_err(|d| RunFailure::Input(vec![d]))?,
-            ),
-            None => None,
-        };
-        let with_blocks = trace.as_ref().is_some_and(Trace::has_block_ids);
-        let capacity = match (self.prefix_cache_gib, &trace) {
-            (None, _) => None,
-            (Some(_), Some(t)) if !with_blocks => {
-                return Err(input_error(
-                    scenario,
-                    "workload.prefix_cache_gib",
-                    format!("{} has no block ids to cache; use cache_hit_ratio", t.origin),
-                ))
-            }
-            (Some(_), None) => {
-                return Err(input_error(
-                    scenario,
-                    "workload.prefix_cache_gib",
-                    "needs a trace with block ids (Mooncake JSON lines); use cache_hit_ratio".into(),
-                ))
-            }
-            (Some(gib), Some(t)) => {
-                let model = scenario.model.as_ref().ok_or_else(|| input_error(scenario, "model", "missing".into()))?;
-                let block_bytes = t.block_tokens as f64 * kv_bytes_per_token(model, 1, false);
-                let blocks = (gib * (1u64 << 30) as f64 / block_bytes).floor();
-                Some(NonZeroUsize::new(blocks.min(usize::MAX as f64) as usize).ok_or_else(|| {
-                    input_error(
-                        scenario,
-                        "workload.prefix_cache_gib",
-                        format!(
-                            "{gib} GiB holds no {}-token block of {:.1} MiB",
-                            t.block_tokens,
-                            block_bytes / (1u64 << 20) as f64
-                        ),
-                    )
-                })?)
-            }
-        };
-        Ok(self.requests_from(trace.as_ref(), capacity, scenario.seed))
-    }
-
-    /// The requests from a parsed trace (or none), the prefix cache's
-    /// capacity in blocks (`None`: unbounded) and the seed.
-    pub fn requests_from(&self, trace: Option<&Trace>, cache_blocks: Option<NonZeroUsize>, seed: u64) -> Vec<Request> {
-        let cached_of = |input: u64, blocks: Option<u64>| {
-            blocks.unwrap_or_else(|| (input as f64 * self.cache_hit_ratio).round() as u64).min(input.saturating_sub(1))
-        };
-        let with_blocks = trace.is_some_and(Trace::has_block_ids);
-        let cached: Vec<u64> = trace.map(|t| t.cached_tokens(cache_blocks)).unwrap_or_default();
-        let length = |i: usize| -> (u64, u64, u64) {
-            match trace {
-                Some(t) => {
-                    let k = i % t.rows.len();
-                    let r = &t.rows[k];
-                    let scale = |n: u64, by: f64| ((n as f64 * by).round() as u64).max(1);
-                    let input = scale(r.input_len, self.input_scale);
-                    let hit = with_blocks.then(|| (cached[k] as f64 * self.input_scale).round() as u64);
-                    (input, scale(r.output_len, self.output_scale), cached_of(input, hit))
-                }
-                None => {
-                    let (i, o) = (self.input_len.unwrap_or(1), self.output_len.unwrap_or(1));
-                    (i, o, cached_of(i, None))
-                }
-            }
-        };
-        let mut out = Vec::new();
-        match (self.arrivals(), trace) {
-            (Arrivals::Trace, Some(t)) => {
-                let end = self.duration_s.unwrap_or(f64::INFINITY);
-                for (i, r) in t.rows.iter().enumerate() {
-                    let at = r.timestamp_s * self.time_scale;
-                    if at > end {
-                        break;
-                    }
-                    let (input_len, output_len, cached_len) = length(i);
-                    out.push(Request { arrival_s: at, input_len, output_len, cached_len });
-                }
-            }
-            _ => {
-                let times = poisson_arrivals(self.rate_per_s.unwrap_or(1.0), self.duration_s.unwrap_or(0.0), seed);
-                for t in times {
-                    let (input_len, output_len, cached_len) = length(out.len());
-                    out.push(Request { arrival_s: t, input_len, output_len, cached_len });
-                }
-            }
-        }
-        out
-    }
-
-    pub fn run(
-        &self,
-        scenario: &Scenario,
-        options: &RunOptions,
-        _observer: &mut dyn Observer,
-    ) -> Result<Outcome, RunFailure> {
-        let requests = self.requests(scenario)?;
-        let mut times = EngineIterationTimes::new(self, scenario)?;
-        let report = self.serve(scenario, &requests, &mut times, self.prefill_units, self.decode_units)?;
+    fn run(&self, setup: &Setup, options: &RunOptions, _observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
+        let requests = self.requests(setup)?;
+        let mut times = EngineIterationTimes::new(self, setup)?;
+        let report = self.serve(setup, &requests, &mut times, self.prefill_units, self.decode_units)?;
         let mut figures = Vec::new();
         let mut files = Vec::new();
         if options.figures {
@@ -531,137 +663,16 @@ impl ServingWorkload {
         })
     }
 
-    /// Serves `requests` on `prefill_units` + `decode_units` units (the
-    /// capacity search calls this with other unit counts).
-    pub fn serve(
-        &self,
-        scenario: &Scenario,
-        requests: &[Request],
-        times: &mut EngineIterationTimes,
-        prefill_units: u32,
-        decode_units: u32,
-    ) -> Result<ServingReport, RunFailure> {
-        let config = ServingConfig { prefill_units, decode_units, ..times.config.clone() };
-        let model = times.model.clone();
-        let bad = unservable(&config, requests, model.max_context);
-        let mut notes = Vec::new();
-        let mut served: Vec<Request> = Vec::with_capacity(requests.len());
-        let mut skip = bad.iter().map(|u| u.index).peekable();
-        for (i, r) in requests.iter().enumerate() {
-            if skip.peek() == Some(&i) {
-                skip.next();
-                continue;
-            }
-            served.push(*r);
-        }
-        if !bad.is_empty() {
-            notes.push(format!(
-                "warning: {} of {} requests cannot be served and are left out; the first: request {}: {}",
-                bad.len(),
-                requests.len(),
-                bad[0].index,
-                bad[0].message
-            ));
-        }
-        if served.is_empty() {
-            return Err(RunFailure::Input(vec![scenario.source.at_key(
-                "workload",
-                format!(
-                    "no request can be served ({}{})",
-                    if requests.is_empty() { "no arrivals".to_owned() } else { bad[0].message.clone() },
-                    if requests.is_empty() { "; raise rate_per_s or duration_s" } else { "" }
-                ),
-            )]));
-        }
-        let result = simulate_serving(&config, &served, times);
-        if let Some(e) = times.error.take() {
-            return Err(e);
-        }
-        let metrics = self.metrics(&config, &served, &result, times, scenario.topology.as_ref());
-        notes.push(format!(
-            "iteration times interpolated between {} prefill and {} decode iterations simulated on the engine (representative rank, {} MoE layers extrapolated from runs of {} and {})",
-            times.prefill_points(),
-            times.decode_points(),
-            model.moe_layers(),
-            SAMPLE_LAYERS.0,
-            SAMPLE_LAYERS.1
-        ));
-        notes.push("decode admission reserves a request's whole KV (prompt + output); prefill KV moves to decode after the prefill iteration, one transfer at a time per NIC".into());
-        Ok(ServingReport { metrics, notes, result })
+    fn uses_model(&self) -> bool {
+        true
     }
 
-    fn metrics(
-        &self,
-        config: &ServingConfig,
-        requests: &[Request],
-        r: &ServingResult,
-        times: &EngineIterationTimes,
-        topology: Option<&ClusterSpec>,
-    ) -> Map<String, Value> {
-        let gpn = topology.map_or(8, |t| t.gpus_per_node) as f64;
-        let prefill_gpus = config.prefill_units as f64 * config.prefill_gpus_per_unit as f64;
-        let decode_gpus = config.decode_units as f64 * config.decode_gpus_per_unit as f64;
-        let (prefill_nodes, decode_nodes) = ((prefill_gpus / gpn).ceil(), (decode_gpus / gpn).ceil());
-        let span = r.makespan_s.max(1e-9);
-        let mut ttft: Vec<f64> = r.requests.iter().map(|o| o.ttft_s() * 1e3).collect();
-        let mut tpot: Vec<f64> = r.requests.iter().filter_map(|o| o.tpot_s()).map(|t| t * 1e3).collect();
-        let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
-        let input: f64 = requests.iter().map(|q| q.input_len as f64).sum();
-        let cached: f64 = requests.iter().map(|q| q.cached_len as f64).sum();
-        let output: f64 = requests.iter().map(|q| q.output_len as f64).sum();
-        let mut m = Map::new();
-        m.insert("model".into(), Value::from(times.model.name.clone()));
-        m.insert("requests".into(), Value::from(requests.len()));
-        m.insert("prefill_units".into(), Value::from(config.prefill_units));
-        m.insert("decode_units".into(), Value::from(config.decode_units));
-        m.insert("prefill_nodes".into(), num(prefill_nodes));
-        m.insert("decode_nodes".into(), num(decode_nodes));
-        m.insert("nodes".into(), num(prefill_nodes + decode_nodes));
-        m.insert("makespan_s".into(), num(r.makespan_s));
-        for (name, v) in [("ttft", &mut ttft), ("tpot", &mut tpot)] {
-            m.insert(format!("{name}_mean_ms"), num(mean(v)));
-            for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
-                m.insert(format!("{name}_{label}_ms"), num(quantile(v, q)));
-            }
-        }
-        let ok = |o: &moesim_models::serving::RequestOutcome| {
-            self.ttft_slo_ms.is_none_or(|s| o.ttft_s() * 1e3 <= s)
-                && self.tpot_slo_ms.is_none_or(|s| o.tpot_s().is_none_or(|t| t * 1e3 <= s))
-        };
-        if self.ttft_slo_ms.is_some() || self.tpot_slo_ms.is_some() {
-            let met = r.requests.iter().filter(|o| ok(o)).count();
-            m.insert("slo_attainment".into(), num(met as f64 / r.requests.len().max(1) as f64));
-        }
-        if let Some(s) = self.ttft_slo_ms {
-            m.insert("ttft_slo_ms".into(), num(s));
-        }
-        if let Some(s) = self.tpot_slo_ms {
-            m.insert("tpot_slo_ms".into(), num(s));
-        }
-        m.insert("input_tokens".into(), num(input));
-        m.insert("output_tokens".into(), num(output));
-        m.insert("cached_input_fraction".into(), num(cached / input.max(1.0)));
-        m.insert("input_tokens_per_s_per_prefill_node".into(), num(input / span / prefill_nodes));
-        m.insert("output_tokens_per_s_per_decode_node".into(), num(output / span / decode_nodes));
-        m.insert("input_tokens_per_s_per_node".into(), num(input / span / (prefill_nodes + decode_nodes)));
-        m.insert("output_tokens_per_s_per_node".into(), num(output / span / (prefill_nodes + decode_nodes)));
-        m.insert("prefill_utilization".into(), num(r.prefill_busy_s / (span * config.prefill_units as f64)));
-        // What the prefill units did while busy: their capacity at this mix.
-        let per_unit = prefill_nodes / config.prefill_units.max(1) as f64;
-        m.insert(
-            "prefill_capacity_input_tokens_per_s_per_node".into(),
-            num(input / r.prefill_busy_s.max(1e-12) / per_unit),
-        );
-        m.insert("decode_utilization".into(), num(r.decode_busy_s / (span * config.decode_units as f64)));
-        m.insert("decode_mean_batch_per_gpu".into(), num(r.decode_batch_seconds / r.decode_busy_s.max(1e-12)));
-        m.insert("kv_capacity_tokens_per_decode_gpu".into(), Value::from(config.kv_capacity_tokens_per_gpu));
-        let gpu_hours = (prefill_gpus + decode_gpus) * span / 3600.0;
-        m.insert("gpu_hours".into(), num(gpu_hours));
-        m.insert("usd_per_gpu_hour".into(), num(self.usd_per_gpu_hour));
-        m.insert("usd_per_million_output_tokens".into(), num(gpu_hours * self.usd_per_gpu_hour / (output / 1e6)));
-        m.insert("prefill_iterations".into(), Value::from(r.prefill_iterations));
-        m.insert("decode_iterations".into(), Value::from(r.decode_iterations));
-        m
+    fn sm_driven_all_to_all(&self, _parallel: Option<&ParallelTable>) -> Option<(&'static str, u32)> {
+        Some(("workload.prefill.comm_sms", self.prefill.comm_sms))
+    }
+
+    fn as_serving(&self) -> Option<&ServingWorkload> {
+        Some(self)
     }
 }
 
@@ -724,21 +735,21 @@ fn unit_cluster(spec: &ClusterSpec, device: &DeviceSpec, gpus: u32, seed: u64) -
 }
 
 /// An input error at `key` of the scenario.
-fn input_error(scenario: &Scenario, key: &str, message: String) -> RunFailure {
-    RunFailure::Input(vec![scenario.source.at_key(key, message)])
+fn input_error(setup: &Setup, key: &str, message: String) -> RunFailure {
+    RunFailure::Input(vec![setup.source.at_key(key, message)])
 }
 
 impl EngineIterationTimes {
-    pub fn new(w: &ServingWorkload, scenario: &Scenario) -> Result<EngineIterationTimes, RunFailure> {
-        let input = |key: &str, m: String| input_error(scenario, key, m);
-        let model = scenario.model.clone().ok_or_else(|| input("model", "missing".into()))?;
-        let topo = scenario.topology.as_ref().ok_or_else(|| input("topology", "missing".into()))?;
-        let device = &scenario.device;
+    pub fn new(w: &ServingWorkload, setup: &Setup) -> Result<EngineIterationTimes, RunFailure> {
+        let input = |key: &str, m: String| input_error(setup, key, m);
+        let model = setup.model.clone().ok_or_else(|| input("model", "missing".into()))?;
+        let topo = setup.topology.as_ref().ok_or_else(|| input("topology", "missing".into()))?;
+        let device = &setup.device;
         let mut prefill_cluster =
-            unit_cluster(topo, device, w.prefill.gpus, scenario.seed).map_err(|e| input("workload.prefill.gpus", e))?;
+            unit_cluster(topo, device, w.prefill.gpus, setup.seed).map_err(|e| input("workload.prefill.gpus", e))?;
         prefill_cluster.cap_comm_by_sms(w.prefill.comm_sms);
         let decode_cluster =
-            unit_cluster(topo, device, w.decode.gpus, scenario.seed).map_err(|e| input("workload.decode.gpus", e))?;
+            unit_cluster(topo, device, w.decode.gpus, setup.seed).map_err(|e| input("workload.decode.gpus", e))?;
         let at_max = w.decode_spec(&model, w.decode.max_batch_per_gpu, 1);
         let capacity = kv_capacity_tokens(&at_max, device, 1.0 - w.hbm_utilization).floor() as u64;
         if capacity == 0 {
@@ -767,7 +778,7 @@ impl EngineIterationTimes {
             // GPU -> NIC -> leaf -> spine -> leaf -> NIC -> GPU.
             kv_transfer_latency_s: (2.0 * topo.pcie_latency_ns + 4.0 * topo.ib_latency_ns) * 1e-9,
             mtp_acceptance: w.decode.mtp_acceptance,
-            seed: scenario.seed,
+            seed: setup.seed,
         };
         let mut batches: Vec<u64> = BATCH_GRID.iter().copied().filter(|&b| b < w.decode.max_batch_per_gpu).collect();
         batches.push(w.decode.max_batch_per_gpu);
@@ -777,7 +788,7 @@ impl EngineIterationTimes {
             workload: w.clone(),
             prefill_cluster,
             decode_cluster,
-            seed: scenario.seed,
+            seed: setup.seed,
             prefill: BTreeMap::new(),
             decode: BTreeMap::new(),
             prefill_routing: RoutingCache::default(),

@@ -11,7 +11,7 @@ use moesim_models::lowering::training::{
 use moesim_models::transformer::parallel::ParallelPlan;
 use moesim_models::transformer::routing::Skew;
 use moesim_models::transformer::schedule::ScheduleKind;
-use moesim_models::{DeviceSpec, ModelConfig};
+use moesim_models::DeviceSpec;
 use moesim_reports::plot::{render, RenderedFigure};
 use moesim_sim::analysis::rank_activity;
 use moesim_sim::{Observer, TaskGraph};
@@ -20,10 +20,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    build_cluster, check_price_and_precision, check_skew, cluster_gpus, model_failure, num, problem, simulate, Outcome,
-    RunFailure, RunOptions, TopologyState,
+    build_cluster, check_price_and_precision, check_skew, cluster_gpus, model_failure, num, problem, simulate, Context,
+    Outcome, RunFailure, RunOptions, TopologyState, Workload,
 };
-use crate::scenario::{ParallelTable, Scenario};
+use crate::setup::{ParallelTable, Setup};
 
 /// Which ranks to simulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -87,75 +87,10 @@ impl TrainingWorkload {
         }
     }
 
-    pub fn problems(
-        &self,
-        device: Option<&DeviceSpec>,
-        topology: TopologyState,
-        model: Option<&ModelConfig>,
-        model_given: bool,
-        parallel: Option<&ParallelTable>,
-    ) -> Vec<ConfigProblem> {
-        let mut out = Vec::new();
-        if self.seq_len == 0 {
-            out.push(problem("workload.seq_len", "expected an integer >= 1, found 0".into()));
-        }
-        if self.global_batch == 0 {
-            out.push(problem("workload.global_batch", "expected an integer >= 1, found 0".into()));
-        }
-        check_skew(self.skew, &mut out);
-        check_price_and_precision(self.usd_per_gpu_hour, self.precision, device, &mut out);
-        if let (Some(d), Some(t)) = (device, parallel) {
-            if d.comm_uses_compute_units && t.comm_sms >= d.sms {
-                out.push(problem(
-                    "parallel.comm_sms",
-                    format!(
-                        "expected fewer than the device's {} SMs (the rest run the computation), found {}",
-                        d.sms, t.comm_sms
-                    ),
-                ));
-            }
-        }
-        if !model_given {
-            out.push(problem("model", "a training step needs a [model] table, e.g. preset = \"deepseek-v3\"".into()));
-        }
-        if let Some(m) = model {
-            if self.seq_len > m.max_context {
-                out.push(problem(
-                    "workload.seq_len",
-                    format!("expected at most the model's context of {} tokens, found {}", m.max_context, self.seq_len),
-                ));
-            }
-        }
-        let Some(table) = parallel else {
-            out.push(problem("parallel", "a training step needs a [parallel] table, e.g. pp = 16, ep = 64".into()));
-            return out;
-        };
-        match topology {
-            TopologyState::Missing => out.push(problem("topology", "a training step needs a [topology] table".into())),
-            TopologyState::Resolved(t) => {
-                if self.simulate == SimulateRanks::All && cluster_gpus(t) > MAX_ALL_RANKS {
-                    out.push(problem(
-                        "workload.simulate",
-                        format!(
-                            "\"all\" simulates every one of the cluster's {} GPUs (at most {MAX_ALL_RANKS}); use \"representative\" (one rank per pipeline device) at this size",
-                            cluster_gpus(t)
-                        ),
-                    ));
-                }
-                if let Some(m) = model {
-                    let plan = Self::plan(table, cluster_gpus(t));
-                    out.extend(plan.problems(cluster_gpus(t), t.gpus_per_node, m, self.global_batch));
-                }
-            }
-            TopologyState::Broken => {}
-        }
-        out
-    }
-
-    fn spec(&self, scenario: &Scenario, cluster_spec: &ClusterSpec) -> Result<TrainingSpec, RunFailure> {
-        let missing = |key: &str| RunFailure::Input(vec![scenario.source.at_key(key, "missing")]);
-        let model = scenario.model.clone().ok_or_else(|| missing("model"))?;
-        let table = scenario.parallel.as_ref().ok_or_else(|| missing("parallel"))?;
+    fn spec(&self, setup: &Setup, cluster_spec: &ClusterSpec) -> Result<TrainingSpec, RunFailure> {
+        let missing = |key: &str| RunFailure::Input(vec![setup.source.at_key(key, "missing")]);
+        let model = setup.model.clone().ok_or_else(|| missing("model"))?;
+        let table = setup.parallel.as_ref().ok_or_else(|| missing("parallel"))?;
         Ok(TrainingSpec {
             model,
             plan: Self::plan(table, cluster_gpus(cluster_spec)),
@@ -169,54 +104,6 @@ impl TrainingWorkload {
                 SimulateRanks::All => RankMode::All,
             },
         })
-    }
-
-    pub fn run(
-        &self,
-        scenario: &Scenario,
-        options: &RunOptions,
-        observer: &mut dyn Observer,
-    ) -> Result<Outcome, RunFailure> {
-        let mut cluster = build_cluster(scenario)?;
-        let cluster_spec = scenario.topology.as_ref().expect("build_cluster checked it");
-        let spec = self.spec(scenario, cluster_spec)?;
-        cluster.cap_comm_by_sms(spec.plan.comm_sms);
-        let mut graph = TaskGraph::new();
-        let low = lower_training(&cluster, &spec, scenario.seed, &mut graph).map_err(|e| model_failure(scenario, e))?;
-        let memory = training_memory(&spec, &cluster, &low);
-        let platform = cluster.platform.clone();
-        let (platform, graph, result) = simulate(platform, graph, options, observer)?;
-        let metrics = self.metrics(&spec, &cluster.device, &low, &graph, &result, &memory);
-        let figures = if options.figures { figures(&spec, &low, &graph, &result)? } else { Vec::new() };
-        let mut notes = low.notes.clone();
-        if spec.linear_dtype == Dtype::Fp8 && cluster.device.fp8_tflops.is_none() {
-            notes.push(format!(
-                "{} has no FP8 tensor units: FP8 GEMMs run at the BF16 rate (hardware.fp8_emulation = bf16)",
-                cluster.device.name
-            ));
-        }
-        if !cluster.device.comm_uses_compute_units && spec.plan.comm_sms > 0 {
-            notes.push(format!(
-                "{} runs communication on copy engines: comm_sms = {} holds no compute units",
-                cluster.device.name, spec.plan.comm_sms
-            ));
-        }
-        if spec.model.moe.is_none() && spec.plan.ep > 1 {
-            notes.push("the model has no experts; ep is ignored".into());
-        }
-        if !metrics["fits"].as_bool().unwrap_or(true) {
-            notes.push(format!(
-                "does not fit: {:.1} GiB per GPU needed of {:.1} GiB HBM (weights {:.1}, gradients {:.1}, optimizer {:.1}, activations {:.1}, buffers {:.1} GiB)",
-                metrics["memory_gib_per_gpu"].as_f64().unwrap_or(0.0),
-                metrics["hbm_gib"].as_f64().unwrap_or(0.0),
-                metrics["memory_weights_gib"].as_f64().unwrap_or(0.0),
-                metrics["memory_gradients_gib"].as_f64().unwrap_or(0.0),
-                metrics["memory_optimizer_gib"].as_f64().unwrap_or(0.0),
-                metrics["memory_activations_gib"].as_f64().unwrap_or(0.0),
-                metrics["memory_comm_buffers_gib"].as_f64().unwrap_or(0.0),
-            ));
-        }
-        Ok(Outcome { metrics, notes, graph, platform, result, figures, files: Vec::new() })
     }
 
     fn metrics(
@@ -332,6 +219,123 @@ impl TrainingWorkload {
         m.insert("usd_per_gpu_hour".into(), num(self.usd_per_gpu_hour));
         m.insert("cost_usd_per_trillion_tokens".into(), num(gpu_hours * self.usd_per_gpu_hour));
         m
+    }
+}
+
+impl Workload for TrainingWorkload {
+    fn kind_name(&self) -> &str {
+        "training"
+    }
+
+    fn problems(&self, cx: Context) -> Vec<ConfigProblem> {
+        let (device, topology, model, model_given, parallel) =
+            (cx.device, cx.topology_state(), cx.model, cx.model_given, cx.parallel);
+        let mut out = Vec::new();
+        if self.seq_len == 0 {
+            out.push(problem("workload.seq_len", "expected an integer >= 1, found 0".into()));
+        }
+        if self.global_batch == 0 {
+            out.push(problem("workload.global_batch", "expected an integer >= 1, found 0".into()));
+        }
+        check_skew(self.skew, &mut out);
+        check_price_and_precision(self.usd_per_gpu_hour, self.precision, device, &mut out);
+        if let (Some(d), Some(t)) = (device, parallel) {
+            if d.comm_uses_compute_units && t.comm_sms >= d.sms {
+                out.push(problem(
+                    "parallel.comm_sms",
+                    format!(
+                        "expected fewer than the device's {} SMs (the rest run the computation), found {}",
+                        d.sms, t.comm_sms
+                    ),
+                ));
+            }
+        }
+        if !model_given {
+            out.push(problem("model", "a training step needs a [model] table, e.g. preset = \"deepseek-v3\"".into()));
+        }
+        if let Some(m) = model {
+            if self.seq_len > m.max_context {
+                out.push(problem(
+                    "workload.seq_len",
+                    format!("expected at most the model's context of {} tokens, found {}", m.max_context, self.seq_len),
+                ));
+            }
+        }
+        let Some(table) = parallel else {
+            out.push(problem("parallel", "a training step needs a [parallel] table, e.g. pp = 16, ep = 64".into()));
+            return out;
+        };
+        match topology {
+            TopologyState::Missing => out.push(problem("topology", "a training step needs a [topology] table".into())),
+            TopologyState::Resolved(t) => {
+                if self.simulate == SimulateRanks::All && cluster_gpus(t) > MAX_ALL_RANKS {
+                    out.push(problem(
+                        "workload.simulate",
+                        format!(
+                            "\"all\" simulates every one of the cluster's {} GPUs (at most {MAX_ALL_RANKS}); use \"representative\" (one rank per pipeline device) at this size",
+                            cluster_gpus(t)
+                        ),
+                    ));
+                }
+                if let Some(m) = model {
+                    let plan = Self::plan(table, cluster_gpus(t));
+                    out.extend(plan.problems(cluster_gpus(t), t.gpus_per_node, m, self.global_batch));
+                }
+            }
+            TopologyState::Broken => {}
+        }
+        out
+    }
+
+    fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
+        let mut cluster = build_cluster(setup)?;
+        let cluster_spec = setup.topology.as_ref().expect("build_cluster checked it");
+        let spec = self.spec(setup, cluster_spec)?;
+        cluster.cap_comm_by_sms(spec.plan.comm_sms);
+        let mut graph = TaskGraph::new();
+        let low = lower_training(&cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;
+        let memory = training_memory(&spec, &cluster, &low);
+        let platform = cluster.platform.clone();
+        let (platform, graph, result) = simulate(platform, graph, options, observer)?;
+        let metrics = self.metrics(&spec, &cluster.device, &low, &graph, &result, &memory);
+        let figures = if options.figures { figures(&spec, &low, &graph, &result)? } else { Vec::new() };
+        let mut notes = low.notes.clone();
+        if spec.linear_dtype == Dtype::Fp8 && cluster.device.fp8_tflops.is_none() {
+            notes.push(format!(
+                "{} has no FP8 tensor units: FP8 GEMMs run at the BF16 rate (hardware.fp8_emulation = bf16)",
+                cluster.device.name
+            ));
+        }
+        if !cluster.device.comm_uses_compute_units && spec.plan.comm_sms > 0 {
+            notes.push(format!(
+                "{} runs communication on copy engines: comm_sms = {} holds no compute units",
+                cluster.device.name, spec.plan.comm_sms
+            ));
+        }
+        if spec.model.moe.is_none() && spec.plan.ep > 1 {
+            notes.push("the model has no experts; ep is ignored".into());
+        }
+        if !metrics["fits"].as_bool().unwrap_or(true) {
+            notes.push(format!(
+                "does not fit: {:.1} GiB per GPU needed of {:.1} GiB HBM (weights {:.1}, gradients {:.1}, optimizer {:.1}, activations {:.1}, buffers {:.1} GiB)",
+                metrics["memory_gib_per_gpu"].as_f64().unwrap_or(0.0),
+                metrics["hbm_gib"].as_f64().unwrap_or(0.0),
+                metrics["memory_weights_gib"].as_f64().unwrap_or(0.0),
+                metrics["memory_gradients_gib"].as_f64().unwrap_or(0.0),
+                metrics["memory_optimizer_gib"].as_f64().unwrap_or(0.0),
+                metrics["memory_activations_gib"].as_f64().unwrap_or(0.0),
+                metrics["memory_comm_buffers_gib"].as_f64().unwrap_or(0.0),
+            ));
+        }
+        Ok(Outcome { metrics, notes, graph, platform, result, figures, files: Vec::new() })
+    }
+
+    fn uses_model(&self) -> bool {
+        true
+    }
+
+    fn sm_driven_all_to_all(&self, parallel: Option<&ParallelTable>) -> Option<(&'static str, u32)> {
+        parallel.filter(|p| p.ep > 1).map(|p| ("parallel.comm_sms", p.comm_sms))
     }
 }
 

@@ -1,0 +1,272 @@
+//! What a workload runs on: the `[hardware]`, `[topology]`, `[model]` and
+//! `[parallel]` tables of a scenario resolved (device preset merged with
+//! overrides, topology resolved against the device, model preset merged with
+//! overrides) into a [`Setup`], every problem located in the scenario's
+//! source. The `[workload]` table is not read here: `scenario.rs` hands it
+//! to the workload registry (`workloads::registry`).
+
+use moesim_models::transformer::schedule::ScheduleKind;
+use moesim_models::{DeviceSpec, ModelConfig, ModelError};
+use moesim_topologies::{ClusterSpec, ConfigProblem, LinkDefaults, TopologyConfig, TopologyError};
+use serde::Deserialize;
+
+use crate::diagnostics::{Diagnostic, Source};
+
+/// A scenario's resolved, checked setting: everything but its workload.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub name: String,
+    pub seed: u64,
+    pub device: DeviceSpec,
+    /// The cluster, when the scenario has a `[topology]` table.
+    pub topology: Option<ClusterSpec>,
+    /// The `[model]` table resolved (preset merged with overrides), if any.
+    pub model: Option<ModelConfig>,
+    pub parallel: Option<ParallelTable>,
+    /// Where it came from, for locating later problems.
+    pub source: Source,
+}
+
+impl Setup {
+    /// Locates a model error's problems in this scenario's source.
+    pub fn diagnose(&self, err: &ModelError) -> Vec<Diagnostic> {
+        model_error_diagnostics(&self.source, err, "")
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_comm_sms() -> u32 {
+    20
+}
+
+/// The `[parallel]` table as written; `dp` defaults to what fills the
+/// cluster. Resolved against the cluster by the workload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParallelTable {
+    #[serde(default = "one")]
+    pub tp: u32,
+    #[serde(default = "one")]
+    pub pp: u32,
+    pub dp: Option<u32>,
+    #[serde(default = "one")]
+    pub ep: u32,
+    #[serde(default = "one")]
+    pub zero: u32,
+    #[serde(default)]
+    pub schedule: Option<ScheduleKind>,
+    #[serde(default = "one")]
+    pub micro_batch: u32,
+    /// SMs each expert-parallel communication kernel holds (DeepSeek-V3: 20 of 132).
+    #[serde(default = "default_comm_sms")]
+    pub comm_sms: u32,
+}
+
+/// Turns a model error into located diagnostics; `prefix` is prepended to
+/// problem keys (e.g. `hardware.`).
+pub fn model_error_diagnostics(source: &Source, err: &ModelError, prefix: &str) -> Vec<Diagnostic> {
+    match err {
+        ModelError::Invalid { problems } => {
+            problems.iter().map(|p| source.at_key(&format!("{prefix}{}", p.key), p.message.clone())).collect()
+        }
+        other => vec![source.plain(other.to_string())],
+    }
+}
+
+fn push_problems(source: &Source, prefix: &str, problems: &[ConfigProblem], out: &mut Vec<Diagnostic>) {
+    for p in problems {
+        out.push(source.at_key(&format!("{prefix}{}", p.key), p.message.clone()));
+    }
+}
+
+/// The `[hardware]` table: a `device` preset name (or a path to a device
+/// file), with any of the device's keys overridden beside it.
+pub(crate) fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic>) -> Option<DeviceSpec> {
+    let Some(name) = table.get("device") else {
+        out.push(source.at_key(
+            "hardware.device",
+            format!("missing; expected a preset name ({}) or a path", DeviceSpec::preset_names().join(", ")),
+        ));
+        return None;
+    };
+    let Some(name) = name.as_str() else {
+        out.push(source.at_key("hardware.device", format!("expected a preset name or a path, found {name}")));
+        return None;
+    };
+    let text = match DeviceSpec::preset_text(name) {
+        Ok(t) => t.to_owned(),
+        Err(e) => match read_device_file(source, name) {
+            Some(t) => t,
+            None => {
+                out.push(source.at_key("hardware.device", e.to_string()));
+                return None;
+            }
+        },
+    };
+    let mut merged: toml::Table = match toml::from_str(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            out.push(source.at_key("hardware.device", format!("device file {name}: {}", e.message().trim())));
+            return None;
+        }
+    };
+    let known: Vec<String> = DeviceSpec::KEYS.iter().map(|k| k.to_string()).collect();
+    let mut ok = true;
+    for (k, v) in table {
+        if k == "device" {
+            continue;
+        }
+        if !known.contains(k) {
+            let mut names: Vec<&str> = known.iter().map(String::as_str).filter(|k| *k != "name").collect();
+            names.sort_unstable();
+            names.dedup();
+            out.push(source.at_key(
+                &format!("hardware.{k}"),
+                format!("unknown key; expected one of device, {}", names.join(", ")),
+            ));
+            ok = false;
+            continue;
+        }
+        merge_value(&mut merged, k, v);
+    }
+    if !ok {
+        return None;
+    }
+    let device: DeviceSpec = match toml::Value::Table(merged).try_into() {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = e.message().trim().to_owned();
+            // Name the offending key when the message does.
+            let key = nested_key_named(table, &msg, "hardware")
+                .or_else(|| table.keys().find(|k| msg.contains(k.as_str())).map(|k| format!("hardware.{k}")))
+                .unwrap_or_else(|| "hardware".to_owned());
+            out.push(source.at_key(&key, msg));
+            return None;
+        }
+    };
+    let problems = device.problems();
+    if !problems.is_empty() {
+        push_problems(source, "hardware.", &problems, out);
+        return None;
+    }
+    Some(device)
+}
+
+/// The dotted path of a key inside a nested table of `table` that an error
+/// message names as `` `key` `` (e.g. `hardware.buffers.l1kib`).
+fn nested_key_named(table: &toml::Table, msg: &str, prefix: &str) -> Option<String> {
+    for (k, v) in table {
+        if let toml::Value::Table(inner) = v {
+            let path = format!("{prefix}.{k}");
+            if let Some(found) = inner.keys().find(|ik| msg.contains(&format!("`{ik}`"))) {
+                return Some(format!("{path}.{found}"));
+            }
+            if let Some(deeper) = nested_key_named(inner, msg, &path) {
+                return Some(deeper);
+            }
+        }
+    }
+    None
+}
+
+/// Sets `key` in `table`, merging nested tables (`hardware.buffers.l1_kib`
+/// overrides one buffer and keeps the preset's others).
+fn merge_value(table: &mut toml::Table, key: &str, value: &toml::Value) {
+    match (table.get_mut(key), value) {
+        (Some(toml::Value::Table(into)), toml::Value::Table(from)) => {
+            for (k, v) in from {
+                merge_value(into, k, v);
+            }
+        }
+        _ => {
+            table.insert(key.to_owned(), value.clone());
+        }
+    }
+}
+
+/// The `[model]` table: a `preset` name (or a path to a model file) with any
+/// of the model's keys overridden beside it (`[model.moe] topk = 4`).
+pub(crate) fn resolve_model(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic>) -> Option<ModelConfig> {
+    let names = ModelConfig::preset_names().join(", ");
+    let Some(name) = table.get("preset") else {
+        out.push(source.at_key("model.preset", format!("missing; expected a preset name ({names}) or a path")));
+        return None;
+    };
+    let Some(name) = name.as_str() else {
+        out.push(source.at_key("model.preset", format!("expected a preset name ({names}) or a path, found {name}")));
+        return None;
+    };
+    let text = match ModelConfig::preset_text(name) {
+        Ok(t) => t.to_owned(),
+        Err(e) => match read_device_file(source, name) {
+            Some(t) => t,
+            None => {
+                out.push(source.at_key("model.preset", e.to_string()));
+                return None;
+            }
+        },
+    };
+    let mut merged: toml::Table = match toml::from_str(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            out.push(source.at_key("model.preset", format!("model file {name}: {}", e.message().trim())));
+            return None;
+        }
+    };
+    let mut over = table.clone();
+    over.remove("preset");
+    for (k, v) in &over {
+        merge_value(&mut merged, k, v);
+    }
+    let model: ModelConfig = match toml::Value::Table(merged).try_into() {
+        Ok(m) => m,
+        Err(e) => {
+            let msg = e.message().trim().to_owned();
+            let key = nested_key_named(&over, &msg, "model")
+                .or_else(|| over.keys().find(|k| msg.contains(k.as_str())).map(|k| format!("model.{k}")))
+                .unwrap_or_else(|| "model".to_owned());
+            out.push(source.at_key(&key, msg));
+            return None;
+        }
+    };
+    let problems = model.problems();
+    if !problems.is_empty() {
+        push_problems(source, "model.", &problems, out);
+        return None;
+    }
+    Some(model)
+}
+
+fn read_device_file(source: &Source, name: &str) -> Option<String> {
+    if !name.ends_with(".toml") {
+        return None;
+    }
+    let base = std::path::Path::new(&source.origin).parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let path = base.join(name);
+    std::fs::read_to_string(&path).or_else(|_| std::fs::read_to_string(name)).ok()
+}
+
+pub(crate) fn resolve_topology(
+    source: &Source,
+    config: &TopologyConfig,
+    defaults: LinkDefaults,
+    out: &mut Vec<Diagnostic>,
+) -> Option<ClusterSpec> {
+    match config.resolve(defaults) {
+        Ok(spec) => Some(spec),
+        Err(TopologyError::Invalid { problems }) => {
+            push_problems(source, "topology.", &problems, out);
+            None
+        }
+        Err(e @ TopologyError::UnknownPreset { .. }) => {
+            out.push(source.at_key("topology.preset", e.to_string()));
+            None
+        }
+        Err(e) => {
+            out.push(source.at_key("topology", e.to_string()));
+            None
+        }
+    }
+}
