@@ -1,0 +1,265 @@
+//! Decode: the units and their GPUs, admission (the GPU with the fewest
+//! sequences, then the least reserved KV, that has batch and KV room; first
+//! come first served), continuous batching in lockstep across a unit's
+//! GPUs, and MTP (each iteration one token plus an accepted draft, drawn
+//! per request from its own stream). Admission starts the request's KV
+//! transfer ([`Server::send_kv`]); the request joins at the next iteration
+//! after it arrived.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use moesim_sim::SimTime;
+use rand::Rng;
+
+use super::server::{secs, Event, Server};
+use crate::rng;
+
+/// One decode GPU.
+#[derive(Debug, Clone, Default)]
+struct DecodeGpu {
+    active: u64,
+    /// Cached tokens of its sequences now.
+    context: f64,
+    /// Tokens its sequences add per iteration.
+    growth: f64,
+    /// KV tokens reserved (prompt + output of every admitted request).
+    reserved: u64,
+}
+
+/// One decode unit.
+#[derive(Debug, Clone, Default)]
+pub(super) struct DecodeUnit {
+    gpus: Vec<DecodeGpu>,
+    iteration: u64,
+    pub(super) busy: bool,
+    /// Requests whose KV has arrived, joining at the next iteration start.
+    pub(super) joining: Vec<u32>,
+    /// (finish iteration, request) of running requests.
+    finishing: BinaryHeap<Reverse<(u64, u32)>>,
+    started_at: SimTime,
+    step_batch: u64,
+}
+
+impl DecodeUnit {
+    /// An idle unit of `gpus` empty GPUs.
+    pub(super) fn new(gpus: usize) -> DecodeUnit {
+        DecodeUnit { gpus: vec![DecodeGpu::default(); gpus], ..Default::default() }
+    }
+}
+
+/// Per request, its decode progress.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Running {
+    join_iteration: u64,
+    /// Tokens added per iteration on average (output tokens / iterations).
+    rate: f64,
+    gpu: u32,
+}
+
+impl Server<'_> {
+    /// Admits waiting requests, first come first served, while one fits.
+    pub(super) fn admit(&mut self) {
+        while let Some(&r) = self.admit_wait.front() {
+            let Some((u, g)) = self.place(r) else { break };
+            self.admit_wait.pop_front();
+            let req = self.requests[r as usize];
+            let dg = self.config.decode_gpus_per_unit;
+            let idx = (u * dg + g) as usize;
+            let reserved = &mut self.decode[u as usize].gpus[g as usize].reserved;
+            self.by_load.remove(&(self.load[idx], *reserved, u, g));
+            self.load[idx] += 1;
+            *reserved += req.input_len + req.output_len;
+            self.by_load.insert((self.load[idx], *reserved, u, g));
+            let o = &mut self.out[r as usize];
+            o.decode_unit = u;
+            o.decode_gpu = g;
+            self.running[r as usize].gpu = g;
+            // The prompt's KV from the prefill GPU's NIC to the decode GPU's.
+            self.send_kv(r, u, g);
+        }
+    }
+
+    /// The decode GPU with the fewest sequences, then the least reserved KV
+    /// (what DeepSeek's decode load balancer equalises: request counts and
+    /// KV-cache use per GPU, day 6), that has batch and KV room.
+    fn place(&self, r: u32) -> Option<(u32, u32)> {
+        let req = &self.requests[r as usize];
+        let need = req.input_len + req.output_len;
+        for &(load, reserved, u, g) in &self.by_load {
+            if load >= self.config.max_batch_per_gpu {
+                return None;
+            }
+            if reserved + need <= self.config.kv_capacity_tokens_per_gpu {
+                return Some((u, g));
+            }
+        }
+        None
+    }
+
+    /// Iterations request `r` needs for its remaining output tokens.
+    fn iterations_needed(&self, r: u32) -> u64 {
+        let m = self.requests[r as usize].output_len.saturating_sub(1);
+        match self.config.mtp_acceptance {
+            None => m,
+            Some(p) if p >= 1.0 => m.div_ceil(2),
+            Some(p) if p <= 0.0 => m,
+            Some(p) => {
+                // Runs of accepted drafts (2 tokens each) end with a rejected
+                // one (1 token); run lengths are geometric.
+                let mut rng = rng::stream(self.config.seed, "mtp-acceptance", r as u64);
+                let (mut tokens, mut iters) = (0u64, 0u64);
+                let ln_p = p.ln();
+                loop {
+                    let u: f64 = rng.gen::<f64>().max(f64::MIN_POSITIVE);
+                    let run = (u.ln() / ln_p).floor() as u64;
+                    if tokens + 2 * run >= m {
+                        return iters + (m - tokens).div_ceil(2);
+                    }
+                    tokens += 2 * run + 1;
+                    iters += run + 1;
+                    if tokens >= m {
+                        return iters;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the unit's next iteration now, after its joining requests
+    /// join (idle if it has no sequence left).
+    pub(super) fn start_decode(&mut self, u: u32) {
+        let joining = std::mem::take(&mut self.decode[u as usize].joining);
+        let now_s = secs(self.now);
+        let it = self.decode[u as usize].iteration;
+        for r in joining {
+            let req = self.requests[r as usize];
+            let k = self.iterations_needed(r).max(1);
+            let rate = (req.output_len - 1) as f64 / k as f64;
+            let g = self.running[r as usize].gpu;
+            self.running[r as usize] = Running { join_iteration: it, rate, gpu: g };
+            self.out[r as usize].decode_join_s = now_s;
+            let unit = &mut self.decode[u as usize];
+            let gpu = &mut unit.gpus[g as usize];
+            gpu.active += 1;
+            gpu.context += req.input_len as f64;
+            gpu.growth += rate;
+            unit.finishing.push(Reverse((it + k, r)));
+        }
+        let unit = &self.decode[u as usize];
+        let batch = unit.gpus.iter().map(|g| g.active).max().unwrap_or(0);
+        if batch == 0 {
+            self.decode[u as usize].busy = false;
+            return;
+        }
+        let context = unit.gpus.iter().map(|g| g.context).fold(0.0, f64::max) / batch as f64;
+        let t = self.times.decode_s(batch, context);
+        let unit = &mut self.decode[u as usize];
+        unit.busy = true;
+        unit.started_at = self.now;
+        unit.step_batch = batch;
+        self.decode_iterations += 1;
+        self.decode_busy_s += t;
+        self.decode_batch_seconds +=
+            t * unit.gpus.iter().map(|g| g.active).sum::<u64>() as f64 / unit.gpus.len() as f64;
+        let done = self.now + moesim_sim::SimDuration::from_secs_f64(t);
+        self.push(done, Event::DecodeStep { unit: u });
+    }
+
+    /// The unit's iteration ended: its sequences grow, those with their last
+    /// token out leave (freeing their KV for waiting admissions), and the
+    /// next iteration starts.
+    pub(super) fn decode_step(&mut self, u: u32) {
+        let now_s = secs(self.now);
+        let dg = self.config.decode_gpus_per_unit;
+        let unit = &mut self.decode[u as usize];
+        unit.iteration += 1;
+        let it = unit.iteration;
+        for g in unit.gpus.iter_mut() {
+            g.context += g.growth;
+        }
+        let mut freed = false;
+        while let Some(&Reverse((fin, r))) = unit.finishing.peek() {
+            if fin > it {
+                break;
+            }
+            unit.finishing.pop();
+            let run = self.running[r as usize];
+            let req = self.requests[r as usize];
+            let gpu = &mut unit.gpus[run.gpu as usize];
+            gpu.active -= 1;
+            gpu.context -= req.input_len as f64 + run.rate * (it - run.join_iteration) as f64;
+            gpu.growth -= run.rate;
+            if gpu.active == 0 {
+                gpu.context = 0.0;
+                gpu.growth = 0.0;
+            }
+            let idx = (u * dg + run.gpu) as usize;
+            self.by_load.remove(&(self.load[idx], gpu.reserved, u, run.gpu));
+            gpu.reserved -= req.input_len + req.output_len;
+            self.load[idx] -= 1;
+            self.by_load.insert((self.load[idx], gpu.reserved, u, run.gpu));
+            self.out[r as usize].finish_s = now_s;
+            freed = true;
+        }
+        self.decode[u as usize].busy = false;
+        if freed {
+            self.admit();
+        }
+        self.start_decode(u);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::serving::testing::{config, Linear};
+    use crate::serving::{simulate_serving, unservable, Request};
+
+    #[test]
+    fn decode_batch_is_bounded_by_kv_capacity() {
+        // Each request needs 600 KV tokens; a GPU holds 1000: one at a time per GPU.
+        let mut c = config();
+        c.kv_capacity_tokens_per_gpu = 1000;
+        let reqs: Vec<Request> = (0..4)
+            .map(|i| Request { arrival_s: i as f64 * 1e-3, input_len: 500, output_len: 101, cached_len: 0 })
+            .collect();
+        let mut t = Linear { a: 0.0, b: 0.0, c: 0.01 };
+        let r = simulate_serving(&c, &reqs, &mut t);
+        // Two GPUs: requests 2 and 3 wait for 0 and 1 to finish (100 iterations).
+        let mut joins: Vec<f64> = r.requests.iter().map(|o| o.decode_join_s).collect();
+        joins.sort_by(f64::total_cmp);
+        assert!(joins[2] >= joins[0] + 1.0 - 1e-9, "{joins:?}");
+        assert!(unservable(&c, &[Request { arrival_s: 0.0, input_len: 900, output_len: 200, cached_len: 0 }], 1 << 20)
+            .first()
+            .is_some_and(|u| u.message.contains("KV cache")));
+    }
+
+    #[test]
+    fn decode_admission_balances_sequences_then_kv() {
+        // Two decode GPUs. A (900-token prompt) goes to GPU 0, B (100) to
+        // the empty GPU 1; C finds one sequence on each and goes where less
+        // KV is reserved: GPU 1 (150 tokens against 950).
+        let reqs: Vec<Request> = [(0.0, 900), (1e-3, 100), (2e-3, 100)]
+            .iter()
+            .map(|&(a, n)| Request { arrival_s: a, input_len: n, output_len: 50, cached_len: 0 })
+            .collect();
+        let r = simulate_serving(&config(), &reqs, &mut Linear { a: 0.0, b: 1e-4, c: 0.01 });
+        let gpus: Vec<u32> = r.requests.iter().map(|o| o.decode_gpu).collect();
+        assert_eq!(gpus, [0, 1, 1]);
+    }
+
+    #[test]
+    fn mtp_iterations_average_one_plus_acceptance_tokens() {
+        let mut c = config();
+        c.mtp_acceptance = Some(0.85);
+        c.max_batch_per_gpu = 1000;
+        c.kv_capacity_tokens_per_gpu = 1 << 20;
+        let reqs: Vec<Request> =
+            (0..200).map(|_| Request { arrival_s: 0.0, input_len: 10, output_len: 1001, cached_len: 0 }).collect();
+        let mut t = Linear { a: 0.0, b: 0.0, c: 0.01 };
+        let r = simulate_serving(&c, &reqs, &mut t);
+        let mean_tpot: f64 = r.requests.iter().map(|o| o.tpot_s().unwrap()).sum::<f64>() / 200.0;
+        // 1000 tokens at 1.85 per 10 ms iteration: 5.4 ms per token.
+        assert!((mean_tpot / (0.01 / 1.85) - 1.0).abs() < 0.02, "{mean_tpot}");
+    }
+}
