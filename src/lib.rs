@@ -5,6 +5,7 @@
 //! file and the `moesim` CLI. Only this crate reads files, prints or exits.
 
 pub mod builtin;
+pub mod commands;
 pub mod diagnostics;
 pub mod output;
 pub mod plan;

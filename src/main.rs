@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
 
-use moesim::validate::{self, CaseResult};
+use moesim::commands::Format;
 use moesim::workloads::RunOptions;
 use moesim::{builtin, load_scenario, run_scenario_observed, AppError, ScenarioRef};
 use moesim_models::{DeviceSpec, ModelConfig};
@@ -24,12 +24,6 @@ use moesim_sim::{Observer, SimTime};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -110,10 +104,7 @@ enum Command {
         format: Format,
     },
     /// Compare the model with published figures; exits non-zero if a case fails.
-    Validate {
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    Validate(moesim::commands::validate::ValidateArgs),
 }
 
 #[derive(Subcommand)]
@@ -156,7 +147,7 @@ fn main() -> ExitCode {
         Command::Sweep { scenario, varies, metrics, out, sets, format } => {
             cmd_sweep(scenario, &varies, &metrics, out, &sets, format)
         }
-        Command::Validate { format } => cmd_validate(format),
+        Command::Validate(args) => moesim::commands::validate::execute(args),
     };
     match result {
         Ok(code) => code,
@@ -566,55 +557,4 @@ fn cmd_plan(
         }
     }
     Ok(if plan.best.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-fn cmd_validate(format: Format) -> Result<ExitCode, AppError> {
-    let results: Vec<CaseResult> = validate::run_cases(validate::cases());
-    let all_pass = results.iter().all(|r| r.pass || r.known_gap.is_some() || r.skipped.is_some());
-    match format {
-        Format::Json => println!("{}", serde_json::to_string(&results).map_err(|e| AppError::Failed(e.to_string()))?),
-        Format::Text => {
-            println!(
-                "{:<42} {:>10} {:>10} {:>8} {:>6} {:<6} {:<4}  source",
-                "case", "published", "simulated", "error", "tol", "fitted", "pass"
-            );
-            for r in &results {
-                // Ratios and small figures with three decimals.
-                let value = |v: f64| if v.abs() < 10.0 { format!("{v:.3}") } else { format!("{v:.1}") };
-                let sim = r.simulated.map_or("-".to_owned(), value);
-                let err = r.error_pct.map_or("-".to_owned(), |v| format!("{v:+.1}%"));
-                println!(
-                    "{:<42} {:>10} {:>10} {:>8} {:>5.0}% {:<6} {:<4}  {}",
-                    r.case,
-                    format!("{} {}", value(r.published), r.unit),
-                    sim,
-                    err,
-                    r.tolerance_pct,
-                    if r.fitted { "yes" } else { "no" },
-                    match (r.pass, &r.known_gap, &r.skipped) {
-                        (true, _, _) => "ok",
-                        (false, _, Some(_)) => "skip",
-                        (false, Some(_), None) => "GAP",
-                        (false, None, None) => "FAIL",
-                    },
-                    r.source
-                );
-                if let Some(f) = &r.failure {
-                    println!("    failed: {f}");
-                }
-                if let Some(why) = &r.skipped {
-                    println!("    skipped: {why}");
-                }
-                if let (false, Some(gap)) = (r.pass, &r.known_gap) {
-                    println!("    known gap: {gap}");
-                }
-            }
-            let passed = results.iter().filter(|r| r.pass).count();
-            let gaps = results.iter().filter(|r| !r.pass && r.known_gap.is_some()).count();
-            let skipped = results.iter().filter(|r| r.skipped.is_some()).count();
-            print!("{passed} of {} cases within tolerance; {gaps} known gaps (not counted)", results.len());
-            println!("{}", if skipped > 0 { format!("; {skipped} skipped without their data") } else { String::new() });
-        }
-    }
-    Ok(if all_pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
