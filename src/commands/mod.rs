@@ -6,6 +6,7 @@ pub mod plan;
 pub mod run;
 pub mod sweep;
 pub mod topology;
+pub mod validate;
 
 use crate::{builtin, AppError, ScenarioRef};
 
