@@ -93,17 +93,10 @@ pub fn load_case_files(paths: &[PathBuf]) -> Result<Vec<Case>, Vec<Diagnostic>> 
         };
         for file in files {
             let origin = file.display().to_string();
-            let text = match std::fs::read(&file).map(String::from_utf8) {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    problems.push(plain(
-                        &origin,
-                        format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
-                    ));
-                    continue;
-                }
+            let text = match crate::files::read_text(&file, crate::files::MAX_CONFIG_BYTES) {
+                Ok(t) => t,
                 Err(e) => {
-                    problems.push(plain(&origin, format!("cannot read: {e}")));
+                    problems.push(plain(&origin, e));
                     continue;
                 }
             };
