@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod commands;
 pub mod diagnostics;
 pub mod files;
+pub mod fuzzing;
 pub mod output;
 pub mod plan;
 pub mod scenario;

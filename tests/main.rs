@@ -8,6 +8,7 @@ mod hardening;
 mod inference;
 mod memory_hierarchy;
 mod pipeline;
+mod properties;
 mod serving;
 mod serving_bad_input;
 mod training;

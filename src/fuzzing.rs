@@ -1,0 +1,53 @@
+//! Entry points for the fuzz targets in `fuzz/` (and their regression
+//! tests): each takes arbitrary text through one user-facing parser the way
+//! the CLI does, and must return (an error is fine) without panicking,
+//! hanging or allocating without bound. Nothing here runs a simulation.
+
+use crate::diagnostics::Source;
+use crate::scenario::Scenario;
+use crate::workloads::traces::{parse_trace, TraceFormat};
+use crate::workloads::{footprints, serving::ServingWorkload, Workload};
+
+/// A scenario file with `sets` applied: parsed, resolved, checked and its
+/// memory estimated.
+pub fn scenario(text: &str, sets: &[String]) {
+    let Ok(source) = Source::new("fuzz.toml", text).with_overrides(sets) else { return };
+    if let Ok(s) = Scenario::parse(source) {
+        let total: f64 = footprints(s.workload.as_ref(), &s.setup).iter().map(|f| f.bytes).sum();
+        assert!(!total.is_nan(), "a footprint is NaN");
+        if let Some(w) = s.workload.as_serving() {
+            requests_if_small(w, &s);
+        }
+    }
+}
+
+/// Overrides on built-in scenario number `pick` (modulo their count).
+pub fn overrides(pick: u8, sets: &[String]) {
+    let (_, text) = crate::builtin::SCENARIOS[pick as usize % crate::builtin::SCENARIOS.len()];
+    scenario(text, sets);
+}
+
+/// A trace's text in `format`, parsed, with its prefix-cache hits.
+pub fn trace(text: &str, format: TraceFormat) {
+    if let Ok(t) = parse_trace("fuzz-trace", text, format) {
+        let cached = t.cached_tokens(None);
+        assert_eq!(cached.len(), t.rows.len());
+    }
+}
+
+/// A validation cases file, parsed and checked (its scenarios loaded with
+/// their overrides), not run.
+pub fn validation_cases(text: &str) {
+    if let Ok(cases) = crate::validate::parse_case_file("fuzz-cases.toml", text, None, false) {
+        let _ = crate::validate::check_scenarios(&cases);
+    }
+}
+
+/// Generates a serving scenario's requests when there are few (no trace
+/// file is read: a fuzzed path is refused or absent).
+fn requests_if_small(w: &ServingWorkload, s: &Scenario) {
+    let few = w.footprint(&s.setup).is_some_and(|f| f.bytes < 1e7);
+    if few && w.trace.is_none() {
+        let _ = w.requests(&s.setup);
+    }
+}
