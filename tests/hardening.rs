@@ -258,3 +258,20 @@ fn weak_messages_a_positive_but_too_large_time_says_so() {
     let err = input_error(&["run", "pipeline-1f1b", "--set", "workload.forward_us=1e13"]);
     assert!(err.contains("workload.forward_us") && err.contains("plausible") && !err.contains("positive"), "{err}");
 }
+
+#[test]
+fn weak_messages_every_bad_set_type_is_reported_not_only_the_first() {
+    let err = input_error(&[
+        "run",
+        "allreduce-8xh800",
+        "--set",
+        "workload.ranks=abc",
+        "--set",
+        "workload.bytes=xyz",
+        "--set",
+        "topology.nodes=q",
+    ]);
+    for key in ["workload.ranks=abc", "workload.bytes=xyz", "topology.nodes=q"] {
+        assert!(err.contains(key), "{key} not reported: {err}");
+    }
+}
