@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use moesim::commands;
-use moesim::commands::catalog::{HardwareCommand, ModelsCommand};
+use moesim::commands::catalog::{HardwareCommand, ModelsCommand, ScenariosCommand};
 
 #[derive(Parser)]
 #[command(
@@ -23,8 +23,11 @@ struct Cli {
 enum Command {
     /// Run a scenario (a path or a built-in name; default: the built-in default).
     Run(commands::run::RunArgs),
-    /// List the built-in scenarios.
-    Scenarios,
+    /// List the built-in scenarios, or print one (`moesim scenarios show NAME`).
+    Scenarios {
+        #[command(subcommand)]
+        command: Option<ScenariosCommand>,
+    },
     /// Describe a scenario's cluster: GPUs, switches, links, injection and bisection bandwidth.
     Topology(commands::topology::TopologyArgs),
     /// Device presets.
@@ -47,9 +50,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let result = match Cli::parse().command {
         Command::Run(args) => commands::run::execute(args),
-        Command::Scenarios => commands::catalog::scenarios(),
+        Command::Scenarios { command } => commands::catalog::scenarios(command),
         Command::Topology(args) => commands::topology::execute(args),
         Command::Hardware { command } => commands::catalog::hardware(command),
         Command::Models { command } => commands::catalog::models(command),
@@ -63,5 +67,17 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             ExitCode::from(e.exit_code() as u8)
         }
+    }
+}
+
+/// A closed stdout (`moesim scenarios | head -1`) ends the program quietly,
+/// as it does `cat`, instead of a panic in `println!`: Rust ignores SIGPIPE
+/// by default, so put back the default action.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; setting a
+    // signal's disposition to the default is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

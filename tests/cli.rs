@@ -111,9 +111,39 @@ fn out_dir_has_every_file_and_the_trace_parses() {
     let leftovers: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.') && e.file_name() != ".moesim-output")
         .collect();
-    assert!(leftovers.is_empty());
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Nothing is left beside the folder either (no staging or old copies).
+    let beside: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(beside, vec![std::ffi::OsString::from("run")]);
+}
+
+#[test]
+fn a_closed_stdout_is_a_quiet_exit_not_a_panic() {
+    use std::process::{Command, Stdio};
+    // `moesim scenarios | head -0`: the reader is gone before moesim prints.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moesim"))
+        .arg("scenarios")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+}
+
+#[test]
+fn scenarios_show_prints_a_built_in_file_that_runs() {
+    let o = moesim(&["scenarios", "show", "pipeline-1f1b"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let path = scenario_file("cli_scenarios_show", &stdout(&o));
+    let v = run_json(&[path.to_str().unwrap()]);
+    assert_eq!(v["workload"], "pipeline");
+    let o = moesim(&["scenarios", "show", "no-such-scenario"]);
+    assert_eq!(o.status.code(), Some(2));
 }
 
 #[test]

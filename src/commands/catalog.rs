@@ -9,6 +9,15 @@ use serde_json::{Map, Value};
 use super::Format;
 use crate::{builtin, AppError};
 
+/// `moesim scenarios ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ScenariosCommand {
+    /// List the built-in scenarios with their descriptions (the default).
+    List,
+    /// Print a built-in scenario file as written: a starting point for your own.
+    Show { name: String },
+}
+
 /// `moesim hardware ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum HardwareCommand {
@@ -51,8 +60,30 @@ pub fn models(command: ModelsCommand) -> Result<ExitCode, AppError> {
     }
 }
 
+/// Runs `moesim scenarios ...`.
+pub fn scenarios(command: Option<ScenariosCommand>) -> Result<ExitCode, AppError> {
+    match command {
+        None | Some(ScenariosCommand::List) => scenarios_list(),
+        Some(ScenariosCommand::Show { name }) => scenarios_show(&name),
+    }
+}
+
+/// `moesim scenarios show NAME`: the built-in file as written.
+pub fn scenarios_show(name: &str) -> Result<ExitCode, AppError> {
+    match crate::ScenarioRef::parse(name)? {
+        crate::ScenarioRef::Builtin(n) => {
+            print!("{}", builtin::scenario(n).expect("a parsed built-in exists"));
+            Ok(ExitCode::SUCCESS)
+        }
+        crate::ScenarioRef::Path(_) => {
+            Err(AppError::Input(vec![crate::diagnostics::Source::new("scenarios show", "")
+                .plain(format!("{name} is a file, not a built-in; `moesim scenarios` lists them"))]))
+        }
+    }
+}
+
 /// `moesim scenarios`: every built-in scenario with its description.
-pub fn scenarios() -> Result<ExitCode, AppError> {
+pub fn scenarios_list() -> Result<ExitCode, AppError> {
     for (name, text) in builtin::SCENARIOS {
         let default = if *name == builtin::DEFAULT_SCENARIO { " (default)" } else { "" };
         println!("{name}{default}\n    {}", builtin::description(text));
