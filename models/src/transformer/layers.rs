@@ -371,10 +371,15 @@ impl<'a> LayerContext<'a> {
     /// Tokens the norms and residual adds of this rank run on: `1 / tp` of
     /// them under sequence parallelism.
     fn sp_tokens(&self) -> u64 {
+        self.sp_of(self.tokens())
+    }
+
+    /// `t` tokens' share of this rank under sequence parallelism.
+    fn sp_of(&self, t: u64) -> u64 {
         if self.sequence_parallel && self.tp > 1 {
-            self.tokens().div_ceil(self.tp as u64)
+            t.div_ceil(self.tp as u64)
         } else {
-            self.tokens()
+            t
         }
     }
 
@@ -538,11 +543,7 @@ impl<'a> LayerContext<'a> {
             // Softmax and sampling of the next token (read once, FP32 math).
             _ => b.elementwise("sampling", logits * 2.0, t as f64 * 8.0, 5.0 * logits)?,
         };
-        Ok(vec![
-            b.norm("final_norm", self.sp_tokens(), h, Pass::Forward)?,
-            b.gemm("lm_head", t, v, h, Dtype::Bf16)?,
-            last,
-        ])
+        Ok(vec![b.norm("final_norm", self.sp_of(t), h, Pass::Forward)?, b.gemm("lm_head", t, v, h, Dtype::Bf16)?, last])
     }
 
     fn attention_forward(&self, b: &Builder, out: &mut Vec<Item>) -> Result<(), ModelError> {
@@ -798,7 +799,7 @@ impl<'a> LayerContext<'a> {
         let logits = t as f64 * v as f64 * 2.0;
         input.push(b.elementwise("cross_entropy", logits, logits, 5.0 * t as f64 * v as f64)?);
         input.push(b.gemm("lm_head dgrad", t, h, v, Dtype::Bf16)?);
-        input.push(b.norm("final_norm", self.sp_tokens(), h, Pass::Backward)?);
+        input.push(b.norm("final_norm", self.sp_of(t), h, Pass::Backward)?);
         weight.push(b.gemm("lm_head wgrad", h, v, t, Dtype::Bf16)?);
         Ok(())
     }
