@@ -7,6 +7,7 @@
 pub mod builtin;
 pub mod commands;
 pub mod diagnostics;
+pub mod files;
 pub mod output;
 pub mod plan;
 pub mod scenario;
@@ -60,13 +61,8 @@ impl ScenarioRef {
             }
             ScenarioRef::Path(p) => {
                 let origin = p.display().to_string();
-                let bytes = std::fs::read(p).map_err(|e| {
-                    AppError::Input(vec![Source::new(origin.clone(), "").plain(format!("cannot read: {e}"))])
-                })?;
-                let text = String::from_utf8(bytes).map_err(|e| {
-                    AppError::Input(vec![Source::new(origin.clone(), "")
-                        .plain(format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))])
-                })?;
+                let text = files::read_text(p, files::MAX_CONFIG_BYTES)
+                    .map_err(|e| AppError::Input(vec![Source::new(origin.clone(), "").plain(e)]))?;
                 Ok(Source::new(origin, text))
             }
         }
@@ -140,6 +136,9 @@ pub fn run_scenario_observed(
     observer: &mut dyn Observer,
 ) -> Result<(Map<String, Value>, Outcome), AppError> {
     let scenario = load_scenario(scenario, sets)?;
+    if let Some(limit) = options.max_memory_bytes {
+        workloads::check_memory(scenario.workload.as_ref(), &scenario.setup, limit)?;
+    }
     let outcome = scenario.run(options, observer)?;
     let summary = output::summary(&scenario.setup.name, scenario.workload.kind_name(), scenario.setup.seed, &outcome);
     Ok((summary, outcome))

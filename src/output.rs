@@ -1,9 +1,11 @@
 //! Writing a run's output directory: `summary.json`, `summary.md`,
 //! `timeline.csv`, `resources.csv`, `trace.json`, the workload's plots
 //! (`NAME.png`, `NAME.svg`) and its further files (e.g. `requests.csv`); or
-//! any named files (a sweep's). Files are written into a
-//! hidden staging folder and moved into place only when all succeeded, so a
-//! failed run never leaves files that look complete.
+//! any named files (a sweep's). The folder is checked before the run
+//! ([`OutDir::prepare`]) and replaced as a whole after it: files are written
+//! into a hidden staging folder beside it that is swapped in only when all
+//! succeeded, so a failed run never leaves files that look complete and two
+//! runs never mix.
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -11,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::diagnostics::Source;
 use crate::workloads::Outcome;
+use crate::AppError;
 
 /// The deterministic part of a run's summary (no wall-clock figures).
 pub fn summary(scenario: &str, kind: &str, seed: u64, outcome: &Outcome) -> Map<String, Value> {
@@ -29,43 +33,138 @@ pub fn summary(scenario: &str, kind: &str, seed: u64, outcome: &Outcome) -> Map<
     m
 }
 
-/// Writes every output file into `dir` (created if missing).
-pub fn write_dir(dir: &Path, summary: &Map<String, Value>, outcome: &Outcome) -> Result<Vec<PathBuf>, String> {
-    write_staged(dir, |staging| write_all(staging, summary, outcome))
+/// The name of the marker file in every folder moesim writes: a folder
+/// holding it is moesim's to replace.
+pub const MARKER: &str = ".moesim-output";
+
+/// An `--out` folder, checked before the run and replaced as a whole after
+/// it: the files are written into a staging folder beside it, which is then
+/// swapped in, so the folder never mixes two runs and a failed run changes
+/// nothing.
+#[derive(Debug, Clone)]
+pub struct OutDir {
+    dir: PathBuf,
+    staging: PathBuf,
 }
 
-/// Writes named files into `dir` (created if missing), all or none.
-pub fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<Vec<PathBuf>, String> {
-    write_staged(dir, |staging| {
-        for (name, bytes) in files {
-            fs::write(staging.join(name), bytes).map_err(|e| werr(name, e))?;
+impl OutDir {
+    /// Checks `dir` before anything runs: it must be a folder (or absent)
+    /// whose parent can hold a staging folder, and empty or written by moesim
+    /// unless `force`. Removes staging folders of runs that died.
+    pub fn prepare(dir: &Path, force: bool) -> Result<OutDir, AppError> {
+        let bad = |m: String| AppError::Input(vec![Source::new(format!("--out {}", dir.display()), "").plain(m)]);
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).filter(|n| n != "." && n != "..");
+        let Some(name) = name else {
+            return Err(bad("expected a folder name (not `.`, `..` or a root)".into()));
+        };
+        if dir.exists() {
+            if !dir.is_dir() {
+                return Err(bad("exists and is not a folder".into()));
+            }
+            let mut entries = fs::read_dir(dir).map_err(|e| bad(format!("cannot read: {e}")))?;
+            let empty = entries.next().is_none();
+            if !empty && !dir.join(MARKER).exists() && !force {
+                return Err(bad(
+                    "not empty, and not a folder moesim wrote: choose another folder, or pass --force to replace it \
+                     (its contents are deleted)"
+                        .into(),
+                ));
+            }
         }
-        Ok(files.iter().map(|(name, _)| name.clone()).collect())
-    })
-}
-
-/// Runs `write` into a hidden staging folder inside `dir` and moves the
-/// files it names into `dir` only when it succeeded.
-fn write_staged(dir: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>, String>) -> Result<Vec<PathBuf>, String> {
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let staging = dir.join(format!(".moesim-partial-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&staging);
-    fs::create_dir_all(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
-    let names = match write(&staging) {
-        Ok(names) => names,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    let mut written = Vec::new();
-    for name in names {
-        let to = dir.join(&name);
-        fs::rename(staging.join(&name), &to).map_err(|e| format!("cannot move {name} into {}: {e}", dir.display()))?;
-        written.push(to);
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(|e| bad(format!("cannot create {}: {e}", parent.display())))?;
+        remove_stale_staging(&parent, &name);
+        let staging = parent.join(format!(".{name}.moesim-staging-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir(&staging).map_err(|e| bad(format!("cannot write in {}: {e}", parent.display())))?;
+        let _ = fs::remove_dir(&staging);
+        Ok(OutDir { dir: dir.to_path_buf(), staging })
     }
-    let _ = fs::remove_dir_all(&staging);
-    Ok(written)
+
+    /// Writes every output file of a run.
+    pub fn write_run(&self, summary: &Map<String, Value>, outcome: &Outcome) -> Result<Vec<PathBuf>, String> {
+        self.write_staged(|staging| write_all(staging, summary, outcome))
+    }
+
+    /// Writes named files, all or none.
+    pub fn write_files(&self, files: &[(String, Vec<u8>)]) -> Result<Vec<PathBuf>, String> {
+        self.write_staged(|staging| {
+            for (name, bytes) in files {
+                fs::write(staging.join(name), bytes).map_err(|e| werr(name, e))?;
+            }
+            Ok(files.iter().map(|(name, _)| name.clone()).collect())
+        })
+    }
+
+    /// Runs `write` into the staging folder, then swaps it in for the
+    /// folder (moving any old one aside first and deleting it after).
+    fn write_staged(&self, write: impl FnOnce(&Path) -> Result<Vec<String>, String>) -> Result<Vec<PathBuf>, String> {
+        let staging = &self.staging;
+        let _ = fs::remove_dir_all(staging);
+        fs::create_dir_all(staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+        let written = write(staging).and_then(|names| {
+            fs::write(staging.join(MARKER), "written by moesim; `moesim ... --out` replaces this folder as a whole\n")
+                .map_err(|e| werr(MARKER, e))?;
+            Ok(names)
+        });
+        let names = match written {
+            Ok(names) => names,
+            Err(e) => {
+                let _ = fs::remove_dir_all(staging);
+                return Err(e);
+            }
+        };
+        let old = staging.with_file_name(
+            staging
+                .file_name()
+                .map(|n| n.to_string_lossy().replace("moesim-staging", "moesim-old"))
+                .unwrap_or_default(),
+        );
+        let _ = fs::remove_dir_all(&old);
+        if self.dir.exists() {
+            fs::rename(&self.dir, &old)
+                .map_err(|e| format!("cannot move the old {} aside: {e}", self.dir.display()))?;
+        }
+        if let Err(e) = fs::rename(staging, &self.dir) {
+            let _ = fs::rename(&old, &self.dir);
+            let _ = fs::remove_dir_all(staging);
+            return Err(format!("cannot move the new files into {}: {e}", self.dir.display()));
+        }
+        let _ = fs::remove_dir_all(&old);
+        Ok(names.into_iter().map(|n| self.dir.join(n)).collect())
+    }
+}
+
+/// Removes `.NAME.moesim-staging-PID` and `.NAME.moesim-old-PID` folders in
+/// `parent` left by runs that are no longer alive (on Linux, no
+/// `/proc/PID`; elsewhere, untouched for an hour).
+fn remove_stale_staging(parent: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&format!(".{name}.")) else { continue };
+        let Some(pid) = rest.strip_prefix("moesim-staging-").or_else(|| rest.strip_prefix("moesim-old-")) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let dead = if cfg!(target_os = "linux") {
+            !Path::new("/proc").join(pid.to_string()).exists()
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600)
+        };
+        if pid != me && dead {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn create(dir: &Path, name: &str) -> Result<BufWriter<fs::File>, String> {

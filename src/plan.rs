@@ -30,6 +30,8 @@ pub struct PlanTarget {
     pub duration_s: f64,
     /// Most units of either kind tried.
     pub max_units: u32,
+    /// Refuse a search whose requests would need more memory than this.
+    pub max_memory_bytes: Option<f64>,
 }
 
 /// One simulated deployment.
@@ -177,12 +179,27 @@ pub fn plan(scenario: &Scenario, target: &PlanTarget) -> Result<Plan, AppError> 
             return Err(bad(format!("{name}: expected a positive number, found {v}")));
         }
     }
+    if target.max_units == 0 {
+        return Err(bad("--max-units: expected at least 1 unit of each kind, found 0".into()));
+    }
     let mut workload = w.clone();
     workload.arrivals = Some(crate::workloads::serving::Arrivals::Poisson);
     workload.rate_per_s = Some(target.rate_per_s);
     workload.duration_s = Some(target.duration_s);
     workload.ttft_slo_ms = Some(target.ttft_p99_ms);
     workload.tpot_slo_ms = Some(target.tpot_p99_ms);
+    if let Some(limit) = target.max_memory_bytes {
+        crate::workloads::check_memory(&workload, scenario, limit).map_err(|e| match AppError::from(e) {
+            AppError::Input(mut ds) => {
+                for d in &mut ds {
+                    d.message = d.message.replace("workload.rate_per_s", "--rate");
+                    d.key = Some("--rate".into());
+                }
+                AppError::Input(ds)
+            }
+            other => other,
+        })?;
+    }
     let requests = workload.requests(scenario).map_err(AppError::from)?;
     if requests.is_empty() {
         return Err(bad(format!("no request arrives in {} s at {} per second", target.duration_s, target.rate_per_s)));

@@ -10,7 +10,10 @@ use moesim_models::{DeviceSpec, ModelConfig, ModelError};
 use moesim_topologies::{ClusterSpec, ConfigProblem, LinkDefaults, TopologyConfig, TopologyError};
 use serde::Deserialize;
 
+use std::path::{Path, PathBuf};
+
 use crate::diagnostics::{Diagnostic, Source};
+use crate::files::{read_text, MAX_CONFIG_BYTES};
 
 /// A scenario's resolved, checked setting: everything but its workload.
 #[derive(Debug, Clone)]
@@ -101,23 +104,7 @@ pub(crate) fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec
         out.push(source.at_key("hardware.device", format!("expected a preset name or a path, found {name}")));
         return None;
     };
-    let text = match DeviceSpec::preset_text(name) {
-        Ok(t) => t.to_owned(),
-        Err(e) => match read_device_file(source, name) {
-            Some(t) => t,
-            None => {
-                out.push(source.at_key("hardware.device", e.to_string()));
-                return None;
-            }
-        },
-    };
-    let mut merged: toml::Table = match toml::from_str(&text) {
-        Ok(t) => t,
-        Err(e) => {
-            out.push(source.at_key("hardware.device", format!("device file {name}: {}", e.message().trim())));
-            return None;
-        }
-    };
+    let mut merged = preset_table(source, "hardware.device", name, DeviceSpec::preset_text(name), out)?;
     let known: Vec<String> = DeviceSpec::KEYS.iter().map(|k| k.to_string()).collect();
     let mut ok = true;
     for (k, v) in table {
@@ -204,23 +191,7 @@ pub(crate) fn resolve_model(source: &Source, table: &toml::Table, out: &mut Vec<
         out.push(source.at_key("model.preset", format!("expected a preset name ({names}) or a path, found {name}")));
         return None;
     };
-    let text = match ModelConfig::preset_text(name) {
-        Ok(t) => t.to_owned(),
-        Err(e) => match read_device_file(source, name) {
-            Some(t) => t,
-            None => {
-                out.push(source.at_key("model.preset", e.to_string()));
-                return None;
-            }
-        },
-    };
-    let mut merged: toml::Table = match toml::from_str(&text) {
-        Ok(t) => t,
-        Err(e) => {
-            out.push(source.at_key("model.preset", format!("model file {name}: {}", e.message().trim())));
-            return None;
-        }
-    };
+    let mut merged = preset_table(source, "model.preset", name, ModelConfig::preset_text(name), out)?;
     let mut over = table.clone();
     over.remove("preset");
     for (k, v) in &over {
@@ -245,13 +216,43 @@ pub(crate) fn resolve_model(source: &Source, table: &toml::Table, out: &mut Vec<
     Some(model)
 }
 
-fn read_device_file(source: &Source, name: &str) -> Option<String> {
-    if !name.ends_with(".toml") {
-        return None;
+/// The table of the preset `name` (`preset`: its embedded text, or why
+/// there is none) or, for a name ending in `.toml`, of that file (beside the
+/// scenario, else relative to the working directory). Problems go to `out`
+/// at `key`; a syntax error in the file is located in that file.
+fn preset_table(
+    source: &Source,
+    key: &str,
+    name: &str,
+    preset: Result<&str, ModelError>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<toml::Table> {
+    let (origin, text) = match preset {
+        Ok(text) => (format!("preset {name}"), text.to_owned()),
+        Err(e) if !name.ends_with(".toml") => {
+            out.push(source.at_key(key, e.to_string()));
+            return None;
+        }
+        Err(_) => {
+            let base = Path::new(&source.origin).parent().map(Path::to_path_buf).unwrap_or_default();
+            let beside = base.join(name);
+            let path = if beside.exists() || !Path::new(name).exists() { beside } else { PathBuf::from(name) };
+            match read_text(&path, MAX_CONFIG_BYTES) {
+                Ok(text) => (path.display().to_string(), text),
+                Err(e) => {
+                    out.push(source.at_key(key, format!("{}: {e}", path.display())));
+                    return None;
+                }
+            }
+        }
+    };
+    match toml::from_str(&text) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            out.push(Source::new(origin, text.as_str()).toml_error(e.span(), e.message()));
+            None
+        }
     }
-    let base = std::path::Path::new(&source.origin).parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    let path = base.join(name);
-    std::fs::read_to_string(&path).or_else(|_| std::fs::read_to_string(name)).ok()
 }
 
 pub(crate) fn resolve_topology(

@@ -86,6 +86,7 @@ pub fn run_sweep(
     scenario: &ScenarioRef,
     sets: &[String],
     varies: &[Vary],
+    options: &RunOptions,
     done: &(dyn Fn() + Sync),
 ) -> Result<SweepTable, AppError> {
     check(varies)?;
@@ -95,7 +96,7 @@ pub fn run_sweep(
         .map(|values| {
             let mut all = sets.to_vec();
             all.extend(varies.iter().zip(values).map(|(v, value)| format!("{}={value}", v.key)));
-            let r = run_scenario(scenario, &all, &RunOptions::default()).map(|(summary, _)| summary);
+            let r = run_scenario(scenario, &all, options).map(|(summary, _)| summary);
             done();
             r
         })

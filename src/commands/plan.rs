@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use super::Format;
+use super::{Format, Limits};
 use crate::{load_scenario, AppError, ScenarioRef};
 
 /// Arguments of `moesim plan`.
@@ -30,17 +30,26 @@ pub struct PlanArgs {
     pub sets: Vec<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    #[command(flatten)]
+    pub limits: Limits,
 }
 
 /// Runs `moesim plan`.
 pub fn execute(args: PlanArgs) -> Result<ExitCode, AppError> {
-    let PlanArgs { scenario, rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units, sets, format } = args;
+    let PlanArgs { scenario, rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units, sets, format, limits } = args;
     let (scenario, sets) = (&scenario[..], &sets[..]);
     let scenario = load_scenario(&ScenarioRef::parse(scenario)?, sets)?;
     let scenario_duration = crate::plan::serving_workload(&scenario).ok().and_then(|w| w.duration_s);
     let duration_s = duration_s.unwrap_or(scenario_duration.unwrap_or(600.0).min(600.0));
     let started = Instant::now();
-    let target = crate::plan::PlanTarget { rate_per_s: rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units };
+    let target = crate::plan::PlanTarget {
+        rate_per_s: rate,
+        ttft_p99_ms,
+        tpot_p99_ms,
+        duration_s,
+        max_units,
+        max_memory_bytes: Some(limits.max_memory_bytes()?),
+    };
     let plan = crate::plan::plan(&scenario, &target)?;
     match format {
         Format::Json => {

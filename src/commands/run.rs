@@ -10,7 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use moesim_sim::{Observer, SimTime};
 use serde_json::{Map, Value};
 
-use super::{scenario_ref, Format};
+use super::{scenario_ref, Format, Limits};
+use crate::output::OutDir;
 use crate::workloads::RunOptions;
 use crate::{run_scenario_observed, AppError};
 
@@ -26,23 +27,33 @@ pub struct RunArgs {
     /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Replace --out even if it is a non-empty folder moesim did not write.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub limits: Limits,
 }
 
 /// Runs `moesim run`.
 pub fn execute(args: RunArgs) -> Result<ExitCode, AppError> {
-    let RunArgs { scenario, out, format, sets } = args;
+    let RunArgs { scenario, out, format, sets, force, limits } = args;
     let sets = &sets[..];
     let scenario = scenario_ref(scenario)?;
+    let out_dir = out.as_deref().map(|d| OutDir::prepare(d, force)).transpose()?;
     let started = Instant::now();
-    let options = RunOptions { record_link_series: out.is_some(), figures: out.is_some() };
+    let options = RunOptions {
+        record_link_series: out.is_some(),
+        figures: out.is_some(),
+        max_memory_bytes: Some(limits.max_memory_bytes()?),
+    };
     let mut progress = Progress::new();
     let run = run_scenario_observed(&scenario, sets, &options, &mut progress);
     progress.finish();
     let (summary, outcome) = run?;
     let wall_s = started.elapsed().as_secs_f64();
     let mut written = Vec::new();
-    if let Some(dir) = &out {
-        written = crate::output::write_dir(dir, &summary, &outcome).map_err(AppError::Failed)?;
+    if let Some(dir) = &out_dir {
+        written = dir.write_run(&summary, &outcome).map_err(AppError::Failed)?;
     }
     let mut printed: Map<String, Value> = summary.clone();
     printed.insert("wall_s".into(), crate::workloads::num(wall_s));

@@ -10,8 +10,10 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
 
-use super::{scenario_ref, Format};
+use super::{scenario_ref, Format, Limits};
+use crate::output::OutDir;
 use crate::sweep;
+use crate::workloads::RunOptions;
 use crate::{AppError, ScenarioRef};
 use moesim_reports::sweep::SweepTable;
 
@@ -32,15 +34,21 @@ pub struct SweepArgs {
     pub sets: Vec<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Replace --out even if it is a non-empty folder moesim did not write.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub limits: Limits,
 }
 
 /// Runs `moesim sweep`.
 pub fn execute(args: SweepArgs) -> Result<ExitCode, AppError> {
-    let SweepArgs { scenario, varies, metrics, out, sets, format } = args;
+    let SweepArgs { scenario, varies, metrics, out, sets, format, force, limits } = args;
     let (varies, metrics, sets) = (&varies[..], &metrics[..], &sets[..]);
     let scenario = scenario_ref(scenario)?;
     let varies = varies.iter().map(|v| sweep::parse_vary(v)).collect::<Result<Vec<_>, _>>()?;
     sweep::check(&varies)?;
+    let out_dir = out.as_deref().map(|d| OutDir::prepare(d, force)).transpose()?;
     let n = sweep::points(&varies).len();
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = ProgressBar::new(n as u64);
@@ -52,7 +60,8 @@ pub fn execute(args: SweepArgs) -> Result<ExitCode, AppError> {
         b
     });
     let started = Instant::now();
-    let table = sweep::run_sweep(&scenario, sets, &varies, &|| {
+    let options = RunOptions { max_memory_bytes: Some(limits.max_memory_bytes()?), ..RunOptions::default() };
+    let table = sweep::run_sweep(&scenario, sets, &varies, &options, &|| {
         if let Some(b) = &bar {
             b.inc(1);
         }
@@ -63,7 +72,7 @@ pub fn execute(args: SweepArgs) -> Result<ExitCode, AppError> {
     let table = table?;
     let shown = sweep::shown_metrics(&table, metrics)?;
     let mut written = Vec::new();
-    if let Some(dir) = &out {
+    if let Some(dir) = &out_dir {
         let mut csv = Vec::new();
         moesim_reports::sweep::write_csv(&mut csv, &table).map_err(|e| AppError::Failed(e.to_string()))?;
         let mut files = vec![("sweep.csv".to_owned(), csv)];
@@ -78,7 +87,7 @@ pub fn execute(args: SweepArgs) -> Result<ExitCode, AppError> {
                 files.push((fig.svg_name(), fig.svg.clone()));
             }
         }
-        written = crate::output::write_files(dir, &files).map_err(AppError::Failed)?;
+        written = dir.write_files(&files).map_err(AppError::Failed)?;
     }
     let stdout = std::io::stdout();
     let mut w = stdout.lock();

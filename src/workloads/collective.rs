@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    build_cluster, check_ranks, model_failure, num, positive_time, problem, simulate, Context, Outcome, RunFailure,
-    RunOptions, Workload,
+    build_cluster, check_ranks, model_failure, num, positive_time, problem, simulate, Context, Footprint, Outcome,
+    RunFailure, RunOptions, Workload, BYTES_PER_FLOW,
 };
 use crate::setup::Setup;
 
@@ -48,6 +48,21 @@ impl Workload for CollectiveWorkload {
         }
         check_ranks(self.ranks, topology, &mut out);
         out
+    }
+
+    fn footprint(&self, _setup: &Setup) -> Option<Footprint> {
+        let n = self.ranks as f64;
+        let flows = match self.op {
+            CollectiveOp::AllToAll => n * n,
+            CollectiveOp::AllReduce => 2.0 * n * (n - 1.0),
+            CollectiveOp::ReduceScatter | CollectiveOp::AllGather => n * (n - 1.0),
+            CollectiveOp::SendRecv => 1.0,
+        };
+        Some(Footprint {
+            bytes: flows * BYTES_PER_FLOW,
+            key: "workload.ranks".into(),
+            what: format!("{flows:.3e} flows"),
+        })
     }
 
     fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {

@@ -53,6 +53,9 @@ pub struct RunOptions {
     pub record_link_series: bool,
     /// Draw the workload's figures (PNG + SVG) for `--out`.
     pub figures: bool,
+    /// Refuse a run whose estimated memory exceeds this many bytes
+    /// (`None`: no limit).
+    pub max_memory_bytes: Option<f64>,
 }
 
 /// A finished run: the workload's metrics and everything the reports need.
@@ -105,11 +108,91 @@ pub trait Workload: fmt::Debug + Send + Sync {
         None
     }
 
+    /// The memory the run will need, estimated from its keys before anything
+    /// is allocated (beyond the topology's route tables, which
+    /// [`footprints`] adds for every kind); `None` where it is small.
+    fn footprint(&self, _setup: &Setup) -> Option<Footprint> {
+        None
+    }
+
     /// The serving workload, if this is one (`moesim plan` searches only
     /// serving deployments).
     fn as_serving(&self) -> Option<&serving::ServingWorkload> {
         None
     }
+}
+
+/// A run's memory estimated before anything is allocated, and the key that
+/// drives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Footprint {
+    pub bytes: f64,
+    /// The key a user would change to shrink it (`workload.rate_per_s`).
+    pub key: String,
+    /// What is counted (`6.2e6 requests`).
+    pub what: String,
+}
+
+/// Engine memory per task (graph, span, events), measured on the default
+/// training step: 940,626 tasks in 146 MB.
+pub const BYTES_PER_TASK: f64 = 160.0;
+/// Flow-solver memory per flow, measured on the 4,096-rank all-to-all:
+/// 16.8M flows in 1.13 GB.
+pub const BYTES_PER_FLOW: f64 = 70.0;
+/// Route-table memory per pair of GPUs, measured on an 8,192-GPU
+/// `h800-cluster`: 585 MB.
+pub const BYTES_PER_GPU_PAIR: f64 = 9.0;
+
+/// Everything a run is estimated to need: the topology's route tables and
+/// the workload's own footprint.
+pub fn footprints(workload: &dyn Workload, setup: &Setup) -> Vec<Footprint> {
+    let mut out = Vec::new();
+    if let Some(t) = &setup.topology {
+        let gpus = cluster_gpus(t) as f64;
+        out.push(Footprint {
+            bytes: gpus * gpus * BYTES_PER_GPU_PAIR,
+            key: "topology.nodes".into(),
+            what: format!("route tables of {gpus} GPUs"),
+        });
+    }
+    out.extend(workload.footprint(setup));
+    out
+}
+
+/// An input error if the estimated memory exceeds `limit_bytes`, naming the
+/// key that drives the largest part.
+pub fn check_memory(workload: &dyn Workload, setup: &Setup, limit_bytes: f64) -> Result<(), RunFailure> {
+    let parts = footprints(workload, setup);
+    let total: f64 = parts.iter().map(|f| f.bytes).sum();
+    if total <= limit_bytes {
+        return Ok(());
+    }
+    let top = parts.iter().max_by(|a, b| a.bytes.total_cmp(&b.bytes)).expect("a total above the limit has parts");
+    Err(RunFailure::Input(vec![setup.source.at_key(
+        &top.key,
+        format!(
+            "the run would need about {:.1} GiB ({}: {:.1} GiB), more than the {:.1} GiB allowed (--max-memory-gib); \
+             shrink {} or raise the limit",
+            total / GIB,
+            top.what,
+            top.bytes / GIB,
+            limit_bytes / GIB,
+            top.key
+        ),
+    )]))
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The default memory limit: half the machine's memory (`/proc/meminfo`),
+/// else 8 GiB.
+pub fn default_memory_limit_bytes() -> f64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    });
+    total_kib.map_or(8.0 * GIB, |k| k * 1024.0 / 2.0)
 }
 
 /// A workload's problems: its own, then the checks every kind shares (SMs

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::training::SimulateRanks;
 use super::{
-    build_cluster, check_ranks, check_skew, model_failure, num, positive_time, problem, simulate, Context, Outcome,
-    RunFailure, RunOptions, Workload,
+    build_cluster, check_ranks, check_skew, model_failure, num, positive_time, problem, simulate, Context, Footprint,
+    Outcome, RunFailure, RunOptions, Workload, BYTES_PER_FLOW,
 };
 use crate::setup::{ParallelTable, Setup};
 
@@ -110,6 +110,15 @@ impl Workload for MoeCommWorkload {
         check_skew(self.skew, &mut out);
         check_ranks(self.ranks, topology, &mut out);
         out
+    }
+
+    fn footprint(&self, _setup: &Setup) -> Option<Footprint> {
+        let n = self.ranks as f64;
+        Some(Footprint {
+            bytes: n * n * BYTES_PER_FLOW,
+            key: "workload.ranks".into(),
+            what: format!("{:.3e} flows", n * n),
+        })
     }
 
     fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {

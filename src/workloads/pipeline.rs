@@ -7,12 +7,17 @@
 
 use moesim_models::transformer::schedule::{self, OpDurations, PipelineSchedule, ScheduleKind};
 use moesim_sim::{EngineOptions, Observer, Platform, RunResult, SimDuration, SimError, TaskGraph, TaskId};
-use moesim_topologies::ConfigProblem;
+use moesim_topologies::{ConfigProblem, Plausible};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{model_failure, num, problem, Context, Outcome, RunFailure, RunOptions, Workload};
+use super::{
+    model_failure, num, problem, Context, Footprint, Outcome, RunFailure, RunOptions, Workload, BYTES_PER_TASK,
+};
 use crate::setup::Setup;
+
+/// A plausible op time: up to a day.
+const OP_TIME_US: Plausible = Plausible::new(1e-6, 8.64e10, "us");
 
 /// The `[workload]` table of a synthetic pipeline.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,11 +68,15 @@ impl Workload for PipelineWorkload {
             ("workload.backward_us", self.backward_us),
             ("workload.overlapped_us", self.overlapped_us),
         ] {
-            if !(v.is_finite() && v > 0.0 && v < 1e12) {
+            if !(v.is_finite() && v > 0.0) {
                 out.push(problem(key, format!("expected a positive time in microseconds, found {v}")));
+            } else {
+                out.extend(OP_TIME_US.problem(key, v));
             }
         }
-        if !(self.weight_us.is_finite() && self.weight_us >= 0.0) {
+        if let Some(p) = OP_TIME_US.problem("workload.weight_us", self.weight_us).filter(|_| self.weight_us > 0.0) {
+            out.push(p);
+        } else if !(self.weight_us.is_finite() && self.weight_us >= 0.0) {
             out.push(problem(
                 "workload.weight_us",
                 format!("expected a time >= 0 in microseconds, found {}", self.weight_us),
@@ -82,6 +91,15 @@ impl Workload for PipelineWorkload {
             ));
         }
         out
+    }
+
+    fn footprint(&self, _setup: &Setup) -> Option<Footprint> {
+        let tasks = 4.0 * self.microbatches as f64 * self.stages as f64;
+        Some(Footprint {
+            bytes: tasks * BYTES_PER_TASK,
+            key: "workload.microbatches".into(),
+            what: format!("{tasks:.3e} tasks"),
+        })
     }
 
     fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {

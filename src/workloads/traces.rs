@@ -108,11 +108,11 @@ pub fn read_trace(path: &Path, format: Option<TraceFormat>) -> Result<Trace, Dia
         key: None,
         message: "cannot tell the trace format from the file name; set workload.trace_format = \"azure-csv\" or \"mooncake-jsonl\"".into(),
     })?;
-    let text = std::fs::read_to_string(path).map_err(|e| Diagnostic {
+    let text = crate::files::read_text(path, crate::files::MAX_TRACE_BYTES).map_err(|e| Diagnostic {
         origin: origin.clone(),
         location: Location::Unknown,
         key: None,
-        message: format!("cannot read the trace: {e}"),
+        message: format!("the trace: {e}"),
     })?;
     parse_trace(&origin, &text, format)
 }

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use super::{
     build_cluster, check_price_and_precision, check_skew, cluster_gpus, model_failure, num, problem, simulate, Context,
-    Outcome, RunFailure, RunOptions, TopologyState, Workload,
+    Footprint, Outcome, RunFailure, RunOptions, TopologyState, Workload, BYTES_PER_TASK,
 };
 use crate::setup::{ParallelTable, Setup};
 
@@ -311,6 +311,27 @@ impl Workload for TrainingWorkload {
             TopologyState::Broken => {}
         }
         out
+    }
+
+    fn footprint(&self, setup: &Setup) -> Option<Footprint> {
+        // Tasks grow as micro-batches x layers: about 128 per layer and
+        // micro-batch on the representative ranks (the default step: 940,626
+        // tasks for 120 micro-batches of 61 layers), times the ranks of a
+        // stage when every rank is simulated.
+        let (model, table, topology) = (setup.model.as_ref()?, setup.parallel.as_ref()?, setup.topology.as_ref()?);
+        let plan = Self::plan(table, cluster_gpus(topology));
+        let replicas = (plan.dp as u64 * plan.micro_batch as u64).max(1);
+        let microbatches = self.global_batch.div_ceil(replicas) as f64;
+        let ranks = match self.simulate {
+            SimulateRanks::All => (plan.dp as f64 * plan.tp as f64).max(1.0),
+            SimulateRanks::Representative => 1.0,
+        };
+        let tasks = 128.0 * microbatches * (model.layers as f64 + 1.0) * ranks;
+        Some(Footprint {
+            bytes: tasks * BYTES_PER_TASK,
+            key: "workload.global_batch".into(),
+            what: format!("{tasks:.3e} tasks"),
+        })
     }
 
     fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
