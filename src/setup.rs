@@ -60,6 +60,12 @@ pub struct ParallelTable {
     pub zero: u32,
     #[serde(default)]
     pub schedule: Option<ScheduleKind>,
+    /// Model chunks per pipeline device (`schedule = "interleaved-1f1b"`).
+    #[serde(default = "one")]
+    pub virtual_stages: u32,
+    /// Megatron sequence parallelism beside TP (Korthikanti et al. 2022).
+    #[serde(default)]
+    pub sequence_parallel: bool,
     #[serde(default = "one")]
     pub micro_batch: u32,
     /// SMs each expert-parallel communication kernel holds (DeepSeek-V3: 20 of 132).

@@ -226,3 +226,58 @@ fn a_partly_filled_prefill_unit_routes_fewer_tokens_to_the_experts() {
     bad.moe_fill = 1.5;
     assert!(lower_iteration(&c, &bad, 1, &mut TaskGraph::new()).is_err());
 }
+
+/// Regression (issue 13): with `tp > 1` a tensor-parallel group serves one
+/// batch, so per-GPU decode throughput counts it once over the group's GPUs,
+/// not once per GPU.
+#[test]
+fn decode_with_tp_counts_the_group_batch_once_not_once_per_gpu() {
+    let tp2 = run_json(&["deepseek-v3-decode-144xh800", "--set", "model.layers=5", "--set", "parallel.tp=2"]);
+    let t = f(&tp2, "iteration_time_ms") / 1e3;
+    // 128 sequences per TP group of 2 GPUs, 1 + 0.85 tokens each (MTP).
+    let expected = 128.0 * 1.85 / 2.0 / t;
+    assert!((f(&tp2, "tokens_per_s_per_gpu") / expected - 1.0).abs() < 1e-6, "{tp2}");
+    assert_eq!(f(&tp2, "sequences_per_gpu"), 64.0);
+    // Each member dispatches its half of the group's tokens: over the two
+    // micro-batches, 128 sequences x 2 tokens (one MTP draft) / 2 x top-8.
+    assert!((f(&tp2, "expert_rows_per_layer_mean") - 128.0 * 2.0 / 2.0 * 8.0).abs() < 1.0, "{tp2}");
+}
+
+/// Regression (issue 13): "per node" followed the topology's node (the
+/// NVLink scale-up domain), meaningless beyond 8-GPU servers. Figures are
+/// per GPU, per server and per scale-up domain, each named with its size.
+#[test]
+fn per_node_figures_follow_the_server_and_name_the_scale_up_domain() {
+    let m = run_json(&[
+        "deepseek-v3-decode-144xh800",
+        "--set",
+        "model.layers=5",
+        "--set",
+        "topology.nodes=9",
+        "--set",
+        "topology.gpus_per_node=16",
+    ]);
+    let gpu = f(&m, "tokens_per_s_per_gpu");
+    assert_eq!(f(&m, "server_gpus"), 8.0, "{m}");
+    assert_eq!(f(&m, "scale_up_domain_gpus"), 16.0, "{m}");
+    assert!((f(&m, "tokens_per_s_per_server") / gpu - 8.0).abs() < 1e-6, "{m}");
+    assert!((f(&m, "tokens_per_s_per_node") / gpu - 8.0).abs() < 1e-6, "{m}");
+    assert!((f(&m, "tokens_per_s_per_scale_up_domain") / gpu - 16.0).abs() < 1e-6, "{m}");
+}
+
+/// Regression (issue 13): the price of a GPU-hour came from one constant
+/// whatever the device; a device preset now carries its own (with source and
+/// date), used when the workload sets none.
+#[test]
+fn cost_follows_the_device_price_unless_the_workload_sets_one() {
+    let h100 = run_json(&["deepseek-v3-decode-72xh100", "--set", "model.layers=5"]);
+    let h800 = run_json(&["deepseek-v3-decode-72xh100", "--set", "model.layers=5", "--set", "hardware.device=h800"]);
+    assert_eq!(f(&h800, "usd_per_gpu_hour"), 2.0, "DeepSeek-V3's H800 rental price");
+    assert_eq!(f(&h100, "usd_per_gpu_hour"), 2.69, "the h100 preset's RunPod price, {h100}");
+    let set =
+        run_json(&["deepseek-v3-decode-72xh100", "--set", "model.layers=5", "--set", "workload.usd_per_gpu_hour=3"]);
+    assert_eq!(f(&set, "usd_per_gpu_hour"), 3.0);
+    let per_m =
+        |m: &serde_json::Value| f(m, "usd_per_million_output_tokens") / f(m, "gpu_hours_per_million_output_tokens");
+    assert!((per_m(&h100) - f(&h100, "usd_per_gpu_hour")).abs() < 1e-6);
+}

@@ -40,7 +40,7 @@ fn is_dual(kind: ScheduleKind) -> bool {
 /// and ZB1P, the closed form) accepts, over a contiguous range.
 fn microbatch_counts(kind: ScheduleKind, p: u32) -> Vec<u32> {
     match kind {
-        ScheduleKind::OneFOneB | ScheduleKind::Zb1p => (p..=p + 8).collect(),
+        ScheduleKind::OneFOneB | ScheduleKind::Zb1p | ScheduleKind::Interleaved1F1B => (p..=p + 8).collect(),
         ScheduleKind::DualPipe => (2 * p..=2 * p + 12).step_by(2).collect(),
         ScheduleKind::DualPipeV => (p..=p + 8).collect(),
     }
@@ -63,7 +63,7 @@ fn readme_table_is_reproduced_exactly() {
                 }
                 let pp = p as u64;
                 let (bubble, copies, activations) = match kind {
-                    ScheduleKind::OneFOneB => ((pp - 1) * 3 * t, 1, p),
+                    ScheduleKind::OneFOneB | ScheduleKind::Interleaved1F1B => ((pp - 1) * 3 * t, 1, p),
                     ScheduleKind::Zb1p => ((pp - 1) * t, 1, p),
                     ScheduleKind::DualPipe | ScheduleKind::DualPipeV => ((pp / 2 - 1) * 2 * t, 2, p + 1),
                 };
@@ -302,4 +302,31 @@ fn a_scenario_file_locates_a_bad_pipeline_value() {
 
 fn builtin_text(name: &str) -> String {
     moesim::builtin::scenario(name).expect("a built-in").to_owned()
+}
+
+/// Megatron-LM's interleaved 1F1B (Narayanan et al., SC'21 §2.2.2): with `v`
+/// model chunks per device the bubble is `(p - 1) / v` of a device's F + B,
+/// i.e. `(p - 1)` chunk pairs, and the first device keeps at most `(p - 1) 2
+/// + (v - 1) p + 1` chunks' activations (Megatron's warm-up plus one).
+#[test]
+fn interleaved_1f1b_cuts_the_bubble_by_the_virtual_stages() {
+    use moesim_models::transformer::schedule::build_interleaved;
+    let (f, b) = (1_200_000u64, 2_400_000u64);
+    for p in [2u32, 4] {
+        for v in [1u32, 2, 3] {
+            for m in [p, 2 * p, 3 * p] {
+                let s = build_interleaved(p, v, m).unwrap();
+                assert_eq!((s.devices, s.stages), (p, p * v));
+                // Chunk times: a device's layers split in v chunks.
+                let d = times(f / v as u64, b / v as u64, 0, 0);
+                let (step, bubbles) = run(&s, &d);
+                let bubble = (p as u64 - 1) * (f + b) / v as u64;
+                assert!(bubbles.iter().all(|&x| x == bubble), "p={p} v={v} m={m}: {bubbles:?} vs {bubble}");
+                assert_eq!(step, m as u64 * (f + b) + bubble);
+                let peak = s.peak_activation_microbatches()[0];
+                assert!(peak <= ((p - 1) * 2 + (v - 1) * p + 1).min(m * v), "p={p} v={v} m={m}: peak {peak}");
+            }
+        }
+    }
+    assert!(build_interleaved(4, 2, 6).is_err(), "micro-batches in groups of the 4 devices");
 }

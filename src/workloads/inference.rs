@@ -45,9 +45,6 @@ fn two() -> u32 {
 fn fp8() -> Dtype {
     Dtype::Fp8
 }
-fn usd() -> f64 {
-    2.0
-}
 
 /// Expert placement as the file spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -72,7 +69,8 @@ impl PlacementName {
 #[serde(deny_unknown_fields)]
 pub struct PrefillWorkload {
     pub kind: String,
-    /// New (computed) tokens per GPU per iteration, over all micro-batches.
+    /// New (computed) tokens per GPU per iteration, over all micro-batches
+    /// (per tensor-parallel group when `tp > 1`, as `batch_per_gpu`).
     pub tokens_per_gpu: u64,
     /// Tokens per prompt.
     pub prompt_len: u64,
@@ -95,8 +93,9 @@ pub struct PrefillWorkload {
     /// Zipf exponent of expert popularity; 0 = balanced routing.
     #[serde(default)]
     pub skew: f64,
-    #[serde(default = "usd")]
-    pub usd_per_gpu_hour: f64,
+    /// Price of one GPU-hour, USD; default: the device preset's.
+    #[serde(default)]
+    pub usd_per_gpu_hour: Option<f64>,
 }
 
 /// The `[workload]` table of a decode iteration.
@@ -104,7 +103,9 @@ pub struct PrefillWorkload {
 #[serde(deny_unknown_fields)]
 pub struct DecodeWorkload {
     pub kind: String,
-    /// Sequences per GPU.
+    /// Sequences per GPU, or per tensor-parallel group when `tp > 1` (the
+    /// group's GPUs serve one batch together: per-GPU throughput counts it
+    /// once over the group).
     pub batch_per_gpu: u64,
     /// Tokens already in each sequence's KV cache.
     pub context_len: u64,
@@ -127,8 +128,9 @@ pub struct DecodeWorkload {
     /// Zipf exponent of expert popularity; 0 = balanced routing.
     #[serde(default)]
     pub skew: f64,
-    #[serde(default = "usd")]
-    pub usd_per_gpu_hour: f64,
+    /// Price of one GPU-hour, USD; default: the device preset's.
+    #[serde(default)]
+    pub usd_per_gpu_hour: Option<f64>,
 }
 
 /// Keys both iterations share.
@@ -139,7 +141,7 @@ pub struct UnitKeys {
     pub micro_batches: u32,
     pub precision: Dtype,
     pub skew: f64,
-    pub usd_per_gpu_hour: f64,
+    pub usd_per_gpu_hour: Option<f64>,
 }
 
 macro_rules! unit_keys {
@@ -183,6 +185,12 @@ pub fn parallel_problems(parallel: Option<&ParallelTable>, out: &mut Vec<ConfigP
     }
     if p.schedule.is_some() {
         out.push(problem("parallel.schedule", "a pipeline schedule is for training; remove it".into()));
+    }
+    if p.virtual_stages != 1 {
+        out.push(problem(
+            "parallel.virtual_stages",
+            format!("an inference unit has no pipeline stages: expected 1, found {}", p.virtual_stages),
+        ));
     }
     if p.micro_batch != 1 {
         out.push(problem(
@@ -359,8 +367,10 @@ pub fn iteration_metrics(
     low: &IterationLowering,
     graph: &TaskGraph,
     result: &RunResult,
-    usd_per_gpu_hour: f64,
+    usd_per_gpu_hour: Option<f64>,
 ) -> (Map<String, Value>, Vec<String>) {
+    let price_note = device.price_note(usd_per_gpu_hour);
+    let usd_per_gpu_hour = device.price_per_gpu_hour(usd_per_gpu_hour);
     let t = result.end.as_secs_f64().max(1e-12);
     let activity = rank_activity(graph, result);
     let rep = activity.iter().find(|a| a.rank == low.rank);
@@ -368,30 +378,35 @@ pub fn iteration_metrics(
     let comm_ms = rep.map_or(0.0, |a| ms(a.comm_ps));
     let exposed_ms = rep.map_or(0.0, |a| ms(a.exposed_comm_ps()));
     let compute_ms = rep.map_or(0.0, |a| ms(a.compute_ps));
-    let gpn = cluster.gpus_per_node as f64;
+    // The topology's node is the NVLink scale-up domain; a server is what
+    // the device ships in (8 GPUs on HGX, 4 in a GB200 NVL72 tray).
+    let domain = cluster.gpus_per_node as f64;
+    let gpn = (device.server_gpus() as f64).min(domain);
     let memory = inference_memory(spec);
     let gib = (1u64 << 30) as f64;
     let hbm = device.hbm_bytes();
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = price_note.into_iter().collect();
     let mut m = Map::new();
     m.insert("model".into(), Value::from(spec.model.name.clone()));
     m.insert("device".into(), Value::from(device.name.clone()));
     m.insert("gpus".into(), Value::from(spec.unit.gpus));
     m.insert("nodes".into(), num((spec.unit.gpus as f64 / gpn).ceil()));
+    m.insert("server_gpus".into(), num(gpn));
+    m.insert("scale_up_domain_gpus".into(), num(domain));
     m.insert("ep".into(), Value::from(spec.ep()));
     m.insert("tp".into(), Value::from(spec.unit.tp));
     m.insert("expert_slots_per_gpu".into(), Value::from(low.slots_per_gpu));
     m.insert("micro_batches".into(), Value::from(low.micro_batches.len()));
     m.insert("simulated_rank".into(), Value::from(low.rank));
     m.insert("iteration_time_ms".into(), num(t * 1e3));
-    m.insert("sequences_per_gpu".into(), Value::from(low.sequences_per_gpu));
-    m.insert("new_tokens_per_gpu".into(), Value::from(low.new_tokens_per_gpu));
+    m.insert("sequences_per_gpu".into(), num(low.sequences_per_gpu));
+    m.insert("new_tokens_per_gpu".into(), num(low.new_tokens_per_gpu));
     let mtp = matches!(spec.phase, IterationPhase::Decode { mtp_acceptance: Some(_), .. });
     let tokens_per_gpu = match spec.phase {
         IterationPhase::Prefill { prompt_len, cached_len, .. } => {
             m.insert("prompt_len".into(), Value::from(prompt_len));
             m.insert("cached_tokens_per_prompt".into(), Value::from(cached_len));
-            m.insert("computed_tokens_per_s_per_gpu".into(), num(low.new_tokens_per_gpu as f64 / t));
+            m.insert("computed_tokens_per_s_per_gpu".into(), num(low.new_tokens_per_gpu / t));
             low.input_tokens_per_gpu
         }
         IterationPhase::Decode { context_len, mtp_acceptance, .. } => {
@@ -402,7 +417,10 @@ pub fn iteration_metrics(
         }
     };
     m.insert("tokens_per_s_per_gpu".into(), num(tokens_per_gpu / t));
+    // "node" = server, as DeepSeek quotes "per H800 node" (kept for 8-GPU servers).
     m.insert("tokens_per_s_per_node".into(), num(tokens_per_gpu / t * gpn));
+    m.insert("tokens_per_s_per_server".into(), num(tokens_per_gpu / t * gpn));
+    m.insert("tokens_per_s_per_scale_up_domain".into(), num(tokens_per_gpu / t * domain));
     m.insert("compute_time_ms".into(), num(compute_ms));
     m.insert("comm_time_ms".into(), num(comm_ms));
     m.insert("exposed_comm_ms".into(), num(exposed_ms));

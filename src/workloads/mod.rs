@@ -274,13 +274,13 @@ pub(crate) fn check_skew(skew: f64, out: &mut Vec<ConfigProblem>) {
 /// Checks the keys every model workload prices and runs with: the price
 /// per GPU-hour and a number format the device can run.
 pub(crate) fn check_price_and_precision(
-    usd_per_gpu_hour: f64,
+    usd_per_gpu_hour: Option<f64>,
     precision: moesim_models::Dtype,
     device: Option<&DeviceSpec>,
     out: &mut Vec<ConfigProblem>,
 ) {
-    if !(usd_per_gpu_hour.is_finite() && usd_per_gpu_hour >= 0.0) {
-        out.push(problem("workload.usd_per_gpu_hour", format!("expected a price >= 0, found {usd_per_gpu_hour}")));
+    if let Some(usd) = usd_per_gpu_hour.filter(|u| !(u.is_finite() && *u >= 0.0)) {
+        out.push(problem("workload.usd_per_gpu_hour", format!("expected a price >= 0, found {usd}")));
     }
     if let Some(Err(e)) = device.map(|d| d.tensor_flops_per_s(precision)) {
         out.push(problem("workload.precision", e.to_string()));

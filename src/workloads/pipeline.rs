@@ -153,6 +153,10 @@ impl Workload for PipelineWorkload {
 pub fn readme_validity(kind: ScheduleKind) -> &'static str {
     match kind {
         ScheduleKind::OneFOneB => "1F1B matches it for any F and B and any number of micro-batches",
+        ScheduleKind::Interleaved1F1B => {
+            "here with one model chunk per device, i.e. 1F1B (virtual_stages is a key of a training step's \
+             [parallel]); it matches the 1F1B closed form"
+        }
         ScheduleKind::Zb1p => {
             "ZB1P matches it when W <= F, W <= B-W and microbatches >= stages; otherwise (microbatches >= stages) \
              the bubble is (PP-1) x max(F+B-2W, F, B-W): a W longer than the gap it fills delays the next pass"

@@ -74,9 +74,6 @@ fn two() -> u32 {
 fn fp8() -> Dtype {
     Dtype::Fp8
 }
-fn usd() -> f64 {
-    2.0
-}
 fn unit_scale() -> f64 {
     1.0
 }
@@ -188,8 +185,9 @@ pub struct ServingWorkload {
     /// Share of HBM the weights, buffers and KV cache may use.
     #[serde(default = "hbm_use")]
     pub hbm_utilization: f64,
-    #[serde(default = "usd")]
-    pub usd_per_gpu_hour: f64,
+    /// Price of one GPU-hour, USD; default: the device preset's.
+    #[serde(default)]
+    pub usd_per_gpu_hour: Option<f64>,
 }
 
 /// Derived per-request figures and run totals.
@@ -436,7 +434,12 @@ impl ServingWorkload {
         times: &EngineIterationTimes,
         topology: Option<&ClusterSpec>,
     ) -> Map<String, Value> {
-        let gpn = topology.map_or(8, |t| t.gpus_per_node) as f64;
+        // "Node" figures are per server (8 GPUs on HGX; the topology's node
+        // is the NVLink scale-up domain, which can be larger).
+        let device = &times.decode_cluster.device;
+        let domain = topology.map_or(8, |t| t.gpus_per_node);
+        let gpn = device.server_gpus().min(domain) as f64;
+        let price = device.price_per_gpu_hour(self.usd_per_gpu_hour);
         let prefill_gpus = config.prefill_units as f64 * config.prefill_gpus_per_unit as f64;
         let decode_gpus = config.decode_units as f64 * config.decode_gpus_per_unit as f64;
         let (prefill_nodes, decode_nodes) = ((prefill_gpus / gpn).ceil(), (decode_gpus / gpn).ceil());
@@ -495,8 +498,10 @@ impl ServingWorkload {
         m.insert("kv_capacity_tokens_per_decode_gpu".into(), Value::from(config.kv_capacity_tokens_per_gpu));
         let gpu_hours = (prefill_gpus + decode_gpus) * span / 3600.0;
         m.insert("gpu_hours".into(), num(gpu_hours));
-        m.insert("usd_per_gpu_hour".into(), num(self.usd_per_gpu_hour));
-        m.insert("usd_per_million_output_tokens".into(), num(gpu_hours * self.usd_per_gpu_hour / (output / 1e6)));
+        m.insert("server_gpus".into(), num(gpn));
+        m.insert("scale_up_domain_gpus".into(), Value::from(domain));
+        m.insert("usd_per_gpu_hour".into(), num(price));
+        m.insert("usd_per_million_output_tokens".into(), num(gpu_hours * price / (output / 1e6)));
         m.insert("prefill_iterations".into(), Value::from(r.prefill_iterations));
         m.insert("decode_iterations".into(), Value::from(r.decode_iterations));
         m

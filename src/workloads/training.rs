@@ -8,6 +8,7 @@ use moesim_models::hardware::device::Dtype;
 use moesim_models::lowering::training::{
     lower_training, training_memory, OpKind, RankMode, TrainingLowering, TrainingSpec,
 };
+use moesim_models::transformer::layers::Recompute;
 use moesim_models::transformer::parallel::ParallelPlan;
 use moesim_models::transformer::routing::Skew;
 use moesim_models::transformer::schedule::ScheduleKind;
@@ -39,11 +40,28 @@ pub enum SimulateRanks {
 /// every kernel and flow).
 const MAX_ALL_RANKS: u64 = 512;
 
-fn default_true() -> bool {
-    true
+/// `[workload] recompute` as written: a flag (the old form) or a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RecomputeKey {
+    Flag(bool),
+    Name(Recompute),
 }
-fn default_usd() -> f64 {
-    2.0
+
+impl Default for RecomputeKey {
+    fn default() -> Self {
+        RecomputeKey::Flag(true)
+    }
+}
+
+impl RecomputeKey {
+    pub fn resolve(self) -> Recompute {
+        match self {
+            RecomputeKey::Flag(true) => Recompute::NormsAndUpProjections,
+            RecomputeKey::Flag(false) => Recompute::None,
+            RecomputeKey::Name(r) => r,
+        }
+    }
 }
 
 /// The `[workload]` table of a training step.
@@ -61,14 +79,19 @@ pub struct TrainingWorkload {
     /// Zipf exponent of expert popularity; 0 = balanced routing.
     #[serde(default)]
     pub skew: f64,
-    /// Recompute RMSNorm and MLA up-projections in the backward pass.
-    #[serde(default = "default_true")]
-    pub recompute: bool,
+    /// What the backward pass recomputes: "none", "selective" (Korthikanti's
+    /// attention core: what fused attention does anyway), "full" (each
+    /// layer's forward again), or `true` (the default: DeepSeek-V3's recipe,
+    /// RMSNorm and MLA up-projections, also "norms-and-up-projections"),
+    /// `false` = "none".
+    #[serde(default)]
+    pub recompute: RecomputeKey,
     #[serde(default)]
     pub simulate: SimulateRanks,
-    /// Price of one GPU-hour, USD (the DeepSeek-V3 report assumes 2).
-    #[serde(default = "default_usd")]
-    pub usd_per_gpu_hour: f64,
+    /// Price of one GPU-hour, USD; default: the device preset's (H800: 2,
+    /// as the DeepSeek-V3 report assumes).
+    #[serde(default)]
+    pub usd_per_gpu_hour: Option<f64>,
 }
 
 impl TrainingWorkload {
@@ -82,6 +105,8 @@ impl TrainingWorkload {
             ep: table.ep,
             zero: table.zero,
             schedule: table.schedule.unwrap_or(ScheduleKind::OneFOneB),
+            virtual_stages: table.virtual_stages,
+            sequence_parallel: table.sequence_parallel,
             micro_batch: table.micro_batch,
             comm_sms: table.comm_sms,
         }
@@ -98,7 +123,7 @@ impl TrainingWorkload {
             global_batch: self.global_batch,
             linear_dtype: self.precision,
             skew: Skew::from_exponent(self.skew),
-            recompute: self.recompute,
+            recompute: self.recompute.resolve(),
             mode: match self.simulate {
                 SimulateRanks::Representative => RankMode::Representative,
                 SimulateRanks::All => RankMode::All,
@@ -216,8 +241,9 @@ impl TrainingWorkload {
         m.insert("hbm_gib".into(), num(hbm / gib));
         m.insert("fits".into(), Value::from(memory.total() <= hbm));
         m.insert("gpu_hours_per_trillion_tokens".into(), num(gpu_hours));
-        m.insert("usd_per_gpu_hour".into(), num(self.usd_per_gpu_hour));
-        m.insert("cost_usd_per_trillion_tokens".into(), num(gpu_hours * self.usd_per_gpu_hour));
+        let price = device.price_per_gpu_hour(self.usd_per_gpu_hour);
+        m.insert("usd_per_gpu_hour".into(), num(price));
+        m.insert("cost_usd_per_trillion_tokens".into(), num(gpu_hours * price));
         m
     }
 }
@@ -321,6 +347,7 @@ impl Workload for TrainingWorkload {
         let metrics = self.metrics(&spec, &cluster.device, &low, &graph, &result, &memory);
         let figures = if options.figures { figures(&spec, &low, &graph, &result)? } else { Vec::new() };
         let mut notes = low.notes.clone();
+        notes.extend(cluster.device.price_note(self.usd_per_gpu_hour));
         if spec.linear_dtype == Dtype::Fp8 && cluster.device.fp8_tflops.is_none() {
             notes.push(format!(
                 "{} has no FP8 tensor units: FP8 GEMMs run at the BF16 rate (hardware.fp8_emulation = bf16)",

@@ -52,6 +52,25 @@ pub struct DeviceSpec {
     pub fp8_tflops: Option<f64>,
     /// FP32 (non-tensor) throughput, TFLOP/s.
     pub fp32_tflops: f64,
+    /// Dense FP16 tensor throughput, TFLOP/s, where it differs from BF16
+    /// (consumer cards: FP16 with FP16 accumulation); absent: the BF16 rate.
+    #[serde(default)]
+    pub fp16_tflops: Option<f64>,
+    /// Dense INT8 tensor throughput, TOP/s; absent on devices without it.
+    #[serde(default)]
+    pub int8_tops: Option<f64>,
+    /// Dense FP4 tensor throughput, TFLOP/s; absent on devices without it.
+    #[serde(default)]
+    pub fp4_tflops: Option<f64>,
+    /// Default price of one GPU-hour, USD, used when a workload sets no
+    /// `usd_per_gpu_hour` (its source and date are in the preset file).
+    #[serde(default)]
+    pub usd_per_gpu_hour: Option<f64>,
+    /// GPUs in one server (HGX/DGX baseboard: 8; GB200 NVL72 compute tray:
+    /// 4), for "per server" figures; the topology's node is the NVLink
+    /// scale-up domain, which can be larger. Default 8.
+    #[serde(default)]
+    pub gpus_per_server: Option<u32>,
     /// Shared memory per SM, KiB.
     pub smem_kib_per_sm: f64,
     /// L2 cache, MiB.
@@ -219,13 +238,17 @@ fn default_overlap() -> f64 {
 
 /// `(name, TOML text)` of every embedded device preset, sorted by name.
 const PRESETS: &[(&str, &str)] = &[
+    ("a100", include_str!("../../presets/devices/a100.toml")),
     ("ascend-310", include_str!("../../presets/devices/ascend-310.toml")),
     ("ascend-910b", include_str!("../../presets/devices/ascend-910b.toml")),
     ("ascend-910c", include_str!("../../presets/devices/ascend-910c.toml")),
+    ("b200", include_str!("../../presets/devices/b200.toml")),
+    ("gb200", include_str!("../../presets/devices/gb200.toml")),
     ("h100", include_str!("../../presets/devices/h100.toml")),
     ("h20", include_str!("../../presets/devices/h20.toml")),
     ("h200", include_str!("../../presets/devices/h200.toml")),
     ("h800", include_str!("../../presets/devices/h800.toml")),
+    ("rtx-4090", include_str!("../../presets/devices/rtx-4090.toml")),
 ];
 
 const MIB: f64 = 1048576.0;
@@ -248,6 +271,7 @@ const GB_PER_S: Plausible = Plausible::new(1e-3, 1e6, "GB/s");
 const GBIT_PER_S: Plausible = Plausible::new(1e-3, 1e7, "Gb/s");
 const SIZE: Plausible = Plausible::new(1e-3, 1e7, "KiB, MiB or GiB");
 const US: Plausible = Plausible::new(0.0, 1e6, "us");
+const USD_PER_HOUR: Plausible = Plausible::new(0.0, 1e4, "USD per GPU-hour");
 const NS: Plausible = Plausible::new(1e-3, 1e9, "ns");
 const MHZ: Plausible = Plausible::new(1.0, 1e5, "MHz");
 const PER_CLK: Plausible = Plausible::new(1e-3, 1e5, "per clock");
@@ -277,6 +301,11 @@ impl DeviceSpec {
         "bf16_tflops",
         "fp8_tflops",
         "fp32_tflops",
+        "fp16_tflops",
+        "int8_tops",
+        "fp4_tflops",
+        "usd_per_gpu_hour",
+        "gpus_per_server",
         "smem_kib_per_sm",
         "l2_mib",
         "hbm_gib",
@@ -344,6 +373,24 @@ impl DeviceSpec {
             positive("fp8_tflops", v, TFLOPS, &mut out);
         }
         positive("fp32_tflops", self.fp32_tflops, TFLOPS, &mut out);
+        for (key, v) in
+            [("fp16_tflops", self.fp16_tflops), ("int8_tops", self.int8_tops), ("fp4_tflops", self.fp4_tflops)]
+        {
+            if let Some(v) = v {
+                positive(key, v, TFLOPS, &mut out);
+            }
+        }
+        if let Some(v) = self.usd_per_gpu_hour {
+            non_negative("usd_per_gpu_hour", v, USD_PER_HOUR, &mut out);
+        }
+        if let Some(g) = self.gpus_per_server {
+            if !(1..=100_000).contains(&g) {
+                out.push(ConfigProblem {
+                    key: "gpus_per_server".into(),
+                    message: format!("expected an integer in [1, 100000], found {g}"),
+                });
+            }
+        }
         positive("smem_kib_per_sm", self.smem_kib_per_sm, SIZE, &mut out);
         positive("l2_mib", self.l2_mib, SIZE, &mut out);
         positive("hbm_gib", self.hbm_gib, SIZE, &mut out);
@@ -501,10 +548,32 @@ impl DeviceSpec {
                     )))
                 }
             },
-            Dtype::Bf16 | Dtype::Fp16 => self.bf16_tflops,
+            Dtype::Bf16 => self.bf16_tflops,
+            Dtype::Fp16 => self.fp16_tflops.unwrap_or(self.bf16_tflops),
             Dtype::Fp32 => self.fp32_tflops,
         };
         Ok(tflops * 1e12)
+    }
+
+    /// GPUs per server (8 unless the preset says otherwise).
+    pub fn server_gpus(&self) -> u32 {
+        self.gpus_per_server.unwrap_or(8).max(1)
+    }
+
+    /// The price of a GPU-hour a workload uses: its own, else the device's,
+    /// else USD 2 (DeepSeek-V3's H800 rental assumption, V3-TR §1).
+    pub fn price_per_gpu_hour(&self, workload: Option<f64>) -> f64 {
+        workload.or(self.usd_per_gpu_hour).unwrap_or(2.0)
+    }
+
+    /// A note for a run's notes when the price is the fallback.
+    pub fn price_note(&self, workload: Option<f64>) -> Option<String> {
+        (workload.is_none() && self.usd_per_gpu_hour.is_none()).then(|| {
+            format!(
+                "{} has no sourced price per GPU-hour: USD 2 assumed (DeepSeek-V3's H800 figure); set workload.usd_per_gpu_hour",
+                self.name
+            )
+        })
     }
 
     pub fn hbm_bytes_per_s(&self) -> f64 {

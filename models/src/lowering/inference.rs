@@ -37,7 +37,7 @@ use crate::hardware::device::{DeviceSpec, Dtype};
 use crate::lowering::emit::{Emitter, RankStreams};
 use crate::network::cluster::Cluster;
 use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange, ForSource, LowLatencyTraffic, MoeKernel};
-use crate::transformer::layers::{Block, EpComm, Item, LayerContext, PassMode, Unit};
+use crate::transformer::layers::{Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
 use crate::transformer::model::{FfnKind, ModelConfig};
 use crate::transformer::routing::MoePhase;
 use crate::transformer::routing::{RoutingSpec, Skew, TokenRouter};
@@ -122,10 +122,11 @@ pub struct IterationLowering {
     pub micro_batches: Vec<MicroBatch>,
     /// Expert slots per GPU (routed + redundant, over the unit).
     pub slots_per_gpu: u32,
-    /// Sequences each GPU works on.
-    pub sequences_per_gpu: u64,
-    /// Tokens each GPU computes (queries).
-    pub new_tokens_per_gpu: u64,
+    /// Sequences each GPU serves: a tensor-parallel group of `tp` GPUs
+    /// serves its micro-batches' sequences together, so `1 / tp` of them.
+    pub sequences_per_gpu: f64,
+    /// Tokens each GPU computes (queries), likewise `1 / tp` of its group's.
+    pub new_tokens_per_gpu: f64,
     /// Prompt tokens each GPU serves, cache hits included (prefill).
     pub input_tokens_per_gpu: f64,
     /// Output tokens each GPU produces per iteration, accepted drafts
@@ -577,7 +578,10 @@ pub fn lower_iteration_cached(
         cache_traffic.insert((tokens, base), t.clone());
         Ok::<Traffic, ModelError>(t)
     };
-    let routed = |tokens: u64| ((tokens as f64 * spec.moe_fill).round() as u64).max(1);
+    // A tensor-parallel group holds its tokens once (attention splits the
+    // heads), and each member dispatches its 1/tp share of them.
+    let tp = spec.unit.tp.max(1) as u64;
+    let routed = |tokens: u64| ((tokens.div_ceil(tp) as f64 * spec.moe_fill).round() as u64).max(1);
     for (i, mb) in mbs.iter().enumerate() {
         let base = (i as u64 * 2) * ep as u64 * 1_000_003;
         traffic.push(sampled(routed(mb.tokens()), base, &mut cache.traffic)?);
@@ -608,7 +612,8 @@ pub fn lower_iteration_cached(
         tp: spec.unit.tp,
         experts_per_rank: slots,
         linear_dtype: spec.linear_dtype,
-        recompute: false,
+        recompute: Recompute::None,
+        sequence_parallel: false,
         compute_sms,
     };
     let mut blocks_of = Vec::with_capacity(mbs.len());
@@ -668,12 +673,15 @@ pub fn lower_iteration_cached(
     let chunked = mbs.len() > 1 && mbs[1].mode != mbs[0].mode;
     let sequences: u64 = if chunked { 1 } else { mbs.iter().map(|m| m.sequences).sum() };
     let new_tokens: u64 = mbs.iter().map(MicroBatch::tokens).sum();
+    // Per GPU: the tensor-parallel group's figures over its `tp` members.
+    let per_gpu = |v: f64| v / tp as f64;
     let (input, output) = match spec.phase {
         IterationPhase::Prefill { prompt_len, .. } => (sequences as f64 * prompt_len as f64, sequences as f64),
         IterationPhase::Decode { mtp_acceptance, .. } => {
             (0.0, sequences as f64 * (1.0 + mtp_acceptance.unwrap_or(0.0)))
         }
     };
+    let (input, output) = (per_gpu(input), per_gpu(output));
     let rows_max: u64 = traffic.iter().map(max_rows).sum();
     let rows_mean: f64 = traffic.iter().map(mean_rows).sum();
     let mut notes = vec![format!(
@@ -695,8 +703,8 @@ pub fn lower_iteration_cached(
         rank,
         micro_batches: mbs,
         slots_per_gpu: slots,
-        sequences_per_gpu: sequences,
-        new_tokens_per_gpu: new_tokens,
+        sequences_per_gpu: per_gpu(sequences as f64),
+        new_tokens_per_gpu: per_gpu(new_tokens as f64),
         input_tokens_per_gpu: input,
         output_tokens_per_gpu: output,
         expert_rows: (rows_max, rows_mean),

@@ -38,7 +38,7 @@ use crate::lowering::emit::{Emitter, RankStreams};
 use crate::network::cluster::Cluster;
 use crate::network::collectives::join_all;
 use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange};
-use crate::transformer::layers::{Block, EpComm, Item, LayerContext, PassMode, Unit};
+use crate::transformer::layers::{Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
 use crate::transformer::model::{FfnKind, ModelConfig};
 use crate::transformer::parallel::ParallelPlan;
 use crate::transformer::routing::MoePhase;
@@ -63,8 +63,8 @@ pub struct TrainingSpec {
     /// Number format of the linear layers (FP8 or BF16).
     pub linear_dtype: Dtype,
     pub skew: Skew,
-    /// Recompute RMSNorm and MLA up-projections in the backward pass.
-    pub recompute: bool,
+    /// What the backward pass recomputes.
+    pub recompute: Recompute,
     pub mode: RankMode,
 }
 
@@ -82,6 +82,7 @@ impl TrainingSpec {
             experts_per_rank: self.model.moe.as_ref().map_or(1, |m| m.routed_experts / plan.ep),
             linear_dtype: self.linear_dtype,
             recompute: self.recompute,
+            sequence_parallel: plan.sequence_parallel,
             compute_sms: compute_sms(self, cluster),
         }
     }
@@ -453,7 +454,12 @@ pub fn lower_training(
         return Err(ModelError::Invalid { problems });
     }
     let microbatches = plan.microbatches(spec.global_batch).map_err(|p| ModelError::Invalid { problems: vec![p] })?;
-    let sched = schedule::build(plan.schedule, plan.stages(), microbatches)?;
+    let sched = match plan.schedule {
+        schedule::ScheduleKind::Interleaved1F1B => {
+            schedule::build_interleaved(plan.pp, plan.virtual_stages.max(1), microbatches)?
+        }
+        kind => schedule::build(kind, plan.stages(), microbatches)?,
+    };
     let devices = sched.devices;
 
     // Routing per device and the representative member of each.
@@ -778,7 +784,15 @@ fn grad_sync(
     low.graph.add_dep(rs, t);
     if zero >= 1 {
         let a = ring(low, "dp all-gather params", dp_group, dense * param_bytes, t, dp_succ)?;
-        ring(low, "edp all-gather params", edp_group, expert * param_bytes, a, edp_succ)?;
+        let a = ring(low, "edp all-gather params", edp_group, expert * param_bytes, a, edp_succ)?;
+        if zero >= 3 {
+            // ZeRO-3 / FSDP gathers each layer's parameters again for the
+            // backward (the gather above stands for the forward's): one more
+            // all-gather per step, here after the first (the per-layer
+            // prefetch beside the computation is not modelled).
+            let a = ring(low, "dp all-gather params (backward)", dp_group, dense * param_bytes, a, dp_succ)?;
+            ring(low, "edp all-gather params (backward)", edp_group, expert * param_bytes, a, edp_succ)?;
+        }
     }
     Ok(())
 }
@@ -818,69 +832,139 @@ impl MemoryBreakdown {
     }
 }
 
-/// Activation bytes one unit keeps per token for its backward pass.
+/// How a layer's activations are kept, for [`layer_activation_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActivationPolicy {
+    pub tp: u32,
+    /// Megatron sequence parallelism: the replicated parts (norm and block
+    /// inputs, dropout masks) split over the TP group.
+    pub sequence_parallel: bool,
+    pub recompute: Recompute,
+    /// Bytes per element of a cached linear input: 1 + 4/128 under FP8
+    /// training (DeepSeek-V3 §3.3.2: FP8 with one scale per 128), else 2.
+    pub linear_input_bytes: f64,
+    /// `Some(s)`: attention materialises its `s x s` scores (no fused
+    /// kernel), for Korthikanti's unfused figures; `None`: fused attention
+    /// (FlashAttention, FlashMLA), which keeps only the FP32 softmax
+    /// statistics. The lowering always uses fused attention.
+    pub unfused_scores_seq_len: Option<u64>,
+}
+
+/// Activation bytes one transformer layer keeps per token for its backward
+/// pass, following Korthikanti et al. 2022 ("Reducing Activation
+/// Recomputation in Large Transformer Models", §4, Table 2), term by term:
 ///
-/// With DeepSeek-V3's recipe (§3.3.2-3): RMSNorm outputs and the MLA
-/// up-projections (q, k, v) are recomputed, not stored; the input of the
-/// linear after attention and the SwiGLU inputs are cached in FP8 (1 byte
-/// plus a scale per 128); routed experts keep their FP8 input rows. Without
-/// recomputation the norms' outputs and q, k, v are stored (BF16).
-pub fn activation_bytes_per_token(model: &ModelConfig, unit: Unit, ctx: &LayerContext) -> f64 {
+/// - attention: the norm's input (2h), the norm's output = the QKV input
+///   (2h), q, k, v (2 per element, GQA's K and V at their own width), the
+///   scores (2 a s, plus 1 a s mask and 2 a s dropout output with dropout)
+///   or, fused, the FP32 softmax statistics (4 a), the output projection's
+///   input (2h) and the dropout mask (h);
+/// - FFN: the norm's input (2h), the block input (2h), GeLU's input and
+///   output (2 x 2i) or SwiGLU's gate and up outputs (2 x 2i) and product
+///   (2i), the dropout mask (h);
+/// - with TP the heads and the intermediate split over `tp`; the rest (10 of
+///   GPT's 34 sbh) is replicated unless sequence parallelism splits it too;
+/// - full recomputation keeps only the layer input (2h, split under SP).
+///
+/// GPT-3's blocks give Table 2: `34 + 5as/h`; with TP `10 + 24/t + 5as/(ht)`;
+/// with SP `34/t + 5as/(ht)`; fused or selective `34/t`; full `2`.
+///
+/// DeepSeek-V3's recipe ([`Recompute::NormsAndUpProjections`]) recomputes
+/// the RMSNorms and MLA up-projections (no norm output, no q, k, v stored;
+/// the compressed latents kept), caches linear inputs in FP8 and recomputes
+/// SwiGLU outputs from their cached inputs (§3.3.2-3).
+pub fn layer_activation_bytes(model: &ModelConfig, kind: FfnKind, p: &ActivationPolicy) -> f64 {
+    use crate::transformer::model::{AttentionKind, FfnActivation};
     let h = model.hidden as f64;
-    let tp = ctx.tp as f64;
+    let t = p.tp.max(1) as f64;
+    let sp = if p.sequence_parallel { t } else { 1.0 };
+    let lin = p.linear_input_bytes;
     let a = &model.attention;
-    let fp8 = if ctx.linear_dtype == Dtype::Fp8 { 1.0 + 4.0 / 128.0 } else { 2.0 };
-    let heads = (a.heads as f64 / tp).max(1.0);
+    let deepseek = p.recompute == Recompute::NormsAndUpProjections;
+    if p.recompute == Recompute::Full {
+        return 2.0 * h / sp;
+    }
+    let dropout = if model.dropout { h / sp } else { 0.0 };
+    let heads = (a.heads as f64 / t).max(1.0);
     let (qk, v) = model.attention_head_dims();
+    let (qk, v) = (qk as f64, v as f64);
     let attention = {
+        let input = 2.0 * h / sp;
+        let norm_out = if deepseek { 0.0 } else { lin * h / sp };
         let latents = match a.kind {
-            crate::transformer::model::AttentionKind::Mla => {
-                (a.q_lora_rank + a.kv_lora_rank + a.qk_rope_head_dim) as f64 * 2.0
-            }
-            crate::transformer::model::AttentionKind::Gqa => 0.0,
+            AttentionKind::Mla => (a.q_lora_rank + a.kv_lora_rank + a.qk_rope_head_dim) as f64 * 2.0,
+            AttentionKind::Gqa => 0.0,
         };
-        let out = heads * v as f64 * fp8 + heads * 4.0; // attention output + softmax statistics
-        let stored = if ctx.recompute {
-            0.0
-        } else {
-            // norm outputs and q, k, v in BF16
-            2.0 * h * 2.0 + heads * (2.0 * qk as f64 + v as f64) * 2.0
+        let kv_heads = match a.kind {
+            AttentionKind::Mla => heads,
+            AttentionKind::Gqa => (a.kv_heads as f64 / t).max(1.0),
         };
-        let qkv_gqa = match a.kind {
-            crate::transformer::model::AttentionKind::Gqa if ctx.recompute => {
-                heads * (qk as f64 + v as f64) * 2.0 + heads * qk as f64 * 2.0
-            }
-            _ => 0.0,
+        let qkv = match a.kind {
+            AttentionKind::Mla if deepseek => 0.0,
+            _ => 2.0 * (heads * qk + kv_heads * (qk + v)),
         };
-        h * 2.0 + latents + out + stored + qkv_gqa
+        let scores = match (p.unfused_scores_seq_len, p.recompute) {
+            // Selective recomputation runs the attention core again.
+            (Some(_), Recompute::Selective) => 0.0,
+            // Softmax output (2), its dropout mask (1) and output (2) per score.
+            (Some(s), _) => heads * s as f64 * if model.dropout { 5.0 } else { 2.0 },
+            (None, _) => heads * 4.0,
+        };
+        let out = heads * v * lin;
+        input + norm_out + latents + qkv + scores + out + dropout
     };
-    let ffn = |kind: FfnKind| match (kind, &model.moe) {
+    // An FFN's intermediate activations, intermediate `inter` per TP rank.
+    let inner = |inter: f64| match model.ffn.activation {
+        FfnActivation::Gelu => inter * 2.0 + inter * lin,
+        FfnActivation::Swiglu if deepseek => 2.0 * inter * lin,
+        FfnActivation::Swiglu => 2.0 * inter * 2.0 + inter * lin,
+    };
+    // ... with its input.
+    let ffn_block = |inter: f64| h * lin + inner(inter);
+    let ffn = match (kind, &model.moe) {
         (FfnKind::Moe, Some(m)) => {
             let inter = m.expert_intermediate as f64;
-            let shared = m.shared_experts as f64 * (h * fp8 + 2.0 * inter * fp8) / tp;
-            let routed = m.topk as f64 * (h * fp8 + 2.0 * inter * fp8);
-            h * 2.0 + m.routed_experts as f64 * 4.0 + shared + routed + h * 2.0
+            let shared = m.shared_experts as f64 * ffn_block(inter) / t;
+            let routed = m.topk as f64 * ffn_block(inter);
+            // The norm's input, the router's FP32 scores and the combined output.
+            (2.0 * h + m.routed_experts as f64 * 4.0 + 2.0 * h) / sp + shared + routed
         }
         _ => {
-            let inter = model.ffn.dense_intermediate as f64 / tp;
-            h * 2.0 + h * fp8 + 2.0 * inter * fp8
+            let inter = model.ffn.dense_intermediate as f64 / t;
+            // The norm's input and the block's input (replicated without SP).
+            2.0 * h / sp + h * lin / sp + inner(inter) + dropout
         }
     };
+    attention + ffn
+}
+
+/// Activation bytes one unit keeps per token for its backward pass (see
+/// [`layer_activation_bytes`]; the lowering's attention is fused).
+pub fn activation_bytes_per_token(model: &ModelConfig, unit: Unit, ctx: &LayerContext) -> f64 {
+    let h = model.hidden as f64;
+    let t = ctx.tp.max(1) as f64;
+    let sp = if ctx.sequence_parallel { t } else { 1.0 };
+    let policy = ActivationPolicy {
+        tp: ctx.tp,
+        sequence_parallel: ctx.sequence_parallel,
+        recompute: ctx.recompute,
+        linear_input_bytes: if ctx.linear_dtype == Dtype::Fp8 { 1.0 + 4.0 / 128.0 } else { 2.0 },
+        unfused_scores_seq_len: None,
+    };
+    let moe_kind = if model.moe.is_some() { FfnKind::Moe } else { FfnKind::Dense };
     match unit {
         Unit::Embedding => 0.0,
-        Unit::Head => h * 2.0,
-        Unit::Layer(i) => attention + ffn(model.ffn_kind(i)),
-        Unit::Mtp(_) => {
-            let kind = if model.moe.is_some() { FfnKind::Moe } else { FfnKind::Dense };
-            attention + ffn(kind) + 3.0 * h * 2.0
-        }
+        Unit::Head => h * 2.0 / sp,
+        Unit::Layer(i) => layer_activation_bytes(model, model.ffn_kind(i), &policy),
+        Unit::Mtp(_) => layer_activation_bytes(model, moe_kind, &policy) + 3.0 * h * 2.0 / sp,
     }
 }
 
 /// Memory per GPU of the busiest pipeline device: BF16 weights of the stages
-/// it holds, FP32 gradients (sharded under ZeRO-2), FP32 master weights and
-/// BF16 AdamW moments (sharded under ZeRO-1, DeepSeek-V3 §3.3), activations of
-/// the micro-batches the schedule keeps in flight, and DeepEP's buffers.
+/// it holds (sharded under ZeRO-3, plus two gathered layers), FP32 gradients
+/// (sharded under ZeRO-2), FP32 master weights and BF16 AdamW moments
+/// (sharded under ZeRO-1, DeepSeek-V3 §3.3), activations of the
+/// micro-batches the schedule keeps in flight, and DeepEP's buffers.
 pub fn training_memory(spec: &TrainingSpec, cluster: &Cluster, low: &TrainingLowering) -> MemoryBreakdown {
     let plan = &spec.plan;
     let ctx = spec.layer_context(cluster);
@@ -891,12 +975,16 @@ pub fn training_memory(spec: &TrainingSpec, cluster: &Cluster, low: &TrainingLow
     let mut worst = MemoryBreakdown::default();
     for d in 0..sched.devices {
         let stages: Vec<u32> = (0..sched.stages).filter(|&s| sched.device_of_stage[s as usize].contains(&d)).collect();
-        let (mut dense, mut expert, mut act) = (0.0, 0.0, 0.0f64);
+        let (mut dense, mut expert, mut act, mut largest) = (0.0, 0.0, 0.0f64, 0.0f64);
         for &s in &stages {
             let units = &low.stage_units[s as usize];
             let (de, ex) = stage_params(&spec.model, plan, units);
             dense += de;
             expert += ex;
+            for &u in units {
+                let (a, b) = stage_params(&spec.model, plan, &[u]);
+                largest = largest.max(a + b);
+            }
             let per_token: f64 = units.iter().map(|&u| activation_bytes_per_token(&spec.model, u, &ctx)).sum();
             act = act.max(per_token * tokens);
         }
@@ -904,7 +992,9 @@ pub fn training_memory(spec: &TrainingSpec, cluster: &Cluster, low: &TrainingLow
         let (dp_group, edp_group) = (plan.dp as f64 * copies, plan.expert_dp() as f64 * copies);
         let shard = |zero_at: u32| if plan.zero >= zero_at { dense / dp_group + expert / edp_group } else { params };
         let m = MemoryBreakdown {
-            weights: params * 2.0,
+            // ZeRO-3: the local shard and two gathered units (the one
+            // computing and the one prefetched).
+            weights: if plan.zero >= 3 { shard(3) * 2.0 + 2.0 * largest * 2.0 } else { params * 2.0 },
             gradients: shard(2) * 4.0,
             optimizer: shard(1) * 8.0,
             activations: act * peak.get(d as usize).copied().unwrap_or(0) as f64,
@@ -927,5 +1017,56 @@ mod tests {
         assert_eq!(partition(&[1.0, 1.0, 1.0, 1.0], 2), vec![0, 2]);
         assert_eq!(partition(&[4.0, 1.0, 1.0, 1.0, 1.0], 2), vec![0, 1]);
         assert_eq!(partition(&[1.0; 5], 5), vec![0, 1, 2, 3, 4]);
+    }
+
+    /// GPT-3-style model of Korthikanti et al. 2022, Table 3 (MHA, GeLU FFN
+    /// of 4h, dropout, sequence 2048, vocabulary 51200).
+    fn gpt(layers: u32, hidden: u32, heads: u32) -> ModelConfig {
+        let text = format!(
+            "name = \"gpt\"\nproduct = \"gpt\"\nlayers = {layers}\nhidden = {hidden}\nvocab = 51200\n\
+             tie_embeddings = true\nmax_context = 2048\ndropout = true\n[attention]\nkind = \"gqa\"\n\
+             heads = {heads}\nkv_heads = {heads}\nhead_dim = {}\n[ffn]\ndense_layers = {layers}\n\
+             dense_intermediate = {}\nactivation = \"gelu\"\n",
+            hidden / heads,
+            4 * hidden
+        );
+        let m: ModelConfig = toml::from_str(&text).unwrap();
+        assert!(m.problems().is_empty());
+        m
+    }
+
+    /// Korthikanti et al. 2022, Table 2: activation bytes per layer over
+    /// `s b h` for each technique, on the paper's four models (Table 3: 22B,
+    /// 175B, 530B, 1T at TP8, sequence 2048).
+    #[test]
+    fn activations_match_korthikanti_table_2() {
+        for (layers, h, a) in [(48, 6144, 64), (96, 12288, 96), (105, 20480, 128), (128, 25600, 160)] {
+            let m = gpt(layers, h, a);
+            let (s, t) = (2048.0, 8.0);
+            let (hf, af) = (h as f64, a as f64);
+            let bytes = |tp: u32, sequence_parallel: bool, recompute: Recompute| {
+                let p = ActivationPolicy {
+                    tp,
+                    sequence_parallel,
+                    recompute,
+                    linear_input_bytes: 2.0,
+                    unfused_scores_seq_len: Some(2048),
+                };
+                layer_activation_bytes(&m, FfnKind::Dense, &p) / hf
+            };
+            let close = |got: f64, want: f64, what: &str| {
+                assert!((got / want - 1.0).abs() < 1e-9, "{layers} layers, {what}: {got} vs Table 2's {want}");
+            };
+            let scores = 5.0 * af * s / hf;
+            close(bytes(1, false, Recompute::None), 34.0 + scores, "no parallelism");
+            close(bytes(8, false, Recompute::None), 10.0 + 24.0 / t + scores / t, "tensor parallel");
+            close(bytes(8, true, Recompute::None), 34.0 / t + scores / t, "tensor + sequence parallel");
+            close(bytes(8, false, Recompute::Selective), 10.0 + 24.0 / t, "tensor parallel + selective");
+            close(bytes(8, true, Recompute::Selective), 34.0 / t, "tensor + sequence parallel + selective");
+            close(bytes(8, false, Recompute::Full), 2.0, "full recompute");
+            // "reduces activation memory by 5x" (abstract): TP8 baseline over TP + SP + selective.
+            let ratio = bytes(8, false, Recompute::None) / bytes(8, true, Recompute::Selective);
+            assert!(ratio > 4.5, "{layers} layers: {ratio:.1}x");
+        }
     }
 }

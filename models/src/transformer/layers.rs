@@ -30,7 +30,7 @@ use moesim_sim::TaskClass;
 use crate::error::ModelError;
 use crate::hardware::device::{DeviceSpec, Dtype};
 use crate::hardware::ops::{op_cost_with, AttentionShape, GemmLayout, GemmShape, Op, OpCost, OpOptions, Pass};
-use crate::transformer::model::{AttentionKind, FfnKind, ModelConfig};
+use crate::transformer::model::{AttentionKind, FfnActivation, FfnKind, ModelConfig};
 use crate::transformer::routing::MoePhase;
 
 /// A piece of the model a pipeline stage can own.
@@ -154,6 +154,41 @@ pub enum PassMode {
     Decode { context: u64 },
 }
 
+/// What the backward pass recomputes instead of storing (Korthikanti et
+/// al. 2022, "Reducing Activation Recomputation in Large Transformer
+/// Models", §4-5; DeepSeek-V3 §3.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recompute {
+    /// Store every activation the backward pass reads.
+    #[default]
+    None,
+    /// Korthikanti's selective recomputation: the attention core (scores,
+    /// softmax, dropout) is recomputed, nothing else. The attention kernels
+    /// here are fused (FlashAttention, FlashMLA), which never materialise
+    /// the scores and recompute them in their backward anyway, so this
+    /// stores and costs what `None` does.
+    Selective,
+    /// Keep each layer's input only and run the layer's forward again in
+    /// the backward pass.
+    Full,
+    /// DeepSeek-V3's recipe (§3.3.2-3, `recompute = true`): RMSNorm and the
+    /// MLA up-projections recomputed, linear inputs cached in FP8 under FP8
+    /// training, SwiGLU outputs recomputed from their cached inputs.
+    NormsAndUpProjections,
+}
+
+impl Recompute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recompute::None => "none",
+            Recompute::Selective => "selective",
+            Recompute::Full => "full",
+            Recompute::NormsAndUpProjections => "norms-and-up-projections",
+        }
+    }
+}
+
 /// What every block of one rank shares.
 #[derive(Debug, Clone)]
 pub struct LayerContext<'a> {
@@ -172,8 +207,12 @@ pub struct LayerContext<'a> {
     /// scaling in DeepSeek-V3; BF16 otherwise). Attention, norms, the gate,
     /// the embedding and the head stay in BF16.
     pub linear_dtype: Dtype,
-    /// Recompute RMSNorm and MLA up-projections in the backward pass.
-    pub recompute: bool,
+    /// What the backward pass recomputes.
+    pub recompute: Recompute,
+    /// Megatron's sequence parallelism with TP (Korthikanti §4.2.2): the
+    /// norms, dropouts and residual adds run on `1 / tp` of the tokens; the
+    /// all-reduces become reduce-scatter + all-gather (the same bytes).
+    pub sequence_parallel: bool,
     /// SMs the computation kernels are launched on (DeepSeek-V3 launches its
     /// GEMMs on the 112 SMs DeepEP leaves free); `None`: the whole device.
     pub compute_sms: Option<u32>,
@@ -329,6 +368,43 @@ impl<'a> LayerContext<'a> {
         self.sequences * self.seq_len
     }
 
+    /// Tokens the norms and residual adds of this rank run on: `1 / tp` of
+    /// them under sequence parallelism.
+    fn sp_tokens(&self) -> u64 {
+        self.sp_of(self.tokens())
+    }
+
+    /// `t` tokens' share of this rank under sequence parallelism.
+    fn sp_of(&self, t: u64) -> u64 {
+        if self.sequence_parallel && self.tp > 1 {
+            t.div_ceil(self.tp as u64)
+        } else {
+            t
+        }
+    }
+
+    /// `sp_tokens / tokens`.
+    fn sp_share(&self) -> f64 {
+        self.sp_tokens() as f64 / self.tokens().max(1) as f64
+    }
+
+    /// Experts of this rank that receive at least one of `rows` (token,
+    /// expert) pairs, which are all a grouped GEMM reads weights for (an
+    /// empty group is skipped: DeepGEMM's masked layout, or no rows in the
+    /// contiguous one): the expected count when the rows fall uniformly on
+    /// the rank's `g` experts, `g (1 - (1 - 1/g)^rows)`, rounded up so a
+    /// sampled routing's spread is not undercounted. Equals `g` once every
+    /// expert is all but sure to get a row (training and prefill batches).
+    pub fn active_experts(&self, rows: u64) -> u64 {
+        let g = self.experts_per_rank.max(1) as u64;
+        if rows >= 64 * g {
+            return g;
+        }
+        let gf = g as f64;
+        let expected = gf * (1.0 - (1.0 - 1.0 / gf).powf(rows as f64));
+        ((expected - 1e-9).ceil() as u64).clamp(1, g.min(rows.max(1)))
+    }
+
     /// Queries per sequence of the attention (the tokens this pass computes).
     pub fn q_len(&self) -> u64 {
         self.seq_len
@@ -467,14 +543,14 @@ impl<'a> LayerContext<'a> {
             // Softmax and sampling of the next token (read once, FP32 math).
             _ => b.elementwise("sampling", logits * 2.0, t as f64 * 8.0, 5.0 * logits)?,
         };
-        Ok(vec![b.norm("final_norm", t, h, Pass::Forward)?, b.gemm("lm_head", t, v, h, Dtype::Bf16)?, last])
+        Ok(vec![b.norm("final_norm", self.sp_of(t), h, Pass::Forward)?, b.gemm("lm_head", t, v, h, Dtype::Bf16)?, last])
     }
 
     fn attention_forward(&self, b: &Builder, out: &mut Vec<Item>) -> Result<(), ModelError> {
         let t = self.tokens();
         let h = self.model.hidden as u64;
         let a = &self.model.attention;
-        out.push(b.norm("attn_norm", t, h, Pass::Forward)?);
+        out.push(b.norm("attn_norm", self.sp_tokens(), h, Pass::Forward)?);
         let heads = (a.heads / self.tp).max(1) as u64;
         for lin in self.attention_linears() {
             if lin.name == "o_proj" {
@@ -519,7 +595,8 @@ impl<'a> LayerContext<'a> {
         }
         out.extend(b.all_reduce("attn all-reduce", t as f64 * self.hidden_bytes()));
         let hb = t as f64 * self.hidden_bytes();
-        out.push(b.elementwise("attn residual", 2.0 * hb, hb, t as f64 * h as f64)?);
+        let (hb, t) = (hb * self.sp_share(), t as f64 * self.sp_share());
+        out.push(b.elementwise("attn residual", 2.0 * hb, hb, t * h as f64)?);
         Ok(())
     }
 
@@ -551,7 +628,7 @@ impl<'a> LayerContext<'a> {
         let hb = t as f64 * self.hidden_bytes();
         let tp = self.tp as u64;
         self.attention_forward(b, &mut block.pre)?;
-        block.pre.push(b.norm("ffn_norm", t, h, Pass::Forward)?);
+        block.pre.push(b.norm("ffn_norm", self.sp_tokens(), h, Pass::Forward)?);
         match (kind, &self.model.moe) {
             (FfnKind::Moe, Some(moe)) => {
                 let e = moe.routed_experts as u64;
@@ -563,7 +640,7 @@ impl<'a> LayerContext<'a> {
                     block.side.extend(self.ffn_forward(b, "shared", t, inter)?);
                 }
                 if rows > 0 {
-                    let g = self.experts_per_rank.max(1) as u64;
+                    let g = self.active_experts(rows);
                     let m = rows.div_ceil(g);
                     let inter = moe.expert_intermediate as u64;
                     let rows = (m * g) as f64;
@@ -602,7 +679,8 @@ impl<'a> LayerContext<'a> {
             _ => {
                 let inter = self.model.ffn.dense_intermediate as u64 / tp;
                 block.pre.extend(self.ffn_forward(b, "ffn", t, inter)?);
-                block.pre.push(b.elementwise("ffn residual", 2.0 * hb, hb, t as f64 * h as f64)?);
+                let (hb, t) = (hb * self.sp_share(), t as f64 * self.sp_share());
+                block.pre.push(b.elementwise("ffn residual", 2.0 * hb, hb, t * h as f64)?);
             }
         }
         Ok(())
@@ -631,13 +709,26 @@ impl<'a> LayerContext<'a> {
     fn ffn_forward(&self, b: &Builder, name: &str, t: u64, inter: u64) -> Result<Vec<Item>, ModelError> {
         let h = self.model.hidden as u64;
         let d = self.linear_dtype;
-        let mut v = b.linear(&format!("{name} gate_up"), (t, 2 * inter, h), d, Some((t, h)))?;
-        v.push(b.elementwise(
-            &format!("{name} swiglu"),
-            (t * 2 * inter) as f64 * 2.0,
-            (t * inter) as f64 * 2.0,
-            4.0 * (t * inter) as f64,
-        )?);
+        let v = if self.model.ffn.activation == FfnActivation::Gelu {
+            let mut v = b.linear(&format!("{name} up"), (t, inter, h), d, Some((t, h)))?;
+            v.push(b.elementwise(
+                &format!("{name} gelu"),
+                (t * inter) as f64 * 2.0,
+                (t * inter) as f64 * 2.0,
+                8.0 * (t * inter) as f64,
+            )?);
+            v
+        } else {
+            let mut v = b.linear(&format!("{name} gate_up"), (t, 2 * inter, h), d, Some((t, h)))?;
+            v.push(b.elementwise(
+                &format!("{name} swiglu"),
+                (t * 2 * inter) as f64 * 2.0,
+                (t * inter) as f64 * 2.0,
+                4.0 * (t * inter) as f64,
+            )?);
+            v
+        };
+        let mut v = v;
         v.extend(b.linear(&format!("{name} down"), (t, h, inter), d, Some((t, inter)))?);
         v.extend(b.all_reduce(&format!("{name} all-reduce"), t as f64 * self.hidden_bytes()));
         Ok(v)
@@ -656,7 +747,10 @@ impl<'a> LayerContext<'a> {
                 block.weight_post.push(b.elementwise("embedding grad", hb, 2.0 * hb, t as f64 * h as f64)?);
             }
             Unit::Head => self.head_backward(&b, &mut block.post, &mut block.weight_post)?,
-            Unit::Layer(i) => self.layer_backward(&b, self.model.ffn_kind(i), expert_rows, &mut block)?,
+            Unit::Layer(i) => {
+                self.layer_backward(&b, self.model.ffn_kind(i), expert_rows, &mut block)?;
+                self.full_recompute(unit, expert_rows, &mut block)?;
+            }
             Unit::Mtp(_) => {
                 let mut head_w = Vec::new();
                 self.head_backward(&b, &mut block.pre, &mut head_w)?;
@@ -671,6 +765,33 @@ impl<'a> LayerContext<'a> {
         Ok(block)
     }
 
+    /// Full recomputation: the layer's forward kernels (TP all-reduces
+    /// included) run again before its backward. A MoE layer's all-to-alls
+    /// are not repeated (their outputs are kept), so this is a lower bound
+    /// there.
+    fn full_recompute(&self, unit: Unit, expert_rows: u64, block: &mut Block) -> Result<(), ModelError> {
+        if self.recompute != Recompute::Full {
+            return Ok(());
+        }
+        let f = self.forward(unit, expert_rows)?;
+        let again: Vec<Item> = f
+            .pre
+            .into_iter()
+            .chain(f.side)
+            .chain(f.mid)
+            .chain(f.post)
+            .map(|mut i| {
+                match &mut i {
+                    Item::Kernel(k) => k.label = k.label.replace(" fwd", " recompute"),
+                    Item::TpAllReduce { label, .. } => *label = label.replace(" fwd", " recompute"),
+                }
+                i
+            })
+            .collect();
+        block.pre.splice(0..0, again);
+        Ok(())
+    }
+
     fn head_backward(&self, b: &Builder, input: &mut Vec<Item>, weight: &mut Vec<Item>) -> Result<(), ModelError> {
         let t = self.tokens();
         let h = self.model.hidden as u64;
@@ -678,7 +799,7 @@ impl<'a> LayerContext<'a> {
         let logits = t as f64 * v as f64 * 2.0;
         input.push(b.elementwise("cross_entropy", logits, logits, 5.0 * t as f64 * v as f64)?);
         input.push(b.gemm("lm_head dgrad", t, h, v, Dtype::Bf16)?);
-        input.push(b.norm("final_norm", t, h, Pass::Backward)?);
+        input.push(b.norm("final_norm", self.sp_of(t), h, Pass::Backward)?);
         weight.push(b.gemm("lm_head wgrad", h, v, t, Dtype::Bf16)?);
         Ok(())
     }
@@ -700,7 +821,7 @@ impl<'a> LayerContext<'a> {
                     block.weight_mid.extend(weight);
                 }
                 if rows > 0 {
-                    let g = self.experts_per_rank.max(1) as u64;
+                    let g = self.active_experts(rows);
                     let m = rows.div_ceil(g);
                     let inter = moe.expert_intermediate as u64;
                     let rows = (m * g) as f64;
@@ -732,27 +853,38 @@ impl<'a> LayerContext<'a> {
                 block.weight_post.extend(weight);
             }
         }
-        if self.recompute {
-            block.post.push(b.norm("ffn_norm recompute", t, h, Pass::Forward)?);
+        if self.recompute == Recompute::NormsAndUpProjections {
+            block.post.push(b.norm("ffn_norm recompute", self.sp_tokens(), h, Pass::Forward)?);
         }
-        block.post.push(b.norm("ffn_norm", t, h, Pass::Backward)?);
+        block.post.push(b.norm("ffn_norm", self.sp_tokens(), h, Pass::Backward)?);
         self.attention_backward(b, &mut block.post, &mut block.weight_post)
     }
 
     fn ffn_backward(&self, b: &Builder, name: &str, t: u64, inter: u64) -> Result<(Vec<Item>, Vec<Item>), ModelError> {
         let h = self.model.hidden as u64;
         let d = self.linear_dtype;
+        let gelu = self.model.ffn.activation == FfnActivation::Gelu;
+        let (first, width) = if gelu { ("up", inter) } else { ("gate_up", 2 * inter) };
         let mut input = b.dgrad(&format!("{name} down"), (t, inter, h), d)?;
-        input.push(b.elementwise(
-            &format!("{name} swiglu"),
-            (t * 3 * inter) as f64 * 2.0,
-            (t * 2 * inter) as f64 * 2.0,
-            8.0 * (t * inter) as f64,
-        )?);
-        input.extend(b.dgrad(&format!("{name} gate_up"), (t, h, 2 * inter), d)?);
+        if gelu {
+            input.push(b.elementwise(
+                &format!("{name} gelu"),
+                (t * 2 * inter) as f64 * 2.0,
+                (t * inter) as f64 * 2.0,
+                10.0 * (t * inter) as f64,
+            )?);
+        } else {
+            input.push(b.elementwise(
+                &format!("{name} swiglu"),
+                (t * 3 * inter) as f64 * 2.0,
+                (t * 2 * inter) as f64 * 2.0,
+                8.0 * (t * inter) as f64,
+            )?);
+        }
+        input.extend(b.dgrad(&format!("{name} {first}"), (t, h, width), d)?);
         input.extend(b.all_reduce(&format!("{name} all-reduce"), t as f64 * self.hidden_bytes()));
         let mut weight = b.wgrad(&format!("{name} down"), (t, inter, h), d)?;
-        weight.extend(b.wgrad(&format!("{name} gate_up"), (t, h, 2 * inter), d)?);
+        weight.extend(b.wgrad(&format!("{name} {first}"), (t, h, width), d)?);
         Ok((input, weight))
     }
 
@@ -761,12 +893,13 @@ impl<'a> LayerContext<'a> {
         let h = self.model.hidden as u64;
         let a = &self.model.attention;
         let hb = t as f64 * self.hidden_bytes();
-        input.push(b.elementwise("attn residual", hb, 2.0 * hb, t as f64 * h as f64)?);
+        let sp = self.sp_share();
+        input.push(b.elementwise("attn residual", hb * sp, 2.0 * hb * sp, t as f64 * h as f64 * sp)?);
         let linears = self.attention_linears();
-        if self.recompute {
+        if self.recompute == Recompute::NormsAndUpProjections {
             // DeepSeek-V3 §3.3.3: RMSNorm and the MLA up-projections are
             // recomputed in the backward pass instead of stored.
-            input.push(b.norm("attn_norm recompute", t, h, Pass::Forward)?);
+            input.push(b.norm("attn_norm recompute", self.sp_tokens(), h, Pass::Forward)?);
             for lin in &linears {
                 match lin.name {
                     "q_b_proj" | "kv_b_proj" => input.extend(b.linear(
@@ -805,7 +938,7 @@ impl<'a> LayerContext<'a> {
             }
         }
         input.extend(b.all_reduce("attn all-reduce", hb));
-        input.push(b.norm("attn_norm", t, h, Pass::Backward)?);
+        input.push(b.norm("attn_norm", self.sp_tokens(), h, Pass::Backward)?);
         Ok(())
     }
 }
@@ -824,7 +957,8 @@ mod tests {
             tp: 1,
             experts_per_rank: 4,
             linear_dtype: Dtype::Fp8,
-            recompute: true,
+            recompute: Recompute::NormsAndUpProjections,
+            sequence_parallel: false,
             compute_sms: None,
         }
     }
@@ -877,7 +1011,8 @@ mod tests {
         assert!((linear(&b) / linear(&f) - 2.0).abs() < 1e-9);
         assert!(b.items().any(|i| matches!(i, Item::Kernel(k) if k.label == "L10 kv_b_proj recompute bwd")));
         assert!(!b.weight_mid.is_empty() && !b.weight_post.is_empty());
-        let no_recompute = LayerContext { recompute: false, ..c.clone() }.backward(Unit::Layer(10), 8 * 4096).unwrap();
+        let no_recompute =
+            LayerContext { recompute: Recompute::None, ..c.clone() }.backward(Unit::Layer(10), 8 * 4096).unwrap();
         assert!(no_recompute.flops() < b.flops());
     }
 
@@ -903,5 +1038,41 @@ mod tests {
         assert_eq!(all_reduces, 2);
         let one = LayerContext { tp: 1, ..c.clone() }.forward(Unit::Layer(0), 0).unwrap();
         assert!((one.flops() / f.flops() - 8.0).abs() < 0.05, "{}", one.flops() / f.flops());
+    }
+
+    /// Regression (issue 13): a grouped expert GEMM charged the weights of
+    /// every expert slot of the rank, also those no token reached this
+    /// iteration, which dominated small-batch decode on few GPUs.
+    #[test]
+    fn idle_experts_are_not_charged_their_weights() {
+        let m = ModelConfig::preset("deepseek-v3").unwrap();
+        let d = DeviceSpec::preset("h800").unwrap();
+        // Decode on 8 GPUs: 32 experts per GPU; one token (8 rows) reaches at
+        // most 8 of them.
+        let c = LayerContext {
+            sequences: 1,
+            seq_len: 1,
+            mode: PassMode::Decode { context: 1000 },
+            experts_per_rank: 32,
+            ..ctx(&m, &d)
+        };
+        let gate_up = |rows: u64| {
+            let f = c.forward(Unit::Layer(3), rows).unwrap();
+            let k = f.kernels().find(|k| k.label.contains("experts gate_up")).unwrap();
+            match &k.op {
+                Op::Gemm(g) => (g.groups, k.cost.hbm_bytes),
+                _ => unreachable!(),
+            }
+        };
+        let (groups, bytes) = gate_up(8);
+        assert!(groups <= 8, "{groups} groups for 8 rows");
+        // Expected non-empty experts of 32 for 8 uniform rows: 32 (1 - (31/32)^8) = 7.2 -> 8.
+        assert_eq!(groups, 8);
+        let weights = 8.0 * 7168.0 * 2.0 * 2048.0; // FP8: one byte per weight
+        assert!(bytes < 1.5 * weights, "{bytes:.3e} bytes for {weights:.3e} of weights");
+        // Many rows reach every expert.
+        assert_eq!(gate_up(4096).0, 32);
+        assert_eq!(c.active_experts(1), 1);
+        assert_eq!(c.active_experts(32), 21); // 32 (1 - (31/32)^32) = 20.6
     }
 }

@@ -54,13 +54,27 @@ pub struct AttentionConfig {
     pub qkv_bias: bool,
 }
 
-/// Dense feed-forward layers (SwiGLU: gate, up and down projections).
+/// The activation of the feed-forward blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FfnActivation {
+    /// Gate, up and down projections; `silu(gate) * up` (Llama, DeepSeek, Qwen, Mixtral).
+    #[default]
+    Swiglu,
+    /// Up and down projections with GeLU between them (GPT-2/3, Megatron-LM's GPT).
+    Gelu,
+}
+
+/// Dense feed-forward layers (SwiGLU: gate, up and down projections; GeLU:
+/// up and down).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FfnConfig {
     /// The first `dense_layers` layers are dense; the rest are MoE (if `[moe]`).
     pub dense_layers: u32,
     pub dense_intermediate: u32,
+    #[serde(default)]
+    pub activation: FfnActivation,
 }
 
 /// Mixture-of-experts layers.
@@ -94,6 +108,11 @@ pub struct ModelConfig {
     /// sharing the embedding and output head.
     #[serde(default)]
     pub mtp_modules: u32,
+    /// Dropout after attention and the FFN (GPT-3 style): its masks are
+    /// stored for the backward pass (1 byte per element, Korthikanti et al.
+    /// 2022 §4.1). Off for today's LLMs.
+    #[serde(default)]
+    pub dropout: bool,
     pub attention: AttentionConfig,
     pub ffn: FfnConfig,
     pub moe: Option<MoeConfig>,
@@ -190,6 +209,12 @@ impl ModelConfig {
             out.push(ConfigProblem {
                 key: "attention.kv_heads".into(),
                 message: format!("expected a divisor of the {} heads, found {}", a.heads, a.kv_heads),
+            });
+        }
+        if self.ffn.activation == FfnActivation::Gelu && self.moe.is_some() {
+            out.push(ConfigProblem {
+                key: "ffn.activation".into(),
+                message: "experts are SwiGLU here: \"gelu\" is for dense models".into(),
             });
         }
         if self.ffn.dense_layers > self.layers {
@@ -323,9 +348,17 @@ impl ModelConfig {
         p + 2.0 * self.hidden as f64 // input and post-attention RMSNorm
     }
 
-    /// Parameters of one SwiGLU expert / FFN of intermediate size `inter`.
+    /// Parameters of one expert / FFN of intermediate size `inter`.
     pub fn ffn_params(&self, inter: u32) -> f64 {
-        3.0 * self.hidden as f64 * inter as f64
+        self.ffn_matrices() as f64 * self.hidden as f64 * inter as f64
+    }
+
+    /// Weight matrices of an FFN: 3 for SwiGLU, 2 for GeLU.
+    pub fn ffn_matrices(&self) -> u32 {
+        match self.ffn.activation {
+            FfnActivation::Swiglu => 3,
+            FfnActivation::Gelu => 2,
+        }
     }
 
     /// Parameter counts of the whole model.

@@ -12,7 +12,7 @@
 use moesim_topologies::ConfigProblem;
 
 use crate::transformer::model::ModelConfig;
-use crate::transformer::schedule::{check_sizes, ScheduleKind};
+use crate::transformer::schedule::{check_interleaved, check_sizes, ScheduleKind};
 
 /// A resolved plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,9 +23,14 @@ pub struct ParallelPlan {
     pub dp: u32,
     pub ep: u32,
     /// ZeRO stage: 0 (replicated optimizer), 1 (optimizer states sharded over
-    /// data parallelism) or 2 (gradients too).
+    /// data parallelism), 2 (gradients too) or 3 (parameters too, gathered
+    /// per layer: FSDP).
     pub zero: u32,
     pub schedule: ScheduleKind,
+    /// Model chunks per pipeline device for `interleaved-1f1b` (1 otherwise).
+    pub virtual_stages: u32,
+    /// Megatron sequence parallelism beside TP (Korthikanti et al. 2022).
+    pub sequence_parallel: bool,
     /// Sequences per micro-batch.
     pub micro_batch: u32,
     /// SMs an expert-parallel communication kernel holds while it runs.
@@ -41,6 +46,7 @@ impl ParallelPlan {
     pub fn stages(&self) -> u32 {
         match self.schedule {
             ScheduleKind::DualPipeV => 2 * self.pp,
+            ScheduleKind::Interleaved1F1B => self.pp * self.virtual_stages.max(1),
             _ => self.pp,
         }
     }
@@ -173,8 +179,20 @@ impl ParallelPlan {
             }
             None => {}
         }
-        if self.zero > 2 {
-            push("parallel.zero", format!("expected 0, 1 or 2 (ZeRO-3 is not modelled), found {}", self.zero));
+        if self.zero > 3 {
+            push("parallel.zero", format!("expected 0, 1, 2 or 3, found {}", self.zero));
+        }
+        if self.virtual_stages == 0 {
+            push("parallel.virtual_stages", "expected an integer >= 1, found 0".into());
+        } else if self.virtual_stages > 1 && self.schedule != ScheduleKind::Interleaved1F1B {
+            push(
+                "parallel.virtual_stages",
+                format!(
+                    "model chunks per device are for schedule = \"interleaved-1f1b\"; found {} with {}",
+                    self.virtual_stages,
+                    self.schedule.as_str()
+                ),
+            );
         }
         let stages = self.stages();
         // Embedding and head need a stage each only with one layer per stage.
@@ -185,6 +203,11 @@ impl ParallelPlan {
             );
         }
         match self.microbatches(global_batch) {
+            Ok(m) if self.schedule == ScheduleKind::Interleaved1F1B => {
+                if let Err(e) = check_interleaved(self.pp, self.virtual_stages.max(1), m) {
+                    push("parallel.schedule", format!("{e} (micro-batches = global_batch / (dp x micro_batch) = {m})"));
+                }
+            }
             Ok(m) => {
                 if let Err(e) = check_sizes(self.schedule, stages, m) {
                     push("parallel.schedule", format!("{e} (micro-batches = global_batch / (dp x micro_batch) = {m})"));
@@ -208,6 +231,8 @@ mod tests {
             ep: 64,
             zero: 1,
             schedule: ScheduleKind::DualPipe,
+            virtual_stages: 1,
+            sequence_parallel: false,
             micro_batch: 1,
             comm_sms: 20,
         }

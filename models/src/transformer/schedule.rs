@@ -1,4 +1,4 @@
-//! Pipeline-parallel schedules: 1F1B, ZB1P (ZB-H1), DualPipe and DualPipeV,
+//! Pipeline-parallel schedules: 1F1B, interleaved 1F1B, ZB1P (ZB-H1), DualPipe and DualPipeV,
 //! generated as per-device op orders with the data dependencies between ops
 //! and the points where the p2p transfers leave and are awaited.
 //!
@@ -41,6 +41,11 @@ pub enum ScheduleKind {
     DualPipe,
     #[serde(rename = "dualpipev")]
     DualPipeV,
+    /// Megatron-LM's interleaved 1F1B (Narayanan et al., SC'21 §2.2.2):
+    /// each device holds `virtual_stages` model chunks (stage `v * pp + d`
+    /// on device `d`); built by [`build_interleaved`].
+    #[serde(rename = "interleaved-1f1b")]
+    Interleaved1F1B,
 }
 
 impl ScheduleKind {
@@ -54,11 +59,12 @@ impl ScheduleKind {
             ScheduleKind::Zb1p => "zb1p",
             ScheduleKind::DualPipe => "dualpipe",
             ScheduleKind::DualPipeV => "dualpipev",
+            ScheduleKind::Interleaved1F1B => "interleaved-1f1b",
         }
     }
 
     pub fn from_name(name: &str) -> Option<ScheduleKind> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name)
+        Self::ALL.into_iter().chain([ScheduleKind::Interleaved1F1B]).find(|k| k.as_str() == name)
     }
 }
 
@@ -169,7 +175,103 @@ pub fn build(kind: ScheduleKind, stages: u32, microbatches: u32) -> Result<Pipel
         ScheduleKind::OneFOneB => Ok(linear(kind, p, m, one_f_one_b(p, m), false)),
         ScheduleKind::Zb1p => Ok(linear(kind, p, m, zb_h1(p, m), true)),
         ScheduleKind::DualPipe | ScheduleKind::DualPipeV => dual(kind, p, m),
+        ScheduleKind::Interleaved1F1B => build_interleaved(p, 1, m),
     }
+}
+
+/// The size rules of [`build_interleaved`]: Megatron-LM's (`schedules.py`)
+/// micro-batches a multiple of the devices when `virtual_stages > 1`, and at
+/// least one of each.
+pub fn check_interleaved(devices: u32, virtual_stages: u32, microbatches: u32) -> Result<(), ModelError> {
+    let mut problems = Vec::new();
+    let mut bad = |key: &str, message: String| {
+        problems.push(moesim_topologies::ConfigProblem { key: key.to_owned(), message });
+    };
+    if devices < 1 {
+        bad("workload.stages", "expected at least 1 pipeline stage for interleaved-1f1b, found 0".into());
+    }
+    if virtual_stages < 1 {
+        bad("parallel.virtual_stages", "expected an integer >= 1, found 0".into());
+    }
+    if microbatches < 1 {
+        bad("workload.microbatches", "expected at least 1 micro-batch for interleaved-1f1b, found 0".into());
+    } else if devices >= 1 && virtual_stages > 1 && !microbatches.is_multiple_of(devices) {
+        let fix = microbatches.div_ceil(devices) as u64 * devices as u64;
+        bad(
+            "workload.microbatches",
+            format!(
+                "interleaved-1f1b with virtual stages runs micro-batches in groups of the {devices} pipeline devices \
+                 (Megatron-LM): expected a multiple of {devices}, found {microbatches}; {fix} would work"
+            ),
+        );
+    }
+    let chunks = devices as u64 * virtual_stages as u64 * microbatches as u64;
+    if chunks > MAX_CHUNKS {
+        bad("workload.microbatches", format!("expected at most {MAX_CHUNKS} stage-micro-batches, found {chunks}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ModelError::Invalid { problems })
+    }
+}
+
+/// Megatron-LM's interleaved 1F1B on `p` devices with `v` model chunks each
+/// (`forward_backward_pipelining_with_interleaving`): forward `k` of a
+/// device runs chunk `(k mod p v) / p` of micro-batch `(k / p v) p + k mod
+/// p`, backwards the chunks in reverse; device `d` warms up with `2 (p - d -
+/// 1) + (v - 1) p` forwards, then alternates one forward and one backward.
+/// Model stage `c p + d` is chunk `c` of device `d`. With `v = 1` it is 1F1B.
+pub fn build_interleaved(p: u32, v: u32, m: u32) -> Result<PipelineSchedule, ModelError> {
+    check_interleaved(p, v, m)?;
+    if v == 1 {
+        let mut s = linear(ScheduleKind::Interleaved1F1B, p, m, one_f_one_b(p, m), false);
+        s.kind = ScheduleKind::Interleaved1F1B;
+        return Ok(s);
+    }
+    let total = m * v;
+    let group = p * v;
+    let ops = (0..p)
+        .map(|d| {
+            let chunk = |k: u32, forward: bool| {
+                let c = (k % group) / p;
+                let c = if forward { c } else { v - 1 - c };
+                ChunkRef { microbatch: (k / group) * p + k % p, stage: c * p + d }
+            };
+            let warmup = ((p - d - 1) * 2 + (v - 1) * p).min(total);
+            let mut ops: Vec<PipeOp> = (0..warmup).map(|k| PipeOp::F(chunk(k, true))).collect();
+            for i in 0..total - warmup {
+                ops.push(PipeOp::F(chunk(warmup + i, true)));
+                ops.push(PipeOp::B(chunk(i, false)));
+            }
+            ops.extend((total - warmup..total).map(|k| PipeOp::B(chunk(k, false))));
+            ops
+        })
+        .collect();
+    let stages = p * v;
+    let mut schedule = PipelineSchedule {
+        kind: ScheduleKind::Interleaved1F1B,
+        stages,
+        devices: p,
+        microbatches: m,
+        device_of_stage: (0..stages).map(|s| [s % p, s % p]).collect(),
+        ops,
+        splits_weight: false,
+        split: vec![false; (stages * m) as usize],
+        transfers: Vec::new(),
+    };
+    schedule.transfers = schedule
+        .dependencies()
+        .into_iter()
+        .filter(|(a, b)| a.device != b.device)
+        .map(|(producer, consumer)| Transfer {
+            producer,
+            consumer,
+            sent_after: producer.index,
+            awaited_before: consumer.index,
+        })
+        .collect();
+    Ok(schedule)
 }
 
 /// The size rules [`build`] applies, without building: problems under the
@@ -192,7 +294,7 @@ pub fn check_sizes(kind: ScheduleKind, stages: u32, microbatches: u32) -> Result
     };
     let name = kind.as_str();
     match kind {
-        ScheduleKind::OneFOneB | ScheduleKind::Zb1p => {
+        ScheduleKind::OneFOneB | ScheduleKind::Zb1p | ScheduleKind::Interleaved1F1B => {
             if stages < 1 {
                 bad("workload.stages", format!("expected at least 1 pipeline stage for {name}, found 0"));
             }
@@ -796,6 +898,8 @@ impl PipelineSchedule {
         let p = self.stages as i128;
         match self.kind {
             ScheduleKind::OneFOneB => (p - 1) * (f + b),
+            // Megatron: (p - 1) / v of a device's F + B = p - 1 chunk pairs.
+            ScheduleKind::Interleaved1F1B => (self.devices as i128 - 1) * (f + b),
             ScheduleKind::Zb1p => (p - 1) * (f + b - 2 * w),
             ScheduleKind::DualPipe | ScheduleKind::DualPipeV => (p / 2 - 1) * (fb + b - 3 * w),
         }
@@ -982,7 +1086,9 @@ mod tests {
             |(kind, half, extra, f, bi, w, fb)| {
                 let kind = ScheduleKind::ALL[kind];
                 let (p, m) = match kind {
-                    ScheduleKind::OneFOneB | ScheduleKind::Zb1p => (half * 2 - (extra % 2), 1 + extra * half / 2),
+                    ScheduleKind::OneFOneB | ScheduleKind::Zb1p | ScheduleKind::Interleaved1F1B => {
+                        (half * 2 - (extra % 2), 1 + extra * half / 2)
+                    }
                     ScheduleKind::DualPipe => (2 * half, 4 * half + 2 * (extra / 2)),
                     ScheduleKind::DualPipeV => (2 * half, 2 * half + extra),
                 };
