@@ -9,6 +9,7 @@ pub mod commands;
 pub mod diagnostics;
 pub mod output;
 pub mod plan;
+pub mod replay;
 pub mod scenario;
 pub mod setup;
 pub mod sweep;
@@ -139,7 +140,20 @@ pub fn run_scenario_observed(
     options: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<(Map<String, Value>, Outcome), AppError> {
-    let scenario = load_scenario(scenario, sets)?;
+    let source = scenario.load()?;
+    run_source(source, sets, options, observer)
+}
+
+/// Applies overrides to a scenario source (a file's or one built in memory,
+/// as `moesim replay` does), resolves it, runs it and summarises it.
+pub fn run_source(
+    source: Source,
+    sets: &[String],
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<(Map<String, Value>, Outcome), AppError> {
+    let source = source.with_overrides(sets).map_err(AppError::Input)?;
+    let scenario = Scenario::parse(source).map_err(AppError::Input)?;
     let outcome = scenario.run(options, observer)?;
     let summary = output::summary(&scenario.setup.name, scenario.workload.kind_name(), scenario.setup.seed, &outcome);
     Ok((summary, outcome))
