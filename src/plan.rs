@@ -177,6 +177,9 @@ pub fn plan(scenario: &Scenario, target: &PlanTarget) -> Result<Plan, AppError> 
             return Err(bad(format!("{name}: expected a positive number, found {v}")));
         }
     }
+    if target.max_units == 0 {
+        return Err(bad("--max-units: expected at least 1 unit of each kind, found 0".into()));
+    }
     let mut workload = w.clone();
     workload.arrivals = Some(crate::workloads::serving::Arrivals::Poisson);
     workload.rate_per_s = Some(target.rate_per_s);

@@ -11,3 +11,4 @@ mod serving;
 mod serving_bad_input;
 mod training;
 mod validation;
+mod validation_cases;

@@ -1,18 +1,23 @@
 //! The validation table (shared with `moesim validate`): every case within its
 //! tolerance of the published figure.
 
-use moesim::validate::{cases, run_case, run_cases, CASES, INFERENCE_CASES};
+use moesim::validate::{builtin_cases, check_scenarios, run_case, run_cases, Case, FILES};
+
+/// The built-in cases (the embedded `validation/*.toml`), in table order.
+fn cases() -> Vec<Case> {
+    builtin_cases().unwrap_or_else(|problems| panic!("{problems:#?}"))
+}
 
 #[test]
 fn every_validation_case_is_within_tolerance() {
     let mut failures = Vec::new();
-    let all: Vec<_> = cases().collect();
-    for (case, r) in all.iter().zip(run_cases(all.iter().copied())) {
+    let all = cases();
+    for (case, r) in all.iter().zip(run_cases(&all)) {
         eprintln!(
             "{:<40} published {:>8.1} simulated {:>8.1?} error {:>6.1?}%",
             r.case, r.published, r.simulated, r.error_pct
         );
-        if !r.pass && case.known_gap.is_none() {
+        if !r.pass && case.known_gap().is_none() {
             failures
                 .push(format!("{}: published {} simulated {:?} ({:?})", r.case, r.published, r.simulated, r.failure));
         }
@@ -22,7 +27,8 @@ fn every_validation_case_is_within_tolerance() {
 
 #[test]
 fn at_most_one_fitted_case_per_medium() {
-    let fitted: Vec<&str> = cases().filter(|c| c.fitted).map(|c| c.metric).collect();
+    let all = cases();
+    let fitted: Vec<&str> = all.iter().filter(|c| c.fitted()).map(|c| c.metric.as_str()).collect();
     assert_eq!(fitted.iter().filter(|m| **m == "nvlink_gb_per_s").count(), 1);
     assert_eq!(fitted.iter().filter(|m| **m == "rdma_gb_per_s").count(), 1);
 }
@@ -30,8 +36,8 @@ fn at_most_one_fitted_case_per_medium() {
 #[test]
 fn known_gaps_still_miss_and_say_why() {
     // When one of these starts passing, the mechanism it lacked is in: make it
-    // a real case (known_gap: None).
-    for case in cases().filter(|c| c.known_gap.is_some()) {
+    // a real case (status "ok").
+    for case in cases().iter().filter(|c| c.known_gap().is_some()) {
         let r = run_case(case);
         assert!(r.simulated.is_some(), "{}: {:?}", r.case, r.failure);
         assert!(!r.pass, "{} now passes: promote it to a real case", r.case);
@@ -53,7 +59,7 @@ fn vidur_figures_match_the_measurements_in_shared_data() {
     let headers = rdr.headers().unwrap().clone();
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
     let (size, workers, median) = (col("size"), col("num_workers"), col("time_stats.all_reduce.median"));
-    for case in CASES.iter().filter(|c| c.name.starts_with("nccl-allreduce-8xh100")) {
+    for case in cases().iter().filter(|c| c.name.starts_with("nccl-allreduce-8xh100")) {
         let bytes: f64 = case.sets.iter().find_map(|s| s.strip_prefix("workload.bytes=")).unwrap().parse().unwrap();
         let row = rdr_rows(&text)
             .into_iter()
@@ -90,7 +96,8 @@ fn day6_replay_scales_come_from_the_trace_and_day6() {
     let ratio = 608.0 / 168.0 * so / sp; // a / b
     let b = 4989.0 / (ratio * sop / so + soo / so / 2.0);
     let a = ratio * b;
-    let case = INFERENCE_CASES.iter().find(|c| c.name == "deepseek-v3-day6-prefill-tokens-per-node").unwrap();
+    let all = cases();
+    let case = all.iter().find(|c| c.name == "deepseek-v3-day6-prefill-tokens-per-node").unwrap();
     let set = |key: &str| -> f64 { case.sets.iter().find_map(|s| s.strip_prefix(key)).unwrap().parse().unwrap() };
     assert!((set("workload.input_scale=") - a).abs() < 5e-4, "a = {a}, b = {b}");
     assert!((set("workload.output_scale=") - b).abs() < 5e-4, "b = {b}");
@@ -109,7 +116,7 @@ fn vidur_send_recv_figures_match_the_measurements_in_shared_data() {
         panic!("{path} is missing: tests read ../shared beside the checkout");
     };
     let rows = rdr_rows(&text);
-    for case in CASES.iter().filter(|c| c.name.starts_with("nccl-sendrecv-2xh100")) {
+    for case in cases().iter().filter(|c| c.name.starts_with("nccl-sendrecv-2xh100")) {
         let bytes: f64 = case.sets.iter().find_map(|s| s.strip_prefix("workload.bytes=")).unwrap().parse().unwrap();
         // Columns: index, min, max, mean, median, std, rank, num_workers, size, collective, devices_per_node.
         let ms: Vec<f64> = rows
@@ -145,6 +152,43 @@ fn profile_figure_matches_the_trace_in_shared_data() {
         .collect();
     let start = kernels.iter().map(|k| k.0).fold(f64::MAX, f64::min);
     let end = kernels.iter().map(|k| k.0 + k.1).fold(f64::MIN, f64::max);
-    let case = cases().find(|c| c.name == "deepseek-v3-profile-fb-chunk-pair-ms").unwrap();
+    let all = cases();
+    let case = all.iter().find(|c| c.name == "deepseek-v3-profile-fb-chunk-pair-ms").unwrap();
     assert!(((end - start) / 1e3 - case.published).abs() < 0.001, "trace span {} ms", (end - start) / 1e3);
+}
+
+#[test]
+fn every_embedded_case_file_parses_and_names_are_unique() {
+    // builtin_cases checks names across files; each file on its own too, so
+    // that a broken file is named.
+    for (name, text) in FILES {
+        let cases = moesim::validate::parse_case_file(&format!("validation/{name}"), text, None, true)
+            .unwrap_or_else(|problems| panic!("validation/{name}: {problems:#?}"));
+        assert!(!cases.is_empty(), "validation/{name} has no cases");
+    }
+    let all = cases();
+    let mut names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+    let n = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), n, "case names repeat");
+    // The table keeps its order: DeepEP's normal kernels first, the KV-cache sizes last.
+    assert_eq!(all.first().unwrap().name, "deepep-normal-ep8-dispatch-nvlink");
+    assert_eq!(all.last().unwrap().name, "kv-cache-bytes-per-token-llama-3.1-405b");
+}
+
+#[test]
+fn every_embedded_case_loads_its_scenario_with_its_overrides() {
+    let problems = check_scenarios(&cases());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_day6_replay_names_its_trace_as_data() {
+    // The skip logic reads `data`; the trace the run reads must be in it.
+    for case in cases() {
+        for set in case.sets.iter().filter_map(|s| s.strip_prefix("workload.trace=")) {
+            assert!(case.data.iter().any(|d| d.to_str() == Some(set)), "{}: {set} not in data", case.name);
+        }
+    }
 }

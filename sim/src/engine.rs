@@ -208,6 +208,10 @@ impl<'a> Engine<'a> {
             self.recompute();
             let Some(Reverse(top)) = self.heap.peek() else { break };
             self.now = top.time;
+            if self.now == SimTime::MAX.as_ps() {
+                let first = (0..n).find(|&t| !self.done[t]).unwrap_or(0);
+                return Err(SimError::TimeOverflow { example: self.graph.task_name(TaskId(first as u32)).to_owned() });
+            }
             while let Some(Reverse(ev)) = self.heap.peek() {
                 if ev.time != self.now {
                     break;

@@ -19,6 +19,10 @@ pub enum SimError {
     /// A task with an impossible parameter (negative bytes, NaN work, ...).
     #[error("task `{task}`: {problem}")]
     BadTask { task: String, problem: String },
+    /// An event fell past the end of simulated time (about 213.5 days of
+    /// picoseconds): some duration or latency is absurdly large.
+    #[error("simulated time passed its range of {:.0} s (about 213 days) at task `{example}`: a duration, latency or size is far too large", crate::SimTime::RANGE_S)]
+    TimeOverflow { example: String },
     /// The run stopped with tasks that can never start or finish.
     #[error("the run stalled at {at_us:.3} us with {unfinished} unfinished tasks, e.g. `{example}`")]
     Stalled { at_us: f64, unfinished: usize, example: String },

@@ -20,7 +20,11 @@ pub struct SimDuration(pub u64);
 
 impl SimTime {
     pub const ZERO: SimTime = SimTime(0);
+    /// The end of the range; arithmetic saturates here, so a computed time
+    /// equal to it means the range was overrun.
     pub const MAX: SimTime = SimTime(u64::MAX);
+    /// The range in seconds (about 213.5 days).
+    pub const RANGE_S: f64 = u64::MAX as f64 / PS_PER_S;
 
     pub fn as_ps(self) -> u64 {
         self.0

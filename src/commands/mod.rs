@@ -7,6 +7,7 @@ pub mod replay;
 pub mod run;
 pub mod sweep;
 pub mod topology;
+pub mod validate;
 
 use crate::{builtin, AppError, ScenarioRef};
 

@@ -389,9 +389,31 @@ impl ServingWorkload {
                 ),
             )]));
         }
+        // Past the engine's clock range times saturate: an arrival there, or
+        // a backlog that runs past it, is an input error, not a result.
+        let key = if self.arrivals() == Arrivals::Trace { "workload.trace" } else { "workload.duration_s" };
+        if let Some(late) = served.iter().find(|r| r.arrival_s >= 0.5 * SimTime::RANGE_S) {
+            return Err(RunFailure::Input(vec![setup.source.at_key(
+                key,
+                format!(
+                    "a request arrives at {:.3e} s, beyond half the simulator's time range ({:.3e} s, about 213 days); simulate a shorter span",
+                    late.arrival_s,
+                    SimTime::RANGE_S
+                ),
+            )]));
+        }
         let result = simulate_serving(&config, &served, times);
         if let Some(e) = times.error.take() {
             return Err(e);
+        }
+        if result.time_overflow {
+            return Err(RunFailure::Input(vec![setup.source.at_key(
+                key,
+                format!(
+                    "the requests keep the deployment busy past the simulator's time range ({:.3e} s, about 213 days); simulate a shorter span or add units",
+                    SimTime::RANGE_S
+                ),
+            )]));
         }
         let metrics = self.metrics(&config, &served, &result, times, setup.topology.as_ref());
         notes.push(format!(

@@ -121,6 +121,53 @@ impl TopologyKind {
     }
 }
 
+/// A plausible range of a physical value, with its unit: outside it a value
+/// is a unit mistake or a typo, and would stall a run or overrun simulated
+/// time. Shared by the topology and device checks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plausible {
+    pub lo: f64,
+    pub hi: f64,
+    pub unit: &'static str,
+}
+
+impl Plausible {
+    pub const fn new(lo: f64, hi: f64, unit: &'static str) -> Plausible {
+        Plausible { lo, hi, unit }
+    }
+
+    /// A problem at `key` if `v` lies outside the range.
+    pub fn problem(&self, key: &str, v: f64) -> Option<ConfigProblem> {
+        (!(self.lo..=self.hi).contains(&v)).then(|| ConfigProblem {
+            key: key.to_owned(),
+            message: format!(
+                "expected a plausible value in [{}, {}] {}, found {}",
+                show_number(self.lo),
+                show_number(self.hi),
+                self.unit,
+                show_number(v)
+            ),
+        })
+    }
+}
+
+/// A number as a person reads it: plain between 1e-3 and 1e6, else in
+/// scientific notation (`5e-324`, not three hundred zeros).
+pub fn show_number(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() || (1e-3..1e6).contains(&v.abs()) {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
+    }
+}
+
+/// NVLink/PCIe rates: 1 MB/s to 1 PB/s per direction.
+const GB_PER_S: Plausible = Plausible::new(1e-3, 1e6, "GB/s");
+/// Network rates: 1 Mb/s to 10 Pb/s per direction.
+const GBIT_PER_S: Plausible = Plausible::new(1e-3, 1e7, "Gb/s");
+/// Latencies: up to one second.
+const LATENCY_NS: Plausible = Plausible::new(0.0, 1e9, "ns");
+
 impl TopologyConfig {
     /// Names of the embedded presets.
     pub fn preset_names() -> Vec<&'static str> {
@@ -194,14 +241,15 @@ impl TopologyConfig {
         let nodes = c.integer_at_least("nodes", merged.nodes, 1);
         let gpus_per_node = c.integer_at_least("gpus_per_node", merged.gpus_per_node, 1);
         let nvlink_gb_per_s =
-            c.positive("nvlink_gb_per_s", Some(merged.nvlink_gb_per_s.unwrap_or(defaults.nvlink_gb_per_s)));
+            c.rate("nvlink_gb_per_s", Some(merged.nvlink_gb_per_s.unwrap_or(defaults.nvlink_gb_per_s)), GB_PER_S);
         let nvlink_efficiency = c.fraction("nvlink_efficiency", merged.nvlink_efficiency);
-        let nvlink_latency_ns = c.non_negative("nvlink_latency_ns", merged.nvlink_latency_ns);
-        let pcie_gb_per_s = c.positive("pcie_gb_per_s", merged.pcie_gb_per_s);
-        let pcie_latency_ns = c.non_negative("pcie_latency_ns", merged.pcie_latency_ns);
-        let ib_gbit_per_s = c.positive("ib_gbit_per_s", Some(merged.ib_gbit_per_s.unwrap_or(defaults.nic_gbit_per_s)));
+        let nvlink_latency_ns = c.latency("nvlink_latency_ns", merged.nvlink_latency_ns);
+        let pcie_gb_per_s = c.rate("pcie_gb_per_s", merged.pcie_gb_per_s, GB_PER_S);
+        let pcie_latency_ns = c.latency("pcie_latency_ns", merged.pcie_latency_ns);
+        let ib_gbit_per_s =
+            c.rate("ib_gbit_per_s", Some(merged.ib_gbit_per_s.unwrap_or(defaults.nic_gbit_per_s)), GBIT_PER_S);
         let ib_efficiency = c.fraction("ib_efficiency", merged.ib_efficiency);
-        let ib_latency_ns = c.non_negative("ib_latency_ns", merged.ib_latency_ns);
+        let ib_latency_ns = c.latency("ib_latency_ns", merged.ib_latency_ns);
         let needs_radix = matches!(kind, Some(TopologyKind::RailOptimized | TopologyKind::MultiPlaneFatTree));
         let switch_radix = match merged.switch_radix {
             None if !needs_radix => 0,
@@ -288,11 +336,26 @@ impl Checker {
             }
         }
     }
-    fn positive(&mut self, key: &str, value: Option<f64>) -> f64 {
-        self.number(key, value, "a positive number", |v| v > 0.0)
+    /// A link rate: positive, and within `range` (a plausible span; outside
+    /// it a value is a unit mistake, and it would overrun simulated time).
+    fn rate(&mut self, key: &str, value: Option<f64>, range: Plausible) -> f64 {
+        let v = self.number(key, value, "a positive number", |v| v > 0.0);
+        self.plausible(key, v, range)
     }
-    fn non_negative(&mut self, key: &str, value: Option<f64>) -> f64 {
-        self.number(key, value, "a number ≥ 0", |v| v >= 0.0)
+    /// A latency in ns: >= 0 and at most a second.
+    fn latency(&mut self, key: &str, value: Option<f64>) -> f64 {
+        let v = self.number(key, value, "a number ≥ 0", |v| v >= 0.0);
+        self.plausible(key, v, LATENCY_NS)
+    }
+    fn plausible(&mut self, key: &str, v: f64, range: Plausible) -> f64 {
+        // 0 here means the value was already reported (or is a zero latency).
+        match range.problem(key, v).filter(|_| v != 0.0) {
+            Some(p) => {
+                self.push(key, p.message);
+                0.0
+            }
+            None => v,
+        }
     }
     fn fraction(&mut self, key: &str, value: Option<f64>) -> f64 {
         self.number(key, value, "a value in (0, 1]", |v| v > 0.0 && v <= 1.0)

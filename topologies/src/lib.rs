@@ -12,7 +12,9 @@ pub mod route;
 pub mod topology;
 
 pub use build::build;
-pub use config::{ClusterSpec, ConfigProblem, LinkDefaults, TopologyConfig, TopologyError, TopologyKind};
+pub use config::{
+    show_number, ClusterSpec, ConfigProblem, LinkDefaults, Plausible, TopologyConfig, TopologyError, TopologyKind,
+};
 pub use petgraph::graph::{EdgeIndex, NodeIndex};
 pub use route::Router;
 pub use topology::{LinkKind, LinkSpec, NodeKind, Topology, TopologySummary};

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use moesim_topologies::ConfigProblem;
+use moesim_topologies::{ConfigProblem, Plausible};
 
 use crate::error::ModelError;
 pub use crate::hardware::technology::MemoryTechnology;
@@ -242,15 +242,29 @@ pub struct EffectiveL2 {
     pub static_w: f64,
 }
 
-fn non_negative(key: &str, v: f64, out: &mut Vec<ConfigProblem>) {
+const TFLOPS: Plausible = Plausible::new(1e-3, 1e6, "TFLOP/s");
+const TB_PER_S: Plausible = Plausible::new(1e-4, 1e3, "TB/s");
+const GB_PER_S: Plausible = Plausible::new(1e-3, 1e6, "GB/s");
+const GBIT_PER_S: Plausible = Plausible::new(1e-3, 1e7, "Gb/s");
+const SIZE: Plausible = Plausible::new(1e-3, 1e7, "KiB, MiB or GiB");
+const US: Plausible = Plausible::new(0.0, 1e6, "us");
+const NS: Plausible = Plausible::new(1e-3, 1e9, "ns");
+const MHZ: Plausible = Plausible::new(1.0, 1e5, "MHz");
+const PER_CLK: Plausible = Plausible::new(1e-3, 1e5, "per clock");
+
+fn non_negative(key: &str, v: f64, range: Plausible, out: &mut Vec<ConfigProblem>) {
     if !(v.is_finite() && v >= 0.0) {
         out.push(ConfigProblem { key: key.into(), message: format!("expected a non-negative number, found {v}") });
+    } else {
+        out.extend(range.problem(key, v));
     }
 }
 
-fn positive(key: &str, v: f64, out: &mut Vec<ConfigProblem>) {
+fn positive(key: &str, v: f64, range: Plausible, out: &mut Vec<ConfigProblem>) {
     if !(v.is_finite() && v > 0.0) {
         out.push(ConfigProblem { key: key.into(), message: format!("expected a positive number, found {v}") });
+    } else {
+        out.extend(range.problem(key, v));
     }
 }
 
@@ -319,24 +333,27 @@ impl DeviceSpec {
     /// relative to the device table.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
-        if self.sms == 0 {
-            out.push(ConfigProblem { key: "sms".into(), message: "expected an integer >= 1, found 0".into() });
+        if !(1..=100_000).contains(&self.sms) {
+            out.push(ConfigProblem {
+                key: "sms".into(),
+                message: format!("expected an integer in [1, 100000], found {}", self.sms),
+            });
         }
-        positive("bf16_tflops", self.bf16_tflops, &mut out);
+        positive("bf16_tflops", self.bf16_tflops, TFLOPS, &mut out);
         if let Some(v) = self.fp8_tflops {
-            positive("fp8_tflops", v, &mut out);
+            positive("fp8_tflops", v, TFLOPS, &mut out);
         }
-        positive("fp32_tflops", self.fp32_tflops, &mut out);
-        positive("smem_kib_per_sm", self.smem_kib_per_sm, &mut out);
-        positive("l2_mib", self.l2_mib, &mut out);
-        positive("hbm_gib", self.hbm_gib, &mut out);
-        positive("hbm_tb_per_s", self.hbm_tb_per_s, &mut out);
-        positive("nvlink_gb_per_s", self.nvlink_gb_per_s, &mut out);
-        positive("nic_gbit_per_s", self.nic_gbit_per_s, &mut out);
-        non_negative("launch_overhead_us", self.launch_overhead_us, &mut out);
+        positive("fp32_tflops", self.fp32_tflops, TFLOPS, &mut out);
+        positive("smem_kib_per_sm", self.smem_kib_per_sm, SIZE, &mut out);
+        positive("l2_mib", self.l2_mib, SIZE, &mut out);
+        positive("hbm_gib", self.hbm_gib, SIZE, &mut out);
+        positive("hbm_tb_per_s", self.hbm_tb_per_s, TB_PER_S, &mut out);
+        positive("nvlink_gb_per_s", self.nvlink_gb_per_s, GB_PER_S, &mut out);
+        positive("nic_gbit_per_s", self.nic_gbit_per_s, GBIT_PER_S, &mut out);
+        non_negative("launch_overhead_us", self.launch_overhead_us, US, &mut out);
         for (key, v) in [("boost_clock_mhz", self.boost_clock_mhz), ("sustained_clock_mhz", self.sustained_clock_mhz)] {
             if let Some(v) = v {
-                positive(key, v, &mut out);
+                positive(key, v, MHZ, &mut out);
             }
         }
         if let (Some(b), Some(s)) = (self.boost_clock_mhz, self.sustained_clock_mhz) {
@@ -347,16 +364,16 @@ impl DeviceSpec {
                 });
             }
         }
-        positive("l2_bytes_per_clk_per_sm", self.l2_bytes_per_clk_per_sm, &mut out);
-        positive("mem_latency_ns", self.mem_latency_ns, &mut out);
+        positive("l2_bytes_per_clk_per_sm", self.l2_bytes_per_clk_per_sm, PER_CLK, &mut out);
+        positive("mem_latency_ns", self.mem_latency_ns, NS, &mut out);
         if let Some(v) = self.l2_latency_ns {
-            positive("l2_latency_ns", v, &mut out);
+            positive("l2_latency_ns", v, NS, &mut out);
         }
         if let Some(v) = self.l2_latency_ref_mib {
-            positive("l2_latency_ref_mib", v, &mut out);
+            positive("l2_latency_ref_mib", v, SIZE, &mut out);
         }
-        positive("fp32_lanes_per_sm", self.fp32_lanes_per_sm, &mut out);
-        positive("sfu_per_clk_per_sm", self.sfu_per_clk_per_sm, &mut out);
+        positive("fp32_lanes_per_sm", self.fp32_lanes_per_sm, PER_CLK, &mut out);
+        positive("sfu_per_clk_per_sm", self.sfu_per_clk_per_sm, PER_CLK, &mut out);
         if !(self.fp8_promotion_exposed.is_finite() && (0.0..=1.0).contains(&self.fp8_promotion_exposed)) {
             out.push(ConfigProblem {
                 key: "fp8_promotion_exposed".into(),
@@ -372,19 +389,9 @@ impl DeviceSpec {
                 message: format!("expected a value in (0, 1], found {}", self.stream_hbm_efficiency),
             });
         }
-        if !(self.low_latency_kernel_overhead_us.is_finite() && self.low_latency_kernel_overhead_us >= 0.0) {
-            out.push(ConfigProblem {
-                key: "low_latency_kernel_overhead_us".into(),
-                message: format!("expected a number >= 0, found {}", self.low_latency_kernel_overhead_us),
-            });
-        }
+        non_negative("low_latency_kernel_overhead_us", self.low_latency_kernel_overhead_us, US, &mut out);
         if let Some(r) = self.comm_gb_per_s_per_sm {
-            if !(r.is_finite() && r > 0.0) {
-                out.push(ConfigProblem {
-                    key: "comm_gb_per_s_per_sm".into(),
-                    message: format!("expected a positive rate, found {r}"),
-                });
-            }
+            positive("comm_gb_per_s_per_sm", r, GB_PER_S, &mut out);
         }
         if !(self.overlap_exponent.is_finite() && self.overlap_exponent >= 1.0) {
             out.push(ConfigProblem {
@@ -416,7 +423,7 @@ impl DeviceSpec {
                 ("buffers.l0c_out_bytes_per_clk", b.l0c_out_bytes_per_clk),
                 ("buffers.ub_out_bytes_per_clk", b.ub_out_bytes_per_clk),
             ] {
-                positive(key, v, &mut out);
+                positive(key, v, if key.ends_with("clock_mhz") { MHZ } else { SIZE }, &mut out);
             }
             for (key, v) in [
                 ("buffers.cube_m", b.cube_m),

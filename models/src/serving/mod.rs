@@ -188,6 +188,9 @@ pub struct ServingResult {
     /// time-averaged batch.
     pub decode_batch_seconds: f64,
     pub decode_busy_s: f64,
+    /// Some event fell past the end of simulated time (`SimTime::RANGE_S`):
+    /// the timings are not to be trusted.
+    pub time_overflow: bool,
 }
 
 /// Why a request cannot be served at all.
@@ -201,7 +204,7 @@ pub struct Unservable {
 pub fn unservable(config: &ServingConfig, requests: &[Request], max_context: u64) -> Vec<Unservable> {
     let mut out = Vec::new();
     for (i, r) in requests.iter().enumerate() {
-        let total = r.input_len + r.output_len;
+        let total = r.input_len.saturating_add(r.output_len);
         let message = if r.input_len == 0 || r.output_len == 0 {
             format!("input and output must be at least one token each (found {} and {})", r.input_len, r.output_len)
         } else if total > max_context {

@@ -31,6 +31,8 @@ pub(super) struct Server<'a> {
     pub(super) queue: BinaryHeap<Reverse<(SimTime, u64, Event)>>,
     pub(super) seq: u64,
     pub(super) now: SimTime,
+    /// An event was pushed at the end of simulated time (saturated).
+    pub(super) time_overflow: bool,
     pub(super) events: u64,
     // prefill
     /// Arrived requests no unit's next batch has taken yet, in order.
@@ -95,6 +97,7 @@ impl<'a> Server<'a> {
             queue: BinaryHeap::new(),
             seq: 0,
             now: SimTime::ZERO,
+            time_overflow: false,
             events: 0,
             waiting: VecDeque::new(),
             prefill: (0..config.prefill_units)
@@ -132,12 +135,14 @@ impl<'a> Server<'a> {
             prefill_busy_s: self.prefill_busy_s,
             decode_batch_seconds: self.decode_batch_seconds,
             decode_busy_s: self.decode_busy_s,
+            time_overflow: self.time_overflow,
         }
     }
 }
 
 impl Server<'_> {
     pub(super) fn push(&mut self, t: SimTime, e: Event) {
+        self.time_overflow |= t == SimTime::MAX;
         self.queue.push(Reverse((t, self.seq, e)));
         self.seq += 1;
     }

@@ -116,12 +116,19 @@ impl AliasTable {
     }
 }
 
+/// Draws in a row that find no new eligible expert before a token's
+/// remaining experts are drawn directly from what is left.
+const MAX_MISSES: u32 = 64;
+
 /// A sampler for one routing spec.
 #[derive(Debug, Clone)]
 pub struct TokenRouter {
     spec: RoutingSpec,
     /// Popularity weights as an alias table (`None` when balanced).
     popularity: Option<AliasTable>,
+    /// The same weights as given (empty when balanced), for drawing from
+    /// what is left once rejection stops finding new experts.
+    weights: Vec<f64>,
     seed: u64,
 }
 
@@ -160,11 +167,16 @@ impl TokenRouter {
                 for (rank, &e) in order.iter().enumerate() {
                     weight[e] = 1.0 / ((rank + 1) as f64).powf(s);
                 }
-                Some(AliasTable::new(&weight))
+                Some(weight)
             }
             _ => None,
         };
-        Ok(TokenRouter { spec: RoutingSpec { group_limit: limit, ..spec }, popularity, seed })
+        Ok(TokenRouter {
+            spec: RoutingSpec { group_limit: limit, ..spec },
+            popularity: popularity.as_deref().map(AliasTable::new),
+            weights: popularity.unwrap_or_default(),
+            seed,
+        })
     }
 
     pub fn spec(&self) -> &RoutingSpec {
@@ -191,13 +203,19 @@ impl TokenRouter {
             drawn.iter_mut().for_each(|w| *w = 0);
             chosen_groups.clear();
             out.clear();
+            let mut misses = 0u32;
             while out.len() < s.topk as usize {
-                let e = match &self.popularity {
-                    None => r.gen_range(0..s.experts) as usize,
-                    Some(table) => table.draw(&mut r),
+                let e = if misses < MAX_MISSES {
+                    match &self.popularity {
+                        None => r.gen_range(0..s.experts) as usize,
+                        Some(table) => table.draw(&mut r),
+                    }
+                } else {
+                    self.draw_left(&mut r, &drawn, &chosen_groups)
                 };
                 let (word, bit) = (e / 64, 1u64 << (e % 64));
                 if drawn[word] & bit != 0 {
+                    misses += 1;
                     continue;
                 }
                 drawn[word] |= bit;
@@ -207,10 +225,45 @@ impl TokenRouter {
                 } else if chosen_groups.len() < s.group_limit as usize {
                     chosen_groups.push(g);
                     out.push(e as u32);
+                } else {
+                    misses += 1;
                 }
             }
             out.sort_unstable();
             f(&out);
+        }
+    }
+
+    /// One expert drawn from those still eligible (not drawn yet, and in a
+    /// chosen group or while groups may still be chosen), in proportion to
+    /// their weights: the distribution rejection sampling converges to, drawn
+    /// directly once rejection stops finding new experts (steep Zipf skews,
+    /// where the last experts of a token are rare).
+    fn draw_left(&self, r: &mut impl Rng, drawn: &[u64], chosen_groups: &[u32]) -> usize {
+        let s = &self.spec;
+        let per_group = s.experts / s.groups;
+        let open = chosen_groups.len() < s.group_limit as usize;
+        let eligible = |e: usize| {
+            drawn[e / 64] & (1u64 << (e % 64)) == 0 && (open || chosen_groups.contains(&(e as u32 / per_group)))
+        };
+        let weight = |e: usize| self.weights.get(e).copied().unwrap_or(1.0);
+        let total: f64 = (0..s.experts as usize).filter(|&e| eligible(e)).map(weight).sum();
+        let candidates = (0..s.experts as usize).filter(|&e| eligible(e));
+        if total > 0.0 && total.is_finite() {
+            let mut u = r.gen::<f64>() * total;
+            let mut last = None;
+            for e in candidates {
+                last = Some(e);
+                u -= weight(e);
+                if u < 0.0 {
+                    return e;
+                }
+            }
+            last.expect("a spec that passed TokenRouter::new leaves an eligible expert")
+        } else {
+            // Every remaining weight underflowed to zero: uniform among them.
+            let all: Vec<usize> = candidates.collect();
+            all[r.gen_range(0..all.len())]
         }
     }
 }
