@@ -22,6 +22,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("grouped-gemm-masked-h800", include_str!("../scenarios/grouped-gemm-masked-h800.toml")),
     ("pipeline-1f1b", include_str!("../scenarios/pipeline-1f1b.toml")),
     ("pipeline-dualpipe", include_str!("../scenarios/pipeline-dualpipe.toml")),
+    ("replay-deepseek-train-h800", include_str!("../scenarios/replay-deepseek-train-h800.toml")),
 ];
 
 /// What `moesim run` runs with no scenario.

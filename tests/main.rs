@@ -7,6 +7,7 @@ mod determinism;
 mod inference;
 mod memory_hierarchy;
 mod pipeline;
+mod replay;
 mod serving;
 mod serving_bad_input;
 mod training;

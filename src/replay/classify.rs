@@ -134,7 +134,7 @@ pub fn classify(kind: EventKind, name: &str) -> KernelClass {
         // DeepGEMM's layout helpers (transposes) are memory passes.
         return if has("transpose") { KernelClass::Elementwise } else { KernelClass::GroupedGemm };
     }
-    if has("flash") || has("fmha") || has("attention") || has("attn") || has("mla") && has("kernel") {
+    if has("flash") || has("fmha") || has("attention") || has("attn") || (has("mla") && has("kernel")) {
         return KernelClass::Attention;
     }
     if has("gemm")
@@ -174,6 +174,11 @@ pub fn classify(kind: EventKind, name: &str) -> KernelClass {
         || has("mul")
         || has("cat")
         || has("expand")
+        || has("expert")
+        || has("mapping")
+        || has("indices")
+        || has("permute")
+        || has("unique")
     {
         return KernelClass::Elementwise;
     }

@@ -27,6 +27,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("lmsys-sglang.toml", include_str!("../../validation/lmsys-sglang.toml")),
     ("deepseek-v3-day6.toml", include_str!("../../validation/deepseek-v3-day6.toml")),
     ("kv-cache.toml", include_str!("../../validation/kv-cache.toml")),
+    ("replay.toml", include_str!("../../validation/replay.toml")),
 ];
 
 /// A case file as written.

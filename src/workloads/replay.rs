@@ -35,6 +35,15 @@ pub struct ReplayWorkload {
     /// The device the traces ran on, when `deviceProperties` does not name a
     /// preset (a preset name or a device file).
     pub source_device: Option<String>,
+    /// Keep the waits before ops that no edge explains (measured delays);
+    /// `false` replays the reconstructed graph alone (how much of the trace
+    /// the graph explains).
+    #[serde(default = "yes")]
+    pub keep_unexplained_waits: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl ReplayWorkload {
@@ -100,6 +109,15 @@ impl Workload for ReplayWorkload {
         let mut ranks = Vec::with_capacity(paths.len());
         for (i, p) in paths.iter().enumerate() {
             ranks.push(replay::import(p, i as u32).map_err(|e| RunFailure::Input(vec![replay_diagnostic(e)]))?);
+        }
+        if !self.keep_unexplained_waits {
+            for r in &mut ranks {
+                for op in &mut r.ops {
+                    op.residual_wait_ns = 0;
+                }
+                r.stats.residual_waits = 0;
+                r.stats.residual_wait_ns = 0;
+            }
         }
         let mut seen: Vec<u32> = ranks.iter().map(|r| r.rank).collect();
         seen.sort_unstable();
