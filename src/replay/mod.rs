@@ -24,7 +24,6 @@ use moesim_sim::analysis::union_length;
 use moesim_sim::{EngineOptions, Observer, RunResult, TaskClass};
 use serde_json::{Map, Value};
 
-use crate::workloads::num;
 use classify::KernelClass;
 use graph::RankGraph;
 use lower::Lowered;
@@ -286,6 +285,11 @@ pub fn replay(
         );
     }
     Ok(ReplayRun { lowered, result, metrics: m, notes, classes, lanes })
+}
+
+/// A JSON number (the workload rounds them for output).
+fn num(v: f64) -> Value {
+    Value::from(v)
 }
 
 /// Why a replay failed.

@@ -166,6 +166,9 @@ impl Workload for ReplayWorkload {
         })?;
         notes.extend(run.notes);
         let mut metrics = run.metrics;
+        for v in metrics.values_mut() {
+            round_numbers(v);
+        }
         metrics.insert("traces".into(), Value::from(paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()));
         let mut files = Vec::new();
         let mut figures = Vec::new();
@@ -203,6 +206,16 @@ impl Workload for ReplayWorkload {
             figures,
             files,
         })
+    }
+}
+
+/// Rounds every float in `v` to 9 significant digits (stable text).
+fn round_numbers(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => *v = super::num(n.as_f64().unwrap_or(0.0)),
+        Value::Object(m) => m.values_mut().for_each(round_numbers),
+        Value::Array(a) => a.iter_mut().for_each(round_numbers),
+        _ => {}
     }
 }
 
