@@ -23,6 +23,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("llama-3.1-405b-pretrain-8192xh100", include_str!("../scenarios/llama-3.1-405b-pretrain-8192xh100.toml")),
     ("pipeline-1f1b", include_str!("../scenarios/pipeline-1f1b.toml")),
     ("pipeline-dualpipe", include_str!("../scenarios/pipeline-dualpipe.toml")),
+    ("replay-deepseek-train-h800", include_str!("../scenarios/replay-deepseek-train-h800.toml")),
 ];
 
 /// What `moesim run` runs with no scenario.

@@ -12,8 +12,9 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// The most a request trace may hold.
 pub const MAX_TRACE_BYTES: u64 = 4 << 30;
 
-/// The bytes of a regular file of at most `max_bytes`, or why not.
-pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+/// A regular file of at most `max_bytes`, opened for streaming, and its
+/// size; or why not (checked before opening, so a FIFO never blocks).
+pub fn open_regular(path: &Path, max_bytes: u64) -> Result<(fs::File, u64), String> {
     let meta = fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
     if !meta.is_file() {
         let what = if meta.is_dir() { "a folder" } else { "not a regular file (a device, FIFO or socket)" };
@@ -23,7 +24,13 @@ pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
         return Err(format!("cannot read: {} bytes, more than the {max_bytes} allowed", meta.len()));
     }
     let file = fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    Ok((file, meta.len()))
+}
+
+/// The bytes of a regular file of at most `max_bytes`, or why not.
+pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+    let (file, len) = open_regular(path, max_bytes)?;
+    let mut bytes = Vec::with_capacity(len as usize);
     file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() as u64 > max_bytes {
         return Err(format!("cannot read: grew past the {max_bytes} bytes allowed while being read"));

@@ -11,6 +11,7 @@ pub mod files;
 pub mod fuzzing;
 pub mod output;
 pub mod plan;
+pub mod replay;
 pub mod scenario;
 pub mod setup;
 pub mod sweep;
@@ -116,7 +117,11 @@ impl From<RunFailure> for AppError {
 
 /// Loads a scenario with overrides and resolves it.
 pub fn load_scenario(scenario: &ScenarioRef, sets: &[String]) -> Result<Scenario, AppError> {
-    let base = scenario.load()?;
+    load_source(scenario.load()?, sets)
+}
+
+/// Applies overrides to a scenario source and resolves it.
+pub fn load_source(base: Source, sets: &[String]) -> Result<Scenario, AppError> {
     let source = base.clone().with_overrides(sets).map_err(AppError::Input)?;
     Scenario::parse(source).map_err(|first| AppError::Input(with_later_set_errors(&base, sets, first)))
 }
@@ -163,7 +168,19 @@ pub fn run_scenario_observed(
     options: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<(Map<String, Value>, Outcome), AppError> {
-    let scenario = load_scenario(scenario, sets)?;
+    run_source(scenario.load()?, sets, options, observer)
+}
+
+/// Applies overrides to a scenario source (a file's or one built in memory,
+/// as `moesim replay` does), resolves it, checks its memory, runs it and
+/// summarises it.
+pub fn run_source(
+    source: Source,
+    sets: &[String],
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<(Map<String, Value>, Outcome), AppError> {
+    let scenario = load_source(source, sets)?;
     if let Some(limit) = options.max_memory_bytes {
         workloads::check_memory(scenario.workload.as_ref(), &scenario.setup, limit)?;
     }

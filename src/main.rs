@@ -42,6 +42,9 @@ enum Command {
     },
     /// Find the fewest nodes (prefill + decode units) of a serving scenario meeting p99 latency targets.
     Plan(commands::plan::PlanArgs),
+    /// Replay real traces (Kineto JSON per rank, plain or .gz) on their own hardware or a what-if
+    /// (--set hardware.device=h200, --set topology.ib_gbit_per_s=800, --set parallel.comm_sms=24).
+    Replay(commands::replay::ReplayArgs),
     /// Run a scenario at every combination of values of one or more keys (a what-if grid): a table,
     /// and with --out sweep.csv and a chart per metric.
     Sweep(commands::sweep::SweepArgs),
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Models { command } => commands::catalog::models(command),
         Command::Plan(args) => commands::plan::execute(args),
         Command::Sweep(args) => commands::sweep::execute(args),
+        Command::Replay(args) => commands::replay::execute(args),
         Command::Validate(args) => commands::validate::execute(args),
     };
     match result {

@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod error;
 pub mod plot;
+pub mod replay;
 pub mod resources;
 pub mod summary;
 pub mod sweep;

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod plan;
+pub mod replay;
 pub mod run;
 pub mod sweep;
 pub mod topology;

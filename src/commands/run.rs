@@ -55,6 +55,19 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, AppError> {
     if let Some(dir) = &out_dir {
         written = dir.write_run(&summary, &outcome).map_err(AppError::Failed)?;
     }
+    print_outcome(format, &summary, &outcome, &written, wall_s)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a finished run's summary (text or JSON), its notes and the files
+/// written, with the wall-clock figures (stdout only).
+pub(crate) fn print_outcome(
+    format: Format,
+    summary: &Map<String, Value>,
+    outcome: &crate::workloads::Outcome,
+    written: &[PathBuf],
+    wall_s: f64,
+) -> Result<(), AppError> {
     let mut printed: Map<String, Value> = summary.clone();
     printed.insert("wall_s".into(), crate::workloads::num(wall_s));
     let stdout = std::io::stdout();
@@ -76,7 +89,7 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, AppError> {
             for note in &outcome.notes {
                 let _ = writeln!(w, "  note: {note}");
             }
-            for p in &written {
+            for p in written {
                 let _ = writeln!(w, "  wrote {}", p.display());
             }
             let events_per_s = outcome.result.events as f64 / wall_s.max(1e-9);
@@ -87,7 +100,7 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, AppError> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// A progress bar on stderr for long runs (hidden when stderr is not a terminal).

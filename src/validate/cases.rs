@@ -26,6 +26,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("deepep-low-latency.toml", include_str!("../../validation/deepep-low-latency.toml")),
     ("lmsys-sglang.toml", include_str!("../../validation/lmsys-sglang.toml")),
     ("deepseek-v3-day6.toml", include_str!("../../validation/deepseek-v3-day6.toml")),
+    ("replay.toml", include_str!("../../validation/replay.toml")),
     ("kv-cache.toml", include_str!("../../validation/kv-cache.toml")),
     ("dense-training.toml", include_str!("../../validation/dense-training.toml")),
 ];

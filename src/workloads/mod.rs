@@ -8,6 +8,7 @@ pub mod moe_comm;
 pub mod op;
 pub mod pipeline;
 pub mod registry;
+pub mod replay;
 pub mod roofline;
 pub mod serving;
 pub mod traces;

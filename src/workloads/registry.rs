@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::inference::IterationWorkload;
-use super::{collective, gemm, inference, moe_comm, op, pipeline, serving, training, Workload};
+use super::{collective, gemm, inference, moe_comm, op, pipeline, replay, serving, training, Workload};
 
 /// One registered kind.
 pub struct Kind {
@@ -35,6 +35,7 @@ pub const KINDS: &[Kind] = &[
         parse: |t| read::<inference::DecodeWorkload>(t).map(|w| boxed(IterationWorkload::Decode(w))),
     },
     Kind { name: "serving", parse: table::<serving::ServingWorkload> },
+    Kind { name: "replay", parse: table::<replay::ReplayWorkload> },
 ];
 
 /// The kind named `name`.

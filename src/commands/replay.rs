@@ -1,0 +1,90 @@
+//! `moesim replay TRACE...`: replays real traces (one Kineto JSON file per
+//! rank, plain or gzip) without a scenario file. The command builds the
+//! scenario in memory (`[workload] kind = "replay"`, the device the trace
+//! names in `deviceProperties`, else H100, on the `h800-cluster` topology
+//! with the device's link rates), then `--set` overrides it exactly as for
+//! `moesim run` (`--set hardware.device=h200`, `--set
+//! topology.ib_gbit_per_s=800`, `--set parallel.comm_sms=24`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use super::{Format, Limits};
+use crate::diagnostics::Source;
+use crate::output::OutDir;
+use crate::replay::{device_preset_of, kineto};
+use crate::workloads::RunOptions;
+use crate::AppError;
+
+/// The device assumed when a trace does not name one with a preset.
+pub const DEFAULT_DEVICE: &str = "h100";
+
+/// Arguments of `moesim replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Trace files, one per rank (Kineto JSON, plain or .gz).
+    #[arg(required = true)]
+    pub traces: Vec<PathBuf>,
+    /// Write summary.json, summary.md, timeline.csv, resources.csv, trace.json,
+    /// kernel_classes.csv and replay_vs_trace.png/.svg here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Override a key of the built scenario, e.g. --set hardware.device=h200.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Replace --out even if it is a non-empty folder moesim did not write.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// The scenario `moesim replay` runs for `traces`, and a note on its device.
+pub fn scenario_text(traces: &[PathBuf]) -> (String, String) {
+    let traced = traces.first().and_then(|t| kineto::sniff_device_name(t));
+    let preset = traced.as_deref().and_then(device_preset_of);
+    let note = match (&traced, preset) {
+        (Some(name), Some(p)) => format!("device {p} (the trace's {name})"),
+        (Some(name), None) => format!("device {DEFAULT_DEVICE} (default: the trace's {name} has no preset)"),
+        (None, _) => format!("device {DEFAULT_DEVICE} (default: the trace names no device)"),
+    };
+    let quoted: Vec<String> = traces.iter().map(|t| toml_string(&t.display().to_string())).collect();
+    let stem = traces.first().and_then(|t| t.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let text = format!(
+        "name = {}\n\n[hardware]\ndevice = \"{}\"\n\n[topology]\npreset = \"h800-cluster\"\n\n[workload]\nkind = \"replay\"\ntraces = [{}]\n",
+        toml_string(&format!("replay {stem}")),
+        preset.unwrap_or(DEFAULT_DEVICE),
+        quoted.join(", ")
+    );
+    (text, note)
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// Runs `moesim replay`.
+pub fn execute(args: ReplayArgs) -> Result<ExitCode, AppError> {
+    let ReplayArgs { traces, out, format, sets, force, limits } = args;
+    let out_dir = out.as_deref().map(|d| OutDir::prepare(d, force)).transpose()?;
+    let started = Instant::now();
+    let (text, device_note) = scenario_text(&traces);
+    let options = RunOptions {
+        record_link_series: out.is_some(),
+        figures: out.is_some(),
+        max_memory_bytes: Some(limits.max_memory_bytes()?),
+    };
+    let (summary, mut outcome) =
+        crate::run_source(Source::new("moesim replay", text), &sets, &options, &mut moesim_sim::Quiet)?;
+    outcome.notes.insert(0, format!("scenario built for the traces: {device_note}"));
+    let wall_s = started.elapsed().as_secs_f64();
+    let mut written = Vec::new();
+    if let Some(dir) = &out_dir {
+        written = dir.write_run(&summary, &outcome).map_err(AppError::Failed)?;
+    }
+    super::run::print_outcome(format, &summary, &outcome, &written, wall_s)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,349 @@
+//! Trace replay (`moesim replay`, `kind = "replay"`): real Kineto traces
+//! replayed on their own hardware reproduce what they measured (figures
+//! recomputed here from the files' events, independently of the importer),
+//! what-ifs move the right way, `--out` writes the replay files, and every
+//! class of bad trace is a located input error (exit 2, nothing written).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::common::{moesim, scratch, stderr};
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(DATA).join(rel)
+}
+
+const TRAIN: &str = "deepseek-ai+profile-data/train.json";
+const HTA: &str = "facebookresearch+HolisticTraceAnalysis/tests/data";
+
+/// `moesim replay FILES... ARGS --format json`, parsed.
+fn replay_json(files: &[PathBuf], args: &[&str]) -> Value {
+    let mut all: Vec<String> = vec!["replay".into()];
+    all.extend(files.iter().map(|f| f.display().to_string()));
+    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(["--format".into(), "json".into()]);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let o = moesim(&refs);
+    assert!(o.status.success(), "moesim {all:?} failed: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("one JSON object")
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// What a trace measured, computed from its events here (not by the importer).
+struct Measured {
+    span_ms: f64,
+    /// Busy time per stream id, ms.
+    streams: BTreeMap<i64, f64>,
+    deepep_under_compute: f64,
+}
+
+fn union(mut iv: Vec<(f64, f64)>) -> f64 {
+    iv.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (mut total, mut cur): (f64, Option<(f64, f64)>) = (0.0, None);
+    for (a, b) in iv {
+        cur = match cur {
+            Some((s, e)) if a <= e => Some((s, e.max(b))),
+            Some((s, e)) => {
+                total += e - s;
+                Some((a, b))
+            }
+            None => Some((a, b)),
+        };
+    }
+    total + cur.map_or(0.0, |(s, e)| e - s)
+}
+
+fn measure(path: &Path) -> Measured {
+    let bytes = std::fs::read(path).unwrap();
+    let text = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut s).unwrap();
+        s
+    } else {
+        String::from_utf8(bytes).unwrap()
+    };
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let events = doc["traceEvents"].as_array().unwrap();
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut streams: BTreeMap<i64, f64> = BTreeMap::new();
+    let (mut deepep, mut compute) = (Vec::new(), Vec::new());
+    for e in events {
+        let cat = e["cat"].as_str().unwrap_or("");
+        if !matches!(cat, "kernel" | "gpu_memcpy" | "gpu_memset") || e["ph"] != "X" {
+            continue;
+        }
+        let (ts, dur) = (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap());
+        lo = lo.min(ts);
+        hi = hi.max(ts + dur);
+        *streams.entry(e["args"]["stream"].as_i64().unwrap()).or_default() += dur / 1e3;
+        let name = e["name"].as_str().unwrap_or("");
+        if name.contains("dpsk::ep") || name.contains("deep_ep") {
+            deepep.push((ts, ts + dur));
+        } else if !name.contains("nccl") {
+            compute.push((ts, ts + dur));
+        }
+    }
+    let d = union(deepep.clone());
+    let c = union(compute.clone());
+    let mut all = deepep;
+    all.extend(compute);
+    let both = d + c - union(all);
+    Measured { span_ms: (hi - lo) / 1e3, streams, deepep_under_compute: if d > 0.0 { both / d } else { 0.0 } }
+}
+
+/// Span within 3 %, every stream's busy time within 5 %.
+fn check_reproduces(files: &[PathBuf], out: &Value, deepep: bool) {
+    let measured: Vec<Measured> = files.iter().map(|p| measure(p)).collect();
+    let span = measured.iter().map(|m| m.span_ms).fold(0.0, f64::max);
+    let err = f(out, "span_ms") / span - 1.0;
+    assert!(err.abs() < 0.03, "span {} ms vs measured {span} ms ({:+.2} %)", f(out, "span_ms"), err * 100.0);
+    assert!((f(out, "trace_span_ms") / span - 1.0).abs() < 1e-6, "trace_span_ms is the measured span");
+    let streams = out["streams"].as_object().unwrap();
+    for (ri, m) in measured.iter().enumerate() {
+        for (id, busy) in &m.streams {
+            let key = if files.len() > 1 { format!("rank{ri} stream {id}") } else { format!("stream {id}") };
+            let sim = f(&streams[&key], "busy_ms");
+            assert!((sim / busy - 1.0).abs() < 0.05, "{key}: replay {sim} ms vs measured {busy} ms");
+        }
+    }
+    if deepep {
+        let share = measured[0].deepep_under_compute;
+        let got = f(out, "deepep_under_compute_fraction");
+        assert!((got - share).abs() < 0.02, "DeepEP under compute {got:.4} vs measured {share:.4}");
+        assert!((f(out, "trace_deepep_under_compute_fraction") - share).abs() < 1e-3);
+    }
+    assert_eq!(out["unplaced_kernels"], 0);
+    assert_eq!(f(out, "kept_fraction"), 1.0, "own hardware keeps every measured time");
+}
+
+#[test]
+fn deepseek_train_trace_reproduces_on_its_own_h800() {
+    let files = [data(TRAIN)];
+    let out = replay_json(&files, &[]);
+    assert_eq!(out["device"], "h800", "recognised from deviceProperties");
+    assert_eq!(out["kernels"], 983);
+    check_reproduces(&files, &out, true);
+}
+
+#[test]
+fn deepseek_train_graph_alone_explains_the_trace() {
+    // Without the measured waits no edge explains, the rebuilt graph (stream
+    // order, launches, inferred waits, host syncs) still lands within 1 %.
+    let files = [data(TRAIN)];
+    let out = replay_json(&files, &["--set", "workload.keep_unexplained_waits=false"]);
+    let m = measure(&files[0]);
+    let err = f(&out, "span_ms") / m.span_ms - 1.0;
+    assert!(err.abs() < 0.01, "graph alone: {:+.2} %", err * 100.0);
+    assert!(err < 0.0, "dropping waits can only shorten the replay");
+}
+
+#[test]
+fn hta_event_sync_traces_reproduce() {
+    for rel in [
+        "critical_path/cuda_event_sync/event_sync_trace.json.gz",
+        "critical_path/cuda_event_sync_multi_stream/event_sync_trace.json.gz",
+    ] {
+        let files = [data(&format!("{HTA}/{rel}"))];
+        let out = replay_json(&files, &[]);
+        check_reproduces(&files, &out, false);
+        let notes = out["notes"].to_string();
+        assert!(notes.contains("has no preset"), "an A100 trace says its device has no preset: {notes}");
+    }
+    // The multi-stream trace's cuda_sync stream wait becomes an explicit edge.
+    let out = replay_json(
+        &[data(&format!("{HTA}/critical_path/cuda_event_sync_multi_stream/event_sync_trace.json.gz"))],
+        &[],
+    );
+    assert!(out["notes"].to_string().contains("cross-stream waits: 1 from cuda_sync records"), "{}", out["notes"]);
+}
+
+#[test]
+fn hta_two_rank_nccl_traces_reproduce() {
+    let files = [
+        data(&format!("{HTA}/trace_filter/sampled_rank-0.json.gz")),
+        data(&format!("{HTA}/trace_filter/sampled_rank-1.json.gz")),
+    ];
+    let out = replay_json(&files, &[]);
+    assert_eq!(out["ranks"], 2);
+    check_reproduces(&files, &out, false);
+    let files = [data(&format!("{HTA}/nccl_parser_config/nccl_data.json.gz"))];
+    let out = replay_json(&files, &[]);
+    check_reproduces(&files, &out, false);
+    assert!(f(&out, "comm_ms") > 0.0, "NCCL kernels count as communication");
+}
+
+#[test]
+fn what_ifs_move_the_right_way() {
+    let files = [data(TRAIN)];
+    let base = replay_json(&files, &[]);
+    let h200 = replay_json(&files, &["--set", "hardware.device=h200"]);
+    let h20 = replay_json(&files, &["--set", "hardware.device=h20"]);
+    let ib = replay_json(&files, &["--set", "topology.ib_gbit_per_s=800"]);
+    let span = |v: &Value| f(v, "span_ms");
+    assert!(span(&h200) < span(&base), "H200 (faster HBM) is faster");
+    assert!(span(&h20) > 2.0 * span(&base), "H20 (296 FP8 TFLOP/s) is much slower");
+    assert!(f(&ib, "comm_ms") < 0.6 * f(&base, "comm_ms"), "twice the InfiniBand halves DeepEP time");
+    assert!(f(&ib, "exposed_comm_ms") < f(&base, "exposed_comm_ms"));
+    for v in [&h200, &h20, &ib] {
+        let sum = f(v, "recosted_by_shape_fraction") + f(v, "recosted_by_class_fraction") + f(v, "kept_fraction");
+        assert!((sum - 1.0).abs() < 1e-6);
+        assert!(f(v, "recosted_by_class_fraction") > 0.95, "train.json has no shapes: re-costed by class");
+    }
+    // More SMs for DeepEP leave fewer for the GEMMs beside it.
+    let sms16 = replay_json(&files, &["--set", "parallel.comm_sms=16"]);
+    let sms24 = replay_json(&files, &["--set", "parallel.comm_sms=24"]);
+    assert!(f(&sms16, "compute_ms") < f(&base, "compute_ms"));
+    assert!(f(&sms24, "compute_ms") > f(&base, "compute_ms"));
+}
+
+#[test]
+fn shapes_from_cpu_ops_recost_gemms_by_shape() {
+    // The sampled HTA traces record Input Dims: their GEMMs are re-costed by
+    // the op cost models.
+    let files = [data(&format!("{HTA}/trace_filter/sampled_rank-0.json.gz"))];
+    let out = replay_json(&files, &["--set", "workload.source_device=\"h100\"", "--set", "hardware.device=h200"]);
+    assert!(f(&out, "recosted_by_shape_fraction") > 0.0, "{out}");
+}
+
+#[test]
+fn out_dir_has_the_replay_files() {
+    let dir = scratch("replay-out");
+    let o = moesim(&["replay", &data(TRAIN).display().to_string(), "--out", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for name in [
+        "summary.json",
+        "timeline.csv",
+        "trace.json",
+        "kernel_classes.csv",
+        "replay_vs_trace.png",
+        "replay_vs_trace.svg",
+    ] {
+        assert!(dir.join(name).is_file(), "{name} written");
+    }
+    let csv = std::fs::read_to_string(dir.join("kernel_classes.csv")).unwrap();
+    assert!(csv.starts_with("class,kernels,measured_ms,simulated_ms\n"));
+    let kernels: u64 = csv.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(kernels, 983, "every op in one class");
+    assert!(csv.contains("deepep-normal,36,"));
+}
+
+#[test]
+fn replay_is_a_scenario_kind_and_sweeps() {
+    let o = moesim(&["sweep", "replay-deepseek-train-h800", "--vary", "hardware.device=h800,h200", "--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["points"].as_array().map(Vec::len), Some(2), "{v}");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+// --- bad traces: one test per class, exit 2, the file and where, nothing written ---
+
+fn bad(name: &str, bytes: &[u8]) -> (String, PathBuf) {
+    let dir = scratch(&format!("replay-bad-{name}"));
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    let out = dir.join("out");
+    let o = moesim(&["replay", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "bad input exits 2: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains(path.to_str().unwrap()), "names the file: {err}");
+    let written = std::fs::read_dir(&out).map(|d| d.filter_map(|e| e.ok()).count()).unwrap_or(0);
+    assert_eq!(written, 0, "nothing written");
+    (err, path)
+}
+
+fn kernel(ts: u64, dur: i64, stream: &str, corr: u64) -> String {
+    format!(
+        r#"{{"ph":"X","cat":"kernel","name":"k{corr}","pid":0,"tid":7,"ts":{ts},"dur":{dur},"args":{{{stream}"correlation":{corr}}}}}"#
+    )
+}
+
+fn trace(events: &[String]) -> String {
+    format!(r#"{{"deviceProperties":[{{"name":"NVIDIA H800"}}],"traceEvents":[{}]}}"#, events.join(","))
+}
+
+#[test]
+fn truncated_json_names_the_byte_offset() {
+    let full = trace(&[kernel(10, 5, r#""stream":7,"#, 1), kernel(20, 5, r#""stream":7,"#, 2)]);
+    let cut = &full[..full.len() - 30];
+    let (err, _) = bad("truncated.json", cut.as_bytes());
+    assert!(err.contains("truncated JSON") && err.contains(&format!("byte {}", cut.len())), "{err}");
+}
+
+#[test]
+fn truncated_gzip_is_named() {
+    let full = trace(&[kernel(10, 5, r#""stream":7,"#, 1)]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(full.as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    let (err, _) = bad("truncated.json.gz", &bytes[..bytes.len() / 2]);
+    assert!(err.contains("gzip") && err.contains("byte"), "{err}");
+}
+
+#[test]
+fn negative_duration_names_the_event() {
+    let t = trace(&[kernel(10, 5, r#""stream":7,"#, 1), kernel(20, -3, r#""stream":7,"#, 2)]);
+    let (err, _) = bad("negative.json", t.as_bytes());
+    assert!(err.contains("traceEvents[1]") && err.contains("negative duration"), "{err}");
+}
+
+#[test]
+fn event_on_an_unknown_stream_names_the_event() {
+    let stray = r#"{"ph":"X","cat":"kernel","name":"lost","pid":0,"tid":"stream ?","ts":30,"dur":2,"args":{}}"#;
+    let t = trace(&[kernel(10, 5, r#""stream":7,"#, 1), stray.to_owned()]);
+    let (err, _) = bad("stream.json", t.as_bytes());
+    assert!(err.contains("traceEvents[1]") && err.contains("unknown stream"), "{err}");
+}
+
+#[test]
+fn trace_without_gpu_events_is_an_error() {
+    let t = r#"{"traceEvents":[{"ph":"X","cat":"cpu_op","name":"aten::mm","pid":1,"tid":1,"ts":1,"dur":2}]}"#;
+    let (err, _) = bad("cpu-only.json", t.as_bytes());
+    assert!(err.contains("no GPU events"), "{err}");
+}
+
+#[test]
+fn dependency_cycle_names_an_event() {
+    // Stream 7 runs a1 then a2; stream 8 runs b1. cuda_sync records say b1
+    // waits for a2 and a1 waits for b1: a1 -> a2 -> b1 -> a1.
+    let rt = |name: &str, ts: u64, corr: u64| {
+        format!(
+            r#"{{"ph":"X","cat":"cuda_runtime","name":"{name}","pid":1,"tid":1,"ts":{ts},"dur":1,"args":{{"correlation":{corr}}}}}"#
+        )
+    };
+    let k = |name: &str, stream: u64, ts: u64, corr: u64| {
+        format!(
+            r#"{{"ph":"X","cat":"kernel","name":"{name}","pid":0,"tid":{stream},"ts":{ts},"dur":5,"args":{{"stream":{stream},"correlation":{corr}}}}}"#
+        )
+    };
+    let wait = |stream: u64, on: u64, record: u64, corr: u64| {
+        format!(
+            r#"{{"ph":"X","cat":"cuda_sync","name":"Stream Wait Event","pid":0,"tid":{stream},"ts":1,"dur":1,"args":{{"cuda_sync_kind":"Stream Wait Event","stream":{stream},"wait_on_stream":{on},"wait_on_cuda_event_record_corr_id":{record},"correlation":{corr}}}}}"#
+        )
+    };
+    let t = trace(&[
+        // b1 waits on the record after a2 (corr 13); a1 waits on the record after b1 (corr 23).
+        rt("cudaStreamWaitEvent", 5, 30),
+        wait(7, 8, 23, 30),
+        rt("cudaLaunchKernel", 10, 11),
+        k("a1", 7, 100, 11),
+        rt("cudaLaunchKernel", 12, 12),
+        k("a2", 7, 110, 12),
+        rt("cudaEventRecord", 14, 13),
+        rt("cudaStreamWaitEvent", 15, 31),
+        wait(8, 7, 13, 31),
+        rt("cudaLaunchKernel", 16, 21),
+        k("b1", 8, 120, 21),
+        rt("cudaEventRecord", 18, 23),
+    ]);
+    let (err, _) = bad("cycle.json", t.as_bytes());
+    assert!(err.contains("dependency cycle") && err.contains("traceEvents["), "{err}");
+}
