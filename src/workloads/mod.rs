@@ -335,7 +335,10 @@ pub fn model_summary(m: &moesim_models::ModelConfig) -> Map<String, Value> {
 
 /// A JSON number rounded to 9 significant digits (stable, readable text).
 pub fn num(v: f64) -> Value {
-    if v == 0.0 || !v.is_finite() {
+    if v == 0.0 {
+        return Value::from(0.0); // never `-0.0`
+    }
+    if !v.is_finite() {
         return Value::from(v);
     }
     let digits = 9 - (v.abs().log10().floor() as i32) - 1;
@@ -345,5 +348,19 @@ pub fn num(v: f64) -> Value {
         Value::from(rounded as i64)
     } else {
         Value::from(rounded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::num;
+
+    #[test]
+    fn numbers_are_rounded_and_never_negative_zero() {
+        assert_eq!(num(-0.0).to_string(), "0.0");
+        assert_eq!(num(0.0).to_string(), "0.0");
+        assert_eq!(num(1.234567891234).to_string(), "1.23456789");
+        assert_eq!(num(-1e-310).to_string(), "0");
+        assert_eq!(num(42.0).to_string(), "42");
     }
 }
