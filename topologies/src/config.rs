@@ -65,6 +65,10 @@ pub struct TopologyConfig {
     pub nvlink_gb_per_s: Option<f64>,
     pub nvlink_efficiency: Option<f64>,
     pub nvlink_latency_ns: Option<f64>,
+    /// NVLS (NVLink SHARP, in-switch reduction and multicast): the fraction
+    /// of the NVLink rate an NVLS collective moves data at. Absent: the
+    /// NVSwitch has no NVLS and `algorithm = "nvls"` is refused.
+    pub nvls_efficiency: Option<f64>,
     /// PCIe between GPU i and NIC i, per direction, GB/s.
     pub pcie_gb_per_s: Option<f64>,
     pub pcie_latency_ns: Option<f64>,
@@ -89,6 +93,9 @@ pub struct ClusterSpec {
     pub nvlink_bytes_per_s: f64,
     pub nvlink_efficiency: f64,
     pub nvlink_latency_ns: f64,
+    /// NVLS efficiency (see [`TopologyConfig::nvls_efficiency`]); `None`:
+    /// no NVLS.
+    pub nvls_efficiency: Option<f64>,
     pub pcie_bytes_per_s: f64,
     pub pcie_latency_ns: f64,
     pub ib_bytes_per_s: f64,
@@ -203,6 +210,7 @@ impl TopologyConfig {
             nvlink_gb_per_s: self.nvlink_gb_per_s.or(base.nvlink_gb_per_s),
             nvlink_efficiency: self.nvlink_efficiency.or(base.nvlink_efficiency),
             nvlink_latency_ns: self.nvlink_latency_ns.or(base.nvlink_latency_ns),
+            nvls_efficiency: self.nvls_efficiency.or(base.nvls_efficiency),
             pcie_gb_per_s: self.pcie_gb_per_s.or(base.pcie_gb_per_s),
             pcie_latency_ns: self.pcie_latency_ns.or(base.pcie_latency_ns),
             ib_gbit_per_s: self.ib_gbit_per_s.or(base.ib_gbit_per_s),
@@ -244,6 +252,7 @@ impl TopologyConfig {
             c.rate("nvlink_gb_per_s", Some(merged.nvlink_gb_per_s.unwrap_or(defaults.nvlink_gb_per_s)), GB_PER_S);
         let nvlink_efficiency = c.fraction("nvlink_efficiency", merged.nvlink_efficiency);
         let nvlink_latency_ns = c.latency("nvlink_latency_ns", merged.nvlink_latency_ns);
+        let nvls_efficiency = merged.nvls_efficiency.map(|v| c.fraction("nvls_efficiency", Some(v)));
         let pcie_gb_per_s = c.rate("pcie_gb_per_s", merged.pcie_gb_per_s, GB_PER_S);
         let pcie_latency_ns = c.latency("pcie_latency_ns", merged.pcie_latency_ns);
         let ib_gbit_per_s =
@@ -299,6 +308,7 @@ impl TopologyConfig {
             nvlink_bytes_per_s: nvlink_gb_per_s * 1e9,
             nvlink_efficiency,
             nvlink_latency_ns,
+            nvls_efficiency,
             pcie_bytes_per_s: pcie_gb_per_s * 1e9,
             pcie_latency_ns,
             ib_bytes_per_s: ib_gbit_per_s * 1e9 / 8.0,

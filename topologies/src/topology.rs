@@ -133,6 +133,18 @@ impl Topology {
     pub fn link(&self, e: EdgeIndex) -> &LinkSpec {
         &self.graph[e]
     }
+    /// GPU `rank`'s scale-up switch (its NVSwitch vertex) with the link up
+    /// to it and the link back down; `None` if it has none.
+    pub fn nvswitch_links(&self, rank: u32) -> Option<(NodeIndex, EdgeIndex, EdgeIndex)> {
+        use petgraph::visit::EdgeRef;
+        let v = self.gpu(rank);
+        let up = self
+            .graph
+            .edges_directed(v, Direction::Outgoing)
+            .find(|e| matches!(self.graph[e.target()], NodeKind::NvSwitch { .. }))?;
+        let down = self.graph.find_edge(up.target(), v)?;
+        Some((up.target(), up.id(), down))
+    }
     /// Display name of a vertex, e.g. `n3.gpu2`, `leaf.r1.4`.
     pub fn node_name(&self, v: NodeIndex) -> String {
         match self.graph[v] {
