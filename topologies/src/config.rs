@@ -173,6 +173,8 @@ const PRESETS: &[(&str, &str)] = &[
     ("h800-cluster", include_str!("../presets/h800-cluster.toml")),
     ("fat-tree", include_str!("../presets/fat-tree.toml")),
     ("multi-plane-fat-tree", include_str!("../presets/multi-plane-fat-tree.toml")),
+    ("nvl72", include_str!("../presets/nvl72.toml")),
+    ("cloudmatrix384", include_str!("../presets/cloudmatrix384.toml")),
 ];
 
 /// The most GPUs a topology may have (ranks are `u32`, and routing state
