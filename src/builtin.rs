@@ -8,6 +8,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("alltoall-512xh800", include_str!("../scenarios/alltoall-512xh800.toml")),
     ("deepep-combine-ep64", include_str!("../scenarios/deepep-combine-ep64.toml")),
     ("deepep-dispatch-ep64", include_str!("../scenarios/deepep-dispatch-ep64.toml")),
+    ("deepep-dispatch-ep72-nvl72", include_str!("../scenarios/deepep-dispatch-ep72-nvl72.toml")),
     ("deepep-dispatch-ep8", include_str!("../scenarios/deepep-dispatch-ep8.toml")),
     ("deepep-low-latency-ep256", include_str!("../scenarios/deepep-low-latency-ep256.toml")),
     ("deepseek-v3-chunk-256xh800", include_str!("../scenarios/deepseek-v3-chunk-256xh800.toml")),

@@ -114,6 +114,14 @@ impl Scenario {
 impl Scenario {
     /// Runs the scenario's workload to completion.
     pub fn run(&self, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
-        self.workload.run(&self.setup, options, observer)
+        let mut outcome = self.workload.run(&self.setup, options, observer)?;
+        // Every run says what rate each link class ran at, and where it came from.
+        if let Some(spec) = &self.setup.topology {
+            let mut notes: Vec<String> =
+                spec.used_link_classes().map(|c| format!("link rate: {}", c.describe())).collect();
+            notes.append(&mut outcome.notes);
+            outcome.notes = notes;
+        }
+        Ok(outcome)
     }
 }

@@ -266,3 +266,66 @@ fn deepep_normal_kernels_are_sm_bound_below_twenty_sms() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("workload.comm_sms") && stderr(&o).contains("at least 1"), "{}", stderr(&o));
 }
+
+#[test]
+fn every_run_notes_each_link_class_rate_and_an_overridden_rate_says_whose_efficiency_applies() {
+    let path = scenario_file("cli_link_rates", ALLREDUCE);
+    let p = path.to_str().unwrap();
+    let v = run_json(&[p]);
+    let notes: Vec<&str> = v["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert!(
+        notes.iter().any(|n| n.starts_with(
+            "link rate: nvlink 200.0 GB/s nominal (device) x 0.676 efficiency (preset h800-cluster) = 135.2 GB/s"
+        )),
+        "{notes:?}"
+    );
+    assert!(notes.iter().any(|n| n.contains("infiniband 400.0 Gb/s nominal (device NIC) x 0.905")), "{notes:?}");
+    assert!(!notes.iter().any(|n| n.contains("overrides")), "{notes:?}");
+    // Overriding the nominal rate keeps the preset's fitted efficiency, and says so.
+    let v = run_json(&[p, "--set", "topology.nvlink_gb_per_s=400"]);
+    let notes = v["notes"].to_string();
+    assert!(
+        notes.contains(
+            "topology.nvlink_gb_per_s overrides the nominal rate but the efficiency is still preset h800-cluster's"
+        ),
+        "{notes}"
+    );
+    // A `*_efficiency` beside it sets it.
+    let v = run_json(&[p, "--set", "topology.nvlink_gb_per_s=400", "--set", "topology.nvlink_efficiency=0.8"]);
+    let notes = v["notes"].to_string();
+    assert!(notes.contains("400.0 GB/s nominal (scenario) x 0.8 efficiency (scenario) = 320.0 GB/s"), "{notes}");
+    assert!(!notes.contains("overrides"), "{notes}");
+    // `moesim topology` prints the same lines.
+    let o = moesim(&["topology", p, "--set", "topology.ib_gbit_per_s=800"]);
+    let text = stdout(&o);
+    assert!(text.contains("infiniband 800.0 Gb/s nominal (scenario) x 0.905"), "{text}");
+    assert!(text.contains("topology.ib_gbit_per_s overrides"), "{text}");
+}
+
+#[test]
+fn ep72_dispatch_over_one_nvl72_domain_stays_on_nvlink_and_a_decode_unit_runs_there() {
+    // The built-in: 72 ranks on one NVL72 NVLink domain, no RDMA at all.
+    let v = run_json(&["deepep-dispatch-ep72-nvl72"]);
+    assert_eq!(v["rdma_bytes_per_rank"].as_f64(), Some(0.0));
+    assert_eq!(v["ib_bytes_per_rank"].as_f64(), Some(0.0));
+    assert!(v["nvlink_gb_per_s"].as_f64().unwrap() > 100.0, "{v}");
+    // DeepSeek-V3's 72-GPU decode unit on one NVL72 rack instead of 9
+    // 8-GPU nodes: the EP exchange never leaves NVLink, so TPOT drops.
+    let nvl = run_json(&["deepseek-v3-decode-72xh100", "--set", "topology.preset=nvl72", "--set", "topology.nodes=1"]);
+    let ib = run_json(&["deepseek-v3-decode-72xh100"]);
+    let (t_nvl, t_ib) = (nvl["tpot_ms"].as_f64().unwrap(), ib["tpot_ms"].as_f64().unwrap());
+    assert!(t_nvl < t_ib, "nvl72 {t_nvl} ms vs 9 nodes {t_ib} ms");
+    // And on CloudMatrix384 (384 NPUs, one UB domain): an all-to-all of all 384.
+    let v = run_json(&[
+        "alltoall-512xh800",
+        "--set",
+        "topology.preset=cloudmatrix384",
+        "--set",
+        "topology.nodes=1",
+        "--set",
+        "workload.ranks=384",
+        "--set",
+        "hardware.device=ascend-910c",
+    ]);
+    assert!(v["busbw_gb_per_s"].as_f64().unwrap() > 100.0, "{v}");
+}

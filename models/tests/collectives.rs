@@ -1,7 +1,9 @@
 //! Collectives and DeepEP-style dispatch/combine, lowered and run, against
 //! hand-computed times and byte counts.
 
-use moesim_models::network::collectives::{algorithm, bus_bandwidth_factor, CollectiveOp, CollectiveSpec};
+use moesim_models::network::collectives::{
+    algorithm, algorithm_with, bus_bandwidth_factor, choose, nccl, CollectiveOp, CollectiveSpec, Pipelining,
+};
 use moesim_models::network::moe_comm::{lower_moe_comm, MoeCommSpec, MoeKernel};
 use moesim_models::transformer::routing::MoePhase;
 use moesim_models::transformer::routing::Skew;
@@ -22,25 +24,46 @@ fn cluster(preset: &str, nodes: u32, eff: f64) -> Cluster {
 }
 
 fn run_collective(c: &Cluster, op: CollectiveOp, alg: &str, n: u32, bytes: f64) -> f64 {
+    run_piped(c, op, alg, n, bytes, Pipelining::default()).0
+}
+
+/// Runs a collective over ranks 0..n; returns its time (s) and its graph.
+fn run_piped(c: &Cluster, op: CollectiveOp, alg: &str, n: u32, bytes: f64, pipe: Pipelining) -> (f64, TaskGraph) {
     let mut g = TaskGraph::new();
     let streams: Vec<_> = (0..n).map(|r| g.add_stream(r, "comm")).collect();
     let spec = CollectiveSpec { op, group: (0..n).collect(), bytes };
-    algorithm(alg).unwrap().lower(c, &spec, &mut g, &streams, &vec![None; n as usize]).unwrap();
-    moesim_sim::run(&c.platform, &g, &EngineOptions::default(), &mut Quiet).unwrap().end.as_secs_f64()
+    algorithm_with(alg, pipe).unwrap().lower(c, &spec, &mut g, &streams, &vec![None; n as usize]).unwrap();
+    let t = moesim_sim::run(&c.platform, &g, &EngineOptions::default(), &mut Quiet).unwrap().end.as_secs_f64();
+    (t, g)
+}
+
+/// A cluster with an NVLS efficiency of `nvls`.
+fn nvls_cluster(preset: &str, nodes: u32, eff: f64, nvls: f64) -> Cluster {
+    let cfg = TopologyConfig {
+        preset: Some(preset.into()),
+        nodes: (preset != "h800-node").then_some(nodes),
+        nvlink_efficiency: Some(eff),
+        nvlink_latency_ns: Some(1000.0),
+        nvls_efficiency: Some(nvls),
+        ..Default::default()
+    };
+    let spec = cfg.resolve(LinkDefaults { nvlink_gb_per_s: 200.0, nic_gbit_per_s: 400.0 }).unwrap();
+    Cluster::new(moesim_topologies::build(&spec).unwrap(), DeviceSpec::preset("h800").unwrap(), 1)
 }
 
 #[test]
 fn ring_all_reduce_on_4_gpus_matches_the_hand_computation() {
     // NVLink 200 GB/s x 0.5 = 100 GB/s per direction, 1 us per hop (2 hops).
-    // Each of the 2(n-1) = 6 steps moves bytes/4 over disjoint links.
+    // Each of the 2(n-1) = 6 steps moves bytes/4 over disjoint links, after
+    // NCCL's ring base latency (8.4 us).
     let c = cluster("h800-node", 1, 0.5);
     let bytes = 4.0 * 100e6; // chunk = 100 MB -> 1 ms per step
     let t = run_collective(&c, CollectiveOp::AllReduce, "ring", 4, bytes);
-    let expected = 6.0 * (1e-3 + 2e-6);
+    let expected = nccl::RING_BASE_US * 1e-6 + 6.0 * (1e-3 + 2e-6);
     assert!((t - expected).abs() < 1e-9, "{t} vs {expected}");
     // reduce-scatter and all-gather are half of it.
     let t = run_collective(&c, CollectiveOp::ReduceScatter, "ring", 4, bytes);
-    assert!((t - 3.0 * (1e-3 + 2e-6)).abs() < 1e-9, "{t}");
+    assert!((t - 8.4e-6 - 3.0 * (1e-3 + 2e-6)).abs() < 1e-9, "{t}");
 }
 
 #[test]
@@ -68,7 +91,131 @@ fn bad_collectives_are_rejected() {
     let big = CollectiveSpec { op: CollectiveOp::AllReduce, group: vec![0, 9], bytes: 1.0 };
     let e = algorithm("ring").unwrap().lower(&c, &big, &mut g, &s, &[None, None]).unwrap_err();
     assert!(e.to_string().contains("rank 9"), "{e}");
-    assert!(algorithm("tree").err().unwrap().to_string().contains("direct, ring"));
+    assert!(algorithm("bogus").err().unwrap().to_string().contains("auto, direct, hierarchical, nvls, ring, tree"));
+    // NVLS needs one NVSwitch with NVLS; tree runs all-reduce only.
+    let two = cluster("h800-cluster", 2, 0.5);
+    let mut g = TaskGraph::new();
+    let s: Vec<_> = (0..16).map(|r| g.add_stream(r, "c")).collect();
+    let across = CollectiveSpec { op: CollectiveOp::AllReduce, group: (0..16).collect(), bytes: 1e6 };
+    let e = algorithm("nvls").unwrap().lower(&two, &across, &mut g, &s, &[None; 16]).unwrap_err();
+    assert!(e.to_string().contains("one NVSwitch domain"), "{e}");
+    let none = cluster("h800-node", 1, 0.5); // this helper's table sets no nvls_efficiency over the preset's
+    assert!(none.topology.spec.as_ref().unwrap().nvls_efficiency.is_some());
+    let rs = CollectiveSpec { op: CollectiveOp::ReduceScatter, group: (0..16).collect(), bytes: 1e6 };
+    let e = algorithm("tree").unwrap().lower(&two, &rs, &mut g, &s, &[None; 16]).unwrap_err();
+    assert!(e.to_string().contains("all-reduce only"), "{e}");
+}
+
+#[test]
+fn nvls_all_reduce_moves_n_plus_1_over_n_per_direction_and_pipelines_its_phases() {
+    // 4 GPUs, links 100 GB/s, NVLS at 0.5 of it, 1 us per hop, 400 MB.
+    // Unpipelined (one chunk): the reduce sends every copy of each shard up
+    // (4 x 100 MB / 0.5 = 800 MB per up-link: 8 ms), then the multicast sends
+    // every shard down (8 ms); each phase two hops; NCCL's NVLS latency first.
+    let c = nvls_cluster("h800-node", 1, 0.5, 0.5);
+    let one = Pipelining { chunk_bytes: 1e12, in_flight: 1 };
+    let (t, _) = run_piped(&c, CollectiveOp::AllReduce, "nvls", 4, 400e6, one);
+    let expected = nccl::NVLS_US * 1e-6 + 2.0 * (8e-3 + 2e-6);
+    assert!((t - expected).abs() < 1e-8, "{t} vs {expected}");
+    // Pipelined, both directions carry (n + 1)/n x 400 MB / 0.5 = 1 GB: 10 ms
+    // plus about one chunk's fill.
+    let (t, _) = run_piped(&c, CollectiveOp::AllReduce, "nvls", 4, 400e6, Pipelining::default());
+    assert!((10.0e-3..10.6e-3).contains(&(t - 25e-6)), "{t}");
+    // Against the ring's 2(n - 1)/n = 1.5 x 400 MB at 100 GB/s = 6 ms: NVLS at
+    // 0.5 efficiency loses; at 0.9 it moves 1.25 x 400 MB / 0.9 in 5.6 ms and wins.
+    let ring = run_collective(&c, CollectiveOp::AllReduce, "ring", 4, 400e6);
+    assert!(ring < t);
+    let fast = nvls_cluster("h800-node", 1, 0.5, 0.9);
+    let (t9, _) = run_piped(&fast, CollectiveOp::AllReduce, "nvls", 4, 400e6, Pipelining::default());
+    assert!(t9 < ring && t9 > 5.55e-3, "{t9} vs ring {ring}");
+}
+
+#[test]
+fn nvls_reduce_scatter_and_all_gather_are_its_two_halves() {
+    let c = nvls_cluster("h800-node", 1, 0.5, 0.5);
+    let one = Pipelining { chunk_bytes: 1e12, in_flight: 1 };
+    for op in [CollectiveOp::ReduceScatter, CollectiveOp::AllGather] {
+        let (t, _) = run_piped(&c, op, "nvls", 4, 400e6, one);
+        assert!((t - 25e-6 - 8e-3 - 2e-6).abs() < 1e-8, "{op:?}: {t}");
+    }
+}
+
+#[test]
+fn tree_all_reduce_pipelines_up_and_down_its_chain() {
+    // One node: each tree is a chain of 4 carrying half the data. On an
+    // NVSwitch each GPU's one uplink carries all it sends: per tree its
+    // partial sum up and the result down (S/2 each), so 2S over both trees
+    // (a ring: 1.5 S). 400 MB at 100 GB/s: 8 ms plus the pipeline's fill.
+    let c = cluster("h800-node", 1, 0.5);
+    let pipe = Pipelining { chunk_bytes: 1e6, in_flight: 4 };
+    let (t, _) = run_piped(&c, CollectiveOp::AllReduce, "tree", 4, 400e6, pipe);
+    assert!((8.0e-3..8.6e-3).contains(&(t - nccl::TREE_BASE_US * 1e-6)), "{t}");
+    // One chunk cannot overlap the hops: 3 hops up then 3 down, sharing links.
+    let one = Pipelining { chunk_bytes: 1e12, in_flight: 1 };
+    let (coarse, _) = run_piped(&c, CollectiveOp::AllReduce, "tree", 4, 400e6, one);
+    assert!(coarse > 1.3 * t, "{coarse} vs {t}");
+}
+
+#[test]
+fn hierarchical_all_reduce_crosses_the_network_with_one_nth_of_the_buffer_per_gpu() {
+    // 2 nodes x 8: intra-node reduce-scatter, a 2-GPU all-reduce of 1/8 of
+    // the buffer per rail, intra-node all-gather. Each GPU puts 2(N-1)/N x
+    // S/8 = S/8 on the network (a flat ring puts 2(n-1)/n x S/n per GPU on
+    // its ring edge, but only the 2 node-crossing edges use IB).
+    let c = cluster("h800-cluster", 2, 0.676);
+    let bytes = 64e6;
+    let (t, g) = run_piped(&c, CollectiveOp::AllReduce, "hierarchical", 16, bytes, Pipelining::default());
+    let ib = bytes_over(&c, &g, LinkKind::InfiniBand);
+    assert!((ib - 16.0 * bytes / 8.0).abs() < 1.0, "{ib}");
+    // Every rail's all-reduce runs in parallel over its own NIC: faster than a
+    // flat ring bound by one NIC per GPU.
+    let ring = run_collective(&c, CollectiveOp::AllReduce, "ring", 16, bytes);
+    assert!(t < ring, "{t} vs ring {ring}");
+}
+
+#[test]
+fn hierarchical_all_to_all_aggregates_per_remote_node() {
+    // 2 nodes x 8: the same bytes leave each node as in a direct all-to-all,
+    // in one flow per (GPU, remote node) instead of one per remote GPU.
+    let c = cluster("h800-cluster", 2, 0.676);
+    let bytes = 16e6;
+    let (_, h) = run_piped(&c, CollectiveOp::AllToAll, "hierarchical", 16, bytes, Pipelining::default());
+    let mut d = TaskGraph::new();
+    let streams: Vec<_> = (0..16).map(|r| d.add_stream(r, "comm")).collect();
+    let spec = CollectiveSpec { op: CollectiveOp::AllToAll, group: (0..16).collect(), bytes };
+    algorithm("direct").unwrap().lower(&c, &spec, &mut d, &streams, &[None; 16]).unwrap();
+    let (ib_h, ib_d) = (bytes_over(&c, &h, LinkKind::InfiniBand), bytes_over(&c, &d, LinkKind::InfiniBand));
+    assert!((ib_h - ib_d).abs() < 1.0, "{ib_h} vs {ib_d}");
+    let ib_flows = |g: &TaskGraph| {
+        let is =
+            |l: &LinkId| c.topology.link(petgraph::graph::EdgeIndex::new(l.0 as usize)).kind == LinkKind::InfiniBand;
+        g.flows().iter().filter(|f| g.path(f.path).iter().any(is)).count()
+    };
+    assert_eq!(ib_flows(&h), 16);
+    assert_eq!(ib_flows(&d), 16 * 8);
+}
+
+#[test]
+fn auto_chooses_as_nccls_cost_model_does() {
+    // One NVSwitch with NVLS: NVLS (25 us latency vs the ring's 56 us, and
+    // (n + 1)/n instead of 2(n - 1)/n of the buffer per link).
+    let node = nvls_cluster("h800-node", 1, 0.676, 0.85);
+    let spec = |n: u32, bytes: f64| CollectiveSpec { op: CollectiveOp::AllReduce, group: (0..n).collect(), bytes };
+    assert_eq!(choose(&node, &spec(8, 64.0 * 1048576.0)), "nvls");
+    // Without NVLS: the ring.
+    let cfg = TopologyConfig { preset: Some("h800-node".into()), ..Default::default() };
+    let mut spec_no = cfg.resolve(LinkDefaults { nvlink_gb_per_s: 200.0, nic_gbit_per_s: 400.0 }).unwrap();
+    spec_no.nvls_efficiency = None;
+    let plain = Cluster::new(moesim_topologies::build(&spec_no).unwrap(), DeviceSpec::preset("h800").unwrap(), 1);
+    assert_eq!(choose(&plain, &spec(8, 64.0 * 1048576.0)), "ring");
+    // 16 nodes: the tree's log-depth latency wins small buffers, the ring's
+    // bandwidth large ones (crossover near 260 MB here).
+    let big = cluster("h800-cluster", 16, 0.676);
+    assert_eq!(choose(&big, &spec(128, 1048576.0)), "tree");
+    assert_eq!(choose(&big, &spec(128, 1e9)), "ring");
+    // All-to-all is point to point.
+    let a2a = CollectiveSpec { op: CollectiveOp::AllToAll, group: (0..8).collect(), bytes: 1e6 };
+    assert_eq!(choose(&node, &a2a), "direct");
 }
 
 fn dispatch(

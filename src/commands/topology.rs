@@ -53,6 +53,9 @@ pub fn execute(args: TopologyArgs) -> Result<ExitCode, AppError> {
                 "  bisection                {:.1} Tb/s per direction (nominal)",
                 s.bisection_bytes_per_s * 8.0 / 1e12
             );
+            for class in &s.link_classes {
+                println!("  link rate                {}", class.describe());
+            }
             if let Some(p) = &dot {
                 println!("  wrote {}", p.display());
             }

@@ -1,7 +1,7 @@
 //! `kind = "collective"`: one collective over `ranks` GPUs, reported as time,
 //! algorithm bandwidth and bus bandwidth (nccl-tests' definitions).
 
-use moesim_models::network::collectives::{self, CollectiveOp, CollectiveSpec};
+use moesim_models::network::collectives::{self, CollectiveOp, CollectiveSpec, Pipelining};
 use moesim_sim::{Observer, TaskGraph};
 use moesim_topologies::ConfigProblem;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use super::{
 use crate::setup::Setup;
 
 fn default_algorithm() -> String {
-    "ring".into()
+    "auto".into()
 }
 
 /// The `[workload]` table of a collective.
@@ -28,8 +28,15 @@ pub struct CollectiveWorkload {
     /// nccl-tests' size: the buffer (all-reduce), output (all-gather), input
     /// (reduce-scatter) or per-rank send total (all-to-all), in bytes.
     pub bytes: f64,
+    /// One of `collectives::ALGORITHMS`; `auto` picks as NCCL's cost model
+    /// does.
     #[serde(default = "default_algorithm")]
     pub algorithm: String,
+    /// Pipelined algorithms (tree, nvls): bytes per chunk (default NCCL's
+    /// Simple slice, 1 MiB).
+    pub chunk_bytes: Option<f64>,
+    /// Pipelined algorithms: chunks each member keeps in flight (default 4).
+    pub chunks_in_flight: Option<u32>,
 }
 
 impl Workload for CollectiveWorkload {
@@ -45,6 +52,18 @@ impl Workload for CollectiveWorkload {
         }
         if !(self.bytes.is_finite() && self.bytes > 0.0) {
             out.push(problem("workload.bytes", format!("expected a positive number of bytes, found {}", self.bytes)));
+        }
+        if let Some(b) = self.chunk_bytes.filter(|b| !(b.is_finite() && *b >= 1.0)) {
+            out.push(problem("workload.chunk_bytes", format!("expected a number of bytes ≥ 1, found {b}")));
+        }
+        if self.chunks_in_flight == Some(0) {
+            out.push(problem("workload.chunks_in_flight", "expected an integer ≥ 1, found 0".into()));
+        }
+        if !collectives::ALGORITHMS.contains(&self.algorithm.as_str()) {
+            out.push(problem(
+                "workload.algorithm",
+                format!("expected one of {}, found \"{}\"", collectives::ALGORITHMS.join(", "), self.algorithm),
+            ));
         }
         check_ranks(self.ranks, topology, &mut out);
         out
@@ -67,8 +86,30 @@ impl Workload for CollectiveWorkload {
 
     fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
         let cluster = build_cluster(setup)?;
-        let algorithm = collectives::algorithm(&self.algorithm).map_err(|e| model_failure(setup, e))?;
+        let defaults = Pipelining::default();
+        let pipe = Pipelining {
+            chunk_bytes: self.chunk_bytes.unwrap_or(defaults.chunk_bytes),
+            in_flight: self.chunks_in_flight.map_or(defaults.in_flight, |k| k as usize),
+        };
         let spec = CollectiveSpec { op: self.op, group: (0..self.ranks).collect(), bytes: self.bytes };
+        let mut notes = Vec::new();
+        let name = if self.algorithm == "auto" {
+            let estimates = collectives::estimates(&cluster, &spec);
+            let chosen = collectives::choose(&cluster, &spec);
+            if estimates.iter().any(|e| e.time_us.is_finite()) {
+                let list: Vec<String> =
+                    estimates.iter().map(|e| format!("{} {:.1} us", e.algorithm, e.time_us)).collect();
+                notes.push(format!(
+                    "algorithm auto chose {chosen}: NCCL's cost model (tuning.cc, Simple protocol) on this \
+                     topology's effective link rates estimates {}",
+                    list.join(", ")
+                ));
+            }
+            chosen
+        } else {
+            self.algorithm.as_str()
+        };
+        let algorithm = collectives::algorithm_with(name, pipe).map_err(|e| model_failure(setup, e))?;
         let mut graph = TaskGraph::new();
         let streams: Vec<_> = (0..self.ranks).map(|r| graph.add_stream(r, "comm")).collect();
         let after = vec![None; self.ranks as usize];
@@ -85,6 +126,6 @@ impl Workload for CollectiveWorkload {
         metrics.insert("time_us".into(), num(time_s * 1e6));
         metrics.insert("algbw_gb_per_s".into(), num(algbw));
         metrics.insert("busbw_gb_per_s".into(), num(busbw));
-        Ok(Outcome { metrics, notes: Vec::new(), graph, platform, result, figures: Vec::new(), files: Vec::new() })
+        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
     }
 }

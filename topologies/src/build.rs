@@ -102,7 +102,7 @@ impl Wiring {
             pcie: LinkSpec {
                 kind: LinkKind::Pcie,
                 nominal_bytes_per_s: spec.pcie_bytes_per_s,
-                efficiency: 1.0,
+                efficiency: spec.pcie_efficiency,
                 latency_ns: spec.pcie_latency_ns,
             },
             ib: LinkSpec {

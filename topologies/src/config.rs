@@ -2,7 +2,7 @@
 //! optional, unknown keys rejected), preset files of the same shape, and the
 //! resolved `ClusterSpec` the builders take.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// One problem with a configuration value, found after parsing.
@@ -65,9 +65,15 @@ pub struct TopologyConfig {
     pub nvlink_gb_per_s: Option<f64>,
     pub nvlink_efficiency: Option<f64>,
     pub nvlink_latency_ns: Option<f64>,
+    /// NVLS (NVLink SHARP, in-switch reduction and multicast): the fraction
+    /// of the NVLink rate an NVLS collective moves data at. Absent: the
+    /// NVSwitch has no NVLS and `algorithm = "nvls"` is refused.
+    pub nvls_efficiency: Option<f64>,
     /// PCIe between GPU i and NIC i, per direction, GB/s.
     pub pcie_gb_per_s: Option<f64>,
     pub pcie_latency_ns: Option<f64>,
+    /// Fraction of the PCIe rate a bulk transfer achieves (default 1).
+    pub pcie_efficiency: Option<f64>,
     /// NIC and switch-port rate, Gb/s (default: the device's NIC).
     pub ib_gbit_per_s: Option<f64>,
     pub ib_efficiency: Option<f64>,
@@ -89,13 +95,76 @@ pub struct ClusterSpec {
     pub nvlink_bytes_per_s: f64,
     pub nvlink_efficiency: f64,
     pub nvlink_latency_ns: f64,
+    /// NVLS efficiency (see [`TopologyConfig::nvls_efficiency`]); `None`:
+    /// no NVLS.
+    pub nvls_efficiency: Option<f64>,
     pub pcie_bytes_per_s: f64,
     pub pcie_latency_ns: f64,
+    pub pcie_efficiency: f64,
     pub ib_bytes_per_s: f64,
     pub ib_efficiency: f64,
     pub ib_latency_ns: f64,
     pub switch_radix: u32,
     pub k: u32,
+    /// Each link class's nominal rate and efficiency with where they came
+    /// from, for `moesim topology` and every run's notes.
+    pub link_classes: Vec<LinkClassRate>,
+}
+
+impl ClusterSpec {
+    /// The link classes its builder wires (a single node has no network).
+    pub fn used_link_classes(&self) -> impl Iterator<Item = &LinkClassRate> {
+        let node = self.kind == TopologyKind::Node;
+        self.link_classes.iter().filter(move |c| !(node && c.class == "infiniband"))
+    }
+}
+
+/// One link class's rate: nominal x efficiency, and where each came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LinkClassRate {
+    /// `nvlink`, `pcie` or `infiniband`.
+    pub class: &'static str,
+    /// Nominal rate per direction, bytes/s.
+    pub nominal_bytes_per_s: f64,
+    pub efficiency: f64,
+    /// nominal x efficiency, bytes/s.
+    pub effective_bytes_per_s: f64,
+    /// `device`, `preset <name>` or `scenario` (`topology.<key>`).
+    pub rate_from: String,
+    /// `preset <name>`, `scenario` or `default`.
+    pub efficiency_from: String,
+    /// The scenario overrides the nominal rate but keeps the preset's
+    /// efficiency (fitted at the preset's own rate).
+    pub efficiency_kept_from_preset: bool,
+}
+
+impl LinkClassRate {
+    /// One line: `nvlink 450.0 GB/s nominal (device) x 0.676 (preset h800-node) = 304.2 GB/s effective per direction`.
+    pub fn describe(&self) -> String {
+        let (scale, unit) = if self.class == "infiniband" { (8e-9, "Gb/s") } else { (1e-9, "GB/s") };
+        let mut line = format!(
+            "{} {:.1} {unit} nominal ({}) x {} efficiency ({}) = {:.1} {unit} effective per direction",
+            self.class,
+            self.nominal_bytes_per_s * scale,
+            self.rate_from,
+            self.efficiency,
+            self.efficiency_from,
+            self.effective_bytes_per_s * scale
+        );
+        if self.efficiency_kept_from_preset {
+            let (rate, eff) = match self.class {
+                "nvlink" => ("nvlink_gb_per_s", "nvlink_efficiency"),
+                "pcie" => ("pcie_gb_per_s", "pcie_efficiency"),
+                _ => ("ib_gbit_per_s", "ib_efficiency"),
+            };
+            line.push_str(&format!(
+                "; topology.{rate} overrides the nominal rate but the efficiency is still {}'s, fitted at its own \
+                 rate: set topology.{eff} beside it if this link reaches another fraction",
+                self.efficiency_from
+            ));
+        }
+        line
+    }
 }
 
 /// The embedded presets: name and TOML text.
@@ -104,6 +173,8 @@ const PRESETS: &[(&str, &str)] = &[
     ("h800-cluster", include_str!("../presets/h800-cluster.toml")),
     ("fat-tree", include_str!("../presets/fat-tree.toml")),
     ("multi-plane-fat-tree", include_str!("../presets/multi-plane-fat-tree.toml")),
+    ("nvl72", include_str!("../presets/nvl72.toml")),
+    ("cloudmatrix384", include_str!("../presets/cloudmatrix384.toml")),
 ];
 
 /// The most GPUs a topology may have (ranks are `u32`, and routing state
@@ -203,8 +274,10 @@ impl TopologyConfig {
             nvlink_gb_per_s: self.nvlink_gb_per_s.or(base.nvlink_gb_per_s),
             nvlink_efficiency: self.nvlink_efficiency.or(base.nvlink_efficiency),
             nvlink_latency_ns: self.nvlink_latency_ns.or(base.nvlink_latency_ns),
+            nvls_efficiency: self.nvls_efficiency.or(base.nvls_efficiency),
             pcie_gb_per_s: self.pcie_gb_per_s.or(base.pcie_gb_per_s),
             pcie_latency_ns: self.pcie_latency_ns.or(base.pcie_latency_ns),
+            pcie_efficiency: self.pcie_efficiency.or(base.pcie_efficiency),
             ib_gbit_per_s: self.ib_gbit_per_s.or(base.ib_gbit_per_s),
             ib_efficiency: self.ib_efficiency.or(base.ib_efficiency),
             ib_latency_ns: self.ib_latency_ns.or(base.ib_latency_ns),
@@ -244,8 +317,10 @@ impl TopologyConfig {
             c.rate("nvlink_gb_per_s", Some(merged.nvlink_gb_per_s.unwrap_or(defaults.nvlink_gb_per_s)), GB_PER_S);
         let nvlink_efficiency = c.fraction("nvlink_efficiency", merged.nvlink_efficiency);
         let nvlink_latency_ns = c.latency("nvlink_latency_ns", merged.nvlink_latency_ns);
+        let nvls_efficiency = merged.nvls_efficiency.map(|v| c.fraction("nvls_efficiency", Some(v)));
         let pcie_gb_per_s = c.rate("pcie_gb_per_s", merged.pcie_gb_per_s, GB_PER_S);
         let pcie_latency_ns = c.latency("pcie_latency_ns", merged.pcie_latency_ns);
+        let pcie_efficiency = c.fraction("pcie_efficiency", Some(merged.pcie_efficiency.unwrap_or(1.0)));
         let ib_gbit_per_s =
             c.rate("ib_gbit_per_s", Some(merged.ib_gbit_per_s.unwrap_or(defaults.nic_gbit_per_s)), GBIT_PER_S);
         let ib_efficiency = c.fraction("ib_efficiency", merged.ib_efficiency);
@@ -291,6 +366,60 @@ impl TopologyConfig {
         if !c.problems.is_empty() {
             return Err(TopologyError::Invalid { problems: c.problems });
         }
+        let base = self.preset.as_deref().map(Self::preset).transpose()?.unwrap_or_default();
+        let preset = format!("preset {name}");
+        let class = |class: &'static str,
+                     nominal: f64,
+                     efficiency: f64,
+                     ours: (Option<f64>, Option<f64>),
+                     theirs: (Option<f64>, Option<f64>),
+                     default_rate: &str| {
+            let rate_from = match (ours.0, theirs.0) {
+                (Some(_), _) => "scenario".to_owned(),
+                (None, Some(_)) => preset.clone(),
+                (None, None) => default_rate.to_owned(),
+            };
+            let efficiency_from = match (ours.1, theirs.1) {
+                (Some(_), _) => "scenario".to_owned(),
+                (None, Some(_)) => preset.clone(),
+                (None, None) => "default".to_owned(),
+            };
+            LinkClassRate {
+                class,
+                nominal_bytes_per_s: nominal,
+                efficiency,
+                effective_bytes_per_s: nominal * efficiency,
+                rate_from,
+                efficiency_kept_from_preset: ours.0.is_some() && ours.1.is_none() && theirs.1.is_some(),
+                efficiency_from,
+            }
+        };
+        let link_classes = vec![
+            class(
+                "nvlink",
+                nvlink_gb_per_s * 1e9,
+                nvlink_efficiency,
+                (self.nvlink_gb_per_s, self.nvlink_efficiency),
+                (base.nvlink_gb_per_s, base.nvlink_efficiency),
+                "device",
+            ),
+            class(
+                "pcie",
+                pcie_gb_per_s * 1e9,
+                pcie_efficiency,
+                (self.pcie_gb_per_s, self.pcie_efficiency),
+                (base.pcie_gb_per_s, base.pcie_efficiency),
+                "device",
+            ),
+            class(
+                "infiniband",
+                ib_gbit_per_s * 1e9 / 8.0,
+                ib_efficiency,
+                (self.ib_gbit_per_s, self.ib_efficiency),
+                (base.ib_gbit_per_s, base.ib_efficiency),
+                "device NIC",
+            ),
+        ];
         Ok(ClusterSpec {
             name,
             kind: kind.expect("checked above"),
@@ -299,13 +428,16 @@ impl TopologyConfig {
             nvlink_bytes_per_s: nvlink_gb_per_s * 1e9,
             nvlink_efficiency,
             nvlink_latency_ns,
+            nvls_efficiency,
             pcie_bytes_per_s: pcie_gb_per_s * 1e9,
             pcie_latency_ns,
+            pcie_efficiency,
             ib_bytes_per_s: ib_gbit_per_s * 1e9 / 8.0,
             ib_efficiency,
             ib_latency_ns,
             switch_radix,
             k,
+            link_classes,
         })
     }
 }

@@ -13,7 +13,8 @@ pub mod topology;
 
 pub use build::build;
 pub use config::{
-    show_number, ClusterSpec, ConfigProblem, LinkDefaults, Plausible, TopologyConfig, TopologyError, TopologyKind,
+    show_number, ClusterSpec, ConfigProblem, LinkClassRate, LinkDefaults, Plausible, TopologyConfig, TopologyError,
+    TopologyKind,
 };
 pub use petgraph::graph::{EdgeIndex, NodeIndex};
 pub use route::Router;

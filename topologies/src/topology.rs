@@ -115,6 +115,9 @@ pub struct TopologySummary {
     /// x `gpu_nvlink_bytes_per_s`; a hand-built graph (no spec) is taken as
     /// non-blocking.
     pub bisection_bytes_per_s: f64,
+    /// Nominal rate x efficiency of each link class the graph has, with
+    /// where each value came from (empty for a hand-built graph).
+    pub link_classes: Vec<crate::config::LinkClassRate>,
 }
 
 impl Topology {
@@ -132,6 +135,27 @@ impl Topology {
     }
     pub fn link(&self, e: EdgeIndex) -> &LinkSpec {
         &self.graph[e]
+    }
+    /// GPU `rank`'s scale-up switch (its NVSwitch vertex) with the link up
+    /// to it and the link back down; `None` if it has none.
+    pub fn nvswitch_links(&self, rank: u32) -> Option<(NodeIndex, EdgeIndex, EdgeIndex)> {
+        use petgraph::visit::EdgeRef;
+        let v = self.gpu(rank);
+        let up = self
+            .graph
+            .edges_directed(v, Direction::Outgoing)
+            .find(|e| matches!(self.graph[e.target()], NodeKind::NvSwitch { .. }))?;
+        let down = self.graph.find_edge(up.target(), v)?;
+        Some((up.target(), up.id(), down))
+    }
+    /// The spec's link classes that this graph has links of.
+    pub fn link_classes(&self) -> Vec<crate::config::LinkClassRate> {
+        let Some(spec) = &self.spec else { return Vec::new() };
+        spec.link_classes
+            .iter()
+            .filter(|c| self.graph.edge_weights().any(|l| l.kind.as_str() == c.class))
+            .cloned()
+            .collect()
     }
     /// Display name of a vertex, e.g. `n3.gpu2`, `leaf.r1.4`.
     pub fn node_name(&self, v: NodeIndex) -> String {
@@ -247,6 +271,7 @@ impl Topology {
             gpu_nvlink_bytes_per_s: nvlink,
             gpu_network_bytes_per_s: network,
             bisection_bytes_per_s: bisection,
+            link_classes: self.link_classes(),
         }
     }
 }

@@ -1,14 +1,42 @@
-//! Collective algorithms lowered to flows in a `TaskGraph`.
+//! Collective algorithms lowered to flows in a `TaskGraph`, as NCCL runs them.
 //!
 //! An algorithm is a [`CollectiveAlgorithm`] (the open extension point):
-//! `ring` (reduce-scatter, all-gather, all-reduce = reduce-scatter then
-//! all-gather, and send/recv) and `direct` (all-to-all, and the same
-//! send/recv). Sizes follow nccl-tests: all-reduce the buffer, all-gather the
-//! output, reduce-scatter the input, all-to-all the total each rank sends
-//! (its own slice included). Reduction arithmetic is not costed: it hides
-//! under the transfer on every GPU this models.
+//!
+//! - `ring`: reduce-scatter, all-gather, all-reduce (= reduce-scatter then
+//!   all-gather) step by step around the group, and send/recv;
+//! - `tree`: NCCL's double binary tree for all-reduce (chains inside a node,
+//!   binary trees over the nodes, half the data on each of two trees whose
+//!   inner nodes differ), reduce up and broadcast down, pipelined by chunks;
+//! - `nvls`: NVLink SHARP on an NVSwitch (all-reduce, reduce-scatter,
+//!   all-gather): each member's shard is reduced in the switch
+//!   (`multimem.ld_reduce`: every GPU sends its copy of the shard up once, the
+//!   owner receives the sum once) and multicast back (`multimem.st`: the
+//!   owner sends it once, the switch delivers it to every GPU), the two
+//!   phases pipelined by chunks, at the topology's `nvls_efficiency` of the
+//!   link rate;
+//! - `hierarchical`: all-reduce as an intra-node reduce-scatter (NVLS where
+//!   the node has it, else ring), an inter-node all-reduce of each shard
+//!   among the GPUs of the same local index (ring), and an intra-node
+//!   all-gather; all-to-all as an intra-node exchange to the GPU of the
+//!   destination's local index, then one aggregated transfer per remote node
+//!   over that GPU's own NIC;
+//! - `direct`: all-to-all and send/recv, every pair at once;
+//! - `auto`: the one NCCL's cost model picks (see [`choose`]).
+//!
+//! Pipelined algorithms cut the data into chunks ([`Pipelining`]) and keep
+//! several chunks in flight per member (one stream per slot), so a chunk's
+//! latency hides under the next one's transfer. NCCL's fixed per-kernel
+//! latencies ([`nccl`]) are a delay before the first transfer; per-hop
+//! latencies come from the links.
+//!
+//! Sizes follow nccl-tests: all-reduce the buffer, all-gather the output,
+//! reduce-scatter the input, all-to-all the total each rank sends (its own
+//! slice included). Reduction arithmetic is not costed: it hides under the
+//! transfer on every GPU this models (and in the switch for NVLS, at the
+//! efficiency above).
 
-use moesim_sim::{Flow, StreamId, TaskGraph, TaskId};
+use moesim_sim::{Flow, PathId, SimDuration, StreamId, TaskGraph, TaskId};
+use moesim_topologies::EdgeIndex;
 use serde::Deserialize;
 
 use crate::error::ModelError;
@@ -47,6 +75,69 @@ pub struct CollectiveSpec {
     pub bytes: f64,
 }
 
+/// NCCL's published model constants (Simple protocol), from
+/// NVIDIA/nccl `src/graph/tuning.cc` (`ncclTunerConstantsDefaults`,
+/// `nvlsEfficiency`, `ncclTopoTuneModel`) and `src/include/device.h`
+/// (`NCCL_STEPS`, `ALLREDUCE_SLICESTEPS`) with the default 4 MiB
+/// `NCCL_BUFFSIZE`. moesim uses the latencies as each kernel's fixed cost,
+/// and all of them in [`choose`]'s estimate.
+pub mod nccl {
+    /// `baseLatencies[Ring][Simple]`, µs.
+    pub const RING_BASE_US: f64 = 8.4;
+    /// `baseLatencies[Tree][Simple]`, µs.
+    pub const TREE_BASE_US: f64 = 6.8;
+    /// `hwLatencies[NVLINK][NVLS][Simple]` (its base latency is 0), µs: the
+    /// whole NVLS kernel's latency in NCCL's model.
+    pub const NVLS_US: f64 = 25.0;
+    /// `hwLatencies[NVLINK][Ring][Simple]`, µs per step.
+    pub const RING_NVLINK_STEP_US: f64 = 3.4;
+    /// `hwLatencies[NET][Ring][Simple]`, µs per inter-node step.
+    pub const RING_NET_STEP_US: f64 = 14.0;
+    /// `hwLatencies[NVLINK][Tree][Simple]`, µs per hop of an intra-node chain.
+    pub const TREE_NVLINK_STEP_US: f64 = 4.0;
+    /// `hwLatencies[NET][Tree][Simple]`, µs per tree level between nodes.
+    pub const TREE_NET_STEP_US: f64 = 14.0;
+    /// Tree all-reduce bandwidth refinement (`busBw * .92`).
+    pub const TREE_BW_FACTOR: f64 = 0.92;
+    /// Simple slice: 4 MiB buffer / `NCCL_STEPS` (8) x `ALLREDUCE_SLICESTEPS` (2).
+    pub const SLICE_BYTES: f64 = 1_048_576.0;
+    /// Slices in flight per connection: `NCCL_STEPS` / `ALLREDUCE_SLICESTEPS`.
+    pub const SLICES_IN_FLIGHT: usize = 4;
+}
+
+/// How a pipelined algorithm cuts its data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pipelining {
+    /// Bytes per chunk (per member and tree for `tree`, of the whole buffer
+    /// for `nvls`); the chunk count is capped at [`Pipelining::MAX_CHUNKS`],
+    /// so very large collectives use larger chunks.
+    pub chunk_bytes: f64,
+    /// Chunks a member keeps in flight at once.
+    pub in_flight: usize,
+}
+
+impl Pipelining {
+    /// Bounds the task count of one collective.
+    pub const MAX_CHUNKS: usize = 64;
+
+    /// How many chunks `bytes` makes.
+    pub fn chunks(&self, bytes: f64) -> usize {
+        let n = (bytes / self.chunk_bytes.max(1.0)).ceil();
+        if n.is_finite() {
+            (n as usize).clamp(1, Self::MAX_CHUNKS)
+        } else {
+            Self::MAX_CHUNKS
+        }
+    }
+}
+
+impl Default for Pipelining {
+    /// NCCL's Simple slice and slices in flight (see [`nccl`]).
+    fn default() -> Self {
+        Pipelining { chunk_bytes: nccl::SLICE_BYTES, in_flight: nccl::SLICES_IN_FLIGHT }
+    }
+}
+
 /// A way to run a collective as tasks and flows.
 pub trait CollectiveAlgorithm {
     fn name(&self) -> &'static str;
@@ -63,13 +154,22 @@ pub trait CollectiveAlgorithm {
 }
 
 /// The algorithms by name.
-pub const ALGORITHMS: &[&str] = &["direct", "ring"];
+pub const ALGORITHMS: &[&str] = &["auto", "direct", "hierarchical", "nvls", "ring", "tree"];
 
-/// Looks an algorithm up by name.
+/// Looks an algorithm up by name, with NCCL's default pipelining.
 pub fn algorithm(name: &str) -> Result<Box<dyn CollectiveAlgorithm>, ModelError> {
+    algorithm_with(name, Pipelining::default())
+}
+
+/// Looks an algorithm up by name; pipelined ones cut their data as `pipe` says.
+pub fn algorithm_with(name: &str, pipe: Pipelining) -> Result<Box<dyn CollectiveAlgorithm>, ModelError> {
     match name {
+        "auto" => Ok(Box::new(Auto { pipe })),
         "ring" => Ok(Box::new(Ring)),
         "direct" => Ok(Box::new(Direct)),
+        "tree" => Ok(Box::new(Tree { pipe })),
+        "nvls" => Ok(Box::new(Nvls { pipe })),
+        "hierarchical" => Ok(Box::new(Hierarchical { pipe })),
         other => Err(ModelError::invalid(
             "workload.algorithm",
             format!("expected one of {}, found \"{other}\"", ALGORITHMS.join(", ")),
@@ -121,7 +221,8 @@ fn check(
     Ok(())
 }
 
-/// Ring: every step, each member sends one chunk to its successor.
+/// Ring: every step, each member sends one chunk to its successor. Each
+/// member's kernel first waits NCCL's ring base latency.
 pub struct Ring;
 
 impl CollectiveAlgorithm for Ring {
@@ -147,23 +248,23 @@ impl CollectiveAlgorithm for Ring {
             CollectiveOp::AllToAll => {
                 return Err(ModelError::invalid(
                     "workload.algorithm",
-                    "a ring cannot run an all-to-all; use algorithm = \"direct\"",
+                    "a ring cannot run an all-to-all; use algorithm = \"direct\" or \"hierarchical\"",
                 ))
             }
         };
+        let mut prev = launch(graph, streams, after, "ring launch", nccl::RING_BASE_US);
         let mut scratch = Vec::new();
         let paths: Vec<_> =
             (0..n).map(|i| cluster.add_route(graph, spec.group[i], spec.group[(i + 1) % n], 0, &mut scratch)).collect();
-        let mut prev: Vec<Option<TaskId>> = after.to_vec();
         for step in 0..steps {
             let name = format!("{label} step {}", step + 1);
             let now: Vec<TaskId> = (0..n)
                 .map(|i| graph.add_comm(streams[i], &name, [Flow { path: paths[i], bytes: chunk }], None))
                 .collect();
             for i in 0..n {
-                // The first step waits for `after`; later ones for the
-                // predecessor's previous step (its data). Stream order covers
-                // the member's own previous step.
+                // The first step waits for the member's own launch; later
+                // ones for the predecessor's previous step (its data).
+                // Stream order covers the member's own previous step.
                 let wait = if step == 0 { prev[i] } else { prev[(i + n - 1) % n] };
                 if let Some(p) = wait {
                     graph.add_dep(p, now[i]);
@@ -173,6 +274,28 @@ impl CollectiveAlgorithm for Ring {
         }
         Ok(prev.into_iter().map(|t| t.expect("at least one step")).collect())
     }
+}
+
+/// Each member's kernel launch: a delay of NCCL's fixed latency after the
+/// member's `after`.
+fn launch(
+    graph: &mut TaskGraph,
+    streams: &[StreamId],
+    after: &[Option<TaskId>],
+    label: &str,
+    us: f64,
+) -> Vec<Option<TaskId>> {
+    streams
+        .iter()
+        .zip(after)
+        .map(|(&s, a)| {
+            let t = graph.add_delay(s, label, SimDuration::from_us_f64(us));
+            if let Some(a) = a {
+                graph.add_dep(*a, t);
+            }
+            Some(t)
+        })
+        .collect()
 }
 
 /// Direct: every member sends to every other member at once.
@@ -249,4 +372,579 @@ pub(crate) fn join_all(graph: &mut TaskGraph, streams: &[StreamId], sends: &[Tas
         out.push(j);
     }
     out
+}
+
+/// New streams for a member's chunks in flight: `slots` per member, on the
+/// member's rank.
+fn slot_streams(graph: &mut TaskGraph, streams: &[StreamId], slots: usize, label: &str) -> Vec<Vec<StreamId>> {
+    streams
+        .iter()
+        .map(|&s| {
+            let rank = graph.stream(s).rank;
+            (0..slots).map(|k| graph.add_stream(rank, &format!("{label} slot {k}"))).collect()
+        })
+        .collect()
+}
+
+fn link_id(e: EdgeIndex) -> moesim_sim::LinkId {
+    moesim_sim::LinkId(e.index() as u32)
+}
+
+fn link_latency(cluster: &Cluster, e: EdgeIndex) -> SimDuration {
+    SimDuration::from_ps_f64(cluster.topology.link(e).latency_ns * 1e3)
+}
+
+/// The NVSwitch a group shares: each member's NVLink up (GPU -> switch) and
+/// down (switch -> GPU) edge, and the switch's NVLS efficiency.
+struct NvlsDomain {
+    up: Vec<EdgeIndex>,
+    down: Vec<EdgeIndex>,
+    efficiency: f64,
+}
+
+/// The group's NVSwitch, or why NVLS cannot run on it.
+fn nvls_domain(cluster: &Cluster, group: &[u32]) -> Result<NvlsDomain, String> {
+    let topo = &cluster.topology;
+    let Some(efficiency) = topo.spec.as_ref().and_then(|s| s.nvls_efficiency) else {
+        return Err(format!(
+            "topology {} has no NVLS (its NVSwitch sets no nvls_efficiency); use ring or tree",
+            topo.name
+        ));
+    };
+    let (mut up, mut down, mut switch) = (Vec::new(), Vec::new(), None);
+    for &r in group {
+        let Some((sw, edge, back)) = topo.nvswitch_links(r) else {
+            return Err(format!("rank {r} has no NVSwitch, so NVLS cannot reduce its data"));
+        };
+        if *switch.get_or_insert(sw) != sw {
+            return Err(format!(
+                "NVLS reduces within one NVSwitch domain, but ranks {} and {r} are on different ones ({} and {}); \
+                 use hierarchical, ring or tree",
+                group[0],
+                topo.node_name(switch.expect("set")),
+                topo.node_name(sw)
+            ));
+        }
+        up.push(edge);
+        down.push(back);
+    }
+    Ok(NvlsDomain { up, down, efficiency })
+}
+
+/// NVLS: in-switch reduction (`multimem.ld_reduce`) and multicast
+/// (`multimem.st`) on one NVSwitch, pipelined by chunks. Per chunk, member i
+/// owns shard i: its reduce pulls shard i up every member's link once and
+/// down its own once; its store sends the sum up its link once and down
+/// every member's. So each GPU link carries (n + 1)/n of the buffer in each
+/// direction (a ring: 2(n - 1)/n), at the topology's `nvls_efficiency` of
+/// the link rate (moesim charges each NVLS flow payload / efficiency bytes).
+/// The kernel first waits NCCL's NVLS latency.
+pub struct Nvls {
+    pub pipe: Pipelining,
+}
+
+impl CollectiveAlgorithm for Nvls {
+    fn name(&self) -> &'static str {
+        "nvls"
+    }
+
+    fn lower(
+        &self,
+        cluster: &Cluster,
+        spec: &CollectiveSpec,
+        graph: &mut TaskGraph,
+        streams: &[StreamId],
+        after: &[Option<TaskId>],
+    ) -> Result<Vec<TaskId>, ModelError> {
+        check(cluster, spec, streams, after)?;
+        let (reduce, store) = match spec.op {
+            CollectiveOp::AllReduce => (true, true),
+            CollectiveOp::ReduceScatter => (true, false),
+            CollectiveOp::AllGather => (false, true),
+            other => {
+                return Err(ModelError::invalid(
+                    "workload.algorithm",
+                    format!("nvls runs all-reduce, reduce-scatter and all-gather, not {}", other.as_str()),
+                ))
+            }
+        };
+        let dom = nvls_domain(cluster, &spec.group).map_err(|m| ModelError::invalid("workload.algorithm", m))?;
+        let n = spec.group.len();
+        let chunks = self.pipe.chunks(spec.bytes);
+        let w = self.pipe.in_flight.clamp(1, chunks);
+        let shard = spec.bytes / chunks as f64 / n as f64 / dom.efficiency;
+        let up: Vec<PathId> = dom.up.iter().map(|&e| graph.add_path(&[link_id(e)])).collect();
+        let down: Vec<PathId> = dom.down.iter().map(|&e| graph.add_path(&[link_id(e)])).collect();
+        let starts = launch(graph, streams, after, "nvls launch", nccl::NVLS_US);
+        // Every member's buffer is ready (and registered) before any reduce.
+        let barrier = graph.add_delay(streams[0], "nvls start", SimDuration::ZERO);
+        for t in starts.into_iter().flatten() {
+            graph.add_dep(t, barrier);
+        }
+        // The reduce and the multicast run on their own slots (NCCL gives them
+        // separate warps), so chunk c's multicast overlaps chunk c + 1's reduce.
+        let reduce_slots = slot_streams(graph, streams, if reduce { w } else { 0 }, "nvls reduce");
+        let store_slots = slot_streams(graph, streams, if store { w } else { 0 }, "nvls multicast");
+        // A sender issues its chunks back to back: slot k starts once k
+        // chunks have left (at the member's link rate), so the slots stay
+        // staggered and one's latency hides under the others' transfers.
+        let rate =
+            dom.up.iter().map(|&e| cluster.topology.link(e).effective_bytes_per_s()).fold(f64::INFINITY, f64::min);
+        let per_chunk = SimDuration::from_secs_f64(shard * (n + 1) as f64 / rate);
+        let stagger = |graph: &mut TaskGraph, slots: &[Vec<StreamId>]| -> Vec<Vec<TaskId>> {
+            slots
+                .iter()
+                .map(|member| {
+                    member
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &s)| {
+                            let t = graph.add_delay(s, "nvls stagger", SimDuration(per_chunk.0 * k as u64));
+                            graph.add_dep(barrier, t);
+                            t
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let first_slots = if reduce { &reduce_slots } else { &store_slots };
+        let staggers = stagger(graph, first_slots);
+        let mut ends: Vec<Vec<TaskId>> = vec![Vec::with_capacity(chunks); n];
+        for c in 0..chunks {
+            for i in 0..n {
+                let mut last = None;
+                if reduce {
+                    let flows = (0..n)
+                        .map(|j| Flow { path: up[j], bytes: shard })
+                        .chain(std::iter::once(Flow { path: down[i], bytes: shard }));
+                    let t = graph.add_comm(reduce_slots[i][c % w], "nvls reduce", flows, None);
+                    // The sum leaves the switch after the copies arrive: one more hop.
+                    graph.set_comm_overhead(t, link_latency(cluster, dom.down[i]));
+                    if c < w {
+                        graph.add_dep(staggers[i][c], t);
+                    }
+                    last = Some(t);
+                }
+                if store {
+                    let flows = std::iter::once(Flow { path: up[i], bytes: shard })
+                        .chain((0..n).map(|j| Flow { path: down[j], bytes: shard }));
+                    let t = graph.add_comm(store_slots[i][c % w], "nvls multicast", flows, None);
+                    graph.set_comm_overhead(t, link_latency(cluster, dom.up[i]));
+                    match last {
+                        Some(r) => graph.add_dep(r, t),
+                        None if c < w => graph.add_dep(staggers[i][c], t),
+                        None => {}
+                    }
+                    last = Some(t);
+                }
+                ends[i].push(last.expect("reduce or store"));
+            }
+        }
+        if spec.op == CollectiveOp::ReduceScatter {
+            // A member has its shard once its own reduces are done.
+            return Ok((0..n)
+                .map(|i| {
+                    let j = graph.add_delay(streams[i], "nvls done", SimDuration::ZERO);
+                    for &t in &ends[i] {
+                        graph.add_dep(t, j);
+                    }
+                    j
+                })
+                .collect());
+        }
+        let all: Vec<TaskId> = ends.into_iter().flatten().collect();
+        Ok(join_all(graph, streams, &all, "nvls done"))
+    }
+}
+
+/// The group's members by node, in group order (nodes in order of first
+/// appearance).
+fn by_node(cluster: &Cluster, group: &[u32]) -> Vec<Vec<usize>> {
+    let mut nodes: Vec<(u32, Vec<usize>)> = Vec::new();
+    for (i, &r) in group.iter().enumerate() {
+        let node = cluster.topology.node_of(r);
+        match nodes.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, m)) => m.push(i),
+            None => nodes.push((node, vec![i])),
+        }
+    }
+    nodes.into_iter().map(|(_, m)| m).collect()
+}
+
+/// Tree: NCCL's double binary tree for all-reduce. Inside a node the
+/// members form a chain; the chains' heads form a binary tree over the
+/// nodes. Half the data goes over each of two trees, the second with nodes
+/// and chains reversed (so its inner nodes and heads differ). Per chunk,
+/// each member sends its partial sum to its parent once its children's
+/// arrived (reduce), and the root's result flows back down (broadcast); the
+/// two directions and the chunks overlap. Each member's kernel first waits
+/// NCCL's tree base latency.
+pub struct Tree {
+    pub pipe: Pipelining,
+}
+
+impl CollectiveAlgorithm for Tree {
+    fn name(&self) -> &'static str {
+        "tree"
+    }
+
+    fn lower(
+        &self,
+        cluster: &Cluster,
+        spec: &CollectiveSpec,
+        graph: &mut TaskGraph,
+        streams: &[StreamId],
+        after: &[Option<TaskId>],
+    ) -> Result<Vec<TaskId>, ModelError> {
+        check(cluster, spec, streams, after)?;
+        if spec.op != CollectiveOp::AllReduce {
+            return Err(ModelError::invalid(
+                "workload.algorithm",
+                format!("tree runs all-reduce only (as NCCL's), not {}; use ring or nvls", spec.op.as_str()),
+            ));
+        }
+        let n = spec.group.len();
+        let nodes = by_node(cluster, &spec.group);
+        let starts = launch(graph, streams, after, "tree launch", nccl::TREE_BASE_US);
+        let half = spec.bytes / 2.0;
+        let chunks = self.pipe.chunks(half);
+        let w = self.pipe.in_flight.clamp(1, chunks);
+        let chunk = half / chunks as f64;
+        let mut scratch = Vec::new();
+        let mut downs = Vec::new();
+        for tree in 0..2u64 {
+            let mut parent: Vec<Option<usize>> = vec![None; n];
+            let order: Vec<usize> =
+                if tree == 0 { (0..nodes.len()).collect() } else { (0..nodes.len()).rev().collect() };
+            let chain = |m: usize| -> Vec<usize> {
+                let mut c = nodes[m].clone();
+                if tree == 1 {
+                    c.reverse();
+                }
+                c
+            };
+            for (pos, &m) in order.iter().enumerate() {
+                let c = chain(m);
+                for k in 1..c.len() {
+                    parent[c[k]] = Some(c[k - 1]);
+                }
+                if pos > 0 {
+                    parent[c[0]] = Some(chain(order[(pos - 1) / 2])[0]);
+                }
+            }
+            let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+            for (i, p) in parent.iter().enumerate() {
+                if let Some(p) = p {
+                    children[*p].push(i);
+                }
+            }
+            let up_path: Vec<Option<PathId>> = (0..n)
+                .map(|i| parent[i].map(|p| cluster.add_route(graph, spec.group[i], spec.group[p], tree, &mut scratch)))
+                .collect();
+            let down_path: Vec<Option<PathId>> = (0..n)
+                .map(|i| parent[i].map(|p| cluster.add_route(graph, spec.group[p], spec.group[i], tree, &mut scratch)))
+                .collect();
+            let up_slots = slot_streams(graph, streams, w, &format!("tree {tree} up"));
+            let down_slots = slot_streams(graph, streams, w, &format!("tree {tree} down"));
+            for c in 0..chunks {
+                let ups: Vec<Option<TaskId>> = (0..n)
+                    .map(|i| {
+                        up_path[i].map(|path| {
+                            graph.add_comm(up_slots[i][c % w], "tree reduce", [Flow { path, bytes: chunk }], None)
+                        })
+                    })
+                    .collect();
+                let down: Vec<Option<TaskId>> = (0..n)
+                    .map(|i| {
+                        (!children[i].is_empty()).then(|| {
+                            let flows: Vec<Flow> = children[i]
+                                .iter()
+                                .map(|&k| Flow { path: down_path[k].expect("a child has a parent"), bytes: chunk })
+                                .collect();
+                            graph.add_comm(down_slots[i][c % w], "tree broadcast", flows, None)
+                        })
+                    })
+                    .collect();
+                for i in 0..n {
+                    for t in [ups[i], down[i]].into_iter().flatten() {
+                        if c < w {
+                            graph.add_dep(starts[i].expect("launched"), t);
+                        }
+                    }
+                    // Reduce: a member sends up (the root broadcasts) after
+                    // its children's partial sums arrived.
+                    let reduced = if parent[i].is_some() { ups[i] } else { down[i] };
+                    if let Some(t) = reduced {
+                        for &k in &children[i] {
+                            graph.add_dep(ups[k].expect("a child sends up"), t);
+                        }
+                    }
+                    // Broadcast: after the parent's result.
+                    if let (Some(p), Some(t)) = (parent[i], down[i]) {
+                        graph.add_dep(down[p].expect("a parent has children"), t);
+                    }
+                }
+                downs.extend(down.into_iter().flatten());
+            }
+        }
+        Ok(join_all(graph, streams, &downs, "tree done"))
+    }
+}
+
+/// Hierarchical: intra-node first, then inter-node (see the module doc).
+/// Every node must hold the same number of group members.
+pub struct Hierarchical {
+    pub pipe: Pipelining,
+}
+
+impl CollectiveAlgorithm for Hierarchical {
+    fn name(&self) -> &'static str {
+        "hierarchical"
+    }
+
+    fn lower(
+        &self,
+        cluster: &Cluster,
+        spec: &CollectiveSpec,
+        graph: &mut TaskGraph,
+        streams: &[StreamId],
+        after: &[Option<TaskId>],
+    ) -> Result<Vec<TaskId>, ModelError> {
+        check(cluster, spec, streams, after)?;
+        let nodes = by_node(cluster, &spec.group);
+        let ppn = nodes[0].len();
+        if let Some(m) = nodes.iter().find(|m| m.len() != ppn) {
+            return Err(ModelError::invalid(
+                "workload.ranks",
+                format!(
+                    "hierarchical needs the same number of group members on every node, found {ppn} and {}",
+                    m.len()
+                ),
+            ));
+        }
+        match spec.op {
+            CollectiveOp::AllReduce => self.all_reduce(cluster, spec, &nodes, graph, streams, after),
+            CollectiveOp::AllToAll => Ok(all_to_all_two_phase(cluster, spec, &nodes, graph, streams, after)),
+            other => Err(ModelError::invalid(
+                "workload.algorithm",
+                format!("hierarchical runs all-reduce and all-to-all, not {}", other.as_str()),
+            )),
+        }
+    }
+}
+
+impl Hierarchical {
+    fn all_reduce(
+        &self,
+        cluster: &Cluster,
+        spec: &CollectiveSpec,
+        nodes: &[Vec<usize>],
+        graph: &mut TaskGraph,
+        streams: &[StreamId],
+        after: &[Option<TaskId>],
+    ) -> Result<Vec<TaskId>, ModelError> {
+        let n = spec.group.len();
+        let ppn = nodes[0].len();
+        let mut done: Vec<Option<TaskId>> = after.to_vec();
+        // Runs `op` on each sub-group (member indices) with `alg`, chaining `done`.
+        let mut phase = |graph: &mut TaskGraph,
+                         groups: Vec<Vec<usize>>,
+                         op: CollectiveOp,
+                         bytes: f64,
+                         intra: bool|
+         -> Result<(), ModelError> {
+            for members in groups {
+                let sub = CollectiveSpec { op, group: members.iter().map(|&i| spec.group[i]).collect(), bytes };
+                let alg: Box<dyn CollectiveAlgorithm> = if intra && nvls_domain(cluster, &sub.group).is_ok() {
+                    Box::new(Nvls { pipe: self.pipe })
+                } else {
+                    Box::new(Ring)
+                };
+                let s: Vec<StreamId> = members.iter().map(|&i| streams[i]).collect();
+                let a: Vec<Option<TaskId>> = members.iter().map(|&i| done[i]).collect();
+                let ends = alg.lower(cluster, &sub, graph, &s, &a)?;
+                for (&i, t) in members.iter().zip(ends) {
+                    done[i] = Some(t);
+                }
+            }
+            Ok(())
+        };
+        if nodes.len() == 1 {
+            phase(graph, nodes.to_vec(), CollectiveOp::AllReduce, spec.bytes, true)?;
+        } else {
+            if ppn > 1 {
+                phase(graph, nodes.to_vec(), CollectiveOp::ReduceScatter, spec.bytes, true)?;
+            }
+            let rails: Vec<Vec<usize>> = (0..ppn).map(|l| nodes.iter().map(|m| m[l]).collect()).collect();
+            phase(graph, rails, CollectiveOp::AllReduce, spec.bytes / ppn as f64, false)?;
+            if ppn > 1 {
+                phase(graph, nodes.to_vec(), CollectiveOp::AllGather, spec.bytes, true)?;
+            }
+        }
+        Ok((0..n).map(|i| done[i].expect("every member ran a phase")).collect())
+    }
+}
+
+/// All-to-all in two phases: member (a, l) first sends, over NVLink, to
+/// (a, m) everything bound for local index m on any node; then (a, m) sends
+/// to each remote (b, m), over its own NIC, what its node gathered for it.
+fn all_to_all_two_phase(
+    cluster: &Cluster,
+    spec: &CollectiveSpec,
+    nodes: &[Vec<usize>],
+    graph: &mut TaskGraph,
+    streams: &[StreamId],
+    after: &[Option<TaskId>],
+) -> Vec<TaskId> {
+    let n = spec.group.len();
+    let (node_count, ppn) = (nodes.len(), nodes[0].len());
+    let per_peer = spec.bytes / n as f64;
+    let mut scratch = Vec::new();
+    let mut intra: Vec<Option<TaskId>> = vec![None; n];
+    let mut sends = Vec::new();
+    for members in nodes {
+        for (l, &i) in members.iter().enumerate() {
+            let flows: Vec<Flow> = (0..ppn)
+                .filter(|&m| m != l)
+                .map(|m| Flow {
+                    path: cluster.add_route(graph, spec.group[i], spec.group[members[m]], 0, &mut scratch),
+                    bytes: per_peer * node_count as f64,
+                })
+                .collect();
+            if flows.is_empty() {
+                continue;
+            }
+            let t = graph.add_comm(streams[i], "all-to-all intra-node", flows, None);
+            if let Some(a) = after[i] {
+                graph.add_dep(a, t);
+            }
+            intra[i] = Some(t);
+            sends.push(t);
+        }
+    }
+    for (a, members) in nodes.iter().enumerate() {
+        for (m, &i) in members.iter().enumerate() {
+            let flows: Vec<Flow> = (0..node_count)
+                .filter(|&b| b != a)
+                .map(|b| Flow {
+                    path: cluster.add_route(graph, spec.group[i], spec.group[nodes[b][m]], 0, &mut scratch),
+                    bytes: per_peer * ppn as f64,
+                })
+                .collect();
+            if flows.is_empty() {
+                continue;
+            }
+            let t = graph.add_comm(streams[i], "all-to-all inter-node", flows, None);
+            // What it forwards arrives from every member of its node.
+            for &k in members {
+                if let Some(p) = intra[k] {
+                    graph.add_dep(p, t);
+                }
+            }
+            if let (None, Some(p)) = (intra[i], after[i]) {
+                graph.add_dep(p, t);
+            }
+            sends.push(t);
+        }
+    }
+    join_all(graph, streams, &sends, "all-to-all done")
+}
+
+/// `auto`: the algorithm [`choose`] picks, lowered with this pipelining.
+pub struct Auto {
+    pub pipe: Pipelining,
+}
+
+impl CollectiveAlgorithm for Auto {
+    fn name(&self) -> &'static str {
+        "auto"
+    }
+
+    fn lower(
+        &self,
+        cluster: &Cluster,
+        spec: &CollectiveSpec,
+        graph: &mut TaskGraph,
+        streams: &[StreamId],
+        after: &[Option<TaskId>],
+    ) -> Result<Vec<TaskId>, ModelError> {
+        check(cluster, spec, streams, after)?;
+        algorithm_with(choose(cluster, spec), self.pipe)?.lower(cluster, spec, graph, streams, after)
+    }
+}
+
+/// One candidate of [`choose`]: NCCL's time estimate for an algorithm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub algorithm: &'static str,
+    /// latency + bytes / algorithm bandwidth, µs.
+    pub time_us: f64,
+}
+
+/// NCCL's cost model (`ncclTopoTuneModel` and `ncclTopoGetAlgoTime` in
+/// NVIDIA/nccl `src/graph/tuning.cc`; the pick is the least time, as in
+/// `topoGetAlgoInfo`), Simple protocol, over this cluster's effective link
+/// rates. With n ranks on N nodes (p = n/N per node), B the slowest
+/// effective rate on the ring's routes and B_nv each GPU's NVSwitch link:
+///
+/// - ring: 8.4 + 3.4 (2(n-1) - 2(N-1)) + 14 x 2(N-1) µs, algbw B n / 2(n-1)
+///   (reduce-scatter/all-gather: half the steps, B n/(n-1));
+/// - tree (all-reduce): 6.8 + 2 (4.0 (p-1) + 14 floor(log2 N)) µs, algbw
+///   0.92 B / 2;
+/// - nvls (group on one NVSwitch with NVLS): 25 µs, algbw B_nv x
+///   nvls_efficiency x n/(n-1) (NCCL pipelines its two phases);
+///   reduce-scatter/all-gather: B_nv x nvls_efficiency.
+///
+/// All-to-all and send/recv are `direct` (NCCL runs them as grouped
+/// point-to-point). Hierarchical is never picked (NCCL's counterparts,
+/// NVLS-tree and CollNet, need in-network reduction across nodes). NCCL
+/// also weighs its LL and LL128 protocols, which win for small messages;
+/// moesim models Simple only, so below a few hundred KiB it overestimates.
+pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
+    let n = spec.group.len();
+    if n < 2 || !matches!(spec.op, CollectiveOp::AllReduce | CollectiveOp::ReduceScatter | CollectiveOp::AllGather) {
+        return vec![Estimate { algorithm: "direct", time_us: f64::NAN }];
+    }
+    let nodes = by_node(cluster, &spec.group);
+    let (nf, big_n) = (n as f64, nodes.len() as f64);
+    let ppn = nodes.iter().map(Vec::len).max().unwrap_or(1) as f64;
+    let mut scratch = Vec::new();
+    let mut ring_bw = f64::INFINITY;
+    for i in 0..n {
+        scratch.clear();
+        cluster.router.route(&cluster.topology, spec.group[i], spec.group[(i + 1) % n], 0, &mut scratch);
+        for &e in &scratch {
+            ring_bw = ring_bw.min(cluster.topology.link(e).effective_bytes_per_s());
+        }
+    }
+    let s = spec.bytes;
+    let mut out = Vec::new();
+    let all_reduce = spec.op == CollectiveOp::AllReduce;
+    let (steps, inter) = if all_reduce { (2.0 * (nf - 1.0), 2.0 * (big_n - 1.0)) } else { (nf - 1.0, big_n - 1.0) };
+    let ring_lat = nccl::RING_BASE_US + nccl::RING_NVLINK_STEP_US * (steps - inter) + nccl::RING_NET_STEP_US * inter;
+    let ring_algbw = ring_bw * nf / steps;
+    out.push(Estimate { algorithm: "ring", time_us: ring_lat + s / ring_algbw * 1e6 });
+    if all_reduce {
+        let log2 = (nodes.len() as u32).ilog2() as f64;
+        let lat = nccl::TREE_BASE_US + 2.0 * (nccl::TREE_NVLINK_STEP_US * (ppn - 1.0) + nccl::TREE_NET_STEP_US * log2);
+        out.push(Estimate { algorithm: "tree", time_us: lat + s / (nccl::TREE_BW_FACTOR * ring_bw / 2.0) * 1e6 });
+    }
+    if let Ok(dom) = nvls_domain(cluster, &spec.group) {
+        let b = dom.up.iter().map(|&e| cluster.topology.link(e).effective_bytes_per_s()).fold(f64::INFINITY, f64::min);
+        let algbw = if all_reduce { b * dom.efficiency * nf / (nf - 1.0) } else { b * dom.efficiency };
+        out.push(Estimate { algorithm: "nvls", time_us: nccl::NVLS_US + s / algbw * 1e6 });
+    }
+    out
+}
+
+/// The algorithm `auto` runs: the least of [`estimates`] (the first on a tie).
+pub fn choose(cluster: &Cluster, spec: &CollectiveSpec) -> &'static str {
+    estimates(cluster, spec)
+        .into_iter()
+        .fold(None::<Estimate>, |best, e| match best {
+            Some(b) if e.time_us < b.time_us => Some(e),
+            Some(b) => Some(b),
+            None => Some(e),
+        })
+        .map_or("direct", |e| e.algorithm)
 }

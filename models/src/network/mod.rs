@@ -2,8 +2,8 @@
 //! communication lowered onto it as flows.
 //!
 //! Owns `Cluster` (`cluster.rs`), the collective algorithms
-//! (`collectives.rs`: ring and direct, the `CollectiveAlgorithm` extension
-//! point), and DeepEP-style MoE dispatch/combine (`moe_comm.rs`: normal and
+//! (`collectives.rs`: ring, tree, NVLS, hierarchical and direct, `auto` as
+//! NCCL's cost model picks, the `CollectiveAlgorithm` extension point), and DeepEP-style MoE dispatch/combine (`moe_comm.rs`: normal and
 //! low-latency kernels, every rank or a representative rank with its mirror).
 //!
 //! May use: `hardware` (device link rates and SMs) and `transformer::routing`

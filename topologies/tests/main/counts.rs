@@ -142,3 +142,48 @@ fn fat_tree_k4_counts() {
     assert_eq!((s.gpus, s.leaf_switches, s.spine_switches, s.core_switches), (16, 8, 8, 4));
     assert_eq!(links_of(&t, moesim_topologies::LinkKind::InfiniBand), 2 * (16 + 16 + 16));
 }
+
+#[test]
+fn nvl72_is_one_72_gpu_nvlink_domain_per_rack_with_a_rail_per_gpu() {
+    let t = preset("nvl72", Some(2));
+    let s = t.summary();
+    let spec = t.spec.as_ref().unwrap();
+    // 2 racks x 72 GPUs, one NVSwitch vertex each; 72 rails x 1 leaf, 32 spines.
+    assert_eq!((s.gpus, s.gpus_per_node, s.nvswitches, s.leaf_switches, s.spine_switches), (144, 72, 2, 72, 32));
+    // NVLink 5: 900 GB/s per direction per GPU; NVLS at Blackwell's 0.74.
+    assert_eq!(s.gpu_nvlink_bytes_per_s, 900e9);
+    assert_eq!(spec.nvls_efficiency, Some(0.74));
+    // Every GPU of a rack hangs off the same switch.
+    let sw = t.nvswitch_links(0).unwrap().0;
+    assert!((0..72).all(|r| t.nvswitch_links(r).unwrap().0 == sw));
+    assert_ne!(t.nvswitch_links(72).unwrap().0, sw);
+}
+
+#[test]
+fn cloudmatrix384_is_one_384_npu_scale_up_domain_without_nvls() {
+    let t = preset("cloudmatrix384", None);
+    let s = t.summary();
+    assert_eq!((s.gpus, s.gpus_per_node, s.nvswitches, s.nics), (384, 384, 1, 384));
+    assert_eq!(s.gpu_nvlink_bytes_per_s, 392e9);
+    assert_eq!(s.gpu_network_bytes_per_s, 50e9);
+    assert_eq!(t.spec.as_ref().unwrap().nvls_efficiency, None);
+}
+
+#[test]
+fn every_preset_sources_each_value_it_sets() {
+    // Each rate, efficiency and latency of a preset carries a comment (or
+    // the comment block right above it) saying where the value comes from.
+    for name in moesim_topologies::TopologyConfig::preset_names() {
+        let text = moesim_topologies::TopologyConfig::preset_text(name).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let key = line.split('=').next().unwrap_or("").trim();
+            let physical = ["_per_s", "_efficiency", "_latency_ns"].iter().any(|s| key.ends_with(s));
+            if line.starts_with('#') || !physical {
+                continue;
+            }
+            let commented = line.contains('#') || (i > 0 && lines[i - 1].starts_with('#'));
+            assert!(commented, "{name}: `{line}` has no source comment");
+        }
+    }
+}
