@@ -18,6 +18,40 @@ pub enum Format {
     Json,
 }
 
+/// What the commands that run one scenario (`run`, `replay`) share: where
+/// to write, how to print, overrides and limits.
+#[derive(Debug, clap::Args)]
+pub struct RunOutput {
+    /// Write summary.json, summary.md, timeline.csv, resources.csv, trace.json and the
+    /// workload's plots and tables here (replacing an earlier moesim output as a whole).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Replace --out even if it is a non-empty folder moesim did not write.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+impl RunOutput {
+    /// The checked `--out` folder and the run's options, before anything
+    /// runs.
+    pub fn prepare(&self) -> Result<(Option<crate::output::OutDir>, crate::workloads::RunOptions), AppError> {
+        let out = self.out.as_deref().map(|d| crate::output::OutDir::prepare(d, self.force)).transpose()?;
+        let options = crate::workloads::RunOptions {
+            record_link_series: out.is_some(),
+            figures: out.is_some(),
+            max_memory_bytes: Some(self.limits.max_memory_bytes()?),
+        };
+        Ok((out, options))
+    }
+}
+
 /// Resource limits shared by the commands that run simulations.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Limits {

@@ -10,11 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use super::{Format, Limits};
+use super::RunOutput;
 use crate::diagnostics::Source;
-use crate::output::OutDir;
 use crate::replay::{device_preset_of, kineto};
-use crate::workloads::RunOptions;
 use crate::AppError;
 
 /// The device assumed when a trace does not name one with a preset.
@@ -26,20 +24,10 @@ pub struct ReplayArgs {
     /// Trace files, one per rank (Kineto JSON, plain or .gz).
     #[arg(required = true)]
     pub traces: Vec<PathBuf>,
-    /// Write summary.json, summary.md, timeline.csv, resources.csv, trace.json,
-    /// kernel_classes.csv and replay_vs_trace.png/.svg here.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-    /// Override a key of the built scenario, e.g. --set hardware.device=h200.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Replace --out even if it is a non-empty folder moesim did not write.
-    #[arg(long)]
-    pub force: bool,
+    // `--out` adds kernel_classes.csv and replay_vs_trace.png/.svg to a run's files;
+    // `--set` overrides the scenario built for the traces (e.g. hardware.device=h200).
     #[command(flatten)]
-    pub limits: Limits,
+    pub output: RunOutput,
 }
 
 /// The scenario `moesim replay` runs for `traces`, and a note on its device.
@@ -68,23 +56,18 @@ fn toml_string(s: &str) -> String {
 
 /// Runs `moesim replay`.
 pub fn execute(args: ReplayArgs) -> Result<ExitCode, AppError> {
-    let ReplayArgs { traces, out, format, sets, force, limits } = args;
-    let out_dir = out.as_deref().map(|d| OutDir::prepare(d, force)).transpose()?;
+    let ReplayArgs { traces, output } = args;
+    let (out_dir, options) = output.prepare()?;
     let started = Instant::now();
     let (text, device_note) = scenario_text(&traces);
-    let options = RunOptions {
-        record_link_series: out.is_some(),
-        figures: out.is_some(),
-        max_memory_bytes: Some(limits.max_memory_bytes()?),
-    };
     let (summary, mut outcome) =
-        crate::run_source(Source::new("moesim replay", text), &sets, &options, &mut moesim_sim::Quiet)?;
+        crate::run_source(Source::new("moesim replay", text), &output.sets, &options, &mut moesim_sim::Quiet)?;
     outcome.notes.insert(0, format!("scenario built for the traces: {device_note}"));
     let wall_s = started.elapsed().as_secs_f64();
     let mut written = Vec::new();
     if let Some(dir) = &out_dir {
         written = dir.write_run(&summary, &outcome).map_err(AppError::Failed)?;
     }
-    super::run::print_outcome(format, &summary, &outcome, &written, wall_s)?;
+    super::run::print_outcome(output.format, &summary, &outcome, &written, wall_s)?;
     Ok(ExitCode::SUCCESS)
 }

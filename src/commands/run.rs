@@ -10,44 +10,25 @@ use indicatif::{ProgressBar, ProgressStyle};
 use moesim_sim::{Observer, SimTime};
 use serde_json::{Map, Value};
 
-use super::{scenario_ref, Format, Limits};
-use crate::output::OutDir;
-use crate::workloads::RunOptions;
+use super::{scenario_ref, Format, RunOutput};
 use crate::{run_scenario_observed, AppError};
 
 /// Arguments of `moesim run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     pub scenario: Option<String>,
-    /// Write summary.json, summary.md, timeline.csv, resources.csv and trace.json here.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Replace --out even if it is a non-empty folder moesim did not write.
-    #[arg(long)]
-    pub force: bool,
     #[command(flatten)]
-    pub limits: Limits,
+    pub output: RunOutput,
 }
 
 /// Runs `moesim run`.
 pub fn execute(args: RunArgs) -> Result<ExitCode, AppError> {
-    let RunArgs { scenario, out, format, sets, force, limits } = args;
-    let sets = &sets[..];
+    let RunArgs { scenario, output } = args;
     let scenario = scenario_ref(scenario)?;
-    let out_dir = out.as_deref().map(|d| OutDir::prepare(d, force)).transpose()?;
+    let (out_dir, options) = output.prepare()?;
     let started = Instant::now();
-    let options = RunOptions {
-        record_link_series: out.is_some(),
-        figures: out.is_some(),
-        max_memory_bytes: Some(limits.max_memory_bytes()?),
-    };
     let mut progress = Progress::new();
-    let run = run_scenario_observed(&scenario, sets, &options, &mut progress);
+    let run = run_scenario_observed(&scenario, &output.sets, &options, &mut progress);
     progress.finish();
     let (summary, outcome) = run?;
     let wall_s = started.elapsed().as_secs_f64();
@@ -55,7 +36,7 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, AppError> {
     if let Some(dir) = &out_dir {
         written = dir.write_run(&summary, &outcome).map_err(AppError::Failed)?;
     }
-    print_outcome(format, &summary, &outcome, &written, wall_s)?;
+    print_outcome(output.format, &summary, &outcome, &written, wall_s)?;
     Ok(ExitCode::SUCCESS)
 }
 
