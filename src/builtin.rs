@@ -21,6 +21,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("gemm-ascend-910b", include_str!("../scenarios/gemm-ascend-910b.toml")),
     ("gemm-h800", include_str!("../scenarios/gemm-h800.toml")),
     ("grouped-gemm-masked-h800", include_str!("../scenarios/grouped-gemm-masked-h800.toml")),
+    ("gpt-1t-pretrain-3072xa100", include_str!("../scenarios/gpt-1t-pretrain-3072xa100.toml")),
     ("llama-3.1-405b-pretrain-8192xh100", include_str!("../scenarios/llama-3.1-405b-pretrain-8192xh100.toml")),
     ("pipeline-1f1b", include_str!("../scenarios/pipeline-1f1b.toml")),
     ("pipeline-dualpipe", include_str!("../scenarios/pipeline-dualpipe.toml")),

@@ -174,7 +174,7 @@ fn every_embedded_case_file_parses_and_names_are_unique() {
     assert_eq!(names.len(), n, "case names repeat");
     // The table keeps its order: DeepEP's normal kernels first, the dense-training cases (issue 13) last.
     assert_eq!(all.first().unwrap().name, "deepep-normal-ep8-dispatch-nvlink");
-    assert_eq!(all.last().unwrap().name, "llama-3-405b-8192xh100-tflops-per-gpu");
+    assert_eq!(all.last().unwrap().name, "korthikanti-gpt-1t-512xa100-hfu");
 }
 
 #[test]

@@ -197,6 +197,13 @@ impl TrainingWorkload {
         m.insert("tokens_per_s_per_gpu".into(), num(per_gpu));
         m.insert("model_tflops_per_gpu".into(), num(flops_per_token * per_gpu / 1e12));
         m.insert("training_gflop_per_token".into(), num(flops_per_token / 1e9));
+        // Megatron-LM's count (Narayanan et al. 2021 eq. 3; Korthikanti et
+        // al. 2022 §6 "hardware FLOPs"): attention over all `seq_len` keys
+        // (no causal halving), the logits GEMM counted even with tied
+        // embeddings, and the forward work the backward pass recomputes.
+        let hardware_flops_per_token = megatron_hardware_flops_per_token(&spec.model, spec.seq_len, spec.recompute);
+        m.insert("hardware_tflops_per_gpu".into(), num(hardware_flops_per_token * per_gpu / 1e12));
+        m.insert("hfu_bf16_peak".into(), num(hardware_flops_per_token * per_gpu / (device.bf16_tflops * 1e12)));
         // MFU against the dense peak of the linear layers' format (FP8 for FP8
         // training), and against BF16 as dense-model reports quote it.
         let peak = device.tensor_flops_per_s(spec.linear_dtype).unwrap_or(device.bf16_tflops * 1e12);
@@ -435,4 +442,58 @@ fn figures(
         &format!("Where each pipeline device's {step:.2} s step goes (bars: the stages a device holds)"),
     );
     Ok(vec![render(&timeline).map_err(fail)?, render(&breakdown).map_err(fail)?])
+}
+
+/// Training FLOPs per token as Megatron-LM counts them (Narayanan et al.,
+/// SC'21, eq. 3: `96 B s l h^2 (1 + s/6h + V/16lh)` per iteration under full
+/// recomputation): the layers' GEMMs, attention scores and weighted values
+/// over all `seq_len` keys (no causal halving), the logits GEMM (also with
+/// tied embeddings) in forward and backward, plus the forward work the
+/// backward pass recomputes: the layers again under full recomputation
+/// (not the logits), the attention core under selective (Korthikanti et al.
+/// 2022's hardware FLOPs), nothing otherwise (DeepSeek's recipe recomputes
+/// norms and up-projections, not counted).
+pub fn megatron_hardware_flops_per_token(
+    model: &moesim_models::ModelConfig,
+    seq_len: u64,
+    recompute: Recompute,
+) -> f64 {
+    let p = model.params();
+    let logits = 2.0 * model.vocab as f64 * model.hidden as f64;
+    let layers = model.matmul_flops_per_token() - 2.0 * p.head;
+    let attention = model.attention_flops_per_token(seq_len as f64);
+    let recomputed = match recompute {
+        Recompute::Full => layers + attention,
+        Recompute::Selective => attention,
+        Recompute::None | Recompute::NormsAndUpProjections => 0.0,
+    };
+    3.0 * (layers + attention + logits) + recomputed
+}
+
+#[cfg(test)]
+mod megatron_flops_tests {
+    use super::*;
+    use moesim_models::ModelConfig;
+
+    /// Narayanan et al. (SC'21) eq. 3 per token under full recomputation:
+    /// 96 l h^2 (1 + s/6h + V/16lh); without recomputation the 96 is 72 and
+    /// the logits term V/12lh (Korthikanti et al. 2022 §6 "model FLOPs").
+    #[test]
+    fn hardware_flops_follow_narayanan_eq3() {
+        for name in ["gpt-1.7b", "gpt-175b", "gpt-1t"] {
+            let m = ModelConfig::preset(name).unwrap();
+            let (l, h, v, s) = (m.layers as f64, m.hidden as f64, m.vocab as f64, 2048.0);
+            let full = 96.0 * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h));
+            let none = 72.0 * l * h * h * (1.0 + s / (6.0 * h) + v / (12.0 * l * h));
+            // Biases and LayerNorm parameters (13h per layer) are counted
+            // here and not in eq. 3: within 0.1 %.
+            let close = |a: f64, b: f64| ((a - b) / b).abs() < 1e-3;
+            let got_full = megatron_hardware_flops_per_token(&m, 2048, Recompute::Full);
+            let got_none = megatron_hardware_flops_per_token(&m, 2048, Recompute::None);
+            assert!(close(got_full, full), "{name} full: {got_full} vs {full}");
+            assert!(close(got_none, none), "{name} none: {got_none} vs {none}");
+            let selective = megatron_hardware_flops_per_token(&m, 2048, Recompute::Selective);
+            assert!(close(selective - got_none, 4.0 * l * h * s), "{name}: selective adds QK^T and AV once");
+        }
+    }
 }
