@@ -23,7 +23,7 @@ pub const DEFAULT_DEVICE: &str = "h100";
 /// Arguments of `moesim replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// Trace files, one per rank (Kineto JSON, plain or .gz).
+    /// Trace files, one per rank (Kineto JSON, plain or .gz; or Chakra ET, name.<rank>.et).
     #[arg(required = true)]
     pub traces: Vec<PathBuf>,
     /// Write summary.json, summary.md, timeline.csv, resources.csv, trace.json,
