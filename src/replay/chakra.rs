@@ -129,6 +129,10 @@ const COMM_SEND_NODE: i32 = 5;
 const COMM_RECV_NODE: i32 = 6;
 const COMM_COLL_NODE: i32 = 7;
 
+/// The most all of a file's node durations may add up to, µs: far above
+/// any traced step, and far below simulated time's range.
+pub const MAX_TOTAL_US: u64 = 10_000_000_000;
+
 /// What a node is to the replay.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeKind {
@@ -338,6 +342,7 @@ fn build(origin: &str, rank: u32, version: String, raw: Vec<Node>) -> Result<Cha
     }
     let mut slots: Vec<Option<Node>> = raw.into_iter().map(Some).collect();
     let mut nodes = Vec::with_capacity(n);
+    let mut total_us = 0u64;
     for &i in &order {
         let Some(node) = slots[i as usize].take() else { continue };
         let dur_us = if node.duration_micros > 0 {
@@ -345,6 +350,14 @@ fn build(origin: &str, rank: u32, version: String, raw: Vec<Node>) -> Result<Cha
         } else {
             attr(&node, "runtime").and_then(AttrValue::as_u64).unwrap_or(0)
         };
+        total_us = total_us.saturating_add(dur_us);
+        if total_us > MAX_TOTAL_US {
+            return Err(err(format!(
+                "node id {}: durations add up to more than {MAX_TOTAL_US} µs (about 2.8 hours) in one file; a \
+                 duration is likely not in µs",
+                node.id
+            )));
+        }
         nodes.push(ChakraNode {
             id: node.id,
             kind: kind_of(&node),
