@@ -78,7 +78,7 @@ impl AttrValue {
     /// The value as a non-negative integer, if it is a number.
     fn as_u64(&self) -> Option<u64> {
         let i = |v: i64| u64::try_from(v).ok();
-        let f = |v: f64| (v.is_finite() && v >= 0.0 && v < 1.8e19).then_some(v as u64);
+        let f = |v: f64| (0.0..1.8e19).contains(&v).then_some(v as u64);
         match *self {
             AttrValue::Double(v) => f(v),
             AttrValue::Float(v) => f(v as f64),
