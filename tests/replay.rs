@@ -491,3 +491,13 @@ fn chakra_dependency_cycle_names_a_node() {
     let (err, _) = bad("cycle.0.et", &bytes);
     assert!(err.contains("dependency cycle: node id 2"), "{err}");
 }
+
+#[test]
+fn chakra_collectives_that_do_not_match_across_ranks_are_named() {
+    let ar = astra_traces("all_reduce");
+    let a2a = astra_traces("all_to_all");
+    let o = moesim(&["replay", ar[0].to_str().unwrap(), a2a[1].to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains(a2a[1].to_str().unwrap()) && err.contains("does not match node id"), "{err}");
+}

@@ -453,8 +453,12 @@ pub fn lower(
                     return Err(ReplayError::new(
                         &t.path,
                         format!(
-                            "node id {} ({:?}) does not match node id {} of {} ({:?}), the collective at the same place",
-                            nb.id, nb.kind, na.id, t0.path, na.kind
+                            "node id {} ({}) does not match node id {} of {} ({}), the collective at the same place",
+                            nb.id,
+                            describe(&nb.kind),
+                            na.id,
+                            t0.path,
+                            describe(&na.kind)
                         ),
                     ));
                 }
@@ -550,6 +554,20 @@ pub fn lower(
         }
     }
     Ok(stats)
+}
+
+/// A collective for messages: `all-reduce of 1048576 bytes in group "pg"`.
+fn describe(kind: &NodeKind) -> String {
+    match kind {
+        NodeKind::Collective { op, bytes, group } => format!(
+            "{} of {bytes} bytes{}",
+            op.as_str(),
+            group.as_ref().map(|g| format!(" in group \"{g}\"")).unwrap_or_default()
+        ),
+        NodeKind::MeasuredComm { what } => what.clone(),
+        NodeKind::Compute => "compute".into(),
+        NodeKind::Other => "other".into(),
+    }
 }
 
 fn why(stats: &mut LowerStats, line: String) {
