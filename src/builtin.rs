@@ -6,6 +6,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("allreduce-8xh800", include_str!("../scenarios/allreduce-8xh800.toml")),
     ("alltoall-4096xh800", include_str!("../scenarios/alltoall-4096xh800.toml")),
     ("alltoall-512xh800", include_str!("../scenarios/alltoall-512xh800.toml")),
+    ("chakra-allreduce-8npus-switch", include_str!("../scenarios/chakra-allreduce-8npus-switch.toml")),
     ("deepep-combine-ep64", include_str!("../scenarios/deepep-combine-ep64.toml")),
     ("deepep-dispatch-ep64", include_str!("../scenarios/deepep-dispatch-ep64.toml")),
     ("deepep-dispatch-ep72-nvl72", include_str!("../scenarios/deepep-dispatch-ep72-nvl72.toml")),

@@ -43,6 +43,27 @@ pub fn validation_cases(text: &str) {
     }
 }
 
+/// A Kineto trace's bytes (JSON or gzip), read and rebuilt into a rank's
+/// graph.
+pub fn kineto(data: &[u8]) {
+    let source = std::io::Cursor::new(data.to_vec());
+    if let Ok(trace) = crate::replay::kineto::read_from("fuzz.json", source) {
+        if let Ok(rank) = crate::replay::graph::reconstruct(&trace, 0) {
+            assert!(rank.ops.iter().all(|o| (o.stream as usize) < rank.streams.len()), "an op on no stream");
+        }
+    }
+}
+
+/// A Chakra `.et` file's bytes, decoded and checked: every dependency points
+/// to an earlier node.
+pub fn chakra(data: &[u8]) {
+    if let Ok(trace) = crate::replay::chakra::parse("fuzz.0.et", data, 0) {
+        for (i, node) in trace.nodes.iter().enumerate() {
+            assert!(node.deps.iter().all(|&d| (d as usize) < i), "node {} depends on a later node", node.id);
+        }
+    }
+}
+
 /// Generates a serving scenario's requests when there are few (no trace
 /// file is read: a fuzzed path is refused or absent).
 fn requests_if_small(w: &ServingWorkload, s: &Scenario) {

@@ -275,3 +275,27 @@ fn weak_messages_every_bad_set_type_is_reported_not_only_the_first() {
         assert!(err.contains(key), "{key} not reported: {err}");
     }
 }
+
+#[test]
+fn trace_importers_take_arbitrary_bytes_without_panicking() {
+    // What the kineto and chakra fuzz targets run, on a few hand-picked inputs.
+    let astra = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/astra-sim+astra-sim/examples/workload/microbenchmarks/all_reduce/8npus_1MB/all_reduce.1.et"
+    );
+    let mut inputs: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![0xff; 12],
+        vec![0x1f, 0x8b, 0x08, 0x00],
+        b"{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"kernel\",\"ts\":1e300,\"dur\":-1}]}".to_vec(),
+        b"\x02\x0a\x00\x0b\x38\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01".to_vec(),
+    ];
+    if let Ok(real) = std::fs::read(astra) {
+        inputs.push(real[..real.len() - 3].to_vec());
+        inputs.push(real);
+    }
+    for bytes in &inputs {
+        moesim::fuzzing::kineto(bytes);
+        moesim::fuzzing::chakra(bytes);
+    }
+}

@@ -3,6 +3,8 @@
 //! recomputed here from the files' events, independently of the importer),
 //! what-ifs move the right way, `--out` writes the replay files, and every
 //! class of bad trace is a located input error (exit 2, nothing written).
+//! Chakra ET traces (ASTRA-sim's microbenchmarks) run their collectives on
+//! the modelled network, against hand-computed times and ASTRA-sim's.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -346,4 +348,156 @@ fn dependency_cycle_names_an_event() {
     ]);
     let (err, _) = bad("cycle.json", t.as_bytes());
     assert!(err.contains("dependency cycle") && err.contains("traceEvents["), "{err}");
+}
+
+// --- Chakra ET (`.et`): ASTRA-sim's microbenchmarks on the modelled network ---
+
+const ASTRA: &str = "astra-sim+astra-sim/examples/workload/microbenchmarks";
+
+fn astra_traces(op: &str) -> Vec<PathBuf> {
+    (0..8).map(|r| data(&format!("{ASTRA}/{op}/8npus_1MB/{op}.{r}.et"))).collect()
+}
+
+/// `moesim run chakra-allreduce-8npus-switch` with the traces and sets given.
+fn chakra_run(traces: &[PathBuf], sets: &[&str]) -> Value {
+    let list: Vec<String> = traces.iter().map(|t| format!("{:?}", t.display().to_string())).collect();
+    let traces_set = format!("workload.traces=[{}]", list.join(", "));
+    let mut args = vec!["run", "chakra-allreduce-8npus-switch", "--set", &traces_set];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    args.extend(["--format", "json"]);
+    let o = moesim(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("one JSON object")
+}
+
+/// Serialisation of `bytes` on a 50 GiB/s link plus two 500 ns hops, ns.
+fn hop_ns(bytes: f64) -> f64 {
+    bytes / 53.687_091_2 + 2.0 * 500.0
+}
+
+#[test]
+fn chakra_astra_all_reduce_runs_as_a_chunked_ring_on_the_switch() {
+    let v = chakra_run(&astra_traces("all_reduce"), &[]);
+    assert_eq!(v["network_collectives"], 1, "{v}");
+    assert_eq!(v["dangling_deps"], 0, "{v}");
+    // 4 chunks of 256 KiB one after another, each 2 x 7 ring steps of 32 KiB.
+    let hand = 4.0 * 14.0 * hop_ns(32_768.0) / 1e3;
+    let got = f(&v, "span_us");
+    assert!((got / hand - 1.0).abs() < 1e-3, "span {got} us, by hand {hand} us");
+    // ASTRA-sim, congestion-unaware backend, same inputs: 92,440 ns.
+    assert!((got / 92.44 - 1.0).abs() < 0.05, "{got} us vs ASTRA-sim 92.44 us");
+}
+
+#[test]
+fn chakra_astra_all_to_all_runs_direct_on_the_switch() {
+    let v = chakra_run(&astra_traces("all_to_all"), &["workload.algorithm=\"direct\""]);
+    // 4 chunks one after another, each 7 x 32 KiB out of every GPU's link.
+    let hand = 4.0 * hop_ns(7.0 * 32_768.0) / 1e3;
+    let got = f(&v, "span_us");
+    assert!((got / hand - 1.0).abs() < 1e-3, "span {got} us, by hand {hand} us");
+}
+
+#[test]
+fn chakra_one_chunk_is_one_collective() {
+    let one = chakra_run(&astra_traces("all_reduce"), &["workload.collective_chunks=1"]);
+    let hand = 14.0 * hop_ns(131_072.0) / 1e3;
+    let got = f(&one, "span_us");
+    assert!((got / hand - 1.0).abs() < 1e-3, "span {got} us, by hand {hand} us");
+}
+
+#[test]
+fn chakra_test_trace_imports_with_its_dangling_dependencies_reported() {
+    let v = replay_json(&[data("mlcommons+chakra/tests/data/chakra.0.et")], &[]);
+    // Counted from the file's Node messages independently (a Python varint
+    // reader): 3,664 nodes, 1,277 ctrl_deps on ids not in the file.
+    assert_eq!(v["nodes"], 3664, "{v}");
+    assert_eq!(v["dangling_deps"], 1277, "{v}");
+    assert_eq!(v["compute_nodes"], 3643, "{v}");
+    assert_eq!(v["measured_comm_nodes"], 21, "{v}");
+    let notes = v["notes"].as_array().unwrap();
+    assert!(notes.iter().any(|n| n.as_str().unwrap().contains("which is not in the file")), "{v}");
+    assert!(f(&v, "span_us") > 0.0, "{v}");
+}
+
+/// A hand-encoded `.et` file: GlobalMetadata, then (id, type, data_deps,
+/// duration µs) nodes.
+fn et_file(nodes: &[(u64, u64, &[u64], u64)]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn framed(out: &mut Vec<u8>, msg: &[u8]) {
+        varint(out, msg.len() as u64);
+        out.extend_from_slice(msg);
+    }
+    let mut out = Vec::new();
+    framed(&mut out, b"\x0a\x050.0.4");
+    for &(id, ty, deps, dur) in nodes {
+        let mut m = Vec::new();
+        m.push(0x08);
+        varint(&mut m, id);
+        m.push(0x18);
+        varint(&mut m, ty);
+        if !deps.is_empty() {
+            let mut packed = Vec::new();
+            for &d in deps {
+                varint(&mut packed, d);
+            }
+            m.push(0x2a);
+            varint(&mut m, packed.len() as u64);
+            m.extend(packed);
+        }
+        m.push(0x38);
+        varint(&mut m, dur);
+        framed(&mut out, &m);
+    }
+    out
+}
+
+#[test]
+fn chakra_compute_chain_runs_for_its_durations() {
+    let dir = scratch("chakra-chain");
+    let path = dir.join("chain.0.et");
+    std::fs::write(&path, et_file(&[(1, 4, &[], 3), (2, 4, &[1], 5), (3, 4, &[2, 77], 2)])).unwrap();
+    let v = replay_json(&[path], &[]);
+    assert_eq!(f(&v, "span_us"), 10.0, "{v}");
+    assert_eq!(v["dangling_deps"], 1, "{v}");
+}
+
+#[test]
+fn chakra_wrong_length_prefix_names_the_byte_offset() {
+    let mut bytes = et_file(&[(1, 4, &[], 3), (2, 4, &[1], 5)]);
+    let second = 8; // after the 8-byte GlobalMetadata frame
+    bytes[second] += 50;
+    let (err, _) = bad("prefix.0.et", &bytes);
+    assert!(err.contains(&format!("byte offset {second}: length prefix says")), "{err}");
+}
+
+#[test]
+fn chakra_truncated_message_names_the_byte_offset() {
+    let bytes = et_file(&[(1, 4, &[], 3), (2, 4, &[1], 5)]);
+    let (err, _) = bad("truncated.0.et", &bytes[..bytes.len() - 2]);
+    assert!(err.contains("byte offset") && err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn chakra_dependency_cycle_names_a_node() {
+    let bytes = et_file(&[(1, 4, &[], 3), (2, 4, &[3], 5), (3, 4, &[2], 1)]);
+    let (err, _) = bad("cycle.0.et", &bytes);
+    assert!(err.contains("dependency cycle: node id 2"), "{err}");
+}
+
+#[test]
+fn chakra_collectives_that_do_not_match_across_ranks_are_named() {
+    let ar = astra_traces("all_reduce");
+    let a2a = astra_traces("all_to_all");
+    let o = moesim(&["replay", ar[0].to_str().unwrap(), a2a[1].to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains(a2a[1].to_str().unwrap()) && err.contains("does not match node id"), "{err}");
 }

@@ -21,7 +21,7 @@ pub const DEFAULT_DEVICE: &str = "h100";
 /// Arguments of `moesim replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// Trace files, one per rank (Kineto JSON, plain or .gz).
+    /// Trace files, one per rank (Kineto JSON, plain or .gz; or Chakra ET, name.<rank>.et).
     #[arg(required = true)]
     pub traces: Vec<PathBuf>,
     // `--out` adds kernel_classes.csv and replay_vs_trace.png/.svg to a run's files;

@@ -133,7 +133,14 @@ pub fn read(path: &Path) -> Result<KinetoTrace, ReplayError> {
     let origin = path.display().to_string();
     let (file, _) =
         crate::files::open_regular(path, crate::files::MAX_TRACE_BYTES).map_err(|e| ReplayError::new(&origin, e))?;
-    let mut raw = BufReader::with_capacity(1 << 16, file);
+    read_from(&origin, file)
+}
+
+/// Reads a Kineto trace (JSON or gzip-compressed JSON) from `source`;
+/// `origin` names it in errors.
+pub fn read_from(origin: &str, source: impl Read + 'static) -> Result<KinetoTrace, ReplayError> {
+    let origin = origin.to_owned();
+    let mut raw = BufReader::with_capacity(1 << 16, source);
     let gz = {
         use std::io::BufRead;
         let head = raw.fill_buf().map_err(|e| ReplayError::new(&origin, format!("cannot read: {e}")))?;

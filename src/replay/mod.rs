@@ -9,7 +9,12 @@
 //! `TaskGraph`, and [`replay`] runs it and measures trace and replay the
 //! same way (spans, per-stream busy time, compute/communication overlap,
 //! DeepEP time under compute).
+//!
+//! `chakra.rs` reads Chakra execution traces (`.et`, protobuf) and lowers
+//! them onto the modelled network (collectives on the cluster), the way
+//! ASTRA-sim replays them.
 
+pub mod chakra;
 pub mod classify;
 pub mod graph;
 pub mod kineto;

@@ -40,6 +40,23 @@ pub struct ReplayWorkload {
     /// the graph explains).
     #[serde(default = "yes")]
     pub keep_unexplained_waits: bool,
+    /// Chakra traces: the algorithm their collectives run with on the
+    /// cluster (`ring` or `direct`).
+    #[serde(default = "ring")]
+    pub algorithm: String,
+    /// Chakra traces: each collective split into this many pieces run one
+    /// after another (ASTRA-sim's `preferred-dataset-splits` with one chunk
+    /// in flight).
+    #[serde(default = "one")]
+    pub collective_chunks: u32,
+}
+
+fn ring() -> String {
+    "ring".into()
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn yes() -> bool {
@@ -86,6 +103,29 @@ impl Workload for ReplayWorkload {
         if cx.model_given {
             out.push(problem("model", "not used by kind \"replay\" (the traces are the model); remove it".into()));
         }
+        if moesim_models::network::collectives::algorithm(&self.algorithm).is_err() {
+            out.push(problem(
+                "workload.algorithm",
+                format!(
+                    "expected one of {}, found \"{}\"",
+                    moesim_models::network::collectives::ALGORITHMS.join(", "),
+                    self.algorithm
+                ),
+            ));
+        }
+        if !(1..=1024).contains(&self.collective_chunks) {
+            out.push(problem(
+                "workload.collective_chunks",
+                format!("expected an integer from 1 to 1024, found {}", self.collective_chunks),
+            ));
+        }
+        let chakra = self.traces.iter().filter(|t| t.ends_with(".et")).count();
+        if chakra > 0 && chakra < self.traces.len() {
+            out.push(problem(
+                "workload.traces",
+                "expected all Kineto traces or all Chakra traces (.et), found a mix".into(),
+            ));
+        }
         if let Some(name) = &self.source_device {
             if DeviceSpec::preset(name).is_err() && !Path::new(name).exists() {
                 out.push(problem(
@@ -106,6 +146,9 @@ impl Workload for ReplayWorkload {
 
     fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
         let paths = self.paths(&setup.source.origin);
+        if paths.iter().any(|p| p.extension().is_some_and(|e| e == "et")) {
+            return self.run_chakra(&paths, setup, options, observer);
+        }
         let mut ranks = Vec::with_capacity(paths.len());
         for (i, p) in paths.iter().enumerate() {
             ranks.push(replay::import(p, i as u32).map_err(|e| RunFailure::Input(vec![replay_diagnostic(e)]))?);
@@ -206,6 +249,80 @@ impl Workload for ReplayWorkload {
             figures,
             files,
         })
+    }
+}
+
+impl ReplayWorkload {
+    /// Chakra traces: compute for its recorded time, collectives on the
+    /// cluster's network (`crate::replay::chakra`).
+    fn run_chakra(
+        &self,
+        paths: &[PathBuf],
+        setup: &Setup,
+        options: &RunOptions,
+        observer: &mut dyn Observer,
+    ) -> Result<Outcome, RunFailure> {
+        use crate::replay::chakra;
+        let input = |e: ReplayError| RunFailure::Input(vec![replay_diagnostic(e)]);
+        let mut traces = Vec::with_capacity(paths.len());
+        for (i, p) in paths.iter().enumerate() {
+            traces.push(chakra::read(p, i as u32).map_err(input)?);
+        }
+        let mut seen: Vec<u32> = traces.iter().map(|t| t.rank).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let mut notes = Vec::new();
+        if seen.len() != traces.len() {
+            notes.push("the trace file names do not give distinct ranks (name.<rank>.et): ranks in file order".into());
+            for (i, t) in traces.iter_mut().enumerate() {
+                t.rank = i as u32;
+            }
+        }
+        traces.sort_by_key(|t| t.rank);
+        let cluster = super::build_cluster(setup)?;
+        let algorithm = moesim_models::network::collectives::algorithm(&self.algorithm)
+            .map_err(|e| super::model_failure(setup, e))?;
+        let mut graph = moesim_sim::TaskGraph::new();
+        let stats =
+            chakra::lower(&traces, &cluster, algorithm.as_ref(), self.collective_chunks, &mut graph).map_err(input)?;
+        let (platform, graph, result) = super::simulate(cluster.platform, graph, options, observer)?;
+        let dangling: usize = traces.iter().map(|t| t.dangling.len()).sum();
+        for t in &traces {
+            for (node, dep) in t.dangling.iter().take(20) {
+                notes.push(format!(
+                    "{}: node id {node} depends on node id {dep}, which is not in the file (ignored)",
+                    t.path
+                ));
+            }
+            if t.dangling.len() > 20 {
+                notes.push(format!(
+                    "{}: {} more dependencies on node ids not in the file",
+                    t.path,
+                    t.dangling.len() - 20
+                ));
+            }
+        }
+        notes.push(format!(
+            "Chakra: compute and measured communication nodes run for their recorded duration (integer µs in the \
+             trace), compute one at a time per rank; {} collective(s) on the network with the {} algorithm, each in {} \
+             piece(s) one after another; data_deps order the nodes, ctrl_deps ({}) are not followed (in PyTorch-converted \
+             traces they name a node's parent operator)",
+            stats.network_collectives,
+            algorithm.name(),
+            self.collective_chunks,
+            traces.iter().map(|t| t.ctrl_deps).sum::<u64>()
+        ));
+        notes.extend(stats.measured_comm_why.iter().cloned());
+        let mut metrics = serde_json::Map::new();
+        metrics.insert("ranks".into(), Value::from(traces.len()));
+        metrics.insert("span_us".into(), super::num(result.end.as_ps() as f64 / 1e6));
+        metrics.insert("nodes".into(), Value::from(stats.nodes));
+        metrics.insert("compute_nodes".into(), Value::from(stats.compute_nodes));
+        metrics.insert("network_collectives".into(), Value::from(stats.network_collectives));
+        metrics.insert("measured_comm_nodes".into(), Value::from(stats.measured_comm_nodes));
+        metrics.insert("dangling_deps".into(), Value::from(dangling));
+        metrics.insert("traces".into(), Value::from(paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()));
+        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
     }
 }
 
