@@ -280,7 +280,9 @@ impl ReplayWorkload {
         }
         traces.sort_by_key(|t| t.rank);
         let cluster = super::build_cluster(setup)?;
-        let algorithm = moesim_models::network::collectives::algorithm(&self.algorithm)
+        // A Chakra trace's collectives run as ASTRA-sim runs them, without
+        // NCCL's kernel launch latency.
+        let algorithm = moesim_models::network::collectives::algorithm_without_launch_latency(&self.algorithm)
             .map_err(|e| super::model_failure(setup, e))?;
         let mut graph = moesim_sim::TaskGraph::new();
         let stats =

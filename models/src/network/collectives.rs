@@ -161,11 +161,22 @@ pub fn algorithm(name: &str) -> Result<Box<dyn CollectiveAlgorithm>, ModelError>
     algorithm_with(name, Pipelining::default())
 }
 
+/// An algorithm as an idealised collective model runs it, with no kernel
+/// launch latency before the first transfer: ASTRA-sim's analytical
+/// collectives, which the Chakra replay is compared with. Only the ring
+/// has such a latency among the algorithms it uses.
+pub fn algorithm_without_launch_latency(name: &str) -> Result<Box<dyn CollectiveAlgorithm>, ModelError> {
+    match name {
+        "ring" => Ok(Box::new(Ring { launch_us: 0.0 })),
+        other => algorithm(other),
+    }
+}
+
 /// Looks an algorithm up by name; pipelined ones cut their data as `pipe` says.
 pub fn algorithm_with(name: &str, pipe: Pipelining) -> Result<Box<dyn CollectiveAlgorithm>, ModelError> {
     match name {
         "auto" => Ok(Box::new(Auto { pipe })),
-        "ring" => Ok(Box::new(Ring)),
+        "ring" => Ok(Box::new(Ring::NCCL)),
         "direct" => Ok(Box::new(Direct)),
         "tree" => Ok(Box::new(Tree { pipe })),
         "nvls" => Ok(Box::new(Nvls { pipe })),
@@ -222,8 +233,17 @@ fn check(
 }
 
 /// Ring: every step, each member sends one chunk to its successor. Each
-/// member's kernel first waits NCCL's ring base latency.
-pub struct Ring;
+/// member's kernel first waits its launch latency (NCCL's ring base
+/// latency; none for an idealised simulator's ring, see
+/// [`algorithm_without_launch_latency`]).
+pub struct Ring {
+    pub launch_us: f64,
+}
+
+impl Ring {
+    /// The ring as NCCL runs it.
+    pub const NCCL: Ring = Ring { launch_us: nccl::RING_BASE_US };
+}
 
 impl CollectiveAlgorithm for Ring {
     fn name(&self) -> &'static str {
@@ -252,7 +272,7 @@ impl CollectiveAlgorithm for Ring {
                 ))
             }
         };
-        let mut prev = launch(graph, streams, after, "ring launch", nccl::RING_BASE_US);
+        let mut prev = launch(graph, streams, after, "ring launch", self.launch_us);
         let mut scratch = Vec::new();
         let paths: Vec<_> =
             (0..n).map(|i| cluster.add_route(graph, spec.group[i], spec.group[(i + 1) % n], 0, &mut scratch)).collect();
@@ -758,7 +778,7 @@ impl Hierarchical {
                 let alg: Box<dyn CollectiveAlgorithm> = if intra && nvls_domain(cluster, &sub.group).is_ok() {
                     Box::new(Nvls { pipe: self.pipe })
                 } else {
-                    Box::new(Ring)
+                    Box::new(Ring::NCCL)
                 };
                 let s: Vec<StreamId> = members.iter().map(|&i| streams[i]).collect();
                 let a: Vec<Option<TaskId>> = members.iter().map(|&i| done[i]).collect();
