@@ -115,6 +115,7 @@ impl Scenario {
     /// Runs the scenario's workload to completion.
     pub fn run(&self, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
         let mut outcome = self.workload.run(&self.setup, options, observer)?;
+        outcome.job_gpus = self.workload.job_gpus();
         // Every run says what rate each link class ran at, and where it came from.
         if let Some(spec) = &self.setup.topology {
             let mut notes: Vec<String> =

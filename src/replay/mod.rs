@@ -167,7 +167,7 @@ pub fn replay(
     }
     let lowered = lower::lower(ranks, &durations).map_err(ReplayFailure::Input)?;
     let result = moesim_sim::run(&lowered.platform, &lowered.graph, engine, observer)
-        .map_err(|e| ReplayFailure::Failed(e.to_string()))?;
+        .map_err(|e| ReplayFailure::Failed(crate::workloads::explain(&e)))?;
 
     // Measure both sides per rank.
     let mut measured = Vec::new();

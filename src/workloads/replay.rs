@@ -241,6 +241,7 @@ impl Workload for ReplayWorkload {
                 .push(moesim_reports::plot::render(&chart).map_err(|e| RunFailure::Failed(format!("drawing: {e}")))?);
         }
         Ok(Outcome {
+            job_gpus: None,
             metrics,
             notes,
             graph: run.lowered.graph,
@@ -324,7 +325,7 @@ impl ReplayWorkload {
         metrics.insert("measured_comm_nodes".into(), Value::from(stats.measured_comm_nodes));
         metrics.insert("dangling_deps".into(), Value::from(dangling));
         metrics.insert("traces".into(), Value::from(paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()));
-        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
+        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new(), job_gpus: None })
     }
 }
 
