@@ -9,6 +9,7 @@ mod inference;
 mod memory_hierarchy;
 mod pipeline;
 mod properties;
+mod readme;
 mod replay;
 mod serving;
 mod serving_bad_input;
