@@ -154,6 +154,43 @@ pub fn check_validation_regions(cases: &[Case], results: &[CaseResult]) {
         "deepseek-published",
         &table(&["figure", "published", "moesim", ""], &["---", "---:", "---:", "---"], &rows),
     );
+
+    // ASTRA-sim's Chakra microbenchmarks: one moesim figure per trace
+    // against both of ASTRA-sim's backends.
+    let verdict = |name: &str| {
+        let r = by_name(name);
+        let status = if r.known_gap.is_some() {
+            "known gap"
+        } else if r.pass {
+            "ok"
+        } else {
+            "FAIL"
+        };
+        format!("{} ({status})", r.error_pct.map_or("—".into(), signed_pct))
+    };
+    let rows: Vec<Vec<String>> =
+        [("all-reduce, ring", "allreduce-switch-ring"), ("all-to-all, direct", "alltoall-switch-direct")]
+            .iter()
+            .map(|&(label, stem)| {
+                let (cu, ca) = (format!("chakra-astra-{stem}-cu"), format!("chakra-astra-{stem}-ca"));
+                vec![
+                    label.to_owned(),
+                    by_name(&cu).simulated.map_or("—".into(), |s| format!("{s:.2}")),
+                    format!("{:.2}", by_name(&cu).published),
+                    verdict(&cu),
+                    format!("{:.1}", by_name(&ca).published),
+                    verdict(&ca),
+                ]
+            })
+            .collect();
+    check_region(
+        "astra-chakra",
+        &table(
+            &["trace, algorithm", "moesim, µs", "ASTRA CU, µs", "vs CU", "ASTRA CA, µs", "vs CA"],
+            &["---", "---:", "---:", "---:", "---:", "---:"],
+            &rows,
+        ),
+    );
 }
 
 #[test]
@@ -225,6 +262,158 @@ fn readme_training_what_ifs_are_the_binary_output() {
                 "GiB / GPU",
             ],
             &["---", "---:", "---:", "---:", "---:", "---:", "---:"],
+            &rows,
+        ),
+    );
+}
+
+/// HBM or LPDDR bytes as the memory tables print them.
+fn bytes(b: f64) -> String {
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else {
+        format!("{:.0} MB", b / 1e6)
+    }
+}
+
+/// The L2 size a rebuilt-L2 run reports in its notes (`... same area: 250.0 MiB`).
+fn rebuilt_mib(v: &serde_json::Value) -> String {
+    let notes =
+        v["notes"].as_array().map(|n| n.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>()).unwrap_or_default();
+    notes
+        .iter()
+        .find_map(|n| n.split("same area: ").nth(1))
+        .and_then(|rest| rest.split(" MiB").next())
+        .and_then(|m| m.parse::<f64>().ok())
+        .map_or(String::new(), |m| format!(" {m:.0} MiB"))
+}
+
+#[test]
+fn readme_memory_technology_tables_are_the_binary_output() {
+    // H800: each op with its L2 as built (SRAM) and rebuilt in the same area.
+    let ops: &[(&str, &[&str], &[&str])] = &[
+        (
+            "MLA decode, 128 seqs × 4096 tokens, 128 heads (FlashMLA shape)",
+            &["flashmla-decode-h800"],
+            &["sram", "edram", "stt-mram"],
+        ),
+        (
+            "MLA decode, 16 heads (TP8, memory-bound)",
+            &["flashmla-decode-h800", "--set", "workload.heads=16"],
+            &["sram", "edram"],
+        ),
+        (
+            "grouped masked GEMM, 4 experts × 256 rows, N=4096, K=7168 (decode)",
+            &["grouped-gemm-masked-h800"],
+            &["sram", "edram", "stt-mram"],
+        ),
+        (
+            "grouped contiguous GEMM, 32 experts × 4096 rows, N=4096, K=7168 (prefill)",
+            &[
+                "grouped-gemm-masked-h800",
+                "--set",
+                "workload.layout=contiguous",
+                "--set",
+                "workload.groups=32",
+                "--set",
+                "workload.m=4096",
+            ],
+            &["sram", "edram"],
+        ),
+        ("dense GEMM 4096 × 7168 × 16384", &["gemm-h800"], &["sram", "edram"]),
+    ];
+    let name = |t: &str| match t {
+        "sram" => "SRAM",
+        "edram" => "eDRAM",
+        _ => "STT-MRAM",
+    };
+    let mut rows = Vec::new();
+    for (i, &(label, args, techs)) in ops.iter().enumerate() {
+        for (j, &tech) in techs.iter().enumerate() {
+            let mut a = args.to_vec();
+            let set = format!("hardware.l2_rebuild_technology={tech}");
+            if tech != "sram" {
+                a.extend(["--set", &set]);
+            }
+            let v = run_json(&a);
+            let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{a:?}: no {k}"));
+            let l2 = match (i, tech) {
+                (0, "sram") => format!("SRAM {:.0} MiB", 50.0),
+                (0, _) => format!("{}{}", name(tech), rebuilt_mib(&v)),
+                _ => name(tech).to_owned(),
+            };
+            rows.push(vec![
+                if j == 0 { label.to_owned() } else { String::new() },
+                l2,
+                format!("{:.1}", f("kernel_us")),
+                format!("{:.0}", f("tflops")),
+                bytes(f("hbm_bytes")),
+                v["bound"].as_str().unwrap_or("").to_owned(),
+            ]);
+        }
+    }
+    check_region(
+        "memory-h800",
+        &table(
+            &["op (H800, FP8 GEMMs / BF16 attention)", "L2", "kernel µs", "TFLOP/s", "HBM bytes", "bound"],
+            &["---", "---", "---:", "---:", "---:", "---"],
+            &rows,
+        ),
+    );
+
+    // The 310-style SoC: one FP16 GEMM with the L2 buffer enlarged or rebuilt.
+    let base = [
+        "gemm-ascend-910b",
+        "--set",
+        "hardware.device=ascend-310",
+        "--set",
+        "workload.m=1024",
+        "--set",
+        "workload.n=4096",
+        "--set",
+        "workload.k=4096",
+        "--set",
+        "workload.dtype=fp16",
+    ];
+    let variants: &[(&str, &str)] = &[
+        ("", "8 MiB SRAM (as built)"),
+        ("hardware.l2_mib=16", "16 MiB SRAM"),
+        ("hardware.l2_mib=32", "32 MiB SRAM"),
+        ("hardware.l2_mib=64", "64 MiB SRAM"),
+        ("hardware.l2_rebuild_technology=edram", "8 MiB area rebuilt in eDRAM"),
+        ("hardware.l2_rebuild_technology=stt-mram", "8 MiB area rebuilt in STT-MRAM"),
+    ];
+    let rows: Vec<Vec<String>> = variants
+        .iter()
+        .map(|&(set, label)| {
+            let mut a = base.to_vec();
+            if !set.is_empty() {
+                a.extend(["--set", set]);
+            }
+            let v = run_json(&a);
+            let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{a:?}: no {k}"));
+            let mib = rebuilt_mib(&v);
+            let label = if mib.is_empty() { label.to_owned() } else { format!("{label} ({})", mib.trim()) };
+            vec![
+                label,
+                format!("{:.0}", f("kernel_us")),
+                format!("{:.2}", f("tflops")),
+                bytes(f("hbm_bytes")),
+                v["bound"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    check_region(
+        "memory-310",
+        &table(
+            &[
+                "FP16 GEMM 1024 × 4096 × 4096 on the 310-style SoC (LPDDR4x 51.2 GB/s)",
+                "kernel µs",
+                "TFLOP/s",
+                "LPDDR bytes",
+                "bound",
+            ],
+            &["---", "---:", "---:", "---:", "---"],
             &rows,
         ),
     );
