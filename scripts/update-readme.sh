@@ -5,4 +5,4 @@
 # figures (the speed tables) are measurements and are not generated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MOESIM_WRITE_README=1 cargo test --release --test main -- readme_ every_validation_case
+MOESIM_WRITE_README=1 cargo test --release --test main -- readme_ every_validation_case what_ifs_move_the_right_way

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{moesim, scratch, stderr};
+use crate::common::{moesim, run_json, scratch, stderr};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
 
@@ -184,26 +184,62 @@ fn hta_two_rank_nccl_traces_reproduce() {
 
 #[test]
 fn what_ifs_move_the_right_way() {
+    // Each what-if replayed on train.json and run on the model's chunk pair
+    // (`deepseek-v3-chunk-256xh800`): the README's table is these runs.
     let files = [data(TRAIN)];
-    let base = replay_json(&files, &[]);
-    let h200 = replay_json(&files, &["--set", "hardware.device=h200"]);
-    let h20 = replay_json(&files, &["--set", "hardware.device=h20"]);
-    let ib = replay_json(&files, &["--set", "topology.ib_gbit_per_s=800"]);
+    let whatifs = [
+        "",
+        "hardware.device=h20",
+        "hardware.device=h200",
+        "hardware.device=h100",
+        "hardware.device=b200",
+        "topology.ib_gbit_per_s=800",
+        "parallel.comm_sms=16",
+        "parallel.comm_sms=24",
+    ];
+    let mut rows = Vec::new();
+    let mut replays = Vec::new();
+    for set in whatifs {
+        let sets: Vec<&str> = if set.is_empty() { vec![] } else { vec!["--set", set] };
+        let replay = replay_json(&files, &sets);
+        let mut args = vec!["deepseek-v3-chunk-256xh800"];
+        args.extend(&sets);
+        let model = run_json(&args);
+        rows.push(vec![
+            if set.is_empty() { "as traced (H800)".to_owned() } else { set.to_owned() },
+            format!("{:.1}", f(&replay, "span_ms")),
+            format!("{:.1}", f(&replay, "exposed_comm_ms")),
+            format!("{:.3}", f(&replay, "overlap_fraction")),
+            format!("{:.1}", f(&model, "overlapped_chunk_ms")),
+            format!("{:.1}", 1e3 * f(&model, "step_time_s")),
+            format!("{:.1}", 1e3 * f(&model, "exposed_comm_s")),
+            format!("{:.3}", f(&model, "overlap_fraction")),
+        ]);
+        replays.push(replay);
+    }
+    let mut table = String::from(
+        "| what-if (`--set`) | replay span, ms | replay exposed comm, ms | replay overlap | model chunk pair, ms | model step, ms | model exposed comm, ms | model overlap |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in &rows {
+        table.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    crate::readme::check_region("replay-what-ifs", &table);
+
+    let [base, h20, h200, _h100, b200, ib, sms16, sms24] = &replays[..] else { unreachable!() };
     let span = |v: &Value| f(v, "span_ms");
-    assert!(span(&h200) < span(&base), "H200 (faster HBM) is faster");
-    assert!(span(&h20) > 2.0 * span(&base), "H20 (296 FP8 TFLOP/s) is much slower");
-    assert!(f(&ib, "comm_ms") < 0.6 * f(&base, "comm_ms"), "twice the InfiniBand halves DeepEP time");
-    assert!(f(&ib, "exposed_comm_ms") < f(&base, "exposed_comm_ms"));
-    for v in [&h200, &h20, &ib] {
+    assert!(span(h200) < span(base), "H200 (faster HBM) is faster");
+    assert!(span(b200) < span(h200), "B200 (twice the tensor rate) is faster still");
+    assert!(span(h20) > 2.0 * span(base), "H20 (296 FP8 TFLOP/s) is much slower");
+    assert!(f(ib, "comm_ms") < 0.6 * f(base, "comm_ms"), "twice the InfiniBand halves DeepEP time");
+    assert!(f(ib, "exposed_comm_ms") < f(base, "exposed_comm_ms"));
+    for v in [h200, h20, ib, b200] {
         let sum = f(v, "recosted_by_shape_fraction") + f(v, "recosted_by_class_fraction") + f(v, "kept_fraction");
         assert!((sum - 1.0).abs() < 1e-6);
         assert!(f(v, "recosted_by_class_fraction") > 0.95, "train.json has no shapes: re-costed by class");
     }
     // More SMs for DeepEP leave fewer for the GEMMs beside it.
-    let sms16 = replay_json(&files, &["--set", "parallel.comm_sms=16"]);
-    let sms24 = replay_json(&files, &["--set", "parallel.comm_sms=24"]);
-    assert!(f(&sms16, "compute_ms") < f(&base, "compute_ms"));
-    assert!(f(&sms24, "compute_ms") > f(&base, "compute_ms"));
+    assert!(f(sms16, "compute_ms") < f(base, "compute_ms"));
+    assert!(f(sms24, "compute_ms") > f(base, "compute_ms"));
 }
 
 #[test]
