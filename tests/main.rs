@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod common;
+mod data_paths;
 mod determinism;
 mod hardening;
 mod inference;

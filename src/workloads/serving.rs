@@ -717,17 +717,11 @@ impl Workload for ServingWorkload {
     }
 }
 
-/// A trace path relative to the scenario file's folder, else as given.
+/// A trace path: see [`crate::files::data_path`] (beside the scenario file
+/// when it is a file).
 fn resolve_path(origin: &str, path: &str) -> PathBuf {
-    let p = Path::new(path);
-    if p.is_absolute() || origin.starts_with("builtin:") {
-        return p.to_path_buf();
-    }
-    let beside = Path::new(origin).parent().map(|d| d.join(p));
-    match beside {
-        Some(b) if b.exists() => b,
-        _ => p.to_path_buf(),
-    }
+    let beside = (!origin.starts_with("builtin:")).then(|| Path::new(origin).parent()).flatten();
+    crate::files::data_path(path, beside)
 }
 
 /// MoE layers simulated for the iteration tables: the full model's time is
