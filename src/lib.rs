@@ -9,6 +9,7 @@ pub mod commands;
 pub mod diagnostics;
 pub mod files;
 pub mod fuzzing;
+pub mod keys;
 pub mod output;
 pub mod plan;
 pub mod replay;

@@ -19,19 +19,28 @@ fn default_seed() -> u64 {
 }
 
 /// A scenario file as written, the `[workload]` table aside (the registry
-/// reads it with its kind's own schema).
-#[derive(Debug, Deserialize)]
+/// reads it with its kind's own schema). Its JSON Schema (`moesim keys`)
+/// describes the tables read as raw TOML by what reads them
+/// (`crate::keys`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ScenarioFile {
+pub(crate) struct ScenarioFile {
+    /// The scenario's name, as outputs report it.
     name: String,
+    /// Seed of every random stream (routing, arrivals, ...): same seed, same bytes.
     #[serde(default = "default_seed")]
     seed: u64,
+    #[schemars(with = "crate::keys::HardwareKeys")]
     hardware: toml::Table,
+    /// The cluster: a preset (`moesim topology`) with any of its keys overridden.
     topology: Option<TopologyConfig>,
     /// `preset = NAME` (or a path) plus any of the model's keys overridden.
+    #[schemars(with = "Option<crate::keys::ModelKeys>")]
     model: Option<toml::Table>,
+    /// How the model is split over the GPUs.
     parallel: Option<ParallelTable>,
     #[allow(dead_code)] // present and a table; its keys are the kind's
+    #[schemars(with = "crate::keys::WorkloadKeys")]
     workload: IgnoredAny,
 }
 

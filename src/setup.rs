@@ -46,7 +46,7 @@ fn default_comm_sms() -> u32 {
 
 /// The `[parallel]` table as written; `dp` defaults to what fills the
 /// cluster. Resolved against the cluster by the workload.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParallelTable {
     #[serde(default = "one")]

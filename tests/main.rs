@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod data_paths;
 mod determinism;
+mod discoverable;
 mod hardening;
 mod inference;
 mod memory_hierarchy;

@@ -16,8 +16,10 @@ pub struct PlanArgs {
     /// Requests per second (Poisson arrivals; a trace's lengths are kept).
     #[arg(long)]
     pub rate: f64,
+    /// Target p99 time to first token, ms.
     #[arg(long = "ttft-p99-ms")]
     pub ttft_p99_ms: f64,
+    /// Target p99 time per output token, ms.
     #[arg(long = "tpot-p99-ms")]
     pub tpot_p99_ms: f64,
     /// Seconds of arrivals simulated per configuration (default: the scenario's, at most 600).
@@ -26,8 +28,11 @@ pub struct PlanArgs {
     /// Most units of either kind to try.
     #[arg(long = "max-units", default_value_t = 256)]
     pub max_units: u32,
+    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16 (repeatable;
+    /// `moesim keys` lists the keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Print text or one JSON object (json).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     #[command(flatten)]

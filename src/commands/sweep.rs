@@ -20,6 +20,7 @@ use moesim_reports::sweep::SweepTable;
 /// Arguments of `moesim sweep`.
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
+    /// A scenario: a path or a built-in name (`moesim scenarios`); default: the built-in default.
     pub scenario: Option<String>,
     /// A key to vary and its values; repeat for a grid. The first is the charts' x axis.
     #[arg(long = "vary", value_name = "KEY=V1,V2,...", required = true)]
@@ -30,8 +31,11 @@ pub struct SweepArgs {
     /// Write sweep.csv (every metric of every point) and sweep_METRIC.png/.svg here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16 (repeatable;
+    /// `moesim keys` lists the keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Print text or one JSON object (json).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Replace --out even if it is a non-empty folder moesim did not write.

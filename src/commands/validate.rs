@@ -13,7 +13,7 @@ use crate::AppError;
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  moesim validate\n  MOESIM_DATA=/path/to/shared/data moesim validate --format json\n  moesim validate --cases my-cluster.toml --allow-skip"
+    after_help = "Examples:\n  moesim validate\n  moesim validate --format json --allow-skip\nCases that replay real traces look for them in $MOESIM_DATA (the shared/data folder), else beside\nthe source tree moesim was built from; without them they are skipped, and the exit status is 1\nunless --allow-skip."
 )]
 pub struct ValidateArgs {
     /// Print a table (text) or one JSON array of rows (json).

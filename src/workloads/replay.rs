@@ -26,7 +26,7 @@ use crate::replay::{self, ReplayError, ReplayFailure};
 use crate::setup::{ParallelTable, Setup};
 
 /// The `[workload]` table of a replay.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayWorkload {
     pub kind: String,

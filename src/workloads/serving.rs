@@ -85,7 +85,7 @@ fn comm_sms() -> u32 {
 }
 
 /// Where arrivals come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arrivals {
     /// A Poisson process at `rate_per_s`.
@@ -95,7 +95,7 @@ pub enum Arrivals {
 }
 
 /// `[workload.prefill]`: one prefill unit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrefillUnitTable {
     pub gpus: u32,
@@ -123,7 +123,7 @@ pub struct PrefillUnitTable {
 }
 
 /// `[workload.decode]`: one decode unit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeUnitTable {
     pub gpus: u32,
@@ -141,7 +141,7 @@ pub struct DecodeUnitTable {
 }
 
 /// The `[workload]` table of a serving run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServingWorkload {
     pub kind: String,

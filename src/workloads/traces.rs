@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::diagnostics::{Diagnostic, Location};
 
 /// The trace formats moesim reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TraceFormat {
     /// Azure LLM inference trace (Splitwise, ISCA 2024).
