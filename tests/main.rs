@@ -1,5 +1,6 @@
 //! moesim's integration tests: one binary, one module per concern.
 
+mod all_problems;
 mod bad_input;
 mod cli;
 mod common;
