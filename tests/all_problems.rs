@@ -82,3 +82,39 @@ fn a_bad_device_file_is_located_in_that_file_beside_the_scenario_problems() {
     has(&e, "sms: invalid type: string \"many\"");
     has(&e, "--set workload.bytes=0: workload.bytes:");
 }
+
+#[test]
+fn plan_and_sweep_arguments_are_reported_with_the_scenario_problems() {
+    let e = errors(&[
+        "plan",
+        "deepseek-v3-serving-h800",
+        "--rate=-1",
+        "--ttft-p99-ms",
+        "0",
+        "--tpot-p99-ms",
+        "50",
+        "--set",
+        "hardware.sms=x",
+    ]);
+    has(&e, "moesim plan: --rate: expected a positive number, found -1");
+    has(&e, "moesim plan: --ttft-p99-ms: expected a positive number, found 0");
+    has(&e, "--set hardware.sms=x: hardware.sms: invalid type");
+    let e = errors(&["sweep", "allreduce-8xh800", "--vary", "nope", "--vary", "x=", "--max-memory-gib=-1"]);
+    has(&e, "--vary: nope: expected KEY=V1,V2,...");
+    has(&e, "--vary: x=: an empty value");
+    has(&e, "--max-memory-gib: expected a positive number of GiB");
+    // No point can run: each --set's problem once, not the first point's only.
+    let e = errors(&[
+        "sweep",
+        "allreduce-8xh800",
+        "--vary",
+        "workload.bytes=1,2",
+        "--set",
+        "workload.algorithm=3",
+        "--set",
+        "hardware.sms=x",
+    ]);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    has(&e, "--set workload.algorithm=3: workload.algorithm: invalid type");
+    has(&e, "--set hardware.sms=x: hardware.sms: invalid type");
+}

@@ -43,7 +43,20 @@ pub struct PlanArgs {
 pub fn execute(args: PlanArgs) -> Result<ExitCode, AppError> {
     let PlanArgs { scenario, rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units, sets, format, limits } = args;
     let (scenario, sets) = (&scenario[..], &sets[..]);
-    let scenario = load_scenario(&ScenarioRef::parse(scenario)?, sets)?;
+    // The arguments' problems and the scenario's (with its --sets) at once.
+    let mut problems = crate::plan::argument_problems(rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units);
+    if let Err(AppError::Input(d)) = limits.max_memory_bytes() {
+        problems.extend(d);
+    }
+    let scenario = match ScenarioRef::parse(scenario).and_then(|r| load_scenario(&r, sets)) {
+        Ok(s) if problems.is_empty() => s,
+        Ok(_) => return Err(AppError::Input(problems)),
+        Err(AppError::Input(d)) => {
+            problems.extend(d);
+            return Err(AppError::Input(problems));
+        }
+        Err(e) => return Err(e),
+    };
     let scenario_duration = crate::plan::serving_workload(&scenario).ok().and_then(|w| w.duration_s);
     let duration_s = duration_s.unwrap_or(scenario_duration.unwrap_or(600.0).min(600.0));
     let started = Instant::now();

@@ -50,8 +50,25 @@ pub fn execute(args: SweepArgs) -> Result<ExitCode, AppError> {
     let SweepArgs { scenario, varies, metrics, out, sets, format, force, limits } = args;
     let (varies, metrics, sets) = (&varies[..], &metrics[..], &sets[..]);
     let scenario = scenario_ref(scenario)?;
-    let varies = varies.iter().map(|v| sweep::parse_vary(v)).collect::<Result<Vec<_>, _>>()?;
-    sweep::check(&varies)?;
+    // Every bad --vary (and --max-memory-gib) at once.
+    let mut problems = Vec::new();
+    let mut parsed = Vec::new();
+    for v in varies {
+        match sweep::parse_vary(v) {
+            Ok(v) => parsed.push(v),
+            Err(AppError::Input(d)) => problems.extend(d),
+            Err(e) => return Err(e),
+        }
+    }
+    if let Err(AppError::Input(d)) = limits.max_memory_bytes() {
+        problems.extend(d);
+    }
+    if problems.is_empty() {
+        sweep::check(&parsed)?;
+    } else {
+        return Err(AppError::Input(problems));
+    }
+    let varies = parsed;
     let out_dir = out.as_deref().map(|d| OutDir::prepare(d, force)).transpose()?;
     let n = sweep::points(&varies).len();
     let bar = std::io::stderr().is_terminal().then(|| {
