@@ -2,6 +2,8 @@
 //! renders. `src/main.rs` only parses the command line and dispatches here.
 
 pub mod catalog;
+pub mod cli;
+pub mod keys;
 pub mod plan;
 pub mod replay;
 pub mod run;
@@ -26,9 +28,11 @@ pub struct RunOutput {
     /// workload's plots and tables here (replacing an earlier moesim output as a whole).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Print text or one JSON object (json).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16.
+    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16 (repeatable;
+    /// `moesim keys` lists the keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
     /// Replace --out even if it is a non-empty folder moesim did not write.
