@@ -4,6 +4,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod determinism;
+mod explicit_topology;
 mod hardening;
 mod inference;
 mod memory_hierarchy;
