@@ -11,16 +11,16 @@ use crate::common::*;
 fn explicit_topology(nodes: u32) -> String {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/alltoall-16xh800-explicit.toml"))
         .unwrap();
-    let start = text.find("[topology]").unwrap();
-    let end = text.find("[workload]").unwrap();
+    let start = text.find("\n[topology]").unwrap() + 1;
+    let end = text.find("\n[workload]").unwrap() + 1;
     text[start..end].replace("nodes = 2\n", &format!("nodes = {nodes}\n"))
 }
 
 /// A built-in scenario's text with its `[topology]` table replaced.
 fn with_topology(builtin: &str, topology: &str) -> String {
     let text = std::fs::read_to_string(format!("{}/scenarios/{builtin}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let start = text.find("[topology]").unwrap();
-    let end = start + 1 + text[start + 1..].find("\n[").unwrap() + 1;
+    let start = text.find("\n[topology]").unwrap() + 1;
+    let end = start + text[start..].find("\n[").unwrap() + 1;
     format!("{}{}{}", &text[..start], topology, &text[end..])
 }
 
