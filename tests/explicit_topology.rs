@@ -9,8 +9,9 @@ use crate::common::*;
 /// The `[topology]` table and its switches and links from the built-in
 /// `alltoall-16xh800-explicit` (h800-cluster written out), with `nodes`.
 fn explicit_topology(nodes: u32) -> String {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/alltoall-16xh800-explicit.toml"))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/alltoall-16xh800-explicit.toml"))
+            .unwrap();
     let start = text.find("\n[topology]").unwrap() + 1;
     let end = text.find("\n[workload]").unwrap() + 1;
     text[start..end].replace("nodes = 2\n", &format!("nodes = {nodes}\n"))
@@ -237,7 +238,8 @@ fn bad_graphs_are_errors_at_their_line() {
     assert!(rejected("explicit_lonely", &lonely).contains("switch `spare` has no link"));
     let err = rejected("explicit_pattern", &SMALL.replace("sw{n}", "sw{m}"));
     assert!(err.contains("unknown variable `m`"), "{err}");
-    let err = rejected("explicit_radix", &SMALL.replace("gpus_per_node = 2\n", "gpus_per_node = 2\nswitch_radix = 64\n"));
+    let err =
+        rejected("explicit_radix", &SMALL.replace("gpus_per_node = 2\n", "gpus_per_node = 2\nswitch_radix = 64\n"));
     assert!(err.contains("topology.switch_radix: not used by an explicit topology"), "{err}");
     // An unknown link class is a parse error at its place.
     let err = rejected("explicit_class", &SMALL.replace("class = \"infiniband\"", "class = \"ethernet\""));

@@ -232,6 +232,7 @@ const PRESETS: &[(&str, &str)] = &[
     ("multi-plane-fat-tree", include_str!("../presets/multi-plane-fat-tree.toml")),
     ("nvl72", include_str!("../presets/nvl72.toml")),
     ("cloudmatrix384", include_str!("../presets/cloudmatrix384.toml")),
+    ("llama3-roce", include_str!("../presets/llama3-roce.toml")),
 ];
 
 /// The most GPUs a topology may have (ranks are `u32`, and routing state
