@@ -49,7 +49,7 @@ pub enum TopologyKind {
 /// `oversubscription` as written: one ratio (the leaf tier's) or one per
 /// tier.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a down:up ratio such as 2.0, or a table such as { leaf = 2.0, spine = 7.0 }")]
 pub enum Oversubscription {
     Leaf(f64),
     Tiers(TierRatios),
