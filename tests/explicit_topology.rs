@@ -235,7 +235,8 @@ fn bad_graphs_are_errors_at_their_line() {
     assert!(err.contains("topology.switch[0].name: `n0.gpu0` is a GPU's name"), "{err}");
     // A switch nothing links to; a bad pattern; a generated-only key.
     let lonely = SMALL.replace("tier = \"nvswitch\"", "tier = \"nvswitch\"\n\n[[topology.switch]]\nname = \"spare\"");
-    assert!(rejected("explicit_lonely", &lonely).contains("switch `spare` has no link"));
+    let err = rejected("explicit_lonely", &lonely);
+    assert!(err.contains("topology.switch[1].name: switch `spare` has no link"), "{err}");
     let err = rejected("explicit_pattern", &SMALL.replace("sw{n}", "sw{m}"));
     assert!(err.contains("unknown variable `m`"), "{err}");
     let err =

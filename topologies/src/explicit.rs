@@ -144,6 +144,8 @@ pub fn resolve(
         }
     }
     let mut graph = ExplicitGraph { switches: Vec::new(), tiers: Vec::new(), links: Vec::new() };
+    // The entry each switch came from, for locating problems.
+    let mut entry_of: Vec<usize> = Vec::new();
     for (i, entry) in switches.iter().enumerate() {
         let tier_name = entry.tier.clone().unwrap_or_else(|| "switch".to_owned());
         if tier_name.trim().is_empty() {
@@ -180,6 +182,7 @@ pub fn resolve(
                 None => {
                     names.insert(name.clone(), End::Switch(graph.switches.len() as u32));
                     graph.switches.push((name, tier));
+                    entry_of.push(i);
                 }
             }
         }
@@ -247,7 +250,7 @@ pub fn resolve(
     if problems.is_empty() {
         if let Some(s) = linked.iter().position(|l| !l) {
             problems.push(ConfigProblem {
-                key: "switch".into(),
+                key: format!("switch[{}].name", entry_of[s]),
                 message: format!("switch `{}` has no link", graph.switches[s].0),
             });
         }
