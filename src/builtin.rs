@@ -4,6 +4,7 @@
 /// `(name, TOML text)` of every built-in scenario, sorted by name.
 pub const SCENARIOS: &[(&str, &str)] = &[
     ("allreduce-8xh800", include_str!("../scenarios/allreduce-8xh800.toml")),
+    ("alltoall-16xh800-explicit", include_str!("../scenarios/alltoall-16xh800-explicit.toml")),
     ("alltoall-4096xh800", include_str!("../scenarios/alltoall-4096xh800.toml")),
     ("alltoall-512xh800", include_str!("../scenarios/alltoall-512xh800.toml")),
     ("chakra-allreduce-8npus-switch", include_str!("../scenarios/chakra-allreduce-8npus-switch.toml")),

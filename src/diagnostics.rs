@@ -210,11 +210,27 @@ impl Source {
         let Ok(doc) = ImDocument::parse(self.text.clone()) else { return Location::Unknown };
         let mut item: &Item = doc.as_item();
         let mut best: Option<Range<usize>> = None;
-        for part in dotted.split('.') {
-            match item.get(part) {
+        // A part may index an array of tables: `link[3]` (0-based).
+        let steps = dotted.split('.').flat_map(|part| match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+            Some((name, i)) => [Some(Step::Key(name)), i.parse().ok().map(Step::Index)],
+            None => [Some(Step::Key(part)), None],
+        });
+        for step in steps.flatten() {
+            let next = match step {
+                Step::Key(k) => item.get(k),
+                Step::Index(i) => item.get(i),
+            };
+            match next {
                 Some(next) => {
                     item = next;
-                    if let Some(s) = item.span() {
+                    // A table of an array of tables has no span of its own:
+                    // take its first key's.
+                    let span = item.span().or_else(|| {
+                        item.as_table()
+                            .and_then(|t| t.iter().next())
+                            .and_then(|(k, _)| item.as_table().and_then(|t| t.key(k)).and_then(|key| key.span()))
+                    });
+                    if let Some(s) = span {
                         best = Some(s);
                     }
                 }
@@ -286,6 +302,12 @@ fn match_lines(original: &str, edited: &str) -> Vec<Option<usize>> {
             }
         })
         .collect()
+}
+
+/// One step of a key path: a table key or an index into an array of tables.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

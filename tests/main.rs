@@ -7,6 +7,7 @@ mod common;
 mod data_paths;
 mod determinism;
 mod discoverable;
+mod explicit_topology;
 mod hardening;
 mod inference;
 mod memory_hierarchy;

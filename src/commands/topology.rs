@@ -47,6 +47,9 @@ pub fn execute(args: TopologyArgs) -> Result<ExitCode, AppError> {
             println!("  gpus                     {} ({} per node)", s.gpus, s.gpus_per_node);
             println!("  nics                     {}", s.nics);
             println!("  switches                 {}", s.switches);
+            for t in &s.tiers {
+                println!("    tier {:<19} {} switches", t.tier, t.switches);
+            }
             println!("  directed links           {}", s.directed_links);
             println!("  nvlink per gpu           {:.1} GB/s per direction (nominal)", s.gpu_nvlink_bytes_per_s / 1e9);
             println!(
@@ -54,8 +57,13 @@ pub fn execute(args: TopologyArgs) -> Result<ExitCode, AppError> {
                 s.gpu_network_bytes_per_s * 8.0 / 1e9
             );
             println!(
-                "  bisection                {:.1} Tb/s per direction (nominal)",
-                s.bisection_bytes_per_s * 8.0 / 1e12
+                "  bisection                {:.1} Tb/s per direction (nominal){}",
+                s.bisection_bytes_per_s * 8.0 / 1e12,
+                if s.bisection_includes_fabric || s.tiers.is_empty() {
+                    ""
+                } else {
+                    ", injection bound only: the cut of a written-out fabric is not computed"
+                }
             );
             for class in &s.link_classes {
                 println!("  link rate                {}", class.describe());

@@ -827,7 +827,11 @@ pub struct EngineIterationTimes {
 
 fn unit_cluster(spec: &ClusterSpec, device: &DeviceSpec, gpus: u32, seed: u64) -> Result<Cluster, String> {
     let mut s = spec.clone();
-    s.nodes = gpus.div_ceil(s.gpus_per_node).max(1);
+    // A written-out fabric is built whole (its patterns were resolved for
+    // its own nodes): the unit runs on its first ranks.
+    if s.kind != moesim_topologies::TopologyKind::Explicit {
+        s.nodes = gpus.div_ceil(s.gpus_per_node).max(1);
+    }
     let topology = moesim_topologies::build(&s).map_err(|e| e.to_string())?;
     Ok(Cluster::new(topology, device.clone(), seed))
 }

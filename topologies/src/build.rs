@@ -10,6 +10,7 @@
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::config::{ClusterSpec, ConfigProblem, TopologyError, TopologyKind};
+use crate::explicit::End;
 use crate::topology::{LinkKind, LinkSpec, NodeKind, Topology};
 
 /// Builds the cluster a spec describes and checks every GPU reaches every other.
@@ -20,6 +21,7 @@ pub fn build(spec: &ClusterSpec) -> Result<Topology, TopologyError> {
         TopologyKind::RailOptimized => rail_optimized(spec),
         TopologyKind::FatTree => fat_tree(spec),
         TopologyKind::MultiPlaneFatTree => multi_plane_fat_tree(spec),
+        TopologyKind::Explicit => explicit(spec)?,
     };
     topology.check_connected()?;
     Ok(topology)
@@ -59,6 +61,9 @@ fn check_shape(spec: &ClusterSpec) -> Result<(), TopologyError> {
         TopologyKind::FatTree if spec.k < 2 || spec.k % 2 == 1 || spec.k > 254 => {
             push("k", format!("expected an even integer in [2, 254], found {}", spec.k))
         }
+        TopologyKind::Explicit if spec.explicit.is_none() => {
+            push("link", "expected the written-out graph of an explicit topology, found none".into())
+        }
         TopologyKind::FatTree if gpus > u64::from(spec.k).pow(3) / 4 => push(
             "k",
             format!(
@@ -85,6 +90,10 @@ struct Wiring {
     nvlink: LinkSpec,
     pcie: LinkSpec,
     ib: LinkSpec,
+    /// The leaf tier's uplinks: `ib` at 1/ratio of its rate.
+    leaf_up: LinkSpec,
+    /// A fat-tree's aggregation uplinks to the cores.
+    spine_up: LinkSpec,
 }
 
 impl Wiring {
@@ -108,6 +117,18 @@ impl Wiring {
             ib: LinkSpec {
                 kind: LinkKind::InfiniBand,
                 nominal_bytes_per_s: spec.ib_bytes_per_s,
+                efficiency: spec.ib_efficiency,
+                latency_ns: spec.ib_latency_ns,
+            },
+            leaf_up: LinkSpec {
+                kind: LinkKind::InfiniBand,
+                nominal_bytes_per_s: spec.ib_bytes_per_s / spec.oversubscription.leaf,
+                efficiency: spec.ib_efficiency,
+                latency_ns: spec.ib_latency_ns,
+            },
+            spine_up: LinkSpec {
+                kind: LinkKind::InfiniBand,
+                nominal_bytes_per_s: spec.ib_bytes_per_s / spec.oversubscription.spine,
                 efficiency: spec.ib_efficiency,
                 latency_ns: spec.ib_latency_ns,
             },
@@ -142,6 +163,8 @@ impl Wiring {
             nodes: spec.nodes,
             gpus_per_node: spec.gpus_per_node,
             spec: Some(spec.clone()),
+            switch_names: Vec::new(),
+            tiers: Vec::new(),
         }
     }
     /// Leaves of one rail/plane: leaf j takes NIC `plane` of nodes
@@ -156,6 +179,46 @@ impl Wiring {
         }
         leaves
     }
+}
+
+/// `explicit`: the written-out graph as given. GPU vertices first, in rank
+/// order (node-major), then the switches in declaration order, then every
+/// physical link as two directed edges in entry order.
+pub fn explicit(spec: &ClusterSpec) -> Result<Topology, TopologyError> {
+    let Some(g) = &spec.explicit else {
+        return Err(TopologyError::Invalid {
+            problems: vec![ConfigProblem { key: "link".into(), message: "expected a written-out graph".into() }],
+        });
+    };
+    let mut graph =
+        DiGraph::with_capacity((spec.nodes * spec.gpus_per_node) as usize + g.switches.len(), 2 * g.links.len());
+    let mut gpus = Vec::new();
+    for node in 0..spec.nodes {
+        for local in 0..spec.gpus_per_node {
+            gpus.push(graph.add_node(NodeKind::Gpu { node, local, rank: node * spec.gpus_per_node + local }));
+        }
+    }
+    let switches: Vec<NodeIndex> = (0..g.switches.len() as u32)
+        .map(|index| graph.add_node(NodeKind::Switch { index, tier: g.switches[index as usize].1 }))
+        .collect();
+    let vertex = |end: End| match end {
+        End::Gpu(r) => gpus[r as usize],
+        End::Switch(s) => switches[s as usize],
+    };
+    for &(a, b, link) in &g.links {
+        graph.add_edge(vertex(a), vertex(b), link);
+        graph.add_edge(vertex(b), vertex(a), link);
+    }
+    Ok(Topology {
+        name: spec.name.clone(),
+        graph,
+        gpus,
+        nodes: spec.nodes,
+        gpus_per_node: spec.gpus_per_node,
+        spec: Some(spec.clone()),
+        switch_names: g.switches.iter().map(|(n, _)| n.clone()).collect(),
+        tiers: g.tiers.clone(),
+    })
 }
 
 /// `node`: one server, GPUs on an NVSwitch, GPU i <-> NIC i (the NICs lead
@@ -176,7 +239,7 @@ pub fn rail_optimized(spec: &ClusterSpec) -> Topology {
     for index in 0..spec.switch_radix / 2 {
         let spine = w.graph.add_node(NodeKind::Spine { plane: 0, index });
         for &leaf in &leaves {
-            w.ib_link(leaf, spine);
+            w.link(leaf, spine, w.leaf_up);
         }
     }
     w.finish(spec)
@@ -196,7 +259,7 @@ pub fn multi_plane_fat_tree(spec: &ClusterSpec) -> Topology {
         for index in 0..spec.switch_radix / 2 {
             let spine = w.graph.add_node(NodeKind::Spine { plane, index });
             for &leaf in &leaves {
-                w.ib_link(leaf, spine);
+                w.link(leaf, spine, w.leaf_up);
             }
         }
     }
@@ -221,12 +284,12 @@ pub fn fat_tree(spec: &ClusterSpec) -> Topology {
             (0..half).map(|index| w.graph.add_node(NodeKind::Spine { plane: pod, index })).collect();
         for &edge in &pod_edges {
             for &agg in &aggs {
-                w.ib_link(edge, agg);
+                w.link(edge, agg, w.leaf_up);
             }
         }
         for (a, &agg) in aggs.iter().enumerate() {
             for &core in &cores[a * half as usize..(a + 1) * half as usize] {
-                w.ib_link(agg, core);
+                w.link(agg, core, w.spine_up);
             }
         }
         edges.extend(pod_edges);

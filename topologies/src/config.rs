@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::topology::LinkKind;
+
 /// One problem with a configuration value, found after parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
@@ -39,6 +41,30 @@ pub enum TopologyKind {
     FatTree,
     /// Each NIC of a node on its own plane; each plane a two-layer fat-tree.
     MultiPlaneFatTree,
+    /// Written out in full: `[[topology.switch]]` and `[[topology.link]]`
+    /// (see [`crate::explicit`]); implied by a `link` entry.
+    Explicit,
+}
+
+/// `oversubscription` as written: one ratio (the leaf tier's) or one per
+/// tier.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(untagged, expecting = "expected a down:up ratio such as 2.0, or a table such as { leaf = 2.0, spine = 7.0 }")]
+pub enum Oversubscription {
+    Leaf(f64),
+    Tiers(TierRatios),
+}
+
+/// Oversubscription per tier: a tier's down-link capacity over its
+/// up-link capacity (2.0 = 2:1). `leaf`: leaf (edge) switches' uplinks to
+/// spines (aggregation); `spine`: a three-layer `fat-tree`'s aggregation
+/// uplinks to the cores. Realised as thinner uplinks (see
+/// [`ClusterSpec::oversubscription`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierRatios {
+    pub leaf: Option<f64>,
+    pub spine: Option<f64>,
 }
 
 /// Per-GPU link rates that come from the device unless the topology table
@@ -83,6 +109,13 @@ pub struct TopologyConfig {
     pub switch_radix: Option<u32>,
     /// `fat-tree` only: the k of the k-ary fat-tree.
     pub k: Option<u32>,
+    /// Generated fat-trees (`rail-optimized`, `fat-tree`,
+    /// `multi-plane-fat-tree`): down/up capacity ratio per tier.
+    pub oversubscription: Option<Oversubscription>,
+    /// Explicit topologies: the switches (see [`crate::explicit`]).
+    pub switch: Option<Vec<crate::explicit::SwitchEntry>>,
+    /// Explicit topologies: the links (see [`crate::explicit`]).
+    pub link: Option<Vec<crate::explicit::LinkEntry>>,
 }
 
 /// Everything a builder needs, resolved and checked. Rates in bytes/s.
@@ -106,6 +139,17 @@ pub struct ClusterSpec {
     pub ib_latency_ns: f64,
     pub switch_radix: u32,
     pub k: u32,
+    /// Oversubscription of the leaf tier's and the spine tier's uplinks
+    /// (1 = non-blocking). Built as *thinner* uplinks: each uplink's rate
+    /// is the port rate / ratio, with the wiring (every leaf to every
+    /// spine) unchanged. Thinner rather than fewer because any real ratio
+    /// (1.5, 7) is then exact for every radix and size, and in the fluid
+    /// model only a tier's aggregate capacity matters (fewer uplinks would
+    /// only realise ratios dividing radix/2, and ECMP over fewer paths
+    /// changes hashing collisions, not capacity).
+    pub oversubscription: TierOversubscription,
+    /// The written-out graph of a `kind = "explicit"` topology.
+    pub explicit: Option<crate::explicit::ExplicitGraph>,
     /// Each link class's nominal rate and efficiency with where they came
     /// from, for `moesim topology` and every run's notes.
     pub link_classes: Vec<LinkClassRate>,
@@ -116,6 +160,19 @@ impl ClusterSpec {
     pub fn used_link_classes(&self) -> impl Iterator<Item = &LinkClassRate> {
         let node = self.kind == TopologyKind::Node;
         self.link_classes.iter().filter(move |c| !(node && c.class == "infiniband"))
+    }
+}
+
+/// Resolved oversubscription ratios (each ≥ 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TierOversubscription {
+    pub leaf: f64,
+    pub spine: f64,
+}
+
+impl Default for TierOversubscription {
+    fn default() -> TierOversubscription {
+        TierOversubscription { leaf: 1.0, spine: 1.0 }
     }
 }
 
@@ -175,6 +232,7 @@ const PRESETS: &[(&str, &str)] = &[
     ("multi-plane-fat-tree", include_str!("../presets/multi-plane-fat-tree.toml")),
     ("nvl72", include_str!("../presets/nvl72.toml")),
     ("cloudmatrix384", include_str!("../presets/cloudmatrix384.toml")),
+    ("llama3-roce", include_str!("../presets/llama3-roce.toml")),
 ];
 
 /// The most GPUs a topology may have (ranks are `u32`, and routing state
@@ -188,6 +246,7 @@ impl TopologyKind {
             TopologyKind::RailOptimized => "rail-optimized",
             TopologyKind::FatTree => "fat-tree",
             TopologyKind::MultiPlaneFatTree => "multi-plane-fat-tree",
+            TopologyKind::Explicit => "explicit",
         }
     }
 }
@@ -283,6 +342,9 @@ impl TopologyConfig {
             ib_latency_ns: self.ib_latency_ns.or(base.ib_latency_ns),
             switch_radix: self.switch_radix.or(base.switch_radix),
             k: self.k.or(base.k),
+            oversubscription: self.oversubscription.or(base.oversubscription),
+            switch: self.switch.clone().or_else(|| base.switch.clone()),
+            link: self.link.clone().or_else(|| base.link.clone()),
         }
     }
     /// Resolves a scenario's table: preset values, then the device's link
@@ -292,6 +354,9 @@ impl TopologyConfig {
         let mut problems = Vec::new();
         let (name, merged) = match &self.preset {
             Some(name) => (name.clone(), self.overlay(&Self::preset(name)?)),
+            None if self.kind == Some(TopologyKind::Explicit) || self.link.is_some() || self.switch.is_some() => {
+                ("explicit".to_owned(), self.clone())
+            }
             None => {
                 problems.push(problem(
                     "preset",
@@ -300,13 +365,16 @@ impl TopologyConfig {
                 ("custom".to_owned(), self.clone())
             }
         };
+        if merged.kind == Some(TopologyKind::Explicit) || merged.link.is_some() || merged.switch.is_some() {
+            return self.resolve_explicit(name, &merged, defaults, problems);
+        }
         let mut c = Checker { problems };
         let kind = match merged.kind {
             Some(kind) => Some(kind),
             None => {
                 c.push(
                     "kind",
-                    "expected one of node, rail-optimized, fat-tree, multi-plane-fat-tree, found none".into(),
+                    "expected one of node, rail-optimized, fat-tree, multi-plane-fat-tree, explicit (with [[topology.link]]), found none".into(),
                 );
                 None
             }
@@ -334,6 +402,7 @@ impl TopologyConfig {
             None if kind != Some(TopologyKind::FatTree) => 0,
             value => c.even_integer("k", value, 254),
         };
+        let oversubscription = c.oversubscription(merged.oversubscription, kind);
         let gpus = u64::from(nodes) * u64::from(gpus_per_node);
         if nodes >= 1 && gpus_per_node >= 1 {
             if kind == Some(TopologyKind::Node) && nodes != 1 {
@@ -437,6 +506,150 @@ impl TopologyConfig {
             ib_latency_ns,
             switch_radix,
             k,
+            oversubscription,
+            explicit: None,
+            link_classes,
+        })
+    }
+
+    /// Resolves a written-out topology (`kind = "explicit"`): `nodes` x
+    /// `gpus_per_node` GPUs, the switches and links as listed. The class
+    /// keys (`nvlink_gb_per_s`, `ib_latency_ns`, ...) are optional here:
+    /// defaults for links that leave a value out.
+    fn resolve_explicit(
+        &self,
+        name: String,
+        merged: &TopologyConfig,
+        defaults: LinkDefaults,
+        problems: Vec<ConfigProblem>,
+    ) -> Result<ClusterSpec, TopologyError> {
+        let mut c = Checker { problems };
+        if let Some(kind) = merged.kind.filter(|k| *k != TopologyKind::Explicit) {
+            c.push(
+                "kind",
+                format!(
+                    "expected \"explicit\" (or no kind) beside [[topology.link]] entries, found \"{}\"",
+                    kind.as_str()
+                ),
+            );
+        }
+        for (key, set) in [
+            ("switch_radix", merged.switch_radix.is_some()),
+            ("k", merged.k.is_some()),
+            ("oversubscription", merged.oversubscription.is_some()),
+        ] {
+            if set {
+                c.push(key, "not used by an explicit topology (its links carry their own rates); remove it".into());
+            }
+        }
+        let nodes = c.integer_at_least("nodes", merged.nodes, 1);
+        let gpus_per_node = c.integer_at_least("gpus_per_node", merged.gpus_per_node, 1);
+        let gpus = u64::from(nodes) * u64::from(gpus_per_node);
+        if gpus > MAX_GPUS {
+            c.push(
+                "nodes",
+                format!("expected at most {MAX_GPUS} GPUs in all, found {gpus} ({nodes} nodes x {gpus_per_node})"),
+            );
+        }
+        if merged.link.as_ref().is_none_or(|l| l.is_empty()) {
+            c.push("link", "expected [[topology.link]] entries (a, b, class, rate), found none".into());
+        }
+        let optional =
+            |c: &mut Checker, key: &str, v: Option<f64>, check: fn(&mut Checker, &str, Option<f64>) -> f64| {
+                v.map(|v| check(c, key, Some(v))).filter(|v| *v > 0.0 || key.ends_with("latency_ns"))
+            };
+        let rate_gb = |c: &mut Checker, key: &str, v: Option<f64>| c.rate(key, v, GB_PER_S);
+        let rate_gbit = |c: &mut Checker, key: &str, v: Option<f64>| c.rate(key, v, GBIT_PER_S);
+        let latency = |c: &mut Checker, key: &str, v: Option<f64>| c.latency(key, v);
+        let fraction = |c: &mut Checker, key: &str, v: Option<f64>| c.fraction(key, v);
+        let nv_rate = optional(
+            &mut c,
+            "nvlink_gb_per_s",
+            Some(merged.nvlink_gb_per_s.unwrap_or(defaults.nvlink_gb_per_s)),
+            rate_gb,
+        );
+        let pcie_rate = optional(&mut c, "pcie_gb_per_s", merged.pcie_gb_per_s, rate_gb);
+        let ib_rate =
+            optional(&mut c, "ib_gbit_per_s", Some(merged.ib_gbit_per_s.unwrap_or(defaults.nic_gbit_per_s)), rate_gbit);
+        let class = [
+            crate::explicit::ClassDefaults {
+                bytes_per_s: nv_rate.map(|v| v * 1e9),
+                efficiency: optional(&mut c, "nvlink_efficiency", merged.nvlink_efficiency, fraction),
+                latency_ns: optional(&mut c, "nvlink_latency_ns", merged.nvlink_latency_ns, latency),
+            },
+            crate::explicit::ClassDefaults {
+                bytes_per_s: pcie_rate.map(|v| v * 1e9),
+                efficiency: optional(&mut c, "pcie_efficiency", merged.pcie_efficiency, fraction),
+                latency_ns: optional(&mut c, "pcie_latency_ns", merged.pcie_latency_ns, latency),
+            },
+            crate::explicit::ClassDefaults {
+                bytes_per_s: ib_rate.map(|v| v * 1e9 / 8.0),
+                efficiency: optional(&mut c, "ib_efficiency", merged.ib_efficiency, fraction),
+                latency_ns: optional(&mut c, "ib_latency_ns", merged.ib_latency_ns, latency),
+            },
+        ];
+        let nvls_efficiency = merged.nvls_efficiency.map(|v| c.fraction("nvls_efficiency", Some(v)));
+        if !c.problems.is_empty() {
+            return Err(TopologyError::Invalid { problems: c.problems });
+        }
+        let no_switches = Vec::new();
+        let graph = crate::explicit::resolve(
+            nodes,
+            gpus_per_node,
+            merged.switch.as_ref().unwrap_or(&no_switches),
+            merged.link.as_deref().unwrap_or_default(),
+            class,
+        )
+        .map_err(|problems| TopologyError::Invalid { problems })?;
+        // A class's figures for the spec's scalar fields (serving's KV
+        // transfer estimate, replay re-costing): its first link's, else the
+        // class default.
+        let first = |kind: LinkKind| graph.links.iter().map(|l| l.2).find(|l| l.kind == kind);
+        let figures = |kind: LinkKind, d: crate::explicit::ClassDefaults| match first(kind) {
+            Some(l) => (l.nominal_bytes_per_s, l.efficiency, l.latency_ns),
+            None => (d.bytes_per_s.unwrap_or(0.0), d.efficiency.unwrap_or(1.0), d.latency_ns.unwrap_or(0.0)),
+        };
+        let nv = figures(LinkKind::NvLink, class[0]);
+        let pcie = figures(LinkKind::Pcie, class[1]);
+        let ib = figures(LinkKind::InfiniBand, class[2]);
+        // One entry per distinct (class, rate, efficiency), in link order.
+        let mut link_classes: Vec<LinkClassRate> = Vec::new();
+        for (_, _, l) in &graph.links {
+            if !link_classes.iter().any(|c| {
+                c.class == l.kind.as_str()
+                    && c.nominal_bytes_per_s == l.nominal_bytes_per_s
+                    && c.efficiency == l.efficiency
+            }) {
+                link_classes.push(LinkClassRate {
+                    class: l.kind.as_str(),
+                    nominal_bytes_per_s: l.nominal_bytes_per_s,
+                    efficiency: l.efficiency,
+                    effective_bytes_per_s: l.effective_bytes_per_s(),
+                    rate_from: "topology.link".into(),
+                    efficiency_from: "topology.link".into(),
+                    efficiency_kept_from_preset: false,
+                });
+            }
+        }
+        Ok(ClusterSpec {
+            name,
+            kind: TopologyKind::Explicit,
+            nodes,
+            gpus_per_node,
+            nvlink_bytes_per_s: nv.0,
+            nvlink_efficiency: nv.1,
+            nvlink_latency_ns: nv.2,
+            nvls_efficiency,
+            pcie_bytes_per_s: pcie.0,
+            pcie_efficiency: pcie.1,
+            pcie_latency_ns: pcie.2,
+            ib_bytes_per_s: ib.0,
+            ib_efficiency: ib.1,
+            ib_latency_ns: ib.2,
+            switch_radix: 0,
+            k: 0,
+            oversubscription: TierOversubscription::default(),
+            explicit: Some(graph),
             link_classes,
         })
     }
@@ -488,6 +701,52 @@ impl Checker {
             }
             None => v,
         }
+    }
+    /// `oversubscription`: ratios ≥ 1 (at most 64), on the tiers `kind`
+    /// has uplinks at.
+    fn oversubscription(
+        &mut self,
+        value: Option<Oversubscription>,
+        kind: Option<TopologyKind>,
+    ) -> TierOversubscription {
+        let mut out = TierOversubscription::default();
+        let Some(value) = value else { return out };
+        let (leaf, spine, key) = match value {
+            Oversubscription::Leaf(r) => (Some(r), None, "oversubscription"),
+            Oversubscription::Tiers(t) => (t.leaf, t.spine, "oversubscription.leaf"),
+        };
+        let ratio = |c: &mut Checker, key: &str, r: f64| {
+            if r.is_finite() && (1.0..=64.0).contains(&r) {
+                r
+            } else {
+                c.push(
+                    key,
+                    format!(
+                        "expected a down:up ratio in [1, 64] (2.0 = 2:1, 1 = non-blocking), found {}",
+                        show_number(r)
+                    ),
+                );
+                1.0
+            }
+        };
+        match kind {
+            Some(TopologyKind::Node) => {
+                self.push("oversubscription", "not used by kind \"node\" (one switch, no uplinks); remove it".into());
+                return out;
+            }
+            Some(TopologyKind::RailOptimized | TopologyKind::MultiPlaneFatTree) if spine.is_some() => self.push(
+                "oversubscription.spine",
+                "expected no spine ratio: a two-layer fabric's spines are its top tier (no uplinks); set leaf".into(),
+            ),
+            _ => {}
+        }
+        if let Some(r) = leaf {
+            out.leaf = ratio(self, key, r);
+        }
+        if let Some(r) = spine {
+            out.spine = ratio(self, "oversubscription.spine", r);
+        }
+        out
     }
     fn fraction(&mut self, key: &str, value: Option<f64>) -> f64 {
         self.number(key, value, "a value in (0, 1]", |v| v > 0.0 && v <= 1.0)

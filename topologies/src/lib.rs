@@ -8,13 +8,14 @@
 pub mod build;
 pub mod config;
 pub mod dot;
+pub mod explicit;
 pub mod route;
 pub mod topology;
 
 pub use build::build;
 pub use config::{
-    show_number, ClusterSpec, ConfigProblem, LinkClassRate, LinkDefaults, Plausible, TopologyConfig, TopologyError,
-    TopologyKind,
+    show_number, ClusterSpec, ConfigProblem, LinkClassRate, LinkDefaults, Oversubscription, Plausible,
+    TierOversubscription, TierRatios, TopologyConfig, TopologyError, TopologyKind,
 };
 pub use petgraph::graph::{EdgeIndex, NodeIndex};
 pub use route::Router;

@@ -113,6 +113,7 @@ fn kind_order(kind: &NodeKind) -> u8 {
         NodeKind::Leaf { .. } => 3,
         NodeKind::Spine { .. } => 4,
         NodeKind::Core { .. } => 5,
+        NodeKind::Switch { tier, .. } => 6u32.saturating_add(*tier).min(255) as u8,
     }
 }
 

@@ -24,6 +24,9 @@ pub enum NodeKind {
     Spine { plane: u32, index: u32 },
     /// A core switch of a three-layer fat-tree.
     Core { index: u32 },
+    /// A switch of a written-out topology: its index in
+    /// [`Topology::switch_names`] and its tier in [`Topology::tiers`].
+    Switch { index: u32, tier: u32 },
 }
 
 /// The medium of a link.
@@ -76,6 +79,17 @@ pub struct Topology {
     /// The spec it was built from (`None` for a hand-built graph); the
     /// summary's bisection uses it.
     pub spec: Option<ClusterSpec>,
+    /// Names of the `NodeKind::Switch` vertices (written-out topologies).
+    pub switch_names: Vec<String>,
+    /// Tier names of the `NodeKind::Switch` vertices.
+    pub tiers: Vec<String>,
+}
+
+/// Switches of one tier of a written-out topology.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TierSummary {
+    pub tier: String,
+    pub switches: u32,
 }
 
 /// What `moesim topology` prints.
@@ -118,6 +132,13 @@ pub struct TopologySummary {
     /// Nominal rate x efficiency of each link class the graph has, with
     /// where each value came from (empty for a hand-built graph).
     pub link_classes: Vec<crate::config::LinkClassRate>,
+    /// A written-out topology's switches per tier, in the order declared
+    /// (empty for the generated kinds).
+    pub tiers: Vec<TierSummary>,
+    /// Whether `bisection_bytes_per_s` includes a cut of the switch fabric
+    /// (false for a written-out or hand-built graph: only the injection
+    /// bound, the fabric taken as non-blocking).
+    pub bisection_includes_fabric: bool,
 }
 
 impl Topology {
@@ -136,15 +157,18 @@ impl Topology {
     pub fn link(&self, e: EdgeIndex) -> &LinkSpec {
         &self.graph[e]
     }
-    /// GPU `rank`'s scale-up switch (its NVSwitch vertex) with the link up
-    /// to it and the link back down; `None` if it has none.
+    /// GPU `rank`'s scale-up switch (its NVSwitch vertex, or in a
+    /// written-out topology the first switch it reaches over an NVLink
+    /// link) with the link up to it and the link back down; `None` if it
+    /// has none.
     pub fn nvswitch_links(&self, rank: u32) -> Option<(NodeIndex, EdgeIndex, EdgeIndex)> {
         use petgraph::visit::EdgeRef;
         let v = self.gpu(rank);
-        let up = self
-            .graph
-            .edges_directed(v, Direction::Outgoing)
-            .find(|e| matches!(self.graph[e.target()], NodeKind::NvSwitch { .. }))?;
+        let up = self.graph.edges_directed(v, Direction::Outgoing).find(|e| match self.graph[e.target()] {
+            NodeKind::NvSwitch { .. } => true,
+            NodeKind::Switch { .. } => e.weight().kind == LinkKind::NvLink,
+            _ => false,
+        })?;
         let down = self.graph.find_edge(up.target(), v)?;
         Some((up.target(), up.id(), down))
     }
@@ -166,6 +190,9 @@ impl Topology {
             NodeKind::Leaf { plane, index } => format!("leaf.p{plane}.{index}"),
             NodeKind::Spine { plane, index } => format!("spine.p{plane}.{index}"),
             NodeKind::Core { index } => format!("core.{index}"),
+            NodeKind::Switch { index, .. } => {
+                self.switch_names.get(index as usize).cloned().unwrap_or_else(|| format!("switch.{index}"))
+            }
         }
     }
     /// Display name of a directed link, e.g. `n0.gpu1->n0.nvswitch`.
@@ -211,8 +238,15 @@ impl Topology {
     /// Counts, per-GPU bandwidths and bisection (see [`TopologySummary`]).
     pub fn summary(&self) -> TopologySummary {
         let (mut nics, mut nvswitches, mut leaves, mut spines, mut cores) = (0u32, 0u32, 0u32, 0u32, 0u32);
+        let mut tiers: Vec<TierSummary> =
+            self.tiers.iter().map(|t| TierSummary { tier: t.clone(), switches: 0 }).collect();
         for kind in self.graph.node_weights() {
             match kind {
+                NodeKind::Switch { tier, .. } => {
+                    if let Some(t) = tiers.get_mut(*tier as usize) {
+                        t.switches += 1;
+                    }
+                }
                 NodeKind::Gpu { .. } => {}
                 NodeKind::NvSwitch { .. } => nvswitches += 1,
                 NodeKind::Nic { .. } => nics += 1,
@@ -250,8 +284,10 @@ impl Topology {
             }
         }
         let half = f64::from(self.gpu_count() / 2);
+        let explicit = self.spec.as_ref().is_some_and(|s| s.kind == TopologyKind::Explicit);
         let bisection = match &self.spec {
             Some(spec) if spec.kind == TopologyKind::Node || !has_network => half * nvlink,
+            Some(_) if explicit => half * network,
             Some(spec) => f64::min(half * network, fabric_cut_bytes_per_s(spec)),
             None if !has_network => half * nvlink,
             None => half * network,
@@ -262,7 +298,7 @@ impl Topology {
             gpus: self.gpu_count(),
             gpus_per_node: self.gpus_per_node,
             nics,
-            switches: nvswitches + leaves + spines + cores,
+            switches: nvswitches + leaves + spines + cores + tiers.iter().map(|t| t.switches).sum::<u32>(),
             nvswitches,
             leaf_switches: leaves,
             spine_switches: spines,
@@ -272,6 +308,8 @@ impl Topology {
             gpu_network_bytes_per_s: network,
             bisection_bytes_per_s: bisection,
             link_classes: self.link_classes(),
+            bisection_includes_fabric: self.spec.is_some() && !explicit && has_network,
+            tiers,
         }
     }
 }
@@ -280,21 +318,28 @@ impl Topology {
 /// fabric a spec builds (see [`TopologySummary::bisection_bytes_per_s`]).
 fn fabric_cut_bytes_per_s(spec: &ClusterSpec) -> f64 {
     let ib = spec.ib_bytes_per_s;
+    // Thinner leaf uplinks (oversubscription) carry 1/ratio of a port.
+    let ib_up = ib / spec.oversubscription.leaf;
     match spec.kind {
-        TopologyKind::Node => f64::INFINITY,
+        TopologyKind::Node | TopologyKind::Explicit => f64::INFINITY,
         TopologyKind::RailOptimized => {
             let leaves = spec.gpus_per_node * crate::build::leaves_per_plane(spec);
             let spines = spec.switch_radix / 2;
-            f64::from(leaves) * f64::from(spines) / 2.0 * ib
+            f64::from(leaves) * f64::from(spines) / 2.0 * ib_up
         }
         TopologyKind::MultiPlaneFatTree => {
             let leaves = crate::build::leaves_per_plane(spec);
             if leaves == 1 {
                 return f64::INFINITY;
             }
-            let per_plane = f64::from(leaves) * f64::from(spec.switch_radix / 2) / 2.0 * ib;
+            let per_plane = f64::from(leaves) * f64::from(spec.switch_radix / 2) / 2.0 * ib_up;
             per_plane * f64::from(spec.gpus_per_node)
         }
-        TopologyKind::FatTree => f64::from(spec.k).powi(3) / 8.0 * ib,
+        // A balanced cut splits the pods in half: k/2 pods' (k/2)^2 core
+        // uplinks cross, each at 1/spine-ratio of a port, bounded by the
+        // edge tier's uplinks of those pods (1/leaf-ratio).
+        TopologyKind::FatTree => {
+            f64::from(spec.k).powi(3) / 8.0 * ib / spec.oversubscription.leaf.max(spec.oversubscription.spine)
+        }
     }
 }

@@ -187,3 +187,35 @@ fn every_preset_sources_each_value_it_sets() {
         }
     }
 }
+
+#[test]
+fn llama3_roce_has_the_papers_tiers_and_routes_across_pods_through_the_aggregation_layer() {
+    // 3,200 GPUs: 200 racks of 16 GPUs, 2 pods of up to 192 racks (16
+    // cluster switches each), 16 aggregation switches.
+    let t = preset("llama3-roce", Some(400));
+    let s = t.summary();
+    let tiers: Vec<(&str, u32)> = s.tiers.iter().map(|t| (t.tier.as_str(), t.switches)).collect();
+    assert_eq!(tiers, [("nvswitch", 400), ("nic", 3200), ("tor", 200), ("cluster", 32), ("aggregation", 16)]);
+    let r = moesim_topologies::Router::new(&t, 0);
+    let names = |src: u32, dst: u32| {
+        let mut path = Vec::new();
+        r.route(&t, src, dst, 0, &mut path);
+        path.iter().map(|&e| t.link_name(e)).collect::<Vec<_>>()
+    };
+    // Same rack (servers 0 and 1 share tor0): GPU, NIC, ToR, NIC, GPU.
+    let same_rack = names(0, 8);
+    assert_eq!(same_rack.len(), 4, "{same_rack:?}");
+    assert!(same_rack[1].ends_with("->tor0"), "{same_rack:?}");
+    // Same pod, other rack: up to a cluster switch and down.
+    let same_pod = names(0, 16 * 100);
+    assert!(same_pod.iter().any(|l| l.contains("->pod0.cluster")) && !same_pod.iter().any(|l| l.contains("agg")));
+    // Rack 195 is in pod 1: the path crosses an aggregation switch, whose
+    // links run at 1/7 of the pod's ToR capacity over 16 links.
+    let cross = names(0, 16 * 195);
+    assert_eq!(cross.len(), 8, "{cross:?}");
+    assert!(cross[3].contains("->agg"), "{cross:?}");
+    let mut path = Vec::new();
+    r.route(&t, 0, 16 * 195, 0, &mut path);
+    let agg = t.link(path[3]).nominal_bytes_per_s * 8.0 / 1e9;
+    assert!((agg - 192.0 * 400.0 / 7.0 / 16.0).abs() < 1e-6, "{agg}");
+}

@@ -229,7 +229,16 @@ fn next_hops_that_are_not_adjacent_in_edge_order_are_still_found() {
     }
     link(leaves[0], n1);
     link(leaves[2], n1);
-    let t = Topology { name: "hand".into(), graph: g, gpus: vec![g0, g1], nodes: 2, gpus_per_node: 1, spec: None };
+    let t = Topology {
+        name: "hand".into(),
+        graph: g,
+        gpus: vec![g0, g1],
+        nodes: 2,
+        gpus_per_node: 1,
+        spec: None,
+        switch_names: vec![],
+        tiers: vec![],
+    };
     t.check_connected().unwrap();
     let r = Router::new(&t, 5);
     let used: BTreeSet<String> = (0..32)
