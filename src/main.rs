@@ -48,6 +48,8 @@ enum Command {
     /// Run a scenario at every combination of values of one or more keys (a what-if grid): a table,
     /// and with --out sweep.csv and a chart per metric.
     Sweep(commands::sweep::SweepArgs),
+    /// Join the folders of a sharded sweep into the unsharded sweep's folder, byte for byte.
+    Merge(commands::merge::MergeArgs),
     /// Compare the model with published figures; exits non-zero if a case fails.
     Validate(commands::validate::ValidateArgs),
 }
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::execute(args),
         Command::Sweep(args) => commands::sweep::execute(args),
         Command::Replay(args) => commands::replay::execute(args),
+        Command::Merge(args) => commands::merge::execute(args),
         Command::Validate(args) => commands::validate::execute(args),
     };
     match result {

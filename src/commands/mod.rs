@@ -2,6 +2,7 @@
 //! renders. `src/main.rs` only parses the command line and dispatches here.
 
 pub mod catalog;
+pub mod merge;
 pub mod plan;
 pub mod replay;
 pub mod run;
