@@ -12,6 +12,7 @@ mod properties;
 mod replay;
 mod serving;
 mod serving_bad_input;
+mod sweep_files;
 mod training;
 mod validation;
 mod validation_cases;
