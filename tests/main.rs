@@ -9,6 +9,7 @@ mod inference;
 mod k8s;
 mod memory_hierarchy;
 mod pipeline;
+mod plan_training;
 mod properties;
 mod replay;
 mod serving;

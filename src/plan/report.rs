@@ -126,6 +126,7 @@ pub fn why(s: &Status) -> String {
         Status::NoFit { memory_gib, hbm_gib } => format!("needs {memory_gib:.1} GiB per GPU of {hbm_gib:.0}"),
         Status::MissesDeadline => "its lower bound misses the deadline".into(),
         Status::Pruned => "pruned: a simulated plan beats its lower bound on time and cost".into(),
+        Status::SameAsZero1 => "pruned: ZeRO-1 of this plan fits and communicates the same, so the same step".into(),
         Status::Simulated { .. } => "simulated".into(),
     }
 }
@@ -147,8 +148,8 @@ pub fn frontier_figure(plan: &TrainingPlan, title: &str) -> Result<RenderedFigur
         ("does not fit in memory (at its bound)", pts(&|e| matches!(e.status, Status::NoFit { .. }), true), 7, 2),
         (
             "pruned by the bound (at its bound)",
-            pts(&|e| matches!(e.status, Status::Pruned | Status::MissesDeadline), true),
-            5,
+            pts(&|e| matches!(e.status, Status::Pruned | Status::MissesDeadline | Status::SameAsZero1), true),
+            2,
             2,
         ),
         ("simulated", pts(&|e| e.outcome().is_some(), false), 0, 3),
@@ -207,6 +208,7 @@ pub fn csv(plan: &TrainingPlan) -> String {
             Status::NoFit { memory_gib, .. } => ("no-fit", format!(",,,,,{memory_gib}")),
             Status::MissesDeadline => ("misses-deadline", ",,,,,".into()),
             Status::Pruned => ("pruned", ",,,,,".into()),
+            Status::SameAsZero1 => ("same-as-zero-1", ",,,,,".into()),
         };
         let why = why(&e.status).replace('"', "'");
         let _ = writeln!(

@@ -129,6 +129,9 @@ pub enum Status {
     MissesDeadline,
     /// A simulated plan beats its lower bound on time and cost.
     Pruned,
+    /// ZeRO-2 where ZeRO-1 of the same plan fits: the same communication,
+    /// so the same step.
+    SameAsZero1,
     /// Simulated.
     Simulated { step_s: f64, days: f64, gpu_hours: f64, cost_usd: f64, mfu: f64, memory_gib: f64 },
 }
@@ -450,6 +453,22 @@ pub fn plan(base: &Source, sets: &[String], target: &TrainingTarget) -> Result<T
         })
         .collect();
     let mut evaluated = checked;
+    // ZeRO-2 shards the gradients too but communicates as ZeRO-1 does (a
+    // reduce-scatter, then an all-gather of the updated weights): where
+    // ZeRO-1 of the same plan fits, ZeRO-2 has its step and is not run.
+    for i in 0..evaluated.len() {
+        let c = evaluated[i].candidate;
+        if c.zero != 2 || evaluated[i].reference || !matches!(evaluated[i].status, Status::Pruned) {
+            continue;
+        }
+        let twin = Candidate { zero: 1, ..c };
+        // ZeRO varies fastest in the candidate order: the twin is just before.
+        if let Some(j) = i.checked_sub(1).filter(|&j| evaluated[j].candidate == twin) {
+            if matches!(evaluated[j].status, Status::Pruned) || evaluated[j].reference {
+                evaluated[i].status = Status::SameAsZero1;
+            }
+        }
+    }
     let survivors = evaluated.iter().filter(|e| matches!(e.status, Status::Pruned)).count();
     eprintln!(
         "plan: {} candidates checked, {survivors} fit and are valid; simulating in rounds of {ROUND}, best bound first",
@@ -560,7 +579,7 @@ pub fn plan(base: &Source, sets: &[String], target: &TrainingTarget) -> Result<T
         tokens: target.tokens,
         invalid: count(&|s| matches!(s, Status::Invalid { .. })),
         no_fit: count(&|s| matches!(s, Status::NoFit { .. })),
-        pruned: count(&|s| matches!(s, Status::Pruned | Status::MissesDeadline)),
+        pruned: count(&|s| matches!(s, Status::Pruned | Status::MissesDeadline | Status::SameAsZero1)),
         simulated,
         evaluated,
         frontier,
