@@ -54,7 +54,7 @@ fn training_plan_search_prunes_simulates_and_writes_the_best_plan() {
     assert_eq!(rows.len() as u64, n("candidates"));
     let status = |s: &str| rows.iter().filter(|r| r[11] == s).count() as u64;
     assert!(status("simulated") > 0 && status("simulated") <= n("simulated"), "{v}");
-    assert_eq!(status("invalid") as u64, n("invalid"));
+    assert_eq!(status("invalid"), n("invalid"));
     assert!(n("pruned") > 0 && n("invalid") > 0, "{v}");
     // A simulated step is never shorter than its bound.
     for r in rows.iter().filter(|r| r[11] == "simulated") {

@@ -157,6 +157,10 @@ fn emit(args: &SweepArgs, def: &SweepDef, kind: Emit) -> Result<ExitCode, AppErr
     Ok(ExitCode::SUCCESS)
 }
 
+/// A point's results line and the input error that kept it from running, or
+/// the sweep's failure.
+type PointResult = Result<(Map<String, Value>, Option<AppError>), AppError>;
+
 /// Progress within one point (a bar per running point, under the sweep's).
 struct PointProgress {
     bar: Option<ProgressBar>,
@@ -203,7 +207,7 @@ pub fn execute(args: SweepArgs) -> Result<ExitCode, AppError> {
     let started = Instant::now();
     let options = RunOptions { max_memory_bytes: Some(args.limits.max_memory_bytes()?), ..RunOptions::default() };
     let finished = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<(usize, Result<(Map<String, Value>, Option<AppError>), AppError>)> = pending
+    let results: Vec<(usize, PointResult)> = pending
         .par_iter()
         .map(|&i| {
             let mut observer = PointProgress {

@@ -144,7 +144,8 @@ pub fn frontier_figure(plan: &TrainingPlan, title: &str) -> Result<RenderedFigur
             })
             .collect()
     };
-    let groups: [(&str, Vec<(f64, f64)>, usize, u32); 4] = [
+    type Group<'a> = (&'a str, Vec<(f64, f64)>, usize, u32);
+    let groups: [Group; 4] = [
         ("does not fit in memory (at its bound)", pts(&|e| matches!(e.status, Status::NoFit { .. }), true), 7, 2),
         (
             "pruned by the bound (at its bound)",
