@@ -12,6 +12,9 @@
 //! point found is reported. Every point reuses the same memoised iteration
 //! times, so only the request-level model runs again.
 
+pub mod report;
+pub mod training;
+
 use serde::Serialize;
 
 use crate::scenario::Scenario;

@@ -3,14 +3,20 @@
 //! parallel and reported in grid order (the last key varies fastest), so
 //! the output is the same bytes whatever the thread count. Each point is an
 //! ordinary run with the values as `--set` overrides after the user's own.
+//! Sweep files ([`file`]) define richer sweeps; [`results`] makes them
+//! resumable and [`shard`] splits them across scheduler jobs.
 
-use rayon::prelude::*;
+pub mod file;
+pub mod results;
+pub mod shard;
+
 use serde_json::{Map, Value};
 
 use crate::diagnostics::Source;
 use crate::workloads::RunOptions;
-use crate::{run_scenario, AppError, ScenarioRef};
-use moesim_reports::sweep::{SweepRow, SweepTable};
+use crate::{run_scenario_observed, AppError};
+use file::SweepDef;
+use moesim_reports::sweep::SweepTable;
 
 /// Most points one sweep may run.
 pub const MAX_POINTS: usize = 1000;
@@ -78,82 +84,34 @@ pub fn points(varies: &[Vary]) -> Vec<Vec<String>> {
     out
 }
 
-/// Runs every point (`done` is called as each finishes, from any thread)
-/// and tabulates the summaries. A point the overrides make invalid is a row
-/// with its error; when no point is valid, the first one's error is the
-/// sweep's, as is any failure of a valid run.
-pub fn run_sweep(
-    scenario: &ScenarioRef,
-    sets: &[String],
-    varies: &[Vary],
+/// Runs point `i` of a sweep: its results-file line, with the run's
+/// summary, or with the input error that kept it from running (a plan that
+/// does not tile the cluster, say). Any other failure is the sweep's.
+pub fn run_point(
+    def: &SweepDef,
+    i: usize,
     options: &RunOptions,
-    done: &(dyn Fn() + Sync),
-) -> Result<SweepTable, AppError> {
-    check(varies)?;
-    let grid = points(varies);
-    let results: Vec<Result<Map<String, Value>, AppError>> = grid
-        .par_iter()
-        .map(|values| {
-            let mut all = sets.to_vec();
-            all.extend(varies.iter().zip(values).map(|(v, value)| format!("{}={value}", v.key)));
-            let r = run_scenario(scenario, &all, options).map(|(summary, _)| summary);
-            done();
-            r
-        })
-        .collect();
-    // A point whose overrides make the scenario invalid (a plan that does
-    // not tile the cluster, say) is a row with its error; any other failure
-    // stops the sweep, and so does a sweep where no point could run.
-    let mut metrics: Vec<String> = Vec::new();
-    let mut outcomes = Vec::with_capacity(results.len());
-    for (values, r) in grid.iter().zip(results) {
-        match r {
-            Ok(summary) => {
-                for k in summary.keys() {
-                    if !matches!(k.as_str(), "scenario" | "notes") && !metrics.contains(k) {
-                        metrics.push(k.clone());
-                    }
-                }
-                outcomes.push(Ok(summary));
-            }
-            Err(AppError::Failed(m)) => return Err(AppError::Failed(format!("{}: {m}", point_name(varies, values)))),
-            Err(input) => outcomes.push(Err(input)),
+    observer: &mut dyn moesim_sim::Observer,
+) -> Result<(Map<String, Value>, Option<AppError>), AppError> {
+    let mut line = Map::new();
+    line.insert("point".into(), Value::from(i));
+    line.insert("values".into(), Value::from(def.points[i].clone()));
+    match run_scenario_observed(&def.scenario, &def.sets_of(i), options, observer) {
+        Ok((summary, _)) => {
+            line.insert("summary".into(), Value::Object(summary));
+            Ok((line, None))
+        }
+        Err(AppError::Failed(m)) => Err(AppError::Failed(format!("{}: {m}", point_name(&def.keys, &def.points[i])))),
+        Err(input) => {
+            let message = input.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").to_owned();
+            line.insert("error".into(), Value::from(message));
+            Ok((line, Some(input)))
         }
     }
-    if !outcomes.iter().any(Result::is_ok) {
-        // No point ran: every distinct problem of every point, at once.
-        let mut problems = Vec::new();
-        for e in outcomes.into_iter().filter_map(Result::err) {
-            match e {
-                AppError::Input(ds) => ds.into_iter().for_each(|d| {
-                    if !problems.contains(&d) {
-                        problems.push(d)
-                    }
-                }),
-                other => return Err(other),
-            }
-        }
-        return Err(AppError::Input(problems));
-    }
-    let rows = grid
-        .into_iter()
-        .zip(outcomes)
-        .map(|(values, outcome)| match outcome {
-            Ok(summary) => {
-                SweepRow { values, metrics: metrics.iter().map(|m| summary.get(m).cloned()).collect(), error: None }
-            }
-            Err(e) => SweepRow {
-                values,
-                metrics: vec![None; metrics.len()],
-                error: Some(e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").to_owned()),
-            },
-        })
-        .collect();
-    Ok(SweepTable { keys: varies.iter().map(|v| v.key.clone()).collect(), metrics, rows })
 }
 
-fn point_name(varies: &[Vary], values: &[String]) -> String {
-    varies.iter().zip(values).map(|(v, x)| format!("{}={x}", v.key)).collect::<Vec<_>>().join(", ")
+fn point_name(keys: &[String], values: &[String]) -> String {
+    keys.iter().zip(values).map(|(k, x)| format!("{k}={x}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The metrics shown when none is asked for: the headline figures of each
@@ -161,7 +119,7 @@ fn point_name(varies: &[Vary], values: &[String]) -> String {
 pub const HEADLINE: &[&str] = &[
     "step_time_s",
     "tokens_per_s_per_gpu",
-    "mfu_bf16_peak",
+    "mfu",
     "exposed_comm_s",
     "memory_gib_per_gpu",
     "fits",

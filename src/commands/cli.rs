@@ -58,7 +58,9 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
-    /// Find the fewest nodes (prefill + decode units) of a serving scenario meeting p99 latency targets.
+    /// Serving: the fewest nodes (prefill + decode units) meeting p99 latency targets. Training
+    /// (`moesim plan TRAINING-SCENARIO --tokens N`): the plans (nodes x TP x PP x EP x DP x schedule x
+    /// micro-batch x recompute x ZeRO) that fit, ranked by time to train and cost, with the frontier.
     #[command(
         after_help = "Example:\n  moesim plan deepseek-v3-serving-h800 --rate 50 --ttft-p99-ms 2000 --tpot-p99-ms 50 --duration-s 30"
     )]
@@ -75,6 +77,8 @@ pub enum Command {
         after_help = "Example:\n  moesim sweep allreduce-8xh800 --vary workload.bytes=1048576,16777216 --metric busbw_gb_per_s"
     )]
     Sweep(super::sweep::SweepArgs),
+    /// Join the folders of a sharded sweep into the unsharded sweep's folder, byte for byte.
+    Merge(super::merge::MergeArgs),
     /// Compare the model with published figures; exits non-zero if a case fails.
     Validate(super::validate::ValidateArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
@@ -100,6 +104,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode, AppError> {
         Command::Plan(args) => super::plan::execute(args),
         Command::Sweep(args) => super::sweep::execute(args),
         Command::Replay(args) => super::replay::execute(args),
+        Command::Merge(args) => super::merge::execute(args),
         Command::Validate(args) => super::validate::execute(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "moesim", &mut std::io::stdout());

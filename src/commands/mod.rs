@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod keys;
+pub mod merge;
 pub mod plan;
 pub mod replay;
 pub mod run;

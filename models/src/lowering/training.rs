@@ -177,7 +177,14 @@ pub fn partition(costs: &[f64], parts: usize) -> Vec<usize> {
 
 /// Splits the model's units over `stages` pipeline stages, balancing the
 /// estimated forward+backward time of each unit.
-fn split_stages(model: &ModelConfig, ctx: &LayerContext, stages: u32, rows: u64) -> Result<Vec<Vec<Unit>>, ModelError> {
+/// The units of each of `stages` model stages, cut where the slowest stage
+/// (forward + backward kernel time at `rows` expert rows) is fastest.
+pub fn split_stages(
+    model: &ModelConfig,
+    ctx: &LayerContext,
+    stages: u32,
+    rows: u64,
+) -> Result<Vec<Vec<Unit>>, ModelError> {
     let mut units = vec![Unit::Embedding];
     units.extend((0..model.layers).map(Unit::Layer));
     units.push(Unit::Head);
@@ -966,9 +973,19 @@ pub fn activation_bytes_per_token(model: &ModelConfig, unit: Unit, ctx: &LayerCo
 /// (sharded under ZeRO-1, DeepSeek-V3 §3.3), activations of the
 /// micro-batches the schedule keeps in flight, and DeepEP's buffers.
 pub fn training_memory(spec: &TrainingSpec, cluster: &Cluster, low: &TrainingLowering) -> MemoryBreakdown {
+    schedule_memory(spec, cluster, &low.schedule, &low.stage_units)
+}
+
+/// [`training_memory`] from the schedule and the stages' units alone (what a
+/// plan search checks before lowering anything).
+pub fn schedule_memory(
+    spec: &TrainingSpec,
+    cluster: &Cluster,
+    sched: &schedule::PipelineSchedule,
+    stage_units: &[Vec<Unit>],
+) -> MemoryBreakdown {
     let plan = &spec.plan;
     let ctx = spec.layer_context(cluster);
-    let sched = &low.schedule;
     let tokens = plan.micro_batch as f64 * spec.seq_len as f64;
     let peak = sched.peak_activation_microbatches();
     let copies = if sched.kind == schedule::ScheduleKind::DualPipe { 2.0 } else { 1.0 };
@@ -977,7 +994,7 @@ pub fn training_memory(spec: &TrainingSpec, cluster: &Cluster, low: &TrainingLow
         let stages: Vec<u32> = (0..sched.stages).filter(|&s| sched.device_of_stage[s as usize].contains(&d)).collect();
         let (mut dense, mut expert, mut act, mut largest) = (0.0, 0.0, 0.0f64, 0.0f64);
         for &s in &stages {
-            let units = &low.stage_units[s as usize];
+            let units = &stage_units[s as usize];
             let (de, ex) = stage_params(&spec.model, plan, units);
             dense += de;
             expert += ex;
