@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod common;
+mod dense;
 mod determinism;
 mod hardening;
 mod inference;
