@@ -61,14 +61,18 @@ fn uneven_stages_move_step_time_and_memory() {
     for k in ["step_time_s", "memory_gib_per_gpu"] {
         assert_eq!(f(&llama, k), f(&explicit, k), "{k}");
     }
-    // Seven layers on a middle stage make it the bottleneck: slower than six each.
-    assert!(f(&explicit, "step_time_s") > f(&explicit_even, "step_time_s"));
+    // The embedding and the head (a 51,200-word vocabulary) ride on the end
+    // stages: one layer fewer each balances them (Llama 3's reason), seven
+    // on three stages and three on the first does not.
+    let t = |v: &serde_json::Value| f(v, "step_time_s");
+    assert!(t(&explicit) < t(&explicit_even), "{} vs {}", t(&explicit), t(&explicit_even));
+    assert!(t(&lopsided) > t(&explicit_even) * 1.05, "{} vs {}", t(&lopsided), t(&explicit_even));
     // The first stage keeps 4 micro-batches in flight, the second 3: moving
     // layers off the first lowers the peak (4 x 6 = 24 layer-activations
-    // against 3 x 7 = 21), although it holds more weights.
+    // against 3 x 7 = 21), although the second holds more weights.
     assert!(f(&lopsided, "memory_gib_per_gpu") < f(&explicit_even, "memory_gib_per_gpu"));
-    // Cost-balanced stages by default differ from neither by much.
-    assert!(f(&even, "step_time_s") <= f(&explicit, "step_time_s"));
+    // The default split by cost beats six each too.
+    assert!(t(&even) < t(&explicit_even));
 }
 
 fn rejected(extra: &[&str]) -> String {

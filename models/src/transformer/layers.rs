@@ -164,10 +164,12 @@ pub enum Recompute {
     #[default]
     None,
     /// Korthikanti's selective recomputation: the attention core (scores,
-    /// softmax, dropout) is recomputed, nothing else. The attention kernels
-    /// here are fused (FlashAttention, FlashMLA), which never materialise
-    /// the scores and recompute them in their backward anyway, so this
-    /// stores and costs what `None` does.
+    /// softmax, dropout) is recomputed, nothing else. Fused attention
+    /// ([`AttentionKernel::Flash`]) never materialises the scores and
+    /// recomputes them in its backward anyway, so there this stores and
+    /// costs what `None` does; with [`AttentionKernel::Materialized`] the
+    /// scores are not stored and their GEMM, softmax and dropout run again
+    /// in the backward pass.
     Selective,
     /// Keep each layer's input only and run the layer's forward again in
     /// the backward pass.
