@@ -71,6 +71,14 @@ pub struct ParallelTable {
     /// SMs each expert-parallel communication kernel holds (DeepSeek-V3: 20 of 132).
     #[serde(default = "default_comm_sms")]
     pub comm_sms: u32,
+    /// Transformer layers of each model stage (pp x virtual_stages counts,
+    /// adding up to the model's layers); default: stages balanced by cost.
+    #[serde(default)]
+    pub stage_layers: Option<Vec<u32>>,
+    /// Llama 3's shorthand: this many layers fewer on the first and last
+    /// model stages (for the embedding and the output head), the rest even.
+    #[serde(default)]
+    pub first_last_stage_layers_fewer: Option<u32>,
 }
 
 /// Turns a model error into located diagnostics; `prefix` is prepended to

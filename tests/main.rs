@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod data_paths;
+mod dense;
 mod determinism;
 mod discoverable;
 mod explicit_topology;

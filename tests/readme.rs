@@ -225,11 +225,17 @@ fn readme_training_what_ifs_are_the_binary_output() {
         ("hardware.device=h20", ""),
         ("workload.skew=1.0", "(Zipf expert popularity)"),
         ("hardware.device=ascend-910b", ""),
+        ("hardware.device=b200", ""),
+        ("hardware.device=gb200", ""),
+        // A100 has no FP8 tensor cores: its row trains in BF16.
+        ("hardware.device=a100 workload.precision=\"bf16\"", "(no FP8 on A100)"),
     ];
     let rows: Vec<Vec<String>> = overrides
         .iter()
         .map(|&(set, note)| {
-            let v = if set.is_empty() { run_json(&[]) } else { run_json(&["--set", set]) };
+            // Several overrides of one row are separated by spaces.
+            let args: Vec<&str> = set.split_whitespace().flat_map(|s| ["--set", s]).collect();
+            let v = run_json(&args);
             let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{set}: no {k}"));
             let label =
                 if set.is_empty() { format!("`{note}`") } else { format!("`{set}` {note}").trim_end().to_owned() };

@@ -395,6 +395,8 @@ pub fn plan(base: &Source, sets: &[String], target: &TrainingTarget) -> Result<T
                 skew: Skew::from_exponent(workload.skew),
                 recompute: c.recompute,
                 mode: RankMode::Representative,
+                attention_kernel: workload.attention_kernel,
+                stage_layers: None,
             };
             let key = (c.tp, c.ep, c.micro_batch, recompute_name(c.recompute), parallel.sequence_parallel);
             let cached = unit_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();

@@ -6,9 +6,10 @@
 
 use moesim_models::hardware::device::Dtype;
 use moesim_models::lowering::training::{
-    lower_training, training_memory, OpKind, RankMode, TrainingLowering, TrainingSpec,
+    check_stage_layers, first_last_fewer, lower_training, training_memory, OpKind, RankMode, TrainingLowering,
+    TrainingSpec,
 };
-use moesim_models::transformer::layers::Recompute;
+use moesim_models::transformer::layers::{AttentionKernel, Recompute};
 use moesim_models::transformer::parallel::ParallelPlan;
 use moesim_models::transformer::routing::Skew;
 use moesim_models::transformer::schedule::ScheduleKind;
@@ -86,6 +87,13 @@ pub struct TrainingWorkload {
     /// `false` = "none".
     #[serde(default)]
     pub recompute: RecomputeKey,
+    /// How attention is computed: "flash" (the default: one fused kernel,
+    /// FlashAttention and after, 2022 on) or "materialized" (the scores
+    /// written to HBM by a batched GEMM, then a softmax and a dropout pass,
+    /// as Megatron-LM did before FlashAttention; their activation memory
+    /// too). Training only.
+    #[serde(default)]
+    pub attention_kernel: AttentionKernel,
     #[serde(default)]
     pub simulate: SimulateRanks,
     /// Price of one GPU-hour, USD; default: the device preset's (H800: 2,
@@ -112,18 +120,54 @@ impl TrainingWorkload {
         }
     }
 
+    /// `[parallel] stage_layers` or `first_last_stage_layers_fewer`,
+    /// checked against the model's layers and the schedule's model stages;
+    /// the key and the problem otherwise.
+    fn stage_layers(
+        table: &ParallelTable,
+        plan: &ParallelPlan,
+        layers: u32,
+    ) -> Result<Option<Vec<u32>>, (&'static str, String)> {
+        const COUNTS: &str = "parallel.stage_layers";
+        const FEWER: &str = "parallel.first_last_stage_layers_fewer";
+        let uneven =
+            matches!(plan.schedule, ScheduleKind::OneFOneB | ScheduleKind::Interleaved1F1B | ScheduleKind::Zb1p);
+        let stages = plan.stages();
+        match (&table.stage_layers, table.first_last_stage_layers_fewer) {
+            (Some(_), Some(_)) => Err((FEWER, format!("expected one of {COUNTS} and {FEWER}, found both"))),
+            (None, None) => Ok(None),
+            (Some(_), None) | (None, Some(_)) if !uneven => {
+                let key = if table.stage_layers.is_some() { COUNTS } else { FEWER };
+                Err((
+                    key,
+                    format!("expected a 1f1b, interleaved-1f1b or zb1p schedule, found {}", plan.schedule.as_str()),
+                ))
+            }
+            (Some(counts), None) => check_stage_layers(counts, stages, layers)
+                .map(|()| Some(counts.clone()))
+                .map_err(|m| (COUNTS, format!("expected {stages} layer counts adding up to {layers}: {m}"))),
+            (None, Some(0)) => Ok(None),
+            (None, Some(fewer)) => first_last_fewer(layers, stages, fewer).map(Some).map_err(|m| (FEWER, m)),
+        }
+    }
+
     fn spec(&self, setup: &Setup, cluster_spec: &ClusterSpec) -> Result<TrainingSpec, RunFailure> {
         let missing = |key: &str| RunFailure::Input(vec![setup.source.at_key(key, "missing")]);
         let model = setup.model.clone().ok_or_else(|| missing("model"))?;
         let table = setup.parallel.as_ref().ok_or_else(|| missing("parallel"))?;
+        let plan = Self::plan(table, cluster_gpus(cluster_spec));
+        let stage_layers = Self::stage_layers(table, &plan, model.layers)
+            .map_err(|(key, m)| RunFailure::Input(vec![setup.source.at_key(key, m)]))?;
         Ok(TrainingSpec {
             model,
-            plan: Self::plan(table, cluster_gpus(cluster_spec)),
+            plan,
+            stage_layers,
             seq_len: self.seq_len,
             global_batch: self.global_batch,
             linear_dtype: self.precision,
             skew: Skew::from_exponent(self.skew),
             recompute: self.recompute.resolve(),
+            attention_kernel: self.attention_kernel,
             mode: match self.simulate {
                 SimulateRanks::Representative => RankMode::Representative,
                 SimulateRanks::All => RankMode::All,

@@ -37,7 +37,7 @@ use crate::hardware::device::{DeviceSpec, Dtype};
 use crate::lowering::emit::{Emitter, RankStreams};
 use crate::network::cluster::Cluster;
 use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange, ForSource, LowLatencyTraffic, MoeKernel};
-use crate::transformer::layers::{Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
+use crate::transformer::layers::{AttentionKernel, Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
 use crate::transformer::model::{FfnKind, ModelConfig};
 use crate::transformer::routing::MoePhase;
 use crate::transformer::routing::{RoutingSpec, Skew, TokenRouter};
@@ -613,6 +613,7 @@ pub fn lower_iteration_cached(
         experts_per_rank: slots,
         linear_dtype: spec.linear_dtype,
         recompute: Recompute::None,
+        attention_kernel: AttentionKernel::Flash,
         sequence_parallel: false,
         compute_sms,
     };

@@ -38,7 +38,7 @@ use crate::lowering::emit::{Emitter, RankStreams};
 use crate::network::cluster::Cluster;
 use crate::network::collectives::join_all;
 use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange};
-use crate::transformer::layers::{Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
+use crate::transformer::layers::{AttentionKernel, Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
 use crate::transformer::model::{FfnKind, ModelConfig};
 use crate::transformer::parallel::ParallelPlan;
 use crate::transformer::routing::MoePhase;
@@ -65,7 +65,52 @@ pub struct TrainingSpec {
     pub skew: Skew,
     /// What the backward pass recomputes.
     pub recompute: Recompute,
+    /// Fused (Flash) attention or materialised scores.
+    pub attention_kernel: AttentionKernel,
+    /// Transformer layers of each model stage (pipeline stage, or model
+    /// chunk under interleaving), in order; `None`: split by cost
+    /// ([`partition`]). Checked by [`check_stage_layers`].
+    pub stage_layers: Option<Vec<u32>>,
     pub mode: RankMode,
+}
+
+/// Why `stage_layers` does not fit `stages` model stages of `layers` layers.
+pub fn check_stage_layers(counts: &[u32], stages: u32, layers: u32) -> Result<(), String> {
+    if counts.len() != stages as usize {
+        return Err(format!(
+            "{} counts for {stages} model stages (pp x virtual_stages): give one layer count per stage",
+            counts.len()
+        ));
+    }
+    if let Some(i) = counts.iter().position(|&c| c == 0) {
+        return Err(format!("stage {i} has no layer: every stage needs at least one"));
+    }
+    let sum: u64 = counts.iter().map(|&c| c as u64).sum();
+    if sum != layers as u64 {
+        return Err(format!("the counts add up to {sum} layers, the model has {layers}"));
+    }
+    Ok(())
+}
+
+/// Llama 3's layout (arXiv 2407.21783 §3.3.2: "we reduce one Transformer
+/// layer each from the first and the last stages"): the first and last of
+/// `stages` model stages get `fewer` layers less than the others, which
+/// share the rest evenly. Why not, if the layers do not split that way.
+pub fn first_last_fewer(layers: u32, stages: u32, fewer: u32) -> Result<Vec<u32>, String> {
+    if stages < 2 {
+        return Err(format!("needs at least 2 model stages (pp x virtual_stages), not {stages}"));
+    }
+    let total = layers as u64 + 2 * fewer as u64;
+    if !total.is_multiple_of(stages as u64) || total / (stages as u64) <= fewer as u64 {
+        return Err(format!(
+            "{layers} layers + 2 x {fewer} do not split evenly into {stages} model stages with layers on the first and last"
+        ));
+    }
+    let each = (total / stages as u64) as u32;
+    let mut v = vec![each; stages as usize];
+    v[0] -= fewer;
+    v[stages as usize - 1] -= fewer;
+    Ok(v)
 }
 
 impl TrainingSpec {
@@ -82,6 +127,7 @@ impl TrainingSpec {
             experts_per_rank: self.model.moe.as_ref().map_or(1, |m| m.routed_experts / plan.ep),
             linear_dtype: self.linear_dtype,
             recompute: self.recompute,
+            attention_kernel: self.attention_kernel,
             sequence_parallel: plan.sequence_parallel,
             compute_sms: compute_sms(self, cluster),
         }
@@ -209,6 +255,27 @@ pub fn split_stages(
             stage.insert(0, Unit::Embedding);
         }
         if k + 1 == stages as usize {
+            stage.push(Unit::Head);
+            stage.extend((0..model.mtp_modules).map(Unit::Mtp));
+        }
+        out.push(stage);
+    }
+    Ok(out)
+}
+
+/// Stages of the given layer counts (`stage_layers`), the embedding on the
+/// first, the head and MTP modules on the last.
+fn fixed_stages(model: &ModelConfig, counts: &[u32], stages: u32) -> Result<Vec<Vec<Unit>>, ModelError> {
+    check_stage_layers(counts, stages, model.layers).map_err(|m| ModelError::invalid("parallel.stage_layers", m))?;
+    let mut out = Vec::with_capacity(counts.len());
+    let mut start = 0u32;
+    for (k, &c) in counts.iter().enumerate() {
+        let mut stage: Vec<Unit> = (start..start + c).map(Unit::Layer).collect();
+        start += c;
+        if k == 0 {
+            stage.insert(0, Unit::Embedding);
+        }
+        if k + 1 == counts.len() {
             stage.push(Unit::Head);
             stage.extend((0..model.mtp_modules).map(Unit::Mtp));
         }
@@ -515,7 +582,10 @@ pub fn lower_training(
 
     let ctx_template = spec.layer_context(cluster);
     let balanced_rows = spec.model.moe.as_ref().map_or(0, |m| plan.micro_batch as u64 * spec.seq_len * m.topk as u64);
-    let stage_units = split_stages(&spec.model, &ctx_template, sched.stages, balanced_rows)?;
+    let stage_units = match &spec.stage_layers {
+        Some(counts) => fixed_stages(&spec.model, counts, sched.stages)?,
+        None => split_stages(&spec.model, &ctx_template, sched.stages, balanced_rows)?,
+    };
     let n_ranks = ranks.len();
     let mut low = Lowerer {
         cluster,
@@ -853,7 +923,7 @@ pub struct ActivationPolicy {
     /// `Some(s)`: attention materialises its `s x s` scores (no fused
     /// kernel), for Korthikanti's unfused figures; `None`: fused attention
     /// (FlashAttention, FlashMLA), which keeps only the FP32 softmax
-    /// statistics. The lowering always uses fused attention.
+    /// statistics ([`AttentionKernel`]).
     pub unfused_scores_seq_len: Option<u64>,
 }
 
@@ -946,7 +1016,8 @@ pub fn layer_activation_bytes(model: &ModelConfig, kind: FfnKind, p: &Activation
 }
 
 /// Activation bytes one unit keeps per token for its backward pass (see
-/// [`layer_activation_bytes`]; the lowering's attention is fused).
+/// [`layer_activation_bytes`], the scores stored when the context
+/// materialises them).
 pub fn activation_bytes_per_token(model: &ModelConfig, unit: Unit, ctx: &LayerContext) -> f64 {
     let h = model.hidden as f64;
     let t = ctx.tp.max(1) as f64;
@@ -956,7 +1027,7 @@ pub fn activation_bytes_per_token(model: &ModelConfig, unit: Unit, ctx: &LayerCo
         sequence_parallel: ctx.sequence_parallel,
         recompute: ctx.recompute,
         linear_input_bytes: if ctx.linear_dtype == Dtype::Fp8 { 1.0 + 4.0 / 128.0 } else { 2.0 },
-        unfused_scores_seq_len: None,
+        unfused_scores_seq_len: (ctx.attention_kernel == AttentionKernel::Materialized).then_some(ctx.seq_len),
     };
     let moe_kind = if model.moe.is_some() { FfnKind::Moe } else { FfnKind::Dense };
     match unit {
@@ -1085,5 +1156,35 @@ mod tests {
             let ratio = bytes(8, false, Recompute::None) / bytes(8, true, Recompute::Selective);
             assert!(ratio > 4.5, "{layers} layers: {ratio:.1}x");
         }
+    }
+
+    /// `[workload] attention_kernel = "materialized"` stores Table 2's
+    /// `5as/(ht)` scores per layer; fused attention only its FP32 softmax
+    /// statistics (4 bytes per head).
+    #[test]
+    fn materialized_attention_stores_the_scores() {
+        let m = gpt(4, 6144, 64);
+        let d = crate::DeviceSpec::preset("a100").unwrap();
+        let flash = LayerContext {
+            model: &m,
+            device: &d,
+            sequences: 1,
+            seq_len: 2048,
+            mode: PassMode::Training,
+            tp: 8,
+            experts_per_rank: 1,
+            linear_dtype: Dtype::Bf16,
+            recompute: Recompute::None,
+            attention_kernel: AttentionKernel::Flash,
+            sequence_parallel: true,
+            compute_sms: None,
+        };
+        let mat = LayerContext { attention_kernel: AttentionKernel::Materialized, ..flash.clone() };
+        let (h, a, s, t) = (6144.0, 64.0, 2048.0, 8.0);
+        let per_h = |c: &LayerContext| activation_bytes_per_token(&m, Unit::Layer(0), c) / h;
+        assert!((per_h(&mat) / (34.0 / t + 5.0 * a * s / (h * t)) - 1.0).abs() < 1e-9, "{}", per_h(&mat));
+        assert!(((per_h(&mat) - per_h(&flash)) * h / (5.0 * a * s / t - 4.0 * a / t) - 1.0).abs() < 1e-9);
+        let selective = LayerContext { recompute: Recompute::Selective, ..mat.clone() };
+        assert!((per_h(&selective) / (34.0 / t) - 1.0).abs() < 1e-9);
     }
 }

@@ -164,10 +164,12 @@ pub enum Recompute {
     #[default]
     None,
     /// Korthikanti's selective recomputation: the attention core (scores,
-    /// softmax, dropout) is recomputed, nothing else. The attention kernels
-    /// here are fused (FlashAttention, FlashMLA), which never materialise
-    /// the scores and recompute them in their backward anyway, so this
-    /// stores and costs what `None` does.
+    /// softmax, dropout) is recomputed, nothing else. Fused attention
+    /// ([`AttentionKernel::Flash`]) never materialises the scores and
+    /// recomputes them in its backward anyway, so there this stores and
+    /// costs what `None` does; with [`AttentionKernel::Materialized`] the
+    /// scores are not stored and their GEMM, softmax and dropout run again
+    /// in the backward pass.
     Selective,
     /// Keep each layer's input only and run the layer's forward again in
     /// the backward pass.
@@ -185,6 +187,34 @@ impl Recompute {
             Recompute::Selective => "selective",
             Recompute::Full => "full",
             Recompute::NormsAndUpProjections => "norms-and-up-projections",
+        }
+    }
+}
+
+/// How attention is computed (`[workload] attention_kernel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionKernel {
+    /// One fused kernel (FlashAttention, FlashMLA, 2022 on): the scores
+    /// stay in shared memory and registers, never in HBM.
+    #[default]
+    Flash,
+    /// The scores materialised in HBM, as Megatron-LM did before
+    /// FlashAttention (Narayanan et al. SC'21 §4.2; Korthikanti et al. 2022
+    /// Table 2's `5as/h` term): a batched QK^T GEMM writes `b x heads x s^2`
+    /// BF16 scores, a fused scale-mask-softmax reads and writes them, a
+    /// dropout reads them and writes its output and a one-byte mask (when
+    /// the model has dropout), and a batched GEMM multiplies them by V. The
+    /// backward pass reads and writes the same `s^2` tensors again, and
+    /// selective recomputation re-runs the score GEMM, softmax and dropout.
+    Materialized,
+}
+
+impl AttentionKernel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttentionKernel::Flash => "flash",
+            AttentionKernel::Materialized => "materialized",
         }
     }
 }
@@ -209,6 +239,8 @@ pub struct LayerContext<'a> {
     pub linear_dtype: Dtype,
     /// What the backward pass recomputes.
     pub recompute: Recompute,
+    /// Fused (Flash) attention or materialised scores (training only).
+    pub attention_kernel: AttentionKernel,
     /// Megatron's sequence parallelism with TP (Korthikanti §4.2.2): the
     /// norms, dropouts and residual adds run on `1 / tp` of the tokens; the
     /// all-reduces become reduce-scatter + all-gather (the same bytes).
@@ -486,6 +518,76 @@ impl<'a> LayerContext<'a> {
         }
     }
 
+    /// Whether this pass materialises the attention scores (training only;
+    /// prefill and decode always run fused kernels).
+    fn materialized(&self) -> bool {
+        self.attention_kernel == AttentionKernel::Materialized && self.mode == PassMode::Training
+    }
+
+    /// The attention core's kernels with materialised scores (Megatron-LM
+    /// before FlashAttention, [`AttentionKernel::Materialized`]), with
+    /// `E = b x heads x s_q x s_kv` BF16 scores on this rank, every one
+    /// computed (the causal mask is applied, not skipped):
+    ///
+    /// - forward (`core`): batched QK^T GEMM writing `2E` bytes; fused
+    ///   scale-mask-softmax reading `2E`, writing `2E`; dropout (if the model
+    ///   has dropout) reading `2E`, writing `2E` and its `E` mask; then the
+    ///   batched scores x V GEMM. `recompute_only` stops before the last GEMM
+    ///   (selective recomputation needs only the probabilities back).
+    /// - backward: dV = P^T dO and dP = dO V^T (writing `2E`); dropout's
+    ///   backward reading `2E` and the `E` mask, writing `2E`; softmax's
+    ///   backward reading the gradient and the probabilities (`4E`), writing
+    ///   `2E`; dQ = dS K and dK = dS^T Q.
+    ///
+    /// Every GEMM goes through the GEMM cost model (its output and operand
+    /// traffic included) and every element-wise pass through the streaming
+    /// (HBM) one.
+    fn materialized_attention(&self, b: &Builder, pass: Pass, recompute_only: bool) -> Result<Vec<Item>, ModelError> {
+        let shape = self.attention_shape(pass);
+        let groups = shape.batch * shape.heads;
+        let (sq, skv, qk, v) = (shape.q_len, shape.kv_len, shape.qk_dim, shape.v_dim);
+        let e = (groups * sq * skv) as f64;
+        let bmm = |name: &str, m: u64, n: u64, k: u64| {
+            let shape = GemmShape { m, n, k, groups, layout: GemmLayout::Masked, dtype: Dtype::Bf16 };
+            b.kernel(name, Op::Gemm(shape))
+        };
+        let dropout = self.model.dropout;
+        let mut v_items = Vec::new();
+        match pass {
+            Pass::Forward => {
+                v_items.push(bmm("attention scores", sq, skv, qk)?);
+                v_items.push(b.elementwise("attention softmax", 2.0 * e, 2.0 * e, 5.0 * e)?);
+                if dropout {
+                    v_items.push(b.elementwise("attention dropout", 2.0 * e, 3.0 * e, 2.0 * e)?);
+                }
+                if !recompute_only {
+                    v_items.push(bmm("attention values", sq, v, skv)?);
+                }
+            }
+            Pass::Backward => {
+                v_items.push(bmm("attention dv", skv, v, sq)?);
+                v_items.push(bmm("attention dp", sq, skv, v)?);
+                if dropout {
+                    v_items.push(b.elementwise("attention dropout", 3.0 * e, 2.0 * e, e)?);
+                }
+                v_items.push(b.elementwise("attention softmax", 4.0 * e, 2.0 * e, 3.0 * e)?);
+                v_items.push(bmm("attention dq", sq, qk, skv)?);
+                v_items.push(bmm("attention dk", skv, qk, sq)?);
+            }
+        }
+        Ok(v_items)
+    }
+
+    /// The attention core of a pass: one fused kernel, or the materialised
+    /// kernels ([`Self::materialized_attention`]).
+    fn attention_core(&self, b: &Builder, pass: Pass) -> Result<Vec<Item>, ModelError> {
+        if self.materialized() {
+            self.materialized_attention(b, pass, false)
+        } else {
+            Ok(vec![b.kernel("attention", Op::Attention(self.attention_shape(pass)))?])
+        }
+    }
+
     /// Bytes of one token's hidden state in BF16.
     fn hidden_bytes(&self) -> f64 {
         self.model.hidden as f64 * 2.0
@@ -576,7 +678,7 @@ impl<'a> LayerContext<'a> {
                     if let Some(bytes) = self.qk_assembly_bytes() {
                         out.push(b.elementwise("qk assemble", bytes, bytes, 0.0)?);
                     }
-                    out.push(b.kernel("attention", Op::Attention(shape))?);
+                    out.extend(self.attention_core(b, Pass::Forward)?);
                 }
             }
             if let (PassMode::Prefill { cached }, "kv_b_proj") = (self.mode, lin.name) {
@@ -924,10 +1026,21 @@ impl<'a> LayerContext<'a> {
                     if let Some(bytes) = self.qk_assembly_bytes() {
                         // The recomputed q, k assembled again, then dq, dk split back.
                         input.push(b.elementwise("qk assemble recompute", bytes, bytes, 0.0)?);
-                        input.push(b.kernel("attention", Op::Attention(self.attention_shape(Pass::Backward)))?);
+                        input.extend(self.attention_core(b, Pass::Backward)?);
                         input.push(b.elementwise("dqk split", bytes, bytes, 0.0)?);
                     } else {
-                        input.push(b.kernel("attention", Op::Attention(self.attention_shape(Pass::Backward)))?);
+                        if self.materialized() && self.recompute == Recompute::Selective {
+                            // Korthikanti's selective recomputation: the
+                            // scores, softmax and dropout again, not stored.
+                            let again = self.materialized_attention(b, Pass::Forward, true)?;
+                            input.extend(again.into_iter().map(|mut i| {
+                                if let Item::Kernel(k) = &mut i {
+                                    k.label = k.label.replace(" bwd", " recompute bwd");
+                                }
+                                i
+                            }));
+                        }
+                        input.extend(self.attention_core(b, Pass::Backward)?);
                     }
                     let rope = self.rope_bytes();
                     input.push(b.elementwise("rope", rope, rope, 0.0)?);
@@ -958,6 +1071,7 @@ mod tests {
             experts_per_rank: 4,
             linear_dtype: Dtype::Fp8,
             recompute: Recompute::NormsAndUpProjections,
+            attention_kernel: AttentionKernel::Flash,
             sequence_parallel: false,
             compute_sms: None,
         }
@@ -1074,5 +1188,52 @@ mod tests {
         assert_eq!(gate_up(4096).0, 32);
         assert_eq!(c.active_experts(1), 1);
         assert_eq!(c.active_experts(32), 21); // 32 (1 - (31/32)^32) = 20.6
+    }
+
+    /// Element-wise HBM bytes (read + written) of a block's attention kernels.
+    fn score_bytes(b: &Block) -> f64 {
+        b.kernels()
+            .filter(|k| k.label.contains(" attention "))
+            .map(|k| match k.op {
+                Op::Elementwise { read_bytes, write_bytes, .. } => read_bytes + write_bytes,
+                _ => 0.0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn materialized_attention_moves_the_scores_through_hbm() {
+        let m = ModelConfig::preset("gpt-1.7b").unwrap();
+        let d = DeviceSpec::preset("a100").unwrap();
+        let flash =
+            LayerContext { tp: 2, seq_len: 2048, linear_dtype: Dtype::Bf16, recompute: Recompute::None, ..ctx(&m, &d) };
+        let mat = LayerContext { attention_kernel: AttentionKernel::Materialized, ..flash.clone() };
+        // 12 heads per rank, 2,048 x 2,048 scores each, BF16.
+        let e = 12.0 * 2048.0 * 2048.0;
+        let (ff, mf) = (flash.forward(Unit::Layer(0), 0).unwrap(), mat.forward(Unit::Layer(0), 0).unwrap());
+        let (fb, mb) = (flash.backward(Unit::Layer(0), 0).unwrap(), mat.backward(Unit::Layer(0), 0).unwrap());
+        assert_eq!(score_bytes(&ff), 0.0);
+        // Softmax 2E + 2E, dropout 2E + 2E output + E mask.
+        assert_eq!(score_bytes(&mf), 9.0 * e);
+        // Dropout 3E + 2E, softmax 4E + 2E.
+        assert_eq!(score_bytes(&mb), 11.0 * e);
+        // The score passes take at least their bytes at the HBM peak on top
+        // of what the fused kernel took (the GEMMs' own score traffic too).
+        let at_peak = 9.0 * e / d.hbm_bytes_per_s();
+        assert!(mf.kernel_time_s() - ff.kernel_time_s() > at_peak, "{} {}", mf.kernel_time_s(), ff.kernel_time_s());
+        assert!(mb.kernel_time_s() - fb.kernel_time_s() > 11.0 * e / d.hbm_bytes_per_s());
+        // The same FLOPs up to the causal half the fused kernel skips.
+        assert!(mf.flops() > ff.flops());
+        // Selective recomputation runs the scores, softmax and dropout again.
+        let sel = LayerContext { recompute: Recompute::Selective, ..mat.clone() }.backward(Unit::Layer(0), 0).unwrap();
+        assert_eq!(score_bytes(&sel), 20.0 * e);
+        assert!(
+            sel.kernels().any(|k| k.label == "L0 attention scores recompute bwd"),
+            "{:?}",
+            sel.kernels().map(|k| k.label.clone()).collect::<Vec<_>>()
+        );
+        // Prefill keeps the fused kernel.
+        let prefill = LayerContext { mode: PassMode::Prefill { cached: 0 }, ..mat.clone() };
+        assert_eq!(score_bytes(&prefill.forward(Unit::Layer(0), 0).unwrap()), 0.0);
     }
 }
