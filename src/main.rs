@@ -50,6 +50,9 @@ enum Command {
     Sweep(commands::sweep::SweepArgs),
     /// Compare the model with published figures; exits non-zero if a case fails.
     Validate(commands::validate::ValidateArgs),
+    /// One self-contained HTML page of one or more --out folders (side by side): summary,
+    /// provenance, plots, notes and the validation cases of the mechanisms used.
+    Report(commands::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Sweep(args) => commands::sweep::execute(args),
         Command::Replay(args) => commands::replay::execute(args),
         Command::Validate(args) => commands::validate::execute(args),
+        Command::Report(args) => commands::report::execute(args),
     };
     match result {
         Ok(code) => code,

@@ -11,7 +11,7 @@ use moesim_sim::Observer;
 use moesim_topologies::{LinkDefaults, TopologyConfig};
 
 use crate::diagnostics::{Diagnostic, Source};
-use crate::setup::{resolve_device, resolve_model, resolve_topology, ParallelTable, Setup};
+use crate::setup::{resolve_device, resolve_model, resolve_topology, ParallelTable, ResolvedTables, Setup};
 use crate::workloads::{registry, Context, Outcome, RunFailure, RunOptions, Workload};
 
 fn default_seed() -> u64 {
@@ -74,7 +74,7 @@ impl Scenario {
         let workload = (registered.parse)(&source.text).map_err(toml_error)?;
 
         let mut problems = Vec::new();
-        let device = resolve_device(&source, &file.hardware, &mut problems);
+        let (device, device_table) = resolve_device(&source, &file.hardware, &mut problems).unzip();
         // Check the topology even when the device is broken (with neutral
         // link rates) so every problem is reported at once.
         let topology = file.topology.as_ref().and_then(|t| {
@@ -83,7 +83,7 @@ impl Scenario {
             });
             resolve_topology(&source, t, defaults, &mut problems)
         });
-        let model = file.model.as_ref().and_then(|t| resolve_model(&source, t, &mut problems));
+        let (model, model_table) = file.model.as_ref().and_then(|t| resolve_model(&source, t, &mut problems)).unzip();
         let cx = Context {
             device: device.as_ref(),
             topology: topology.as_ref(),
@@ -98,14 +98,29 @@ impl Scenario {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let device = device.expect("no problems means a device");
+        let resolved = ResolvedTables {
+            device_given: file.hardware.get("device").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+            device: device_table.unwrap_or_default(),
+            topology: file.topology.as_ref().map(|t| {
+                let mut merged =
+                    t.preset.as_deref().and_then(|p| TopologyConfig::preset(p).ok()).map_or(t.clone(), |p| t.overlay(&p));
+                merged.nvlink_gb_per_s = merged.nvlink_gb_per_s.or(Some(device.nvlink_gb_per_s));
+                merged.ib_gbit_per_s = merged.ib_gbit_per_s.or(Some(device.nic_gbit_per_s));
+                merged
+            }),
+            model_given: file.model.as_ref().and_then(|m| m.get("preset")).and_then(|v| v.as_str()).map(str::to_owned),
+            model: model_table,
+        };
         let setup = Setup {
             name: file.name,
             seed: file.seed,
-            device: device.expect("no problems means a device"),
+            device,
             topology,
             model,
             parallel: file.parallel,
             source,
+            resolved,
         };
         Ok(Scenario { setup, workload })
     }
