@@ -31,10 +31,10 @@ pub fn device_name(setup: &Setup) -> String {
 /// The topology: its preset and shape, e.g. `h800-cluster (2 nodes x 8
 /// GPUs)`, or `none`.
 pub fn topology_name(setup: &Setup) -> String {
-    setup.topology.as_ref().map_or_else(
-        || "none".to_owned(),
-        |t| format!("{} ({} nodes x {} GPUs)", t.name, t.nodes, t.gpus_per_node),
-    )
+    setup
+        .topology
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), |t| format!("{} ({} nodes x {} GPUs)", t.name, t.nodes, t.gpus_per_node))
 }
 
 /// The model's name, or `none`.
@@ -174,7 +174,8 @@ pub fn resolved_toml(setup: &Setup) -> Result<String, String> {
 
     let file: toml::Table = toml::from_str(&setup.source.text).map_err(|e| format!("re-reading the scenario: {e}"))?;
     if let Some(toml::Value::Table(mut w)) = file.get("workload").cloned() {
-        let base = Path::new(&setup.source.origin).parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf);
+        let base =
+            Path::new(&setup.source.origin).parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf);
         for key in ["trace", "traces"] {
             match w.get_mut(key) {
                 Some(toml::Value::String(s)) => *s = absolute(base.as_deref(), s),

@@ -103,8 +103,11 @@ impl Scenario {
             device_given: file.hardware.get("device").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
             device: device_table.unwrap_or_default(),
             topology: file.topology.as_ref().map(|t| {
-                let mut merged =
-                    t.preset.as_deref().and_then(|p| TopologyConfig::preset(p).ok()).map_or(t.clone(), |p| t.overlay(&p));
+                let mut merged = t
+                    .preset
+                    .as_deref()
+                    .and_then(|p| TopologyConfig::preset(p).ok())
+                    .map_or(t.clone(), |p| t.overlay(&p));
                 merged.nvlink_gb_per_s = merged.nvlink_gb_per_s.or(Some(device.nvlink_gb_per_s));
                 merged.ib_gbit_per_s = merged.ib_gbit_per_s.or(Some(device.nic_gbit_per_s));
                 merged

@@ -7,6 +7,7 @@ mod determinism;
 mod hardening;
 mod inference;
 mod memory_hierarchy;
+mod outputs;
 mod pipeline;
 mod properties;
 mod replay;

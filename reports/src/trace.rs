@@ -41,10 +41,7 @@ fn counter_points(series: &[LinkSample], start_ps: u64, end_ps: u64, bins: usize
     let stop = series.partition_point(|s| s.time.as_ps() < end_ps);
     let series = if first < stop { &series[first..stop] } else { &[][..] };
     if series.len() <= bins || end_ps <= start_ps {
-        return series
-            .iter()
-            .map(|s| (s.time.as_ps().max(start_ps) as f64 / 1e6, s.bytes_per_s / 1e9))
-            .collect();
+        return series.iter().map(|s| (s.time.as_ps().max(start_ps) as f64 / 1e6, s.bytes_per_s / 1e9)).collect();
     }
     let width = (end_ps - start_ps).div_ceil(bins as u64).max(1);
     let mut bytes = vec![0.0f64; bins];

@@ -106,9 +106,11 @@ fn cases_of_kind<'a>(cases: &'a [Case], kind: &str) -> Vec<&'a Case> {
     cases
         .iter()
         .filter(|c| {
-            c.scenario_ref.load().ok().and_then(|s| s.text.parse::<toml::Table>().ok()).is_some_and(|t| {
-                t.get("workload").and_then(|w| w.get("kind")).and_then(|k| k.as_str()) == Some(kind)
-            })
+            c.scenario_ref
+                .load()
+                .ok()
+                .and_then(|s| s.text.parse::<toml::Table>().ok())
+                .is_some_and(|t| t.get("workload").and_then(|w| w.get("kind")).and_then(|k| k.as_str()) == Some(kind))
         })
         .collect()
 }
@@ -143,7 +145,10 @@ fn render(runs: &[RunDir], validation: &[(String, Vec<&Case>, Option<Vec<crate::
          validation section shows how the mechanisms it used compare with published measurements.</p>",
         runs.len(),
         if runs.len() == 1 { "" } else { "s" },
-        runs.iter().map(|r| format!("<code>{}</code>", esc(&r.dir.display().to_string()))).collect::<Vec<_>>().join(", ")
+        runs.iter()
+            .map(|r| format!("<code>{}</code>", esc(&r.dir.display().to_string())))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     if runs.len() > 1 {
@@ -199,7 +204,8 @@ fn render(runs: &[RunDir], validation: &[(String, Vec<&Case>, Option<Vec<crate::
         }
         if let Some(Value::Object(w)) = r.summary.get("trace_window") {
             for (k, v) in w {
-                let _ = writeln!(h, "<tr><th>trace_window.{}</th><td class=\"num\">{}</td></tr>", esc(k), esc(&shown(v)));
+                let _ =
+                    writeln!(h, "<tr><th>trace_window.{}</th><td class=\"num\">{}</td></tr>", esc(k), esc(&shown(v)));
             }
         }
         h.push_str("</table>\n");
