@@ -34,7 +34,10 @@ pub fn topology_name(setup: &Setup) -> String {
     setup
         .topology
         .as_ref()
-        .map_or_else(|| "none".to_owned(), |t| format!("{} ({} nodes x {} GPUs)", t.name, t.nodes, t.gpus_per_node))
+        .map_or_else(|| "none".to_owned(), |t| {
+            let nodes = if t.nodes == 1 { "1 node".to_owned() } else { format!("{} nodes", t.nodes) };
+            format!("{} ({nodes} x {} GPUs)", t.name, t.gpus_per_node)
+        })
 }
 
 /// The model's name, or `none`.

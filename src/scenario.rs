@@ -133,6 +133,9 @@ impl Scenario {
     /// Runs the scenario's workload to completion.
     pub fn run(&self, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
         let mut outcome = self.workload.run(&self.setup, options, observer)?;
+        if options.figures && outcome.figures.is_empty() {
+            outcome.figures = crate::workloads::default_figures(&self.setup, self.workload.kind_name(), &outcome)?;
+        }
         // Every run says what rate each link class ran at, and where it came from.
         if let Some(spec) = &self.setup.topology {
             let mut notes: Vec<String> =

@@ -80,18 +80,18 @@ impl EventWindow {
     /// 100000 tasks that start in 0..1523.4 us, of 940626 in all (840626
     /// left out; --trace-window START..END or all chooses)`.
     pub fn describe(&self) -> String {
-        let us = |ps: u64| ps as f64 / 1e6;
+        let us = |ps: u64| Time(ps);
         let how = match self.request {
             WindowRequest::All => "every task (--trace-window all)".to_owned(),
             WindowRequest::Window { .. } => format!(
-                "the {} tasks that overlap {:.3}..{:.3} us (--trace-window)",
+                "the {} tasks that overlap {}..{} (--trace-window)",
                 self.tasks.len(),
                 us(self.start_ps),
                 us(self.end_ps)
             ),
             WindowRequest::Default if self.left_out() == 0 => "every task".to_owned(),
             WindowRequest::Default => format!(
-                "the {} tasks that start in {:.3}..{:.3} us (the first {} by start time)",
+                "the {} tasks that start in {}..{} (the first {} by start time)",
                 self.tasks.len(),
                 us(self.start_ps),
                 us(self.end_ps),
@@ -106,6 +106,22 @@ impl EventWindow {
             ));
         }
         line
+    }
+}
+
+/// A time shown with a unit that suits it: `2.398 s`, `12.5 ms`, `3.2 us`.
+struct Time(u64);
+
+impl std::fmt::Display for Time {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ps = self.0 as f64;
+        if ps >= 1e12 {
+            write!(f, "{:.6}s", ps / 1e12)
+        } else if ps >= 1e9 {
+            write!(f, "{:.6}ms", ps / 1e9)
+        } else {
+            write!(f, "{:.6}us", ps / 1e6)
+        }
     }
 }
 

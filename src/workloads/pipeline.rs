@@ -136,13 +136,26 @@ impl Workload for PipelineWorkload {
                 readme_validity(self.schedule)
             ),
         ];
+        let mut figures = Vec::new();
+        if options.figures {
+            let title = format!(
+                "{} schedule, {} stages on {} devices, {} micro-batches: step {:.1} us",
+                self.schedule.as_str(),
+                schedule.stages,
+                schedule.devices,
+                schedule.microbatches,
+                run.step_ps as f64 / 1e6
+            );
+            let chart = moesim_reports::activity::pipeline_gantt(&run.graph, &run.result, &title);
+            figures.push(super::draw(setup, chart)?);
+        }
         Ok(Outcome {
             metrics,
             notes,
             graph: run.graph,
             platform: Platform::default(),
             result: run.result,
-            figures: Vec::new(),
+            figures,
             files: Vec::new(),
         })
     }

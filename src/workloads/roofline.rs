@@ -5,11 +5,10 @@
 
 use moesim_models::hardware::ops::OpCost;
 use moesim_models::DeviceSpec;
-use moesim_reports::plot::{
-    color, render, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, TextMark, XyChart,
-};
+use moesim_reports::plot::{color, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, TextMark, XyChart};
 
 use super::RunFailure;
+use crate::setup::Setup;
 
 /// `(tier label, bandwidth bytes/s, bytes the op moves through it)`.
 fn tiers(device: &DeviceSpec, cost: &OpCost) -> Vec<(&'static str, f64, f64)> {
@@ -38,9 +37,9 @@ fn tiers(device: &DeviceSpec, cost: &OpCost) -> Vec<(&'static str, f64, f64)> {
     out
 }
 
-/// Draws the roofline for one costed op.
-pub fn figure(device: &DeviceSpec, cost: &OpCost, label: &str) -> Result<RenderedFigure, RunFailure> {
-    let fail = |e: moesim_reports::plot::PlotError| RunFailure::Failed(e.to_string());
+/// Draws the roofline for one costed op, captioned with what it ran on.
+pub fn figure(setup: &Setup, cost: &OpCost, label: &str) -> Result<RenderedFigure, RunFailure> {
+    let device = &setup.device;
     // The op's own dtype rate is not known here; the ceiling is the highest
     // rate the device has (FP8 where present), sustained and peak.
     let peak = device.fp8_tflops.unwrap_or(device.bf16_tflops).max(device.bf16_tflops);
@@ -100,5 +99,5 @@ pub fn figure(device: &DeviceSpec, cost: &OpCost, label: &str) -> Result<Rendere
             color: color(i),
         });
     }
-    render(&chart).map_err(fail)
+    super::draw(setup, chart)
 }
