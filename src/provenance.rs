@@ -31,13 +31,13 @@ pub fn device_name(setup: &Setup) -> String {
 /// The topology: its preset and shape, e.g. `h800-cluster (2 nodes x 8
 /// GPUs)`, or `none`.
 pub fn topology_name(setup: &Setup) -> String {
-    setup
-        .topology
-        .as_ref()
-        .map_or_else(|| "none".to_owned(), |t| {
+    setup.topology.as_ref().map_or_else(
+        || "none".to_owned(),
+        |t| {
             let nodes = if t.nodes == 1 { "1 node".to_owned() } else { format!("{} nodes", t.nodes) };
             format!("{} ({nodes} x {} GPUs)", t.name, t.gpus_per_node)
-        })
+        },
+    )
 }
 
 /// The model's name, or `none`.

@@ -228,7 +228,9 @@ pub fn link_utilisation(
         pts
     };
     let mut order: Vec<usize> = (0..used.len()).collect();
-    order.sort_by(|&a, &b| bytes.get(used[b]).unwrap_or(&0.0).total_cmp(bytes.get(used[a]).unwrap_or(&0.0)).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        bytes.get(used[b]).unwrap_or(&0.0).total_cmp(bytes.get(used[a]).unwrap_or(&0.0)).then(a.cmp(&b))
+    });
     for (k, &j) in order.iter().take(top).enumerate() {
         chart.series.push(Series {
             name: format!("{} (busiest {})", links[used[j]].0, k + 1),

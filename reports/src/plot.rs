@@ -582,7 +582,9 @@ impl Figure for XyChart {
                 let c = *c;
                 match kind {
                     None => area.draw(&Rectangle::new([(4, y - 6), (20, y + 6)], c.filled())),
-                    Some(SeriesStyle::Points { radius }) => area.draw(&Circle::new((12, y), (*radius).max(3), c.filled())),
+                    Some(SeriesStyle::Points { radius }) => {
+                        area.draw(&Circle::new((12, y), (*radius).max(3), c.filled()))
+                    }
                     Some(SeriesStyle::Dashed { .. }) => area
                         .draw(&PathElement::new(vec![(2, y), (9, y)], c.stroke_width(3)))
                         .and_then(|_| area.draw(&PathElement::new(vec![(14, y), (22, y)], c.stroke_width(3)))),

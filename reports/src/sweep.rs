@@ -130,9 +130,11 @@ pub fn chart(table: &SweepTable, metric: &str, title: &str) -> Option<XyChart> {
             .with_categories(categories.clone()),
     };
     // The HBM capacity beside a memory metric, when every point has the same.
-    let hbm = table.metrics.iter().position(|n| n == "hbm_gib").filter(|_| {
-        metric.starts_with("memory") && metric.contains("_gib")
-    });
+    let hbm = table
+        .metrics
+        .iter()
+        .position(|n| n == "hbm_gib")
+        .filter(|_| metric.starts_with("memory") && metric.contains("_gib"));
     let hbm: Option<f64> = hbm.and_then(|h| {
         let vals: Vec<f64> = table.rows.iter().filter_map(|r| r.metrics[h].as_ref().and_then(Value::as_f64)).collect();
         vals.first().copied().filter(|first| vals.iter().all(|v| v == first))
@@ -163,9 +165,19 @@ pub fn chart(table: &SweepTable, metric: &str, title: &str) -> Option<XyChart> {
     let points_only = matches!(kind, MetricKind::Categories(_));
     if numeric.is_some() || points_only {
         for (i, (name, points)) in names.iter().zip(&series).enumerate() {
-            // Categories on x with several series: side by side in each.
-            let shift = if numeric.is_none() && names.len() > 1 {
-                (i as f64 - (names.len() - 1) as f64 / 2.0) * (0.6 / names.len() as f64)
+            // Markers of several series side by side (they would hide
+            // each other): within a category, or a fraction of the gap
+            // between numeric x values.
+            let spacing = match &numeric {
+                None => 1.0,
+                Some(xs) => {
+                    let mut xs = xs.clone();
+                    xs.sort_by(f64::total_cmp);
+                    xs.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0.0).fold(f64::INFINITY, f64::min)
+                }
+            };
+            let shift = if points_only && names.len() > 1 && spacing.is_finite() {
+                (i as f64 - (names.len() - 1) as f64 / 2.0) * (0.4 * spacing / names.len() as f64)
             } else {
                 0.0
             };
@@ -221,12 +233,11 @@ pub fn chart(table: &SweepTable, metric: &str, title: &str) -> Option<XyChart> {
             in_legend: true,
         });
     }
-    chart.legend =
-        if chart.series.iter().any(|s| s.in_legend) || chart.rects.iter().any(|r| r.legend.is_some()) {
-            LegendPosition::UpperRight
-        } else {
-            LegendPosition::None
-        };
+    chart.legend = if chart.series.iter().any(|s| s.in_legend) || chart.rects.iter().any(|r| r.legend.is_some()) {
+        LegendPosition::UpperRight
+    } else {
+        LegendPosition::None
+    };
     Some(chart)
 }
 

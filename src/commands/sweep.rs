@@ -80,8 +80,18 @@ pub fn execute(args: SweepArgs) -> Result<ExitCode, AppError> {
             ScenarioRef::Builtin(n) => n.to_string(),
             ScenarioRef::Path(p) => p.display().to_string(),
         };
+        // The base scenario (before the varied keys): its resolved file, and
+        // the caption of every chart.
+        let varied: Vec<String> = varies.iter().map(|v| v.key.clone()).collect();
+        let mut caption = format!("varied: {}", varied.join(", "));
+        if let Ok(base) = crate::load_scenario(&scenario, sets) {
+            let resolved = crate::provenance::resolved_toml(&base.setup).map_err(AppError::Failed)?;
+            files.push((crate::provenance::RESOLVED_FILE.to_owned(), resolved.into_bytes()));
+            caption = format!("{} | {caption}", crate::provenance::caption(&base.setup));
+        }
         for m in &shown {
             if let Some(chart) = moesim_reports::sweep::chart(&table, m, &format!("{name}: {m}")) {
+                let chart = chart.with_caption(caption.clone());
                 let fig = moesim_reports::plot::render(&chart).map_err(|e| AppError::Failed(e.to_string()))?;
                 files.push((fig.png_name(), fig.png.clone()));
                 files.push((fig.svg_name(), fig.svg.clone()));

@@ -25,7 +25,10 @@ use crate::setup::{ParallelTable, Setup};
 
 /// Draws a workload's chart (PNG and SVG) with the caption that names its
 /// device, topology, model and plan.
-pub fn draw(setup: &Setup, chart: moesim_reports::plot::XyChart) -> Result<moesim_reports::plot::RenderedFigure, RunFailure> {
+pub fn draw(
+    setup: &Setup,
+    chart: moesim_reports::plot::XyChart,
+) -> Result<moesim_reports::plot::RenderedFigure, RunFailure> {
     let chart = chart.with_caption(crate::provenance::caption(setup));
     moesim_reports::plot::render(&chart).map_err(|e| RunFailure::Failed(format!("drawing {}: {e}", chart.name)))
 }
@@ -35,7 +38,11 @@ pub fn draw(setup: &Setup, chart: moesim_reports::plot::XyChart) -> Result<moesi
 /// replays): the link utilisation over time when links carried traffic,
 /// and a timeline of what each rank computed and communicated (at most 32
 /// ranks, the first by id).
-pub fn default_figures(setup: &Setup, kind: &str, outcome: &Outcome) -> Result<Vec<moesim_reports::plot::RenderedFigure>, RunFailure> {
+pub fn default_figures(
+    setup: &Setup,
+    kind: &str,
+    outcome: &Outcome,
+) -> Result<Vec<moesim_reports::plot::RenderedFigure>, RunFailure> {
     let mut out = Vec::new();
     let (graph, result, platform) = (&outcome.graph, &outcome.result, &outcome.platform);
     if graph.tasks().is_empty() {
@@ -50,7 +57,14 @@ pub fn default_figures(setup: &Setup, kind: &str, outcome: &Outcome) -> Result<V
             setup.name,
             result.end.as_us_f64()
         );
-        let chart = moesim_reports::activity::link_utilisation(&links, &result.link_series, &bytes, result.end.as_ps(), 4, &title);
+        let chart = moesim_reports::activity::link_utilisation(
+            &links,
+            &result.link_series,
+            &bytes,
+            result.end.as_ps(),
+            4,
+            &title,
+        );
         out.push(draw(setup, chart)?);
     }
     let mut ranks: Vec<u32> = graph.streams().iter().map(|s| s.rank).collect();

@@ -1056,7 +1056,14 @@ pub fn unit_timeline(r: &ServingResult, prefill_units: u32, decode_units: u32) -
         let y = (n - 1 - row) as f64;
         let (name, c) = if decode { ("decoding (holds sequences)", color(1)) } else { ("prefilling", color(0)) };
         for (a, b) in merged {
-            chart.rects.push(RectMark { x0: a, x1: b, y0: y - 0.35, y1: y + 0.35, color: c, legend: Some(name.into()) });
+            chart.rects.push(RectMark {
+                x0: a,
+                x1: b,
+                y0: y - 0.35,
+                y1: y + 0.35,
+                color: c,
+                legend: Some(name.into()),
+            });
         }
     }
     chart
