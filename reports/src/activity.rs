@@ -227,19 +227,6 @@ pub fn link_utilisation(
         pts.push((end_ps as f64 / 1e6, vals.last().copied().unwrap_or(0.0).min(1.0)));
         pts
     };
-    let mut order: Vec<usize> = (0..used.len()).collect();
-    order.sort_by(|&a, &b| {
-        bytes.get(used[b]).unwrap_or(&0.0).total_cmp(bytes.get(used[a]).unwrap_or(&0.0)).then(a.cmp(&b))
-    });
-    for (k, &j) in order.iter().take(top).enumerate() {
-        chart.series.push(Series {
-            name: format!("{} (busiest {})", links[used[j]].0, k + 1),
-            color: color(2 + k),
-            style: SeriesStyle::Step { width: 1 },
-            points: step(all[j].clone()),
-            in_legend: true,
-        });
-    }
     if !all.is_empty() {
         let mean: Vec<f64> = (0..BINS).map(|b| all.iter().map(|v| v[b]).sum::<f64>() / all.len() as f64).collect();
         let max: Vec<f64> = (0..BINS).map(|b| all.iter().map(|v| v[b]).fold(0.0, f64::max)).collect();
@@ -255,6 +242,20 @@ pub fn link_utilisation(
             color: color(0),
             style: SeriesStyle::Step { width: 3 },
             points: step(mean),
+            in_legend: true,
+        });
+    }
+    // The links that carried the most bytes, over the summaries.
+    let mut order: Vec<usize> = (0..used.len()).collect();
+    order.sort_by(|&a, &b| {
+        bytes.get(used[b]).unwrap_or(&0.0).total_cmp(bytes.get(used[a]).unwrap_or(&0.0)).then(a.cmp(&b))
+    });
+    for (k, &j) in order.iter().take(top).enumerate() {
+        chart.series.push(Series {
+            name: format!("{} (most bytes, {})", links[used[j]].0, k + 1),
+            color: color(2 + k),
+            style: SeriesStyle::Step { width: 2 },
+            points: step(all[j].clone()),
             in_legend: true,
         });
     }

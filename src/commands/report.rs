@@ -31,6 +31,10 @@ pub struct ReportArgs {
     pub validate: bool,
 }
 
+/// The validation cases shown for one workload kind, and their results
+/// when `--validate` ran them.
+type KindCases<'a> = (String, Vec<&'a Case>, Option<Vec<crate::validate::CaseResult>>);
+
 /// One run folder, read.
 struct RunDir {
     dir: PathBuf,
@@ -127,7 +131,7 @@ figcaption{font-size:.85em;color:#555}pre{background:#f7f7f7;padding:.5em;overfl
 
 /// Writes the page for `runs`; `validation` holds the cases shown per kind
 /// and, with `--validate`, their results.
-fn render(runs: &[RunDir], validation: &[(String, Vec<&Case>, Option<Vec<crate::validate::CaseResult>>)]) -> String {
+fn render(runs: &[RunDir], validation: &[KindCases<'_>]) -> String {
     let mut h = String::new();
     let names: Vec<String> = runs
         .iter()

@@ -48,23 +48,24 @@ pub fn default_figures(
     if graph.tasks().is_empty() {
         return Ok(out);
     }
-    if result.link_series.iter().any(|s| !s.is_empty()) {
+    // Physical links only (their names are `a->b`): the per-GPU SM send and
+    // receive links that bound DeepEP's kernels are a modelling construct.
+    let series: Vec<Vec<moesim_sim::LinkSample>> = result
+        .link_series
+        .iter()
+        .zip(&platform.links)
+        .map(|(s, l)| if l.name.contains("->") { s.clone() } else { Vec::new() })
+        .collect();
+    if series.iter().any(|s| !s.is_empty()) {
         let links: Vec<(String, f64)> = platform.links.iter().map(|l| (l.name.clone(), l.bytes_per_s)).collect();
         let bytes: Vec<f64> = result.links.iter().map(|l| l.bytes).collect();
-        let used = result.link_series.iter().filter(|s| !s.is_empty()).count();
+        let used = series.iter().filter(|s| !s.is_empty()).count();
         let title = format!(
-            "{}: link utilisation over {:.1} us ({used} links carried traffic)",
+            "{}: link utilisation over {:.1} us ({used} physical links carried traffic)",
             setup.name,
             result.end.as_us_f64()
         );
-        let chart = moesim_reports::activity::link_utilisation(
-            &links,
-            &result.link_series,
-            &bytes,
-            result.end.as_ps(),
-            4,
-            &title,
-        );
+        let chart = moesim_reports::activity::link_utilisation(&links, &series, &bytes, result.end.as_ps(), 4, &title);
         out.push(draw(setup, chart)?);
     }
     let mut ranks: Vec<u32> = graph.streams().iter().map(|s| s.rank).collect();
