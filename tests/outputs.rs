@@ -150,14 +150,18 @@ fn chromium() -> Result<PathBuf, String> {
 }
 
 /// Runs headless Chromium with `args` and a fresh profile; its stdout and
-/// stderr, or a panic after two minutes.
+/// stderr (through files, so a chatty log cannot fill a pipe and stall it),
+/// or a panic after two minutes.
 fn headless(chromium: &Path, profile: &Path, args: &[&str]) -> (String, String) {
+    std::fs::create_dir_all(profile).unwrap();
+    let (out, err) = (profile.join("stdout.txt"), profile.join("stderr.txt"));
     let mut child = Command::new(chromium)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr", "--v=0"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .expect("chromium starts");
     let started = Instant::now();
@@ -168,8 +172,8 @@ fn headless(chromium: &Path, profile: &Path, args: &[&str]) -> (String, String) 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let o = child.wait_with_output().unwrap();
-    (stdout(&o), stderr(&o))
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    (read(&out), read(&err))
 }
 
 #[test]

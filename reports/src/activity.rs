@@ -137,40 +137,74 @@ fn pipeline_op(label: &str) -> Option<(&'static str, RGBColor)> {
     }
 }
 
-/// The pipeline schedule as a Gantt chart: a row per pipeline device (its
-/// rank), each op a bar coloured F / B / W (see [`pipeline_op`]), time in
-/// microseconds. Ops whose labels are not pipeline ops are drawn grey.
-pub fn pipeline_gantt(graph: &TaskGraph, result: &RunResult, title: &str) -> XyChart {
+/// One bar of a pipeline Gantt chart: a pipeline op on a row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GanttBar {
+    /// Row index, top to bottom.
+    pub row: usize,
+    pub start_ps: u64,
+    pub end_ps: u64,
+    /// The op's label (`F3.1`, `B0.2`, `W1.0`, `F3.1+B0.2`): its colour.
+    pub label: String,
+}
+
+/// The bars of a pipeline run's graph: every task whose label is a
+/// pipeline op, a row per rank (ranks in order).
+pub fn pipeline_bars(graph: &TaskGraph, result: &RunResult) -> (Vec<String>, Vec<GanttBar>) {
     let mut ranks: Vec<u32> = graph.streams().iter().map(|s| s.rank).collect();
     ranks.sort_unstable();
     ranks.dedup();
-    let n = ranks.len();
-    let labels: Vec<String> = ranks.iter().rev().map(|r| format!("device {r}")).collect();
-    let end_us = result.end.as_ps().max(1) as f64 / 1e6;
+    let rows = ranks.iter().map(|r| format!("device {r}")).collect();
+    let bars = graph
+        .tasks()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let s = result.spans[i];
+            let label = graph.label_str(t.label);
+            (s.end > s.start && pipeline_op(label).is_some()).then(|| GanttBar {
+                row: ranks.iter().position(|&r| r == graph.stream(t.stream).rank).unwrap_or(0),
+                start_ps: s.start.as_ps(),
+                end_ps: s.end.as_ps(),
+                label: label.to_owned(),
+            })
+        })
+        .collect();
+    (rows, bars)
+}
+
+/// The pipeline schedule as a Gantt chart: a row per pipeline device, each
+/// op a bar coloured F / B / W (see [`pipeline_op`]); time in seconds,
+/// milliseconds or microseconds as suits the run.
+pub fn pipeline_gantt(rows: &[String], bars: &[GanttBar], end_ps: u64, title: &str) -> XyChart {
+    let n = rows.len();
+    let labels: Vec<String> = rows.iter().rev().cloned().collect();
+    let end_ps = end_ps.max(1);
+    let (scale, unit) = match end_ps {
+        e if e >= 1_000_000_000_000 => (1e12, "s"),
+        e if e >= 1_000_000_000 => (1e9, "ms"),
+        _ => (1e6, "us"),
+    };
+    let end = end_ps as f64 / scale;
     let mut chart = XyChart::new(
         "pipeline",
         title,
-        Axis::linear("time, us").with_range(0.0, end_us),
+        Axis::linear(format!("time, {unit}")).with_range(0.0, end),
         Axis::linear("").with_range(-0.6, n as f64 - 0.4).with_categories(labels),
     );
     chart.size = (1400, (160 + 40 * n as u32).max(420));
     chart.legend = LegendPosition::UpperRight;
-    for (i, t) in graph.tasks().iter().enumerate() {
-        let s = result.spans[i];
-        if s.end <= s.start {
-            continue;
-        }
-        let rank = graph.stream(t.stream).rank;
-        let row = n - 1 - ranks.iter().position(|&r| r == rank).unwrap_or(0);
-        let (name, c) = pipeline_op(graph.label_str(t.label)).unwrap_or(("other", RGBColor(170, 170, 170)));
-        let (x0, x1) = (s.start.as_ps() as f64 / 1e6, s.end.as_ps() as f64 / 1e6);
+    for b in bars {
+        let Some((name, c)) = pipeline_op(&b.label) else { continue };
+        let (x0, x1) = (b.start_ps as f64 / scale, b.end_ps as f64 / scale);
         // A thin white gap between neighbouring ops.
-        let gap = ((x1 - x0) * 0.04).min(end_us * 0.0008);
+        let gap = ((x1 - x0) * 0.04).min(end * 0.0008);
+        let y = (n - 1 - b.row.min(n.saturating_sub(1))) as f64;
         chart.rects.push(RectMark {
             x0: x0 + gap,
             x1: (x1 - gap).max(x0 + gap),
-            y0: row as f64 - 0.35,
-            y1: row as f64 + 0.35,
+            y0: y - 0.35,
+            y1: y + 0.35,
             color: c,
             legend: Some(name.to_owned()),
         });

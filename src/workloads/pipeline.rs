@@ -146,7 +146,8 @@ impl Workload for PipelineWorkload {
                 schedule.microbatches,
                 run.step_ps as f64 / 1e6
             );
-            let chart = moesim_reports::activity::pipeline_gantt(&run.graph, &run.result, &title);
+            let (rows, bars) = moesim_reports::activity::pipeline_bars(&run.graph, &run.result);
+            let chart = moesim_reports::activity::pipeline_gantt(&rows, &bars, run.result.end.as_ps(), &title);
             figures.push(super::draw(setup, chart)?);
         }
         Ok(Outcome {

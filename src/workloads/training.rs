@@ -441,7 +441,35 @@ fn figures(
         step,
         &format!("Where each pipeline device's {step:.2} s step goes (bars: the stages a device holds)"),
     );
-    Ok(vec![super::draw(setup, timeline)?, super::draw(setup, breakdown)?])
+    // The schedule as the step ran it: each pipeline op of each device's
+    // rank, from its first task's start to its last task's end.
+    let bars: Vec<moesim_reports::activity::GanttBar> = low
+        .ops
+        .iter()
+        .filter_map(|op| {
+            let row = rows.iter().position(|(r, _)| *r == op.rank)?;
+            let label = match op.kind {
+                OpKind::Forward => "F",
+                OpKind::Backward => "B",
+                OpKind::Weight => "W",
+                OpKind::Overlapped => "F+B",
+            };
+            Some(moesim_reports::activity::GanttBar {
+                row,
+                start_ps: result.spans[op.first.0 as usize].start.as_ps(),
+                end_ps: result.spans[op.last.0 as usize].end.as_ps(),
+                label: label.to_owned(),
+            })
+        })
+        .collect();
+    let gantt_rows: Vec<String> = rows.iter().map(|(_, l)| l.clone()).collect();
+    let gantt = moesim_reports::activity::pipeline_gantt(
+        &gantt_rows,
+        &bars,
+        result.end.as_ps(),
+        &format!("{} schedule as the step ran it: F, B and W per pipeline device", spec.plan.schedule.as_str()),
+    );
+    Ok(vec![super::draw(setup, timeline)?, super::draw(setup, breakdown)?, super::draw(setup, gantt)?])
 }
 
 /// Training FLOPs per token as Megatron-LM counts them (Narayanan et al.,
