@@ -26,7 +26,9 @@ fn main() {
     let span_us = 200_000i64;
     let id_step = 1_000_000i64;
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay-bench-trace.json");
-    let repeats = ((mb * 1e6) / text.len() as f64).ceil().max(1.0) as i64;
+    // Sized by the compact JSON written (train.json itself is indented).
+    let written: usize = events.iter().map(|e| e.to_string().len() + 1).sum();
+    let repeats = ((mb * 1e6) / written as f64).ceil().max(1.0) as i64;
     {
         let mut w = BufWriter::new(std::fs::File::create(&path).expect("scratch file"));
         write!(w, "{{\"deviceProperties\":{},\"traceEvents\":[", doc["deviceProperties"]).unwrap();

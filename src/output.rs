@@ -234,7 +234,7 @@ fn write_all(
     w.flush().map_err(|e| werr("timeline.csv", e))?;
 
     let mut w = create(dir, "resources.csv")?;
-    moesim_reports::resources::write_csv(&mut w, &outcome.platform, &outcome.result)
+    moesim_reports::resources::write_csv(&mut w, &outcome.platform, &outcome.graph, &outcome.result, outcome.job_gpus)
         .map_err(|e| werr("resources.csv", e))?;
     w.flush().map_err(|e| werr("resources.csv", e))?;
 

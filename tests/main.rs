@@ -10,6 +10,7 @@ mod memory_hierarchy;
 mod outputs;
 mod pipeline;
 mod properties;
+mod readme;
 mod replay;
 mod serving;
 mod serving_bad_input;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{moesim, scratch, stderr};
+use crate::common::{moesim, run_json, scratch, stderr};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
 
@@ -184,26 +184,62 @@ fn hta_two_rank_nccl_traces_reproduce() {
 
 #[test]
 fn what_ifs_move_the_right_way() {
+    // Each what-if replayed on train.json and run on the model's chunk pair
+    // (`deepseek-v3-chunk-256xh800`): the README's table is these runs.
     let files = [data(TRAIN)];
-    let base = replay_json(&files, &[]);
-    let h200 = replay_json(&files, &["--set", "hardware.device=h200"]);
-    let h20 = replay_json(&files, &["--set", "hardware.device=h20"]);
-    let ib = replay_json(&files, &["--set", "topology.ib_gbit_per_s=800"]);
+    let whatifs = [
+        "",
+        "hardware.device=h20",
+        "hardware.device=h200",
+        "hardware.device=h100",
+        "hardware.device=b200",
+        "topology.ib_gbit_per_s=800",
+        "parallel.comm_sms=16",
+        "parallel.comm_sms=24",
+    ];
+    let mut rows = Vec::new();
+    let mut replays = Vec::new();
+    for set in whatifs {
+        let sets: Vec<&str> = if set.is_empty() { vec![] } else { vec!["--set", set] };
+        let replay = replay_json(&files, &sets);
+        let mut args = vec!["deepseek-v3-chunk-256xh800"];
+        args.extend(&sets);
+        let model = run_json(&args);
+        rows.push(vec![
+            if set.is_empty() { "as traced (H800)".to_owned() } else { set.to_owned() },
+            format!("{:.1}", f(&replay, "span_ms")),
+            format!("{:.1}", f(&replay, "exposed_comm_ms")),
+            format!("{:.3}", f(&replay, "overlap_fraction")),
+            format!("{:.1}", f(&model, "overlapped_chunk_ms")),
+            format!("{:.1}", 1e3 * f(&model, "step_time_s")),
+            format!("{:.1}", 1e3 * f(&model, "exposed_comm_s")),
+            format!("{:.3}", f(&model, "overlap_fraction")),
+        ]);
+        replays.push(replay);
+    }
+    let mut table = String::from(
+        "| what-if (`--set`) | replay span, ms | replay exposed comm, ms | replay overlap | model chunk pair, ms | model step, ms | model exposed comm, ms | model overlap |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in &rows {
+        table.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    crate::readme::check_region("replay-what-ifs", &table);
+
+    let [base, h20, h200, _h100, b200, ib, sms16, sms24] = &replays[..] else { unreachable!() };
     let span = |v: &Value| f(v, "span_ms");
-    assert!(span(&h200) < span(&base), "H200 (faster HBM) is faster");
-    assert!(span(&h20) > 2.0 * span(&base), "H20 (296 FP8 TFLOP/s) is much slower");
-    assert!(f(&ib, "comm_ms") < 0.6 * f(&base, "comm_ms"), "twice the InfiniBand halves DeepEP time");
-    assert!(f(&ib, "exposed_comm_ms") < f(&base, "exposed_comm_ms"));
-    for v in [&h200, &h20, &ib] {
+    assert!(span(h200) < span(base), "H200 (faster HBM) is faster");
+    assert!(span(b200) < span(h200), "B200 (twice the tensor rate) is faster still");
+    assert!(span(h20) > 2.0 * span(base), "H20 (296 FP8 TFLOP/s) is much slower");
+    assert!(f(ib, "comm_ms") < 0.6 * f(base, "comm_ms"), "twice the InfiniBand halves DeepEP time");
+    assert!(f(ib, "exposed_comm_ms") < f(base, "exposed_comm_ms"));
+    for v in [h200, h20, ib, b200] {
         let sum = f(v, "recosted_by_shape_fraction") + f(v, "recosted_by_class_fraction") + f(v, "kept_fraction");
         assert!((sum - 1.0).abs() < 1e-6);
         assert!(f(v, "recosted_by_class_fraction") > 0.95, "train.json has no shapes: re-costed by class");
     }
     // More SMs for DeepEP leave fewer for the GEMMs beside it.
-    let sms16 = replay_json(&files, &["--set", "parallel.comm_sms=16"]);
-    let sms24 = replay_json(&files, &["--set", "parallel.comm_sms=24"]);
-    assert!(f(&sms16, "compute_ms") < f(&base, "compute_ms"));
-    assert!(f(&sms24, "compute_ms") > f(&base, "compute_ms"));
+    assert!(f(sms16, "compute_ms") < f(base, "compute_ms"));
+    assert!(f(sms24, "compute_ms") > f(base, "compute_ms"));
 }
 
 #[test]
@@ -501,4 +537,74 @@ fn chakra_collectives_that_do_not_match_across_ranks_are_named() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains(a2a[1].to_str().unwrap()) && err.contains("does not match node id"), "{err}");
+}
+
+/// A two-kernel rank: a GEMM of `gemm_us`, then an all-reduce of
+/// `coll_us` (`collective` names it), then for rank 0 a trailing GEMM.
+fn coll_rank(rank: u32, gemm_us: u64, coll_us: u64, collective: &str) -> String {
+    let gemm = |ts: u64, dur: u64, corr: u64| {
+        format!(
+            r#"{{"ph":"X","cat":"kernel","name":"ampere_bf16_s16816gemm_bf16_128x128","pid":0,"tid":7,"ts":{ts},"dur":{dur},"args":{{"stream":7,"correlation":{corr}}}}}"#
+        )
+    };
+    let coll = format!(
+        r#"{{"ph":"X","cat":"kernel","name":"ncclKernel_AllReduce_RING_LL_Sum_float(ncclDevComm*, unsigned long, ncclWork*)","pid":0,"tid":7,"ts":{gemm_us},"dur":{coll_us},"args":{{"stream":7,"correlation":2,"Collective name":"{collective}","Process Group Name":"0","Group size":2,"In msg nelems":1048576,"dtype":"Float"}}}}"#
+    );
+    let mut events = vec![gemm(0, gemm_us, 1), coll];
+    if rank == 0 {
+        events.push(gemm(gemm_us + coll_us, 1000, 3));
+    }
+    format!(
+        r#"{{"distributedInfo":{{"rank":{rank},"world_size":2}},"deviceProperties":[{{"name":"NVIDIA H800"}}],"traceEvents":[{}]}}"#,
+        events.join(",")
+    )
+}
+
+/// The (start, end) in µs of each rank's NCCL kernel in a replay's timeline.
+fn collective_spans(files: &[PathBuf], out: &Path, sets: &[&str]) -> (Value, Vec<(f64, f64)>) {
+    let mut args: Vec<&str> = vec!["--out", out.to_str().unwrap(), "--force"];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let v = replay_json(files, &args);
+    let text = std::fs::read_to_string(out.join("timeline.csv")).unwrap();
+    let mut spans = Vec::new();
+    for row in csv::Reader::from_reader(text.as_bytes()).records() {
+        let row = row.unwrap();
+        if row[3].starts_with("ncclKernel") {
+            spans.push((row[6].parse().unwrap(), row[7].parse().unwrap()));
+        }
+    }
+    (v, spans)
+}
+
+#[test]
+fn nccl_collectives_are_matched_across_ranks() {
+    // Rank 0 arrives at 1 ms and waits 3 ms for rank 1 inside its 5 ms
+    // all-reduce; rank 1 arrives at 4 ms and transfers for 2 ms. Matched,
+    // both transfer from 4 to 6 ms on the trace's hardware; on H20 (GEMMs
+    // slower) rank 0 still waits for rank 1's later arrival, and both end
+    // together, rank 0's trailing GEMM after.
+    let dir = scratch("replay-nccl-matching");
+    let files = [dir.join("r.0.json"), dir.join("r.1.json")];
+    std::fs::write(&files[0], coll_rank(0, 1000, 5000, "allreduce")).unwrap();
+    std::fs::write(&files[1], coll_rank(1, 4000, 2000, "allreduce")).unwrap();
+    let (v, spans) = collective_spans(&files, &dir.join("own"), &[]);
+    assert_eq!(f(&v, "matched_collectives"), 1.0);
+    assert_eq!(spans.len(), 2);
+    for &(start, end) in &spans {
+        assert!((start - 4000.0).abs() < 1e-3 && (end - 6000.0).abs() < 1e-3, "{spans:?}");
+    }
+    assert!((f(&v, "span_ms") - 7.0).abs() < 1e-6, "{v}");
+    let (h20, spans) = collective_spans(&files, &dir.join("h20"), &["hardware.device=h20"]);
+    assert!(spans[0] == spans[1], "members start and end together: {spans:?}");
+    assert!(spans[0].0 > 4000.0 * 3.0, "rank 1's slower GEMM sets the start: {spans:?}");
+    assert!(f(&h20, "span_ms") * 1e3 > spans[0].1, "rank 0's trailing GEMM runs after the collective");
+
+    // Different collectives at the same position are not matched.
+    std::fs::write(&files[1], coll_rank(1, 4000, 2000, "allgather")).unwrap();
+    let (v, _) = collective_spans(&files, &dir.join("mismatch"), &[]);
+    assert_eq!(f(&v, "matched_collectives"), 0.0);
+    let notes = v["notes"].to_string();
+    assert!(notes.contains("process group 0: collective #0 differs across ranks"), "{notes}");
 }

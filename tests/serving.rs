@@ -223,7 +223,7 @@ fn time_bounded_chunking_serves_a_long_prompt_trace_faster_at_saturation() {
     // Both saturate the unit; bounded in time it gets through the same
     // prompts in much less time (measured: 10.5k vs 19.3k input tokens/s
     // per prefill node, p50 TTFT 135 vs 53 s).
-    assert!(f(&tokens, "prefill_utilization") > 0.95 && f(&time, "prefill_utilization") > 0.9);
+    assert!(f(&tokens, "prefill_busy_fraction") > 0.95 && f(&time, "prefill_busy_fraction") > 0.9);
     let k = "input_tokens_per_s_per_prefill_node";
     assert!(f(&time, k) > 1.5 * f(&tokens, k), "{} vs {}", f(&time, k), f(&tokens, k));
     assert!(f(&time, "ttft_p50_ms") < 0.5 * f(&tokens, "ttft_p50_ms"));

@@ -22,10 +22,13 @@ pub const MAX_COUNTER_SAMPLES: usize = 2000;
 /// file and unreadable side by side.
 pub const MAX_COUNTER_LINKS: usize = 64;
 
-/// Indices of the links to draw: those with a series, busiest first by
-/// bytes (ties by index), at most [`MAX_COUNTER_LINKS`], in index order.
-fn counter_links(result: &RunResult) -> Vec<usize> {
-    let mut links: Vec<usize> = (0..result.link_series.len()).filter(|&i| !result.link_series[i].is_empty()).collect();
+/// Indices of the links to draw: physical links with a series (modelling
+/// constructs such as the SM ports are left out), busiest first by bytes
+/// (ties by index), at most [`MAX_COUNTER_LINKS`], in index order.
+fn counter_links(platform: &Platform, result: &RunResult) -> Vec<usize> {
+    let physical = |i: usize| platform.links.get(i).is_some_and(|l| l.kind.is_physical());
+    let mut links: Vec<usize> =
+        (0..result.link_series.len()).filter(|&i| !result.link_series[i].is_empty() && physical(i)).collect();
     let bytes = |i: usize| result.links.get(i).map_or(0.0, |l| l.bytes);
     links.sort_by(|&a, &b| bytes(b).total_cmp(&bytes(a)).then(a.cmp(&b)));
     links.truncate(MAX_COUNTER_LINKS);
@@ -121,7 +124,7 @@ pub fn write_chrome_trace<W: Write>(
         write!(w, ",\"args\":{{\"task\":{i}}}}}")?;
     }
     // Link counters.
-    let drawn = counter_links(result);
+    let drawn = counter_links(platform, result);
     if !drawn.is_empty() {
         let net = ranks.last().map_or(0, |r| r + 1);
         let carrying = result.link_series.iter().filter(|s| !s.is_empty()).count();
@@ -178,8 +181,20 @@ mod tests {
             link_series: (0..n).map(|i| if i == 3 { Vec::new() } else { vec![sample] }).collect(),
             ..Default::default()
         };
-        let drawn = counter_links(&result);
+        // Link n-1 (the busiest) is a modelling construct: never drawn.
+        let link = |i: usize| moesim_sim::LinkResource {
+            name: format!("l{i}"),
+            kind: if i == n - 1 {
+                moesim_sim::LinkKind::Construct("sm-port")
+            } else {
+                moesim_sim::LinkKind::Physical("nvlink")
+            },
+            bytes_per_s: 1.0,
+            latency: moesim_sim::SimDuration::ZERO,
+        };
+        let platform = Platform { devices: Vec::new(), links: (0..n).map(link).collect() };
+        let drawn = counter_links(&platform, &result);
         assert_eq!(drawn.len(), MAX_COUNTER_LINKS);
-        assert_eq!(drawn, (10..n).collect::<Vec<_>>(), "the busiest, in index order");
+        assert_eq!(drawn, (9..n - 1).collect::<Vec<_>>(), "the busiest physical links, in index order");
     }
 }

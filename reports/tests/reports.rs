@@ -7,7 +7,12 @@ use moesim_sim::*;
 fn run() -> (TaskGraph, Platform, RunResult) {
     let mut p = Platform::default();
     p.add_device(DeviceResource { name: "gpu0".into(), units: 4, mem_bytes_per_s: 1e12 });
-    p.add_link(LinkResource { name: "a->\"b\"".into(), bytes_per_s: 1e9, latency: SimDuration::ZERO });
+    p.add_link(LinkResource {
+        name: "a->\"b\"".into(),
+        kind: LinkKind::Physical("nvlink"),
+        bytes_per_s: 1e9,
+        latency: SimDuration::ZERO,
+    });
     let mut g = TaskGraph::new();
     let s = g.add_stream(0, "compute");
     let c = g.add_stream(1, "comm");
@@ -45,16 +50,41 @@ fn timeline_has_a_row_per_task_with_times_in_us() {
 
 #[test]
 fn resources_report_utilisation_and_rates() {
-    let (_, p, r) = run();
+    let (g, p, r) = run();
     let mut buf = Vec::new();
-    resources::write_csv(&mut buf, &p, &r).unwrap();
+    resources::write_csv(&mut buf, &p, &g, &r, None).unwrap();
     let text = String::from_utf8(buf).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("kind,id,name,busy_us,utilization,unit_utilization,bytes"));
+    assert!(lines[0].starts_with("kind,id,name,status,link_kind,physical,busy_us,utilization,unit_utilization,bytes"));
     // busy 1 of 2 us; units 2e6 unit-ps of 4 x 2e6 = 0.25.
-    assert_eq!(lines[1], "device,0,gpu0,1.000000,0.500000,0.250000,0,0.000000,");
+    assert_eq!(lines[1], "device,0,gpu0,simulated,,,1.000000,0.500000,0.250000,0,0.000000,");
     // 1000 bytes over 2 us = 0.5 GB/s average, 1 GB/s peak.
-    assert_eq!(lines[2], "link,0,\"a->\"\"b\"\"\",1.000000,0.500000,,1000,0.500000,1.000000");
+    assert_eq!(lines[2], "link,0,\"a->\"\"b\"\"\",,nvlink,true,1.000000,0.500000,,1000,0.500000,1.000000");
+}
+
+#[test]
+fn devices_without_tasks_are_mirrored_inside_the_job_and_not_simulated_outside_it() {
+    let (g, mut p, mut r) = run();
+    for name in ["gpu1", "gpu2", "gpu3"] {
+        p.add_device(DeviceResource { name: name.into(), units: 4, mem_bytes_per_s: 1e12 });
+        r.devices.push(DeviceStats::default());
+    }
+    p.add_link(LinkResource {
+        name: "gpu0 20 comm SMs send".into(),
+        kind: LinkKind::Construct("sm-port"),
+        bytes_per_s: 1e9,
+        latency: SimDuration::ZERO,
+    });
+    r.links.push(LinkStats::default());
+    // Streams run on ranks 0 and 1.
+    let status = |job| resources::device_status(&p, &g, job).iter().map(|s| s.as_str()).collect::<Vec<_>>();
+    assert_eq!(status(None), ["simulated", "simulated", "mirrored", "mirrored"]);
+    assert_eq!(status(Some(3)), ["simulated", "simulated", "mirrored", "not-simulated"]);
+    let mut buf = Vec::new();
+    resources::write_csv(&mut buf, &p, &g, &r, Some(2)).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    assert!(text.contains("device,3,gpu3,not-simulated,,,"), "{text}");
+    assert!(text.contains("link,1,gpu0 20 comm SMs send,,sm-port,false,"), "{text}");
 }
 
 #[test]

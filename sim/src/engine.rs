@@ -118,6 +118,8 @@ struct Engine<'a> {
     dep_succ: Vec<u32>,
     spans: Vec<TaskSpan>,
     done: Vec<bool>,
+    /// Tasks that have started (for naming what a stalled run waits on).
+    started: Vec<bool>,
     finished: usize,
     end: u64,
     heap: BinaryHeap<Reverse<Event>>,
@@ -174,6 +176,7 @@ impl<'a> Engine<'a> {
             dep_succ,
             spans: vec![TaskSpan::default(); n],
             done: vec![false; n],
+            started: vec![false; n],
             finished: 0,
             end: 0,
             heap: BinaryHeap::new(),
@@ -229,11 +232,19 @@ impl<'a> Engine<'a> {
         }
         observer.progress(self.finished, n, SimTime(self.now));
         if self.finished < n {
-            let first = (0..n).find(|&t| !self.done[t]).unwrap_or(0);
+            // Name a task that started and never finished, and what it runs on.
+            let running = (0..n).find(|&t| self.started[t] && !self.done[t]);
+            let first = running.or_else(|| (0..n).find(|&t| !self.done[t])).unwrap_or(0);
+            let (waiting_on, resource_kind) = match running {
+                Some(t) => self.resource_of(t),
+                None => ("a task that never started".to_owned(), None),
+            };
             return Err(SimError::Stalled {
                 at_us: SimTime(self.now).as_us_f64(),
                 unfinished: n - self.finished,
                 example: self.graph.task_name(TaskId(first as u32)).to_owned(),
+                waiting_on,
+                resource_kind,
             });
         }
         let (links, series) = self.flows.into_stats();
@@ -246,6 +257,33 @@ impl<'a> Engine<'a> {
             links,
             link_series,
         })
+    }
+
+    /// What task `t` runs on, in words, and its kind (`device`, or the
+    /// link's kind label): its device, or the slowest link its flows cross.
+    fn resource_of(&self, t: usize) -> (String, Option<&'static str>) {
+        match &self.graph.tasks()[t].kind {
+            TaskKind::Kernel(k) => {
+                let d = &self.platform.devices[k.device.0 as usize];
+                (format!("device `{}` ({} B/s of memory bandwidth)", d.name, d.mem_bytes_per_s), Some("device"))
+            }
+            TaskKind::Comm(c) => {
+                let slowest = c
+                    .flows
+                    .clone()
+                    .flat_map(|f| self.graph.path(self.graph.flows()[f as usize].path).iter())
+                    .map(|l| &self.platform.links[l.0 as usize])
+                    .min_by(|a, b| a.bytes_per_s.total_cmp(&b.bytes_per_s));
+                match slowest {
+                    Some(l) => (
+                        format!("link `{}` ({}, {:e} B/s)", l.name, l.kind.label(), l.bytes_per_s),
+                        Some(l.kind.label()),
+                    ),
+                    None => ("a communication without links".to_owned(), None),
+                }
+            }
+            TaskKind::Delay(d) => (format!("a delay of {} ps", d.0), None),
+        }
     }
 
     /// Handles one event; returns false for a stale one.
@@ -357,6 +395,7 @@ impl<'a> Engine<'a> {
     fn start(&mut self, task: u32) {
         let t = task as usize;
         let now = self.now;
+        self.started[t] = true;
         self.spans[t].start = SimTime(now);
         match &self.graph.tasks()[t].kind {
             TaskKind::Delay(d) => self.schedule(now.saturating_add(d.0), EventKind::TaskDone(task)),

@@ -23,7 +23,11 @@ pub enum SimError {
     /// picoseconds): some duration or latency is absurdly large.
     #[error("simulated time passed its range of {:.0} s (about 213 days) at task `{example}`: a duration, latency or size is far too large", crate::SimTime::RANGE_S)]
     TimeOverflow { example: String },
-    /// The run stopped with tasks that can never start or finish.
-    #[error("the run stalled at {at_us:.3} us with {unfinished} unfinished tasks, e.g. `{example}`")]
-    Stalled { at_us: f64, unfinished: usize, example: String },
+    /// The run stopped with tasks that can never start or finish;
+    /// `waiting_on` names the resource a started task never got through
+    /// (its device or its slowest link) and `resource_kind` its kind
+    /// (`device`, or a link kind such as `infiniband`), for the caller to
+    /// name the setting behind it.
+    #[error("the run stalled at {at_us:.3} us with {unfinished} unfinished tasks, e.g. `{example}`, waiting on {waiting_on}")]
+    Stalled { at_us: f64, unfinished: usize, example: String, waiting_on: String, resource_kind: Option<&'static str> },
 }

@@ -1349,6 +1349,7 @@ mod tests {
         let mut p = Platform::default();
         p.add_link(crate::platform::LinkResource {
             name: "l".into(),
+            kind: crate::platform::LinkKind::Physical("test"),
             bytes_per_s: 1e12,
             latency: crate::time::SimDuration(0),
         });

@@ -30,6 +30,6 @@ pub use error::SimError;
 pub use graph::{
     Comm, Flow, Kernel, LabelId, PathId, Stream, StreamId, Task, TaskClass, TaskGraph, TaskId, TaskKind, UnitDemand,
 };
-pub use platform::{DeviceId, DeviceResource, LinkId, LinkResource, Platform};
+pub use platform::{DeviceId, DeviceResource, LinkId, LinkKind, LinkResource, Platform};
 pub use result::{DeviceStats, EngineOptions, LinkSample, LinkStats, Observer, Quiet, RunResult, TaskSpan};
 pub use time::{SimDuration, SimTime};

@@ -27,10 +27,32 @@ pub struct DeviceResource {
     pub mem_bytes_per_s: f64,
 }
 
+/// What a link stands for, for reports and errors only (the engine treats
+/// every link alike): a physical link of some class (`nvlink`, `pcie`,
+/// `infiniband`), or a modelling construct (`sm-port`: the per-GPU send and
+/// receive capacity of the SMs a communication kernel holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Physical(&'static str),
+    Construct(&'static str),
+}
+
+impl LinkKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            LinkKind::Physical(s) | LinkKind::Construct(s) => s,
+        }
+    }
+    pub fn is_physical(self) -> bool {
+        matches!(self, LinkKind::Physical(_))
+    }
+}
+
 /// One direction of a link.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkResource {
     pub name: String,
+    pub kind: LinkKind,
     /// Capacity a flow can use, in bytes per second (nominal x efficiency).
     pub bytes_per_s: f64,
     /// Latency added once per traversal of this link.

@@ -61,7 +61,8 @@ pub(crate) fn print_outcome(
         Format::Text => {
             let _ = writeln!(w, "scenario {}", printed["scenario"].as_str().unwrap_or(""));
             for (k, v) in &printed {
-                if k == "scenario" || k == "notes" {
+                // Provenance (with the build's commit) is in summary.json and --format json.
+                if k == "scenario" || k == "notes" || k == "provenance" {
                     continue;
                 }
                 let shown = v.as_str().map_or_else(|| v.to_string(), str::to_owned);

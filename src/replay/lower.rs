@@ -19,6 +19,7 @@
 use moesim_sim::{DeviceId, DeviceResource, Kernel, Platform, SimDuration, StreamId, TaskGraph, TaskId, UnitDemand};
 
 use super::graph::{short, CpuItem, RankGraph};
+use super::matching::Matching;
 use super::ReplayError;
 
 /// Units per replay device: up to this many ops run at once at full speed.
@@ -40,8 +41,13 @@ fn ns(v: i64) -> SimDuration {
     SimDuration::from_ns(v.max(0) as u64)
 }
 
-/// Lowers every rank with the op durations given (ns, per rank per op).
-pub fn lower(ranks: &[RankGraph], durations: &[Vec<i64>]) -> Result<Lowered, ReplayError> {
+/// Lowers every rank with the op durations given (ns, per rank per op);
+/// each matched collective's members start their transfer together, when
+/// the last one has arrived.
+pub fn lower(ranks: &[RankGraph], durations: &[Vec<i64>], matching: &Matching) -> Result<Lowered, ReplayError> {
+    let instance_of = matching.instance_of(ranks);
+    // Per instance: each member's arrival marker and transfer task.
+    let mut members: Vec<Vec<(TaskId, TaskId)>> = vec![Vec::new(); matching.instances.len()];
     let mut g = TaskGraph::new();
     let mut platform = Platform::default();
     let mut op_tasks = Vec::with_capacity(ranks.len());
@@ -54,9 +60,20 @@ pub fn lower(ranks: &[RankGraph], durations: &[Vec<i64>]) -> Result<Lowered, Rep
             units: REPLAY_UNITS,
             mem_bytes_per_s: 1e18,
         });
-        let (tasks, streams) = lower_rank(&mut g, device, r, &durations[ri], ri, &mut task_event);
+        let (tasks, streams) = lower_rank(
+            &mut g,
+            device,
+            r,
+            &durations[ri],
+            ri,
+            MatchedOps { instance_of: &instance_of[ri], members: &mut members },
+            &mut task_event,
+        );
         op_tasks.push(tasks);
         stream_ids.push(streams);
+    }
+    for (inst, m) in matching.instances.iter().zip(&members) {
+        join_members(&mut g, ranks[inst.members[0].0].rank, &format!("{} #{}", inst.group, inst.seq), m);
     }
     if let Some(t) = first_stuck(&g) {
         let (ri, event) = task_event.get(t.0 as usize).copied().flatten().unwrap_or((0, 0));
@@ -72,14 +89,25 @@ pub fn lower(ranks: &[RankGraph], durations: &[Vec<i64>]) -> Result<Lowered, Rep
     Ok(Lowered { graph: g, platform, op_tasks, stream_ids })
 }
 
+/// A rank's ops' matched collectives, and where to record each member's
+/// arrival and transfer tasks.
+struct MatchedOps<'a> {
+    /// Per op of the rank, its instance.
+    instance_of: &'a [Option<usize>],
+    /// Per instance, (arrival, transfer) of each member lowered so far.
+    members: &'a mut [Vec<(TaskId, TaskId)>],
+}
+
 fn lower_rank(
     g: &mut TaskGraph,
     device: DeviceId,
     r: &RankGraph,
     durations: &[i64],
     ri: usize,
+    matched: MatchedOps<'_>,
     task_event: &mut Vec<Option<(usize, u32)>>,
 ) -> (Vec<TaskId>, Vec<StreamId>) {
+    let MatchedOps { instance_of, members } = matched;
     let rank = r.rank;
     let note = |t: TaskId, ev: Option<u32>, te: &mut Vec<Option<(usize, u32)>>| {
         if te.len() <= t.0 as usize {
@@ -168,6 +196,14 @@ fn lower_rank(
             note(w, Some(op.event), task_event);
             constrain(w, g, &mut pending);
         }
+        // A matched collective arrives (once its own constraints are met),
+        // then transfers when every member has arrived.
+        let arrival = instance_of[i].map(|inst| {
+            let a = g.add_delay(stream, "collective: arrive", SimDuration::ZERO);
+            note(a, Some(op.event), task_event);
+            constrain(a, g, &mut pending);
+            (inst, a)
+        });
         let kernel = Kernel {
             device,
             compute: SimDuration::from_ps(durations[i].max(0) as u64),
@@ -177,6 +213,9 @@ fn lower_rank(
         let t = g.add_kernel(stream, &short(&op.name), op.class.task_class(), kernel);
         note(t, Some(op.event), task_event);
         constrain(t, g, &mut pending);
+        if let Some((inst, a)) = arrival {
+            members[inst].push((a, t));
+        }
         tasks.push(t);
     }
     for (src, t) in pending {
@@ -188,6 +227,27 @@ fn lower_rank(
         }
     }
     (tasks, streams)
+}
+
+/// Holds every member's transfer until all members arrived: direct edges
+/// for a small group, a join on a stream of its own for a large one.
+fn join_members(g: &mut TaskGraph, rank: u32, name: &str, members: &[(TaskId, TaskId)]) {
+    if members.len() <= 8 {
+        for &(arrive, _) in members {
+            for &(other, transfer) in members {
+                if other != arrive {
+                    g.add_dep(arrive, transfer);
+                }
+            }
+        }
+        return;
+    }
+    let stream = g.add_stream(rank, &format!("collective {name}"));
+    let join = g.add_delay(stream, "all members arrived", SimDuration::ZERO);
+    for &(arrive, transfer) in members {
+        g.add_dep(arrive, join);
+        g.add_dep(join, transfer);
+    }
 }
 
 fn delay(v: i64) -> moesim_sim::TaskKind {

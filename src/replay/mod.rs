@@ -19,6 +19,7 @@ pub mod classify;
 pub mod graph;
 pub mod kineto;
 pub mod lower;
+pub mod matching;
 pub mod recost;
 
 use std::collections::BTreeMap;
@@ -165,9 +166,11 @@ pub fn replay(
         }
         durations.push(d);
     }
-    let lowered = lower::lower(ranks, &durations).map_err(ReplayFailure::Input)?;
+    let matching = matching::match_collectives(ranks);
+    matching::transfer_durations(&matching, &mut durations);
+    let lowered = lower::lower(ranks, &durations, &matching).map_err(ReplayFailure::Input)?;
     let result = moesim_sim::run(&lowered.platform, &lowered.graph, engine, observer)
-        .map_err(|e| ReplayFailure::Failed(e.to_string()))?;
+        .map_err(|e| ReplayFailure::Failed(crate::workloads::explain(&e)))?;
 
     // Measure both sides per rank.
     let mut measured = Vec::new();
@@ -283,12 +286,20 @@ pub fn replay(
         }
     }
     if ranks.len() > 1 {
-        notes.push(
-            "ranks replay side by side with their own clocks (each from its first event); collectives are not \
-             matched across ranks, so a rank's NCCL kernels keep their measured (or re-costed) time"
-                .into(),
-        );
+        notes.push(format!(
+            "ranks replay side by side with their own clocks (each from its first event); {} NCCL collectives matched \
+             across ranks (by process group and sequence): each member starts its transfer when the last has \
+             arrived, and transfers for the shortest member's time (send/recv kernels are not matched)",
+            matching.instances.len()
+        ));
+        for (group, seq) in &matching.mismatched {
+            notes.push(format!(
+                "warning: process group {group}: collective #{seq} differs across ranks (missing on some, or another \
+                 collective); from there on its kernels replay per rank"
+            ));
+        }
     }
+    m.insert("matched_collectives".into(), Value::from(matching.instances.len()));
     Ok(ReplayRun { lowered, result, metrics: m, notes, classes, lanes })
 }
 

@@ -40,6 +40,10 @@ pub struct CollectiveWorkload {
 }
 
 impl Workload for CollectiveWorkload {
+    fn job_gpus(&self) -> Option<u32> {
+        Some(self.ranks)
+    }
+
     fn kind_name(&self) -> &str {
         "collective"
     }
@@ -126,6 +130,6 @@ impl Workload for CollectiveWorkload {
         metrics.insert("time_us".into(), num(time_s * 1e6));
         metrics.insert("algbw_gb_per_s".into(), num(algbw));
         metrics.insert("busbw_gb_per_s".into(), num(busbw));
-        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
+        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new(), job_gpus: None })
     }
 }

@@ -344,7 +344,7 @@ impl Workload for IterationWorkload {
             self.keys().usd_per_gpu_hour,
         );
         notes.extend(low.notes.clone());
-        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
+        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new(), job_gpus: None })
     }
 
     fn uses_model(&self) -> bool {

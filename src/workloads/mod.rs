@@ -48,13 +48,13 @@ pub fn default_figures(
     if graph.tasks().is_empty() {
         return Ok(out);
     }
-    // Physical links only (their names are `a->b`): the per-GPU SM send and
-    // receive links that bound DeepEP's kernels are a modelling construct.
+    // Physical links only: the per-GPU SM send and receive links that bound
+    // DeepEP's kernels are a modelling construct.
     let series: Vec<Vec<moesim_sim::LinkSample>> = result
         .link_series
         .iter()
         .zip(&platform.links)
-        .map(|(s, l)| if l.name.contains("->") { s.clone() } else { Vec::new() })
+        .map(|(s, l)| if l.kind.is_physical() { s.clone() } else { Vec::new() })
         .collect();
     if series.iter().any(|s| !s.is_empty()) {
         let links: Vec<(String, f64)> = platform.links.iter().map(|l| (l.name.clone(), l.bytes_per_s)).collect();
@@ -130,6 +130,10 @@ pub struct Outcome {
     pub figures: Vec<moesim_reports::plot::RenderedFigure>,
     /// Further files for `--out` (`(name, bytes)`, e.g. a per-request CSV).
     pub files: Vec<(String, Vec<u8>)>,
+    /// The GPUs of the job, ranks `0..n` (`None`: every device of the
+    /// platform): a GPU of the job without tasks is mirrored by a simulated
+    /// one; one outside it is not simulated. Set by [`Workload::job_gpus`].
+    pub job_gpus: Option<u32>,
 }
 
 /// Why a run did not produce an outcome.
@@ -155,6 +159,12 @@ pub trait Workload: fmt::Debug + Send + Sync {
 
     /// Runs the workload to completion on the scenario's setting.
     fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure>;
+
+    /// How many GPUs (ranks `0..n`) the job spans, when fewer than the
+    /// cluster's: the others are idle, not mirrored (`resources.csv`).
+    fn job_gpus(&self) -> Option<u32> {
+        None
+    }
 
     /// Whether the workload reads `[model]` and `[parallel]`.
     fn uses_model(&self) -> bool {
@@ -306,9 +316,29 @@ pub fn simulate(
     observer: &mut dyn Observer,
 ) -> Result<(Platform, TaskGraph, RunResult), RunFailure> {
     let engine = EngineOptions { record_link_series: options.record_link_series };
-    let result =
-        moesim_sim::run(&platform, &graph, &engine, observer).map_err(|e| RunFailure::Failed(e.to_string()))?;
+    let result = moesim_sim::run(&platform, &graph, &engine, observer).map_err(|e| RunFailure::Failed(explain(&e)))?;
     Ok((platform, graph, result))
+}
+
+/// An engine error in words, with the scenario keys that set the resource
+/// a stalled run waits on.
+pub(crate) fn explain(e: &moesim_sim::SimError) -> String {
+    let keys = match e {
+        moesim_sim::SimError::Stalled { resource_kind: Some(kind), .. } => match *kind {
+            "nvlink" => "topology.nvlink_gb_per_s and topology.nvlink_efficiency",
+            "infiniband" => "topology.ib_gbit_per_s and topology.ib_efficiency",
+            "pcie" => "topology.pcie_gb_per_s and topology.pcie_efficiency",
+            "sm-port" => "parallel.comm_sms (workload.comm_sms for an exchange) and hardware.comm_gb_per_s_per_sm",
+            "device" => "hardware.hbm_tb_per_s and the hardware's compute rates",
+            _ => "",
+        },
+        _ => "",
+    };
+    if keys.is_empty() {
+        e.to_string()
+    } else {
+        format!("{e}; its rate is set by {keys}")
+    }
 }
 
 pub(crate) fn model_failure(setup: &Setup, err: ModelError) -> RunFailure {
@@ -420,5 +450,25 @@ mod tests {
         assert_eq!(num(1.234567891234).to_string(), "1.23456789");
         assert_eq!(num(-1e-310).to_string(), "0");
         assert_eq!(num(42.0).to_string(), "42");
+    }
+}
+
+#[cfg(test)]
+mod stall_tests {
+    use moesim_sim::SimError;
+
+    #[test]
+    fn a_stall_names_the_keys_that_set_the_resource_it_waits_on() {
+        let stall = |kind| SimError::Stalled {
+            at_us: 1.0,
+            unfinished: 1,
+            example: "send".into(),
+            waiting_on: "link `a->b`".into(),
+            resource_kind: kind,
+        };
+        assert!(super::explain(&stall(Some("infiniband")))
+            .ends_with("set by topology.ib_gbit_per_s and topology.ib_efficiency"));
+        assert!(super::explain(&stall(Some("sm-port"))).contains("parallel.comm_sms"));
+        assert_eq!(super::explain(&stall(None)), stall(None).to_string());
     }
 }

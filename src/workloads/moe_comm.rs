@@ -83,6 +83,10 @@ impl MoeCommWorkload {
 }
 
 impl Workload for MoeCommWorkload {
+    fn job_gpus(&self) -> Option<u32> {
+        Some(self.ranks)
+    }
+
     fn kind_name(&self) -> &str {
         &self.kind
     }
@@ -161,7 +165,7 @@ impl Workload for MoeCommWorkload {
         metrics.insert("rdma_gb_per_s".into(), num(lowered.rdma_bytes_per_rank / time_s / 1e9));
         metrics.insert("ib_bytes_per_rank".into(), num(lowered.ib_bytes_per_rank));
         notes.push("bandwidths count bytes as DeepEP's benchmarks do: (token, destination) pairs incl. the rank's own node/rank, divided by the kernel time".into());
-        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
+        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new(), job_gpus: None })
     }
 
     fn sm_driven_all_to_all(&self, _parallel: Option<&ParallelTable>) -> Option<(&'static str, u32)> {

@@ -106,8 +106,8 @@ impl Workload for PipelineWorkload {
         let schedule =
             schedule::build(self.schedule, self.stages, self.microbatches).map_err(|e| model_failure(setup, e))?;
         let durations = self.durations();
-        let run =
-            run_schedule(&schedule, &durations, options, observer).map_err(|e| RunFailure::Failed(e.to_string()))?;
+        let run = run_schedule(&schedule, &durations, options, observer)
+            .map_err(|e| RunFailure::Failed(super::explain(&e)))?;
         let us = |ps: u64| num(ps as f64 / 1e6);
         let mut metrics = Map::new();
         metrics.insert("schedule".into(), Value::from(self.schedule.as_str()));
@@ -151,6 +151,7 @@ impl Workload for PipelineWorkload {
             figures.push(super::draw(setup, chart)?);
         }
         Ok(Outcome {
+            job_gpus: None,
             metrics,
             notes,
             graph: run.graph,

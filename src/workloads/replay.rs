@@ -240,6 +240,7 @@ impl Workload for ReplayWorkload {
             figures.push(super::draw(setup, chart)?);
         }
         Ok(Outcome {
+            job_gpus: None,
             metrics,
             notes,
             graph: run.lowered.graph,
@@ -323,7 +324,7 @@ impl ReplayWorkload {
         metrics.insert("measured_comm_nodes".into(), Value::from(stats.measured_comm_nodes));
         metrics.insert("dangling_deps".into(), Value::from(dangling));
         metrics.insert("traces".into(), Value::from(paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()));
-        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new() })
+        Ok(Outcome { metrics, notes, graph, platform, result, figures: Vec::new(), files: Vec::new(), job_gpus: None })
     }
 }
 

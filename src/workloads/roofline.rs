@@ -1,9 +1,9 @@
 //! The roofline plot of a device with a run's op placed on it: one roof per
 //! memory tier the op's traffic crosses (HBM, L2 -> shared memory or the
-//! AI core's DMA paths) under the tensor ceilings (peak and sustained
-//! clock), and the op drawn at its arithmetic intensity against each tier.
+//! AI core's DMA paths) under the ceilings of the op's own number format
+//! (peak and sustained clock), and the op drawn at its arithmetic intensity against each tier.
 
-use moesim_models::hardware::ops::OpCost;
+use moesim_models::hardware::ops::{Op, OpCost};
 use moesim_models::DeviceSpec;
 use moesim_reports::plot::{color, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, TextMark, XyChart};
 
@@ -37,12 +37,23 @@ fn tiers(device: &DeviceSpec, cost: &OpCost) -> Vec<(&'static str, f64, f64)> {
     out
 }
 
+/// The compute ceiling of an op, TFLOP/s, and its name: the tensor rate of
+/// the op's own number format (a BF16 GEMM is drawn under the BF16 roof, not
+/// FP8's), or the FP32 vector rate for ops without tensor work.
+fn ceiling(device: &DeviceSpec, op: &Op) -> (f64, String) {
+    match op.tensor_dtype() {
+        Some(dtype) => {
+            let rate = device.tensor_flops_per_s(dtype).map_or(device.bf16_tflops, |r| r / 1e12);
+            (rate, format!("{} tensor peak", dtype.as_str().to_uppercase()))
+        }
+        None => (device.fp32_tflops, "FP32 vector peak".to_owned()),
+    }
+}
+
 /// Draws the roofline for one costed op, captioned with what it ran on.
-pub fn figure(setup: &Setup, cost: &OpCost, label: &str) -> Result<RenderedFigure, RunFailure> {
+pub fn figure(setup: &Setup, op: &Op, cost: &OpCost, label: &str) -> Result<RenderedFigure, RunFailure> {
     let device = &setup.device;
-    // The op's own dtype rate is not known here; the ceiling is the highest
-    // rate the device has (FP8 where present), sustained and peak.
-    let peak = device.fp8_tflops.unwrap_or(device.bf16_tflops).max(device.bf16_tflops);
+    let (peak, peak_name) = ceiling(device, op);
     let sustained = peak * device.throttle();
     let achieved = cost.tflops();
     let tiers = tiers(device, cost);
@@ -59,7 +70,7 @@ pub fn figure(setup: &Setup, cost: &OpCost, label: &str) -> Result<RenderedFigur
     chart.legend = LegendPosition::LowerRight;
     let xs: Vec<f64> = (0..=60).map(|i| lo * (hi / lo).powf(i as f64 / 60.0)).collect();
     chart.series.push(Series {
-        name: format!("tensor peak {peak:.0} TFLOP/s"),
+        name: format!("{peak_name} {peak:.0} TFLOP/s"),
         color: color(7),
         style: SeriesStyle::Dashed { width: 1 },
         points: vec![(lo, peak), (hi, peak)],

@@ -431,7 +431,7 @@ impl ServingWorkload {
         config: &ServingConfig,
         requests: &[Request],
         r: &ServingResult,
-        times: &EngineIterationTimes,
+        times: &mut EngineIterationTimes,
         topology: Option<&ClusterSpec>,
     ) -> Map<String, Value> {
         // "Node" figures are per server (8 GPUs on HGX; the topology's node
@@ -486,14 +486,26 @@ impl ServingWorkload {
         m.insert("output_tokens_per_s_per_decode_node".into(), num(output / span / decode_nodes));
         m.insert("input_tokens_per_s_per_node".into(), num(input / span / (prefill_nodes + decode_nodes)));
         m.insert("output_tokens_per_s_per_node".into(), num(output / span / (prefill_nodes + decode_nodes)));
-        m.insert("prefill_utilization".into(), num(r.prefill_busy_s / (span * config.prefill_units as f64)));
-        // What the prefill units did while busy: their capacity at this mix.
-        let per_unit = prefill_nodes / config.prefill_units.max(1) as f64;
+        // Capacity is what a unit sustains with full batches at this run's
+        // mix; utilisation is the load over it. Neither depends on how many
+        // units share the load. Busy fractions (time with an iteration
+        // running) say how often a unit is occupied, not how much it does.
+        let capacity = full_batch_capacity(config, requests, times);
+        let prefill_nodes_per_unit = prefill_nodes / config.prefill_units.max(1) as f64;
+        let decode_nodes_per_unit = decode_nodes / config.decode_units.max(1) as f64;
+        let prefill_capacity = capacity.prefill_input_tokens_per_s_per_unit / prefill_nodes_per_unit;
+        let decode_capacity = capacity.decode_output_tokens_per_s_per_unit / decode_nodes_per_unit;
+        m.insert("prefill_capacity_input_tokens_per_s_per_node".into(), num(prefill_capacity));
+        m.insert("prefill_utilization".into(), num(input / span / prefill_nodes / prefill_capacity.max(1e-12)));
         m.insert(
-            "prefill_capacity_input_tokens_per_s_per_node".into(),
-            num(input / r.prefill_busy_s.max(1e-12) / per_unit),
+            "prefill_busy_input_tokens_per_s_per_node".into(),
+            num(input / r.prefill_busy_s.max(1e-12) / prefill_nodes_per_unit),
         );
-        m.insert("decode_utilization".into(), num(r.decode_busy_s / (span * config.decode_units as f64)));
+        m.insert("prefill_busy_fraction".into(), num(r.prefill_busy_s / (span * config.prefill_units as f64)));
+        m.insert("decode_capacity_output_tokens_per_s_per_node".into(), num(decode_capacity));
+        m.insert("decode_capacity_batch_per_gpu".into(), Value::from(capacity.decode_batch_per_gpu));
+        m.insert("decode_utilization".into(), num(output / span / decode_nodes / decode_capacity.max(1e-12)));
+        m.insert("decode_busy_fraction".into(), num(r.decode_busy_s / (span * config.decode_units as f64)));
         m.insert("decode_mean_batch_per_gpu".into(), num(r.decode_batch_seconds / r.decode_busy_s.max(1e-12)));
         m.insert("kv_capacity_tokens_per_decode_gpu".into(), Value::from(config.kv_capacity_tokens_per_gpu));
         let gpu_hours = (prefill_gpus + decode_gpus) * span / 3600.0;
@@ -505,6 +517,56 @@ impl ServingWorkload {
         m.insert("prefill_iterations".into(), Value::from(r.prefill_iterations));
         m.insert("decode_iterations".into(), Value::from(r.decode_iterations));
         m
+    }
+}
+
+/// What a prefill and a decode unit sustain when kept full, at a run's
+/// request mix.
+struct FullBatchCapacity {
+    /// Input tokens (cache hits included) per second of one prefill unit,
+    /// every GPU taking its whole token budget each iteration.
+    prefill_input_tokens_per_s_per_unit: f64,
+    /// Output tokens per second of one decode unit, every GPU at the largest
+    /// batch its batch bound and KV cache allow for the mix.
+    decode_output_tokens_per_s_per_unit: f64,
+    decode_batch_per_gpu: u64,
+}
+
+/// Full-batch capacities at the mix of `requests`: a prefill iteration of
+/// `tokens_per_gpu` new tokens on every GPU attending to the mix's mean keys
+/// per new token (a request with `c` cached and `n` new tokens: `c + n/2`),
+/// and a decode iteration at the largest batch whose KV the GPU holds, at the
+/// mix's mean context (`input + output/2`), each sequence making `1 + MTP
+/// acceptance` tokens per iteration.
+fn full_batch_capacity(
+    config: &ServingConfig,
+    requests: &[Request],
+    times: &mut EngineIterationTimes,
+) -> FullBatchCapacity {
+    let (mut new, mut keys, mut input, mut kv) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for q in requests {
+        let n = q.input_len.saturating_sub(q.cached_len) as f64;
+        new += n;
+        keys += n * (q.cached_len as f64 + n / 2.0);
+        input += q.input_len as f64;
+        kv += q.input_len as f64 + q.output_len as f64 / 2.0;
+    }
+    let count = requests.len().max(1) as f64;
+    let budget = config.prefill_tokens_per_gpu.max(1);
+    let prefill_s = times.prefill_s(budget, keys / new.max(1.0), 1.0);
+    let new_per_unit = budget as f64 * config.prefill_gpus_per_unit as f64;
+    // Each new token stands for input / new tokens of the mix's prompts.
+    let prefill = new_per_unit * (input / new.max(1.0)) / prefill_s.max(1e-12);
+    let reserved = requests.iter().map(|q| q.input_len.saturating_add(q.output_len) as f64).sum::<f64>() / count;
+    let by_kv = (config.kv_capacity_tokens_per_gpu as f64 / reserved.max(1.0)).floor() as u64;
+    let batch = config.max_batch_per_gpu.min(by_kv).max(1);
+    let decode_s = times.decode_s(batch, kv / count);
+    let per_step = 1.0 + config.mtp_acceptance.unwrap_or(0.0);
+    let decode = batch as f64 * per_step * config.decode_gpus_per_unit as f64 / decode_s.max(1e-12);
+    FullBatchCapacity {
+        prefill_input_tokens_per_s_per_unit: prefill,
+        decode_output_tokens_per_s_per_unit: decode,
+        decode_batch_per_gpu: batch,
     }
 }
 
@@ -695,6 +757,7 @@ impl Workload for ServingWorkload {
             ..Default::default()
         };
         Ok(Outcome {
+            job_gpus: None,
             metrics: report.metrics,
             notes: report.notes,
             graph: TaskGraph::new(),
@@ -866,7 +929,7 @@ impl EngineIterationTimes {
             let mut graph = TaskGraph::new();
             lower_iteration_cached(cluster, &s, seed, &mut graph, routing).map_err(|e| e.to_string())?;
             let r = moesim_sim::run(&cluster.platform, &graph, &EngineOptions::default(), &mut moesim_sim::Quiet)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| super::explain(&e))?;
             Ok(r.end.as_secs_f64())
         };
         let (k1, k2) = SAMPLE_LAYERS;

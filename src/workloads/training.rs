@@ -204,11 +204,16 @@ impl TrainingWorkload {
         let hardware_flops_per_token = megatron_hardware_flops_per_token(&spec.model, spec.seq_len, spec.recompute);
         m.insert("hardware_tflops_per_gpu".into(), num(hardware_flops_per_token * per_gpu / 1e12));
         m.insert("hfu_bf16_peak".into(), num(hardware_flops_per_token * per_gpu / (device.bf16_tflops * 1e12)));
-        // MFU against the dense peak of the linear layers' format (FP8 for FP8
-        // training), and against BF16 as dense-model reports quote it.
-        let peak = device.tensor_flops_per_s(spec.linear_dtype).unwrap_or(device.bf16_tflops * 1e12);
-        m.insert("mfu".into(), num(flops_per_token * per_gpu / peak));
+        // MFU names its peak: against BF16 as dense-model reports quote it,
+        // and against the dense peak of the linear layers' own format where
+        // the device has units for it (`mfu_fp8_peak` for FP8 training; FP8
+        // emulated at the BF16 rate has no FP8 peak).
         m.insert("mfu_bf16_peak".into(), num(flops_per_token * per_gpu / (device.bf16_tflops * 1e12)));
+        let dtype = spec.linear_dtype;
+        let native = !(dtype == moesim_models::Dtype::Fp8 && device.fp8_tflops.is_none());
+        if let (true, Ok(peak)) = (native && dtype.as_str() != "bf16", device.tensor_flops_per_s(dtype)) {
+            m.insert(format!("mfu_{}_peak", dtype.as_str()), num(flops_per_token * per_gpu / peak));
+        }
         m.insert("compute_s".into(), num(compute_s));
         m.insert("comm_s".into(), num(comm_s));
         m.insert("ep_comm_s".into(), num(ep_s));
@@ -382,7 +387,7 @@ impl Workload for TrainingWorkload {
                 metrics["memory_comm_buffers_gib"].as_f64().unwrap_or(0.0),
             ));
         }
-        Ok(Outcome { metrics, notes, graph, platform, result, figures, files: Vec::new() })
+        Ok(Outcome { metrics, notes, graph, platform, result, figures, files: Vec::new(), job_gpus: None })
     }
 
     fn uses_model(&self) -> bool {

@@ -4,7 +4,7 @@
 //! SMs an SM-driven all-to-all kernel holds) plus the router that maps GPU
 //! pairs to link paths.
 
-use moesim_sim::{DeviceId, DeviceResource, LinkId, LinkResource, PathId, Platform, SimDuration, TaskGraph};
+use moesim_sim::{DeviceId, DeviceResource, LinkId, LinkKind, LinkResource, PathId, Platform, SimDuration, TaskGraph};
 use moesim_topologies::{EdgeIndex, Router, Topology};
 
 use crate::hardware::device::DeviceSpec;
@@ -38,6 +38,7 @@ impl Cluster {
             let spec = topology.link(e);
             platform.add_link(LinkResource {
                 name: topology.link_name(e),
+                kind: LinkKind::Physical(spec.kind.as_str()),
                 bytes_per_s: spec.effective_bytes_per_s(),
                 latency: SimDuration::from_ps_f64(spec.latency_ns * 1e3),
             });
@@ -72,6 +73,7 @@ impl Cluster {
             let mut link = |side: &str| {
                 self.platform.add_link(LinkResource {
                     name: format!("{name} {sms} comm SMs {side}"),
+                    kind: LinkKind::Construct("sm-port"),
                     bytes_per_s,
                     latency: SimDuration::ZERO,
                 })

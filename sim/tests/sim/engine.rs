@@ -11,7 +11,12 @@ fn gpu(units: u32, mem_bytes_per_s: f64) -> DeviceResource {
 }
 
 fn link(bytes_per_s: f64, latency_ps: u64) -> LinkResource {
-    LinkResource { name: "link".into(), bytes_per_s, latency: SimDuration(latency_ps) }
+    LinkResource {
+        name: "link".into(),
+        kind: LinkKind::Physical("test"),
+        bytes_per_s,
+        latency: SimDuration(latency_ps),
+    }
 }
 
 fn kernel(device: DeviceId, compute_ps: u64, mem_bytes: f64, units: UnitDemand) -> Kernel {
@@ -474,7 +479,12 @@ fn observer_hears_progress_and_the_end() {
 #[test]
 fn a_comm_overhead_is_added_after_the_last_arrival() {
     let mut p = Platform::default();
-    let l = p.add_link(LinkResource { name: "l".into(), bytes_per_s: 1e9, latency: SimDuration::from_ns(100) });
+    let l = p.add_link(LinkResource {
+        name: "l".into(),
+        kind: LinkKind::Physical("test"),
+        bytes_per_s: 1e9,
+        latency: SimDuration::from_ns(100),
+    });
     let mut g = TaskGraph::new();
     let s = g.add_stream(0, "comm");
     let path = g.add_path(&[l]);
@@ -486,4 +496,30 @@ fn a_comm_overhead_is_added_after_the_last_arrival() {
     let r = moesim_sim::run(&p, &g, &EngineOptions::default(), &mut Quiet).unwrap();
     assert_eq!(r.spans[t.0 as usize].end.as_ps(), 6_100_000);
     assert_eq!(r.spans[empty.0 as usize].end.as_ps(), 8_100_000);
+}
+
+#[test]
+fn a_stalled_run_names_the_link_it_waits_on() {
+    // A link so slow that its flow's rate rounds to nothing: the run can
+    // neither finish it nor reach the end of time. The error names the task,
+    // the link, its kind and its rate.
+    let mut p = Platform::default();
+    let l = p.add_link(LinkResource {
+        name: "gpu0->gpu1".into(),
+        kind: LinkKind::Physical("infiniband"),
+        bytes_per_s: 5e-324,
+        latency: SimDuration::ZERO,
+    });
+    let mut g = TaskGraph::new();
+    let s = g.add_stream(0, "comm");
+    let path = g.add_path(&[l]);
+    g.add_comm(s, "send", [Flow { path, bytes: 1e6 }], None);
+    match moesim_sim::run(&p, &g, &EngineOptions::default(), &mut Quiet) {
+        Err(e @ SimError::Stalled { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("`send`") && text.contains("link `gpu0->gpu1` (infiniband"), "{text}");
+            assert!(matches!(e, SimError::Stalled { resource_kind: Some("infiniband"), .. }));
+        }
+        other => panic!("expected a stall, got {other:?}"),
+    }
 }

@@ -28,6 +28,7 @@ const NODES_PER_LEAF: u32 = 32;
 fn link(p: &mut Platform, gb_per_s: f64, latency_ns: u64) -> LinkId {
     p.add_link(LinkResource {
         name: String::new(),
+        kind: LinkKind::Physical("test"),
         bytes_per_s: gb_per_s * 1e9,
         latency: SimDuration::from_ns(latency_ns),
     })

@@ -38,7 +38,12 @@ fn net() -> impl Strategy<Value = Net> {
 fn platform(n: &Net) -> Platform {
     let mut p = Platform::default();
     for (c, l) in n.caps.iter().zip(&n.latencies) {
-        p.add_link(LinkResource { name: "l".into(), bytes_per_s: c * B_PER_PS, latency: SimDuration(*l) });
+        p.add_link(LinkResource {
+            name: "l".into(),
+            kind: LinkKind::Physical("test"),
+            bytes_per_s: c * B_PER_PS,
+            latency: SimDuration(*l),
+        });
     }
     p
 }

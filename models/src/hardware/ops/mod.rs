@@ -192,6 +192,18 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The number format of the op's tensor-core work (`None` for ops that
+    /// run on the vector units: norms and elementwise passes).
+    pub fn tensor_dtype(&self) -> Option<Dtype> {
+        match self {
+            Op::Gemm(s) => Some(s.dtype),
+            Op::Attention(a) => Some(a.dtype),
+            Op::Norm { .. } | Op::Elementwise { .. } => None,
+        }
+    }
+}
+
 /// The cost of one op on one device, alone.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct OpCost {
