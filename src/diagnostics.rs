@@ -114,6 +114,34 @@ impl Source {
         Ok(out)
     }
 
+    /// This source with the value at `dotted` removed (a leaf value, not a
+    /// table), its lines still located in the original file: how parsing
+    /// goes on past a value of the wrong type or an unknown key to report
+    /// the file's other problems. `None` if there is no such value.
+    pub fn without_key(&self, dotted: &str) -> Option<Source> {
+        let mut doc: DocumentMut = self.text.parse().ok()?;
+        let parts: Vec<&str> = dotted.split('.').collect();
+        let (last, head) = parts.split_last()?;
+        let mut item: &mut Item = doc.as_item_mut();
+        for p in head {
+            item = item.get_mut(*p)?;
+        }
+        let removed = match item {
+            Item::Table(t) if matches!(t.get(last), Some(Item::Value(v)) if !v.is_inline_table()) => t.remove(last),
+            Item::Value(toml_edit::Value::InlineTable(t)) if t.get(last).is_some_and(|v| !v.is_inline_table()) => {
+                t.remove(last).map(Item::Value)
+            }
+            _ => None,
+        };
+        removed?;
+        let text = doc.to_string();
+        let line_map = match_lines(&self.text, &text)
+            .into_iter()
+            .map(|old| old.and_then(|i| self.line_map.get(i).copied().flatten()))
+            .collect();
+        Some(Source { origin: self.origin.clone(), text, line_map, sets: self.sets.clone() })
+    }
+
     /// Maps each line of the edited text to the original line it equals,
     /// skipping lines that hold overridden values.
     fn map_lines(&self, original: &str) -> Vec<Option<usize>> {
@@ -242,6 +270,29 @@ impl Source {
     }
 }
 
+/// For each line of `edited`, the line of `original` it equals, matched in
+/// order (lines an edit wrote match nothing).
+fn match_lines(original: &str, edited: &str) -> Vec<Option<usize>> {
+    let orig: Vec<&str> = original.lines().collect();
+    let mut i = 0;
+    edited
+        .lines()
+        .map(|line| {
+            let start = i;
+            while i < orig.len() && orig[i] != line {
+                i += 1;
+            }
+            if i < orig.len() {
+                i += 1;
+                Some(i - 1)
+            } else {
+                i = start;
+                None
+            }
+        })
+        .collect()
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count()
 }
@@ -322,6 +373,18 @@ mod tests {
         assert_eq!(err.len(), 2);
         assert!(err[0].to_string().contains("expected KEY=VALUE"));
         assert!(err[1].to_string().contains("is a value, not a table"));
+    }
+
+    #[test]
+    fn a_removed_value_leaves_the_other_lines_where_they_were() {
+        let s = Source::new("s.toml", TEXT).with_overrides(&["workload.ranks=16".into()]).unwrap();
+        let t = s.without_key("topology.nodes").unwrap();
+        assert!(!t.text.contains("nodes"), "{}", t.text);
+        assert_eq!(t.locate_key("topology.preset"), Location::File { line: 4, col: 10 });
+        assert_eq!(t.locate_key("workload.kind"), Location::File { line: 8, col: 8 });
+        assert_eq!(t.locate_key("workload.ranks"), Location::Set { key: "workload.ranks".into(), value: "16".into() });
+        // Tables and absent keys are not removed.
+        assert!(s.without_key("topology").is_none() && s.without_key("topology.absent").is_none());
     }
 
     #[test]

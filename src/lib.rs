@@ -9,6 +9,7 @@ pub mod commands;
 pub mod diagnostics;
 pub mod files;
 pub mod fuzzing;
+pub mod keys;
 pub mod output;
 pub mod plan;
 pub mod provenance;
@@ -121,36 +122,11 @@ pub fn load_scenario(scenario: &ScenarioRef, sets: &[String]) -> Result<Scenario
     load_source(scenario.load()?, sets)
 }
 
-/// Applies overrides to a scenario source and resolves it.
+/// Applies overrides to a scenario source and resolves it (every problem
+/// of the file and its overrides at once, each at its line or `--set`).
 pub fn load_source(base: Source, sets: &[String]) -> Result<Scenario, AppError> {
-    let source = base.clone().with_overrides(sets).map_err(AppError::Input)?;
-    Scenario::parse(source).map_err(|first| AppError::Input(with_later_set_errors(&base, sets, first)))
-}
-
-/// Parsing stops at the first value of the wrong type; when that value came
-/// from a `--set`, parse again without it (and so on) so that every bad
-/// `--set` is reported at once.
-fn with_later_set_errors(base: &Source, sets: &[String], mut problems: Vec<Diagnostic>) -> Vec<Diagnostic> {
-    let mut remaining: Vec<String> = sets.to_vec();
-    while problems.len() < 64 {
-        let Some(diagnostics::Location::Set { key, .. }) = problems.last().map(|d| &d.location) else { break };
-        let before = remaining.len();
-        remaining.retain(|s| s.split_once('=').is_none_or(|(k, _)| k.trim() != key));
-        if remaining.len() == before {
-            break;
-        }
-        let Ok(source) = base.clone().with_overrides(&remaining) else { break };
-        match Scenario::parse(source) {
-            Ok(_) => break,
-            Err(more) => match more.into_iter().next() {
-                Some(d) if matches!(d.location, diagnostics::Location::Set { .. }) && !problems.contains(&d) => {
-                    problems.push(d)
-                }
-                _ => break,
-            },
-        }
-    }
-    problems
+    let source = base.with_overrides(sets).map_err(AppError::Input)?;
+    Scenario::parse(source).map_err(AppError::Input)
 }
 
 /// Loads, runs and summarises a scenario (quietly).

@@ -164,6 +164,33 @@ pub fn serving_workload(scenario: &Scenario) -> Result<&ServingWorkload, AppErro
     })
 }
 
+/// Every bad `moesim plan` argument at once (the duration only when given).
+pub fn argument_problems(
+    rate_per_s: f64,
+    ttft_p99_ms: f64,
+    tpot_p99_ms: f64,
+    duration_s: Option<f64>,
+    max_units: u32,
+) -> Vec<crate::diagnostics::Diagnostic> {
+    let args = crate::diagnostics::Source::new("moesim plan", "");
+    let mut out: Vec<_> = [
+        ("--rate", Some(rate_per_s)),
+        ("--ttft-p99-ms", Some(ttft_p99_ms)),
+        ("--tpot-p99-ms", Some(tpot_p99_ms)),
+        ("--duration-s", duration_s),
+    ]
+    .into_iter()
+    .filter_map(|(name, v)| {
+        let v = v?;
+        (!(v.is_finite() && v > 0.0)).then(|| args.plain(format!("{name}: expected a positive number, found {v}")))
+    })
+    .collect();
+    if max_units == 0 {
+        out.push(args.plain("--max-units: expected at least 1 unit of each kind, found 0"));
+    }
+    out
+}
+
 /// Runs the capacity search on a `kind = "serving"` scenario.
 pub fn plan(scenario: &Scenario, target: &PlanTarget) -> Result<Plan, AppError> {
     let w = serving_workload(scenario)?;

@@ -19,19 +19,28 @@ fn default_seed() -> u64 {
 }
 
 /// A scenario file as written, the `[workload]` table aside (the registry
-/// reads it with its kind's own schema).
-#[derive(Debug, Deserialize)]
+/// reads it with its kind's own schema). Its JSON Schema (`moesim keys`)
+/// describes the tables read as raw TOML by what reads them
+/// (`crate::keys`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ScenarioFile {
+pub(crate) struct ScenarioFile {
+    /// The scenario's name, as outputs report it.
     name: String,
+    /// Seed of every random stream (routing, arrivals, ...): same seed, same bytes.
     #[serde(default = "default_seed")]
     seed: u64,
+    #[schemars(with = "crate::keys::HardwareKeys")]
     hardware: toml::Table,
+    /// The cluster: a preset (`moesim topology`) with any of its keys overridden.
     topology: Option<TopologyConfig>,
     /// `preset = NAME` (or a path) plus any of the model's keys overridden.
+    #[schemars(with = "Option<crate::keys::ModelKeys>")]
     model: Option<toml::Table>,
+    /// How the model is split over the GPUs.
     parallel: Option<ParallelTable>,
     #[allow(dead_code)] // present and a table; its keys are the kind's
+    #[schemars(with = "crate::keys::WorkloadKeys")]
     workload: IgnoredAny,
 }
 
@@ -53,27 +62,52 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// Parses and resolves a scenario source.
+    /// Parses and resolves a scenario source, reporting every problem at
+    /// once: a value of the wrong type or an unknown key is reported and
+    /// parsing goes on without it ([`decode_all`]); the setting and the
+    /// workload are decoded apart, so problems in either are reported
+    /// together with the other's.
     pub fn parse(source: Source) -> Result<Scenario, Vec<Diagnostic>> {
-        let toml_error = |e: toml::de::Error| vec![source.toml_error(e.span(), e.message())];
-        let probe: KindProbe = toml::from_str(&source.text).map_err(toml_error)?;
-        let Some(KindOnly { kind: Some(kind) }) = probe.workload else {
-            let what = format!("expected a [workload] table with `kind` = one of {}", registry::names().join(", "));
-            return Err(vec![source.at_key("workload.kind", what)]);
-        };
-        let Some(registered) = registry::find(kind.get_ref()) else {
-            let d = Diagnostic {
-                origin: source.origin.clone(),
-                location: source.locate_offset(kind.span().start),
-                key: Some("workload.kind".into()),
-                message: format!("expected one of {}, found \"{}\"", registry::names().join(", "), kind.get_ref()),
-            };
-            return Err(vec![d]);
-        };
-        let file: ScenarioFile = toml::from_str(&source.text).map_err(toml_error)?;
-        let workload = (registered.parse)(&source.text).map_err(toml_error)?;
-
+        // A syntax error stops everything: nothing after it can be located.
+        if let Err(e) = source.text.parse::<toml::Table>() {
+            return Err(vec![source.toml_error(e.span(), e.message())]);
+        }
         let mut problems = Vec::new();
+        let registered = match toml::from_str::<KindProbe>(&source.text) {
+            Err(e) => {
+                problems.push(source.toml_error(e.span(), e.message()));
+                None
+            }
+            Ok(KindProbe { workload: Some(KindOnly { kind: Some(kind) }) }) => {
+                let found = registry::find(kind.get_ref());
+                if found.is_none() {
+                    problems.push(Diagnostic {
+                        origin: source.origin.clone(),
+                        location: source.locate_offset(kind.span().start),
+                        key: Some("workload.kind".into()),
+                        message: format!(
+                            "expected one of {}, found \"{}\"",
+                            registry::names().join(", "),
+                            kind.get_ref()
+                        ),
+                    });
+                }
+                found
+            }
+            Ok(_) => {
+                let what = format!("expected a [workload] table with `kind` = one of {}", registry::names().join(", "));
+                problems.push(source.at_key("workload.kind", what));
+                None
+            }
+        };
+        let file = decode_all(&source, toml::from_str::<ScenarioFile>, &mut problems);
+        let workload = registered.and_then(|k| decode_all(&source, k.parse, &mut problems));
+        // The tables decoded without a removed value are resolved (their
+        // problems are their own); the workload is checked against them
+        // only when nothing was removed (a removed value would be replaced
+        // by its default and the checks could blame it).
+        let Some((file, file_whole)) = file else { return Err(problems) };
+
         let (device, device_table) = resolve_device(&source, &file.hardware, &mut problems).unzip();
         // Check the topology even when the device is broken (with neutral
         // link rates) so every problem is reported at once.
@@ -84,6 +118,7 @@ impl Scenario {
             resolve_topology(&source, t, defaults, &mut problems)
         });
         let (model, model_table) = file.model.as_ref().and_then(|t| resolve_model(&source, t, &mut problems)).unzip();
+        let Some((workload, true)) = workload.filter(|_| file_whole) else { return Err(problems) };
         let cx = Context {
             device: device.as_ref(),
             topology: topology.as_ref(),
@@ -93,12 +128,12 @@ impl Scenario {
             parallel: file.parallel.as_ref(),
         };
         for p in crate::workloads::problems(workload.as_ref(), cx) {
-            problems.push(source.at_key(&p.key, p.message));
+            let d = source.at_key(&p.key, p.message);
+            if !problems.contains(&d) {
+                problems.push(d);
+            }
         }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        let device = device.expect("no problems means a device");
+        let Some(device) = device.filter(|_| problems.is_empty()) else { return Err(problems) };
         let resolved = ResolvedTables {
             device_given: file.hardware.get("device").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
             device: device_table.unwrap_or_default(),
@@ -127,6 +162,46 @@ impl Scenario {
         };
         Ok(Scenario { setup, workload })
     }
+}
+
+/// Decodes `source` with `decode`; on a value of the wrong type or an
+/// unknown key, reports it and decodes again without that value (up to 64
+/// times), so that one pass reports each. Returns the value and whether
+/// it is whole (nothing had to be removed). A key found missing because it
+/// was removed is not reported again.
+fn decode_all<T>(
+    source: &Source,
+    decode: impl Fn(&str) -> Result<T, toml::de::Error>,
+    problems: &mut Vec<Diagnostic>,
+) -> Option<(T, bool)> {
+    let mut current = source.clone();
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..64 {
+        let e = match decode(&current.text) {
+            Ok(v) => return Some((v, removed.is_empty())),
+            Err(e) => e,
+        };
+        let echo = removed.iter().any(|k| {
+            let leaf = k.rsplit('.').next().unwrap_or(k);
+            e.message().contains(&format!("missing field `{leaf}`"))
+        });
+        if echo {
+            return None;
+        }
+        let d = current.toml_error(e.span(), e.message());
+        let key = d.key.clone();
+        if !problems.contains(&d) {
+            problems.push(d);
+        }
+        match key.and_then(|k| current.without_key(&k).map(|next| (k, next))) {
+            Some((k, next)) => {
+                removed.push(k);
+                current = next;
+            }
+            None => return None,
+        }
+    }
+    None
 }
 
 impl Scenario {

@@ -72,7 +72,7 @@ fn default_comm_sms() -> u32 {
 
 /// The `[parallel]` table as written; `dp` defaults to what fills the
 /// cluster. Resolved against the cluster by the workload.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParallelTable {
     #[serde(default = "one")]
@@ -134,7 +134,8 @@ pub(crate) fn resolve_device(
         out.push(source.at_key("hardware.device", format!("expected a preset name or a path, found {name}")));
         return None;
     };
-    let mut merged = preset_table(source, "hardware.device", name, DeviceSpec::preset_text(name), out)?;
+    let mut merged = preset_table::<DeviceSpec>(source, "hardware.device", name, DeviceSpec::preset_text(name), out)?;
+    let preset = merged.clone();
     let known: Vec<String> = DeviceSpec::KEYS.iter().map(|k| k.to_string()).collect();
     let mut ok = true;
     for (k, v) in table {
@@ -161,7 +162,15 @@ pub(crate) fn resolve_device(
         Ok(d) => d,
         Err(e) => {
             let msg = e.message().trim().to_owned();
-            // Name the offending key when the message does.
+            // Each override the device refuses on its own, at its line or
+            // its --set; else the key the message names.
+            let mut over = table.clone();
+            over.remove("device");
+            let blamed = blame::<DeviceSpec>(&preset, &over, "hardware");
+            if !blamed.is_empty() {
+                out.extend(blamed.into_iter().map(|(key, msg)| source.at_key(&key, msg)));
+                return None;
+            }
             let key = nested_key_named(table, &msg, "hardware")
                 .or_else(|| table.keys().find(|k| msg.contains(k.as_str())).map(|k| format!("hardware.{k}")))
                 .unwrap_or_else(|| "hardware".to_owned());
@@ -192,6 +201,42 @@ fn nested_key_named(table: &toml::Table, msg: &str, prefix: &str) -> Option<Stri
         }
     }
     None
+}
+
+/// The overridden values (dotted keys under `prefix`) that `T` refuses
+/// when each alone is merged into `preset`, with why: every bad override
+/// at once, each located at its own line or `--set`.
+fn blame<T: serde::de::DeserializeOwned>(
+    preset: &toml::Table,
+    overrides: &toml::Table,
+    prefix: &str,
+) -> Vec<(String, String)> {
+    fn leaves(t: &toml::Table, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, toml::Value)>) {
+        for (k, v) in t {
+            path.push(k.clone());
+            match v {
+                toml::Value::Table(inner) => leaves(inner, path, out),
+                _ => out.push((path.clone(), v.clone())),
+            }
+            path.pop();
+        }
+    }
+    let mut all = Vec::new();
+    leaves(overrides, &mut Vec::new(), &mut all);
+    all.into_iter()
+        .filter_map(|(path, value)| {
+            let one =
+                path.iter().rev().fold(value, |v, k| toml::Value::Table(toml::Table::from_iter([(k.clone(), v)])));
+            let mut merged = preset.clone();
+            if let toml::Value::Table(one) = one {
+                for (k, v) in &one {
+                    merge_value(&mut merged, k, v);
+                }
+            }
+            let err = toml::Value::Table(merged).try_into::<T>().err()?;
+            Some((format!("{prefix}.{}", path.join(".")), err.message().trim().to_owned()))
+        })
+        .collect()
 }
 
 /// Sets `key` in `table`, merging nested tables (`hardware.buffers.l1_kib`
@@ -225,7 +270,8 @@ pub(crate) fn resolve_model(
         out.push(source.at_key("model.preset", format!("expected a preset name ({names}) or a path, found {name}")));
         return None;
     };
-    let mut merged = preset_table(source, "model.preset", name, ModelConfig::preset_text(name), out)?;
+    let mut merged = preset_table::<ModelConfig>(source, "model.preset", name, ModelConfig::preset_text(name), out)?;
+    let preset = merged.clone();
     let mut over = table.clone();
     over.remove("preset");
     for (k, v) in &over {
@@ -235,6 +281,11 @@ pub(crate) fn resolve_model(
         Ok(m) => m,
         Err(e) => {
             let msg = e.message().trim().to_owned();
+            let blamed = blame::<ModelConfig>(&preset, &over, "model");
+            if !blamed.is_empty() {
+                out.extend(blamed.into_iter().map(|(key, msg)| source.at_key(&key, msg)));
+                return None;
+            }
             let key = nested_key_named(&over, &msg, "model")
                 .or_else(|| over.keys().find(|k| msg.contains(k.as_str())).map(|k| format!("model.{k}")))
                 .unwrap_or_else(|| "model".to_owned());
@@ -255,7 +306,7 @@ pub(crate) fn resolve_model(
 /// scenario, else relative to the working directory); for [`INLINE`], an
 /// empty table (the scenario's table holds every key). Problems go to `out`
 /// at `key`; a syntax error in the file is located in that file.
-fn preset_table(
+fn preset_table<T: serde::de::DeserializeOwned>(
     source: &Source,
     key: &str,
     name: &str,
@@ -284,13 +335,23 @@ fn preset_table(
             }
         }
     };
-    match toml::from_str(&text) {
-        Ok(t) => Some(t),
+    let table = match toml::from_str(&text) {
+        Ok(t) => t,
         Err(e) => {
             out.push(Source::new(origin, text.as_str()).toml_error(e.span(), e.message()));
-            None
+            return None;
+        }
+    };
+    // A user's device or model file: its own problems (a value of the wrong
+    // type, an unknown or missing key), located in that file, not blamed on
+    // the scenario's overrides.
+    if preset.is_err() {
+        if let Err(e) = toml::from_str::<T>(&text) {
+            out.push(Source::new(origin, text.as_str()).toml_error(e.span(), e.message()));
+            return None;
         }
     }
+    Some(table)
 }
 
 pub(crate) fn resolve_topology(

@@ -121,7 +121,19 @@ pub fn run_sweep(
         }
     }
     if !outcomes.iter().any(Result::is_ok) {
-        return Err(outcomes.into_iter().find_map(Result::err).expect("a sweep has at least one point"));
+        // No point ran: every distinct problem of every point, at once.
+        let mut problems = Vec::new();
+        for e in outcomes.into_iter().filter_map(Result::err) {
+            match e {
+                AppError::Input(ds) => ds.into_iter().for_each(|d| {
+                    if !problems.contains(&d) {
+                        problems.push(d)
+                    }
+                }),
+                other => return Err(other),
+            }
+        }
+        return Err(AppError::Input(problems));
     }
     let rows = grid
         .into_iter()

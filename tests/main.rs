@@ -1,9 +1,12 @@
 //! moesim's integration tests: one binary, one module per concern.
 
+mod all_problems;
 mod bad_input;
 mod cli;
 mod common;
+mod data_paths;
 mod determinism;
+mod discoverable;
 mod hardening;
 mod inference;
 mod memory_hierarchy;

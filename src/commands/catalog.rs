@@ -15,7 +15,10 @@ pub enum ScenariosCommand {
     /// List the built-in scenarios with their descriptions (the default).
     List,
     /// Print a built-in scenario file as written: a starting point for your own.
-    Show { name: String },
+    Show {
+        /// A built-in scenario's name (`moesim scenarios` lists them).
+        name: String,
+    },
 }
 
 /// `moesim hardware ...`.
@@ -25,7 +28,9 @@ pub enum HardwareCommand {
     List,
     /// Show a preset's values and their sources.
     Show {
+        /// A device preset's name (`moesim hardware list`).
         name: String,
+        /// Print text or one JSON object (json).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -38,7 +43,9 @@ pub enum ModelsCommand {
     List,
     /// Show a preset's values, sources and derived counts.
     Show {
+        /// A model preset's name (`moesim models list`).
         name: String,
+        /// Print text or one JSON object (json).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },

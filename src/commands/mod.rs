@@ -2,6 +2,8 @@
 //! renders. `src/main.rs` only parses the command line and dispatches here.
 
 pub mod catalog;
+pub mod cli;
+pub mod keys;
 pub mod plan;
 pub mod replay;
 pub mod report;
@@ -35,9 +37,11 @@ pub struct RunOutput {
     /// earliest 100000 tasks; the summary says what was left out.
     #[arg(long = "trace-window", value_name = "START..END")]
     pub trace_window: Option<String>,
+    /// Print text or one JSON object (json).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16.
+    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16 (repeatable;
+    /// `moesim keys` lists the keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
     /// Replace --out even if it is a non-empty folder moesim did not write.

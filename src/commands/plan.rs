@@ -16,8 +16,10 @@ pub struct PlanArgs {
     /// Requests per second (Poisson arrivals; a trace's lengths are kept).
     #[arg(long)]
     pub rate: f64,
+    /// Target p99 time to first token, ms.
     #[arg(long = "ttft-p99-ms")]
     pub ttft_p99_ms: f64,
+    /// Target p99 time per output token, ms.
     #[arg(long = "tpot-p99-ms")]
     pub tpot_p99_ms: f64,
     /// Seconds of arrivals simulated per configuration (default: the scenario's, at most 600).
@@ -26,8 +28,11 @@ pub struct PlanArgs {
     /// Most units of either kind to try.
     #[arg(long = "max-units", default_value_t = 256)]
     pub max_units: u32,
+    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16 (repeatable;
+    /// `moesim keys` lists the keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Print text or one JSON object (json).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     #[command(flatten)]
@@ -38,7 +43,20 @@ pub struct PlanArgs {
 pub fn execute(args: PlanArgs) -> Result<ExitCode, AppError> {
     let PlanArgs { scenario, rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units, sets, format, limits } = args;
     let (scenario, sets) = (&scenario[..], &sets[..]);
-    let scenario = load_scenario(&ScenarioRef::parse(scenario)?, sets)?;
+    // The arguments' problems and the scenario's (with its --sets) at once.
+    let mut problems = crate::plan::argument_problems(rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units);
+    if let Err(AppError::Input(d)) = limits.max_memory_bytes() {
+        problems.extend(d);
+    }
+    let scenario = match ScenarioRef::parse(scenario).and_then(|r| load_scenario(&r, sets)) {
+        Ok(s) if problems.is_empty() => s,
+        Ok(_) => return Err(AppError::Input(problems)),
+        Err(AppError::Input(d)) => {
+            problems.extend(d);
+            return Err(AppError::Input(problems));
+        }
+        Err(e) => return Err(e),
+    };
     let scenario_duration = crate::plan::serving_workload(&scenario).ok().and_then(|w| w.duration_s);
     let duration_s = duration_s.unwrap_or(scenario_duration.unwrap_or(600.0).min(600.0));
     let started = Instant::now();

@@ -16,6 +16,7 @@ use crate::{run_scenario_observed, AppError};
 /// Arguments of `moesim run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// A scenario: a path or a built-in name (`moesim scenarios`); default: the built-in default.
     pub scenario: Option<String>,
     #[command(flatten)]
     pub output: RunOutput,

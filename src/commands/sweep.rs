@@ -20,6 +20,7 @@ use moesim_reports::sweep::SweepTable;
 /// Arguments of `moesim sweep`.
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
+    /// A scenario: a path or a built-in name (`moesim scenarios`); default: the built-in default.
     pub scenario: Option<String>,
     /// A key to vary and its values; repeat for a grid. The first is the charts' x axis.
     #[arg(long = "vary", value_name = "KEY=V1,V2,...", required = true)]
@@ -30,8 +31,11 @@ pub struct SweepArgs {
     /// Write sweep.csv (every metric of every point) and sweep_METRIC.png/.svg here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16 (repeatable;
+    /// `moesim keys` lists the keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Print text or one JSON object (json).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Replace --out even if it is a non-empty folder moesim did not write.
@@ -46,8 +50,25 @@ pub fn execute(args: SweepArgs) -> Result<ExitCode, AppError> {
     let SweepArgs { scenario, varies, metrics, out, sets, format, force, limits } = args;
     let (varies, metrics, sets) = (&varies[..], &metrics[..], &sets[..]);
     let scenario = scenario_ref(scenario)?;
-    let varies = varies.iter().map(|v| sweep::parse_vary(v)).collect::<Result<Vec<_>, _>>()?;
-    sweep::check(&varies)?;
+    // Every bad --vary (and --max-memory-gib) at once.
+    let mut problems = Vec::new();
+    let mut parsed = Vec::new();
+    for v in varies {
+        match sweep::parse_vary(v) {
+            Ok(v) => parsed.push(v),
+            Err(AppError::Input(d)) => problems.extend(d),
+            Err(e) => return Err(e),
+        }
+    }
+    if let Err(AppError::Input(d)) = limits.max_memory_bytes() {
+        problems.extend(d);
+    }
+    if problems.is_empty() {
+        sweep::check(&parsed)?;
+    } else {
+        return Err(AppError::Input(problems));
+    }
+    let varies = parsed;
     let out_dir = out.as_deref().map(|d| OutDir::prepare(d, force)).transpose()?;
     let n = sweep::points(&varies).len();
     let bar = std::io::stderr().is_terminal().then(|| {

@@ -10,12 +10,16 @@ use crate::{load_scenario, AppError};
 /// Arguments of `moesim topology`.
 #[derive(Debug, clap::Args)]
 pub struct TopologyArgs {
+    /// A scenario: a path or a built-in name (`moesim scenarios`); default: the built-in default.
     pub scenario: Option<String>,
     /// Write the cluster as a Graphviz DOT file.
     #[arg(long)]
     pub dot: Option<PathBuf>,
+    /// Override a scenario key by its dotted path, e.g. --set workload.ranks=16 (repeatable;
+    /// `moesim keys` lists the keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Print text or one JSON object (json).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }

@@ -286,13 +286,10 @@ fn resolve_scenario(scenario: &str, folder: Option<&Path>) -> Result<ScenarioRef
     ))
 }
 
-/// A data path beside the case file if it is there, else as written.
+/// A data path, found as [`crate::files::data_path`] says (beside the case
+/// file first).
 fn resolve_file(path: &str, folder: Option<&Path>) -> PathBuf {
-    let p = Path::new(path);
-    match folder.filter(|_| p.is_relative()).map(|f| f.join(p)) {
-        Some(b) if b.exists() => b,
-        _ => p.to_path_buf(),
-    }
+    crate::files::data_path(path, folder)
 }
 
 /// Names used twice (across all the files given), at the later use.

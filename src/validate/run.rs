@@ -24,8 +24,8 @@ pub struct CaseResult {
     pub known_gap: Option<String>,
     /// Why it could not be computed.
     pub failure: Option<String>,
-    /// Why it was not run: the real data it replays is not beside the
-    /// working directory (not counted, like a known gap).
+    /// Why it was not run: the real data it replays was not found (the
+    /// exit status is 1 unless `moesim validate --allow-skip`).
     pub skipped: Option<String>,
     /// The run has no such metric: the numeric metrics it does report.
     #[serde(skip)]
@@ -87,8 +87,9 @@ fn compare(case: &Case, summary: &Summary, baseline: Option<&Summary>) -> CaseRe
     let skipped = missing_data(case).map(|f| {
         if case.origin.builtin {
             format!(
-                "{} not found: the real data sits in ../shared beside the checkout; run moesim validate from the project root",
-                f.display()
+                "{} not found: set {}=DIR to the folder holding the real data (shared/data beside the checkout)",
+                f.display(),
+                crate::files::DATA_ENV
             )
         } else {
             format!("{} not found (named in the case's `data`)", f.display())

@@ -18,7 +18,7 @@ fn default_algorithm() -> String {
 }
 
 /// The `[workload]` table of a collective.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CollectiveWorkload {
     pub kind: String,

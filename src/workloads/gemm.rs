@@ -19,7 +19,7 @@ fn one() -> u64 {
 }
 
 /// The `[workload]` table of a GEMM.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GemmWorkload {
     pub kind: String,

@@ -47,7 +47,7 @@ fn fp8() -> Dtype {
 }
 
 /// Expert placement as the file spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlacementName {
     #[default]
@@ -65,7 +65,7 @@ impl PlacementName {
 }
 
 /// The `[workload]` table of a prefill iteration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrefillWorkload {
     pub kind: String,
@@ -99,7 +99,7 @@ pub struct PrefillWorkload {
 }
 
 /// The `[workload]` table of a decode iteration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeWorkload {
     pub kind: String,

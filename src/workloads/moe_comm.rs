@@ -18,7 +18,7 @@ use super::{
 use crate::setup::{ParallelTable, Setup};
 
 /// DeepEP's two kernel families.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum KernelName {
     #[default]
@@ -31,7 +31,7 @@ fn default_comm_sms() -> u32 {
 }
 
 /// The `[workload]` table of a dispatch or combine.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoeCommWorkload {
     pub kind: String,

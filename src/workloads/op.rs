@@ -30,7 +30,7 @@ use super::{problem, Context, Outcome, RunFailure, RunOptions, Workload};
 use crate::setup::Setup;
 
 /// Which op.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum OpName {
     Attention,
@@ -39,7 +39,7 @@ pub enum OpName {
 }
 
 /// Forward or backward (the file's spelling of [`Pass`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PassName {
     #[default]
@@ -48,7 +48,7 @@ pub enum PassName {
 }
 
 /// The `[workload]` table of one op.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpWorkload {
     pub kind: String,

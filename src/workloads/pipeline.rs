@@ -20,7 +20,7 @@ use crate::setup::Setup;
 const OP_TIME_US: Plausible = Plausible::new(1e-6, 8.64e10, "us");
 
 /// The `[workload]` table of a synthetic pipeline.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineWorkload {
     pub kind: String,

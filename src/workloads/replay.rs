@@ -26,7 +26,7 @@ use crate::replay::{self, ReplayError, ReplayFailure};
 use crate::setup::{ParallelTable, Setup};
 
 /// The `[workload]` table of a replay.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayWorkload {
     pub kind: String,
@@ -64,20 +64,11 @@ fn yes() -> bool {
 }
 
 impl ReplayWorkload {
-    /// The trace paths, relative ones resolved against the scenario's folder
-    /// (or taken as given when the scenario is not a file).
+    /// The trace paths, found as [`crate::files::data_path`] says (beside
+    /// the scenario when it is a file, `$MOESIM_DATA` for the shared data).
     fn paths(&self, origin: &str) -> Vec<PathBuf> {
         let base = Path::new(origin).parent().filter(|p| !p.as_os_str().is_empty() && p.is_dir());
-        self.traces
-            .iter()
-            .map(|t| {
-                let p = PathBuf::from(t);
-                match base {
-                    Some(b) if p.is_relative() && b.join(&p).exists() => b.join(p),
-                    _ => p,
-                }
-            })
-            .collect()
+        self.traces.iter().map(|t| crate::files::data_path(t, base)).collect()
     }
 }
 

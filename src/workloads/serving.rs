@@ -85,7 +85,7 @@ fn comm_sms() -> u32 {
 }
 
 /// Where arrivals come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arrivals {
     /// A Poisson process at `rate_per_s`.
@@ -95,7 +95,7 @@ pub enum Arrivals {
 }
 
 /// `[workload.prefill]`: one prefill unit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrefillUnitTable {
     pub gpus: u32,
@@ -123,7 +123,7 @@ pub struct PrefillUnitTable {
 }
 
 /// `[workload.decode]`: one decode unit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeUnitTable {
     pub gpus: u32,
@@ -141,7 +141,7 @@ pub struct DecodeUnitTable {
 }
 
 /// The `[workload]` table of a serving run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServingWorkload {
     pub kind: String,
@@ -781,17 +781,11 @@ impl Workload for ServingWorkload {
     }
 }
 
-/// A trace path relative to the scenario file's folder, else as given.
+/// A trace path: see [`crate::files::data_path`] (beside the scenario file
+/// when it is a file).
 fn resolve_path(origin: &str, path: &str) -> PathBuf {
-    let p = Path::new(path);
-    if p.is_absolute() || origin.starts_with("builtin:") {
-        return p.to_path_buf();
-    }
-    let beside = Path::new(origin).parent().map(|d| d.join(p));
-    match beside {
-        Some(b) if b.exists() => b,
-        _ => p.to_path_buf(),
-    }
+    let beside = (!origin.starts_with("builtin:")).then(|| Path::new(origin).parent()).flatten();
+    crate::files::data_path(path, beside)
 }
 
 /// MoE layers simulated for the iteration tables: the full model's time is

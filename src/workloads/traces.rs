@@ -1,6 +1,7 @@
 //! Request traces read as published: the Azure LLM inference CSVs
-//! (`TIMESTAMP,ContextTokens,GeneratedTokens`, timestamps as
-//! `YYYY-MM-DD HH:MM:SS.fffffff`) and Mooncake's JSON lines
+//! (`TIMESTAMP,ContextTokens,GeneratedTokens`, read with the `csv` crate;
+//! timestamps as `YYYY-MM-DD HH:MM:SS.fffffff` or any ISO 8601 time with an
+//! offset, read with `jiff`) and Mooncake's JSON lines
 //! (`timestamp` in ms, `input_length`, `output_length`, `hash_ids`: the ids
 //! of the prompt's 512-token blocks, for prefix caching). A bad row is an
 //! error naming the file and line; so is a negative timestamp or one
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use crate::diagnostics::{Diagnostic, Location};
 
 /// The trace formats moesim reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TraceFormat {
     /// Azure LLM inference trace (Splitwise, ISCA 2024).
@@ -157,73 +158,74 @@ fn relative(origin: &str, key: &str, raw: Vec<(usize, f64, u64, u64, Vec<u64>)>)
 }
 
 fn parse_azure(origin: &str, text: &str) -> Result<Vec<TraceRow>, Diagnostic> {
-    let mut lines = text.lines().enumerate();
-    let Some((_, header)) = lines.next() else { return Ok(Vec::new()) };
-    let header: Vec<&str> = header.trim_start_matches('\u{feff}').split(',').map(str::trim).collect();
-    if header != ["TIMESTAMP", "ContextTokens", "GeneratedTokens"] {
-        return Err(at_line(
-            origin,
-            1,
-            "header",
-            format!("expected TIMESTAMP,ContextTokens,GeneratedTokens, found {}", header.join(",")),
-        ));
+    const COLUMNS: [&str; 3] = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"];
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
+    let csv_error = |e: csv::Error| {
+        let line = e.position().map_or(1, |p| p.line() as usize);
+        at_line(origin, line, "row", format!("expected comma-separated values: {e}"))
+    };
+    let header = reader.headers().map_err(csv_error)?.clone();
+    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+        return Ok(Vec::new());
     }
+    // The columns by name (csv strips a UTF-8 byte-order mark).
+    let Some(index) = COLUMNS.iter().map(|c| header.iter().position(|h| h == *c)).collect::<Option<Vec<usize>>>()
+    else {
+        let found: Vec<&str> = header.iter().collect();
+        return Err(at_line(origin, 1, "header", format!("expected {}, found {}", COLUMNS.join(","), found.join(","))));
+    };
     let mut raw = Vec::new();
-    for (i, line) in lines {
-        let n = i + 1;
-        if line.trim().is_empty() {
+    for record in reader.records() {
+        let record = record.map_err(csv_error)?;
+        let n = record.position().map_or(0, |p| p.line() as usize);
+        if record.iter().all(str::is_empty) {
             continue;
         }
-        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-        if cols.len() != 3 {
-            return Err(at_line(origin, n, "row", format!("expected 3 columns, found {}: {line}", cols.len())));
+        if record.len() != header.len() {
+            let fields: Vec<&str> = record.iter().collect();
+            return Err(at_line(
+                origin,
+                n,
+                "row",
+                format!("expected {} columns, found {}: {}", header.len(), record.len(), fields.join(",")),
+            ));
         }
-        let t = parse_timestamp(cols[0]).ok_or_else(|| {
+        let (stamp, context, generated) = (&record[index[0]], &record[index[1]], &record[index[2]]);
+        let t = parse_timestamp(stamp).ok_or_else(|| {
             at_line(
                 origin,
                 n,
                 "TIMESTAMP",
-                format!("expected YYYY-MM-DD HH:MM:SS[.fraction] or seconds, found {:?}", cols[0]),
+                format!(
+                    "expected an ISO 8601 time (YYYY-MM-DD HH:MM:SS[.fraction][+HH:MM]) or seconds, found {stamp:?}"
+                ),
             )
         })?;
         if t < 0.0 {
-            return Err(at_line(origin, n, "TIMESTAMP", format!("expected a time >= 0, found {}", cols[0])));
+            return Err(at_line(origin, n, "TIMESTAMP", format!("expected a time >= 0, found {stamp}")));
         }
         let int = |k: &str, v: &str| {
             v.parse::<u64>()
                 .map_err(|_| at_line(origin, n, k, format!("expected a whole number of tokens, found {v:?}")))
         };
-        raw.push((n, t, int("ContextTokens", cols[1])?, int("GeneratedTokens", cols[2])?, Vec::new()));
+        raw.push((n, t, int(COLUMNS[1], context)?, int(COLUMNS[2], generated)?, Vec::new()));
     }
     relative(origin, "TIMESTAMP", raw)
 }
 
-/// Seconds of `YYYY-MM-DD HH:MM:SS[.f]` since 1970 (UTC), or a plain number of seconds.
+/// Seconds since 1970 (UTC) of an ISO 8601 / RFC 3339 time, read by `jiff`:
+/// with an offset (`2023-11-16T18:15:46+01:00`, `...Z`), or without one
+/// (`2023-11-16 18:15:46.6805900`, as the Azure traces write it), taken as
+/// UTC; or a plain number of seconds.
 fn parse_timestamp(s: &str) -> Option<f64> {
     if let Ok(v) = s.parse::<f64>() {
         return v.is_finite().then_some(v);
     }
-    let (date, time) = s.split_once(' ')?;
-    let mut d = date.split('-');
-    let (y, m, day): (i64, i64, i64) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
-    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let mut t = time.split(':');
-    let (hh, mm): (i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
-    let ss: f64 = t.next()?.parse().ok()?;
-    if t.next().is_some() || !(0..24).contains(&hh) || !(0..60).contains(&mm) || !(0.0..61.0).contains(&ss) {
-        return None;
-    }
-    // Days from the civil date (proleptic Gregorian), Howard Hinnant's algorithm.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days as f64 * 86_400.0 + (hh * 3600 + mm * 60) as f64 + ss)
+    let ts = match s.parse::<jiff::Timestamp>() {
+        Ok(ts) => ts,
+        Err(_) => jiff::tz::Offset::UTC.to_timestamp(s.parse::<jiff::civil::DateTime>().ok()?).ok()?,
+    };
+    Some(ts.as_second() as f64 + f64::from(ts.subsec_nanosecond()) * 1e-9)
 }
 
 #[derive(Deserialize)]
@@ -276,6 +278,28 @@ mod tests {
         let to_midnight = 24.0 * 3600.0 - (18.0 * 3600.0 + 15.0 * 60.0 + 46.68059);
         assert!((t.rows[2].timestamp_s - to_midnight).abs() < 1e-6, "{}", t.rows[2].timestamp_s);
         assert_eq!((t.rows[0].input_len, t.rows[0].output_len, t.rows[0].line), (374, 44, 2));
+    }
+
+    #[test]
+    fn timestamps_with_offsets_and_quoted_fields_are_read() {
+        let text = "\u{feff}TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16T18:15:46+01:00,\"374\",44\n\n2023-11-16 17:15:47.5,1,1\n2023-11-16T17:15:50Z,2,2\n";
+        let t = parse_trace("a.csv", text, TraceFormat::AzureCsv).unwrap();
+        let s: Vec<f64> = t.rows.iter().map(|r| r.timestamp_s).collect();
+        assert_eq!(s.len(), 3);
+        assert!((s[1] - 1.5).abs() < 1e-6 && (s[2] - 4.0).abs() < 1e-6, "{s:?}");
+        assert_eq!((t.rows[0].input_len, t.rows[2].line), (374, 5));
+        let e = parse_trace(
+            "a.csv",
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-13-01 00:00:00,1,1\n",
+            TraceFormat::AzureCsv,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("a.csv:2:1: TIMESTAMP: expected an ISO 8601 time"), "{e}");
+        let e = parse_trace("a.csv", "TIME,ContextTokens,GeneratedTokens\n", TraceFormat::AzureCsv).unwrap_err();
+        assert!(
+            e.to_string().starts_with("a.csv:1:1: header: expected TIMESTAMP,ContextTokens,GeneratedTokens"),
+            "{e}"
+        );
     }
 
     #[test]

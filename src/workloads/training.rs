@@ -27,7 +27,7 @@ use super::{
 use crate::setup::{ParallelTable, Setup};
 
 /// Which ranks to simulate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SimulateRanks {
     /// One rank per pipeline device (see the notes of a run).
@@ -41,7 +41,7 @@ pub enum SimulateRanks {
 const MAX_ALL_RANKS: u64 = 512;
 
 /// `[workload] recompute` as written: a flag (the old form) or a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RecomputeKey {
     Flag(bool),
@@ -65,7 +65,7 @@ impl RecomputeKey {
 }
 
 /// The `[workload]` table of a training step.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingWorkload {
     pub kind: String,

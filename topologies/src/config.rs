@@ -28,7 +28,7 @@ pub enum TopologyError {
 }
 
 /// Which builder wires the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TopologyKind {
     /// One node: GPUs on one NVSwitch, GPU i joined to NIC i by PCIe.
@@ -53,7 +53,7 @@ pub struct LinkDefaults {
 
 /// The `[topology]` table of a scenario, and the shape of a preset file.
 /// Every field is optional so a scenario can override any of a preset's.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopologyConfig {
     /// Preset name (in a scenario) or nothing (in a preset file).

@@ -9,7 +9,7 @@ use crate::error::ModelError;
 pub use crate::hardware::technology::MemoryTechnology;
 
 /// Number formats the cost models know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, PartialOrd, Ord, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
     Fp8,
@@ -37,7 +37,7 @@ impl Dtype {
 }
 
 /// One accelerator. Rates are dense (no sparsity); link rates are per GPU.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
     /// Preset name, e.g. `h800`.
@@ -160,7 +160,7 @@ pub struct DeviceSpec {
 }
 
 /// What an FP8 GEMM does on a device with no FP8 tensor units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fp8Emulation {
     /// An error naming the device.
@@ -174,7 +174,7 @@ pub enum Fp8Emulation {
 /// Explicitly managed buffers of one AI core and its DMA engines
 /// (Huawei Da Vinci architecture: MTE2 GM->L1, MTE1 L1->L0A/L0B, FixPipe
 /// L0C->GM, MTE3 UB->GM; a cube unit and a vector unit).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExplicitBuffers {
     pub l0a_kib: f64,

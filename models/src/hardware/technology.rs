@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ModelError;
 
 /// One technology row.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryTechnology {
     pub name: String,

@@ -43,7 +43,7 @@ use crate::error::ModelError;
 use crate::network::cluster::Cluster;
 
 /// Which collective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CollectiveOp {
     AllReduce,

@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use moesim_sim::SimTime;
-use rand::Rng;
+use rand_distr::{Distribution, Geometric};
 
 use super::server::{secs, Event, Server};
 use crate::rng;
@@ -106,14 +106,14 @@ impl Server<'_> {
             Some(p) if p <= 0.0 => m,
             Some(p) => {
                 // Runs of accepted drafts (2 tokens each) end with a rejected
-                // one (1 token); run lengths are geometric.
+                // one (1 token); run lengths are geometric: the accepted
+                // drafts before the first rejection (probability 1 - p).
                 let mut rng = rng::stream(self.config.seed, "mtp-acceptance", r as u64);
                 let (mut tokens, mut iters) = (0u64, 0u64);
-                let ln_p = p.ln();
+                let Ok(runs) = Geometric::new(1.0 - p) else { return m };
                 loop {
-                    let u: f64 = rng.gen::<f64>().max(f64::MIN_POSITIVE);
-                    let run = (u.ln() / ln_p).floor() as u64;
-                    if tokens + 2 * run >= m {
+                    let run = runs.sample(&mut rng);
+                    if tokens.saturating_add(run.saturating_mul(2)) >= m {
                         return iters + (m - tokens).div_ceil(2);
                     }
                     tokens += 2 * run + 1;

@@ -101,7 +101,7 @@ pub trait IterationTimes {
 }
 
 /// What bounds a prefill GPU's share of an iteration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PrefillChunking {
     /// New tokens only: up to the budget per GPU, a request that overflows

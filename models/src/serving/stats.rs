@@ -1,7 +1,7 @@
 //! Helpers the workload uses around a run: Poisson arrival times (from
 //! their own random stream) and nearest-rank quantiles of the outcomes.
 
-use rand::Rng;
+use rand_distr::{Distribution, Exp};
 
 use crate::rng;
 
@@ -13,10 +13,15 @@ pub fn poisson_arrivals(rate_per_s: f64, duration_s: f64, seed: u64) -> Vec<f64>
     if !(rate_per_s > 0.0 && duration_s > 0.0) {
         return out;
     }
+    // Exponential inter-arrival times: `rate_per_s` is positive and finite
+    // here (checked above; an infinite rate would draw zero gaps forever).
+    let Ok(gap) = Exp::new(rate_per_s) else { return out };
+    if !rate_per_s.is_finite() {
+        return out;
+    }
     let mut t = 0.0;
     loop {
-        let u: f64 = rng.gen::<f64>();
-        t += -(1.0 - u).ln() / rate_per_s;
+        t += gap.sample(&mut rng);
         if t > duration_s {
             return out;
         }

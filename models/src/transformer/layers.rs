@@ -157,7 +157,7 @@ pub enum PassMode {
 /// What the backward pass recomputes instead of storing (Korthikanti et
 /// al. 2022, "Reducing Activation Recomputation in Large Transformer
 /// Models", §4-5; DeepSeek-V3 §3.3.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Recompute {
     /// Store every activation the backward pass reads.

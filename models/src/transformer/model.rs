@@ -13,7 +13,7 @@ use moesim_topologies::ConfigProblem;
 use crate::error::ModelError;
 
 /// Attention variants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AttentionKind {
     /// Multi-head latent attention (DeepSeek-V2/V3): low-rank compressed KV.
@@ -23,7 +23,7 @@ pub enum AttentionKind {
 }
 
 /// The attention block of every layer.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttentionConfig {
     pub kind: AttentionKind,
@@ -55,7 +55,7 @@ pub struct AttentionConfig {
 }
 
 /// The activation of the feed-forward blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FfnActivation {
     /// Gate, up and down projections; `silu(gate) * up` (Llama, DeepSeek, Qwen, Mixtral).
@@ -67,7 +67,7 @@ pub enum FfnActivation {
 
 /// Dense feed-forward layers (SwiGLU: gate, up and down projections; GeLU:
 /// up and down).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FfnConfig {
     /// The first `dense_layers` layers are dense; the rest are MoE (if `[moe]`).
@@ -78,7 +78,7 @@ pub struct FfnConfig {
 }
 
 /// Mixture-of-experts layers.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoeConfig {
     pub routed_experts: u32,
@@ -93,7 +93,7 @@ pub struct MoeConfig {
 }
 
 /// A decoder-only transformer.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub name: String,

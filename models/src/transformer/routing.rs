@@ -16,6 +16,7 @@
 //! with probability proportional to its popularity weight.
 
 use rand::Rng;
+use rand_distr::{Distribution, Zipf};
 
 use crate::error::ModelError;
 use crate::rng;
@@ -78,41 +79,20 @@ impl RoutingSpec {
     }
 }
 
-/// Walker's alias table for drawing an expert by popularity weight in O(1).
+/// Expert popularity under a Zipf skew: the popularity rank drawn from
+/// `rand_distr::Zipf` (rank k with probability proportional to 1/k^s), mapped
+/// to its expert by a seeded permutation.
 #[derive(Debug, Clone)]
-struct AliasTable {
-    prob: Vec<f64>,
-    alias: Vec<u32>,
+struct Popularity {
+    ranks: Zipf<f64>,
+    /// The expert of each rank (0-based).
+    expert_of_rank: Vec<u32>,
 }
 
-impl AliasTable {
-    fn new(weights: &[f64]) -> AliasTable {
-        let n = weights.len();
-        let total: f64 = weights.iter().sum();
-        let mut prob: Vec<f64> = weights.iter().map(|w| w * n as f64 / total).collect();
-        let mut alias = vec![0u32; n];
-        let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| prob[i] < 1.0);
-        while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
-            alias[s] = l as u32;
-            prob[l] -= 1.0 - prob[s];
-            if prob[l] < 1.0 {
-                large.pop();
-                small.push(l);
-            }
-        }
-        for i in small.into_iter().chain(large) {
-            prob[i] = 1.0;
-        }
-        AliasTable { prob, alias }
-    }
-
+impl Popularity {
     fn draw(&self, r: &mut impl Rng) -> usize {
-        let i = r.gen_range(0..self.prob.len());
-        if r.gen::<f64>() < self.prob[i] {
-            i
-        } else {
-            self.alias[i] as usize
-        }
+        let rank = self.ranks.sample(r) as usize;
+        self.expert_of_rank[rank.clamp(1, self.expert_of_rank.len()) - 1] as usize
     }
 }
 
@@ -124,8 +104,8 @@ const MAX_MISSES: u32 = 64;
 #[derive(Debug, Clone)]
 pub struct TokenRouter {
     spec: RoutingSpec,
-    /// Popularity weights as an alias table (`None` when balanced).
-    popularity: Option<AliasTable>,
+    /// The Zipf popularity draw (`None` when balanced).
+    popularity: Option<Popularity>,
     /// The same weights as given (empty when balanced), for drawing from
     /// what is left once rejection stops finding new experts.
     weights: Vec<f64>,
@@ -167,16 +147,19 @@ impl TokenRouter {
                 for (rank, &e) in order.iter().enumerate() {
                     weight[e] = 1.0 / ((rank + 1) as f64).powf(s);
                 }
-                Some(weight)
+                let ranks = match Zipf::new(spec.experts as u64, s) {
+                    Ok(z) => z,
+                    Err(e) => return bad("workload.skew", format!("expected a usable Zipf exponent, found {s}: {e}")),
+                };
+                Some((Popularity { ranks, expert_of_rank: order.iter().map(|&e| e as u32).collect() }, weight))
             }
             _ => None,
         };
-        Ok(TokenRouter {
-            spec: RoutingSpec { group_limit: limit, ..spec },
-            popularity: popularity.as_deref().map(AliasTable::new),
-            weights: popularity.unwrap_or_default(),
-            seed,
-        })
+        let (popularity, weights) = match popularity {
+            Some((p, w)) => (Some(p), w),
+            None => (None, Vec::new()),
+        };
+        Ok(TokenRouter { spec: RoutingSpec { group_limit: limit, ..spec }, popularity, weights, seed })
     }
 
     pub fn spec(&self) -> &RoutingSpec {
@@ -208,7 +191,7 @@ impl TokenRouter {
                 let e = if misses < MAX_MISSES {
                     match &self.popularity {
                         None => r.gen_range(0..s.experts) as usize,
-                        Some(table) => table.draw(&mut r),
+                        Some(p) => p.draw(&mut r),
                     }
                 } else {
                     self.draw_left(&mut r, &drawn, &chosen_groups)

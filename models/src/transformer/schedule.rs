@@ -31,7 +31,7 @@ use serde::Deserialize;
 use crate::error::ModelError;
 
 /// Which pipeline schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, schemars::JsonSchema)]
 pub enum ScheduleKind {
     #[serde(rename = "1f1b")]
     OneFOneB,

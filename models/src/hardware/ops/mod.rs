@@ -115,7 +115,7 @@ pub struct OpOptions {
 }
 
 /// Grouped-GEMM layouts (DeepGEMM's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum GemmLayout {
     /// Every group's rows packed one after another (training, prefill).
