@@ -70,6 +70,11 @@ impl Source {
         Source { origin: origin.into(), text, line_map, sets: Vec::new() }
     }
 
+    /// The `--set` overrides applied, as `(key, value)` in the order given.
+    pub fn overrides(&self) -> &[(String, String)] {
+        &self.sets
+    }
+
     /// Applies `KEY=VALUE` overrides (dotted keys; a value that is not valid
     /// TOML is taken as a string). Tables along the path are created.
     pub fn with_overrides(self, sets: &[String]) -> Result<Source, Vec<Diagnostic>> {

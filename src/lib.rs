@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod keys;
 pub mod output;
 pub mod plan;
+pub mod provenance;
 pub mod replay;
 pub mod scenario;
 pub mod setup;
@@ -160,7 +161,11 @@ pub fn run_source(
     if let Some(limit) = options.max_memory_bytes {
         workloads::check_memory(scenario.workload.as_ref(), &scenario.setup, limit)?;
     }
-    let outcome = scenario.run(options, observer)?;
-    let summary = output::summary(&scenario.setup.name, scenario.workload.kind_name(), scenario.setup.seed, &outcome);
+    let mut outcome = scenario.run(options, observer)?;
+    if options.figures {
+        let resolved = provenance::resolved_toml(&scenario.setup).map_err(AppError::Failed)?;
+        outcome.files.insert(0, (provenance::RESOLVED_FILE.to_owned(), resolved.into_bytes()));
+    }
+    let summary = output::summary(&scenario.setup, scenario.workload.kind_name(), &outcome);
     Ok((summary, outcome))
 }

@@ -1,7 +1,11 @@
 //! Writing a run's output directory: `summary.json`, `summary.md`,
-//! `timeline.csv`, `resources.csv`, `trace.json`, the workload's plots
-//! (`NAME.png`, `NAME.svg`) and its further files (e.g. `requests.csv`); or
-//! any named files (a sweep's). The folder is checked before the run
+//! `scenario.resolved.toml`, `timeline.csv`, `resources.csv`,
+//! `trace.json.gz` (gzip with no name or time in its header, so the bytes
+//! are deterministic), the workload's plots (`NAME.png`, `NAME.svg`) and its
+//! further files (e.g. `requests.csv`); or any named files (a sweep's). The
+//! trace and the timeline hold the tasks of an [`EventWindow`]
+//! (`--trace-window`, by default the earliest 100,000 tasks) and the summary
+//! says what was left out. The folder is checked before the run
 //! ([`OutDir::prepare`]) and replaced as a whole after it: files are written
 //! into a hidden staging folder beside it that is swapped in only when all
 //! succeeded, so a failed run never leaves files that look complete and two
@@ -13,16 +17,21 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use moesim_reports::window::{EventWindow, WindowRequest};
+
 use crate::diagnostics::Source;
+use crate::setup::Setup;
 use crate::workloads::Outcome;
 use crate::AppError;
 
-/// The deterministic part of a run's summary (no wall-clock figures).
-pub fn summary(scenario: &str, kind: &str, seed: u64, outcome: &Outcome) -> Map<String, Value> {
+/// The deterministic part of a run's summary (no wall-clock figures), with
+/// its provenance.
+pub fn summary(setup: &Setup, kind: &str, outcome: &Outcome) -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert("scenario".into(), Value::from(scenario));
+    m.insert("scenario".into(), Value::from(setup.name.clone()));
     m.insert("workload".into(), Value::from(kind));
-    m.insert("seed".into(), Value::from(seed));
+    m.insert("seed".into(), Value::from(setup.seed));
+    m.insert("provenance".into(), crate::provenance::summary_object(setup));
     m.insert("sim_time_s".into(), crate::workloads::num(outcome.result.end.as_secs_f64()));
     m.insert("events".into(), Value::from(outcome.result.events));
     m.insert("tasks".into(), Value::from(outcome.graph.tasks().len() as u64));
@@ -84,9 +93,26 @@ impl OutDir {
         Ok(OutDir { dir: dir.to_path_buf(), staging })
     }
 
-    /// Writes every output file of a run.
-    pub fn write_run(&self, summary: &Map<String, Value>, outcome: &Outcome) -> Result<Vec<PathBuf>, String> {
-        self.write_staged(|staging| write_all(staging, summary, outcome))
+    /// Writes every output file of a run, the trace and timeline cut to
+    /// `window`; adds to `summary` (and its notes) what they hold.
+    pub fn write_run(
+        &self,
+        summary: &mut Map<String, Value>,
+        outcome: &Outcome,
+        window: WindowRequest,
+    ) -> Result<Vec<PathBuf>, String> {
+        let chosen = EventWindow::choose(&outcome.result, window);
+        let mut w = Map::new();
+        w.insert("start_us".into(), crate::workloads::num(chosen.start_ps as f64 / 1e6));
+        w.insert("end_us".into(), crate::workloads::num(chosen.end_ps as f64 / 1e6));
+        w.insert("tasks_written".into(), Value::from(chosen.tasks.len() as u64));
+        w.insert("tasks_total".into(), Value::from(chosen.total as u64));
+        w.insert("tasks_left_out".into(), Value::from(chosen.left_out() as u64));
+        summary.insert("trace_window".into(), Value::Object(w));
+        if let Some(Value::Array(notes)) = summary.get_mut("notes") {
+            notes.push(Value::from(chosen.describe()));
+        }
+        self.write_staged(|staging| write_all(staging, summary, outcome, &chosen))
     }
 
     /// Writes named files, all or none.
@@ -167,6 +193,9 @@ fn remove_stale_staging(parent: &Path, name: &str) {
     }
 }
 
+/// The trace's file name.
+pub const TRACE_FILE: &str = "trace.json.gz";
+
 fn create(dir: &Path, name: &str) -> Result<BufWriter<fs::File>, String> {
     let path = dir.join(name);
     fs::File::create(&path).map(BufWriter::new).map_err(|e| format!("cannot write {}: {e}", path.display()))
@@ -176,7 +205,12 @@ fn werr(name: &str, e: impl std::fmt::Display) -> String {
     format!("writing {name}: {e}")
 }
 
-fn write_all(dir: &Path, summary: &Map<String, Value>, outcome: &Outcome) -> Result<Vec<String>, String> {
+fn write_all(
+    dir: &Path,
+    summary: &Map<String, Value>,
+    outcome: &Outcome,
+    window: &EventWindow,
+) -> Result<Vec<String>, String> {
     let mut w = create(dir, "summary.json")?;
     serde_json::to_writer_pretty(&mut w, summary).map_err(|e| werr("summary.json", e))?;
     writeln!(w).and_then(|_| w.flush()).map_err(|e| werr("summary.json", e))?;
@@ -189,13 +223,13 @@ fn write_all(dir: &Path, summary: &Map<String, Value>, outcome: &Outcome) -> Res
         .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
         .collect();
     moesim_reports::summary::write_markdown(&mut w, title, &rows).map_err(|e| werr("summary.md", e))?;
-    for note in &outcome.notes {
-        writeln!(w, "\n- {note}").map_err(|e| werr("summary.md", e))?;
+    for note in summary.get("notes").and_then(Value::as_array).into_iter().flatten() {
+        writeln!(w, "\n- {}", note.as_str().unwrap_or_default()).map_err(|e| werr("summary.md", e))?;
     }
     w.flush().map_err(|e| werr("summary.md", e))?;
 
     let mut w = create(dir, "timeline.csv")?;
-    moesim_reports::timeline::write_csv(&mut w, &outcome.graph, &outcome.platform, &outcome.result)
+    moesim_reports::timeline::write_csv(&mut w, &outcome.graph, &outcome.platform, &outcome.result, window)
         .map_err(|e| werr("timeline.csv", e))?;
     w.flush().map_err(|e| werr("timeline.csv", e))?;
 
@@ -204,12 +238,14 @@ fn write_all(dir: &Path, summary: &Map<String, Value>, outcome: &Outcome) -> Res
         .map_err(|e| werr("resources.csv", e))?;
     w.flush().map_err(|e| werr("resources.csv", e))?;
 
-    let mut w = create(dir, "trace.json")?;
-    moesim_reports::trace::write_chrome_trace(&mut w, &outcome.graph, &outcome.platform, &outcome.result)
-        .map_err(|e| werr("trace.json", e))?;
-    w.flush().map_err(|e| werr("trace.json", e))?;
+    let w = create(dir, TRACE_FILE)?;
+    // No file name and mtime 0 in the header: the same run, the same bytes.
+    let mut gz = flate2::GzBuilder::new().mtime(0).write(w, flate2::Compression::new(6));
+    moesim_reports::trace::write_chrome_trace(&mut gz, &outcome.graph, &outcome.platform, &outcome.result, window)
+        .map_err(|e| werr(TRACE_FILE, e))?;
+    gz.finish().and_then(|mut w| w.flush()).map_err(|e| werr(TRACE_FILE, e))?;
     let mut names: Vec<String> =
-        ["summary.json", "summary.md", "timeline.csv", "resources.csv", "trace.json"].map(String::from).to_vec();
+        ["summary.json", "summary.md", "timeline.csv", "resources.csv", TRACE_FILE].map(String::from).to_vec();
     for fig in &outcome.figures {
         for (name, bytes) in [(fig.png_name(), &fig.png), (fig.svg_name(), &fig.svg)] {
             fs::write(dir.join(&name), bytes).map_err(|e| werr(&name, e))?;

@@ -11,7 +11,7 @@ use moesim_sim::Observer;
 use moesim_topologies::{LinkDefaults, TopologyConfig};
 
 use crate::diagnostics::{Diagnostic, Source};
-use crate::setup::{resolve_device, resolve_model, resolve_topology, ParallelTable, Setup};
+use crate::setup::{resolve_device, resolve_model, resolve_topology, ParallelTable, ResolvedTables, Setup};
 use crate::workloads::{registry, Context, Outcome, RunFailure, RunOptions, Workload};
 
 fn default_seed() -> u64 {
@@ -108,7 +108,7 @@ impl Scenario {
         // by its default and the checks could blame it).
         let Some((file, file_whole)) = file else { return Err(problems) };
 
-        let device = resolve_device(&source, &file.hardware, &mut problems);
+        let (device, device_table) = resolve_device(&source, &file.hardware, &mut problems).unzip();
         // Check the topology even when the device is broken (with neutral
         // link rates) so every problem is reported at once.
         let topology = file.topology.as_ref().and_then(|t| {
@@ -117,7 +117,7 @@ impl Scenario {
             });
             resolve_topology(&source, t, defaults, &mut problems)
         });
-        let model = file.model.as_ref().and_then(|t| resolve_model(&source, t, &mut problems));
+        let (model, model_table) = file.model.as_ref().and_then(|t| resolve_model(&source, t, &mut problems)).unzip();
         let Some((workload, true)) = workload.filter(|_| file_whole) else { return Err(problems) };
         let cx = Context {
             device: device.as_ref(),
@@ -134,8 +134,32 @@ impl Scenario {
             }
         }
         let Some(device) = device.filter(|_| problems.is_empty()) else { return Err(problems) };
-        let setup =
-            Setup { name: file.name, seed: file.seed, device, topology, model, parallel: file.parallel, source };
+        let resolved = ResolvedTables {
+            device_given: file.hardware.get("device").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+            device: device_table.unwrap_or_default(),
+            topology: file.topology.as_ref().map(|t| {
+                let mut merged = t
+                    .preset
+                    .as_deref()
+                    .and_then(|p| TopologyConfig::preset(p).ok())
+                    .map_or(t.clone(), |p| t.overlay(&p));
+                merged.nvlink_gb_per_s = merged.nvlink_gb_per_s.or(Some(device.nvlink_gb_per_s));
+                merged.ib_gbit_per_s = merged.ib_gbit_per_s.or(Some(device.nic_gbit_per_s));
+                merged
+            }),
+            model_given: file.model.as_ref().and_then(|m| m.get("preset")).and_then(|v| v.as_str()).map(str::to_owned),
+            model: model_table,
+        };
+        let setup = Setup {
+            name: file.name,
+            seed: file.seed,
+            device,
+            topology,
+            model,
+            parallel: file.parallel,
+            source,
+            resolved,
+        };
         Ok(Scenario { setup, workload })
     }
 }
@@ -185,6 +209,9 @@ impl Scenario {
     pub fn run(&self, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
         let mut outcome = self.workload.run(&self.setup, options, observer)?;
         outcome.job_gpus = self.workload.job_gpus();
+        if options.figures && outcome.figures.is_empty() {
+            outcome.figures = crate::workloads::default_figures(&self.setup, self.workload.kind_name(), &outcome)?;
+        }
         // Every run says what rate each link class ran at, and where it came from.
         if let Some(spec) = &self.setup.topology {
             let mut notes: Vec<String> =

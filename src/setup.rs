@@ -28,7 +28,33 @@ pub struct Setup {
     pub parallel: Option<ParallelTable>,
     /// Where it came from, for locating later problems.
     pub source: Source,
+    /// The tables the setting was resolved from (presets merged with
+    /// overrides), for `scenario.resolved.toml`.
+    pub resolved: ResolvedTables,
 }
+
+/// The `[hardware]`, `[topology]` and `[model]` tables with their presets
+/// merged in: what `scenario.resolved.toml` writes out in full.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedTables {
+    /// `hardware.device` as written (a preset name or a path).
+    pub device_given: String,
+    /// Every key of the device: its preset's (or file's) with the
+    /// scenario's overrides.
+    pub device: toml::Table,
+    /// The topology table over its preset, the device's link rates filled in
+    /// where neither sets them.
+    pub topology: Option<moesim_topologies::TopologyConfig>,
+    /// `model.preset` as written.
+    pub model_given: Option<String>,
+    /// Every key of the model: its preset's with the overrides.
+    pub model: Option<toml::Table>,
+}
+
+/// The `hardware.device` / `model.preset` value that takes no preset: the
+/// table itself holds every key (`scenario.resolved.toml` writes it when the
+/// device or model came from a file).
+pub const INLINE: &str = "inline";
 
 impl Setup {
     /// Locates a model error's problems in this scenario's source.
@@ -100,7 +126,11 @@ fn push_problems(source: &Source, prefix: &str, problems: &[ConfigProblem], out:
 
 /// The `[hardware]` table: a `device` preset name (or a path to a device
 /// file), with any of the device's keys overridden beside it.
-pub(crate) fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic>) -> Option<DeviceSpec> {
+pub(crate) fn resolve_device(
+    source: &Source,
+    table: &toml::Table,
+    out: &mut Vec<Diagnostic>,
+) -> Option<(DeviceSpec, toml::Table)> {
     let Some(name) = table.get("device") else {
         out.push(source.at_key(
             "hardware.device",
@@ -136,7 +166,7 @@ pub(crate) fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec
     if !ok {
         return None;
     }
-    let device: DeviceSpec = match toml::Value::Table(merged).try_into() {
+    let device: DeviceSpec = match toml::Value::Table(merged.clone()).try_into() {
         Ok(d) => d,
         Err(e) => {
             let msg = e.message().trim().to_owned();
@@ -161,7 +191,7 @@ pub(crate) fn resolve_device(source: &Source, table: &toml::Table, out: &mut Vec
         push_problems(source, "hardware.", &problems, out);
         return None;
     }
-    Some(device)
+    Some((device, merged))
 }
 
 /// The dotted path of a key inside a nested table of `table` that an error
@@ -234,7 +264,11 @@ fn merge_value(table: &mut toml::Table, key: &str, value: &toml::Value) {
 
 /// The `[model]` table: a `preset` name (or a path to a model file) with any
 /// of the model's keys overridden beside it (`[model.moe] topk = 4`).
-pub(crate) fn resolve_model(source: &Source, table: &toml::Table, out: &mut Vec<Diagnostic>) -> Option<ModelConfig> {
+pub(crate) fn resolve_model(
+    source: &Source,
+    table: &toml::Table,
+    out: &mut Vec<Diagnostic>,
+) -> Option<(ModelConfig, toml::Table)> {
     let names = ModelConfig::preset_names().join(", ");
     let Some(name) = table.get("preset") else {
         out.push(source.at_key("model.preset", format!("missing; expected a preset name ({names}) or a path")));
@@ -251,7 +285,7 @@ pub(crate) fn resolve_model(source: &Source, table: &toml::Table, out: &mut Vec<
     for (k, v) in &over {
         merge_value(&mut merged, k, v);
     }
-    let model: ModelConfig = match toml::Value::Table(merged).try_into() {
+    let model: ModelConfig = match toml::Value::Table(merged.clone()).try_into() {
         Ok(m) => m,
         Err(e) => {
             let msg = e.message().trim().to_owned();
@@ -272,12 +306,13 @@ pub(crate) fn resolve_model(source: &Source, table: &toml::Table, out: &mut Vec<
         push_problems(source, "model.", &problems, out);
         return None;
     }
-    Some(model)
+    Some((model, merged))
 }
 
 /// The table of the preset `name` (`preset`: its embedded text, or why
 /// there is none) or, for a name ending in `.toml`, of that file (beside the
-/// scenario, else relative to the working directory). Problems go to `out`
+/// scenario, else relative to the working directory); for [`INLINE`], an
+/// empty table (the scenario's table holds every key). Problems go to `out`
 /// at `key`; a syntax error in the file is located in that file.
 fn preset_table<T: serde::de::DeserializeOwned>(
     source: &Source,
@@ -286,6 +321,9 @@ fn preset_table<T: serde::de::DeserializeOwned>(
     preset: Result<&str, ModelError>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<toml::Table> {
+    if name == INLINE {
+        return Some(toml::Table::new());
+    }
     let (origin, text) = match preset {
         Ok(text) => (format!("preset {name}"), text.to_owned()),
         Err(e) if !name.ends_with(".toml") => {

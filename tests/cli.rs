@@ -98,10 +98,12 @@ fn out_dir_has_every_file_and_the_trace_parses() {
     let out = dir.join("run");
     let o = moesim(&["run", "allreduce-8xh800", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["summary.json", "summary.md", "timeline.csv", "resources.csv", "trace.json"] {
+    for f in ["summary.json", "summary.md", "timeline.csv", "resources.csv", "trace.json.gz", "scenario.resolved.toml"]
+    {
         assert!(out.join(f).is_file(), "missing {f}");
     }
-    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("trace.json")).unwrap()).unwrap();
+    let gz = std::fs::read(out.join("trace.json.gz")).unwrap();
+    let trace: serde_json::Value = serde_json::from_reader(flate2::read::GzDecoder::new(&gz[..])).unwrap();
     let events = trace["traceEvents"].as_array().unwrap();
     assert!(events.iter().any(|e| e["ph"] == "X"), "task spans");
     assert!(events.iter().any(|e| e["ph"] == "C"), "link counters");

@@ -19,7 +19,8 @@ fn two_runs_write_identical_files() {
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    for f in ["summary.json", "summary.md", "timeline.csv", "resources.csv", "trace.json"] {
+    for f in ["summary.json", "summary.md", "timeline.csv", "resources.csv", "trace.json.gz", "scenario.resolved.toml"]
+    {
         let x = std::fs::read(a.join(f)).unwrap();
         let y = std::fs::read(b.join(f)).unwrap();
         assert!(x == y, "{f} differs between two runs of the same scenario");
@@ -65,7 +66,7 @@ fn a_training_step_writes_identical_files_and_plots() {
         "summary.json",
         "timeline.csv",
         "resources.csv",
-        "trace.json",
+        "trace.json.gz",
         "timeline.png",
         "timeline.svg",
         "breakdown.png",

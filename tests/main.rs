@@ -13,6 +13,7 @@ mod hardening;
 mod inference;
 mod k8s;
 mod memory_hierarchy;
+mod outputs;
 mod pipeline;
 mod plan_training;
 mod properties;

@@ -259,7 +259,8 @@ fn out_dir_has_the_replay_files() {
     for name in [
         "summary.json",
         "timeline.csv",
-        "trace.json",
+        "trace.json.gz",
+        "scenario.resolved.toml",
         "kernel_classes.csv",
         "replay_vs_trace.png",
         "replay_vs_trace.svg",

@@ -11,6 +11,7 @@ pub mod summary;
 pub mod sweep;
 pub mod timeline;
 pub mod trace;
+pub mod window;
 
 pub use error::ReportError;
 

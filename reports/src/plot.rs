@@ -12,6 +12,10 @@
 //! - [`XyChart`]: a ready-made figure with linear or log axes, line / step /
 //!   point series, rectangles (bars, timeline spans), text marks and a
 //!   legend; timelines, stacked bars, CDFs and rooflines are all `XyChart`s.
+//!   Its legend sits in a column right of the plotting area (it never covers
+//!   data), its caption line under it names what the figure shows (device,
+//!   topology, model, plan), and a log axis has a labelled tick at 2x and 5x
+//!   of every decade and a light line at the other integers.
 
 use std::sync::OnceLock;
 
@@ -227,7 +231,9 @@ pub struct TextMark {
     pub color: RGBColor,
 }
 
-/// Where the legend goes.
+/// Whether there is a legend. Every legend is drawn in a column right of
+/// the plotting area, top-aligned (`Lower*`: bottom-aligned), so it never
+/// covers data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LegendPosition {
     UpperLeft,
@@ -242,6 +248,9 @@ pub enum LegendPosition {
 pub struct XyChart {
     pub name: String,
     pub title: String,
+    /// A line under the figure saying what it shows (e.g. the device,
+    /// topology, model and plan); empty for none.
+    pub caption: String,
     pub size: (u32, u32),
     pub x: Axis,
     pub y: Axis,
@@ -252,10 +261,34 @@ pub struct XyChart {
 }
 
 impl XyChart {
+    /// Sets the caption line (see [`XyChart::caption`]).
+    pub fn with_caption(mut self, caption: impl Into<String>) -> XyChart {
+        self.caption = caption.into();
+        self
+    }
+
+    /// The legend's entries: each named rectangle colour and each series in
+    /// the legend, in drawing order.
+    fn legend_entries(&self) -> Vec<(String, RGBColor, Option<SeriesStyle>)> {
+        let mut out: Vec<(String, RGBColor, Option<SeriesStyle>)> = Vec::new();
+        for r in &self.rects {
+            if let Some(name) = &r.legend {
+                if !out.iter().any(|(n, _, _)| n == name) {
+                    out.push((name.clone(), r.color, None));
+                }
+            }
+        }
+        for s in self.series.iter().filter(|s| s.in_legend) {
+            out.push((s.name.clone(), s.color, Some(s.style)));
+        }
+        out
+    }
+
     pub fn new(name: impl Into<String>, title: impl Into<String>, x: Axis, y: Axis) -> XyChart {
         XyChart {
             name: name.into(),
             title: title.into(),
+            caption: String::new(),
             size: (960, 600),
             x,
             y,
@@ -357,8 +390,12 @@ fn axis_label(axis: &Axis, mapped: f64) -> String {
     match axis.scale {
         Scale::Linear => tick_label(mapped),
         Scale::Log10 => {
+            let decade = mapped.floor();
+            let m = 10f64.powf(mapped - decade);
             if (mapped - mapped.round()).abs() < 1e-9 {
                 tick_label(10f64.powi(mapped.round() as i32))
+            } else if (m - 2.0).abs() < 1e-6 || (m - 5.0).abs() < 1e-6 {
+                tick_label(m.round() * 10f64.powi(decade as i32))
             } else {
                 String::new()
             }
@@ -366,13 +403,76 @@ fn axis_label(axis: &Axis, mapped: f64) -> String {
     }
 }
 
-fn label_count(axis: &Axis, (lo, hi): (f64, f64)) -> usize {
-    if !axis.categories.is_empty() {
-        return axis.categories.len().max(2);
+/// A linear f64 axis whose grid lines sit where [`key_points`] puts them
+/// (plotters' own `WithKeyPoints` keeps the f64 axis's formatting bound,
+/// which custom label formatters do not need).
+struct Ticks {
+    inner: plotters::coord::types::RangedCoordf64,
+    bold: Vec<f64>,
+    light: Vec<f64>,
+}
+
+impl Ticks {
+    fn new(range: std::ops::Range<f64>, bold: Vec<f64>, light: Vec<f64>) -> Ticks {
+        Ticks { inner: range.into(), bold, light }
     }
+}
+
+impl Ranged for Ticks {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            self.light.clone()
+        } else {
+            self.bold.clone()
+        }
+    }
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+}
+
+/// An axis's labelled (bold) and unlabelled (light) grid positions, in
+/// mapped units: the categories; on a log axis every decade, its 2x and 5x
+/// labelled and its other integers light (only decades when it spans more
+/// than six); on a linear axis about eight round numbers.
+fn key_points(axis: &Axis, (lo, hi): (f64, f64)) -> (Vec<f64>, Vec<f64>) {
+    if !axis.categories.is_empty() {
+        let bold = (0..axis.categories.len()).map(|i| i as f64).filter(|&v| v >= lo && v <= hi).collect();
+        return (bold, Vec::new());
+    }
+    let within = |v: &f64| *v >= lo - 1e-9 && *v <= hi + 1e-9;
     match axis.scale {
-        Scale::Log10 => ((hi - lo).round() as usize + 1).clamp(2, 14),
-        Scale::Linear => 8,
+        Scale::Log10 => {
+            let decades = hi - lo;
+            let (mut bold, mut light) = (Vec::new(), Vec::new());
+            let step = (decades / 12.0).ceil().max(1.0) as i32;
+            for k in (lo.floor() as i32)..=(hi.ceil() as i32) {
+                let d = f64::from(k);
+                if k % step == 0 {
+                    bold.push(d);
+                }
+                for m in 2..=9 {
+                    let v = d + f64::from(m).log10();
+                    if decades <= 6.0 && (m == 2 || m == 5) {
+                        bold.push(v);
+                    } else if decades <= 10.0 {
+                        light.push(v);
+                    }
+                }
+            }
+            bold.retain(within);
+            light.retain(within);
+            (bold, light)
+        }
+        Scale::Linear => {
+            let coord = plotters::coord::types::RangedCoordf64::from(lo..hi);
+            (coord.key_points(8), coord.key_points(40))
+        }
     }
 }
 
@@ -386,60 +486,69 @@ impl Figure for XyChart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         let err = draw_err(&self.name);
         let [(x0, x1), (y0, y1)] = self.extent()?;
+        let (_, h) = root.dim_in_pixel();
+        // The caption line under everything.
+        let (body, foot) = if self.caption.is_empty() {
+            (root.clone(), None)
+        } else {
+            let (a, b) = root.split_vertically(h.saturating_sub(28));
+            (a, Some(b))
+        };
+        // The title across the whole width, above the plot and the legend.
+        let body = body.titled(&self.title, (FONT_FAMILY, 22)).map_err(&err)?;
+        let (w, _) = body.dim_in_pixel();
+        // The legend in its own column, right of the plotting area.
+        let entries = if self.legend == LegendPosition::None { Vec::new() } else { self.legend_entries() };
+        let longest = entries.iter().map(|(n, _, _)| n.chars().count()).max().unwrap_or(0) as u32;
+        let legend_w = if entries.is_empty() { 0 } else { (8 * longest + 48).min(w / 3) };
+        let (plot, legend) = if legend_w > 0 {
+            let (a, b) = body.split_horizontally(w - legend_w);
+            (a, Some(b))
+        } else {
+            (body, None)
+        };
         // Room for the longest category name on the y axis (about 8 px a character at 14 px).
-        let longest = self.y.categories.iter().map(|c| c.chars().count()).max().unwrap_or(0) as u32;
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT_FAMILY, 22))
+        let longest_cat = self.y.categories.iter().map(|c| c.chars().count()).max().unwrap_or(0) as u32;
+        let (xb, xl) = key_points(&self.x, (x0, x1));
+        let (yb, yl) = key_points(&self.y, (y0, y1));
+        let mut chart = ChartBuilder::on(&plot)
             .margin(14)
             .x_label_area_size(48)
-            .y_label_area_size(72.max(8 * longest + 24))
-            .build_cartesian_2d(x0..x1, y0..y1)
+            .y_label_area_size(72.max(8 * longest_cat + 24))
+            .build_cartesian_2d(Ticks::new(x0..x1, xb, xl), Ticks::new(y0..y1, yb, yl))
             .map_err(&err)?;
         let xf = |v: &f64| axis_label(&self.x, *v);
         let yf = |v: &f64| axis_label(&self.y, *v);
-        let log_axes = self.x.scale == Scale::Log10 || self.y.scale == Scale::Log10;
-        let light = if log_axes { RGBColor(255, 255, 255) } else { RGBColor(235, 235, 235) };
         chart
             .configure_mesh()
             .x_desc(self.x.label.as_str())
             .y_desc(self.y.label.as_str())
-            .x_labels(label_count(&self.x, (x0, x1)))
-            .y_labels(label_count(&self.y, (y0, y1)))
             .x_label_formatter(&xf)
             .y_label_formatter(&yf)
             .label_style((FONT_FAMILY, 14))
             .axis_desc_style((FONT_FAMILY, 16))
-            .light_line_style(light)
+            .light_line_style(RGBColor(238, 238, 238))
             .bold_line_style(RGBColor(210, 210, 210))
             .draw()
             .map_err(&err)?;
         let (xa, ya) = (&self.x, &self.y);
         let map = |&(x, y): &(f64, f64)| (xa.map(x), ya.map(y));
 
-        let mut legend_named: Vec<String> = Vec::new();
         for r in &self.rects {
             let style = r.color.filled();
-            let anno = chart
+            chart
                 .draw_series(std::iter::once(Rectangle::new([map(&(r.x0, r.y0)), map(&(r.x1, r.y1))], style)))
                 .map_err(&err)?;
-            if let Some(name) = &r.legend {
-                if !legend_named.contains(name) {
-                    legend_named.push(name.clone());
-                    let c = r.color;
-                    anno.label(name.as_str())
-                        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
-                }
-            }
         }
         for s in &self.series {
             let pts: Vec<(f64, f64)> = s.points.iter().map(map).collect();
             let c = s.color;
-            let anno = match s.style {
+            match s.style {
                 SeriesStyle::Line { width } => {
-                    chart.draw_series(LineSeries::new(pts, c.stroke_width(width))).map_err(&err)?
+                    chart.draw_series(LineSeries::new(pts, c.stroke_width(width))).map_err(&err)?;
                 }
                 SeriesStyle::Dashed { width } => {
-                    chart.draw_series(DashedLineSeries::new(pts, 8, 5, c.stroke_width(width))).map_err(&err)?
+                    chart.draw_series(DashedLineSeries::new(pts, 8, 5, c.stroke_width(width))).map_err(&err)?;
                 }
                 SeriesStyle::Step { width } => {
                     let mut stepped = Vec::with_capacity(pts.len() * 2);
@@ -449,46 +558,45 @@ impl Figure for XyChart {
                         }
                         stepped.push(*p);
                     }
-                    chart.draw_series(LineSeries::new(stepped, c.stroke_width(width))).map_err(&err)?
+                    chart.draw_series(LineSeries::new(stepped, c.stroke_width(width))).map_err(&err)?;
                 }
                 SeriesStyle::Points { radius } => {
-                    chart.draw_series(pts.into_iter().map(|p| Circle::new(p, radius, c.filled()))).map_err(&err)?
+                    chart.draw_series(pts.into_iter().map(|p| Circle::new(p, radius, c.filled()))).map_err(&err)?;
                 }
-            };
-            if s.in_legend {
-                let style = s.style;
-                anno.label(s.name.as_str()).legend(move |(x, y)| {
-                    let (dot, line) = match style {
-                        SeriesStyle::Points { radius } => (radius.max(3), vec![]),
-                        _ => (0, vec![(0, 0), (16, 0)]),
-                    };
-                    EmptyElement::at((x, y))
-                        + Circle::new((7, 0), dot, if dot > 0 { c.filled() } else { TRANSPARENT.filled() })
-                        + PathElement::new(line, c.stroke_width(3))
-                });
             }
         }
         for t in &self.texts {
             let style = TextStyle::from((FONT_FAMILY, 13).into_font()).color(&t.color);
             chart.draw_series(std::iter::once(Text::new(t.text.clone(), map(&(t.x, t.y)), style))).map_err(&err)?;
         }
-        let pos = match self.legend {
-            LegendPosition::UpperLeft => Some(SeriesLabelPosition::UpperLeft),
-            LegendPosition::UpperRight => Some(SeriesLabelPosition::UpperRight),
-            LegendPosition::LowerLeft => Some(SeriesLabelPosition::LowerLeft),
-            LegendPosition::LowerRight => Some(SeriesLabelPosition::LowerRight),
-            LegendPosition::None => None,
-        };
-        let any_legend = self.series.iter().any(|s| s.in_legend) || !legend_named.is_empty();
-        if let (Some(pos), true) = (pos, any_legend) {
-            chart
-                .configure_series_labels()
-                .position(pos)
-                .label_font((FONT_FAMILY, 14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(160, 160, 160))
-                .draw()
+        if let Some(area) = legend {
+            let style = TextStyle::from((FONT_FAMILY, 14).into_font()).color(&BLACK);
+            let rows = entries.len() as i32;
+            let (_, lh) = area.dim_in_pixel();
+            let top = match self.legend {
+                LegendPosition::LowerLeft | LegendPosition::LowerRight => (lh as i32 - 62 - 22 * rows).max(20),
+                _ => 20,
+            };
+            for (i, (name, c, kind)) in entries.iter().enumerate() {
+                let y = top + 22 * i as i32;
+                let c = *c;
+                match kind {
+                    None => area.draw(&Rectangle::new([(4, y - 6), (20, y + 6)], c.filled())),
+                    Some(SeriesStyle::Points { radius }) => {
+                        area.draw(&Circle::new((12, y), (*radius).max(3), c.filled()))
+                    }
+                    Some(SeriesStyle::Dashed { .. }) => area
+                        .draw(&PathElement::new(vec![(2, y), (9, y)], c.stroke_width(3)))
+                        .and_then(|_| area.draw(&PathElement::new(vec![(14, y), (22, y)], c.stroke_width(3)))),
+                    Some(_) => area.draw(&PathElement::new(vec![(2, y), (22, y)], c.stroke_width(3))),
+                }
                 .map_err(&err)?;
+                area.draw(&Text::new(name.clone(), (28, y - 8), style.clone())).map_err(&err)?;
+            }
+        }
+        if let Some(area) = foot {
+            let style = TextStyle::from((FONT_FAMILY, 13).into_font()).color(&RGBColor(80, 80, 80));
+            area.draw(&Text::new(self.caption.clone(), (14, 6), style)).map_err(&err)?;
         }
         Ok(())
     }

@@ -55,13 +55,59 @@ pub fn write_csv<W: Write>(w: W, table: &SweepTable) -> Result<(), ReportError> 
     Ok(())
 }
 
+/// What a metric's values are, for drawing.
+enum MetricKind {
+    /// Numbers: lines with markers (a line breaks at a point that has none).
+    Number,
+    /// `true`/`false`, or text: markers only, on a category axis.
+    Categories(Vec<String>),
+}
+
+/// Most distinct text values a metric may have to be drawn as categories.
+const MAX_CATEGORIES: usize = 16;
+
 /// The chart of `metric` against the first varied key (numbers on a linear
 /// axis when every value is one, else categories in sweep order), a line
-/// per combination of the other keys. `None` when the metric is not a
-/// number at any point.
+/// per combination of the other keys. A number metric is a line with
+/// markers that breaks where a point could not run or has no value; a
+/// boolean or text metric is markers only, on a category axis. A memory
+/// metric (`memory*_gib*`) has the device's HBM capacity (`hbm_gib`) drawn
+/// as a dashed line. `None` when the metric has no drawable value.
 pub fn chart(table: &SweepTable, metric: &str, title: &str) -> Option<XyChart> {
     let m = table.metrics.iter().position(|name| name == metric)?;
-    let y = |row: &SweepRow| row.metrics[m].as_ref().and_then(Value::as_f64);
+    let raw = |row: &SweepRow| row.metrics[m].clone().filter(|v| !v.is_null());
+    let kind = if table.rows.iter().any(|r| raw(r).is_some_and(|v| v.is_number())) {
+        MetricKind::Number
+    } else {
+        let mut cats: Vec<String> = Vec::new();
+        if table.rows.iter().any(|r| raw(r).is_some_and(|v| v.is_boolean())) {
+            cats = vec!["false".into(), "true".into()];
+        }
+        for r in &table.rows {
+            if let Some(Value::String(t)) = raw(r) {
+                if !cats.contains(&t) {
+                    cats.push(t);
+                }
+            }
+        }
+        if cats.is_empty() || cats.len() > MAX_CATEGORIES {
+            return None;
+        }
+        MetricKind::Categories(cats)
+    };
+    let y = |row: &SweepRow| -> Option<f64> {
+        let v = raw(row)?;
+        match &kind {
+            MetricKind::Number => v.as_f64(),
+            MetricKind::Categories(cats) => {
+                let text = match v {
+                    Value::String(t) => t,
+                    other => other.to_string(),
+                };
+                cats.iter().position(|c| *c == text).map(|i| i as f64)
+            }
+        }
+    };
     if !table.rows.iter().any(|r| y(r).is_some()) {
         return None;
     }
@@ -83,45 +129,85 @@ pub fn chart(table: &SweepTable, metric: &str, title: &str) -> Option<XyChart> {
             .with_range(-0.5, categories.len() as f64 - 0.5)
             .with_categories(categories.clone()),
     };
-    let values: Vec<f64> = table.rows.iter().filter_map(y).collect();
+    // The HBM capacity beside a memory metric, when every point has the same.
+    let hbm = table
+        .metrics
+        .iter()
+        .position(|n| n == "hbm_gib")
+        .filter(|_| metric.starts_with("memory") && metric.contains("_gib"));
+    let hbm: Option<f64> = hbm.and_then(|h| {
+        let vals: Vec<f64> = table.rows.iter().filter_map(|r| r.metrics[h].as_ref().and_then(Value::as_f64)).collect();
+        vals.first().copied().filter(|first| vals.iter().all(|v| v == first))
+    });
+    let values: Vec<f64> = table.rows.iter().filter_map(y).chain(hbm).collect();
     let (lo, hi) = values.iter().fold((0.0f64, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
-    // Room above the data for the legend.
-    let y_axis = Axis::linear(metric).with_range(lo * 1.1, if hi > 0.0 { hi * 1.3 } else { 1.0 });
+    let y_axis = match &kind {
+        MetricKind::Number => Axis::linear(metric).with_range(lo * 1.05, if hi > 0.0 { hi * 1.08 } else { 1.0 }),
+        MetricKind::Categories(cats) => {
+            Axis::linear(metric).with_range(-0.5, cats.len() as f64 - 0.5).with_categories(cats.clone())
+        }
+    };
     let mut chart = XyChart::new(format!("sweep_{metric}"), title, x_axis, y_axis);
-    // One series per combination of the other keys, in first-seen order.
+    // One series per combination of the other keys, in first-seen order;
+    // `None` where a point of it has no value.
     let mut names: Vec<String> = Vec::new();
-    let mut series: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut series: Vec<Vec<Option<(f64, f64)>>> = Vec::new();
     for r in &table.rows {
-        let Some(v) = y(r) else { continue };
         let name = series_name(&table.keys[1..], &r.values[1..]);
         let i = names.iter().position(|n| *n == name).unwrap_or_else(|| {
             names.push(name);
             series.push(Vec::new());
             names.len() - 1
         });
-        series[i].push((x_of(&r.values[0]), v));
+        series[i].push(y(r).map(|v| (x_of(&r.values[0]), v)));
     }
     let legend = table.keys.len() > 1;
-    if numeric.is_some() {
-        // Numbers on x: a line with markers per series.
+    let points_only = matches!(kind, MetricKind::Categories(_));
+    if numeric.is_some() || points_only {
         for (i, (name, points)) in names.iter().zip(&series).enumerate() {
-            for (style, in_legend) in
-                [(SeriesStyle::Line { width: 2 }, legend), (SeriesStyle::Points { radius: 4 }, false)]
-            {
-                chart.series.push(Series {
-                    name: name.clone(),
-                    color: color(i),
-                    style,
-                    points: points.clone(),
-                    in_legend,
-                });
+            // Markers of several series side by side (they would hide
+            // each other): within a category, or a fraction of the gap
+            // between numeric x values.
+            let spacing = match &numeric {
+                None => 1.0,
+                Some(xs) => {
+                    let mut xs = xs.clone();
+                    xs.sort_by(f64::total_cmp);
+                    xs.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0.0).fold(f64::INFINITY, f64::min)
+                }
+            };
+            let shift = if points_only && names.len() > 1 && spacing.is_finite() {
+                (i as f64 - (names.len() - 1) as f64 / 2.0) * (0.4 * spacing / names.len() as f64)
+            } else {
+                0.0
+            };
+            let valid: Vec<(f64, f64)> = points.iter().flatten().map(|&(x, v)| (x + shift, v)).collect();
+            if !points_only {
+                // A line per run of consecutive valid points: a point that
+                // could not run breaks the line.
+                for (k, run) in points.split(Option::is_none).filter(|r| !r.is_empty()).enumerate() {
+                    chart.series.push(Series {
+                        name: name.clone(),
+                        color: color(i),
+                        style: SeriesStyle::Line { width: 2 },
+                        points: run.iter().flatten().copied().collect(),
+                        in_legend: legend && k == 0,
+                    });
+                }
             }
+            chart.series.push(Series {
+                name: name.clone(),
+                color: color(i),
+                style: SeriesStyle::Points { radius: if points_only { 7 } else { 4 } },
+                points: valid,
+                in_legend: legend && points_only,
+            });
         }
     } else {
-        // Categories on x: grouped bars, one per series in each category.
+        // Categories on x, numbers on y: grouped bars, one per series in each category.
         let width = 0.8 / names.len() as f64;
         for (i, (name, points)) in names.iter().zip(&series).enumerate() {
-            for (k, &(x, v)) in points.iter().enumerate() {
+            for (k, &(x, v)) in points.iter().flatten().enumerate() {
                 let x0 = x - 0.4 + i as f64 * width;
                 chart.rects.push(RectMark {
                     x0,
@@ -134,7 +220,24 @@ pub fn chart(table: &SweepTable, metric: &str, title: &str) -> Option<XyChart> {
             }
         }
     }
-    chart.legend = if legend { LegendPosition::UpperRight } else { LegendPosition::None };
+    if let Some(cap) = hbm {
+        let (a, b) = match &numeric {
+            Some(xs) => xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x))),
+            None => (-0.5, categories.len() as f64 - 0.5),
+        };
+        chart.series.push(Series {
+            name: format!("HBM capacity ({cap} GiB)"),
+            color: color(7),
+            style: SeriesStyle::Dashed { width: 2 },
+            points: vec![(a, cap), (b, cap)],
+            in_legend: true,
+        });
+    }
+    chart.legend = if chart.series.iter().any(|s| s.in_legend) || chart.rects.iter().any(|r| r.legend.is_some()) {
+        LegendPosition::UpperRight
+    } else {
+        LegendPosition::None
+    };
     Some(chart)
 }
 
@@ -203,7 +306,54 @@ mod tests {
         assert_eq!(c.x.categories, ["h800", "h20"]);
         assert_eq!(c.rects.len(), 4);
         assert!(c.series.is_empty());
-        assert!(chart(&table(), "note", "t").is_none(), "text metric");
         assert!(chart(&table(), "missing", "t").is_none());
+    }
+
+    #[test]
+    fn text_and_boolean_metrics_are_markers_and_a_failed_point_breaks_the_line() {
+        let c = chart(&table(), "note", "t").unwrap();
+        assert_eq!(c.y.categories, ["x,y"]);
+        assert!(c.series.iter().all(|s| matches!(s.style, SeriesStyle::Points { .. })), "markers only");
+        let mut t = table();
+        t.metrics.push("fits".into());
+        for (i, r) in t.rows.iter_mut().enumerate() {
+            r.metrics.push(Some(Value::from(i % 2 == 0)));
+        }
+        let c = chart(&t, "fits", "t").unwrap();
+        assert_eq!(c.y.categories, ["false", "true"]);
+        assert!(c.series.iter().all(|s| matches!(s.style, SeriesStyle::Points { .. })));
+        // Three bandwidths for h800, the middle one failed: two lines, not one across it.
+        let row = |a: &str, v: Option<f64>| SweepRow {
+            values: vec![a.into()],
+            metrics: vec![v.map(Value::from)],
+            error: v.is_none().then(|| "bad".into()),
+        };
+        let t = SweepTable {
+            keys: vec!["topology.ib_gbit_per_s".into()],
+            metrics: vec!["step_time_s".into()],
+            rows: vec![row("100", Some(3.0)), row("200", None), row("400", Some(1.0)), row("800", Some(0.8))],
+        };
+        let c = chart(&t, "step_time_s", "t").unwrap();
+        let lines: Vec<&Series> = c.series.iter().filter(|s| matches!(s.style, SeriesStyle::Line { .. })).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].points, vec![(100.0, 3.0)]);
+        assert_eq!(lines[1].points, vec![(400.0, 1.0), (800.0, 0.8)]);
+    }
+
+    #[test]
+    fn a_memory_metric_shows_the_hbm_capacity() {
+        let row = |a: &str, mem: f64| SweepRow {
+            values: vec![a.into()],
+            metrics: vec![Some(Value::from(mem)), Some(Value::from(80.0))],
+            error: None,
+        };
+        let t = SweepTable {
+            keys: vec!["parallel.zero".into()],
+            metrics: vec!["memory_gib_per_gpu".into(), "hbm_gib".into()],
+            rows: vec![row("1", 95.0), row("2", 70.0)],
+        };
+        let c = chart(&t, "memory_gib_per_gpu", "t").unwrap();
+        let cap = c.series.iter().find(|s| s.name.starts_with("HBM capacity")).expect("an HBM line");
+        assert_eq!(cap.points, vec![(1.0, 80.0), (2.0, 80.0)]);
     }
 }

@@ -1,9 +1,10 @@
-//! `timeline.csv`: one row per task, in task-id order.
+//! `timeline.csv`: one row per task of an [`EventWindow`], in task-id order.
 
 use std::io::Write;
 
 use moesim_sim::{Platform, RunResult, TaskGraph, TaskKind};
 
+use crate::window::EventWindow;
 use crate::{fixed, ReportError};
 
 /// Writes `task_id,rank,stream,label,class,resource,start_us,end_us,duration_us`;
@@ -14,10 +15,12 @@ pub fn write_csv<W: Write>(
     graph: &TaskGraph,
     platform: &Platform,
     result: &RunResult,
+    window: &EventWindow,
 ) -> Result<(), ReportError> {
     let mut out = csv::Writer::from_writer(w);
     out.write_record(["task_id", "rank", "stream", "label", "class", "resource", "start_us", "end_us", "duration_us"])?;
-    for (i, (task, span)) in graph.tasks().iter().zip(&result.spans).enumerate() {
+    for &i in &window.tasks {
+        let (task, span) = (&graph.tasks()[i], &result.spans[i]);
         let stream = graph.stream(task.stream);
         let resource = match &task.kind {
             TaskKind::Kernel(k) => platform.device(k.device).name.clone(),

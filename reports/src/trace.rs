@@ -1,12 +1,14 @@
-//! `trace.json`: the Chrome trace event format (opens in Perfetto and
-//! chrome://tracing). A process per rank with a thread per stream and one
+//! `trace.json.gz` (the caller compresses): the Chrome trace event format
+//! (Perfetto and chrome://tracing open it, gzip or not). A process per rank with a thread per stream and one
 //! complete event per task; a `network` process with a counter track per link
 //! that carried traffic (when the run recorded link series), for the
 //! [`MAX_COUNTER_LINKS`] links that carried the most bytes (every link's
 //! totals are in `resources.csv`). Written as a stream, so graphs with
 //! millions of tasks need no big in-memory document. A link whose rate
 //! changed more than [`MAX_COUNTER_SAMPLES`] times is shown as its
-//! time-averaged rate over that many equal bins (bytes are kept).
+//! time-averaged rate over that many equal bins (bytes are kept). Only the
+//! tasks of an [`EventWindow`] are written, and the counters are cut to its
+//! span.
 
 use std::io::Write;
 
@@ -34,16 +36,21 @@ fn counter_links(platform: &Platform, result: &RunResult) -> Vec<usize> {
     links
 }
 
-/// `(time_us, gb_per_s)` points of a link's rate: the series itself when it
-/// is short, else the average rate over `bins` equal bins up to `end_ps`.
-fn counter_points(series: &[LinkSample], end_ps: u64, bins: usize) -> Vec<(f64, f64)> {
-    if series.len() <= bins || end_ps == 0 {
-        return series.iter().map(|s| (s.time.as_us_f64(), s.bytes_per_s / 1e9)).collect();
+/// `(time_us, gb_per_s)` points of a link's rate in `[start_ps, end_ps)`:
+/// the series itself when it is short (with the rate in force at
+/// `start_ps`), else the average rate over `bins` equal bins.
+fn counter_points(series: &[LinkSample], start_ps: u64, end_ps: u64, bins: usize) -> Vec<(f64, f64)> {
+    let first = series.partition_point(|s| s.time.as_ps() <= start_ps).saturating_sub(1);
+    let stop = series.partition_point(|s| s.time.as_ps() < end_ps);
+    let series = if first < stop { &series[first..stop] } else { &[][..] };
+    if series.len() <= bins || end_ps <= start_ps {
+        return series.iter().map(|s| (s.time.as_ps().max(start_ps) as f64 / 1e6, s.bytes_per_s / 1e9)).collect();
     }
-    let width = end_ps.div_ceil(bins as u64).max(1);
+    let width = (end_ps - start_ps).div_ceil(bins as u64).max(1);
     let mut bytes = vec![0.0f64; bins];
     for (i, s) in series.iter().enumerate() {
-        let (a, b) = (s.time.as_ps(), series.get(i + 1).map_or(end_ps, |n| n.time.as_ps()).min(end_ps));
+        let a = s.time.as_ps().max(start_ps) - start_ps;
+        let b = series.get(i + 1).map_or(end_ps, |n| n.time.as_ps()).min(end_ps) - start_ps;
         let mut t = a;
         while t < b {
             let bin = (t / width) as usize;
@@ -58,20 +65,23 @@ fn counter_points(series: &[LinkSample], end_ps: u64, bins: usize) -> Vec<(f64, 
     for (bin, b) in bytes.iter().enumerate() {
         let rate = b / (width as f64 / 1e12) / 1e9;
         if out.last().is_none_or(|&(_, r)| (r - rate).abs() > 1e-9) {
-            out.push(((bin as u64 * width) as f64 / 1e6, rate));
+            out.push(((start_ps + bin as u64 * width) as f64 / 1e6, rate));
         }
     }
     out
 }
 
+use crate::window::EventWindow;
 use crate::ReportError;
 
-/// Writes the trace of a run.
+/// Writes the trace of a run: the tasks of `window`, and the link counters
+/// over its span.
 pub fn write_chrome_trace<W: Write>(
     mut w: W,
     graph: &TaskGraph,
     platform: &Platform,
     result: &RunResult,
+    window: &EventWindow,
 ) -> Result<(), ReportError> {
     write!(w, "{{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")?;
     let mut first = true;
@@ -97,7 +107,8 @@ pub fn write_chrome_trace<W: Write>(
         serde_json::to_writer(&mut w, graph.label_str(s.name))?;
         write!(w, "}}}}")?;
     }
-    for (i, (task, span)) in graph.tasks().iter().zip(&result.spans).enumerate() {
+    for &i in &window.tasks {
+        let (task, span) = (&graph.tasks()[i], &result.spans[i]);
         let stream = graph.stream(task.stream);
         sep(&mut w)?;
         write!(
@@ -128,7 +139,7 @@ pub fn write_chrome_trace<W: Write>(
         write!(w, "}}}}")?;
         for i in drawn {
             let (link, series) = (&platform.links[i], &result.link_series[i]);
-            for (time_us, gb_per_s) in counter_points(series, result.end.as_ps(), MAX_COUNTER_SAMPLES) {
+            for (time_us, gb_per_s) in counter_points(series, window.start_ps, window.end_ps, MAX_COUNTER_SAMPLES) {
                 sep(&mut w)?;
                 write!(w, "{{\"ph\":\"C\",\"pid\":{net},\"ts\":{time_us:.6},\"name\":")?;
                 serde_json::to_writer(&mut w, &link.name)?;
@@ -151,10 +162,13 @@ mod tests {
         let series: Vec<LinkSample> = (0..1000)
             .map(|i| LinkSample { time: SimTime(i * 1_000_000), bytes_per_s: if i % 2 == 0 { 10e9 } else { 0.0 } })
             .collect();
-        let pts = counter_points(&series, 1_000_000_000, 10);
+        let pts = counter_points(&series, 0, 1_000_000_000, 10);
         assert_eq!(pts.len(), 1);
         assert!((pts[0].1 - 5.0).abs() < 1e-9, "{pts:?}");
-        assert_eq!(counter_points(&series[..5], 5_000_000, 10).len(), 5);
+        assert_eq!(counter_points(&series[..5], 0, 5_000_000, 10).len(), 5);
+        // A window from 2.5 us to 4 us: the rate in force at 2.5 us, then the change at 3 us.
+        let cut = counter_points(&series[..5], 2_500_000, 4_000_000, 10);
+        assert_eq!(cut, vec![(2.5, 10.0), (3.0, 0.0)]);
     }
 
     #[test]

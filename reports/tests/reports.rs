@@ -1,5 +1,6 @@
 //! The writers on a small hand-made run.
 
+use moesim_reports::window::{EventWindow, WindowRequest};
 use moesim_reports::{resources, summary, timeline, trace};
 use moesim_sim::*;
 
@@ -39,7 +40,7 @@ fn run() -> (TaskGraph, Platform, RunResult) {
 fn timeline_has_a_row_per_task_with_times_in_us() {
     let (g, p, r) = run();
     let mut buf = Vec::new();
-    timeline::write_csv(&mut buf, &g, &p, &r).unwrap();
+    timeline::write_csv(&mut buf, &g, &p, &r, &EventWindow::choose(&r, WindowRequest::All)).unwrap();
     let text = String::from_utf8(buf).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "task_id,rank,stream,label,class,resource,start_us,end_us,duration_us");
@@ -89,10 +90,11 @@ fn devices_without_tasks_are_mirrored_inside_the_job_and_not_simulated_outside_i
 #[test]
 fn trace_is_valid_json_with_spans_and_counters_and_is_deterministic() {
     let (g, p, r) = run();
+    let all = EventWindow::choose(&r, WindowRequest::All);
     let mut a = Vec::new();
-    trace::write_chrome_trace(&mut a, &g, &p, &r).unwrap();
+    trace::write_chrome_trace(&mut a, &g, &p, &r, &all).unwrap();
     let mut b = Vec::new();
-    trace::write_chrome_trace(&mut b, &g, &p, &r).unwrap();
+    trace::write_chrome_trace(&mut b, &g, &p, &r, &all).unwrap();
     assert_eq!(a, b);
     let v: serde_json::Value = serde_json::from_slice(&a).unwrap();
     let ev = v["traceEvents"].as_array().unwrap();

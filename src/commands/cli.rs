@@ -81,6 +81,12 @@ pub enum Command {
     Merge(super::merge::MergeArgs),
     /// Compare the model with published figures; exits non-zero if a case fails.
     Validate(super::validate::ValidateArgs),
+    /// One self-contained HTML page of one or more --out folders (side by side): summary,
+    /// provenance, plots, notes and the validation cases of the mechanisms used.
+    #[command(
+        after_help = "Examples:\n  moesim run allreduce-8xh800 --out a\n  moesim report a -o report.html\n  moesim run allreduce-8xh800 --set workload.bytes=1048576 --out b\n  moesim report a b -o compare.html"
+    )]
+    Report(super::report::ReportArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(
         after_help = "Examples:\n  moesim completions bash\n  moesim completions zsh\n  moesim completions fish\nSave the output where your shell looks: bash ~/.local/share/bash-completion/completions/moesim,\nzsh a file _moesim in a folder of $fpath, fish ~/.config/fish/completions/moesim.fish."
@@ -106,6 +112,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode, AppError> {
         Command::Replay(args) => super::replay::execute(args),
         Command::Merge(args) => super::merge::execute(args),
         Command::Validate(args) => super::validate::execute(args),
+        Command::Report(args) => super::report::execute(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "moesim", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -57,16 +57,20 @@ fn toml_string(s: &str) -> String {
 /// Runs `moesim replay`.
 pub fn execute(args: ReplayArgs) -> Result<ExitCode, AppError> {
     let ReplayArgs { traces, output } = args;
-    let (out_dir, options) = output.prepare()?;
+    let (out_dir, options, window) = output.prepare()?;
     let started = Instant::now();
     let (text, device_note) = scenario_text(&traces);
-    let (summary, mut outcome) =
+    let (mut summary, mut outcome) =
         crate::run_source(Source::new("moesim replay", text), &output.sets, &options, &mut moesim_sim::Quiet)?;
-    outcome.notes.insert(0, format!("scenario built for the traces: {device_note}"));
+    let note = format!("scenario built for the traces: {device_note}");
+    if let Some(serde_json::Value::Array(notes)) = summary.get_mut("notes") {
+        notes.insert(0, serde_json::Value::from(note.clone()));
+    }
+    outcome.notes.insert(0, note);
     let wall_s = started.elapsed().as_secs_f64();
     let mut written = Vec::new();
     if let Some(dir) = &out_dir {
-        written = dir.write_run(&summary, &outcome).map_err(AppError::Failed)?;
+        written = dir.write_run(&mut summary, &outcome, window).map_err(AppError::Failed)?;
     }
     super::run::print_outcome(output.format, &summary, &outcome, &written, wall_s)?;
     Ok(ExitCode::SUCCESS)

@@ -26,16 +26,16 @@ pub struct RunArgs {
 pub fn execute(args: RunArgs) -> Result<ExitCode, AppError> {
     let RunArgs { scenario, output } = args;
     let scenario = scenario_ref(scenario)?;
-    let (out_dir, options) = output.prepare()?;
+    let (out_dir, options, window) = output.prepare()?;
     let started = Instant::now();
     let mut progress = Progress::new();
     let run = run_scenario_observed(&scenario, &output.sets, &options, &mut progress);
     progress.finish();
-    let (summary, outcome) = run?;
+    let (mut summary, outcome) = run?;
     let wall_s = started.elapsed().as_secs_f64();
     let mut written = Vec::new();
     if let Some(dir) = &out_dir {
-        written = dir.write_run(&summary, &outcome).map_err(AppError::Failed)?;
+        written = dir.write_run(&mut summary, &outcome, window).map_err(AppError::Failed)?;
     }
     print_outcome(output.format, &summary, &outcome, &written, wall_s)?;
     Ok(ExitCode::SUCCESS)
@@ -62,14 +62,15 @@ pub(crate) fn print_outcome(
         Format::Text => {
             let _ = writeln!(w, "scenario {}", printed["scenario"].as_str().unwrap_or(""));
             for (k, v) in &printed {
-                if k == "scenario" || k == "notes" {
+                // Provenance (with the build's commit) is in summary.json and --format json.
+                if k == "scenario" || k == "notes" || k == "provenance" {
                     continue;
                 }
                 let shown = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
                 let _ = writeln!(w, "  {k:<24} {shown}");
             }
-            for note in &outcome.notes {
-                let _ = writeln!(w, "  note: {note}");
+            for note in printed.get("notes").and_then(Value::as_array).into_iter().flatten() {
+                let _ = writeln!(w, "  note: {}", note.as_str().unwrap_or_default());
             }
             for p in written {
                 let _ = writeln!(w, "  wrote {}", p.display());

@@ -222,8 +222,26 @@ pub fn finish(
         moesim_reports::sweep::write_csv(&mut csv, table).map_err(|e| AppError::Failed(e.to_string()))?;
         write_atomic(dir, "sweep.csv", &csv)?;
         written.push(dir.join("sweep.csv"));
+        // The base scenario (its `set`s, before the varied keys): its
+        // resolved file, and the caption of every chart.
+        let sets: Vec<String> = header["sets"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let base = header["scenario"]
+            .as_str()
+            .and_then(|s| crate::ScenarioRef::parse(s).ok())
+            .and_then(|r| crate::load_scenario(&r, &sets).ok());
+        let mut caption = format!("varied: {}", table.keys.join(", "));
+        if let Some(base) = &base {
+            let resolved = crate::provenance::resolved_toml(&base.setup).map_err(AppError::Failed)?;
+            write_atomic(dir, crate::provenance::RESOLVED_FILE, resolved.as_bytes())?;
+            written.push(dir.join(crate::provenance::RESOLVED_FILE));
+            caption = format!("{} | {caption}", crate::provenance::caption(&base.setup));
+        }
         for m in shown {
             if let Some(chart) = moesim_reports::sweep::chart(table, m, &format!("{label}: {m}")) {
+                let chart = chart.with_caption(caption.clone());
                 let fig = moesim_reports::plot::render(&chart).map_err(|e| AppError::Failed(e.to_string()))?;
                 write_atomic(dir, &fig.png_name(), &fig.png)?;
                 write_atomic(dir, &fig.svg_name(), &fig.svg)?;

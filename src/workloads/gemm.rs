@@ -148,7 +148,7 @@ pub(crate) fn run_op(
         }
     }
     let figures =
-        if options.figures { vec![crate::workloads::roofline::figure(device, op, &cost, label)?] } else { Vec::new() };
+        if options.figures { vec![crate::workloads::roofline::figure(setup, op, &cost, label)?] } else { Vec::new() };
     Ok(Outcome { metrics, notes, graph, platform, result, figures, files: Vec::new(), job_gpus: None })
 }
 

@@ -23,6 +23,64 @@ use serde_json::{Map, Value};
 
 use crate::setup::{ParallelTable, Setup};
 
+/// Draws a workload's chart (PNG and SVG) with the caption that names its
+/// device, topology, model and plan.
+pub fn draw(
+    setup: &Setup,
+    chart: moesim_reports::plot::XyChart,
+) -> Result<moesim_reports::plot::RenderedFigure, RunFailure> {
+    let chart = chart.with_caption(crate::provenance::caption(setup));
+    moesim_reports::plot::render(&chart).map_err(|e| RunFailure::Failed(format!("drawing {}: {e}", chart.name)))
+}
+
+/// The figures of a run whose workload drew none of its own (collectives,
+/// MoE dispatch and combine, inference iterations, single ops, Chakra
+/// replays): the link utilisation over time when links carried traffic,
+/// and a timeline of what each rank computed and communicated (at most 32
+/// ranks, the first by id).
+pub fn default_figures(
+    setup: &Setup,
+    kind: &str,
+    outcome: &Outcome,
+) -> Result<Vec<moesim_reports::plot::RenderedFigure>, RunFailure> {
+    let mut out = Vec::new();
+    let (graph, result, platform) = (&outcome.graph, &outcome.result, &outcome.platform);
+    if graph.tasks().is_empty() {
+        return Ok(out);
+    }
+    // Physical links only: the per-GPU SM send and receive links that bound
+    // DeepEP's kernels are a modelling construct.
+    let series: Vec<Vec<moesim_sim::LinkSample>> = result
+        .link_series
+        .iter()
+        .zip(&platform.links)
+        .map(|(s, l)| if l.kind.is_physical() { s.clone() } else { Vec::new() })
+        .collect();
+    if series.iter().any(|s| !s.is_empty()) {
+        let links: Vec<(String, f64)> = platform.links.iter().map(|l| (l.name.clone(), l.bytes_per_s)).collect();
+        let bytes: Vec<f64> = result.links.iter().map(|l| l.bytes).collect();
+        let used = series.iter().filter(|s| !s.is_empty()).count();
+        let title = format!(
+            "{}: link utilisation over {:.1} us ({used} physical links carried traffic)",
+            setup.name,
+            result.end.as_us_f64()
+        );
+        let chart = moesim_reports::activity::link_utilisation(&links, &series, &bytes, result.end.as_ps(), 4, &title);
+        out.push(draw(setup, chart)?);
+    }
+    let mut ranks: Vec<u32> = graph.streams().iter().map(|s| s.rank).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    let total = ranks.len();
+    ranks.truncate(32);
+    let rows: Vec<(u32, String)> = ranks.iter().map(|&r| (r, format!("rank {r}"))).collect();
+    let shown = if total > rows.len() { format!(", ranks 0.. of {total}") } else { String::new() };
+    let title = format!("{} ({kind}): what each rank ran, {:.1} us{shown}", setup.name, result.end.as_us_f64());
+    let chart = moesim_reports::activity::timeline(graph, result, &rows, &title);
+    out.push(draw(setup, chart)?);
+    Ok(out)
+}
+
 /// What the scenario resolved besides the workload, for the workload's checks.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {

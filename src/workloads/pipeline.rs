@@ -136,6 +136,20 @@ impl Workload for PipelineWorkload {
                 readme_validity(self.schedule)
             ),
         ];
+        let mut figures = Vec::new();
+        if options.figures {
+            let title = format!(
+                "{} schedule, {} stages on {} devices, {} micro-batches: step {:.1} us",
+                self.schedule.as_str(),
+                schedule.stages,
+                schedule.devices,
+                schedule.microbatches,
+                run.step_ps as f64 / 1e6
+            );
+            let (rows, bars) = moesim_reports::activity::pipeline_bars(&run.graph, &run.result);
+            let chart = moesim_reports::activity::pipeline_gantt(&rows, &bars, run.result.end.as_ps(), &title);
+            figures.push(super::draw(setup, chart)?);
+        }
         Ok(Outcome {
             job_gpus: None,
             metrics,
@@ -143,7 +157,7 @@ impl Workload for PipelineWorkload {
             graph: run.graph,
             platform: Platform::default(),
             result: run.result,
-            figures: Vec::new(),
+            figures,
             files: Vec::new(),
         })
     }

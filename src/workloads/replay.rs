@@ -228,8 +228,7 @@ impl Workload for ReplayWorkload {
                 setup.name, whatif.source.device.name, whatif.target.device.name
             );
             let chart = moesim_reports::replay::lanes(&lanes, &title);
-            figures
-                .push(moesim_reports::plot::render(&chart).map_err(|e| RunFailure::Failed(format!("drawing: {e}")))?);
+            figures.push(super::draw(setup, chart)?);
         }
         Ok(Outcome {
             job_gpus: None,

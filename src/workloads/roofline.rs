@@ -5,11 +5,10 @@
 
 use moesim_models::hardware::ops::{Op, OpCost};
 use moesim_models::DeviceSpec;
-use moesim_reports::plot::{
-    color, render, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, TextMark, XyChart,
-};
+use moesim_reports::plot::{color, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, TextMark, XyChart};
 
 use super::RunFailure;
+use crate::setup::Setup;
 
 /// `(tier label, bandwidth bytes/s, bytes the op moves through it)`.
 fn tiers(device: &DeviceSpec, cost: &OpCost) -> Vec<(&'static str, f64, f64)> {
@@ -51,9 +50,9 @@ fn ceiling(device: &DeviceSpec, op: &Op) -> (f64, String) {
     }
 }
 
-/// Draws the roofline for one costed op.
-pub fn figure(device: &DeviceSpec, op: &Op, cost: &OpCost, label: &str) -> Result<RenderedFigure, RunFailure> {
-    let fail = |e: moesim_reports::plot::PlotError| RunFailure::Failed(e.to_string());
+/// Draws the roofline for one costed op, captioned with what it ran on.
+pub fn figure(setup: &Setup, op: &Op, cost: &OpCost, label: &str) -> Result<RenderedFigure, RunFailure> {
+    let device = &setup.device;
     let (peak, peak_name) = ceiling(device, op);
     let sustained = peak * device.throttle();
     let achieved = cost.tflops();
@@ -111,5 +110,5 @@ pub fn figure(device: &DeviceSpec, op: &Op, cost: &OpCost, label: &str) -> Resul
             color: color(i),
         });
     }
-    render(&chart).map_err(fail)
+    super::draw(setup, chart)
 }

@@ -51,7 +51,7 @@ use moesim_models::serving::{
 };
 use moesim_models::transformer::routing::Skew;
 use moesim_models::{Cluster, DeviceSpec, ModelConfig};
-use moesim_reports::plot::{color, render, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, XyChart};
+use moesim_reports::plot::{color, Axis, LegendPosition, RenderedFigure, Series, SeriesStyle, XyChart};
 use moesim_sim::{EngineOptions, Observer, Platform, RunResult, SimTime, TaskGraph};
 use moesim_topologies::{ClusterSpec, ConfigProblem};
 use serde::Deserialize;
@@ -747,7 +747,8 @@ impl Workload for ServingWorkload {
         let mut figures = Vec::new();
         let mut files = Vec::new();
         if options.figures {
-            figures.extend(latency_cdfs(&report.result, self.ttft_slo_ms, self.tpot_slo_ms)?);
+            figures.extend(latency_cdfs(setup, &report.result, self.ttft_slo_ms, self.tpot_slo_ms)?);
+            figures.push(super::draw(setup, unit_timeline(&report.result, self.prefill_units, self.decode_units))?);
             files.push(("requests.csv".to_owned(), requests_csv(&report.result)));
         }
         let result = RunResult {
@@ -1065,13 +1066,77 @@ fn cdf_points(values: &mut [f64]) -> Vec<(f64, f64)> {
     pts
 }
 
+/// The most units of each kind [`unit_timeline`] draws a row for.
+const TIMELINE_UNITS: u32 = 12;
+
+/// Prefill and decode over time, a row per unit (the first
+/// [`TIMELINE_UNITS`] of each kind): when a prefill unit was prefilling some
+/// request (prefill start to first token) and when a decode unit held
+/// sequences (join to finish), intervals closer than a pixel merged.
+pub fn unit_timeline(r: &ServingResult, prefill_units: u32, decode_units: u32) -> XyChart {
+    use moesim_reports::plot::RectMark;
+    let (np, nd) = (prefill_units.min(TIMELINE_UNITS), decode_units.min(TIMELINE_UNITS));
+    let n = (np + nd) as usize;
+    let end = r.makespan_s.max(1e-9);
+    let mut labels: Vec<String> = (0..np).map(|u| format!("prefill unit {u}")).collect();
+    labels.extend((0..nd).map(|u| format!("decode unit {u}")));
+    labels.reverse();
+    let mut spans: Vec<Vec<(f64, f64)>> = vec![Vec::new(); n];
+    for o in &r.requests {
+        if o.prefill_unit < np && o.first_token_s > o.prefill_start_s {
+            spans[o.prefill_unit as usize].push((o.prefill_start_s, o.first_token_s));
+        }
+        if o.decode_unit < nd && o.finish_s > o.decode_join_s {
+            spans[(np + o.decode_unit) as usize].push((o.decode_join_s, o.finish_s));
+        }
+    }
+    let more = if prefill_units > np || decode_units > nd {
+        format!(" (the first {TIMELINE_UNITS} of {prefill_units} prefill and {decode_units} decode units)")
+    } else {
+        String::new()
+    };
+    let mut chart = XyChart::new(
+        "serving_timeline",
+        format!("Prefill and decode units over {end:.1} s: when each was busy{more}"),
+        Axis::linear("time, s").with_range(0.0, end),
+        Axis::linear("").with_range(-0.5, n as f64 - 0.5).with_categories(labels),
+    );
+    chart.size = (1400, (140 + 34 * n as u32).max(400));
+    chart.legend = LegendPosition::UpperRight;
+    let min_gap = end / 2000.0;
+    for (row, mut iv) in spans.into_iter().enumerate() {
+        iv.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut merged: Vec<(f64, f64)> = Vec::new();
+        for (a, b) in iv {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 + min_gap => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        let decode = row >= np as usize;
+        let y = (n - 1 - row) as f64;
+        let (name, c) = if decode { ("decoding (holds sequences)", color(1)) } else { ("prefilling", color(0)) };
+        for (a, b) in merged {
+            chart.rects.push(RectMark {
+                x0: a,
+                x1: b,
+                y0: y - 0.35,
+                y1: y + 0.35,
+                color: c,
+                legend: Some(name.into()),
+            });
+        }
+    }
+    chart
+}
+
 /// TTFT and TPOT CDFs (log time axis), with the SLOs marked.
 pub fn latency_cdfs(
+    setup: &Setup,
     r: &ServingResult,
     ttft_slo: Option<f64>,
     tpot_slo: Option<f64>,
 ) -> Result<Vec<RenderedFigure>, RunFailure> {
-    let fail = |e: moesim_reports::plot::PlotError| RunFailure::Failed(e.to_string());
     let mut out = Vec::new();
     let mut ttft: Vec<f64> = r.requests.iter().map(|o| o.ttft_s() * 1e3).collect();
     let mut tpot: Vec<f64> = r.requests.iter().filter_map(|o| o.tpot_s()).map(|t| t * 1e3).collect();
@@ -1110,7 +1175,7 @@ pub fn latency_cdfs(
                 in_legend: true,
             });
         }
-        out.push(render(&chart).map_err(fail)?);
+        out.push(super::draw(setup, chart)?);
     }
     Ok(out)
 }

@@ -14,7 +14,7 @@ use moesim_models::transformer::parallel::ParallelPlan;
 use moesim_models::transformer::routing::Skew;
 use moesim_models::transformer::schedule::ScheduleKind;
 use moesim_models::DeviceSpec;
-use moesim_reports::plot::{render, RenderedFigure};
+use moesim_reports::plot::RenderedFigure;
 use moesim_sim::analysis::rank_activity;
 use moesim_sim::{Observer, TaskGraph};
 use moesim_topologies::{ClusterSpec, ConfigProblem};
@@ -401,7 +401,7 @@ impl Workload for TrainingWorkload {
         let platform = cluster.platform.clone();
         let (platform, graph, result) = simulate(platform, graph, options, observer)?;
         let metrics = self.metrics(&spec, &cluster.device, &low, &graph, &result, &memory);
-        let figures = if options.figures { figures(&spec, &low, &graph, &result)? } else { Vec::new() };
+        let figures = if options.figures { figures(setup, &spec, &low, &graph, &result)? } else { Vec::new() };
         let mut notes = low.notes.clone();
         notes.extend(cluster.device.price_note(self.usd_per_gpu_hour));
         if spec.linear_dtype == Dtype::Fp8 && cluster.device.fp8_tflops.is_none() {
@@ -446,12 +446,12 @@ impl Workload for TrainingWorkload {
 /// The timeline of one rank per pipeline device and the stacked breakdown
 /// of their time.
 fn figures(
+    setup: &Setup,
     spec: &TrainingSpec,
     low: &TrainingLowering,
     graph: &TaskGraph,
     result: &moesim_sim::RunResult,
 ) -> Result<Vec<RenderedFigure>, RunFailure> {
-    let fail = |e: moesim_reports::plot::PlotError| RunFailure::Failed(e.to_string());
     let sched = &low.schedule;
     let mut rows: Vec<(u32, String)> = Vec::new();
     for d in 0..sched.devices {
@@ -490,7 +490,35 @@ fn figures(
         step,
         &format!("Where each pipeline device's {step:.2} s step goes (bars: the stages a device holds)"),
     );
-    Ok(vec![render(&timeline).map_err(fail)?, render(&breakdown).map_err(fail)?])
+    // The schedule as the step ran it: each pipeline op of each device's
+    // rank, from its first task's start to its last task's end.
+    let bars: Vec<moesim_reports::activity::GanttBar> = low
+        .ops
+        .iter()
+        .filter_map(|op| {
+            let row = rows.iter().position(|(r, _)| *r == op.rank)?;
+            let label = match op.kind {
+                OpKind::Forward => "F",
+                OpKind::Backward => "B",
+                OpKind::Weight => "W",
+                OpKind::Overlapped => "F+B",
+            };
+            Some(moesim_reports::activity::GanttBar {
+                row,
+                start_ps: result.spans[op.first.0 as usize].start.as_ps(),
+                end_ps: result.spans[op.last.0 as usize].end.as_ps(),
+                label: label.to_owned(),
+            })
+        })
+        .collect();
+    let gantt_rows: Vec<String> = rows.iter().map(|(_, l)| l.clone()).collect();
+    let gantt = moesim_reports::activity::pipeline_gantt(
+        &gantt_rows,
+        &bars,
+        result.end.as_ps(),
+        &format!("{} schedule as the step ran it: F, B and W per pipeline device", spec.plan.schedule.as_str()),
+    );
+    Ok(vec![super::draw(setup, timeline)?, super::draw(setup, breakdown)?, super::draw(setup, gantt)?])
 }
 
 /// Training FLOPs per token as Megatron-LM counts them (Narayanan et al.,
