@@ -155,28 +155,7 @@ impl Source {
                 a..=b
             })
             .collect();
-        let orig: Vec<&str> = original.lines().collect();
-        let mut i = 0;
-        self.text
-            .lines()
-            .enumerate()
-            .map(|(j, line)| {
-                if set_lines.contains(&j) {
-                    return None;
-                }
-                let start = i;
-                while i < orig.len() && orig[i] != line {
-                    i += 1;
-                }
-                if i < orig.len() {
-                    i += 1;
-                    Some(i - 1)
-                } else {
-                    i = start;
-                    None
-                }
-            })
-            .collect()
+        match_lines_skipping(original, &self.text, |j| set_lines.contains(&j))
     }
 
     fn value_span(&self, dotted: &str) -> Option<Range<usize>> {
@@ -289,11 +268,20 @@ impl Source {
 /// For each line of `edited`, the line of `original` it equals, matched in
 /// order (lines an edit wrote match nothing).
 fn match_lines(original: &str, edited: &str) -> Vec<Option<usize>> {
+    match_lines_skipping(original, edited, |_| false)
+}
+
+/// As [`match_lines`], with the edited lines `skip` names matching nothing.
+fn match_lines_skipping(original: &str, edited: &str, skip: impl Fn(usize) -> bool) -> Vec<Option<usize>> {
     let orig: Vec<&str> = original.lines().collect();
     let mut i = 0;
     edited
         .lines()
-        .map(|line| {
+        .enumerate()
+        .map(|(j, line)| {
+            if skip(j) {
+                return None;
+            }
             let start = i;
             while i < orig.len() && orig[i] != line {
                 i += 1;
