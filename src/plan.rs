@@ -169,17 +169,17 @@ pub fn serving_workload(scenario: &Scenario) -> Result<&ServingWorkload, AppErro
 
 /// Every bad `moesim plan` argument at once (the duration only when given).
 pub fn argument_problems(
-    rate_per_s: f64,
-    ttft_p99_ms: f64,
-    tpot_p99_ms: f64,
+    rate_per_s: Option<f64>,
+    ttft_p99_ms: Option<f64>,
+    tpot_p99_ms: Option<f64>,
     duration_s: Option<f64>,
     max_units: u32,
 ) -> Vec<crate::diagnostics::Diagnostic> {
     let args = crate::diagnostics::Source::new("moesim plan", "");
     let mut out: Vec<_> = [
-        ("--rate", Some(rate_per_s)),
-        ("--ttft-p99-ms", Some(ttft_p99_ms)),
-        ("--tpot-p99-ms", Some(tpot_p99_ms)),
+        ("--rate", rate_per_s),
+        ("--ttft-p99-ms", ttft_p99_ms),
+        ("--tpot-p99-ms", tpot_p99_ms),
         ("--duration-s", duration_s),
     ]
     .into_iter()

@@ -18,10 +18,10 @@ pub struct PlanArgs {
     /// Requests per second (Poisson arrivals; a trace's lengths are kept). Serving.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Serving.
+    /// Target p99 time to first token, ms. Serving.
     #[arg(long = "ttft-p99-ms")]
     pub ttft_p99_ms: Option<f64>,
-    /// Serving.
+    /// Target p99 time per output token, ms. Serving.
     #[arg(long = "tpot-p99-ms")]
     pub tpot_p99_ms: Option<f64>,
     /// Tokens to train on (e.g. 14.8e12). Training.
@@ -47,8 +47,10 @@ pub struct PlanArgs {
     /// Most units of either kind to try.
     #[arg(long = "max-units", default_value_t = 256)]
     pub max_units: u32,
+    /// Override a scenario key by its dotted path, e.g. --set workload.input_len=2048.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     #[command(flatten)]
@@ -58,7 +60,21 @@ pub struct PlanArgs {
 /// Runs `moesim plan`.
 pub fn execute(args: PlanArgs) -> Result<ExitCode, AppError> {
     let reference = ScenarioRef::parse(&args.scenario)?;
-    let scenario = load_scenario(&reference, &args.sets)?;
+    // The arguments' problems and the scenario's (with its --sets) at once.
+    let mut problems =
+        crate::plan::argument_problems(args.rate, args.ttft_p99_ms, args.tpot_p99_ms, args.duration_s, args.max_units);
+    if let Err(AppError::Input(d)) = args.limits.max_memory_bytes() {
+        problems.extend(d);
+    }
+    let scenario = match load_scenario(&reference, &args.sets) {
+        Ok(s) if problems.is_empty() => s,
+        Ok(_) => return Err(AppError::Input(problems)),
+        Err(AppError::Input(d)) => {
+            problems.extend(d);
+            return Err(AppError::Input(problems));
+        }
+        Err(e) => return Err(e),
+    };
     if scenario.workload.kind_name() == "training" {
         return execute_training(args, &reference);
     }

@@ -40,8 +40,10 @@ pub struct SweepArgs {
     /// sweep_METRIC.png/.svg here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Override a scenario key at every point, by its dotted path, e.g. --set topology.nodes=16.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Replace --out even if it is a non-empty folder moesim did not write.
@@ -102,7 +104,22 @@ fn definition(args: &SweepArgs) -> Result<SweepDef, AppError> {
         }
         None => {
             let scenario = scenario_ref(args.scenario.clone())?;
-            let varies = args.varies.iter().map(|v| sweep::parse_vary(v)).collect::<Result<Vec<_>, _>>()?;
+            // Every bad --vary (and --max-memory-gib) at once.
+            let mut problems = Vec::new();
+            let mut varies = Vec::new();
+            for v in &args.varies {
+                match sweep::parse_vary(v) {
+                    Ok(v) => varies.push(v),
+                    Err(AppError::Input(d)) => problems.extend(d),
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Err(AppError::Input(d)) = args.limits.max_memory_bytes() {
+                problems.extend(d);
+            }
+            if !problems.is_empty() {
+                return Err(AppError::Input(problems));
+            }
             SweepDef::from_varies(scenario, &args.sets, &varies)?
         }
     };
@@ -256,7 +273,21 @@ pub fn execute(args: SweepArgs) -> Result<ExitCode, AppError> {
     let complete = done.len() == def.points.len();
     let table = results::table(&def.keys, &done);
     if complete && table.rows.iter().all(|r| r.error.is_some()) {
-        // No point could run: the first one's error is the sweep's.
+        // No point could run: every distinct input problem of the points run
+        // now, at once; else the first error.
+        let mut problems = Vec::new();
+        for e in first_errors.values() {
+            if let AppError::Input(ds) = e {
+                for d in ds {
+                    if !problems.contains(d) {
+                        problems.push(d.clone());
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(AppError::Input(problems));
+        }
         return Err(match first_errors.into_iter().next() {
             Some((0, e)) => e,
             _ => input(&def.label, table.rows[0].error.clone().unwrap_or_default()),
