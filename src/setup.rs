@@ -75,13 +75,18 @@ fn default_comm_sms() -> u32 {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParallelTable {
+    /// Tensor-parallel degree (attention and dense layers split over this many GPUs).
     #[serde(default = "one")]
     pub tp: u32,
+    /// Pipeline-parallel degree (stages).
     #[serde(default = "one")]
     pub pp: u32,
+    /// Data-parallel degree (model replicas).
     pub dp: Option<u32>,
+    /// Expert-parallel degree (routed experts spread over this many GPUs).
     #[serde(default = "one")]
     pub ep: u32,
+    /// ZeRO stage: 0 none, 1 optimizer states, 2 plus gradients, 3 plus parameters (FSDP) sharded over data parallelism.
     #[serde(default = "one")]
     pub zero: u32,
     #[serde(default)]
@@ -92,6 +97,7 @@ pub struct ParallelTable {
     /// Megatron sequence parallelism beside TP (Korthikanti et al. 2022).
     #[serde(default)]
     pub sequence_parallel: bool,
+    /// Sequences per micro-batch.
     #[serde(default = "one")]
     pub micro_batch: u32,
     /// SMs each expert-parallel communication kernel holds (DeepSeek-V3: 20 of 132).

@@ -157,15 +157,21 @@ fn execute_training(args: PlanArgs, scenario: &ScenarioRef) -> Result<ExitCode, 
     let mut written = Vec::new();
     if let Some(dir) = &out {
         let fail = |e: String| AppError::Failed(e);
+        // Provenance: the searched scenario resolved (its --sets applied) and
+        // its names in the frontier's caption.
+        let base = load_scenario(scenario, &args.sets)?;
         let fig = crate::plan::report::frontier_figure(
             &plan,
             &format!("{title}: time to train {tokens:.3e} tokens against cost"),
+            &crate::provenance::caption(&base.setup),
         )
         .map_err(|e| fail(e.to_string()))?;
+        let resolved = crate::provenance::resolved_toml(&base.setup).map_err(fail)?;
         let mut files = vec![
             (fig.png_name(), fig.png.clone()),
             (fig.svg_name(), fig.svg.clone()),
             ("plans.csv".to_owned(), crate::plan::report::csv(&plan).into_bytes()),
+            (crate::provenance::RESOLVED_FILE.to_owned(), resolved.into_bytes()),
         ];
         if let Some(text) = &plan.best_scenario {
             files.push(("plan_best.toml".to_owned(), text.clone().into_bytes()));

@@ -132,8 +132,13 @@ pub fn why(s: &Status) -> String {
 }
 
 /// `plan_frontier.png/.svg`.
-pub fn frontier_figure(plan: &TrainingPlan, title: &str) -> Result<RenderedFigure, moesim_reports::plot::PlotError> {
-    let mut chart = XyChart::new("plan_frontier", title, Axis::log("time to train (days)"), Axis::log("cost (USD)"));
+pub fn frontier_figure(
+    plan: &TrainingPlan,
+    title: &str,
+    caption: &str,
+) -> Result<RenderedFigure, moesim_reports::plot::PlotError> {
+    let mut chart = XyChart::new("plan_frontier", title, Axis::log("time to train (days)"), Axis::log("cost (USD)"))
+        .with_caption(caption);
     let pts = |f: &dyn Fn(&Evaluated) -> bool, bound: bool| -> Vec<(f64, f64)> {
         plan.evaluated
             .iter()

@@ -23,9 +23,13 @@ fn one() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct GemmWorkload {
     pub kind: String,
+    /// Rows of the output (tokens), per group.
     pub m: u64,
+    /// Columns of the output.
     pub n: u64,
+    /// Reduction dimension.
     pub k: u64,
+    /// GEMMs in the grouped call (experts); 1 for a plain GEMM.
     #[serde(default = "one")]
     pub groups: u64,
     #[serde(default)]

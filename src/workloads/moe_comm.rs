@@ -37,10 +37,15 @@ pub struct MoeCommWorkload {
     pub kind: String,
     #[serde(default)]
     pub kernel: KernelName,
+    /// Ranks of the expert-parallel group (GPUs 0..ranks).
     pub ranks: u32,
+    /// Tokens each rank dispatches (or combines).
     pub tokens_per_rank: u32,
+    /// Hidden size: elements per token.
     pub hidden: u32,
+    /// Experts each token is routed to.
     pub topk: u32,
+    /// Routed experts over the group (redundant copies included).
     pub experts: u32,
     /// Most nodes a token's experts may span (node-limited routing: experts
     /// are grouped by node, as DeepSeek-V3's gate and DeepEP's benchmark do).

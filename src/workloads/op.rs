@@ -58,23 +58,38 @@ pub struct OpWorkload {
     #[serde(default)]
     pub pass: PassName,
     // attention
+    /// Sequences in the batch.
     pub batch: Option<u64>,
+    /// Query tokens per sequence (1 for decode).
     pub q_len: Option<u64>,
+    /// Key/value tokens per sequence.
     pub kv_len: Option<u64>,
+    /// Query heads.
     pub heads: Option<u64>,
+    /// Key/value heads (1 for MLA's shared latent; fewer than heads for GQA).
     pub kv_heads: Option<u64>,
+    /// Query/key head dimension.
     pub qk_dim: Option<u64>,
+    /// Value head dimension.
     pub v_dim: Option<u64>,
+    /// Causal mask (each query attends to keys up to its own position).
     #[serde(default)]
     pub causal: bool,
     // norm
+    /// Rows (tokens) the norm runs over.
     pub tokens: Option<u64>,
+    /// Elements per row.
     pub hidden: Option<u64>,
     // elementwise
+    /// Bytes the elementwise pass reads.
     pub read_bytes: Option<f64>,
+    /// Bytes the elementwise pass writes.
     pub write_bytes: Option<f64>,
+    /// Non-tensor arithmetic of the pass, FLOP.
     pub flops: Option<f64>,
+    /// SMs (or AI cores) the kernel may use (default: all).
     pub sms: Option<u32>,
+    /// Tile shape [M, N, K] (default: the cost model's choice).
     pub tile: Option<[u32; 3]>,
 }
 

@@ -26,6 +26,7 @@ pub struct PipelineWorkload {
     pub kind: String,
     /// Model stages (PP).
     pub stages: u32,
+    /// Micro-batches per step.
     pub microbatches: u32,
     /// A forward chunk (F), microseconds.
     pub forward_us: f64,

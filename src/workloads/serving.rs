@@ -98,7 +98,9 @@ pub enum Arrivals {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrefillUnitTable {
+    /// GPUs of one unit (its expert-parallel group).
     pub gpus: u32,
+    /// Tensor-parallel degree of attention inside the unit.
     #[serde(default = "one_u32")]
     pub tp: u32,
     /// New tokens a GPU takes per iteration.
@@ -111,6 +113,7 @@ pub struct PrefillUnitTable {
     /// parallelism); 1: every request on one GPU.
     #[serde(default = "one_u32")]
     pub context_parallel: u32,
+    /// Redundant expert copies added to the routed experts (load balancing).
     #[serde(default)]
     pub redundant_experts: u32,
     #[serde(default)]
@@ -118,6 +121,7 @@ pub struct PrefillUnitTable {
     /// SMs the all-to-all kernels hold (DeepSeek's prefill: 24 of 132).
     #[serde(default = "comm_sms")]
     pub comm_sms: u32,
+    /// Micro-batches an iteration is split into to overlap compute with the all-to-all.
     #[serde(default = "two")]
     pub micro_batches: u32,
 }
@@ -126,16 +130,21 @@ pub struct PrefillUnitTable {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeUnitTable {
+    /// GPUs of one unit (its expert-parallel group).
     pub gpus: u32,
+    /// Tensor-parallel degree of attention inside the unit.
     #[serde(default = "one_u32")]
     pub tp: u32,
     /// Most sequences a GPU runs at once (KV capacity may bound it lower).
     pub max_batch_per_gpu: u64,
+    /// Redundant expert copies added to the routed experts (load balancing).
     #[serde(default)]
     pub redundant_experts: u32,
     #[serde(default)]
     pub placement: PlacementName,
+    /// Multi-token prediction: the share of draft tokens accepted (none: no MTP).
     pub mtp_acceptance: Option<f64>,
+    /// Micro-batches an iteration is split into to overlap compute with the all-to-all.
     #[serde(default = "two")]
     pub micro_batches: u32,
 }
@@ -146,6 +155,7 @@ pub struct DecodeUnitTable {
 pub struct ServingWorkload {
     pub kind: String,
     pub arrivals: Option<Arrivals>,
+    /// Mean requests per second (Poisson arrivals).
     pub rate_per_s: Option<f64>,
     /// Poisson: how long arrivals come; trace: where the trace is cut.
     pub duration_s: Option<f64>,
@@ -163,7 +173,9 @@ pub struct ServingWorkload {
     /// A trace's output lengths are multiplied by this (likewise).
     #[serde(default = "unit_scale")]
     pub output_scale: f64,
+    /// Prompt tokens per request (without a trace).
     pub input_len: Option<u64>,
+    /// Output tokens per request (without a trace).
     pub output_len: Option<u64>,
     /// Share of each prompt found in the prefix cache (without block ids).
     #[serde(default)]
@@ -172,14 +184,19 @@ pub struct ServingWorkload {
     /// (the model's bytes per token); least recently used blocks are
     /// evicted. Unbounded when absent.
     pub prefix_cache_gib: Option<f64>,
+    /// Prefill units (each `prefill.gpus` GPUs).
     pub prefill_units: u32,
+    /// Decode units (each `decode.gpus` GPUs).
     pub decode_units: u32,
     pub prefill: PrefillUnitTable,
     pub decode: DecodeUnitTable,
+    /// Time-to-first-token target for `slo_attainment`, ms.
     pub ttft_slo_ms: Option<f64>,
+    /// Time-per-output-token target for `slo_attainment`, ms.
     pub tpot_slo_ms: Option<f64>,
     #[serde(default = "fp8")]
     pub precision: Dtype,
+    /// Zipf exponent of expert popularity (0: balanced routing).
     #[serde(default)]
     pub skew: f64,
     /// Share of HBM the weights, buffers and KV cache may use.

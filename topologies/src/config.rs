@@ -85,11 +85,15 @@ pub struct TopologyConfig {
     /// Preset name (in a scenario) or nothing (in a preset file).
     pub preset: Option<String>,
     pub kind: Option<TopologyKind>,
+    /// Nodes (scale-up domains) in the cluster.
     pub nodes: Option<u32>,
+    /// GPUs per node (one NVLink / scale-up domain).
     pub gpus_per_node: Option<u32>,
     /// NVLink per GPU per direction, GB/s (default: the device's).
     pub nvlink_gb_per_s: Option<f64>,
+    /// Fraction of the NVLink rate a bulk transfer achieves (preset-fitted; default 1).
     pub nvlink_efficiency: Option<f64>,
+    /// Latency per NVLink traversal, ns.
     pub nvlink_latency_ns: Option<f64>,
     /// NVLS (NVLink SHARP, in-switch reduction and multicast): the fraction
     /// of the NVLink rate an NVLS collective moves data at. Absent: the
@@ -97,11 +101,13 @@ pub struct TopologyConfig {
     pub nvls_efficiency: Option<f64>,
     /// PCIe between GPU i and NIC i, per direction, GB/s.
     pub pcie_gb_per_s: Option<f64>,
+    /// Latency per PCIe traversal (GPU to NIC), ns.
     pub pcie_latency_ns: Option<f64>,
     /// Fraction of the PCIe rate a bulk transfer achieves (default 1).
     pub pcie_efficiency: Option<f64>,
     /// NIC and switch-port rate, Gb/s (default: the device's NIC).
     pub ib_gbit_per_s: Option<f64>,
+    /// Fraction of the NIC / switch-port rate a bulk transfer achieves (preset-fitted; default 1).
     pub ib_efficiency: Option<f64>,
     /// Latency per network link traversal, ns.
     pub ib_latency_ns: Option<f64>,
@@ -123,18 +129,24 @@ pub struct TopologyConfig {
 pub struct ClusterSpec {
     pub name: String,
     pub kind: TopologyKind,
+    /// Nodes (scale-up domains) in the cluster.
     pub nodes: u32,
+    /// GPUs per node (one NVLink / scale-up domain).
     pub gpus_per_node: u32,
     pub nvlink_bytes_per_s: f64,
+    /// Fraction of the NVLink rate a bulk transfer achieves (preset-fitted; default 1).
     pub nvlink_efficiency: f64,
+    /// Latency per NVLink traversal, ns.
     pub nvlink_latency_ns: f64,
     /// NVLS efficiency (see [`TopologyConfig::nvls_efficiency`]); `None`:
     /// no NVLS.
     pub nvls_efficiency: Option<f64>,
     pub pcie_bytes_per_s: f64,
+    /// Latency per PCIe traversal (GPU to NIC), ns.
     pub pcie_latency_ns: f64,
     pub pcie_efficiency: f64,
     pub ib_bytes_per_s: f64,
+    /// Fraction of the NIC / switch-port rate a bulk transfer achieves (preset-fitted; default 1).
     pub ib_efficiency: f64,
     pub ib_latency_ns: f64,
     pub switch_radix: u32,

@@ -177,15 +177,21 @@ pub enum Fp8Emulation {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExplicitBuffers {
+    /// L0A buffer (the cube unit's left-operand buffer) per AI core, KiB.
     pub l0a_kib: f64,
+    /// L0B buffer (the cube unit's right-operand buffer) per AI core, KiB.
     pub l0b_kib: f64,
+    /// L0C buffer (the cube unit's accumulator buffer) per AI core, KiB.
     pub l0c_kib: f64,
+    /// L1 buffer per AI core (staging between global memory and L0), KiB.
     pub l1_kib: f64,
     /// Unified Buffer (vector unit's scratchpad).
     pub ub_kib: f64,
     /// Cube unit: m x n x k multiply-accumulates per clock (16 x 16 x 16).
     pub cube_m: u32,
+    /// Columns of the cube unit's matrix tile (N).
     pub cube_n: u32,
+    /// Depth of the cube unit's matrix tile (K).
     pub cube_k: u32,
     /// AI-core clock, MHz.
     pub clock_mhz: f64,

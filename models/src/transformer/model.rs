@@ -27,6 +27,7 @@ pub enum AttentionKind {
 #[serde(deny_unknown_fields)]
 pub struct AttentionConfig {
     pub kind: AttentionKind,
+    /// Attention (query) heads.
     pub heads: u32,
     /// MLA: rank of the query compression (0 = queries not compressed).
     #[serde(default)]
@@ -72,6 +73,7 @@ pub enum FfnActivation {
 pub struct FfnConfig {
     /// The first `dense_layers` layers are dense; the rest are MoE (if `[moe]`).
     pub dense_layers: u32,
+    /// Intermediate size of the dense FFN layers.
     pub dense_intermediate: u32,
     #[serde(default)]
     pub activation: FfnActivation,
@@ -81,8 +83,11 @@ pub struct FfnConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoeConfig {
+    /// Routed experts per MoE layer.
     pub routed_experts: u32,
+    /// Shared experts every token goes through, per MoE layer.
     pub shared_experts: u32,
+    /// Intermediate size of one expert.
     pub expert_intermediate: u32,
     /// Routed experts activated per token.
     pub topk: u32,
@@ -96,11 +101,17 @@ pub struct MoeConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// Preset name.
     pub name: String,
+    /// The published model it describes.
     pub product: String,
+    /// Transformer layers (dense and MoE).
     pub layers: u32,
+    /// Hidden size (model dimension).
     pub hidden: u32,
+    /// Vocabulary size.
     pub vocab: u32,
+    /// Whether the output layer reuses the input embedding's weights.
     pub tie_embeddings: bool,
     /// Longest context the model supports, tokens.
     pub max_context: u64,
