@@ -119,7 +119,7 @@ fn point_name(keys: &[String], values: &[String]) -> String {
 pub const HEADLINE: &[&str] = &[
     "step_time_s",
     "tokens_per_s_per_gpu",
-    "mfu",
+    "mfu_bf16_peak",
     "exposed_comm_s",
     "memory_gib_per_gpu",
     "fits",

@@ -42,7 +42,7 @@ pub fn text(plan: &TrainingPlan, title: &str, wall_s: f64) -> String {
         "days",
         "gpu_hours",
         "cost_usd",
-        "mfu",
+        "mfu_bf16",
         "mem_gib"
     );
     for &i in &plan.frontier {
@@ -202,7 +202,7 @@ pub fn frontier_figure(
 pub fn csv(plan: &TrainingPlan) -> String {
     let mut out = String::from(
         "nodes,gpus,tp,pp,dp,ep,schedule,virtual_stages,micro_batch,zero,recompute,status,bound_step_s,bound_days,\
-         step_s,days,gpu_hours,cost_usd,mfu,memory_gib,frontier,reference,why\n",
+         step_s,days,gpu_hours,cost_usd,mfu_bf16_peak,memory_gib,frontier,reference,why\n",
     );
     for (i, e) in plan.evaluated.iter().enumerate() {
         let c = &e.candidate;
@@ -257,7 +257,7 @@ pub fn json(plan: &TrainingPlan) -> String {
             v["days"] = json!(days);
             v["gpu_hours"] = json!(gpu_hours);
             v["cost_usd"] = json!(cost_usd);
-            v["mfu"] = json!(mfu);
+            v["mfu_bf16_peak"] = json!(mfu);
             v["memory_gib"] = json!(memory_gib);
         }
         v

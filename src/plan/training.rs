@@ -529,7 +529,7 @@ pub fn plan(base: &Source, sets: &[String], target: &TrainingTarget) -> Result<T
                     days,
                     gpu_hours,
                     cost_usd: gpu_hours * price,
-                    mfu: get("mfu"),
+                    mfu: get("mfu_bf16_peak"),
                     memory_gib,
                 })
             })
