@@ -8,7 +8,7 @@ use std::path::Path;
 use clap::CommandFactory;
 use serde_json::Value;
 
-use crate::common::{moesim, stderr, stdout};
+use crate::common::{moesim, scratch, stderr, stdout};
 use moesim::commands::cli::Cli;
 
 /// Every (command path, command) of the tree.
@@ -70,6 +70,7 @@ fn help_examples_run_as_written() {
         assert!(with.contains(&format!("moesim {c}")), "moesim {c} --help shows no example");
     }
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let scratch_dir = scratch("help-examples");
     for (_, args) in &examples {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         // Every example parses; validate runs every case (tested elsewhere).
@@ -78,8 +79,19 @@ fn help_examples_run_as_written() {
         if args[0] == "validate" || (args.iter().any(|a| a.contains("shared/data")) && !data.exists()) {
             continue;
         }
-        // From the project root, as the README's examples.
-        let o = moesim(&refs);
+        // From the project root, as the README's examples; those that write
+        // files (`--out`, `-o`) in a scratch folder, one for all so a later
+        // example reads what an earlier one wrote.
+        let writes = args.iter().any(|a| a == "--out" || a == "-o");
+        let o = if writes {
+            std::process::Command::new(env!("CARGO_BIN_EXE_moesim"))
+                .args(&refs)
+                .current_dir(&scratch_dir)
+                .output()
+                .expect("moesim runs")
+        } else {
+            moesim(&refs)
+        };
         assert!(o.status.success(), "moesim {} failed: {}", args.join(" "), stderr(&o));
         assert!(!o.stdout.is_empty(), "moesim {} printed nothing", args.join(" "));
     }
