@@ -57,7 +57,7 @@ pub fn check_region(name: &str, content: &str) {
 }
 
 /// A markdown table from its header and rows.
-fn table(header: &[&str], align: &[&str], rows: &[Vec<String>]) -> String {
+pub fn table(header: &[&str], align: &[&str], rows: &[Vec<String>]) -> String {
     let mut s = format!("| {} |\n|{}|\n", header.join(" | "), align.join("|"));
     for r in rows {
         s.push_str(&format!("| {} |\n", r.join(" | ")));

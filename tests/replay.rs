@@ -217,12 +217,20 @@ fn what_ifs_move_the_right_way() {
         ]);
         replays.push(replay);
     }
-    let mut table = String::from(
-        "| what-if (`--set`) | replay span, ms | replay exposed comm, ms | replay overlap | model chunk pair, ms | model step, ms | model exposed comm, ms | model overlap |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    let table = crate::readme::table(
+        &[
+            "what-if (`--set`)",
+            "replay span, ms",
+            "replay exposed comm, ms",
+            "replay overlap",
+            "model chunk pair, ms",
+            "model step, ms",
+            "model exposed comm, ms",
+            "model overlap",
+        ],
+        &["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"],
+        &rows,
     );
-    for r in &rows {
-        table.push_str(&format!("| {} |\n", r.join(" | ")));
-    }
     crate::readme::check_region("replay-what-ifs", &table);
 
     let [base, h20, h200, _h100, b200, ib, sms16, sms24] = &replays[..] else { unreachable!() };

@@ -76,7 +76,7 @@ pub fn execute(args: PlanArgs) -> Result<ExitCode, AppError> {
         Err(e) => return Err(e),
     };
     if scenario.workload.kind_name() == "training" {
-        return execute_training(args, &reference);
+        return execute_training(args, &reference, &scenario);
     }
     let PlanArgs { rate, ttft_p99_ms, tpot_p99_ms, duration_s, max_units, format, limits, .. } = args;
     let need = |v: Option<f64>, name: &str| {
@@ -133,8 +133,8 @@ pub fn execute(args: PlanArgs) -> Result<ExitCode, AppError> {
     Ok(if plan.best.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// `moesim plan` on a training scenario.
-fn execute_training(args: PlanArgs, scenario: &ScenarioRef) -> Result<ExitCode, AppError> {
+/// `moesim plan` on a training scenario (`base`: it loaded, its --sets applied).
+fn execute_training(args: PlanArgs, scenario: &ScenarioRef, base: &crate::Scenario) -> Result<ExitCode, AppError> {
     let source = scenario.load()?;
     let Some(tokens) = args.tokens else {
         return Err(AppError::Input(vec![source
@@ -159,7 +159,6 @@ fn execute_training(args: PlanArgs, scenario: &ScenarioRef) -> Result<ExitCode, 
         let fail = |e: String| AppError::Failed(e);
         // Provenance: the searched scenario resolved (its --sets applied) and
         // its names in the frontier's caption.
-        let base = load_scenario(scenario, &args.sets)?;
         let fig = crate::plan::report::frontier_figure(
             &plan,
             &format!("{title}: time to train {tokens:.3e} tokens against cost"),
