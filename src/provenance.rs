@@ -49,14 +49,14 @@ pub fn model_name(setup: &Setup) -> String {
 pub fn plan_name(setup: &Setup) -> String {
     let Some(p) = &setup.parallel else { return "none".to_owned() };
     let gpus = setup.topology.as_ref().map(|t| u64::from(t.nodes) * u64::from(t.gpus_per_node));
+    let split = (u64::from(p.tp) * u64::from(p.cp) * u64::from(p.pp)).max(1);
     let dp = match (p.dp, gpus) {
         (Some(dp), _) => dp.to_string(),
-        (None, Some(g)) if g % (u64::from(p.tp) * u64::from(p.pp)).max(1) == 0 => {
-            (g / (u64::from(p.tp) * u64::from(p.pp)).max(1)).to_string()
-        }
+        (None, Some(g)) if g % split == 0 => (g / split).to_string(),
         _ => "auto".to_owned(),
     };
-    let mut s = format!("tp{} pp{} ep{} dp{dp} zero{}", p.tp, p.pp, p.ep, p.zero);
+    let cp = if p.cp > 1 { format!(" cp{} {}", p.cp, p.cp_comm.as_str()) } else { String::new() };
+    let mut s = format!("tp{}{cp} pp{} ep{} dp{dp} zero{}", p.tp, p.pp, p.ep, p.zero);
     if let Some(k) = p.schedule {
         s.push(' ');
         s.push_str(k.as_str());
@@ -159,6 +159,8 @@ pub fn resolved_toml(setup: &Setup) -> Result<String, String> {
         let mut pt = toml::Table::new();
         let int = |v: u32| toml::Value::Integer(i64::from(v));
         pt.insert("tp".into(), int(p.tp));
+        pt.insert("cp".into(), int(p.cp));
+        pt.insert("cp_comm".into(), p.cp_comm.as_str().into());
         pt.insert("pp".into(), int(p.pp));
         if let Some(dp) = p.dp {
             pt.insert("dp".into(), int(dp));
@@ -172,6 +174,12 @@ pub fn resolved_toml(setup: &Setup) -> Result<String, String> {
         pt.insert("sequence_parallel".into(), p.sequence_parallel.into());
         pt.insert("micro_batch".into(), int(p.micro_batch));
         pt.insert("comm_sms".into(), int(p.comm_sms));
+        if let Some(counts) = &p.stage_layers {
+            pt.insert("stage_layers".into(), counts.iter().map(|&c| int(c)).collect::<Vec<_>>().into());
+        }
+        if let Some(n) = p.first_last_stage_layers_fewer {
+            pt.insert("first_last_stage_layers_fewer".into(), int(n));
+        }
         doc.insert("parallel".into(), pt.into());
     }
 

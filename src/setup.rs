@@ -5,6 +5,7 @@
 //! source. The `[workload]` table is not read here: `scenario.rs` hands it
 //! to the workload registry (`workloads::registry`).
 
+use moesim_models::transformer::parallel::CpComm;
 use moesim_models::transformer::schedule::ScheduleKind;
 use moesim_models::{DeviceSpec, ModelConfig, ModelError};
 use moesim_topologies::{ClusterSpec, ConfigProblem, LinkDefaults, TopologyConfig, TopologyError};
@@ -78,6 +79,12 @@ pub struct ParallelTable {
     /// Tensor-parallel degree (attention and dense layers split over this many GPUs).
     #[serde(default = "one")]
     pub tp: u32,
+    /// Context-parallel degree: each sequence split over this many GPUs (training; the sequence length must be a multiple of 2 x cp).
+    #[serde(default = "one")]
+    pub cp: u32,
+    /// How context-parallel GPUs exchange keys and values: "ring" (ring attention, Megatron-LM / Transformer Engine) or "all-gather" (Llama 3).
+    #[serde(default)]
+    pub cp_comm: CpComm,
     /// Pipeline-parallel degree (stages).
     #[serde(default = "one")]
     pub pp: u32,

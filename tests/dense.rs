@@ -105,3 +105,70 @@ fn bad_stage_layers_name_the_key_and_the_sum() {
     let err = rejected(&["workload.attention_kernel=\"unfused\""]);
     assert!(err.contains("attention_kernel") && err.contains("materialized"), "{err}");
 }
+
+/// GPT 1.7B at sequence 16,384 on 4 nodes (32 A100), 64 sequences a step:
+/// `cp = 1` (DP32) against `cp = 4` (DP8), by ring attention and by Llama
+/// 3's all-gather.
+fn long_context(extra: &[&str]) -> serde_json::Value {
+    let mut v = vec![
+        "topology.nodes=4",
+        "parallel.pp=1",
+        "model.max_context=32768",
+        "workload.seq_len=16384",
+        "workload.global_batch=64",
+        "workload.recompute=\"none\"",
+    ];
+    v.extend_from_slice(extra);
+    gpt(&v)
+}
+
+#[test]
+fn context_parallelism_splits_activations_and_hides_the_ring_under_attention() {
+    let whole = long_context(&["parallel.dp=32"]);
+    let ring = long_context(&["parallel.cp=4", "parallel.dp=8"]);
+    let gather = long_context(&["parallel.cp=4", "parallel.dp=8", "parallel.cp_comm=\"all-gather\""]);
+    assert_eq!(ring["cp"], 4);
+    // Each rank keeps the activations of a quarter of every sequence.
+    let act = |v: &serde_json::Value| f(v, "memory_activations_gib");
+    assert!((act(&ring) / act(&whole) - 0.25).abs() < 1e-9, "{} vs {}", act(&ring), act(&whole));
+    assert_eq!(act(&ring), act(&gather));
+    // The same replicas reduce the gradients (dp x cp = 32): optimizer shards alike.
+    assert_eq!(f(&ring, "memory_optimizer_gib"), f(&whole, "memory_optimizer_gib"));
+    // All-gather: every layer gathers K and V (24 heads x (96 + 96) x 2 bytes
+    // per token) in the forward and again in the backward, and
+    // reduce-scatters their gradients; each rank sends 3/4 of the gathered
+    // 16,384 tokens per collective over NVLink (300 GB/s nominal), blocking.
+    let gathered = 16384.0 * 24.0 * 192.0 * 2.0;
+    let (layers, microbatches) = (24.0, 64.0 / 8.0);
+    let blocking_s = 3.0 * layers * microbatches * 0.75 * gathered / 300e9;
+    let exposed = |v: &serde_json::Value| f(v, "exposed_comm_s");
+    assert!(
+        exposed(&gather) - exposed(&whole) > blocking_s,
+        "{} vs {} + {blocking_s}",
+        exposed(&gather),
+        exposed(&whole)
+    );
+    // The ring moves its chunks while the previous step computes: faster,
+    // and some communication overlaps.
+    assert!(f(&ring, "step_time_s") < f(&gather, "step_time_s"));
+    assert!(f(&ring, "overlap_fraction") > 0.1, "{}", f(&ring, "overlap_fraction"));
+    // Splitting a sequence costs something: cp = 1 is fastest here, and the
+    // model FLOPs counted per token are the same.
+    assert!(f(&whole, "step_time_s") < f(&ring, "step_time_s"));
+    let per_token = |v: &serde_json::Value| f(v, "model_tflops_per_gpu") / f(v, "tokens_per_s_per_gpu");
+    assert!((per_token(&ring) / per_token(&whole) - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn bad_context_parallel_plans_name_the_key() {
+    // 2,048 tokens do not cut into 2 x 3 chunks.
+    let err = rejected(&["parallel.pp=1", "parallel.dp=2", "parallel.cp=3", "parallel.tp=1", "topology.nodes=1"]);
+    assert!(err.contains("tp x cp x pp x dp"), "{err}");
+    let err = rejected(&["parallel.pp=1", "parallel.dp=1", "parallel.cp=8", "workload.seq_len=2040"]);
+    assert!(err.contains("workload.seq_len") && err.contains("multiple of 16"), "{err}");
+    let err =
+        rejected(&["parallel.pp=1", "parallel.dp=1", "parallel.cp=8", "workload.attention_kernel=\"materialized\""]);
+    assert!(err.contains("parallel.cp") && err.contains("flash"), "{err}");
+    let err = rejected(&["parallel.cp_comm=\"allgather\""]);
+    assert!(err.contains("cp_comm") && err.contains("all-gather"), "{err}");
+}

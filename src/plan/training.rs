@@ -327,6 +327,8 @@ pub fn plan(base: &Source, sets: &[String], target: &TrainingTarget) -> Result<T
             let gpus = c.nodes as u64 * gpn as u64;
             let plan = ParallelPlan {
                 tp: c.tp,
+                cp: 1,
+                cp_comm: parallel.cp_comm,
                 pp: c.pp,
                 dp: c.dp,
                 ep: c.ep,

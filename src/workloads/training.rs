@@ -105,9 +105,12 @@ pub struct TrainingWorkload {
 impl TrainingWorkload {
     /// Resolves `[parallel]` against the cluster (dp fills it by default).
     pub fn plan(table: &ParallelTable, gpus: u64) -> ParallelPlan {
-        let dp = table.dp.unwrap_or_else(|| gpus.checked_div(table.tp as u64 * table.pp as u64).unwrap_or(0) as u32);
+        let split = table.tp as u64 * table.cp as u64 * table.pp as u64;
+        let dp = table.dp.unwrap_or_else(|| gpus.checked_div(split).unwrap_or(0) as u32);
         ParallelPlan {
             tp: table.tp,
+            cp: table.cp,
+            cp_comm: table.cp_comm,
             pp: table.pp,
             dp,
             ep: table.ep,
@@ -233,6 +236,7 @@ impl TrainingWorkload {
         m.insert("tp".into(), Value::from(plan.tp));
         m.insert("pp".into(), Value::from(plan.pp));
         m.insert("dp".into(), Value::from(plan.dp));
+        m.insert("cp".into(), Value::from(plan.cp));
         m.insert("ep".into(), Value::from(plan.ep));
         m.insert("microbatches".into(), Value::from(low.microbatches));
         m.insert("simulated_ranks".into(), Value::from(low.ranks.len()));
@@ -362,6 +366,16 @@ impl Workload for TrainingWorkload {
                 if let Some(m) = model {
                     let plan = Self::plan(table, cluster_gpus(t));
                     out.extend(plan.problems(cluster_gpus(t), t.gpus_per_node, m, self.global_batch));
+                    let halves = 2 * plan.cp as u64;
+                    if plan.cp > 1 && self.seq_len > 0 && !self.seq_len.is_multiple_of(halves) {
+                        out.push(problem(
+                            "workload.seq_len",
+                            format!(
+                                "context parallelism cuts each sequence into 2 x cp = {halves} chunks: expected a multiple of {halves}, found {}",
+                                self.seq_len
+                            ),
+                        ));
+                    }
                 }
             }
             TopologyState::Broken => {}
@@ -379,7 +393,7 @@ impl Workload for TrainingWorkload {
         let replicas = (plan.dp as u64 * plan.micro_batch as u64).max(1);
         let microbatches = self.global_batch.div_ceil(replicas) as f64;
         let ranks = match self.simulate {
-            SimulateRanks::All => (plan.dp as f64 * plan.tp as f64).max(1.0),
+            SimulateRanks::All => plan.ranks_per_device().max(1) as f64,
             SimulateRanks::Representative => 1.0,
         };
         let tasks = 128.0 * microbatches * (model.layers as f64 + 1.0) * ranks;

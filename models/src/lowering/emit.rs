@@ -2,8 +2,11 @@
 //! shared by the training step and the inference iterations: kernels in
 //! issue order on the rank's compute stream with the launch gaps between
 //! them, tensor-parallel all-reduces as mirrored ring transfers on its `tp`
-//! stream, and an optional wait on an earlier task (an all-to-all) before
-//! the first kernel.
+//! stream, context-parallel K/V gathers and ring-attention transfers on its
+//! `cp` stream, and an optional wait on an earlier task (an all-to-all)
+//! before the first kernel.
+
+use std::collections::VecDeque;
 
 use moesim_sim::{DeviceId, Flow, SimDuration, StreamId, TaskGraph, TaskId};
 
@@ -17,6 +20,8 @@ pub struct RankStreams {
     pub rank: u32,
     pub compute: StreamId,
     pub tp: StreamId,
+    /// Context-parallel transfers (may be the `tp` stream).
+    pub cp: StreamId,
 }
 
 /// What emitting needs besides the graph.
@@ -25,6 +30,8 @@ pub struct Emitter<'c> {
     pub cluster: &'c Cluster,
     /// Tensor-parallel group size (consecutive ranks).
     pub tp: u32,
+    /// Context-parallel group size (ranks `tp` apart).
+    pub cp: u32,
     /// Gap between back-to-back kernels on a stream.
     pub launch_gap: SimDuration,
 }
@@ -53,8 +60,9 @@ impl Emitter<'_> {
             }
             *last = Some(t);
         }
+        let mut cp_sends = VecDeque::new();
         for item in items {
-            let t = self.item(graph, rank, item, last);
+            let t = self.item(graph, rank, item, last, &mut cp_sends);
             if let Some(w) = pending_wait.take() {
                 graph.add_dep(w, t);
             }
@@ -66,7 +74,14 @@ impl Emitter<'_> {
         }
     }
 
-    fn item(&self, graph: &mut TaskGraph, rank: RankStreams, item: &Item, last: &mut Option<TaskId>) -> TaskId {
+    fn item(
+        &self,
+        graph: &mut TaskGraph,
+        rank: RankStreams,
+        item: &Item,
+        last: &mut Option<TaskId>,
+        cp_sends: &mut VecDeque<TaskId>,
+    ) -> TaskId {
         match item {
             Item::Kernel(k) => {
                 let kernel = k.cost.kernel(DeviceId(rank.rank));
@@ -83,7 +98,50 @@ impl Emitter<'_> {
                 *last = Some(m);
                 m
             }
+            Item::CpCollective { label, bytes } => {
+                let cp = self.cp;
+                let t = self.mirror_ring(
+                    graph,
+                    rank.cp,
+                    rank.rank,
+                    self.cp_successor(rank.rank),
+                    label,
+                    (cp as f64 - 1.0) / cp as f64 * bytes,
+                    cp - 1,
+                    *last,
+                );
+                let m = graph.add_delay(rank.compute, label, SimDuration::ZERO);
+                graph.add_dep(t, m);
+                *last = Some(m);
+                m
+            }
+            Item::CpSend { label, bytes, first } => {
+                let mut scratch = Vec::new();
+                let path = self.cluster.add_route(graph, rank.rank, self.cp_successor(rank.rank), 0, &mut scratch);
+                let t = graph.add_comm(rank.cp, label, [Flow { path, bytes: *bytes }], None);
+                if let (true, Some(a)) = (*first, *last) {
+                    graph.add_dep(a, t);
+                }
+                cp_sends.push_back(t);
+                t
+            }
+            Item::CpWait { label } => {
+                let m = graph.add_delay(rank.compute, label, SimDuration::ZERO);
+                if let Some(t) = cp_sends.pop_front() {
+                    graph.add_dep(t, m);
+                }
+                *last = Some(m);
+                m
+            }
         }
+    }
+
+    /// The next rank of `rank`'s context-parallel ring (`tp` ranks on,
+    /// wrapping inside the group).
+    fn cp_successor(&self, rank: u32) -> u32 {
+        let (tp, cp) = (self.tp.max(1), self.cp.max(1));
+        let c = (rank / tp) % cp;
+        rank - c * tp + ((c + 1) % cp) * tp
     }
 
     /// A ring all-reduce over the tensor-parallel group of `rank`.

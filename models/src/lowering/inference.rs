@@ -39,6 +39,7 @@ use crate::network::cluster::Cluster;
 use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange, ForSource, LowLatencyTraffic, MoeKernel};
 use crate::transformer::layers::{AttentionKernel, Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
 use crate::transformer::model::{FfnKind, ModelConfig};
+use crate::transformer::parallel::CpComm;
 use crate::transformer::routing::MoePhase;
 use crate::transformer::routing::{RoutingSpec, Skew, TokenRouter};
 
@@ -610,6 +611,8 @@ pub fn lower_iteration_cached(
         seq_len,
         mode: mb.mode,
         tp: spec.unit.tp,
+        cp: 1,
+        cp_comm: CpComm::Ring,
         experts_per_rank: slots,
         linear_dtype: spec.linear_dtype,
         recompute: Recompute::None,
@@ -638,10 +641,11 @@ pub fn lower_iteration_cached(
     }
 
     // Streams of the simulated rank and the emitter.
-    let streams = RankStreams { rank, compute: graph.add_stream(rank, "compute"), tp: graph.add_stream(rank, "tp") };
+    let (compute, tp_stream) = (graph.add_stream(rank, "compute"), graph.add_stream(rank, "tp"));
+    let streams = RankStreams { rank, compute, tp: tp_stream, cp: tp_stream };
     let ep_stream = graph.add_stream(rank, "ep");
     let emitter =
-        Emitter { cluster, tp: spec.unit.tp, launch_gap: SimDuration::from_us_f64(device.launch_overhead_us) };
+        Emitter { cluster, tp: spec.unit.tp, cp: 1, launch_gap: SimDuration::from_us_f64(device.launch_overhead_us) };
     let chains: Vec<(Vec<Segment>, Vec<usize>)> = blocks_of.iter().map(|b| chain(b, decode)).collect();
     let lead = usize::from(decode && chains.len() > 1);
     let longest = chains.iter().map(|c| c.0.len()).max().unwrap_or(0);

@@ -114,6 +114,12 @@ pub fn first_last_fewer(layers: u32, stages: u32, fewer: u32) -> Result<Vec<u32>
 }
 
 impl TrainingSpec {
+    /// Tokens of each sequence one rank computes: the whole sequence, or
+    /// its `1 / cp` share under context parallelism.
+    pub fn local_seq_len(&self) -> u64 {
+        self.seq_len / self.plan.cp.max(1) as u64
+    }
+
     /// What every block of a rank of this step shares.
     pub fn layer_context<'a>(&'a self, cluster: &'a Cluster) -> LayerContext<'a> {
         let plan = &self.plan;
@@ -121,9 +127,11 @@ impl TrainingSpec {
             model: &self.model,
             device: &cluster.device,
             sequences: plan.micro_batch as u64,
-            seq_len: self.seq_len,
+            seq_len: self.local_seq_len(),
             mode: PassMode::Training,
             tp: plan.tp,
+            cp: plan.cp,
+            cp_comm: plan.cp_comm,
             experts_per_rank: self.model.moe.as_ref().map_or(1, |m| m.routed_experts / plan.ep),
             linear_dtype: self.linear_dtype,
             recompute: self.recompute,
@@ -146,6 +154,8 @@ pub struct SimRank {
     pub compute: StreamId,
     pub ep: StreamId,
     pub tp: StreamId,
+    /// Ring-attention and K/V gathers (the `tp` stream without context parallelism).
+    pub cp: StreamId,
     pub dp: StreamId,
 }
 
@@ -422,12 +432,12 @@ impl<'a> Lowerer<'a> {
     }
 
     fn emitter(&self) -> Emitter<'a> {
-        Emitter { cluster: self.cluster, tp: self.plan.tp, launch_gap: self.launch_gap }
+        Emitter { cluster: self.cluster, tp: self.plan.tp, cp: self.plan.cp, launch_gap: self.launch_gap }
     }
 
     fn rank_streams(&self, r: usize) -> RankStreams {
         let rank = &self.ranks[r];
-        RankStreams { rank: rank.rank, compute: rank.compute, tp: rank.tp }
+        RankStreams { rank: rank.rank, compute: rank.compute, tp: rank.tp, cp: rank.cp }
     }
 
     fn emit_ep(&mut self, device: u32, members: &[usize], slot: usize, comm: EpComm) {
@@ -507,7 +517,7 @@ fn sample_traffic(
     };
     let ep = plan.ep;
     let g = gpus_per_node.min(ep).max(1);
-    let tokens = u32::try_from(plan.micro_batch as u64 * spec.seq_len)
+    let tokens = u32::try_from(plan.micro_batch as u64 * spec.local_seq_len())
         .map_err(|_| ModelError::invalid("workload.seq_len", "micro_batch x seq_len must be below 2^32 tokens"))?;
     let router = TokenRouter::new(RoutingSpec::model_gate(moe, ep, gpus_per_node, tokens, spec.skew), seed)?;
     let base = device as u64 * ep as u64 * 1_000_003;
@@ -569,8 +579,10 @@ pub fn lower_training(
                 compute: stream("compute", graph),
                 ep: stream("ep", graph),
                 tp: stream("tp", graph),
+                cp: StreamId(0),
                 dp: stream("dp", graph),
             };
+            let sim = SimRank { cp: if plan.cp > 1 { stream("cp", graph) } else { sim.tp }, ..sim };
             device_ranks[d as usize].push(ranks.len());
             rows.push(match spec.mode {
                 RankMode::Representative => max_rows,
@@ -581,7 +593,8 @@ pub fn lower_training(
     }
 
     let ctx_template = spec.layer_context(cluster);
-    let balanced_rows = spec.model.moe.as_ref().map_or(0, |m| plan.micro_batch as u64 * spec.seq_len * m.topk as u64);
+    let balanced_rows =
+        spec.model.moe.as_ref().map_or(0, |m| plan.micro_batch as u64 * spec.local_seq_len() * m.topk as u64);
     let stage_units = match &spec.stage_layers {
         Some(counts) => fixed_stages(&spec.model, counts, sched.stages)?,
         None => split_stages(&spec.model, &ctx_template, sched.stages, balanced_rows)?,
@@ -600,7 +613,7 @@ pub fn lower_training(
         stage_units: stage_units.clone(),
         rows,
         state: (0..n_ranks).map(|_| RankState { last_compute: None, slots: Vec::new() }).collect(),
-        activation_bytes: plan.micro_batch as f64 * spec.seq_len as f64 * spec.model.hidden as f64 * 2.0,
+        activation_bytes: plan.micro_batch as f64 * spec.local_seq_len() as f64 * spec.model.hidden as f64 * 2.0,
         launch_gap: SimDuration::from_us_f64(cluster.device.launch_overhead_us),
     };
 
@@ -809,7 +822,8 @@ fn grad_sync(
     let (dense, expert) = stage_params(&low.spec.model, plan, &low.stage_units[stage as usize]);
     // DualPipe keeps two copies of each stage: both reduce together.
     let copies = if sched.kind == schedule::ScheduleKind::DualPipe { 2.0 } else { 1.0 };
-    let dp_group = plan.dp as f64 * copies;
+    // Context-parallel ranks hold the same parameters: they reduce with the replicas.
+    let dp_group = plan.grad_replicas() as f64 * copies;
     let edp_group = plan.expert_dp() as f64 * copies;
     let grad_bytes = 4.0; // FP32 gradients (DeepSeek-V3 §3.3)
     let param_bytes = 2.0; // BF16 working weights
@@ -1057,7 +1071,7 @@ pub fn schedule_memory(
 ) -> MemoryBreakdown {
     let plan = &spec.plan;
     let ctx = spec.layer_context(cluster);
-    let tokens = plan.micro_batch as f64 * spec.seq_len as f64;
+    let tokens = plan.micro_batch as f64 * spec.local_seq_len() as f64;
     let peak = sched.peak_activation_microbatches();
     let copies = if sched.kind == schedule::ScheduleKind::DualPipe { 2.0 } else { 1.0 };
     let mut worst = MemoryBreakdown::default();
@@ -1077,7 +1091,7 @@ pub fn schedule_memory(
             act = act.max(per_token * tokens);
         }
         let params = dense + expert;
-        let (dp_group, edp_group) = (plan.dp as f64 * copies, plan.expert_dp() as f64 * copies);
+        let (dp_group, edp_group) = (plan.grad_replicas() as f64 * copies, plan.expert_dp() as f64 * copies);
         let shard = |zero_at: u32| if plan.zero >= zero_at { dense / dp_group + expert / edp_group } else { params };
         let m = MemoryBreakdown {
             // ZeRO-3: the local shard and two gathered units (the one
@@ -1172,6 +1186,8 @@ mod tests {
             seq_len: 2048,
             mode: PassMode::Training,
             tp: 8,
+            cp: 1,
+            cp_comm: crate::transformer::parallel::CpComm::Ring,
             experts_per_rank: 1,
             linear_dtype: Dtype::Bf16,
             recompute: Recompute::None,

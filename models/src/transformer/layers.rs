@@ -31,6 +31,7 @@ use crate::error::ModelError;
 use crate::hardware::device::{DeviceSpec, Dtype};
 use crate::hardware::ops::{op_cost_with, AttentionShape, GemmLayout, GemmShape, Op, OpCost, OpOptions, Pass};
 use crate::transformer::model::{AttentionKind, FfnActivation, FfnKind, ModelConfig};
+use crate::transformer::parallel::CpComm;
 use crate::transformer::routing::MoePhase;
 
 /// A piece of the model a pipeline stage can own.
@@ -74,6 +75,40 @@ pub enum Item {
         label: String,
         bytes: f64,
     },
+    /// A blocking all-gather (or reduce-scatter: the same bytes on the
+    /// wire) over the context-parallel group; `bytes` is the whole gathered
+    /// buffer of one rank.
+    CpCollective {
+        label: String,
+        bytes: f64,
+    },
+    /// One ring-attention transfer: the key/value chunk in hand (`bytes`)
+    /// to the context-parallel successor, beside the computation. The first
+    /// of a run waits for the items before it; later ones follow the
+    /// previous transfer (the chunk received is the one forwarded).
+    CpSend {
+        label: String,
+        bytes: f64,
+        first: bool,
+    },
+    /// The computation waits for the oldest outstanding [`Item::CpSend`]
+    /// (the chunk the next attention step reads).
+    CpWait {
+        label: String,
+    },
+}
+
+impl Item {
+    /// The item's label (a kernel's or a transfer's).
+    pub fn label_mut(&mut self) -> &mut String {
+        match self {
+            Item::Kernel(k) => &mut k.label,
+            Item::TpAllReduce { label, .. }
+            | Item::CpCollective { label, .. }
+            | Item::CpSend { label, .. }
+            | Item::CpWait { label } => label,
+        }
+    }
 }
 
 /// An expert-parallel all-to-all of a block.
@@ -117,7 +152,7 @@ impl Block {
     pub fn kernels(&self) -> impl Iterator<Item = &KernelItem> {
         self.items().filter_map(|i| match i {
             Item::Kernel(k) => Some(k.as_ref()),
-            Item::TpAllReduce { .. } => None,
+            _ => None,
         })
     }
 
@@ -231,6 +266,11 @@ pub struct LayerContext<'a> {
     /// Training, prefill (with a prefix-cache hit) or decode.
     pub mode: PassMode,
     pub tp: u32,
+    /// Context-parallel ranks sharing each sequence (training only):
+    /// `seq_len` is then this rank's share of the sequence.
+    pub cp: u32,
+    /// How the context-parallel ranks exchange keys and values.
+    pub cp_comm: CpComm,
     /// Routed experts hosted by each rank (expert parallelism).
     pub experts_per_rank: u32,
     /// Number format of the linear layers' GEMMs (FP8 with fine-grained
@@ -446,7 +486,7 @@ impl<'a> LayerContext<'a> {
     /// training, the cached prefix plus the new tokens in prefill and decode.
     pub fn kv_len(&self) -> u64 {
         match self.mode {
-            PassMode::Training => self.seq_len,
+            PassMode::Training => self.seq_len * self.cp.max(1) as u64,
             PassMode::Prefill { cached } => cached + self.seq_len,
             PassMode::Decode { context } => context + self.seq_len,
         }
@@ -581,11 +621,78 @@ impl<'a> LayerContext<'a> {
     /// The attention core of a pass: one fused kernel, or the materialised
     /// kernels ([`Self::materialized_attention`]).
     fn attention_core(&self, b: &Builder, pass: Pass) -> Result<Vec<Item>, ModelError> {
-        if self.materialized() {
+        if self.cp > 1 && self.mode == PassMode::Training {
+            self.context_parallel_attention(b, pass)
+        } else if self.materialized() {
             self.materialized_attention(b, pass, false)
         } else {
             Ok(vec![b.kernel("attention", Op::Attention(self.attention_shape(pass)))?])
         }
+    }
+
+    /// Fused attention split over `cp` context-parallel ranks. Each rank
+    /// holds two chunks of every sequence (chunk `c` and `2 cp - 1 - c` of
+    /// `2 cp`: the load balancing of Megatron-LM and Llama 3), so its causal
+    /// work is `1 / cp` of the whole: `s_l x s / 2` query-key pairs for its
+    /// `s_l = s / cp` queries.
+    ///
+    /// - [`CpComm::AllGather`]: keys and values all-gathered first
+    ///   (blocking), attention as one block of `s_l` queries over `s / 2`
+    ///   keys (the same pairs); the backward gathers them again and
+    ///   reduce-scatters their gradients.
+    /// - [`CpComm::Ring`]: `cp` steps: the causal diagonal block (`s_l` x
+    ///   `s_l`, half of it computed) on the local chunk, then `cp - 1`
+    ///   half blocks (`s_l` x `s_l / 2`) on the chunks arriving from the ring
+    ///   predecessor; each chunk travels while the previous step computes.
+    ///   The backward passes keys and values and their gradients (twice the
+    ///   bytes) the same way.
+    fn context_parallel_attention(&self, b: &Builder, pass: Pass) -> Result<Vec<Item>, ModelError> {
+        if self.materialized() {
+            return Err(ModelError::invalid(
+                "parallel.cp",
+                "context parallelism runs fused attention: expected workload.attention_kernel = \"flash\"",
+            ));
+        }
+        let cp = self.cp as u64;
+        let shape = self.attention_shape(pass);
+        let local = self.seq_len;
+        let chunk_bytes = |tokens: u64| {
+            (self.sequences * tokens) as f64 * shape.kv_heads as f64 * (shape.qk_dim + shape.v_dim) as f64 * 2.0
+        };
+        let label = |what: &str| format!("{} cp {what} {}", b.prefix, b.pass);
+        let mut out = Vec::new();
+        match self.cp_comm {
+            CpComm::AllGather => {
+                let gathered = chunk_bytes(local * cp);
+                out.push(Item::CpCollective { label: label("all-gather kv"), bytes: gathered });
+                let block = AttentionShape { q_len: local, kv_len: local * cp / 2, causal: false, ..shape };
+                out.push(b.kernel("attention", Op::Attention(block))?);
+                if pass == Pass::Backward {
+                    out.push(Item::CpCollective { label: label("reduce-scatter dkv"), bytes: gathered });
+                }
+            }
+            CpComm::Ring => {
+                let per_step = chunk_bytes(local) * if pass == Pass::Backward { 2.0 } else { 1.0 };
+                for step in 0..cp {
+                    if step + 1 < cp {
+                        out.push(Item::CpSend { label: label("ring send"), bytes: per_step, first: step == 0 });
+                    }
+                    let block = if step == 0 {
+                        AttentionShape { q_len: local, kv_len: local, causal: true, ..shape }
+                    } else {
+                        out.push(Item::CpWait { label: label("ring wait") });
+                        AttentionShape { q_len: local, kv_len: local.div_ceil(2), causal: false, ..shape }
+                    };
+                    out.push(b.kernel("attention", Op::Attention(block))?);
+                }
+                if pass == Pass::Backward {
+                    // The gradients of the last chunk go home.
+                    out.push(Item::CpSend { label: label("ring send dkv"), bytes: chunk_bytes(local), first: true });
+                    out.push(Item::CpWait { label: label("ring wait") });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Bytes of one token's hidden state in BF16.
@@ -883,10 +990,8 @@ impl<'a> LayerContext<'a> {
             .chain(f.mid)
             .chain(f.post)
             .map(|mut i| {
-                match &mut i {
-                    Item::Kernel(k) => k.label = k.label.replace(" fwd", " recompute"),
-                    Item::TpAllReduce { label, .. } => *label = label.replace(" fwd", " recompute"),
-                }
+                let label = i.label_mut();
+                *label = label.replace(" fwd", " recompute");
                 i
             })
             .collect();
@@ -1068,6 +1173,8 @@ mod tests {
             seq_len: 4096,
             mode: PassMode::Training,
             tp: 1,
+            cp: 1,
+            cp_comm: CpComm::Ring,
             experts_per_rank: 4,
             linear_dtype: Dtype::Fp8,
             recompute: Recompute::NormsAndUpProjections,

@@ -2,9 +2,10 @@
 //! data and expert parallelism, ZeRO stage, pipeline schedule) and the rank
 //! layout that follows from it.
 //!
-//! Ranks are laid out pipeline-major: the `tp x dp` ranks of pipeline device
-//! `d` are `d * tp * dp ..`, data-parallel replicas next to each other and the
-//! tensor-parallel ranks of a replica adjacent (inside a node). Expert
+//! Ranks are laid out pipeline-major: the `tp x cp x dp` ranks of pipeline
+//! device `d` are `d * tp * cp * dp ..`, data-parallel replicas next to each
+//! other, the context-parallel ranks of a replica next (Megatron's order,
+//! tp-cp-dp-pp) and the tensor-parallel ranks of one adjacent (inside a node). Expert
 //! parallelism groups `ep` consecutive ranks of one pipeline device, so with
 //! DeepSeek-V3's plan (PP16, EP64, DP128 on 8-GPU nodes) an EP group spans 8
 //! nodes of one pipeline stage.
@@ -18,6 +19,11 @@ use crate::transformer::schedule::{check_interleaved, check_sizes, ScheduleKind}
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParallelPlan {
     pub tp: u32,
+    /// Context parallelism: each sequence's tokens split over this many
+    /// ranks, attention exchanging keys and values among them.
+    pub cp: u32,
+    /// How context-parallel ranks exchange keys and values.
+    pub cp_comm: CpComm,
     /// Pipeline devices (for DualPipeV the model has `2 * pp` stages).
     pub pp: u32,
     pub dp: u32,
@@ -37,9 +43,36 @@ pub struct ParallelPlan {
     pub comm_sms: u32,
 }
 
+/// How context-parallel ranks exchange keys and values (each rank holds
+/// two load-balanced chunks of every sequence, so causal attention costs
+/// every rank the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpComm {
+    /// Ring attention as Megatron-LM / Transformer Engine run it: `cp`
+    /// steps, each computing attention over the key/value chunk in hand
+    /// while the next chunk travels from the ring predecessor; the backward
+    /// passes keys, values and their gradients.
+    #[default]
+    Ring,
+    /// Llama 3's variant (arXiv 2407.21783 §3.3.2): keys and values are
+    /// all-gathered before attention (blocking) and their gradients
+    /// reduce-scattered after the backward.
+    AllGather,
+}
+
+impl CpComm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CpComm::Ring => "ring",
+            CpComm::AllGather => "all-gather",
+        }
+    }
+}
+
 impl ParallelPlan {
     pub fn world(&self) -> u64 {
-        self.tp as u64 * self.pp as u64 * self.dp as u64
+        self.tp as u64 * self.cp as u64 * self.pp as u64 * self.dp as u64
     }
 
     /// Model stages of the schedule.
@@ -53,12 +86,19 @@ impl ParallelPlan {
 
     /// Ranks of one pipeline device.
     pub fn ranks_per_device(&self) -> u32 {
-        self.tp * self.dp
+        self.tp * self.cp * self.dp
     }
 
-    /// Global rank of pipeline device `d`, data-parallel replica `i`, tensor rank `t`.
-    pub fn rank(&self, d: u32, i: u32, t: u32) -> u32 {
-        d * self.ranks_per_device() + i * self.tp + t
+    /// Global rank of pipeline device `d`, data-parallel replica `i`,
+    /// context-parallel rank `c`, tensor rank `t`.
+    pub fn rank(&self, d: u32, i: u32, c: u32, t: u32) -> u32 {
+        d * self.ranks_per_device() + (i * self.cp + c) * self.tp + t
+    }
+
+    /// Ranks that hold the same (dense) parameters of a stage and reduce
+    /// their gradients together: data- and context-parallel ranks alike.
+    pub fn grad_replicas(&self) -> u32 {
+        self.dp * self.cp
     }
 
     /// Ranks sharing each expert's parameters (expert data parallelism).
@@ -97,6 +137,7 @@ impl ParallelPlan {
         let mut out = Vec::new();
         for (k, v) in [
             ("parallel.tp", self.tp),
+            ("parallel.cp", self.cp),
             ("parallel.pp", self.pp),
             ("parallel.dp", self.dp),
             ("parallel.ep", self.ep),
@@ -111,19 +152,22 @@ impl ParallelPlan {
         }
         let mut push = |key: &str, message: String| out.push(ConfigProblem { key: key.into(), message });
         if self.world() != gpus {
-            let fit = gpus / (self.tp as u64 * self.pp as u64).max(1);
+            let split = self.tp as u64 * self.cp as u64 * self.pp as u64;
+            let fit = gpus / split.max(1);
+            let (names, sizes) = if self.cp > 1 {
+                ("tp x cp x pp x dp", format!("{} x {} x {} x {}", self.tp, self.cp, self.pp, self.dp))
+            } else {
+                ("tp x pp x dp", format!("{} x {} x {}", self.tp, self.pp, self.dp))
+            };
             push(
                 "parallel",
                 format!(
-                    "tp x pp x dp = {} x {} x {} = {} ranks, but the cluster has {gpus} GPUs; {}",
-                    self.tp,
-                    self.pp,
-                    self.dp,
+                    "{names} = {sizes} = {} ranks, but the cluster has {gpus} GPUs; {}",
                     self.world(),
-                    if fit > 0 && gpus.is_multiple_of(self.tp as u64 * self.pp as u64) {
+                    if fit > 0 && gpus.is_multiple_of(split) {
                         format!("dp = {fit} would fill it")
                     } else {
-                        format!("choose tp x pp dividing {gpus}")
+                        format!("choose {} dividing {gpus}", if self.cp > 1 { "tp x cp x pp" } else { "tp x pp" })
                     }
                 ),
             );
@@ -143,7 +187,7 @@ impl ParallelPlan {
             push(
                 "parallel.ep",
                 format!(
-                    "expected a divisor of tp x dp = {rpd} (expert groups tile one pipeline stage), found {}",
+                    "expected a divisor of tp x cp x dp = {rpd} (expert groups tile one pipeline stage), found {}",
                     self.ep
                 ),
             );
@@ -226,6 +270,8 @@ mod tests {
     fn v3_plan() -> ParallelPlan {
         ParallelPlan {
             tp: 1,
+            cp: 1,
+            cp_comm: CpComm::Ring,
             pp: 16,
             dp: 128,
             ep: 64,
@@ -245,7 +291,26 @@ mod tests {
         assert!(p.problems(2048, 8, &m, 15360).is_empty(), "{:?}", p.problems(2048, 8, &m, 15360));
         assert_eq!(p.microbatches(15360).unwrap(), 120);
         assert_eq!(p.expert_dp(), 2);
-        assert_eq!(p.rank(3, 5, 0), 3 * 128 + 5);
+        assert_eq!(p.rank(3, 5, 0, 0), 3 * 128 + 5);
+    }
+
+    #[test]
+    fn context_parallel_ranks_sit_between_tensor_and_data_ranks() {
+        let m = ModelConfig::preset("llama-3.1-405b").unwrap();
+        // Llama 3's long-context plan: TP8 CP16 PP16 DP8 on 16,384 GPUs.
+        let p = ParallelPlan { tp: 8, cp: 16, pp: 16, dp: 8, ep: 1, schedule: ScheduleKind::OneFOneB, ..v3_plan() };
+        assert!(p.problems(16_384, 8, &m, 128).is_empty(), "{:?}", p.problems(16_384, 8, &m, 128));
+        assert_eq!(p.world(), 16_384);
+        assert_eq!(p.ranks_per_device(), 1024);
+        assert_eq!(p.grad_replicas(), 128);
+        // Tensor ranks adjacent, then the CP ranks of a replica, then replicas.
+        assert_eq!(p.rank(0, 0, 1, 0), 8);
+        assert_eq!(p.rank(0, 1, 0, 0), 128);
+        assert_eq!(p.rank(2, 1, 3, 5), 2 * 1024 + 128 + 24 + 5);
+        let wrong = p.problems(8192, 8, &m, 128);
+        assert!(wrong.iter().any(|q| q.key == "parallel" && q.message.contains("tp x cp x pp x dp")), "{wrong:?}");
+        let zero = ParallelPlan { cp: 0, ..p };
+        assert!(zero.problems(16_384, 8, &m, 128).iter().any(|q| q.key == "parallel.cp"));
     }
 
     #[test]
