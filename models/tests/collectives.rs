@@ -2,7 +2,8 @@
 //! hand-computed times and byte counts.
 
 use moesim_models::network::collectives::{
-    algorithm, algorithm_with, bus_bandwidth_factor, choose, nccl, CollectiveOp, CollectiveSpec, Pipelining,
+    algorithm, algorithm_with, bus_bandwidth_factor, choose, member_load, nccl, CollectiveOp, CollectiveSpec,
+    Pipelining,
 };
 use moesim_models::network::moe_comm::{lower_moe_comm, MoeCommSpec, MoeKernel};
 use moesim_models::transformer::routing::MoePhase;
@@ -216,6 +217,34 @@ fn auto_chooses_as_nccls_cost_model_does() {
     // All-to-all is point to point.
     let a2a = CollectiveSpec { op: CollectiveOp::AllToAll, group: (0..8).collect(), bytes: 1e6 };
     assert_eq!(choose(&node, &a2a), "direct");
+}
+
+#[test]
+fn a_mirrored_member_loads_its_links_as_the_chosen_algorithm_does() {
+    let spec = |op, group: Vec<u32>, bytes: f64| CollectiveSpec { op, group, bytes };
+    let s = 64.0 * 1048576.0;
+    // TP8 on one H800 NVSwitch with NVLS: (n + 1)/n of the buffer / 0.85.
+    let node = nvls_cluster("h800-node", 1, 0.676, 0.85);
+    let l = member_load(&node, &spec(CollectiveOp::AllReduce, (0..8).collect(), s), 3);
+    assert_eq!((l.algorithm, l.succ), ("nvls", 4));
+    assert!((l.bytes - 9.0 / 8.0 * s / 0.85).abs() < 1.0, "{}", l.bytes);
+    // The same node with an A100 (no NVLink SHARP): the ring, 2(n - 1)/n.
+    let mut a100 = nvls_cluster("h800-node", 1, 0.676, 0.85);
+    a100.device = DeviceSpec::preset("a100").unwrap();
+    let l = member_load(&a100, &spec(CollectiveOp::AllReduce, (0..8).collect(), s), 7);
+    assert_eq!((l.algorithm, l.succ, l.steps), ("ring", 0, 14));
+    assert!((l.bytes - 14.0 / 8.0 * s).abs() < 1.0);
+    // Data-parallel replicas 8 apart on 16 nodes: the route crosses nodes
+    // (the ring's slowest edge), reduce-scatter moves (n - 1)/n.
+    let big = cluster("h800-cluster", 16, 0.676);
+    let group: Vec<u32> = (0..16).map(|j| j * 8 + 2).collect();
+    let l = member_load(&big, &spec(CollectiveOp::ReduceScatter, group, 1e9), 0);
+    assert_eq!((l.algorithm, l.succ, l.steps), ("ring", 10, 15));
+    assert!((l.bytes - 15.0 / 16.0 * 1e9).abs() < 1.0);
+    // Two replicas per node: the next member on another node, not the
+    // NVLink neighbour.
+    let group: Vec<u32> = (0..16).map(|j| j * 4).collect();
+    assert_eq!(member_load(&big, &spec(CollectiveOp::AllGather, group, 1e9), 0).succ, 8);
 }
 
 fn dispatch(

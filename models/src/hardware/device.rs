@@ -81,6 +81,11 @@ pub struct DeviceSpec {
     pub hbm_tb_per_s: f64,
     /// NVLink per GPU, one direction, GB/s (half the bidirectional figure).
     pub nvlink_gb_per_s: f64,
+    /// Whether the GPU and its NVSwitch reduce in the switch (NVLink SHARP,
+    /// NCCL's NVLS algorithm): Hopper and newer with third-generation
+    /// NVSwitch. Without it NVLS is never chosen nor allowed.
+    #[serde(default)]
+    pub nvls: bool,
     /// Scale-out NIC per GPU, Gb/s.
     pub nic_gbit_per_s: f64,
     /// Kernel launch overhead, microseconds.

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use moesim_sim::{DeviceId, Flow, SimDuration, StreamId, TaskGraph, TaskId};
 
 use crate::network::cluster::Cluster;
+use crate::network::collectives::{member_load, CollectiveOp, CollectiveSpec};
 use crate::transformer::layers::Item;
 
 /// The streams of one simulated rank that compute items go to.
@@ -144,7 +145,10 @@ impl Emitter<'_> {
         rank - c * tp + ((c + 1) % cp) * tp
     }
 
-    /// A ring all-reduce over the tensor-parallel group of `rank`.
+    /// An all-reduce over the tensor-parallel group of `rank`, by the
+    /// algorithm NCCL's cost model picks for it (ring, or NVLS in-switch
+    /// reduction where the NVSwitch has it), as this member's load
+    /// ([`member_load`]) mirrored for the others.
     pub fn tp_all_reduce(
         &self,
         graph: &mut TaskGraph,
@@ -156,15 +160,17 @@ impl Emitter<'_> {
         let tp = self.tp;
         let r = rank.rank;
         let base = r - r % tp;
-        let succ = base + (r - base + 1) % tp;
-        let bytes = 2.0 * (tp as f64 - 1.0) / tp as f64 * bytes;
-        self.mirror_ring(graph, rank.tp, r, succ, label, bytes, 2 * (tp - 1), after)
+        let spec = CollectiveSpec { op: CollectiveOp::AllReduce, group: (base..base + tp).collect(), bytes };
+        let load = member_load(self.cluster, &spec, (r - base) as usize);
+        self.mirror_ring(graph, rank.tp, r, load.succ, label, load.bytes, load.steps, after)
     }
 
-    /// A ring collective as seen by one member: one flow of the bytes it
-    /// sends over its edge to `succ`, then the remaining steps' latencies.
-    /// Exact for a ring whose edges are alike (every member sends the same
-    /// bytes over a similar link at the same time).
+    /// A collective as seen by one member: one flow of the bytes it sends
+    /// over its edge to `succ`, then the remaining steps' latencies (the
+    /// route's link latencies; NCCL's Simple-protocol latencies would
+    /// overstate the small all-reduces it runs with LL/LL128). Exact for a
+    /// ring whose edges are alike (every member sends the same bytes over a
+    /// similar link at the same time).
     #[allow(clippy::too_many_arguments)]
     pub fn mirror_ring(
         &self,

@@ -36,7 +36,7 @@ use crate::hardware::device::Dtype;
 use crate::hardware::ops::{op_cost, Op};
 use crate::lowering::emit::{Emitter, RankStreams};
 use crate::network::cluster::Cluster;
-use crate::network::collectives::join_all;
+use crate::network::collectives::{join_all, member_load, CollectiveOp, CollectiveSpec};
 use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange};
 use crate::transformer::layers::{AttentionKernel, Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
 use crate::transformer::model::{FfnKind, ModelConfig};
@@ -831,36 +831,46 @@ fn grad_sync(
     let device = low.ranks[r].device;
     let rpd = plan.ranks_per_device();
     let base = device * rpd;
-    let g = low.cluster.topology.gpus_per_node;
-    // The ring's slowest edge: to the same local index in the next node of
-    // the device's ranks (or the next rank inside a single node).
-    let succ_at = |stride: u32| base + (rank - base + stride) % rpd;
-    let dp_succ = if rpd > g { succ_at(g) } else { succ_at(plan.tp) };
-    let edp_succ = succ_at(plan.ep);
+    let local = rank - base;
+    // The groups on this pipeline device: the replicas of this tensor rank
+    // (data- and context-parallel) for the dense parameters, the ranks
+    // holding the same experts (`ep` apart) for the expert parameters.
+    // DualPipe's second copy of the stage (on another device) reduces with
+    // them; the groups listed here pick NCCL's algorithm and the route.
+    let dense_group: Vec<u32> = (0..plan.grad_replicas()).map(|j| base + j * plan.tp + local % plan.tp).collect();
+    let expert_group: Vec<u32> = (0..plan.expert_dp()).map(|k| base + local % plan.ep + k * plan.ep).collect();
     let stream = low.ranks[r].dp;
-    // Every member (simulated or not) sends (n-1)/n of the bytes to its ring
-    // successor; with all ranks simulated these flows are the whole ring.
+    // Every member (simulated or not) puts the same load on its links; with
+    // all ranks simulated these flows are the whole collective.
     let ring = |low: &mut Lowerer,
                 label: &str,
-                group: f64,
+                (op, group, members): (CollectiveOp, f64, &[u32]),
                 bytes: f64,
-                after: TaskId,
-                succ: u32|
+                after: TaskId|
      -> Result<TaskId, ModelError> {
-        if group <= 1.0 || bytes <= 0.0 {
+        if group <= 1.0 || bytes <= 0.0 || members.len() < 2 {
             return Ok(after);
         }
-        let n = group as u32;
+        let spec = CollectiveSpec { op, group: members.to_vec(), bytes };
+        let me = members.iter().position(|&m| m == rank).unwrap_or(0);
+        let load = member_load(low.cluster, &spec, me);
+        // The n-member share of the bytes for the whole group (DualPipe's two copies).
+        let share = (group - 1.0) / group / ((members.len() as f64 - 1.0) / members.len() as f64);
         let emitter = low.emitter();
-        Ok(emitter.mirror_ring(low.graph, stream, rank, succ, label, (group - 1.0) / group * bytes, n - 1, Some(after)))
+        let steps = load.steps.max(1);
+        Ok(emitter.mirror_ring(low.graph, stream, rank, load.succ, label, load.bytes * share, steps, Some(after)))
     };
+    let dense_rs = (CollectiveOp::ReduceScatter, dp_group, dense_group.as_slice());
+    let expert_rs = (CollectiveOp::ReduceScatter, edp_group, expert_group.as_slice());
+    let dense_ag = (CollectiveOp::AllGather, dp_group, dense_group.as_slice());
+    let expert_ag = (CollectiveOp::AllGather, edp_group, expert_group.as_slice());
     let zero = plan.zero;
-    let rs = ring(low, "dp reduce-scatter grads", dp_group, dense * grad_bytes, after, dp_succ)?;
-    let rs = ring(low, "edp reduce-scatter grads", edp_group, expert * grad_bytes, rs, edp_succ)?;
+    let rs = ring(low, "dp reduce-scatter grads", dense_rs, dense * grad_bytes, after)?;
+    let rs = ring(low, "edp reduce-scatter grads", expert_rs, expert * grad_bytes, rs)?;
     // ZeRO-0 all-reduces gradients: the second half of the ring.
     let rs = if zero == 0 {
-        let a = ring(low, "dp all-gather grads", dp_group, dense * grad_bytes, rs, dp_succ)?;
-        ring(low, "edp all-gather grads", edp_group, expert * grad_bytes, a, edp_succ)?
+        let a = ring(low, "dp all-gather grads", dense_ag, dense * grad_bytes, rs)?;
+        ring(low, "edp all-gather grads", expert_ag, expert * grad_bytes, a)?
     } else {
         rs
     };
@@ -874,15 +884,15 @@ fn grad_sync(
     let t = low.graph.add_kernel(stream, "optimizer step", TaskClass::Compute, k);
     low.graph.add_dep(rs, t);
     if zero >= 1 {
-        let a = ring(low, "dp all-gather params", dp_group, dense * param_bytes, t, dp_succ)?;
-        let a = ring(low, "edp all-gather params", edp_group, expert * param_bytes, a, edp_succ)?;
+        let a = ring(low, "dp all-gather params", dense_ag, dense * param_bytes, t)?;
+        let a = ring(low, "edp all-gather params", expert_ag, expert * param_bytes, a)?;
         if zero >= 3 {
             // ZeRO-3 / FSDP gathers each layer's parameters again for the
             // backward (the gather above stands for the forward's): one more
             // all-gather per step, here after the first (the per-layer
             // prefetch beside the computation is not modelled).
-            let a = ring(low, "dp all-gather params (backward)", dp_group, dense * param_bytes, a, dp_succ)?;
-            ring(low, "edp all-gather params (backward)", edp_group, expert * param_bytes, a, edp_succ)?;
+            let a = ring(low, "dp all-gather params (backward)", dense_ag, dense * param_bytes, a)?;
+            ring(low, "edp all-gather params (backward)", expert_ag, expert * param_bytes, a)?;
         }
     }
     Ok(())

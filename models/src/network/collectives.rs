@@ -425,6 +425,12 @@ struct NvlsDomain {
 /// The group's NVSwitch, or why NVLS cannot run on it.
 fn nvls_domain(cluster: &Cluster, group: &[u32]) -> Result<NvlsDomain, String> {
     let topo = &cluster.topology;
+    if !cluster.device.nvls {
+        return Err(format!(
+            "device {} has no NVLS (NVLink SHARP needs Hopper or newer on third-generation NVSwitch); use ring or tree",
+            cluster.device.name
+        ));
+    }
     let Some(efficiency) = topo.spec.as_ref().and_then(|s| s.nvls_efficiency) else {
         return Err(format!(
             "topology {} has no NVLS (its NVSwitch sets no nvls_efficiency); use ring or tree",
@@ -955,6 +961,59 @@ pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
         out.push(Estimate { algorithm: "nvls", time_us: nccl::NVLS_US + s / algbw * 1e6 });
     }
     out
+}
+
+/// What one member of a collective puts on the wire when only it is
+/// simulated and the others are taken to do the same at the same time (the
+/// training and inference lowerings' representative ranks): one flow of
+/// `bytes` to `succ` carries the load the chosen algorithm puts on each of
+/// its GPU links, so contention with other traffic still applies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemberLoad {
+    /// The algorithm NCCL's cost model picks ([`choose`]).
+    pub algorithm: &'static str,
+    /// The member whose route carries this member's flow: for a group
+    /// across nodes, the next member on another node (the ring's slowest
+    /// edge), else the next member.
+    pub succ: u32,
+    /// Bytes on that route, per direction of each GPU link:
+    /// - ring: `2 (n - 1) / n` of the buffer for all-reduce, `(n - 1) / n`
+    ///   for reduce-scatter and all-gather (as [`Ring`] moves them);
+    /// - nvls: `(n + 1) / n` of the buffer for all-reduce and the whole
+    ///   buffer for reduce-scatter and all-gather, over `nvls_efficiency`
+    ///   (as [`Nvls`] charges them);
+    /// - tree: NCCL's own time for it over the edge's rate (`2 / 0.92` of
+    ///   the buffer: its algorithm bandwidth is `0.92 B / 2`).
+    pub bytes: f64,
+    /// Steps whose per-hop latency follows the transfer (ring: one per step
+    /// after the first; nvls and tree: their pipeline depth, 1).
+    pub steps: u32,
+}
+
+/// How one member of `spec` loads its links under the algorithm NCCL would
+/// pick; `member` indexes `spec.group`.
+pub fn member_load(cluster: &Cluster, spec: &CollectiveSpec, member: usize) -> MemberLoad {
+    let n = spec.group.len();
+    let nf = n as f64;
+    let me = spec.group[member];
+    let node = cluster.topology.node_of(me);
+    let succ = (1..n)
+        .map(|k| spec.group[(member + k) % n])
+        .find(|&r| cluster.topology.node_of(r) != node)
+        .unwrap_or(spec.group[(member + 1) % n]);
+    let all_reduce = spec.op == CollectiveOp::AllReduce;
+    let algorithm = choose(cluster, spec);
+    let s = spec.bytes;
+    let (bytes, steps) = match algorithm {
+        "nvls" => {
+            let eff = nvls_domain(cluster, &spec.group).map_or(1.0, |d| d.efficiency);
+            (if all_reduce { (nf + 1.0) / nf * s / eff } else { s / eff }, 1)
+        }
+        "tree" => (2.0 * s / nccl::TREE_BW_FACTOR, 1),
+        _ if all_reduce => (2.0 * (nf - 1.0) / nf * s, 2 * (n as u32 - 1)),
+        _ => ((nf - 1.0) / nf * s, n as u32 - 1),
+    };
+    MemberLoad { algorithm: if algorithm == "direct" { "ring" } else { algorithm }, succ, bytes, steps }
 }
 
 /// The algorithm `auto` runs: the least of [`estimates`] (the first on a tie).
