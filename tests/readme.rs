@@ -224,6 +224,7 @@ fn readme_training_what_ifs_are_the_binary_output() {
         ("hardware.device=h100", ""),
         ("hardware.device=h20", ""),
         ("workload.skew=1.0", "(Zipf expert popularity)"),
+        ("parallel.cp=2 parallel.dp=64", "(context parallelism: ring attention over 2 GPUs)"),
         ("hardware.device=ascend-910b", ""),
         ("hardware.device=b200", ""),
         ("hardware.device=gb200", ""),
