@@ -64,6 +64,38 @@ pub fn chakra(data: &[u8]) {
     }
 }
 
+/// A sweep file's text, resolved into its points (a scenario path in it is
+/// looked up beside a folder that does not exist).
+pub fn sweep_file(text: &str) {
+    let path = std::path::Path::new("/nonexistent-moesim-fuzz/sweep.toml");
+    if let Ok(def) = crate::sweep::file::parse(path, text) {
+        assert!(def.points.len() <= crate::sweep::MAX_POINTS, "{} points", def.points.len());
+        assert!(def.points.iter().all(|p| p.len() == def.keys.len()), "a point without a value per key");
+        if !def.points.is_empty() {
+            let _ = def.sets_of(def.points.len() - 1);
+        }
+    }
+}
+
+/// A `[topology]` table's text (presets, generated fabrics or a fabric
+/// written out with `[[switch]]` / `[[link]]`), resolved and built, and
+/// one route between its first and last GPU.
+pub fn topology(text: &str) {
+    let Ok(config) = toml::from_str::<moesim_topologies::TopologyConfig>(text) else { return };
+    let defaults = moesim_topologies::LinkDefaults { nvlink_gb_per_s: 200.0, nic_gbit_per_s: 400.0 };
+    let Ok(spec) = config.resolve(defaults) else { return };
+    if let Ok(topo) = moesim_topologies::build(&spec) {
+        let gpus = topo.gpu_count();
+        // Routing tables grow as GPUs x nodes: route on small fabrics only.
+        if (2..=4096).contains(&gpus) {
+            let router = moesim_topologies::Router::new(&topo, 0);
+            let mut path = Vec::new();
+            router.route(&topo, 0, gpus - 1, 0, &mut path);
+            assert!(!path.is_empty(), "no route between GPUs 0 and {}", gpus - 1);
+        }
+    }
+}
+
 /// Generates a serving scenario's requests when there are few (no trace
 /// file is read: a fuzzed path is refused or absent).
 fn requests_if_small(w: &ServingWorkload, s: &Scenario) {

@@ -299,3 +299,41 @@ fn trace_importers_take_arbitrary_bytes_without_panicking() {
         moesim::fuzzing::chakra(bytes);
     }
 }
+
+/// A sweep file whose axes multiply past any memory: refused by its count
+/// before a point is built (it built them all first, then checked).
+#[test]
+fn a_sweep_file_of_astronomically_many_points_is_refused_before_building_them() {
+    let axis = |k: &str| {
+        let values: Vec<String> = (1..=60).map(|v| v.to_string()).collect();
+        format!("[[grid]]\nkey = \"{k}\"\nvalues = [{}]\n", values.join(", "))
+    };
+    let keys = ["topology.nodes", "parallel.ep", "parallel.tp", "parallel.pp", "workload.seed", "parallel.dp"];
+    let mut text = "scenario = \"deepseek-v3-pretrain-2048xh800\"\n".to_owned();
+    for k in keys {
+        text.push_str(&axis(k));
+    }
+    // 60^6 = 46.7e9 points: what the fuzz target runs, and the CLI's answer.
+    moesim::fuzzing::sweep_file(&text);
+    let file = crate::common::scenario_file("huge-sweep", &text);
+    let o = moesim(&["sweep", file.to_str().unwrap()]);
+    let err = crate::common::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("46656000000 points") && err.contains("at most 1000"), "{err}");
+}
+
+#[test]
+fn topology_tables_take_arbitrary_text_without_panicking() {
+    // What the topology fuzz target runs, on a few hand-picked inputs.
+    for text in [
+        "",
+        "preset = \"h800-cluster\"\nnodes = 2",
+        "preset = \"nope\"",
+        "nodes = 0",
+        "[[switch]]\nname = \"s\"\n[[link]]\na = \"gpu0\"\nb = \"s\"\ngb_per_s = 100",
+        "[[switch]]\nname = \"s{v:0..3}\"\n[[link]]\na = \"gpu{v:0..7}\"\nb = \"s{v/4}\"\ngb_per_s = 1e308",
+        "preset = \"multi-plane-fat-tree\"\nnodes = 4\noversubscription = 0",
+    ] {
+        moesim::fuzzing::topology(text);
+    }
+}

@@ -146,8 +146,15 @@ pub fn load(path: &Path) -> Result<SweepDef, AppError> {
     let origin = path.display().to_string();
     let text = crate::files::read_text(path, crate::files::MAX_CONFIG_BYTES)
         .map_err(|e| AppError::Input(vec![Source::new(origin.clone(), "").plain(e)]))?;
-    let source = Source::new(origin.clone(), text.clone());
-    let parsed: SweepText = toml::from_str(&text).map_err(|e| {
+    parse(path, &text)
+}
+
+/// Resolves the text of the sweep file at `path` (scenario paths are
+/// relative to its folder).
+pub fn parse(path: &Path, text: &str) -> Result<SweepDef, AppError> {
+    let origin = path.display().to_string();
+    let source = Source::new(origin.clone(), text.to_owned());
+    let parsed: SweepText = toml::from_str(text).map_err(|e| {
         AppError::Input(vec![source.plain(format!(
             "{}; a sweep file has scenario = \"NAME-or-PATH\", [[grid]] / [[zip]] axes of key and values, and optional set, metrics, out",
             e.message()
@@ -214,6 +221,13 @@ pub fn load(path: &Path) -> Result<SweepDef, AppError> {
     }
     let grid = &varies[..parsed.grid.len()];
     let zipped = &varies[parsed.grid.len()..];
+    // Count before building: a product of a few long axes would not fit in memory.
+    let zip_len = zipped.first().map_or(1, |z| z.values.len());
+    let count = grid.iter().try_fold(zip_len, |n, v| n.checked_mul(v.values.len()));
+    if count.is_none_or(|n| n > MAX_POINTS) {
+        let n = count.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string());
+        return Err(at("grid", format!("{n} points; a sweep runs at most {MAX_POINTS}")));
+    }
     let mut pts = points(grid);
     if let Some(z) = zipped.first() {
         pts = pts
