@@ -755,3 +755,79 @@ fn nccl_collectives_without_a_message_size_keep_the_link_rate_ratio() {
     // H800's NVLink is 200 GB/s: twice the rate halves it.
     assert!(((spans[0].1 - spans[0].0) - 50.0).abs() < 1e-3, "{spans:?}");
 }
+
+/// A Chakra rank built with the importer's prost messages: `(id, data_deps,
+/// what)` per node, `what` a compute duration (µs) or an all-reduce of
+/// `bytes` in a process group.
+enum EtNode {
+    Compute(u64),
+    AllReduce { bytes: u64, group: &'static str },
+}
+
+fn et_rank(nodes: &[(u64, &[u64], EtNode)]) -> Vec<u8> {
+    use moesim::replay::chakra::{AttrValue, AttributeProto, GlobalMetadata, Node};
+    use prost::Message;
+    let attr = |name: &str, value: AttrValue| AttributeProto { name: name.into(), value: Some(value) };
+    let mut out = Vec::new();
+    GlobalMetadata { version: "0.0.4".into(), attr: vec![] }.encode_length_delimited(&mut out).unwrap();
+    for (id, deps, what) in nodes {
+        let mut n = Node { id: *id, name: format!("n{id}"), data_deps: deps.to_vec(), ..Default::default() };
+        match what {
+            EtNode::Compute(us) => {
+                n.r#type = 4;
+                n.duration_micros = *us;
+            }
+            EtNode::AllReduce { bytes, group } => {
+                n.r#type = 7;
+                n.attr = vec![
+                    attr("comm_type", AttrValue::Int64(0)),
+                    attr("comm_size", AttrValue::Uint64(*bytes)),
+                    attr("pg_name", AttrValue::Str((*group).into())),
+                ];
+            }
+        }
+        n.encode_length_delimited(&mut out).unwrap();
+    }
+    out
+}
+
+#[test]
+fn chakra_collectives_are_matched_by_process_group() {
+    // Ranks 0 and 1 run two all-reduces in group "a", rank 0 after 100 µs
+    // of compute; ranks 2 and 3 one in group "b", then 50 µs of compute.
+    // Matched by group, "b" starts at once (its ranks wait for no one in
+    // "a"); matched by order, every rank's first all-reduce would be one.
+    let dir = scratch("chakra-groups");
+    let mib = 1 << 20;
+    let ranks: [Vec<u8>; 4] = [
+        et_rank(&[
+            (1, &[], EtNode::Compute(100)),
+            (2, &[1], EtNode::AllReduce { bytes: mib, group: "a" }),
+            (3, &[2], EtNode::AllReduce { bytes: mib, group: "a" }),
+        ]),
+        et_rank(&[
+            (1, &[], EtNode::AllReduce { bytes: mib, group: "a" }),
+            (2, &[1], EtNode::AllReduce { bytes: mib, group: "a" }),
+        ]),
+        et_rank(&[(1, &[], EtNode::AllReduce { bytes: mib, group: "b" }), (2, &[1], EtNode::Compute(50))]),
+        et_rank(&[(1, &[], EtNode::AllReduce { bytes: mib, group: "b" }), (2, &[1], EtNode::Compute(50))]),
+    ];
+    let files: Vec<PathBuf> = (0..4).map(|r| dir.join(format!("groups.{r}.et"))).collect();
+    for (f, bytes) in files.iter().zip(&ranks) {
+        std::fs::write(f, bytes).unwrap();
+    }
+    let v = chakra_run(&files, &[]);
+    assert_eq!(v["network_collectives"], 3, "{v}");
+    assert_eq!(v["measured_comm_nodes"], 0, "{v}");
+    // A 2-rank ring all-reduce in 4 pieces: each 2 steps of half a piece.
+    let one = 4.0 * 2.0 * hop_ns(mib as f64 / 4.0 / 2.0) / 1e3;
+    let got = f(&v, "span_us");
+    let hand = 100.0 + 2.0 * one;
+    assert!((got / hand - 1.0).abs() < 1e-3, "span {got} us, by hand {hand} us (group b ends at {} us)", one + 50.0);
+
+    // A group whose ranks run different numbers of its collectives is named.
+    std::fs::write(&files[1], et_rank(&[(1, &[], EtNode::AllReduce { bytes: mib, group: "a" })])).unwrap();
+    let o = moesim(&["replay", files[0].to_str().unwrap(), files[1].to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("collectives of process group \"a\""), "{}", stderr(&o));
+}
