@@ -623,7 +623,7 @@ fn match_groups(traces: &[ChakraTrace], network: bool) -> Result<Matched, Replay
                 }
             }
         }
-        for seq in 0..c0.len() {
+        for (seq, _) in c0.iter().enumerate() {
             let k = instances.len();
             let inst = Instance { seq, members: members.iter().map(|&r| (r, per_rank[r][seq])).collect() };
             for &(r, i) in &inst.members {

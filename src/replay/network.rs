@@ -35,9 +35,11 @@ use super::graph::GpuOp;
 pub struct NetworkModel {
     source: Cluster,
     target: Cluster,
-    /// model(target) / model(source) per (op, group, bytes).
-    cache: RefCell<BTreeMap<(&'static str, Vec<u32>, u64), Result<f64, Why>>>,
+    cache: RefCell<RatioCache>,
 }
+
+/// model(target) / model(source) per (op, group, bytes).
+type RatioCache = BTreeMap<(&'static str, Vec<u32>, u64), Result<f64, Why>>;
 
 /// Why a collective kept the link-rate ratio.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
