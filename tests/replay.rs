@@ -241,7 +241,10 @@ fn what_ifs_move_the_right_way() {
     assert!(f(ib, "comm_ms") < 0.6 * f(base, "comm_ms"), "twice the InfiniBand halves DeepEP time");
     assert!(f(ib, "exposed_comm_ms") < f(base, "exposed_comm_ms"));
     for v in [h200, h20, ib, b200] {
-        let sum = f(v, "recosted_by_shape_fraction") + f(v, "recosted_by_class_fraction") + f(v, "kept_fraction");
+        let sum = f(v, "recosted_by_shape_fraction")
+            + f(v, "recosted_by_message_fraction")
+            + f(v, "recosted_by_class_fraction")
+            + f(v, "kept_fraction");
         assert!((sum - 1.0).abs() < 1e-6);
         assert!(f(v, "recosted_by_class_fraction") > 0.95, "train.json has no shapes: re-costed by class");
     }
