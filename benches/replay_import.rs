@@ -71,8 +71,9 @@ fn main() {
     };
     let whatif = WhatIf { source: hw.clone(), target: hw };
     let t1 = Instant::now();
-    let run = moesim::replay::replay(std::slice::from_ref(&rank), &whatif, &Default::default(), &mut moesim_sim::Quiet)
-        .unwrap_or_else(|_| panic!("replays"));
+    let run =
+        moesim::replay::replay(std::slice::from_ref(&rank), &whatif, None, &Default::default(), &mut moesim_sim::Quiet)
+            .unwrap_or_else(|_| panic!("replays"));
     let replay_s = t1.elapsed().as_secs_f64();
     println!(
         "replay_import: {:.0} MB ({} repeats, {} events, {} GPU ops) imported in {:.2} s = {:.1} MB/s; replayed {} tasks \

@@ -7,6 +7,8 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("alltoall-16xh800-explicit", include_str!("../scenarios/alltoall-16xh800-explicit.toml")),
     ("alltoall-4096xh800", include_str!("../scenarios/alltoall-4096xh800.toml")),
     ("alltoall-512xh800", include_str!("../scenarios/alltoall-512xh800.toml")),
+    ("chakra-allreduce-8npus-fullyconnected", include_str!("../scenarios/chakra-allreduce-8npus-fullyconnected.toml")),
+    ("chakra-allreduce-8npus-ring", include_str!("../scenarios/chakra-allreduce-8npus-ring.toml")),
     ("chakra-allreduce-8npus-switch", include_str!("../scenarios/chakra-allreduce-8npus-switch.toml")),
     ("deepep-combine-ep64", include_str!("../scenarios/deepep-combine-ep64.toml")),
     ("deepep-dispatch-ep64", include_str!("../scenarios/deepep-dispatch-ep64.toml")),

@@ -168,26 +168,34 @@ pub fn check_validation_regions(cases: &[Case], results: &[CaseResult]) {
         };
         format!("{} ({status})", r.error_pct.map_or("—".into(), signed_pct))
     };
-    let rows: Vec<Vec<String>> =
-        [("all-reduce, ring", "allreduce-switch-ring"), ("all-to-all, direct", "alltoall-switch-direct")]
-            .iter()
-            .map(|&(label, stem)| {
-                let (cu, ca) = (format!("chakra-astra-{stem}-cu"), format!("chakra-astra-{stem}-ca"));
-                vec![
-                    label.to_owned(),
-                    by_name(&cu).simulated.map_or("—".into(), |s| format!("{s:.2}")),
-                    format!("{:.2}", by_name(&cu).published),
-                    verdict(&cu),
-                    format!("{:.1}", by_name(&ca).published),
-                    verdict(&ca),
-                ]
-            })
-            .collect();
+    let rows: Vec<Vec<String>> = [
+        ("Switch (8)", "all-reduce, ring", "allreduce-switch-ring"),
+        ("Switch (8)", "all-reduce, direct", "allreduce-switch-direct"),
+        ("Switch (8)", "all-to-all, direct", "alltoall-switch-direct"),
+        ("Ring (8)", "all-reduce, ring", "allreduce-ring-ring"),
+        ("Ring (8)", "all-to-all, direct (ASTRA: ring)", "alltoall-ring-direct"),
+        ("FullyConnected (8)", "all-reduce, direct", "allreduce-fullyconnected-direct"),
+        ("FullyConnected (8)", "all-to-all, direct", "alltoall-fullyconnected-direct"),
+    ]
+    .iter()
+    .map(|&(network, label, stem)| {
+        let (cu, ca) = (format!("chakra-astra-{stem}-cu"), format!("chakra-astra-{stem}-ca"));
+        vec![
+            network.to_owned(),
+            label.to_owned(),
+            by_name(&cu).simulated.map_or("—".into(), |s| format!("{s:.2}")),
+            format!("{:.2}", by_name(&cu).published),
+            verdict(&cu),
+            format!("{:.2}", by_name(&ca).published),
+            verdict(&ca),
+        ]
+    })
+    .collect();
     check_region(
         "astra-chakra",
         &table(
-            &["trace, algorithm", "moesim, µs", "ASTRA CU, µs", "vs CU", "ASTRA CA, µs", "vs CA"],
-            &["---", "---:", "---:", "---:", "---:", "---:"],
+            &["network", "trace, algorithm", "moesim, µs", "ASTRA CU, µs", "vs CU", "ASTRA CA, µs", "vs CA"],
+            &["---", "---", "---:", "---:", "---:", "---:", "---:"],
             &rows,
         ),
     );

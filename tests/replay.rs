@@ -241,7 +241,10 @@ fn what_ifs_move_the_right_way() {
     assert!(f(ib, "comm_ms") < 0.6 * f(base, "comm_ms"), "twice the InfiniBand halves DeepEP time");
     assert!(f(ib, "exposed_comm_ms") < f(base, "exposed_comm_ms"));
     for v in [h200, h20, ib, b200] {
-        let sum = f(v, "recosted_by_shape_fraction") + f(v, "recosted_by_class_fraction") + f(v, "kept_fraction");
+        let sum = f(v, "recosted_by_shape_fraction")
+            + f(v, "recosted_by_message_fraction")
+            + f(v, "recosted_by_class_fraction")
+            + f(v, "kept_fraction");
         assert!((sum - 1.0).abs() < 1e-6);
         assert!(f(v, "recosted_by_class_fraction") > 0.95, "train.json has no shapes: re-costed by class");
     }
@@ -405,9 +408,14 @@ fn astra_traces(op: &str) -> Vec<PathBuf> {
 
 /// `moesim run chakra-allreduce-8npus-switch` with the traces and sets given.
 fn chakra_run(traces: &[PathBuf], sets: &[&str]) -> Value {
+    chakra_run_on("chakra-allreduce-8npus-switch", traces, sets)
+}
+
+/// `moesim run SCENARIO` with the traces and sets given.
+fn chakra_run_on(scenario: &str, traces: &[PathBuf], sets: &[&str]) -> Value {
     let list: Vec<String> = traces.iter().map(|t| format!("{:?}", t.display().to_string())).collect();
     let traces_set = format!("workload.traces=[{}]", list.join(", "));
-    let mut args = vec!["run", "chakra-allreduce-8npus-switch", "--set", &traces_set];
+    let mut args = vec!["run", scenario, "--set", &traces_set];
     for s in sets {
         args.extend(["--set", s]);
     }
@@ -442,6 +450,48 @@ fn chakra_astra_all_to_all_runs_direct_on_the_switch() {
     let hand = 4.0 * hop_ns(7.0 * 32_768.0) / 1e3;
     let got = f(&v, "span_us");
     assert!((got / hand - 1.0).abs() < 1e-3, "span {got} us, by hand {hand} us");
+}
+
+/// Serialisation of `bytes` on a 50 GiB/s link plus one 500 ns hop, ns.
+fn one_hop_ns(bytes: f64) -> f64 {
+    bytes / 53.687_091_2 + 500.0
+}
+
+#[test]
+fn chakra_astra_traces_run_on_the_ring_network() {
+    // ASTRA-sim's Ring written out GPU to GPU: every ring step is one hop.
+    let ring = "chakra-allreduce-8npus-ring";
+    let v = chakra_run_on(ring, &astra_traces("all_reduce"), &[]);
+    assert_eq!(v["network_collectives"], 1, "{v}");
+    let hand = 4.0 * 14.0 * one_hop_ns(32_768.0) / 1e3;
+    let got = f(&v, "span_us");
+    assert!((got / hand - 1.0).abs() < 1e-3, "span {got} us, by hand {hand} us");
+    assert!((got / 64.44 - 1.0).abs() < 0.05, "{got} us vs ASTRA-sim 64.44 us");
+    // The all-to-all runs direct, routed through the GPUs between: every
+    // directed link carries 8 of the 56 x 32 KiB messages of a chunk (ECMP
+    // may put the 4-hop ones unevenly), far below ASTRA-sim's hop-by-hop
+    // ring all-to-all (28 steps a chunk).
+    let v = chakra_run_on(ring, &astra_traces("all_to_all"), &["workload.algorithm=\"direct\""]);
+    let got = f(&v, "span_us");
+    let even = 4.0 * (8.0 * 32_768.0 / 53.687_091_2 + 4.0 * 500.0) / 1e3;
+    assert!(got >= even * 0.999 && got < 1.5 * even, "span {got} us, evenly spread {even} us");
+    assert!(got < 0.5 * 125.48, "{got} us vs ASTRA-sim's ring all-to-all 125.48 us");
+}
+
+#[test]
+fn chakra_astra_traces_run_direct_on_the_fully_connected_network() {
+    // A link per pair: each direct exchange is one 32 KiB message per link.
+    let fc = "chakra-allreduce-8npus-fullyconnected";
+    let v = chakra_run_on(fc, &astra_traces("all_reduce"), &[]);
+    let hand = 4.0 * 2.0 * one_hop_ns(32_768.0) / 1e3;
+    let got = f(&v, "span_us");
+    assert!((got / hand - 1.0).abs() < 1e-3, "all-reduce {got} us, by hand {hand} us");
+    assert!((got / 9.24 - 1.0).abs() < 0.05, "{got} us vs ASTRA-sim 9.24 us");
+    let v = chakra_run_on(fc, &astra_traces("all_to_all"), &[]);
+    let hand = 4.0 * one_hop_ns(32_768.0) / 1e3;
+    let got = f(&v, "span_us");
+    assert!((got / hand - 1.0).abs() < 1e-3, "all-to-all {got} us, by hand {hand} us");
+    assert!((got / 4.52 - 1.0).abs() < 0.05, "{got} us vs ASTRA-sim 4.52 us");
 }
 
 #[test]
@@ -579,7 +629,7 @@ fn collective_spans(files: &[PathBuf], out: &Path, sets: &[&str]) -> (Value, Vec
     let mut spans = Vec::new();
     for row in csv::Reader::from_reader(text.as_bytes()).records() {
         let row = row.unwrap();
-        if row[3].starts_with("ncclKernel") {
+        if row[3].starts_with("nccl") {
             spans.push((row[6].parse().unwrap(), row[7].parse().unwrap()));
         }
     }
@@ -615,4 +665,172 @@ fn nccl_collectives_are_matched_across_ranks() {
     assert_eq!(f(&v, "matched_collectives"), 0.0);
     let notes = v["notes"].to_string();
     assert!(notes.contains("process group 0: collective #0 differs across ranks"), "{notes}");
+}
+
+/// A rank that runs one NCCL all-reduce of `elems` floats for `dur_us`;
+/// `ranks_arg` is its `Process Group Ranks` arg (`None`: not recorded).
+fn all_reduce_rank(rank: u32, elems: u64, dur_us: u64, ranks_arg: Option<&str>) -> String {
+    let ranks = ranks_arg.map(|r| format!(r#","Process Group Ranks":"{r}""#)).unwrap_or_default();
+    let coll = format!(
+        r#"{{"ph":"X","cat":"kernel","name":"ncclDevKernel_AllReduce_Sum_f32_RING_LL(ncclDevKernelArgsStorage<4096ul>)","pid":0,"tid":7,"ts":100,"dur":{dur_us},"args":{{"stream":7,"correlation":1,"Collective name":"allreduce","Process Group Name":"0","Group size":2,"In msg nelems":{elems},"Out msg nelems":{elems},"dtype":"Float"{ranks}}}}}"#
+    );
+    format!(
+        r#"{{"distributedInfo":{{"rank":{rank},"world_size":2}},"deviceProperties":[{{"name":"NVIDIA H800"}}],"traceEvents":[{coll}]}}"#
+    )
+}
+
+/// The all-reduce of `bytes` alone on the h800-cluster with the sets
+/// given (`kind = "collective"`, NCCL's algorithm choice), µs.
+fn model_all_reduce_us(bytes: u64, sets: &[&str]) -> f64 {
+    let text = format!(
+        "name = \"ar\"\nseed = 1\n\n[hardware]\ndevice = \"h800\"\n\n[topology]\npreset = \"h800-cluster\"\n\n\
+         [workload]\nkind = \"collective\"\nop = \"all-reduce\"\nranks = 2\nbytes = {bytes}\n"
+    );
+    let path = crate::common::scenario_file(&format!("replay-model-ar-{bytes}"), &text);
+    let mut args = vec![path.to_str().unwrap()];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    f(&run_json(&args), "time_us")
+}
+
+#[test]
+fn nccl_collectives_are_retimed_from_their_message_size_on_the_network() {
+    // Two ranks, one all-reduce each. Inter-node (one GPU per node), twice
+    // the InfiniBand rate re-times it by the model's ratio: a 256 MiB one
+    // moves with the links, a 4 KiB one (NCCL's fixed latency) barely moves.
+    // Inside a node the InfiniBand rate leaves it alone.
+    let dir = scratch("replay-nccl-retime");
+    let ib = "topology.ib_gbit_per_s=800";
+    let one_per_node = "topology.gpus_per_node=1";
+    for (elems, dur_us) in [(1u64 << 10, 40u64), (1 << 26, 30_000)] {
+        let bytes = elems * 4;
+        let files = [dir.join(format!("ar{bytes}.0.json")), dir.join(format!("ar{bytes}.1.json"))];
+        // Rank 0 records the group's ranks; rank 1 does not (the matched
+        // members stand for them).
+        std::fs::write(&files[0], all_reduce_rank(0, elems, dur_us, Some("[0, 1]"))).unwrap();
+        std::fs::write(&files[1], all_reduce_rank(1, elems, dur_us, None)).unwrap();
+        let model = model_all_reduce_us(bytes, &[one_per_node, ib]) / model_all_reduce_us(bytes, &[one_per_node]);
+        let (v, spans) = collective_spans(&files, &dir.join(format!("inter{bytes}")), &[one_per_node, ib]);
+        assert_eq!(v["nccl_collectives_by_message"], 2, "{v}");
+        assert_eq!(v["nccl_collectives_by_link_rate"], 0, "{v}");
+        assert!(f(&v, "recosted_by_message_fraction") > 0.99, "{v}");
+        for &(start, end) in &spans {
+            let got = (end - start) / dur_us as f64;
+            assert!((got / model - 1.0).abs() < 1e-3, "{bytes} B inter-node: x{got} vs the model's x{model}");
+        }
+        if bytes > 1 << 20 {
+            // Bandwidth-bound: at 800 Gb/s the GPU's PCIe link to its NIC
+            // (64 GB/s) bounds it instead of the NIC (400 Gb/s x 0.905).
+            let links = 50.0 * 0.905 / 64.0;
+            assert!((model - links).abs() < 0.01, "bandwidth-bound: x{model}, the link rates say x{links}");
+        } else {
+            assert!(model > 0.97, "latency-bound: the link rate hardly matters (x{model})");
+        }
+        let (v, spans) = collective_spans(&files, &dir.join(format!("intra{bytes}")), &[ib]);
+        assert_eq!(v["nccl_collectives_by_message"], 2, "{v}");
+        for &(start, end) in &spans {
+            assert!(((end - start) - dur_us as f64).abs() < 1e-3, "intra-node: InfiniBand leaves it alone: {spans:?}");
+        }
+        // NVLink does move the intra-node one, by the model's ratio.
+        let nv = "topology.nvlink_gb_per_s=400";
+        let model = model_all_reduce_us(bytes, &[nv]) / model_all_reduce_us(bytes, &[]);
+        let (_, spans) = collective_spans(&files, &dir.join(format!("nvlink{bytes}")), &[nv]);
+        let got = (spans[0].1 - spans[0].0) / dur_us as f64;
+        assert!((got / model - 1.0).abs() < 1e-3, "{bytes} B intra-node, NVLink x2: x{got} vs the model's x{model}");
+    }
+}
+
+#[test]
+fn nccl_collectives_without_a_message_size_keep_the_link_rate_ratio() {
+    // The two-rank test traces with no group ranks and an unknown dtype:
+    // the link-rate fallback, said in the summary.
+    let dir = scratch("replay-nccl-fallback");
+    let files = [dir.join("r.0.json"), dir.join("r.1.json")];
+    for (r, file) in files.iter().enumerate() {
+        let text = all_reduce_rank(r as u32, 1024, 100, None).replace(r#""dtype":"Float""#, r#""dtype":"Quantum""#);
+        std::fs::write(file, text).unwrap();
+    }
+    let (v, spans) = collective_spans(&files, &dir.join("out"), &["topology.nvlink_gb_per_s=400"]);
+    assert_eq!(v["nccl_collectives_by_message"], 0, "{v}");
+    assert_eq!(v["nccl_collectives_by_link_rate"], 2, "{v}");
+    assert!(v["notes"].to_string().contains("2: no message size"), "{}", v["notes"]);
+    // H800's NVLink is 200 GB/s: twice the rate halves it.
+    assert!(((spans[0].1 - spans[0].0) - 50.0).abs() < 1e-3, "{spans:?}");
+}
+
+/// A Chakra rank built with the importer's prost messages: `(id, data_deps,
+/// what)` per node, `what` a compute duration (µs) or an all-reduce of
+/// `bytes` in a process group.
+enum EtNode {
+    Compute(u64),
+    AllReduce { bytes: u64, group: &'static str },
+}
+
+fn et_rank(nodes: &[(u64, &[u64], EtNode)]) -> Vec<u8> {
+    use moesim::replay::chakra::{AttrValue, AttributeProto, GlobalMetadata, Node};
+    use prost::Message;
+    let attr = |name: &str, value: AttrValue| AttributeProto { name: name.into(), value: Some(value) };
+    let mut out = Vec::new();
+    GlobalMetadata { version: "0.0.4".into(), attr: vec![] }.encode_length_delimited(&mut out).unwrap();
+    for (id, deps, what) in nodes {
+        let mut n = Node { id: *id, name: format!("n{id}"), data_deps: deps.to_vec(), ..Default::default() };
+        match what {
+            EtNode::Compute(us) => {
+                n.r#type = 4;
+                n.duration_micros = *us;
+            }
+            EtNode::AllReduce { bytes, group } => {
+                n.r#type = 7;
+                n.attr = vec![
+                    attr("comm_type", AttrValue::Int64(0)),
+                    attr("comm_size", AttrValue::Uint64(*bytes)),
+                    attr("pg_name", AttrValue::Str((*group).into())),
+                ];
+            }
+        }
+        n.encode_length_delimited(&mut out).unwrap();
+    }
+    out
+}
+
+#[test]
+fn chakra_collectives_are_matched_by_process_group() {
+    // Ranks 0 and 1 run two all-reduces in group "a", rank 0 after 100 µs
+    // of compute; ranks 2 and 3 one in group "b", then 50 µs of compute.
+    // Matched by group, "b" starts at once (its ranks wait for no one in
+    // "a"); matched by order, every rank's first all-reduce would be one.
+    let dir = scratch("chakra-groups");
+    let mib = 1 << 20;
+    let ranks: [Vec<u8>; 4] = [
+        et_rank(&[
+            (1, &[], EtNode::Compute(100)),
+            (2, &[1], EtNode::AllReduce { bytes: mib, group: "a" }),
+            (3, &[2], EtNode::AllReduce { bytes: mib, group: "a" }),
+        ]),
+        et_rank(&[
+            (1, &[], EtNode::AllReduce { bytes: mib, group: "a" }),
+            (2, &[1], EtNode::AllReduce { bytes: mib, group: "a" }),
+        ]),
+        et_rank(&[(1, &[], EtNode::AllReduce { bytes: mib, group: "b" }), (2, &[1], EtNode::Compute(50))]),
+        et_rank(&[(1, &[], EtNode::AllReduce { bytes: mib, group: "b" }), (2, &[1], EtNode::Compute(50))]),
+    ];
+    let files: Vec<PathBuf> = (0..4).map(|r| dir.join(format!("groups.{r}.et"))).collect();
+    for (f, bytes) in files.iter().zip(&ranks) {
+        std::fs::write(f, bytes).unwrap();
+    }
+    let v = chakra_run(&files, &[]);
+    assert_eq!(v["network_collectives"], 3, "{v}");
+    assert_eq!(v["measured_comm_nodes"], 0, "{v}");
+    // A 2-rank ring all-reduce in 4 pieces: each 2 steps of half a piece.
+    let one = 4.0 * 2.0 * hop_ns(mib as f64 / 4.0 / 2.0) / 1e3;
+    let got = f(&v, "span_us");
+    let hand = 100.0 + 2.0 * one;
+    assert!((got / hand - 1.0).abs() < 1e-3, "span {got} us, by hand {hand} us (group b ends at {} us)", one + 50.0);
+
+    // A group whose ranks run different numbers of its collectives is named.
+    std::fs::write(&files[1], et_rank(&[(1, &[], EtNode::AllReduce { bytes: mib, group: "a" })])).unwrap();
+    let o = moesim(&["replay", files[0].to_str().unwrap(), files[1].to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("collectives of process group \"a\""), "{}", stderr(&o));
 }

@@ -12,8 +12,10 @@
 //! network model has no lowering for) run for their `duration_micros` (or a
 //! `runtime` attribute, µs); `COMM_COLL_NODE`s with a `comm_type` the network
 //! models (all-reduce, all-gather, reduce-scatter, all-to-all) and a
-//! `comm_size` become collectives on the cluster, the k-th such node of every
-//! rank joined into one collective over the ranks (file rank = GPU rank).
+//! `comm_size` become collectives on the cluster: the k-th such node of a
+//! process group (`pg_name`; none: the default group) on every rank that
+//! runs that group's collectives joined into one collective over those
+//! ranks (file rank = GPU rank); a rank outside a group never waits for it.
 //! `data_deps` order the nodes, as in ASTRA-sim's feeder; `ctrl_deps` are
 //! read and checked but not followed: in traces converted from PyTorch they
 //! name a node's parent operator (a nesting, not an ordering; Chakra's own
@@ -402,8 +404,9 @@ pub struct LowerStats {
 /// Lowers the ranks onto `cluster`: GPU compute on one stream per rank and
 /// CPU ops (`is_cpu_op`) on another (in dependency order, one at a time on
 /// each, as ASTRA-sim runs them), measured
-/// communication on another, and the k-th network collective of every rank
-/// joined into one collective over all ranks, split into `chunks` pieces
+/// communication on another, and the k-th network collective of each
+/// process group joined into one collective over the group's ranks (see
+/// [`match_groups`]), split into `chunks` pieces
 /// that run one after another (ASTRA-sim's dataset splits with one in
 /// flight). With one rank, collectives keep their measured duration.
 pub fn lower(
@@ -426,58 +429,17 @@ pub fn lower(
         ));
     }
     let network = traces.len() > 1;
-    // Per rank: its network collectives, in order; they must match.
-    let colls: Vec<Vec<usize>> = traces
-        .iter()
-        .map(|t| {
-            (0..t.nodes.len()).filter(|&i| network && matches!(t.nodes[i].kind, NodeKind::Collective { .. })).collect()
-        })
-        .collect();
-    if network {
-        let (t0, c0) = (&traces[0], &colls[0]);
-        for (t, c) in traces.iter().zip(&colls).skip(1) {
-            if c.len() != c0.len() {
-                return Err(ReplayError::new(
-                    &t.path,
-                    format!(
-                        "{} collectives the network models, but {} has {}: collectives are matched across ranks in order",
-                        c.len(),
-                        t0.path,
-                        c0.len()
-                    ),
-                ));
-            }
-            for (&a, &b) in c0.iter().zip(c) {
-                let (na, nb) = (&t0.nodes[a], &t.nodes[b]);
-                if na.kind != nb.kind {
-                    return Err(ReplayError::new(
-                        &t.path,
-                        format!(
-                            "node id {} ({}) does not match node id {} of {} ({}), the collective at the same place",
-                            nb.id,
-                            describe(&nb.kind),
-                            na.id,
-                            t0.path,
-                            describe(&na.kind)
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    let group: Vec<u32> = traces.iter().map(|t| t.rank).collect();
+    let matched = match_groups(traces, network)?;
     let compute_label = graph.label("compute");
     let compute: Vec<StreamId> = traces.iter().map(|t| graph.add_stream(t.rank, "compute")).collect();
     let cpu: Vec<StreamId> = traces.iter().map(|t| graph.add_stream(t.rank, "cpu ops")).collect();
     let other: Vec<StreamId> = traces.iter().map(|t| graph.add_stream(t.rank, "communication (measured)")).collect();
     let mut done: Vec<Vec<Option<TaskId>>> = traces.iter().map(|t| vec![None; t.nodes.len()]).collect();
     let mut cursor = vec![0usize; traces.len()];
-    let rounds = colls.first().map_or(0, Vec::len);
-    for k in 0..=rounds {
-        // Every rank up to (not including) its k-th collective.
+    loop {
+        // Every rank up to (not including) its next matched collective.
         for (r, t) in traces.iter().enumerate() {
-            let stop = colls[r].get(k).copied().unwrap_or(t.nodes.len());
-            while cursor[r] < stop {
+            while cursor[r] < t.nodes.len() && matched.instance_of[r][cursor[r]].is_none() {
                 let i = cursor[r];
                 let node = &t.nodes[i];
                 stats.nodes += 1;
@@ -486,11 +448,16 @@ pub fn lower(
                         stats.compute_nodes += 1;
                         (if node.cpu { cpu[r] } else { compute[r] }, TaskClass::Compute)
                     }
-                    NodeKind::Collective { op, .. } => {
+                    NodeKind::Collective { op, group, .. } => {
                         stats.measured_comm_nodes += 1;
+                        let alone = match (network, group) {
+                            (false, _) => "one rank".to_owned(),
+                            (true, Some(g)) => format!("no other rank of process group \"{g}\" among the traces"),
+                            (true, None) => "no other rank has collectives without a process group".to_owned(),
+                        };
                         why(
                             &mut stats,
-                            format!("{}: node id {} ({}): one rank, kept as measured", t.path, node.id, op.as_str()),
+                            format!("{}: node id {} ({}): {alone}, kept as measured", t.path, node.id, op.as_str()),
                         );
                         (other[r], TaskClass::Communication)
                     }
@@ -515,24 +482,50 @@ pub fn lower(
                 cursor[r] += 1;
             }
         }
-        if k == rounds {
-            break;
-        }
-        // The k-th collective of every rank, as one.
-        let NodeKind::Collective { op, bytes, .. } = traces[0].nodes[colls[0][k]].kind.clone() else { continue };
-        stats.nodes += traces.len() as u64;
+        // A collective every member has reached (the lowest rank's first).
+        let waiting: Vec<(usize, usize)> = (0..traces.len())
+            .filter_map(|r| matched.instance_of[r].get(cursor[r]).copied().flatten().map(|k| (r, k)))
+            .collect();
+        let Some(&(r, k)) = waiting.first() else { break };
+        let ready = waiting
+            .iter()
+            .map(|&(_, k)| k)
+            .find(|&k| matched.instances[k].members.iter().all(|&(m, i)| cursor[m] == i));
+        let Some(k) = ready else {
+            // Every waiting member waits for one that first waits elsewhere.
+            let inst = &matched.instances[k];
+            let &(late, at) = inst.members.iter().find(|&&(m, i)| cursor[m] != i).unwrap_or(&inst.members[0]);
+            let node = &traces[r].nodes[cursor[r]];
+            return Err(ReplayError::new(
+                &traces[r].path,
+                format!(
+                    "node id {} ({}) waits for {} to reach its node id {}, which it reaches only after a collective \
+                     this rank has not reached: the ranks run the collectives of different process groups in \
+                     different orders",
+                    node.id,
+                    describe(&node.kind),
+                    traces[late].path,
+                    traces[late].nodes[at].id
+                ),
+            ));
+        };
+        let inst = &matched.instances[k];
+        let (r0, i0) = inst.members[0];
+        let NodeKind::Collective { op, bytes, group } = traces[r0].nodes[i0].kind.clone() else { break };
+        stats.nodes += inst.members.len() as u64;
         stats.network_collectives += 1;
+        let name = format!("collective {}#{} ({})", group.as_deref().unwrap_or("default "), inst.seq, op.as_str());
         let streams: Vec<StreamId> =
-            traces.iter().map(|t| graph.add_stream(t.rank, &format!("collective {k} ({})", op.as_str()))).collect();
-        let mut after: Vec<Option<TaskId>> = Vec::with_capacity(traces.len());
-        for (r, t) in traces.iter().enumerate() {
-            let node = &t.nodes[colls[r][k]];
+            inst.members.iter().map(|&(r, _)| graph.add_stream(traces[r].rank, &name)).collect();
+        let mut after: Vec<Option<TaskId>> = Vec::with_capacity(inst.members.len());
+        for (m, &(r, i)) in inst.members.iter().enumerate() {
+            let node = &traces[r].nodes[i];
             let preds: Vec<TaskId> = node.deps.iter().filter_map(|&d| done[r][d as usize]).collect();
             after.push(match preds.as_slice() {
                 [] => None,
                 [one] => Some(*one),
                 many => {
-                    let join = graph.add_delay(streams[r], "dependencies", SimDuration::ZERO);
+                    let join = graph.add_delay(streams[m], "dependencies", SimDuration::ZERO);
                     for &p in many {
                         graph.add_dep(p, join);
                     }
@@ -541,19 +534,105 @@ pub fn lower(
             });
         }
         let pieces = chunks.max(1);
-        let spec = CollectiveSpec { op, group: group.clone(), bytes: bytes / pieces as f64 };
+        let members: Vec<u32> = inst.members.iter().map(|&(r, _)| traces[r].rank).collect();
+        let spec = CollectiveSpec { op, group: members, bytes: bytes / pieces as f64 };
         for _ in 0..pieces {
-            let ends = algorithm.lower(cluster, &spec, graph, &streams, &after).map_err(|e| {
-                ReplayError::new(&traces[0].path, format!("node id {}: {e}", traces[0].nodes[colls[0][k]].id))
-            })?;
+            let ends = algorithm
+                .lower(cluster, &spec, graph, &streams, &after)
+                .map_err(|e| ReplayError::new(&traces[r0].path, format!("node id {}: {e}", traces[r0].nodes[i0].id)))?;
             after = ends.into_iter().map(Some).collect();
         }
-        for (r, a) in after.iter().enumerate() {
-            done[r][colls[r][k]] = *a;
+        for (&(r, i), a) in inst.members.iter().zip(&after) {
+            done[r][i] = *a;
             cursor[r] += 1;
         }
     }
     Ok(stats)
+}
+
+/// One collective across ranks: the `seq`-th of its process group on each
+/// member, `(trace index, node index)` per member in rank order.
+struct Instance {
+    seq: usize,
+    members: Vec<(usize, usize)>,
+}
+
+/// The collectives of every process group matched across its ranks.
+struct Matched {
+    instances: Vec<Instance>,
+    /// Per trace, per node: its instance.
+    instance_of: Vec<Vec<Option<usize>>>,
+}
+
+/// Matches the k-th network collective of each process group (`pg_name`;
+/// nodes without one form the default group) across the ranks whose traces
+/// have that group's collectives: a group's ranks are those that run its
+/// collectives, and a rank outside a group never waits for it. A group
+/// whose ranks have different counts, or different collectives at the same
+/// place, is an error naming the node; a group on one rank stays measured.
+fn match_groups(traces: &[ChakraTrace], network: bool) -> Result<Matched, ReplayError> {
+    let mut instance_of: Vec<Vec<Option<usize>>> = traces.iter().map(|t| vec![None; t.nodes.len()]).collect();
+    let mut instances = Vec::new();
+    if !network {
+        return Ok(Matched { instances, instance_of });
+    }
+    let mut groups: std::collections::BTreeMap<Option<String>, Vec<Vec<usize>>> = std::collections::BTreeMap::new();
+    for (r, t) in traces.iter().enumerate() {
+        for (i, node) in t.nodes.iter().enumerate() {
+            if let NodeKind::Collective { group, .. } = &node.kind {
+                groups.entry(group.clone()).or_insert_with(|| vec![Vec::new(); traces.len()])[r].push(i);
+            }
+        }
+    }
+    for (group, per_rank) in &groups {
+        let members: Vec<usize> = (0..traces.len()).filter(|&r| !per_rank[r].is_empty()).collect();
+        if members.len() < 2 {
+            continue;
+        }
+        let in_group = group.as_ref().map(|g| format!(" of process group \"{g}\"")).unwrap_or_default();
+        let r0 = members[0];
+        let (t0, c0) = (&traces[r0], &per_rank[r0]);
+        for &r in &members[1..] {
+            let (t, c) = (&traces[r], &per_rank[r]);
+            if c.len() != c0.len() {
+                return Err(ReplayError::new(
+                    &t.path,
+                    format!(
+                        "{} collectives{in_group} the network models, but {} has {}: the collectives of a process \
+                         group are matched across its ranks in order",
+                        c.len(),
+                        t0.path,
+                        c0.len()
+                    ),
+                ));
+            }
+            for (&a, &b) in c0.iter().zip(c) {
+                let (na, nb) = (&t0.nodes[a], &t.nodes[b]);
+                if na.kind != nb.kind {
+                    return Err(ReplayError::new(
+                        &t.path,
+                        format!(
+                            "node id {} ({}) does not match node id {} of {} ({}), the collective at the same place",
+                            nb.id,
+                            describe(&nb.kind),
+                            na.id,
+                            t0.path,
+                            describe(&na.kind)
+                        ),
+                    ));
+                }
+            }
+        }
+        for (seq, _) in c0.iter().enumerate() {
+            let k = instances.len();
+            let inst = Instance { seq, members: members.iter().map(|&r| (r, per_rank[r][seq])).collect() };
+            for &(r, i) in &inst.members {
+                instance_of[r][i] = Some(k);
+            }
+            instances.push(inst);
+        }
+    }
+    Ok(Matched { instances, instance_of })
 }
 
 /// A collective for messages: `all-reduce of 1048576 bytes in group "pg"`.

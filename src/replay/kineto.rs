@@ -54,6 +54,9 @@ pub struct CollectiveInfo {
     pub dtype: Option<String>,
     pub group_size: Option<u32>,
     pub group: Option<String>,
+    /// The group's global ranks: `Process Group Ranks` (`"[0, 8]"`), else
+    /// `Global rank start` / `Global rank stride` with `Group size`.
+    pub group_ranks: Option<Vec<u32>>,
 }
 
 /// What a `cuda_sync` event says.
@@ -280,6 +283,7 @@ impl Builder {
         let pid = self.intern(&raw.pid.map(|p| p.0).unwrap_or_default());
         let tid = self.intern(&raw.tid.map(|p| p.0).unwrap_or_default());
         let a = raw.args.unwrap_or_default();
+        let ranks_of_group = group_ranks(&a);
         let inputs = match (kind, a.input_dims) {
             (EventKind::CpuOp, Some(dims)) => {
                 let inputs = OpInputs { dims: dims_of(&dims), types: types_of(a.input_type.as_ref()) };
@@ -314,6 +318,7 @@ impl Builder {
                 dtype: a.dtype.clone(),
                 group_size: a.group_size.and_then(|v| v.0).map(|v| v.clamp(0, u32::MAX as i64) as u32),
                 group: a.pg_name.clone(),
+                group_ranks: ranks_of_group,
             })
         });
         self.trace.events.push(Event {
@@ -400,6 +405,36 @@ struct RawArgs {
     dtype: Option<String>,
     #[serde(rename = "Process Group Name")]
     pg_name: Option<String>,
+    #[serde(rename = "Process Group Ranks")]
+    pg_ranks: Option<Value>,
+    #[serde(rename = "Global rank start")]
+    rank_start: Option<Lenient>,
+    #[serde(rename = "Global rank stride")]
+    rank_stride: Option<Lenient>,
+}
+
+/// A collective's group ranks from its args (see
+/// [`CollectiveInfo::group_ranks`]); `None` when absent, empty or not
+/// a list of ranks.
+fn group_ranks(a: &RawArgs) -> Option<Vec<u32>> {
+    let rank = |v: i64| u32::try_from(v).ok();
+    let listed = match &a.pg_ranks {
+        Some(Value::String(s)) => {
+            let inner = s.trim().strip_prefix('[')?.strip_suffix(']')?;
+            inner.split(',').map(|t| t.trim().parse::<i64>().ok().and_then(rank)).collect::<Option<Vec<u32>>>()
+        }
+        Some(Value::Array(v)) => v.iter().map(|x| x.as_i64().and_then(rank)).collect::<Option<Vec<u32>>>(),
+        _ => None,
+    };
+    if let Some(l) = listed.filter(|l| !l.is_empty()) {
+        return Some(l);
+    }
+    let (start, stride) = (rank(a.rank_start.as_ref()?.0?)?, rank(a.rank_stride.as_ref()?.0?)?);
+    let size = rank(a.group_size.as_ref()?.0?)?;
+    if size == 0 || stride == 0 || size > 1 << 20 {
+        return None;
+    }
+    (0..size).map(|i| start.checked_add(i.checked_mul(stride)?)).collect()
 }
 
 /// An integer written as a number or a numeric string; anything else is

@@ -5,7 +5,9 @@
 //! `kineto.rs` reads a file (streamed; plain or gzip), `graph.rs` rebuilds a
 //! rank (streams, launches, cross-stream and host waits, CPU timeline),
 //! `classify.rs` names each kernel's class, `recost.rs` gives each op its
-//! time on the target hardware, `lower.rs` turns the ranks into a
+//! time on the target hardware (`network.rs` that of an NCCL collective from
+//! its message size on the modelled network), `matching.rs` matches
+//! collectives across ranks, `lower.rs` turns the ranks into a
 //! `TaskGraph`, and [`replay`] runs it and measures trace and replay the
 //! same way (spans, per-stream busy time, compute/communication overlap,
 //! DeepEP time under compute).
@@ -20,6 +22,7 @@ pub mod graph;
 pub mod kineto;
 pub mod lower;
 pub mod matching;
+pub mod network;
 pub mod recost;
 
 use std::collections::BTreeMap;
@@ -147,26 +150,60 @@ pub struct Lane {
 }
 
 /// Re-costs, lowers and runs the ranks; measures trace and replay alike.
+/// `network` re-times NCCL collectives from their message size on the
+/// modelled network (`None`: the link-rate ratio for all of them).
 pub fn replay(
     ranks: &[RankGraph],
     whatif: &WhatIf,
+    network: Option<&network::NetworkModel>,
     engine: &EngineOptions,
     observer: &mut dyn Observer,
 ) -> Result<ReplayRun, ReplayFailure> {
+    let matching = matching::match_collectives(ranks);
+    let instance_of = matching.instance_of(ranks);
+    // Per instance, its members' global ranks (the group, when every
+    // member's trace is here).
+    let member_ranks: Vec<Vec<u32>> = matching
+        .instances
+        .iter()
+        .map(|inst| {
+            let mut g: Vec<u32> = inst.members.iter().map(|&(r, _)| ranks[r].rank).collect();
+            g.sort_unstable();
+            g
+        })
+        .collect();
     // New durations.
     let mut durations = Vec::with_capacity(ranks.len());
     let mut basis_ns: BTreeMap<Basis, f64> = BTreeMap::new();
-    for r in ranks {
+    let mut by_message = 0u64;
+    let mut by_link_rate: BTreeMap<String, u64> = BTreeMap::new();
+    for (ri, r) in ranks.iter().enumerate() {
         let (overlap, held) = comm_overlap(r);
         let mut d = Vec::with_capacity(r.ops.len());
         for (i, op) in r.ops.iter().enumerate() {
-            let (ns, basis) = whatif.recost(op, overlap[i], held, r.world_size);
+            let (mut ns, mut basis) = whatif.recost(op, overlap[i], held, r.world_size);
+            if op.class == KernelClass::NcclCollective && !whatif.is_identity() {
+                let members = instance_of[ri][i].map(|k| member_ranks[k].as_slice());
+                let ratio = match network {
+                    Some(net) => network::spec_of(op, r.world_size, members).and_then(|spec| net.ratio(&spec)),
+                    None => Err(network::Why::NotOnCluster(
+                        "no modelled network (no [topology], or a written-out one)".into(),
+                    )),
+                };
+                match ratio {
+                    Ok(ratio) => {
+                        ns = ((op.dur_ns as f64) * ratio).round().max(0.0) as i64;
+                        basis = Basis::Message;
+                        by_message += 1;
+                    }
+                    Err(why) => *by_link_rate.entry(why.to_string()).or_default() += 1,
+                }
+            }
             *basis_ns.entry(basis).or_default() += op.dur_ns as f64;
             d.push(ns);
         }
         durations.push(d);
     }
-    let matching = matching::match_collectives(ranks);
     matching::transfer_durations(&matching, &mut durations);
     let lowered = lower::lower(ranks, &durations, &matching).map_err(ReplayFailure::Input)?;
     let result = moesim_sim::run(&lowered.platform, &lowered.graph, engine, observer)
@@ -232,6 +269,10 @@ pub fn replay(
     m.insert("kernels".into(), Value::from(ranks.iter().map(|r| r.ops.len()).sum::<usize>()));
     m.insert("unplaced_kernels".into(), Value::from(ranks.iter().map(|r| r.unplaced.len()).sum::<usize>()));
     m.insert("recosted_by_shape_fraction".into(), num(frac(Basis::Shape)));
+    m.insert("recosted_by_message_fraction".into(), num(frac(Basis::Message)));
+    let link_rate: u64 = by_link_rate.values().sum();
+    m.insert("nccl_collectives_by_message".into(), Value::from(by_message));
+    m.insert("nccl_collectives_by_link_rate".into(), Value::from(link_rate));
     m.insert("recosted_by_class_fraction".into(), num(frac(Basis::Class)));
     m.insert("kept_fraction".into(), num(frac(Basis::Kept)));
     for (prefix, a) in [("trace_", &measured), ("", &simulated)] {
@@ -284,6 +325,15 @@ pub fn replay(
         if r.unplaced.len() > 20 {
             notes.push(format!("{}: {} more GPU events not placed", r.path, r.unplaced.len() - 20));
         }
+    }
+    if by_message + link_rate > 0 {
+        let why: Vec<String> = by_link_rate.iter().map(|(w, n)| format!("{n}: {w}")).collect();
+        notes.push(format!(
+            "NCCL collective kernels: {by_message} re-timed from their message size on the modelled network (measured \
+             x model(target) / model(source), the collective alone on each cluster with NCCL's algorithm choice), \
+             {link_rate} by the link-rate ratio{}",
+            if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) }
+        ));
     }
     if ranks.len() > 1 {
         notes.push(format!(

@@ -15,9 +15,12 @@
 //!   scales by the ratio of SMs left.
 //! - Communication: DeepEP normal kernels by the rate of an SM-driven
 //!   all-to-all, `min(NIC, comm SMs x per-SM rate)`; DeepEP low-latency by
-//!   the NIC; NCCL by NVLink inside a node (group of at most 8) and by the
-//!   NIC beyond: *by class* (token counts are not in Kineto traces, so bytes
-//!   cannot be rebuilt; the link-rate ratio stands in).
+//!   the NIC (token counts are not in Kineto traces, so their bytes cannot
+//!   be rebuilt; the link-rate ratio stands in): *by class*. NCCL
+//!   collectives whose args give the op, message size and group are re-timed
+//!   on the modelled network by `network.rs` (*by message*); the others, and
+//!   send/recv, by NVLink inside a node (group of at most 8) and by the NIC
+//!   beyond: *by class*.
 //! - Unrecognised kernels and CPU time are kept.
 //!
 //! With no change (same device, links and SMs) every op is kept.
@@ -34,6 +37,9 @@ use super::graph::GpuOp;
 #[serde(rename_all = "kebab-case")]
 pub enum Basis {
     Shape,
+    /// An NCCL collective re-timed from its message size on the modelled
+    /// network (`network.rs`).
+    Message,
     Class,
     Kept,
 }

@@ -193,8 +193,9 @@ impl Workload for ReplayWorkload {
             comm_sms: setup.parallel.as_ref().map(|p| p.comm_sms),
         };
         let whatif = WhatIf { source: src, target: tgt };
+        let network = if whatif.is_identity() { None } else { network_model(setup, &whatif)? };
         let engine = EngineOptions { record_link_series: options.record_link_series };
-        let run = replay::replay(&ranks, &whatif, &engine, observer).map_err(|f| match f {
+        let run = replay::replay(&ranks, &whatif, network.as_ref(), &engine, observer).map_err(|f| match f {
             ReplayFailure::Input(e) => RunFailure::Input(vec![replay_diagnostic(e)]),
             ReplayFailure::Failed(m) => RunFailure::Failed(m),
         })?;
@@ -327,6 +328,23 @@ fn round_numbers(v: &mut Value) {
         Value::Array(a) => a.iter_mut().for_each(round_numbers),
         _ => {}
     }
+}
+
+/// The source and target clusters NCCL collectives are re-timed on: the
+/// scenario's topology with the traced device's link rates and with the
+/// target's. `None` without a `[topology]` or with a written-out one (its
+/// links carry their own rates, so the traced network is not known).
+fn network_model(setup: &Setup, whatif: &WhatIf) -> Result<Option<replay::network::NetworkModel>, RunFailure> {
+    let Some(spec) = setup.topology.as_ref().filter(|t| t.explicit.is_none()) else { return Ok(None) };
+    let mut source_spec = spec.clone();
+    source_spec.nvlink_bytes_per_s = whatif.source.nvlink_bytes_per_s;
+    source_spec.ib_bytes_per_s = whatif.source.nic_bytes_per_s;
+    let build = |s: &moesim_topologies::ClusterSpec| {
+        moesim_topologies::build(s).map_err(|e| RunFailure::Input(vec![setup.source.at_key("topology", e.to_string())]))
+    };
+    let source = moesim_models::Cluster::new(build(&source_spec)?, whatif.source.device.clone(), setup.seed);
+    let target = moesim_models::Cluster::new(build(spec)?, whatif.target.device.clone(), setup.seed);
+    Ok(Some(replay::network::NetworkModel::new(source, target)))
 }
 
 fn load_device(name: &str, setup: &Setup) -> Result<DeviceSpec, RunFailure> {

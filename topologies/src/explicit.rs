@@ -627,4 +627,38 @@ mod tests {
         assert!(expand("x{0..100}", &vars, 10).unwrap_err().contains("more than 10"));
         assert!(expand("x{0..2", &vars, 10).unwrap_err().contains("without its"));
     }
+
+    fn gpu_link(a: &str, b: &str) -> LinkEntry {
+        LinkEntry {
+            a: a.into(),
+            b: b.into(),
+            class: LinkClass::Nvlink,
+            gb_per_s: Some(50.0),
+            gbit_per_s: None,
+            latency_ns: Some(500.0),
+            efficiency: None,
+            count: None,
+        }
+    }
+
+    #[test]
+    fn gpus_link_to_gpus_without_a_switch() {
+        // ASTRA-sim's Ring of 8 NPUs: each to the next, the last to the first.
+        let ring = [gpu_link("n0.gpu{g:0..gpus_per_node}", "n0.gpu{(g+1)%gpus_per_node}")];
+        let g = resolve(1, 8, &[], &ring, [ClassDefaults::default(); 3]).unwrap();
+        assert!(g.switches.is_empty());
+        let ends: Vec<(End, End)> = g.links.iter().map(|&(a, b, _)| (a, b)).collect();
+        assert_eq!(ends.len(), 8);
+        assert_eq!(ends[0], (End::Gpu(0), End::Gpu(1)));
+        assert_eq!(ends[7], (End::Gpu(7), End::Gpu(0)));
+        assert!(g.links.iter().all(|l| l.2.nominal_bytes_per_s == 50e9 && l.2.latency_ns == 500.0));
+        // FullyConnected: every pair once (b's range starts after a's GPU).
+        let full = [gpu_link("n0.gpu{i:0..gpus_per_node-1}", "n0.gpu{j:i+1..gpus_per_node}")];
+        let g = resolve(1, 8, &[], &full, [ClassDefaults::default(); 3]).unwrap();
+        assert_eq!(g.links.len(), 28);
+        // A GPU left out of a switchless graph is still found.
+        let chain = [gpu_link("n0.gpu{g:0..2}", "n0.gpu{g+1}")];
+        let e = resolve(1, 4, &[], &chain, [ClassDefaults::default(); 3]).unwrap_err();
+        assert!(e[0].message.contains("disconnected") && e[0].message.contains("n0.gpu3"), "{e:?}");
+    }
 }

@@ -20,7 +20,10 @@
 //!   all-gather; all-to-all as an intra-node exchange to the GPU of the
 //!   destination's local index, then one aggregated transfer per remote node
 //!   over that GPU's own NIC;
-//! - `direct`: all-to-all and send/recv, every pair at once;
+//! - `direct`: every pair at once: all-to-all, send/recv, reduce-scatter
+//!   (each shard to its owner), all-gather (each shard to every peer) and
+//!   all-reduce (the one, then the other), as ASTRA-sim's direct collectives
+//!   on a fully connected network;
 //! - `auto`: the one NCCL's cost model picks (see [`choose`]).
 //!
 //! Pipelined algorithms cut the data into chunks ([`Pipelining`]) and keep
@@ -318,7 +321,8 @@ fn launch(
         .collect()
 }
 
-/// Direct: every member sends to every other member at once.
+/// Direct: every member sends to every other member at once (all-reduce in
+/// two such exchanges).
 pub struct Direct;
 
 impl CollectiveAlgorithm for Direct {
@@ -350,31 +354,52 @@ impl CollectiveAlgorithm for Direct {
                 graph.add_dep(send, recv);
                 Ok(vec![send, recv])
             }
-            CollectiveOp::AllToAll => {
-                let per_peer = spec.bytes / n as f64;
-                graph.reserve_flows(n * (n - 1), n * (n - 1) * 6);
-                let mut sends = Vec::with_capacity(n);
-                let mut flows = Vec::with_capacity(n);
-                for i in 0..n {
-                    flows.clear();
-                    for j in (0..n).filter(|&j| j != i) {
-                        let path = cluster.add_route(graph, spec.group[i], spec.group[j], 0, &mut scratch);
-                        flows.push(Flow { path, bytes: per_peer });
-                    }
-                    let t = graph.add_comm(streams[i], "all-to-all", flows.iter().copied(), None);
-                    if let Some(a) = after[i] {
-                        graph.add_dep(a, t);
-                    }
-                    sends.push(t);
-                }
-                Ok(join_all(graph, streams, &sends, "all-to-all done"))
+            // All-to-all: each member's slice for each peer. Reduce-scatter:
+            // each shard to its owner; all-gather: each member's shard to
+            // every peer; all-reduce: the one, then the other.
+            CollectiveOp::AllToAll | CollectiveOp::ReduceScatter | CollectiveOp::AllGather => {
+                let label = spec.op.as_str();
+                Ok(exchange(cluster, spec, graph, streams, after, spec.bytes / n as f64, label))
             }
-            other => Err(ModelError::invalid(
-                "workload.algorithm",
-                format!("direct runs all-to-all and send-recv; use algorithm = \"ring\" for {}", other.as_str()),
-            )),
+            CollectiveOp::AllReduce => {
+                let shard = spec.bytes / n as f64;
+                let scattered = exchange(cluster, spec, graph, streams, after, shard, "reduce-scatter");
+                let after: Vec<Option<TaskId>> = scattered.into_iter().map(Some).collect();
+                Ok(exchange(cluster, spec, graph, streams, &after, shard, "all-gather"))
+            }
         }
     }
+}
+
+/// Every member sends `per_peer` bytes to every other at once (one task per
+/// member, after its `after`); done when every send has arrived.
+fn exchange(
+    cluster: &Cluster,
+    spec: &CollectiveSpec,
+    graph: &mut TaskGraph,
+    streams: &[StreamId],
+    after: &[Option<TaskId>],
+    per_peer: f64,
+    label: &str,
+) -> Vec<TaskId> {
+    let n = spec.group.len();
+    let mut scratch = Vec::new();
+    graph.reserve_flows(n * (n - 1), n * (n - 1) * 6);
+    let mut sends = Vec::with_capacity(n);
+    let mut flows = Vec::with_capacity(n);
+    for i in 0..n {
+        flows.clear();
+        for j in (0..n).filter(|&j| j != i) {
+            let path = cluster.add_route(graph, spec.group[i], spec.group[j], 0, &mut scratch);
+            flows.push(Flow { path, bytes: per_peer });
+        }
+        let t = graph.add_comm(streams[i], label, flows.iter().copied(), None);
+        if let Some(a) = after[i] {
+            graph.add_dep(a, t);
+        }
+        sends.push(t);
+    }
+    join_all(graph, streams, &sends, &format!("{label} done"))
 }
 
 /// A member is done when every member's sends have arrived: one barrier task
