@@ -9,5 +9,6 @@
 //! vocabulary. Uses none of `network`, `transformer`, `lowering`, `serving`.
 
 pub mod device;
+pub mod host;
 pub mod ops;
 pub mod technology;
