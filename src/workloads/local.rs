@@ -207,9 +207,14 @@ impl Workload for LocalWorkload {
         m.insert("fits".into(), Value::from(mem.fits()));
         let mut notes = vec![match &host {
             Some(h) => format!(
-                "runtime {}: {:?} placement on {} and {} socket(s) of {}, {:?} weights across sockets; decode is one \
-                 step at the prompt's context",
-                runtime.name, runtime.placement, setup.device.name, self.sockets, h.name, runtime.numa
+                "runtime {}: {} placement on {} and {} socket(s) of {}, {} weights across sockets; decode is one step \
+                 at the prompt's context",
+                runtime.name,
+                runtime.placement.as_str(),
+                setup.device.name,
+                self.sockets,
+                h.name,
+                runtime.numa.as_str()
             ),
             None => format!(
                 "runtime {}: every layer on {}; decode is one step at the prompt's context",

@@ -48,6 +48,25 @@ pub enum Placement {
     Device,
 }
 
+impl Placement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::ExpertsOnCpu => "experts-on-cpu",
+            Placement::Layers => "layers",
+            Placement::Device => "device",
+        }
+    }
+}
+
+impl NumaPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NumaPolicy::Replicated => "replicated",
+            NumaPolicy::OneNode => "one-node",
+        }
+    }
+}
+
 /// Where the CPU-resident weights live across sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
