@@ -574,3 +574,17 @@ impl<'a, 's> Builder<'a, 's> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_runtime_preset_parses_and_an_unknown_one_names_them() {
+        for name in RuntimeSpec::preset_names() {
+            assert_eq!(RuntimeSpec::preset(name).unwrap().name, name);
+        }
+        let e = RuntimeSpec::preset("vllm").unwrap_err().to_string();
+        assert!(e.contains("ktransformers-v0.2") && e.contains("llama.cpp"), "{e}");
+    }
+}
