@@ -12,6 +12,7 @@ mod explicit_topology;
 mod hardening;
 mod inference;
 mod k8s;
+mod local;
 mod memory_hierarchy;
 mod outputs;
 mod pipeline;

@@ -113,6 +113,39 @@ pub fn check_validation_regions(cases: &[Case], results: &[CaseResult]) {
         ),
     );
 
+    let local: Vec<Vec<String>> = cases
+        .iter()
+        .zip(results)
+        .filter(|(c, _)| c.name.starts_with("ktransformers-v0.2-") || c.name.starts_with("llama.cpp-"))
+        .filter(|(_, r)| r.unit == "tokens/s")
+        .map(|(c, r)| {
+            let status = if c.known_gap().is_some() {
+                "known gap"
+            } else if r.fitted {
+                "fitted"
+            } else if r.pass {
+                "ok"
+            } else {
+                "FAIL"
+            };
+            vec![
+                r.case.clone(),
+                format!("{:.2}", r.published),
+                r.simulated.map_or("—".into(), |s| format!("{s:.2}")),
+                r.error_pct.map_or("—".into(), signed_pct),
+                status.into(),
+            ]
+        })
+        .collect();
+    check_region(
+        "local-table",
+        &table(
+            &["case", "published tokens/s", "moesim tokens/s", "error", "status"],
+            &["---", "---:", "---:", "---:", "---"],
+            &local,
+        ),
+    );
+
     let by_name =
         |name: &str| results.iter().find(|r| r.case == name).unwrap_or_else(|| panic!("no validation case {name}"));
     let headline = [

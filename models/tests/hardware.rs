@@ -18,7 +18,8 @@ fn every_preset_parses_without_problems() {
             "h20",
             "h200",
             "h800",
-            "rtx-4090"
+            "rtx-4090",
+            "rtx-4090d"
         ]
     );
     for name in names {
@@ -85,6 +86,7 @@ fn new_presets_match_their_datasheets() {
         ("b200", 148, 2250.0, Some(4500.0), Some(9000.0), Some(4500.0), 180.0, 8.0, 900.0, 8),
         ("gb200", 148, 2500.0, Some(5000.0), Some(10000.0), Some(5000.0), 186.0, 8.0, 900.0, 4),
         ("rtx-4090", 128, 165.2, Some(330.3), None, Some(660.6), 24.0, 1.008, 32.0, 8),
+        ("rtx-4090d", 114, 147.1, Some(294.2), None, Some(588.4), 24.0, 1.008, 32.0, 8),
     ];
     for (name, sms, bf16, fp8, fp4, int8, hbm, bw, nvlink, server) in rows {
         let d = DeviceSpec::preset(name).unwrap();

@@ -4,6 +4,7 @@
 pub mod collective;
 pub mod gemm;
 pub mod inference;
+pub mod local;
 pub mod moe_comm;
 pub mod op;
 pub mod pipeline;

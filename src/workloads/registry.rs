@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::inference::IterationWorkload;
-use super::{collective, gemm, inference, moe_comm, op, pipeline, replay, serving, training, Workload};
+use super::{collective, gemm, inference, local, moe_comm, op, pipeline, replay, serving, training, Workload};
 
 /// One registered kind.
 pub struct Kind {
@@ -83,6 +83,12 @@ pub const KINDS: &[Kind] = &[
         parse: table::<serving::ServingWorkload>,
         schema: schema_of::<serving::ServingWorkload>,
         about: "Prefill/decode disaggregated serving of a request stream (Poisson or a trace).",
+    },
+    Kind {
+        name: "local",
+        parse: table::<local::LocalWorkload>,
+        schema: schema_of::<local::LocalWorkload>,
+        about: "A model on one machine: a GPU or SoC beside CPU sockets with large DRAM (KTransformers, llama.cpp).",
     },
     Kind {
         name: "replay",

@@ -260,6 +260,7 @@ const PRESETS: &[(&str, &str)] = &[
     ("h200", include_str!("../../presets/devices/h200.toml")),
     ("h800", include_str!("../../presets/devices/h800.toml")),
     ("rtx-4090", include_str!("../../presets/devices/rtx-4090.toml")),
+    ("rtx-4090d", include_str!("../../presets/devices/rtx-4090d.toml")),
 ];
 
 const MIB: f64 = 1048576.0;

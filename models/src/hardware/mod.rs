@@ -1,7 +1,8 @@
 //! Hardware: what one device is and what one kernel costs on it, alone.
 //!
 //! Owns the device specs and their embedded presets (`device.rs`,
-//! `presets/devices/*.toml`), the memory technologies of on-chip tiers
+//! `presets/devices/*.toml`), a local deployment's host of CPU sockets, DRAM,
+//! UPI and PCIe (`host.rs`, `presets/hosts/*.toml`), the memory technologies of on-chip tiers
 //! (`technology.rs`), and the op cost models (`ops/`: tiled GPU GEMM,
 //! attention and streaming kernels; Ascend explicit-buffer pipelines).
 //!
@@ -9,5 +10,6 @@
 //! vocabulary. Uses none of `network`, `transformer`, `lowering`, `serving`.
 
 pub mod device;
+pub mod host;
 pub mod ops;
 pub mod technology;
