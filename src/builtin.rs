@@ -16,6 +16,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("deepseek-v3-chunk-256xh800", include_str!("../scenarios/deepseek-v3-chunk-256xh800.toml")),
     ("deepseek-v3-decode-144xh800", include_str!("../scenarios/deepseek-v3-decode-144xh800.toml")),
     ("deepseek-v3-decode-72xh100", include_str!("../scenarios/deepseek-v3-decode-72xh100.toml")),
+    ("deepseek-v3-grpo", include_str!("../scenarios/deepseek-v3-grpo.toml")),
     ("deepseek-v3-prefill-32xh800", include_str!("../scenarios/deepseek-v3-prefill-32xh800.toml")),
     ("deepseek-v3-pretrain-2048xh800", include_str!("../scenarios/deepseek-v3-pretrain-2048xh800.toml")),
     ("deepseek-v3-serving-h800", include_str!("../scenarios/deepseek-v3-serving-h800.toml")),

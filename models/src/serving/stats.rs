@@ -1,7 +1,8 @@
 //! Helpers the workload uses around a run: Poisson arrival times (from
-//! their own random stream) and nearest-rank quantiles of the outcomes.
+//! their own random stream), generation lengths drawn from a log-normal
+//! (RL rollouts) and nearest-rank quantiles of the outcomes.
 
-use rand_distr::{Distribution, Exp};
+use rand_distr::{Distribution, Exp, LogNormal};
 
 use crate::rng;
 
@@ -27,6 +28,22 @@ pub fn poisson_arrivals(rate_per_s: f64, duration_s: f64, seed: u64) -> Vec<f64>
         }
         out.push(t);
     }
+}
+
+/// `n` generation lengths, tokens, from a log-normal of mean `mean` and
+/// shape `sigma` (the standard deviation of the log), cut at `max` (a
+/// generation that reaches the cap stops there, as a rollout's
+/// `max_new_tokens` does), at least 1; from stream (seed, "rollout-lengths",
+/// 0). `None` when the parameters make no distribution.
+pub fn lognormal_lengths(n: usize, mean: f64, sigma: f64, max: u64, seed: u64) -> Option<Vec<u64>> {
+    if !(mean >= 1.0 && mean.is_finite() && sigma >= 0.0 && sigma.is_finite() && max >= 1) {
+        return None;
+    }
+    // E[X] = exp(mu + sigma^2 / 2).
+    let mu = mean.ln() - sigma * sigma / 2.0;
+    let dist = LogNormal::new(mu, sigma).ok()?;
+    let mut rng = rng::stream(seed, "rollout-lengths", 0);
+    Some((0..n).map(|_| (dist.sample(&mut rng).round().max(1.0) as u64).min(max)).collect())
 }
 
 /// The `q`-quantile (0..=1) of `values` by nearest rank (sorts in place).
