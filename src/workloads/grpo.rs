@@ -49,7 +49,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::inference::PlacementName;
-use super::serving::{DecodeUnitTable, EngineIterationTimes, PrefillUnitTable, ServingWorkload};
+use super::serving::{unit_cluster, DecodeUnitTable, EngineIterationTimes, PrefillUnitTable, ServingWorkload};
 use super::training::{RecomputeKey, TrainingWorkload};
 use super::{
     build_cluster, check_price_and_precision, check_skew, cluster_gpus, model_failure, num, problem, simulate, Context,
@@ -512,7 +512,7 @@ impl Workload for GrpoWorkload {
 
     fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
         let input = |key: &str, m: String| RunFailure::Input(vec![setup.source.at_key(key, m)]);
-        let mut cluster = build_cluster(setup)?;
+        let cluster = build_cluster(setup)?;
         let topology = setup.topology.as_ref().expect("build_cluster checked it");
         let model = setup.model.clone().ok_or_else(|| input("model", "missing".into()))?;
         let pools = self.pools(cluster_gpus(topology));
@@ -567,11 +567,19 @@ impl Workload for GrpoWorkload {
 
         // Update: one simulated training step, times the optimizer steps.
         let spec = self.train_spec(setup, pools, &lengths)?;
-        cluster.cap_comm_by_sms(spec.plan.comm_sms);
+        // The training pool is ranks 0..training: its own nodes when the
+        // rollout GPUs are apart.
+        let mut train_cluster = if pools.training < pools.total {
+            unit_cluster(topology, &device, pools.training, setup.seed)
+                .map_err(|e| input("workload.rollout_gpus", e))?
+        } else {
+            build_cluster(setup)?
+        };
+        train_cluster.cap_comm_by_sms(spec.plan.comm_sms);
         let mut graph = TaskGraph::new();
-        let low = lower_training(&cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;
-        let memory = training_memory(&spec, &cluster, &low);
-        let (platform, graph, result) = simulate(cluster.platform.clone(), graph, options, observer)?;
+        let low = lower_training(&train_cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;
+        let memory = training_memory(&spec, &train_cluster, &low);
+        let (platform, graph, result) = simulate(train_cluster.platform.clone(), graph, options, observer)?;
         let step_s = result.end.as_secs_f64();
         let update_s = step_s * self.optimizer_steps as f64;
         notes.extend(low.notes.iter().cloned());
