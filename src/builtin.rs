@@ -26,6 +26,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("gpt-1t-pretrain-3072xa100", include_str!("../scenarios/gpt-1t-pretrain-3072xa100.toml")),
     ("grouped-gemm-masked-h800", include_str!("../scenarios/grouped-gemm-masked-h800.toml")),
     ("llama-3.1-405b-pretrain-8192xh100", include_str!("../scenarios/llama-3.1-405b-pretrain-8192xh100.toml")),
+    ("llama-3.1-8b-grpo-16xh100", include_str!("../scenarios/llama-3.1-8b-grpo-16xh100.toml")),
     ("pipeline-1f1b", include_str!("../scenarios/pipeline-1f1b.toml")),
     ("pipeline-dualpipe", include_str!("../scenarios/pipeline-dualpipe.toml")),
     ("replay-deepseek-train-h800", include_str!("../scenarios/replay-deepseek-train-h800.toml")),

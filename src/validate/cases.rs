@@ -30,6 +30,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("kv-cache.toml", include_str!("../../validation/kv-cache.toml")),
     ("dense-training.toml", include_str!("../../validation/dense-training.toml")),
     ("chakra.toml", include_str!("../../validation/chakra.toml")),
+    ("rl-post-training.toml", include_str!("../../validation/rl-post-training.toml")),
 ];
 
 /// A case file as written.

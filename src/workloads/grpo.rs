@@ -548,7 +548,10 @@ impl Workload for GrpoWorkload {
         // Scoring: forward passes over every sample (prompt + response) as
         // prefill iterations of the unit, on the GPUs that train.
         let passes = 1 + self.recompute_old_log_probs as u32 + self.reward_model as u32;
-        let share = (total_tokens / pools.training.max(1) as f64).ceil() as u64;
+        // Tokens per GPU, or per tensor-parallel group when tp > 1 (as
+        // the prefill iteration counts them).
+        let groups = (pools.training / self.rollout.tp.max(1)).max(1);
+        let share = (total_tokens / groups as f64).ceil() as u64;
         let iterations = share.div_ceil(self.rollout.prefill_tokens_per_gpu).max(1);
         let tokens_per_gpu = share.div_ceil(iterations).max(1);
         let keys_per_token = seq_tokens.iter().map(|s| s * s / 2.0).sum::<f64>() / total_tokens.max(1.0);
@@ -559,7 +562,7 @@ impl Workload for GrpoWorkload {
         }
         let scoring_s = passes as f64 * pass_s;
         notes.push(format!(
-            "scoring: {passes} forward pass(es) (reference{}{}) over {total_tokens:.0} tokens on {} GPUs, as {iterations:.0} prefill iterations of {tokens_per_gpu} tokens per GPU in the rollout unit's layout",
+            "scoring: {passes} forward pass(es) (reference{}{}) over {total_tokens:.0} tokens on {} GPUs, as {iterations:.0} prefill iterations of {tokens_per_gpu} tokens per GPU (per tensor-parallel group) in the rollout unit's layout",
             if self.recompute_old_log_probs { ", old policy" } else { "" },
             if self.reward_model { ", reward model" } else { "" },
             pools.training
