@@ -67,4 +67,16 @@ mod tests {
         assert_eq!(quantile(&mut v, 0.99), 99.0);
         assert_eq!(quantile(&mut v, 1.0), 100.0);
     }
+
+    #[test]
+    fn lognormal_lengths_have_their_mean_and_stop_at_the_cap() {
+        let l = lognormal_lengths(20_000, 1000.0, 0.6, 1_000_000, 1).unwrap();
+        let mean = l.iter().sum::<u64>() as f64 / l.len() as f64;
+        assert!((mean - 1000.0).abs() < 20.0, "{mean}");
+        assert_eq!(l, lognormal_lengths(20_000, 1000.0, 0.6, 1_000_000, 1).unwrap());
+        let capped = lognormal_lengths(20_000, 1000.0, 0.6, 1500, 1).unwrap();
+        assert_eq!(*capped.iter().max().unwrap(), 1500);
+        assert!(lognormal_lengths(10, 1000.0, 0.0, 5000, 1).unwrap().iter().all(|&x| x == 1000));
+        assert!(lognormal_lengths(10, 0.0, 0.6, 5000, 1).is_none());
+    }
 }
