@@ -167,6 +167,7 @@ pub struct GrpoWorkload {
     /// Most tokens a sample generates (the rollout's max_new_tokens); a
     /// longer draw stops here.
     pub response_len_max: u64,
+    /// `[workload.rollout]`: the inference unit that generates.
     pub rollout: RolloutUnitTable,
     /// Optimizer steps per iteration: the samples are split into this many
     /// mini-batches, one training step each.
