@@ -294,7 +294,11 @@ impl GrpoWorkload {
                 arrival_s: 0.0,
                 input_len: self.prompt_len,
                 output_len: l,
-                cached_len: if i as u64 % self.samples_per_prompt as u64 == 0 { 0 } else { self.prompt_len - 1 },
+                cached_len: if (i as u64).is_multiple_of(self.samples_per_prompt as u64) {
+                    0
+                } else {
+                    self.prompt_len - 1
+                },
             })
             .collect()
     }
@@ -315,7 +319,7 @@ impl GrpoWorkload {
                     arrival_s: 0.0,
                     input_len: self.prompt_len + done,
                     output_len: seg,
-                    cached_len: if first && i as u64 % self.samples_per_prompt as u64 != 0 {
+                    cached_len: if first && !(i as u64).is_multiple_of(self.samples_per_prompt as u64) {
                         self.prompt_len - 1
                     } else {
                         0
