@@ -2,7 +2,7 @@
 //! training FLOPs per token.
 //!
 //! A published count is checked to 1 % when it has three significant digits
-//! (671B, 236B, 15.7B, 46.7B, 12.9B, 405B, 72.7B). DeepSeek's activated
+//! (671B, 236B, 15.7B, 46.7B, 12.9B, 405B, 8.03B, 72.7B). DeepSeek's activated
 //! counts have two (37B, 21B, 2.4B) and can only be checked to about a unit of
 //! their last digit: they are held to 2.5 % (V3 comes out -1.0 %, V2 -0.7 %,
 //! V2-Lite +2.1 %). DeepSeek counts activated parameters without the input
@@ -39,6 +39,8 @@ fn parameter_counts_match_the_published_ones() {
         ("deepseek-v2-lite", 15.7e9, 3, 2.4e9, 2, false),
         ("mixtral-8x7b", 46.7e9, 3, 12.9e9, 3, true),
         ("llama-3.1-405b", 405e9, 3, 405e9, 3, false),
+        // Meta's model card: 8.03B.
+        ("llama-3.1-8b", 8.03e9, 3, 8.03e9, 3, false),
         ("qwen-2.5-72b", 72.7e9, 3, 72.7e9, 3, false),
     ];
     for (name, total, td, active, ad, with_embedding) in cases {

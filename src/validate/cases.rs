@@ -31,6 +31,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("dense-training.toml", include_str!("../../validation/dense-training.toml")),
     ("chakra.toml", include_str!("../../validation/chakra.toml")),
     ("local.toml", include_str!("../../validation/local.toml")),
+    ("rl-post-training.toml", include_str!("../../validation/rl-post-training.toml")),
 ];
 
 /// A case file as written.

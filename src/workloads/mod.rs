@@ -3,6 +3,7 @@
 
 pub mod collective;
 pub mod gemm;
+pub mod grpo;
 pub mod inference;
 pub mod local;
 pub mod moe_comm;

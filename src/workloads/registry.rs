@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::inference::IterationWorkload;
-use super::{collective, gemm, inference, local, moe_comm, op, pipeline, replay, serving, training, Workload};
+use super::{collective, gemm, grpo, inference, local, moe_comm, op, pipeline, replay, serving, training, Workload};
 
 /// One registered kind.
 pub struct Kind {
@@ -95,6 +95,12 @@ pub const KINDS: &[Kind] = &[
         parse: table::<replay::ReplayWorkload>,
         schema: schema_of::<replay::ReplayWorkload>,
         about: "Real traces (Kineto JSON or Chakra ET) replayed on modelled hardware.",
+    },
+    Kind {
+        name: "grpo",
+        parse: table::<grpo::GrpoWorkload>,
+        schema: schema_of::<grpo::GrpoWorkload>,
+        about: "One GRPO post-training iteration: rollout, scoring, policy update, weight sync (colocated or disaggregated).",
     },
 ];
 

@@ -843,7 +843,7 @@ pub struct EngineIterationTimes {
     pub error: Option<RunFailure>,
 }
 
-fn unit_cluster(spec: &ClusterSpec, device: &DeviceSpec, gpus: u32, seed: u64) -> Result<Cluster, String> {
+pub(crate) fn unit_cluster(spec: &ClusterSpec, device: &DeviceSpec, gpus: u32, seed: u64) -> Result<Cluster, String> {
     let mut s = spec.clone();
     // A written-out fabric is built whole (its patterns were resolved for
     // its own nodes): the unit runs on its first ranks.

@@ -126,7 +126,7 @@ impl TrainingWorkload {
     /// `[parallel] stage_layers` or `first_last_stage_layers_fewer`,
     /// checked against the model's layers and the schedule's model stages;
     /// the key and the problem otherwise.
-    fn stage_layers(
+    pub(crate) fn stage_layers(
         table: &ParallelTable,
         plan: &ParallelPlan,
         layers: u32,

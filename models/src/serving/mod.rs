@@ -73,7 +73,7 @@ mod stats;
 #[cfg(test)]
 mod testing;
 
-pub use stats::{poisson_arrivals, quantile};
+pub use stats::{lognormal_lengths, poisson_arrivals, quantile};
 
 use server::Server;
 

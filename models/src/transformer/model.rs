@@ -154,6 +154,7 @@ const PRESETS: &[(&str, &str)] = &[
     ("gpt-7.5b", include_str!("../../presets/models/gpt-7.5b.toml")),
     ("gpt-76b", include_str!("../../presets/models/gpt-76b.toml")),
     ("llama-3.1-405b", include_str!("../../presets/models/llama-3.1-405b.toml")),
+    ("llama-3.1-8b", include_str!("../../presets/models/llama-3.1-8b.toml")),
     ("mixtral-8x7b", include_str!("../../presets/models/mixtral-8x7b.toml")),
     ("qwen-2.5-72b", include_str!("../../presets/models/qwen-2.5-72b.toml")),
 ];
