@@ -19,9 +19,9 @@ use crate::device::{Demand, DeviceState};
 use crate::error::SimError;
 use crate::flow::{FlowDue, FlowSolver, DONE_BYTES};
 use crate::graph::{TaskGraph, TaskId, TaskKind};
-use crate::platform::Platform;
+use crate::platform::{LinkId, Platform};
 use crate::result::{EngineOptions, Observer, RunResult, TaskSpan};
-use crate::time::SimTime;
+use crate::time::{SimTime, PS_PER_S};
 
 const NONE: u32 = u32::MAX;
 const PROGRESS_EVERY: u64 = 1 << 16;
@@ -128,6 +128,8 @@ struct Engine<'a> {
     events: u64,
     devices: Vec<DeviceState>,
     dirty_devices: Vec<u32>,
+    /// Per device, the link standing for its memory, or `NONE`.
+    memory_link: Vec<u32>,
     flows: FlowSolver,
     flow_task: FlowOwner,
     to_finish: VecDeque<u32>,
@@ -185,6 +187,13 @@ impl<'a> Engine<'a> {
             events: 0,
             devices: platform.devices.iter().map(DeviceState::new).collect(),
             dirty_devices: Vec::new(),
+            memory_link: {
+                let mut m = vec![NONE; platform.devices.len()];
+                for &(d, l) in &platform.memory_links {
+                    m[d.0 as usize] = l.0;
+                }
+                m
+            },
             flows: FlowSolver::new(platform, graph.flows().len(), options.record_link_series),
             flow_task: FlowOwner::new(graph),
             to_finish: VecDeque::new(),
@@ -445,16 +454,19 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Recomputes the rates of everything the last batch touched.
+    /// Recomputes the rates of everything the last batch touched: the
+    /// devices' units (and the memory their communication may take), the
+    /// flows, then the devices' memory shares (see [`crate::device`]).
     fn recompute(&mut self) {
         for i in 0..self.dirty_devices.len() {
-            let d = self.dirty_devices[i];
-            if let Some(at) = self.devices[d as usize].recompute() {
-                let version = self.devices[d as usize].version;
-                self.schedule(at, EventKind::DeviceDue { device: d, version });
+            let d = self.dirty_devices[i] as usize;
+            self.devices[d].allocate_units();
+            let link = self.memory_link[d];
+            if link != NONE {
+                let cap = self.devices[d].comm_memory_cap() * PS_PER_S;
+                self.flows.set_link_capacity(LinkId(link), cap);
             }
         }
-        self.dirty_devices.clear();
         if self.flows.needs_recompute() {
             let mut dues = std::mem::take(&mut self.dues);
             dues.clear();
@@ -464,5 +476,15 @@ impl<'a> Engine<'a> {
             }
             self.dues = dues;
         }
+        for i in 0..self.dirty_devices.len() {
+            let d = self.dirty_devices[i];
+            let link = self.memory_link[d as usize];
+            let comm = if link == NONE { 0.0 } else { self.flows.link_rate_bytes_per_s(LinkId(link)) / PS_PER_S };
+            if let Some(at) = self.devices[d as usize].share_memory(comm) {
+                let version = self.devices[d as usize].version;
+                self.schedule(at, EventKind::DeviceDue { device: d, version });
+            }
+        }
+        self.dirty_devices.clear();
     }
 }

@@ -395,6 +395,7 @@ impl Workload for TrainingWorkload {
         let cluster_spec = setup.topology.as_ref().expect("build_cluster checked it");
         let spec = self.spec(setup, cluster_spec)?;
         cluster.cap_comm_by_sms(spec.plan.comm_sms);
+        cluster.share_memory_with_comm();
         let mut graph = TaskGraph::new();
         let low = lower_training(&cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;
         let memory = training_memory(&spec, &cluster, &low);
