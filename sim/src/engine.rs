@@ -130,6 +130,8 @@ struct Engine<'a> {
     dirty_devices: Vec<u32>,
     /// Per device, the link standing for its memory, or `NONE`.
     memory_link: Vec<u32>,
+    /// Scratch: dirty devices with a memory link, shared after the flows.
+    coupled_devices: Vec<u32>,
     flows: FlowSolver,
     flow_task: FlowOwner,
     to_finish: VecDeque<u32>,
@@ -194,6 +196,7 @@ impl<'a> Engine<'a> {
                 }
                 m
             },
+            coupled_devices: Vec::new(),
             flows: FlowSolver::new(platform, graph.flows().len(), options.record_link_series),
             flow_task: FlowOwner::new(graph),
             to_finish: VecDeque::new(),
@@ -455,18 +458,26 @@ impl<'a> Engine<'a> {
     }
 
     /// Recomputes the rates of everything the last batch touched: the
-    /// devices' units (and the memory their communication may take), the
-    /// flows, then the devices' memory shares (see [`crate::device`]).
+    /// devices' units (and, on a device with a memory link, the memory its
+    /// communication may take), the flows, then the memory shares of the
+    /// devices with a memory link (see [`crate::device`]). A device without
+    /// one is done in the first pass, as before memory links existed.
     fn recompute(&mut self) {
+        let mut coupled = std::mem::take(&mut self.coupled_devices);
+        coupled.clear();
         for i in 0..self.dirty_devices.len() {
-            let d = self.dirty_devices[i] as usize;
-            self.devices[d].allocate_units();
-            let link = self.memory_link[d];
-            if link != NONE {
-                let cap = self.devices[d].comm_memory_cap() * PS_PER_S;
+            let d = self.dirty_devices[i];
+            self.devices[d as usize].allocate_units();
+            let link = self.memory_link[d as usize];
+            if link == NONE {
+                self.schedule_device(d, 0.0);
+            } else {
+                let cap = self.devices[d as usize].comm_memory_cap() * PS_PER_S;
                 self.flows.set_link_capacity(LinkId(link), cap);
+                coupled.push(d);
             }
         }
+        self.dirty_devices.clear();
         if self.flows.needs_recompute() {
             let mut dues = std::mem::take(&mut self.dues);
             dues.clear();
@@ -476,15 +487,20 @@ impl<'a> Engine<'a> {
             }
             self.dues = dues;
         }
-        for i in 0..self.dirty_devices.len() {
-            let d = self.dirty_devices[i];
-            let link = self.memory_link[d as usize];
-            let comm = if link == NONE { 0.0 } else { self.flows.link_rate_bytes_per_s(LinkId(link)) / PS_PER_S };
-            if let Some(at) = self.devices[d as usize].share_memory(comm) {
-                let version = self.devices[d as usize].version;
-                self.schedule(at, EventKind::DeviceDue { device: d, version });
-            }
+        for &d in &coupled {
+            let link = LinkId(self.memory_link[d as usize]);
+            let comm = self.flows.link_rate_bytes_per_s(link) / PS_PER_S;
+            self.schedule_device(d, comm);
         }
-        self.dirty_devices.clear();
+        self.coupled_devices = coupled;
+    }
+
+    /// Shares a device's memory (`comm` bytes per picosecond taken by
+    /// flows) and schedules its next completion.
+    fn schedule_device(&mut self, d: u32, comm: f64) {
+        if let Some(at) = self.devices[d as usize].share_memory(comm) {
+            let version = self.devices[d as usize].version;
+            self.schedule(at, EventKind::DeviceDue { device: d, version });
+        }
     }
 }
