@@ -1,6 +1,7 @@
 //! The training step end to end: the representative-rank simplification
 //! against simulating every rank, schedules and what-ifs that must move the
-//! figures the right way, and the memory model.
+//! figures the right way (communication sharing HBM with the kernels
+//! included), and the memory model.
 
 use crate::common::run_json;
 
@@ -86,6 +87,22 @@ fn what_ifs_move_the_step_the_right_way() {
     // H20: a sixth of the tensor throughput.
     let h20 = chunk(&["--set", "hardware.device=h20"]);
     assert!(step(&h20) > 3.0 * step(&base));
+}
+
+#[test]
+fn communication_reading_and_writing_hbm_slows_memory_bound_kernels() {
+    // Issue #15: with a thin memory (0.3 TB/s), the DeepEP and pipeline
+    // flows' reads and writes take a visible share of it from the kernels
+    // beside them; without the sharing they take none.
+    let thin = ["--set", "hardware.hbm_tb_per_s=0.3"];
+    let shared = run(&thin);
+    let apart = run(&[&thin[..], &["--set", "hardware.comm_shares_hbm=false"]].concat());
+    let (a, b) = (f(&shared, "step_time_s"), f(&apart, "step_time_s"));
+    println!("thin HBM: shared {a:.6} s, apart {b:.6} s ({:+.2}%)", (a / b - 1.0) * 100.0);
+    assert!(a > b * 1.01, "shared {a}, apart {b}");
+    // DeepSeek's overlap figure per F&B chunk pair is a share.
+    let hidden = f(&run(&[]), "ep_hidden_fraction_chunk_pair");
+    assert!(hidden > 0.0 && hidden <= 1.0, "{hidden}");
 }
 
 /// Llama 3.1 405B at TP8 PP16, sequence 8192 (Llama 3 paper, Table 4), on

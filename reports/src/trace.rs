@@ -192,7 +192,7 @@ mod tests {
             bytes_per_s: 1.0,
             latency: moesim_sim::SimDuration::ZERO,
         };
-        let platform = Platform { devices: Vec::new(), links: (0..n).map(link).collect() };
+        let platform = Platform { links: (0..n).map(link).collect(), ..Platform::default() };
         let drawn = counter_links(&platform, &result);
         assert_eq!(drawn.len(), MAX_COUNTER_LINKS);
         assert_eq!(drawn, (9..n - 1).collect::<Vec<_>>(), "the busiest physical links, in index order");

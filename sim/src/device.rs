@@ -11,6 +11,23 @@
 //! Rates change only when a kernel starts or ends; the device then advances
 //! every kernel to the present, recomputes, and keeps one pending completion
 //! (stale ones are recognised by a version number).
+//!
+//! A device with a memory link (`Platform::memory_links`) also shares its
+//! memory with the communication flows that cross that link (a flow reads
+//! its bytes at the source GPU and writes them at the destination). The
+//! kernels as one class and the communication as the other share the
+//! bandwidth `B` max-min fairly, weighted by the units each holds: a memory
+//! system serves the requests outstanding, and each SM keeps a bounded number
+//! in flight (Little's law), so under saturation a class's share is its SMs'
+//! share. With `D` the kernels' demand at their compute-limited rates, `w_c`
+//! the units communication holds and `w_k` those memory-using kernels have,
+//! the link's capacity is `max(B w_c / (w_c + w_k), B - D)` (at least 1 % of
+//! `B`: a copy engine holds no SMs but is never starved), and the kernels
+//! share what the flows then leave, `B - r_c` (at least 1 % of `B`). Since `D` does not depend on
+//! `r_c`, one pass (units, capacity, flows, memory) is the two-class fixed
+//! point. The kernels see `r_c` as of the device's last recompute (its own
+//! kernels' and communication holds' starts and ends), not every change of
+//! the flows elsewhere.
 
 use std::collections::VecDeque;
 
@@ -62,6 +79,12 @@ pub(crate) struct DeviceState {
     pub dirty: bool,
     pub stats: DeviceStats,
     order: Vec<(f64, u32)>,
+    /// Memory demand of the kernels at their compute-limited rates, bytes
+    /// per picosecond (set by [`DeviceState::allocate_units`]).
+    kernel_demand: f64,
+    /// Units held by communication, and units of memory-using kernels.
+    comm_units: f64,
+    kernel_units: f64,
 }
 
 impl DeviceState {
@@ -76,6 +99,9 @@ impl DeviceState {
             dirty: false,
             stats: DeviceStats::default(),
             order: Vec::new(),
+            kernel_demand: 0.0,
+            comm_units: 0.0,
+            kernel_units: 0.0,
         }
     }
 
@@ -124,9 +150,9 @@ impl DeviceState {
         self.active.retain(|k| !(k.task == task && matches!(k.demand, Demand::CommHold(_))));
     }
 
-    /// Recomputes allocations and rates at the time of the last `advance`;
-    /// returns the time of the next completion, if any.
-    pub fn recompute(&mut self) -> Option<u64> {
+    /// First half of a recompute: units and compute-limited rates, and the
+    /// kernels' memory demand at those rates.
+    pub fn allocate_units(&mut self) {
         self.dirty = false;
         let mut free = self.units;
         self.order.clear();
@@ -154,22 +180,46 @@ impl DeviceState {
         // Compute-limited rates and memory demands.
         self.order.clear();
         let mut in_use = 0.0;
+        let (mut demand_sum, mut comm_units, mut kernel_units) = (0.0, 0.0, 0.0);
         for (i, k) in self.active.iter_mut().enumerate() {
             in_use += k.alloc;
             if matches!(k.demand, Demand::CommHold(_)) {
                 k.rate = 0.0;
+                comm_units += k.alloc;
                 continue;
             }
             k.rate = if k.compute_ps == 0.0 { f64::INFINITY } else { k.alloc / (self.units * k.compute_ps) };
             if k.mem_bytes > 0.0 {
                 let demand = if k.rate == 0.0 { 0.0 } else { k.mem_bytes * k.rate };
                 self.order.push((demand, i as u32));
+                demand_sum += demand;
+                if demand > 0.0 {
+                    kernel_units += k.alloc;
+                }
             }
         }
         self.units_in_use = in_use;
+        self.kernel_demand = demand_sum;
+        self.comm_units = comm_units;
+        self.kernel_units = kernel_units;
+    }
+
+    /// The memory bandwidth communication may take now, bytes per
+    /// picosecond (after [`DeviceState::allocate_units`]; see the module doc).
+    pub fn comm_memory_cap(&self) -> f64 {
+        let b = self.mem_bw;
+        let weights = self.comm_units + self.kernel_units;
+        let by_units = if weights > 0.0 { b * self.comm_units / weights } else { b };
+        by_units.max(b - self.kernel_demand).max(0.01 * b).min(b)
+    }
+
+    /// Second half of a recompute: the kernels share the memory bandwidth
+    /// communication leaves (`comm` bytes per picosecond in use by flows);
+    /// returns the time of the next completion, if any.
+    pub fn share_memory(&mut self, comm: f64) -> Option<u64> {
         // Max-min fair memory bandwidth by demand.
         self.order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let mut bw = self.mem_bw;
+        let mut bw = (self.mem_bw - comm).max(0.01 * self.mem_bw);
         let mut left = self.order.len();
         for &(demand, i) in &self.order {
             let give = demand.min(bw.max(0.0) / left as f64);

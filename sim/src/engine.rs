@@ -19,9 +19,9 @@ use crate::device::{Demand, DeviceState};
 use crate::error::SimError;
 use crate::flow::{FlowDue, FlowSolver, DONE_BYTES};
 use crate::graph::{TaskGraph, TaskId, TaskKind};
-use crate::platform::Platform;
+use crate::platform::{LinkId, Platform};
 use crate::result::{EngineOptions, Observer, RunResult, TaskSpan};
-use crate::time::SimTime;
+use crate::time::{SimTime, PS_PER_S};
 
 const NONE: u32 = u32::MAX;
 const PROGRESS_EVERY: u64 = 1 << 16;
@@ -128,6 +128,10 @@ struct Engine<'a> {
     events: u64,
     devices: Vec<DeviceState>,
     dirty_devices: Vec<u32>,
+    /// Per device, the link standing for its memory, or `NONE`.
+    memory_link: Vec<u32>,
+    /// Scratch: dirty devices with a memory link, shared after the flows.
+    coupled_devices: Vec<u32>,
     flows: FlowSolver,
     flow_task: FlowOwner,
     to_finish: VecDeque<u32>,
@@ -185,6 +189,14 @@ impl<'a> Engine<'a> {
             events: 0,
             devices: platform.devices.iter().map(DeviceState::new).collect(),
             dirty_devices: Vec::new(),
+            memory_link: {
+                let mut m = vec![NONE; platform.devices.len()];
+                for &(d, l) in &platform.memory_links {
+                    m[d.0 as usize] = l.0;
+                }
+                m
+            },
+            coupled_devices: Vec::new(),
             flows: FlowSolver::new(platform, graph.flows().len(), options.record_link_series),
             flow_task: FlowOwner::new(graph),
             to_finish: VecDeque::new(),
@@ -445,13 +457,24 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Recomputes the rates of everything the last batch touched.
+    /// Recomputes the rates of everything the last batch touched: the
+    /// devices' units (and, on a device with a memory link, the memory its
+    /// communication may take), the flows, then the memory shares of the
+    /// devices with a memory link (see [`crate::device`]). A device without
+    /// one is done in the first pass, as before memory links existed.
     fn recompute(&mut self) {
+        let mut coupled = std::mem::take(&mut self.coupled_devices);
+        coupled.clear();
         for i in 0..self.dirty_devices.len() {
             let d = self.dirty_devices[i];
-            if let Some(at) = self.devices[d as usize].recompute() {
-                let version = self.devices[d as usize].version;
-                self.schedule(at, EventKind::DeviceDue { device: d, version });
+            self.devices[d as usize].allocate_units();
+            let link = self.memory_link[d as usize];
+            if link == NONE {
+                self.schedule_device(d, 0.0);
+            } else {
+                let cap = self.devices[d as usize].comm_memory_cap() * PS_PER_S;
+                self.flows.set_link_capacity(LinkId(link), cap);
+                coupled.push(d);
             }
         }
         self.dirty_devices.clear();
@@ -463,6 +486,21 @@ impl<'a> Engine<'a> {
                 self.schedule(d.time, EventKind::FlowDue { comp: d.comp, gen: d.gen });
             }
             self.dues = dues;
+        }
+        for &d in &coupled {
+            let link = LinkId(self.memory_link[d as usize]);
+            let comm = self.flows.link_rate_bytes_per_s(link) / PS_PER_S;
+            self.schedule_device(d, comm);
+        }
+        self.coupled_devices = coupled;
+    }
+
+    /// Shares a device's memory (`comm` bytes per picosecond taken by
+    /// flows) and schedules its next completion.
+    fn schedule_device(&mut self, d: u32, comm: f64) {
+        if let Some(at) = self.devices[d as usize].share_memory(comm) {
+            let version = self.devices[d as usize].version;
+            self.schedule(at, EventKind::DeviceDue { device: d, version });
         }
     }
 }

@@ -1270,6 +1270,27 @@ impl FlowSolver {
         !run.finished && self.comps[run.comp as usize].flows[run.start as usize..run.end as usize].contains(&flow)
     }
 
+    /// Changes a link's capacity from now on (bytes per second, > 0). The
+    /// rates are recomputed (at the next [`FlowSolver::recompute`]) only when
+    /// the current ones stop being max-min fair: the link was saturated, or
+    /// carries more than the new capacity. A link that bounds no flow before
+    /// or after the change leaves every rate as it is.
+    pub fn set_link_capacity(&mut self, link: LinkId, bytes_per_s: f64) {
+        let li = link.0 as usize;
+        let cap = bytes_per_s / PS_PER_S;
+        let old = self.link_cap[li];
+        if cap == old {
+            return;
+        }
+        self.link_cap[li] = cap;
+        let load = self.link_live[li].load;
+        let binds = load > 0.0 && (load >= old * (1.0 - 1e-9) || load > cap * (1.0 - 1e-9));
+        let c = self.link_comp[li];
+        if binds && c != NONE {
+            self.retire(c);
+        }
+    }
+
     /// A link's aggregate rate, bytes per second, as of the last recompute.
     pub fn link_rate_bytes_per_s(&self, link: LinkId) -> f64 {
         self.link_agg[link.0 as usize] * PS_PER_S

@@ -64,6 +64,10 @@ pub struct LinkResource {
 pub struct Platform {
     pub devices: Vec<DeviceResource>,
     pub links: Vec<LinkResource>,
+    /// Devices whose memory is shared between their kernels and the
+    /// communication flows that read or write it: (device, the construct
+    /// link those flows cross). See [`crate::device`] for the sharing rule.
+    pub memory_links: Vec<(DeviceId, LinkId)>,
 }
 
 impl Platform {
@@ -74,6 +78,12 @@ impl Platform {
     pub fn add_link(&mut self, link: LinkResource) -> LinkId {
         self.links.push(link);
         LinkId(self.links.len() as u32 - 1)
+    }
+    /// Makes `link` stand for the memory of `device`: flows crossing it
+    /// take memory bandwidth from the device's kernels and the other way
+    /// round (its capacity is set by the engine as the kernels run).
+    pub fn attach_memory_link(&mut self, device: DeviceId, link: LinkId) {
+        self.memory_links.push((device, link));
     }
     pub fn device(&self, id: DeviceId) -> &DeviceResource {
         &self.devices[id.0 as usize]
@@ -93,6 +103,18 @@ impl Platform {
                 return Err(SimError::BadResource(format!(
                     "device {} memory bandwidth must be positive, found {}",
                     d.name, d.mem_bytes_per_s
+                )));
+            }
+        }
+        let mut seen = vec![false; self.devices.len()];
+        for &(d, l) in &self.memory_links {
+            if d.0 as usize >= self.devices.len() || l.0 as usize >= self.links.len() {
+                return Err(SimError::BadResource(format!("memory link {} of device {} does not exist", l.0, d.0)));
+            }
+            if std::mem::replace(&mut seen[d.0 as usize], true) {
+                return Err(SimError::BadResource(format!(
+                    "device {} has more than one memory link",
+                    self.devices[d.0 as usize].name
                 )));
             }
         }

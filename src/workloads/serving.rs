@@ -868,8 +868,10 @@ impl EngineIterationTimes {
         let mut prefill_cluster =
             unit_cluster(topo, device, w.prefill.gpus, setup.seed).map_err(|e| input("workload.prefill.gpus", e))?;
         prefill_cluster.cap_comm_by_sms(w.prefill.comm_sms);
-        let decode_cluster =
+        prefill_cluster.share_memory_with_comm();
+        let mut decode_cluster =
             unit_cluster(topo, device, w.decode.gpus, setup.seed).map_err(|e| input("workload.decode.gpus", e))?;
+        decode_cluster.share_memory_with_comm();
         let at_max = w.decode_spec(&model, w.decode.max_batch_per_gpu, 1);
         let capacity = kv_capacity_tokens(&at_max, device, 1.0 - w.hbm_utilization).floor() as u64;
         if capacity == 0 {

@@ -282,6 +282,11 @@ impl TrainingWorkload {
                 m.insert(key.into(), num(v));
             }
         }
+        // DeepSeek's overlap figure: per steady-state F&B chunk pair, the
+        // share of the EP all-to-all's time that runs under computation.
+        if let Some(v) = ep_hidden_in_ops(graph, result, &low.ops, OpKind::Overlapped) {
+            m.insert("ep_hidden_fraction_chunk_pair".into(), num(v));
+        }
         if spec.model.moe.is_some() {
             // Expert rows per MoE layer and micro-batch on the busiest rank of
             // each EP group, against the group mean: the routing imbalance.
@@ -409,6 +414,7 @@ impl Workload for TrainingWorkload {
         let cluster_spec = setup.topology.as_ref().expect("build_cluster checked it");
         let spec = self.spec(setup, cluster_spec)?;
         cluster.cap_comm_by_sms(spec.plan.comm_sms);
+        cluster.share_memory_with_comm();
         let mut graph = TaskGraph::new();
         let low = lower_training(&cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;
         let memory = training_memory(&spec, &cluster, &low);
@@ -459,6 +465,58 @@ impl Workload for TrainingWorkload {
 
 /// The timeline of one rank per pipeline device and the stacked breakdown
 /// of their time.
+/// Over the windows of the ops of `kind` (each on its rank, from its first
+/// task's start to its last task's end): the time of the rank's `ep` stream
+/// under its compute kernels over the `ep` stream's time (unions, clipped to
+/// the window), summed over the windows; None without EP time in them.
+fn ep_hidden_in_ops(
+    graph: &TaskGraph,
+    result: &moesim_sim::RunResult,
+    ops: &[moesim_models::lowering::training::OpSpan],
+    kind: OpKind,
+) -> Option<f64> {
+    use moesim_sim::analysis::union_length;
+    use moesim_sim::{TaskClass, TaskKind};
+    use std::collections::BTreeMap;
+    let windows: Vec<_> = ops.iter().filter(|o| o.kind == kind).collect();
+    let ranks: std::collections::BTreeSet<u32> = windows.iter().map(|o| o.rank).collect();
+    // Per rank of a window: EP intervals and compute intervals.
+    let mut per_rank: BTreeMap<u32, (Vec<(u64, u64)>, Vec<(u64, u64)>)> = BTreeMap::new();
+    for (i, t) in graph.tasks().iter().enumerate() {
+        let stream = graph.stream(t.stream);
+        if !ranks.contains(&stream.rank) {
+            continue;
+        }
+        let span = result.spans[i];
+        let iv = (span.start.as_ps(), span.end.as_ps());
+        if iv.1 <= iv.0 {
+            continue;
+        }
+        let entry = per_rank.entry(stream.rank).or_default();
+        match (t.class, &t.kind) {
+            (TaskClass::Compute | TaskClass::Memory, TaskKind::Kernel(_)) => entry.1.push(iv),
+            (TaskClass::Communication, _) if graph.label_str(stream.name) == "ep" => entry.0.push(iv),
+            _ => {}
+        }
+    }
+    let (mut ep_ps, mut hidden_ps) = (0u64, 0u64);
+    for o in windows {
+        let Some((ep, compute)) = per_rank.get(&o.rank) else { continue };
+        let (lo, hi) = (result.spans[o.first.0 as usize].start.as_ps(), result.spans[o.last.0 as usize].end.as_ps());
+        let clip = |v: &[(u64, u64)]| -> Vec<(u64, u64)> {
+            v.iter().filter(|&&(a, b)| b > lo && a < hi).map(|&(a, b)| (a.max(lo), b.min(hi))).collect()
+        };
+        let (e, c) = (clip(ep), clip(compute));
+        let e_len = union_length(&mut e.clone());
+        let c_len = union_length(&mut c.clone());
+        let mut both = e;
+        both.extend_from_slice(&c);
+        ep_ps += e_len;
+        hidden_ps += (e_len + c_len).saturating_sub(union_length(&mut both));
+    }
+    (ep_ps > 0).then(|| hidden_ps as f64 / ep_ps as f64)
+}
+
 fn figures(
     setup: &Setup,
     spec: &TrainingSpec,

@@ -146,6 +146,15 @@ pub struct DeviceSpec {
     /// plan's `comm_sms` holds nothing).
     #[serde(default = "yes_comm")]
     pub comm_uses_compute_units: bool,
+    /// Whether communication (DeepEP, NCCL, copies) reads the bytes it moves
+    /// from HBM at the source and writes them at the destination, sharing
+    /// the bandwidth with the kernels beside it in training and inference
+    /// runs (units-weighted max-min between the two, see `sim::device`);
+    /// false: communication takes no memory bandwidth (the model before
+    /// issue #15). Standalone communication benchmarks run alone and are not
+    /// affected either way.
+    #[serde(default = "yes_comm")]
+    pub comm_shares_hbm: bool,
     /// Fixed time of a low-latency (decode) all-to-all kernel besides moving
     /// data: launch, FP8 packing, per-expert count signalling, microseconds.
     #[serde(default)]
@@ -339,6 +348,7 @@ impl DeviceSpec {
         "overlap_exponent",
         "stream_hbm_efficiency",
         "comm_uses_compute_units",
+        "comm_shares_hbm",
         "low_latency_kernel_overhead_us",
         "comm_gb_per_s_per_sm",
         "fp8_emulation",

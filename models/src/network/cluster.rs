@@ -1,8 +1,9 @@
 //! A `Cluster`: a built topology with its device, turned into the engine's
 //! `Platform` (one compute device per GPU, one link resource per directed
 //! edge, and optionally per GPU a send and a receive link standing for the
-//! SMs an SM-driven all-to-all kernel holds) plus the router that maps GPU
-//! pairs to link paths.
+//! SMs an SM-driven all-to-all kernel holds, and per GPU a link standing
+//! for its HBM, which every flow reads at its source and writes at its
+//! destination) plus the router that maps GPU pairs to link paths.
 
 use moesim_sim::{DeviceId, DeviceResource, LinkId, LinkKind, LinkResource, PathId, Platform, SimDuration, TaskGraph};
 use moesim_topologies::{EdgeIndex, Router, Topology};
@@ -19,6 +20,9 @@ pub struct Cluster {
     /// kernel holds (its send side, its receive side); empty unless
     /// [`Cluster::cap_comm_by_sms`] added them.
     sm_links: Vec<(LinkId, LinkId)>,
+    /// Per GPU, the link standing for its HBM; empty unless
+    /// [`Cluster::share_memory_with_comm`] added them.
+    memory_links: Vec<LinkId>,
 }
 
 impl Cluster {
@@ -44,7 +48,7 @@ impl Cluster {
             });
         }
         let router = Router::new(&topology, seed);
-        Cluster { topology, device, platform, router, sm_links: Vec::new() }
+        Cluster { topology, device, platform, router, sm_links: Vec::new(), memory_links: Vec::new() }
     }
 
     pub fn gpu_count(&self) -> u32 {
@@ -80,6 +84,32 @@ impl Cluster {
             };
             let pair = (link("send"), link("receive"));
             self.sm_links.push(pair);
+        }
+    }
+
+    /// Makes communication share each GPU's HBM with its kernels (issue #15,
+    /// in-situ interference): every GPU gets a memory link of the HBM
+    /// bandwidth, attached to its device (`Platform::attach_memory_link`;
+    /// the engine sets its capacity to what the kernels leave, and the
+    /// kernels share what the flows leave), and every route then starts at
+    /// its source's memory link and ends at its destination's. Nothing when
+    /// the device's `comm_shares_hbm` is off; idempotent. Call before
+    /// routing any flow.
+    pub fn share_memory_with_comm(&mut self) {
+        if !self.device.comm_shares_hbm || !self.memory_links.is_empty() {
+            return;
+        }
+        let bytes_per_s = self.device.hbm_bytes_per_s();
+        for rank in 0..self.gpu_count() {
+            let name = self.topology.node_name(self.topology.gpu(rank));
+            let link = self.platform.add_link(LinkResource {
+                name: format!("{name} HBM"),
+                kind: LinkKind::Construct("hbm"),
+                bytes_per_s,
+                latency: SimDuration::ZERO,
+            });
+            self.platform.attach_memory_link(self.device_of(rank), link);
+            self.memory_links.push(link);
         }
     }
 
@@ -123,11 +153,10 @@ impl Cluster {
         let route = scratch.iter().map(|e| LinkId(e.index() as u32));
         let ends =
             if through_sms { (self.sm_links.get(src as usize), self.sm_links.get(dst as usize)) } else { (None, None) };
-        match ends {
-            (Some(&(send, _)), Some(&(_, receive))) => {
-                graph.add_path_from(std::iter::once(send).chain(route).chain(std::iter::once(receive)))
-            }
-            _ => graph.add_path_from(route),
-        }
+        let send = ends.0.map(|&(send, _)| send).filter(|_| ends.1.is_some());
+        let receive = ends.1.map(|&(_, receive)| receive).filter(|_| ends.0.is_some());
+        let read = self.memory_links.get(src as usize).copied();
+        let write = self.memory_links.get(dst as usize).copied().filter(|_| src != dst);
+        graph.add_path_from(read.into_iter().chain(send).chain(route).chain(receive).chain(write))
     }
 }

@@ -2,5 +2,6 @@
 
 mod engine;
 mod fabric;
+mod memory;
 mod props;
 mod scale;
