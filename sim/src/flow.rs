@@ -33,9 +33,15 @@
 //! as flows elsewhere freeze, so an out-of-date key is pushed back, and a
 //! current one is a bottleneck. All links saturating at that level freeze
 //! their unfrozen flows together (a *batch*), either through the incidence or, when
-//! they hold many flows, in one sequential pass over all flows. Each batch
+//! they hold many flows, in one sequential pass over the flows not frozen as
+//! of the previous such pass (a list compacted by each pass, so a pass costs
+//! at most twice the incidence walk it replaces: with one pass over all
+//! flows per level, a multi-plane fat-tree all-to-all, whose ECMP imbalance
+//! gives thousands of levels, cost O(levels x flows), about N^3). Each batch
 //! becomes one run per (component, origin run). Cost: O(sum of path lengths x
-//! (log links + levels that take the sequential pass)) per recompute.
+//! log links) per recompute. The solver counts the flows it starts and the
+//! flows its water-fillings rate ([`FlowSolver::flows_rerated`]): one event
+//! can finish millions of flows, so events/s alone says little of its work.
 //!
 //! Rates are f64 bytes per picosecond; completion times are rounded up to
 //! whole picoseconds with [`ceil_ps`], and a flow with less than
