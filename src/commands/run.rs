@@ -83,11 +83,12 @@ pub(crate) fn print_outcome(
                 // beside the event rate.
                 let _ = writeln!(
                     w,
-                    "  ({} flows, {} rate recomputations, {} flows re-rated: {:.3e} flows/s, {:.3e} \
-                     recomputations/s, {:.3e} flows re-rated/s)",
+                    "  ({} flows, {} rate recomputations, {} flows re-rated in {:.3} s wall: {:.3e} flows/s, \
+                     {:.3e} recomputations/s, {:.3e} flows re-rated/s)",
                     r.flows_started,
                     r.flow_recomputes,
                     r.flows_rerated,
+                    wall_s,
                     per_s(r.flows_started),
                     per_s(r.flow_recomputes),
                     per_s(r.flows_rerated)
