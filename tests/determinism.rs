@@ -77,3 +77,37 @@ fn a_training_step_writes_identical_files_and_plots() {
         assert!(x == y, "{f} differs between two runs of the same scenario");
     }
 }
+
+/// The direct all-to-all routes blocks of senders on rayon's threads: one
+/// thread and two write the same files.
+#[test]
+fn one_and_two_threads_write_identical_files() {
+    let dir = scratch("determinism-threads");
+    let mut outs = Vec::new();
+    for threads in ["1", "2"] {
+        let out = dir.join(format!("threads-{threads}"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_moesim"))
+            .env("RAYON_NUM_THREADS", threads)
+            .args([
+                "run",
+                "alltoall-512xh800",
+                "--set",
+                "topology.preset=multi-plane-fat-tree",
+                "--set",
+                "topology.nodes=16",
+                "--set",
+                "workload.ranks=128",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .expect("moesim runs");
+        assert!(o.status.success(), "{}", stderr(&o));
+        outs.push(out);
+    }
+    for f in ["summary.json", "timeline.csv", "resources.csv", "trace.json.gz"] {
+        let x = std::fs::read(outs[0].join(f)).unwrap();
+        let y = std::fs::read(outs[1].join(f)).unwrap();
+        assert!(x == y, "{f} differs between 1 and 2 threads");
+    }
+}

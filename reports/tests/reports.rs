@@ -32,6 +32,7 @@ fn run() -> (TaskGraph, Platform, RunResult) {
             LinkSample { time: SimTime(0), bytes_per_s: 1e9 },
             LinkSample { time: SimTime(1_000_000), bytes_per_s: 0.0 },
         ]],
+        ..RunResult::default()
     };
     (g, p, r)
 }

@@ -259,11 +259,16 @@ impl<'a> Engine<'a> {
                 resource_kind,
             });
         }
+        let (flows_started, flow_recomputes, flows_rerated) =
+            (self.flows.flows_started(), self.flows.recomputes(), self.flows.flows_rerated());
         let (links, series) = self.flows.into_stats();
         let link_series = series.unwrap_or_else(|| vec![Vec::new(); links.len()]);
         Ok(RunResult {
             end: SimTime(self.end),
             events: self.events,
+            flows_started,
+            flow_recomputes,
+            flows_rerated,
             spans: self.spans,
             devices: self.devices.iter().map(|d| d.stats).collect(),
             links,

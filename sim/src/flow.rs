@@ -33,9 +33,15 @@
 //! as flows elsewhere freeze, so an out-of-date key is pushed back, and a
 //! current one is a bottleneck. All links saturating at that level freeze
 //! their unfrozen flows together (a *batch*), either through the incidence or, when
-//! they hold many flows, in one sequential pass over all flows. Each batch
+//! they hold many flows, in one sequential pass over the flows not frozen as
+//! of the previous such pass (a list compacted by each pass, so a pass costs
+//! at most twice the incidence walk it replaces: with one pass over all
+//! flows per level, a multi-plane fat-tree all-to-all, whose ECMP imbalance
+//! gives thousands of levels, cost O(levels x flows), about N^3). Each batch
 //! becomes one run per (component, origin run). Cost: O(sum of path lengths x
-//! (log links + levels that take the sequential pass)) per recompute.
+//! log links) per recompute. The solver counts the flows it starts and the
+//! flows its water-fillings rate ([`FlowSolver::flows_rerated`]): one event
+//! can finish millions of flows, so events/s alone says little of its work.
 //!
 //! Rates are f64 bytes per picosecond; completion times are rounded up to
 //! whole picoseconds with [`ceil_ps`], and a flow with less than
@@ -270,6 +276,10 @@ pub struct FlowSolver {
     resched: bool,
     scratch: Scratch,
     recomputes: u64,
+    /// Flows given a rate by a water-filling (new or re-rated), in all.
+    rerated: u64,
+    /// Flows started, in all.
+    started: u64,
 }
 
 /// Buffers reused by every recompute: the flows being recomputed and the
@@ -308,6 +318,9 @@ struct Scratch {
     key_count: Vec<u32>,
     keys: Vec<u32>,
     heap: BinaryHeap<Reverse<(u64, u32)>>,
+    /// The water-filling's flows not yet frozen as of its last sequential
+    /// pass.
+    live: Vec<u32>,
 }
 
 fn find(parent: &mut [u32], mut x: u32) -> u32 {
@@ -554,12 +567,15 @@ impl FlowSolver {
             resched: false,
             scratch: Scratch::default(),
             recomputes: 0,
+            rerated: 0,
+            started: 0,
         }
     }
 
     /// Starts flow `flow` with `bytes` (> 0) over its non-empty path. It gets a
     /// rate at the next [`FlowSolver::recompute`].
     pub fn start_flow<P: FlowPaths + ?Sized>(&mut self, paths: &P, flow: u32, bytes: f64) {
+        self.started += 1;
         for &l in paths.flow_path(flow) {
             let li = l.0 as usize;
             self.link_stats[li].bytes += bytes;
@@ -1019,8 +1035,11 @@ impl FlowSolver {
                 heap.push(Reverse(((cap / k as f64).to_bits(), ll as u32)));
             }
         }
-        // Flows left to freeze.
-        let mut unfrozen = n;
+        // Flows not frozen as of the last sequential pass.
+        let mut live = std::mem::take(&mut sc.live);
+        live.clear();
+        live.extend_from_slice(&sc.flows);
+        let mut live_len = n;
         sc.sat.clear();
         sc.sat.resize(nl, false);
         let mut batch = std::mem::take(&mut sc.batch);
@@ -1063,22 +1082,29 @@ impl FlowSolver {
             }
             sc.batch_flows.clear();
             sc.batch_labels.clear();
-            if work as usize > unfrozen / 2 {
-                // Many flows freeze: one sequential pass over all of them.
+            if work as usize > live_len / 2 {
+                // Many flows freeze: one sequential pass over the flows not
+                // frozen as of the last such pass (`sc.live`, in `sc.flows`
+                // order), dropping the frozen ones from it as it goes, so
+                // the passes cost no more than the incidence walks they
+                // replace (O(sum of path lengths) over a whole filling).
                 for &b in &batch {
                     sc.sat[b as usize] = true;
                 }
-                for &f in &sc.flows {
+                let mut kept = 0;
+                for i in 0..live_len {
+                    let f = live[i];
                     if is_set(&self.frozen, f) {
                         continue;
                     }
                     let p = paths.flow_path(f);
                     if !p.iter().any(|l| sc.sat[self.link_local[l.0 as usize] as usize]) {
+                        live[kept] = f;
+                        kept += 1;
                         continue;
                     }
                     set_bit(&mut self.frozen, f);
                     sc.batch_flows.push(f);
-                    unfrozen -= 1;
                     for l in p {
                         let l2 = self.link_local[l.0 as usize] as usize;
                         sc.left[l2].0 -= s;
@@ -1088,6 +1114,8 @@ impl FlowSolver {
                         sc.batch_labels.push(sc.link_label[self.link_local[p[0].0 as usize] as usize]);
                     }
                 }
+                live_len = kept;
+                self.rerated += sc.batch_flows.len() as u64;
                 for &b in &batch {
                     sc.sat[b as usize] = false;
                 }
@@ -1104,7 +1132,7 @@ impl FlowSolver {
                         set_bit(&mut self.frozen, f);
                         sc.batch_flows.push(f);
                     }
-                    unfrozen -= sc.batch_flows.len() - from;
+                    self.rerated += (sc.batch_flows.len() - from) as u64;
                     let (left, link_local) = (&mut sc.left, &self.link_local);
                     let (labels, link_label) = (&mut sc.batch_labels, &sc.link_label);
                     with_paths(paths, &sc.batch_flows[from..], |_, path| {
@@ -1123,6 +1151,7 @@ impl FlowSolver {
         }
         sc.batch = batch;
         sc.heap = heap;
+        sc.live = live;
         // Every gathered flow froze; clear their bits.
         if n >= self.frozen.len() {
             self.frozen.fill(0);
@@ -1299,6 +1328,18 @@ impl FlowSolver {
     /// How many times [`FlowSolver::recompute`] did any work.
     pub fn recomputes(&self) -> u64 {
         self.recomputes
+    }
+
+    /// How many flows water-fillings gave a rate, in all (a flow re-rated
+    /// by several recomputes counts each time): the solver's work, next to
+    /// the engine's events.
+    pub fn flows_rerated(&self) -> u64 {
+        self.rerated
+    }
+
+    /// How many flows were started, in all.
+    pub fn flows_started(&self) -> u64 {
+        self.started
     }
 
     /// The per-link statistics and (if recorded) series.

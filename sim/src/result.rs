@@ -54,6 +54,14 @@ pub struct RunResult {
     pub end: SimTime,
     /// Events the engine processed.
     pub events: u64,
+    /// Flows started (one event can finish millions of them).
+    pub flows_started: u64,
+    /// Rate recomputations of the flow solver (one per touched component
+    /// and timestamp).
+    pub flow_recomputes: u64,
+    /// Flows given a rate by those recomputations, in all (a flow re-rated
+    /// several times counts each time): the solver's work.
+    pub flows_rerated: u64,
     pub spans: Vec<TaskSpan>,
     pub devices: Vec<DeviceStats>,
     pub links: Vec<LinkStats>,

@@ -75,12 +75,25 @@ pub(crate) fn print_outcome(
             for p in written {
                 let _ = writeln!(w, "  wrote {}", p.display());
             }
-            let events_per_s = outcome.result.events as f64 / wall_s.max(1e-9);
-            let _ = writeln!(
-                w,
-                "  ({} events in {:.3} s wall, {:.3e} events/s)",
-                outcome.result.events, wall_s, events_per_s
-            );
+            let r = &outcome.result;
+            let per_s = |n: u64| n as f64 / wall_s.max(1e-9);
+            let _ = writeln!(w, "  ({} events in {:.3} s wall, {:.3e} events/s)", r.events, wall_s, per_s(r.events));
+            if r.flows_started > 0 {
+                // One event can finish millions of flows: the solver's work
+                // beside the event rate.
+                let _ = writeln!(
+                    w,
+                    "  ({} flows, {} rate recomputations, {} flows re-rated in {:.3} s wall: {:.3e} flows/s, \
+                     {:.3e} recomputations/s, {:.3e} flows re-rated/s)",
+                    r.flows_started,
+                    r.flow_recomputes,
+                    r.flows_rerated,
+                    wall_s,
+                    per_s(r.flows_started),
+                    per_s(r.flow_recomputes),
+                    per_s(r.flows_rerated)
+                );
+            }
         }
     }
     Ok(())

@@ -127,6 +127,15 @@ impl Cluster {
         self.path(graph, (src, dst), flow_key, scratch, true)
     }
 
+    /// Appends the links of the route `src -> dst` (ECMP choice keyed by
+    /// `flow_key`) to `out`, without SM links: what [`Cluster::add_route`]
+    /// stores, for callers that route on several threads and store in order.
+    pub fn route_links(&self, src: u32, dst: u32, flow_key: u64, scratch: &mut Vec<EdgeIndex>, out: &mut Vec<LinkId>) {
+        scratch.clear();
+        self.router.route(&self.topology, src, dst, flow_key, scratch);
+        out.extend(scratch.iter().map(|e| LinkId(e.index() as u32)));
+    }
+
     /// Routes `src -> dst` (ECMP choice keyed by `flow_key`) and stores the
     /// path in `graph`.
     pub fn add_route(

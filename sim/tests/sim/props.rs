@@ -181,3 +181,106 @@ fn run_in_order(n: &Net, p: &Platform, order: &[usize]) -> Result<Vec<u64>, Test
     }
     Ok(tasks.iter().map(|t| r.spans[t.0 as usize].end.0).collect())
 }
+
+/// The exact max-min allocation of the active flows, by the textbook
+/// progressive filling (every level scans every link and flow; no
+/// components, runs, incidence or partial re-filling): the reference the
+/// solver's rates are compared with.
+fn reference_rates(caps: &[f64], paths: &[Vec<LinkId>], active: &[bool]) -> Vec<f64> {
+    let mut rate = vec![0.0; paths.len()];
+    let mut frozen: Vec<bool> = active.iter().map(|a| !a).collect();
+    let mut left = caps.to_vec();
+    loop {
+        let mut count = vec![0u32; caps.len()];
+        for (f, p) in paths.iter().enumerate() {
+            if !frozen[f] {
+                for l in p {
+                    count[l.0 as usize] += 1;
+                }
+            }
+        }
+        let Some(s) =
+            (0..caps.len()).filter(|&l| count[l] > 0).map(|l| left[l].max(0.0) / count[l] as f64).reduce(f64::min)
+        else {
+            return rate;
+        };
+        let saturated: Vec<bool> =
+            (0..caps.len()).map(|l| count[l] > 0 && left[l].max(0.0) / count[l] as f64 <= s * (1.0 + 1e-9)).collect();
+        for (f, p) in paths.iter().enumerate() {
+            if !frozen[f] && p.iter().any(|l| saturated[l.0 as usize]) {
+                frozen[f] = true;
+                rate[f] = s;
+                for l in p {
+                    left[l.0 as usize] -= s;
+                }
+            }
+        }
+    }
+}
+
+/// Larger random networks than [`net`]: up to 400 flows over up to 40
+/// links, so a water-filling takes many levels and its sequential passes
+/// (over the flows still unfrozen) happen after earlier levels froze flows
+/// through the incidence.
+fn big_net() -> impl Strategy<Value = Net> {
+    (4usize..40)
+        .prop_flat_map(|links| {
+            let flow = (
+                proptest::sample::subsequence((0..links as u32).collect::<Vec<_>>(), 1..=links.min(5)),
+                prop_oneof![Just(1000.0f64), Just(2500.0), 1.0f64..5000.0],
+                prop_oneof![Just(0u64), Just(1500), 0u64..4000],
+            );
+            (
+                proptest::collection::vec(prop_oneof![Just(1.0f64), Just(4.0), 0.25f64..8.0], links),
+                proptest::collection::vec(0u64..300, links),
+                proptest::collection::vec(flow, 50..400),
+            )
+        })
+        .prop_map(|(caps, latencies, flows)| Net { caps, latencies, flows })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// After every start and completion, each active flow's rate equals the
+    /// textbook max-min allocation's (relative 1e-9), so simulated times are
+    /// those of the exact solution.
+    #[test]
+    fn solver_rates_equal_the_textbook_max_min(n in big_net()) {
+        let p = platform(&n);
+        let paths: Vec<Vec<LinkId>> = n.flows.iter().map(|(path, _, _)| path.iter().map(|&l| LinkId(l)).collect()).collect();
+        let mut solver = FlowSolver::new(&p, paths.len(), false);
+        let mut starts: Vec<(u64, u32)> = n.flows.iter().enumerate().map(|(i, f)| (f.2, i as u32)).collect();
+        starts.sort();
+        let (mut next_start, mut finished, mut steps) = (0, 0, 0);
+        let mut pending: Vec<FlowDue> = Vec::new();
+        while finished < paths.len() {
+            steps += 1;
+            prop_assert!(steps < 100_000, "livelock");
+            let t_start = starts.get(next_start).map(|s| s.0).unwrap_or(u64::MAX);
+            let now = t_start.min(pending.iter().map(|d| d.time).min().unwrap_or(u64::MAX));
+            prop_assert!(now != u64::MAX, "nothing left to do with {finished} finished");
+            while next_start < starts.len() && starts[next_start].0 == now {
+                let f = starts[next_start].1;
+                solver.start_flow(&paths, f, n.flows[f as usize].1);
+                next_start += 1;
+            }
+            let due_now: Vec<FlowDue> = pending.iter().copied().filter(|d| d.time == now).collect();
+            pending.retain(|d| d.time != now);
+            let mut done = Vec::new();
+            for d in due_now {
+                solver.complete_due(&paths, d, now, &mut done);
+            }
+            finished += done.len();
+            solver.recompute(&paths, now, &mut pending);
+            let active: Vec<bool> = (0..paths.len() as u32).map(|f| solver.is_active(f)).collect();
+            let want = reference_rates(&n.caps, &paths, &active);
+            for (f, &w) in want.iter().enumerate() {
+                let got = solver.rate_bytes_per_s(f as u32) / B_PER_PS;
+                prop_assert!((got - w).abs() <= 1e-9 * w.max(1e-12), "flow {f} at {now} ps: {got} vs {w}");
+            }
+        }
+        prop_assert_eq!(solver.flows_started(), paths.len() as u64);
+        prop_assert!(solver.flows_rerated() >= paths.len() as u64);
+    }
+}
