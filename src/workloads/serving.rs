@@ -957,17 +957,32 @@ impl Workload for ServingWorkload {
     }
 
     fn footprint(&self, setup: &Setup) -> Option<Footprint> {
-        // Each request is held with its outcome and output row: about 160 B
-        // (an hour at day-6 load, 6.18M requests, took 980 MB).
-        let (requests, key) = match (self.arrivals(), &self.trace) {
+        // Requests stream through: only those in the system are held (about
+        // 200 B each; a day at day-6 load held 100k at most), plus 16 MiB of
+        // exact latencies before the sketch takes over. A trace is read
+        // whole: at least 30 bytes a row, about 160 B a row held.
+        match (self.arrivals(), &self.trace) {
             (Arrivals::Trace, Some(path)) => {
-                // At least 30 bytes a row; the file's size bounds the rows.
                 let bytes = std::fs::metadata(resolve_path(&setup.source.origin, path)).map_or(0, |m| m.len());
-                (bytes as f64 / 30.0, "workload.trace")
+                let rows = bytes as f64 / 30.0;
+                Some(Footprint {
+                    bytes: rows * 160.0 + 16.0 * (1u64 << 20) as f64,
+                    key: "workload.trace".into(),
+                    what: format!("a trace of up to {rows:.3e} requests"),
+                })
             }
-            _ => (self.rate_per_s.unwrap_or(1.0) * self.duration_s.unwrap_or(0.0), "workload.rate_per_s"),
-        };
-        Some(Footprint { bytes: requests * 160.0, key: key.into(), what: format!("{requests:.3e} requests") })
+            _ => {
+                let rate = self.rate_per_s.unwrap_or(1.0);
+                // A request stays a few minutes at most unless the
+                // deployment is overloaded (its backlog is held).
+                let held = (rate * self.duration_s.unwrap_or(0.0)).min(rate * 600.0);
+                Some(Footprint {
+                    bytes: held * 200.0 + 16.0 * (1u64 << 20) as f64,
+                    key: "workload.rate_per_s".into(),
+                    what: format!("{held:.3e} requests in the system at once"),
+                })
+            }
+        }
     }
 
     fn run(&self, setup: &Setup, options: &RunOptions, _observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
@@ -1459,4 +1474,102 @@ pub fn latency_cdfs(
         out.push(super::draw(setup, chart)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed pseudo-random sequence in [0, 1) (xorshift64*).
+    struct Draws(u64);
+    impl Draws {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// `requests.csv` as it was written before it streamed: the reference.
+    fn reference_row(i: usize, o: &RequestOutcome) -> String {
+        format!(
+            "{i},{:.3},{},{},{},{},{},{:.3},{:.3},{},{},{:.3},{:.3},{:.3},{}\n",
+            o.arrival_s * 1e3,
+            o.input_len,
+            o.output_len,
+            o.cached_len,
+            o.prefill_unit,
+            o.prefill_gpu,
+            o.prefill_start_s * 1e3,
+            o.first_token_s * 1e3,
+            o.decode_unit,
+            o.decode_gpu,
+            if o.decode_join_s.is_finite() { o.decode_join_s * 1e3 } else { o.first_token_s * 1e3 },
+            o.finish_s * 1e3,
+            o.ttft_s() * 1e3,
+            o.tpot_s().map_or(String::new(), |t| format!("{:.3}", t * 1e3)),
+        )
+    }
+
+    #[test]
+    fn fast_millisecond_formatting_is_the_standard_one() {
+        let mut r = Draws(5);
+        let mut values: Vec<f64> = (0..200_000).map(|_| r.next() * 1e8).collect();
+        // Whole nanoseconds land on rounding ties (x.xxx5 ms) and near them.
+        values.extend((0..200_000u64).map(|k| (k * 500 + 1) as f64 * 1e-6));
+        values.extend((0..200_000u64).map(|k| (r.next() * 8.64e13).floor() / 1e6 + (k % 2) as f64 * 5e-4));
+        values.extend([0.0, 0.0005, 0.0015, 1e-9, 1e12, 2e13, f64::NAN]);
+        for v in values {
+            let mut s = String::new();
+            push_ms(&mut s, v);
+            assert_eq!(s, format!("{v:.3}"), "{v:e}");
+        }
+    }
+
+    #[test]
+    fn streamed_requests_csv_is_the_reference_one() {
+        let o = RequestOutcome {
+            arrival_s: 0.0173705,
+            input_len: 4096,
+            output_len: 1100,
+            cached_len: 2306,
+            prefill_start_s: 0.0173705,
+            first_token_s: 0.2328401,
+            decode_join_s: 0.2392055,
+            finish_s: 22.6353714,
+            prefill_unit: 3,
+            prefill_gpu: 17,
+            decode_unit: 0,
+            decode_gpu: 143,
+        };
+        let one = RequestOutcome { output_len: 1, decode_join_s: f64::NAN, finish_s: o.first_token_s, ..o };
+        let mut bytes = Vec::new();
+        let mut w = RequestsCsv::new(&mut bytes);
+        w.row(&o);
+        w.row(&one);
+        assert!(w.finish().is_none());
+        let want = format!("{REQUESTS_CSV_HEADER}{}{}", reference_row(0, &o), reference_row(1, &one));
+        assert_eq!(String::from_utf8(bytes).unwrap(), want);
+    }
+
+    #[test]
+    fn timeline_spans_merged_as_they_come_are_those_merged_at_the_end() {
+        let mut r = Draws(9);
+        let mut all = Vec::new();
+        let mut spans = TimelineSpans::new(1, 0);
+        let mut t = 0.0;
+        for _ in 0..100_000 {
+            t += r.next() * 0.02;
+            let s = (t, t + r.next() * 0.01);
+            all.push(s);
+            spans.push(0, s);
+        }
+        let end = all.iter().map(|s| s.1).fold(0.0, f64::max);
+        assert!(spans.rows[0].len() < 20_000, "{}", spans.rows[0].len());
+        merge_spans(&mut all, end / 2000.0);
+        let mut streamed = spans.rows.remove(0);
+        merge_spans(&mut streamed, end / 2000.0);
+        assert_eq!(streamed, all);
+    }
 }

@@ -311,6 +311,32 @@ mod tests {
         assert!(arrivals.windows(2).all(|w| w[0] < w[1]));
     }
 
+    /// On a small run's real latencies, the sketch's percentiles are within
+    /// the stated bound of the exact ones.
+    #[test]
+    fn sketched_latency_percentiles_are_within_the_bound_of_exact_ones() {
+        let reqs: Vec<Request> = (0..3000)
+            .map(|i| Request {
+                arrival_s: i as f64 * 0.004,
+                input_len: 300 + (i * 37 % 900),
+                output_len: 2 + (i * 13 % 60),
+                cached_len: 50,
+            })
+            .collect();
+        let r = simulate_serving(&config(), &reqs, &mut Quadratic);
+        let (mut exact, mut sketch) = (Quantiles::default(), Quantiles::with_exact_limit(0));
+        for o in &r.requests {
+            exact.push(o.ttft_s() * 1e3);
+            sketch.push(o.ttft_s() * 1e3);
+        }
+        assert!(exact.is_exact() && !sketch.is_exact());
+        for q in [0.01, 0.5, 0.9, 0.99, 1.0] {
+            let (e, s) = (exact.quantile(q), sketch.quantile(q));
+            assert!((s - e).abs() <= SKETCH_RELATIVE_ERROR * e, "q{q}: exact {e} ms, sketch {s} ms");
+        }
+        assert_eq!(exact.mean(), sketch.mean());
+    }
+
     /// Prefill time a + b x token-keys on the busiest GPU.
     struct Quadratic;
     impl IterationTimes for Quadratic {

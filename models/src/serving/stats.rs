@@ -73,15 +73,27 @@ pub const SKETCH_RELATIVE_ERROR: f64 = 0.001;
 /// A sample's mean and nearest-rank quantiles in bounded memory: exact up to
 /// [`EXACT_VALUES`] values, then a sketch ([`SKETCH_RELATIVE_ERROR`]). Values
 /// are positive (latencies); zero and below share one bucket.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Quantiles {
     exact: Vec<f64>,
     sketch: Option<Sketch>,
     count: u64,
     sum: f64,
+    exact_limit: usize,
+}
+
+impl Default for Quantiles {
+    fn default() -> Quantiles {
+        Quantiles::with_exact_limit(EXACT_VALUES)
+    }
 }
 
 impl Quantiles {
+    /// Exact up to `limit` values (0: the sketch from the first).
+    pub fn with_exact_limit(limit: usize) -> Quantiles {
+        Quantiles { exact: Vec::new(), sketch: None, count: 0, sum: 0.0, exact_limit: limit }
+    }
+
     pub fn push(&mut self, x: f64) {
         self.count += 1;
         self.sum += x;
@@ -89,7 +101,7 @@ impl Quantiles {
             Some(s) => s.add(x),
             None => {
                 self.exact.push(x);
-                if self.exact.len() > EXACT_VALUES {
+                if self.exact.len() > self.exact_limit {
                     let mut s = Sketch::default();
                     for &v in &self.exact {
                         s.add(v);
