@@ -189,7 +189,7 @@ impl Sketch {
     }
 
     fn add(&mut self, x: f64) {
-        if !(x > 0.0) || !x.is_finite() {
+        if x.is_nan() || x <= 0.0 || x.is_infinite() {
             // Latencies are positive and finite; anything else counts as zero.
             self.zeros += 1;
             return;
