@@ -565,23 +565,23 @@ impl ServingWorkload {
         // Unservable requests are left out as they come; an arrival past half
         // the clock's range ends the stream (an input error below).
         let mut index = 0usize;
-        let mut filtered = source.filter_map(|r| {
+        let mut filtered = source.filter(|r| {
             let i = index;
             index += 1;
             if mix.late.is_some() {
-                return None;
+                return false;
             }
-            if let Some(message) = unservable_one(&config, &r, model.max_context) {
+            if let Some(message) = unservable_one(&config, r, model.max_context) {
                 mix.bad += 1;
                 mix.first_bad.get_or_insert((i, message));
-                return None;
+                return false;
             }
             if r.arrival_s >= 0.5 * SimTime::RANGE_S {
                 mix.late = Some(r.arrival_s);
-                return None;
+                return false;
             }
-            mix.add(&r);
-            Some(r)
+            mix.add(r);
+            true
         });
         let mut stats = ServingStats::new(self, &config, timeline);
         let mut csv = csv.map(RequestsCsv::new);
