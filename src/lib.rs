@@ -164,7 +164,7 @@ pub fn run_source(
     let mut outcome = scenario.run(options, observer)?;
     if options.figures {
         let resolved = provenance::resolved_toml(&scenario.setup).map_err(AppError::Failed)?;
-        outcome.files.insert(0, (provenance::RESOLVED_FILE.to_owned(), resolved.into_bytes()));
+        outcome.files.insert(0, (provenance::RESOLVED_FILE.to_owned(), resolved.into_bytes().into()));
     }
     let summary = output::summary(&scenario.setup, scenario.workload.kind_name(), &outcome);
     Ok((summary, outcome))

@@ -21,7 +21,7 @@ use moesim_reports::window::{EventWindow, WindowRequest};
 
 use crate::diagnostics::Source;
 use crate::setup::Setup;
-use crate::workloads::Outcome;
+use crate::workloads::{OutFile, Outcome};
 use crate::AppError;
 
 /// The deterministic part of a run's summary (no wall-clock figures), with
@@ -98,7 +98,7 @@ impl OutDir {
     pub fn write_run(
         &self,
         summary: &mut Map<String, Value>,
-        outcome: &Outcome,
+        outcome: &mut Outcome,
         window: WindowRequest,
     ) -> Result<Vec<PathBuf>, String> {
         let chosen = EventWindow::choose(&outcome.result, window);
@@ -112,7 +112,32 @@ impl OutDir {
         if let Some(Value::Array(notes)) = summary.get_mut("notes") {
             notes.push(Value::from(chosen.describe()));
         }
-        self.write_staged(|staging| write_all(staging, summary, outcome, &chosen))
+        let spooled: Vec<(String, crate::workloads::SpooledFile)> = std::mem::take(&mut outcome.files)
+            .into_iter()
+            .filter_map(|(name, f)| match f {
+                OutFile::Spooled(s) => Some((name, s)),
+                OutFile::Bytes(b) => {
+                    outcome.files.push((name, OutFile::Bytes(b)));
+                    None
+                }
+            })
+            .collect();
+        let outcome = &*outcome;
+        self.write_staged(|staging| {
+            let mut names = write_all(staging, summary, outcome, &chosen)?;
+            for (name, file) in spooled {
+                file.move_to(&staging.join(&name)).map_err(|e| werr(&name, e))?;
+                names.push(name);
+            }
+            Ok(names)
+        })
+    }
+
+    /// Where a run streams its large files before they move in: a hidden
+    /// folder beside the output folder (the same file system), removed with
+    /// its last file and, after a run that died, by the next `prepare`.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.staging.to_string_lossy().replace("moesim-staging", "moesim-spool").into()
     }
 
     /// Writes named files, all or none.
@@ -164,7 +189,8 @@ impl OutDir {
     }
 }
 
-/// Removes `.NAME.moesim-staging-PID` and `.NAME.moesim-old-PID` folders in
+/// Removes `.NAME.moesim-staging-PID`, `.NAME.moesim-old-PID` and
+/// `.NAME.moesim-spool-PID` folders in
 /// `parent` left by runs that are no longer alive (on Linux, no
 /// `/proc/PID`; elsewhere, untouched for an hour).
 fn remove_stale_staging(parent: &Path, name: &str) {
@@ -173,7 +199,11 @@ fn remove_stale_staging(parent: &Path, name: &str) {
     for entry in entries.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
         let Some(rest) = file.strip_prefix(&format!(".{name}.")) else { continue };
-        let Some(pid) = rest.strip_prefix("moesim-staging-").or_else(|| rest.strip_prefix("moesim-old-")) else {
+        let Some(pid) = rest
+            .strip_prefix("moesim-staging-")
+            .or_else(|| rest.strip_prefix("moesim-old-"))
+            .or_else(|| rest.strip_prefix("moesim-spool-"))
+        else {
             continue;
         };
         let Ok(pid) = pid.parse::<u32>() else { continue };
@@ -252,8 +282,11 @@ fn write_all(
             names.push(name);
         }
     }
-    for (name, bytes) in &outcome.files {
-        fs::write(dir.join(name), bytes).map_err(|e| werr(name, e))?;
+    for (name, file) in &outcome.files {
+        match file {
+            OutFile::Bytes(bytes) => fs::write(dir.join(name), bytes).map_err(|e| werr(name, e))?,
+            OutFile::Spooled(_) => {} // moved in by `OutDir::write_run`
+        }
         names.push(name.clone());
     }
     Ok(names)

@@ -64,6 +64,7 @@ impl RunOutput {
             record_link_series: out.is_some(),
             figures: out.is_some(),
             max_memory_bytes: Some(self.limits.max_memory_bytes()?),
+            spool_dir: out.as_ref().map(crate::output::OutDir::spool_dir),
         };
         Ok((out, options, window))
     }

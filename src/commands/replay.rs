@@ -70,7 +70,7 @@ pub fn execute(args: ReplayArgs) -> Result<ExitCode, AppError> {
     let wall_s = started.elapsed().as_secs_f64();
     let mut written = Vec::new();
     if let Some(dir) = &out_dir {
-        written = dir.write_run(&mut summary, &outcome, window).map_err(AppError::Failed)?;
+        written = dir.write_run(&mut summary, &mut outcome, window).map_err(AppError::Failed)?;
     }
     super::run::print_outcome(output.format, &summary, &outcome, &written, wall_s)?;
     Ok(ExitCode::SUCCESS)

@@ -31,11 +31,11 @@ pub fn execute(args: RunArgs) -> Result<ExitCode, AppError> {
     let mut progress = Progress::new();
     let run = run_scenario_observed(&scenario, &output.sets, &options, &mut progress);
     progress.finish();
-    let (mut summary, outcome) = run?;
+    let (mut summary, mut outcome) = run?;
     let wall_s = started.elapsed().as_secs_f64();
     let mut written = Vec::new();
     if let Some(dir) = &out_dir {
-        written = dir.write_run(&mut summary, &outcome, window).map_err(AppError::Failed)?;
+        written = dir.write_run(&mut summary, &mut outcome, window).map_err(AppError::Failed)?;
     }
     print_outcome(output.format, &summary, &outcome, &written, wall_s)?;
     Ok(ExitCode::SUCCESS)

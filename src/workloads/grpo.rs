@@ -533,17 +533,16 @@ impl Workload for GrpoWorkload {
         let sw = self.serving(pools);
         let mut times = EngineIterationTimes::new(&sw, setup)?;
         let decode_units = sw.decode_units;
-        let rollout = sw.serve(setup, &self.requests(&lengths), &mut times, 1, decode_units)?;
-        let rollout_s = rollout.result.makespan_s;
-        let mut finish: Vec<f64> = rollout.result.requests.iter().map(|o| o.finish_s).collect();
-        let t90 = quantile(&mut finish, 0.9);
-        let t50 = quantile(&mut finish, 0.5);
+        let mut rollout = sw.serve(setup, &self.requests(&lengths), &mut times, 1, decode_units)?;
+        let rollout_s = rollout.totals.makespan_s;
+        let t90 = rollout.stats.finish_s.quantile(0.9);
+        let t50 = rollout.stats.finish_s.quantile(0.5);
         let generated: f64 = lengths.iter().map(|&l| l as f64).sum();
         let seq_tokens: Vec<f64> = lengths.iter().map(|&l| (l + self.prompt_len) as f64).collect();
         let total_tokens: f64 = seq_tokens.iter().sum();
         let budget = self.partial_budget();
         let partial = sw.serve(setup, &self.partial_requests(&lengths, budget), &mut times, 1, decode_units)?;
-        let partial_rollout_s = partial.result.makespan_s;
+        let partial_rollout_s = partial.totals.makespan_s;
         notes.extend(rollout.notes.iter().filter(|n| n.starts_with("iteration times")).cloned());
         notes.push(format!(
             "rollout: {n} samples arrive at once on {} decode units of {} GPUs (one prefill unit of the same size computes the prompts, each prompt once for its {} samples); lengths log-normal, mean {}, sigma {}, cut at {}",
@@ -674,7 +673,7 @@ impl Workload for GrpoWorkload {
         m.insert("rollout_p90_finish_s".into(), num(t90));
         m.insert("rollout_tail_s".into(), num(rollout_s - t90));
         m.insert("rollout_tail_fraction".into(), num((rollout_s - t90) / rollout_s.max(1e-12)));
-        let r = &rollout.result;
+        let r = &rollout.totals;
         m.insert(
             "rollout_mean_batch_per_gpu".into(),
             num(if r.decode_busy_s > 0.0 { r.decode_batch_seconds / r.decode_busy_s } else { 0.0 }),

@@ -108,7 +108,7 @@ impl Context<'_> {
 }
 
 /// How to run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Record per-link rate series (for trace counter tracks).
     pub record_link_series: bool,
@@ -117,6 +117,61 @@ pub struct RunOptions {
     /// Refuse a run whose estimated memory exceeds this many bytes
     /// (`None`: no limit).
     pub max_memory_bytes: Option<f64>,
+    /// Where a workload streams a large file during the run (beside `--out`,
+    /// so it moves into place without a copy; `None`: the system's temporary
+    /// folder). See [`SpooledFile`].
+    pub spool_dir: Option<std::path::PathBuf>,
+}
+
+/// A further `--out` file: its bytes, or a file a workload streamed to disk
+/// during the run ([`SpooledFile`]), moved into the output folder.
+#[derive(Debug)]
+pub enum OutFile {
+    Bytes(Vec<u8>),
+    Spooled(SpooledFile),
+}
+
+impl From<Vec<u8>> for OutFile {
+    fn from(bytes: Vec<u8>) -> OutFile {
+        OutFile::Bytes(bytes)
+    }
+}
+
+/// A file written during a run, removed when dropped unless it was moved
+/// into an output folder first ([`SpooledFile::move_to`]).
+#[derive(Debug)]
+pub struct SpooledFile {
+    path: std::path::PathBuf,
+}
+
+impl SpooledFile {
+    /// Creates `name` (with the process id) in `dir` (created if need be) or
+    /// in the system's temporary folder.
+    pub fn create(dir: Option<&std::path::Path>, name: &str) -> std::io::Result<(SpooledFile, std::fs::File)> {
+        let dir = dir.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}.{name}", std::process::id()));
+        let file = std::fs::File::create(&path)?;
+        Ok((SpooledFile { path }, file))
+    }
+
+    /// Moves the file to `to` (renamed, or copied across file systems).
+    pub fn move_to(self, to: &std::path::Path) -> std::io::Result<()> {
+        if std::fs::rename(&self.path, to).is_err() {
+            std::fs::copy(&self.path, to)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SpooledFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            // Only when empty: a spool folder beside `--out` holds nothing else.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// A finished run: the workload's metrics and everything the reports need.
@@ -130,8 +185,9 @@ pub struct Outcome {
     pub result: RunResult,
     /// Plots to write beside the other outputs (`NAME.png`, `NAME.svg`).
     pub figures: Vec<moesim_reports::plot::RenderedFigure>,
-    /// Further files for `--out` (`(name, bytes)`, e.g. a per-request CSV).
-    pub files: Vec<(String, Vec<u8>)>,
+    /// Further files for `--out` (`(name, bytes or a spooled file)`, e.g. a
+    /// per-request CSV).
+    pub files: Vec<(String, OutFile)>,
     /// The GPUs of the job, ranks `0..n` (`None`: every device of the
     /// platform): a GPU of the job without tasks is mirrored by a simulated
     /// one; one outside it is not simulated. Set by [`Workload::job_gpus`].

@@ -218,7 +218,7 @@ impl Workload for ReplayWorkload {
                     row.simulated_ns as f64 / 1e6
                 ));
             }
-            files.push(("kernel_classes.csv".to_owned(), csv.into_bytes()));
+            files.push(("kernel_classes.csv".to_owned(), csv.into_bytes().into()));
             let lanes: Vec<moesim_reports::replay::LaneData> = run
                 .lanes
                 .into_iter()

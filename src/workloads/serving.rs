@@ -46,8 +46,8 @@ use moesim_models::lowering::inference::{
     RoutingCache,
 };
 use moesim_models::serving::{
-    poisson_arrivals, quantile, simulate_serving, unservable, IterationTimes, PrefillChunking, Request, ServingConfig,
-    ServingResult,
+    serve_stream, unservable, IterationTimes, PoissonArrivals, PrefillChunking, Quantiles, Request, RequestOutcome,
+    ServingConfig, ServingTotals, EXACT_VALUES, SKETCH_RELATIVE_ERROR,
 };
 use moesim_models::transformer::routing::Skew;
 use moesim_models::{Cluster, DeviceSpec, ModelConfig};
@@ -60,8 +60,8 @@ use serde_json::{Map, Value};
 use super::inference::PlacementName;
 use super::traces::{read_trace, Trace, TraceFormat};
 use super::{
-    check_price_and_precision, check_skew, num, problem, Context, Footprint, Outcome, RunFailure, RunOptions,
-    TopologyState, Workload,
+    check_price_and_precision, check_skew, num, problem, Context, Footprint, OutFile, Outcome, RunFailure, RunOptions,
+    SpooledFile, TopologyState, Workload,
 };
 use crate::setup::{ParallelTable, Setup};
 
@@ -211,7 +211,159 @@ pub struct ServingWorkload {
 pub struct ServingReport {
     pub metrics: Map<String, Value>,
     pub notes: Vec<String>,
-    pub result: ServingResult,
+    pub totals: ServingTotals,
+    /// What the figures are drawn from.
+    pub stats: ServingStats,
+}
+
+/// Sums over the served requests, in arrival order (each sum in the same
+/// order as a pass over them all would take), and the requests left out.
+#[derive(Debug, Default)]
+struct RequestMix {
+    count: u64,
+    input: f64,
+    cached: f64,
+    output: f64,
+    /// New (not cached) prompt tokens, and keys they attend to: `n (c + n/2)`.
+    new: f64,
+    keys: f64,
+    /// Mean decode context summed: `input + output / 2`.
+    kv: f64,
+    /// KV a request reserves summed: `input + output`.
+    reserved: f64,
+    bad: u64,
+    first_bad: Option<(usize, String)>,
+    /// The first arrival past half the clock's range.
+    late: Option<f64>,
+}
+
+impl RequestMix {
+    fn add(&mut self, q: &Request) {
+        let n = q.input_len.saturating_sub(q.cached_len) as f64;
+        self.count += 1;
+        self.input += q.input_len as f64;
+        self.cached += q.cached_len as f64;
+        self.output += q.output_len as f64;
+        self.new += n;
+        self.keys += n * (q.cached_len as f64 + n / 2.0);
+        self.kv += q.input_len as f64 + q.output_len as f64 / 2.0;
+        self.reserved += q.input_len.saturating_add(q.output_len) as f64;
+    }
+}
+
+/// Why request `r` cannot be served ([`unservable`] for one request).
+fn unservable_one(config: &ServingConfig, r: &Request, max_context: u64) -> Option<String> {
+    unservable(config, std::slice::from_ref(r), max_context).pop().map(|u| u.message)
+}
+
+/// What a run keeps of its outcomes, each added once as it is handed on:
+/// latency quantiles (exact, then a sketch), SLO attainment, the units'
+/// busy intervals for the timeline (merged as they come, so bounded), and
+/// the rows of `requests.csv` written out.
+pub struct ServingStats {
+    pub ttft: Quantiles,
+    pub tpot: Quantiles,
+    /// When each request finished, seconds (an RL rollout's straggler tail).
+    pub finish_s: Quantiles,
+    slo_met: u64,
+    ttft_slo_ms: Option<f64>,
+    tpot_slo_ms: Option<f64>,
+    /// Busy intervals per timeline row (`None`: no timeline is drawn).
+    pub timeline: Option<TimelineSpans>,
+}
+
+impl ServingStats {
+    fn new(w: &ServingWorkload, config: &ServingConfig, timeline: bool) -> ServingStats {
+        ServingStats {
+            ttft: Quantiles::default(),
+            tpot: Quantiles::default(),
+            finish_s: Quantiles::default(),
+            slo_met: 0,
+            ttft_slo_ms: w.ttft_slo_ms,
+            tpot_slo_ms: w.tpot_slo_ms,
+            timeline: timeline.then(|| TimelineSpans::new(config.prefill_units, config.decode_units)),
+        }
+    }
+
+    fn add(&mut self, o: &RequestOutcome) {
+        let ttft = o.ttft_s() * 1e3;
+        let tpot = o.tpot_s().map(|t| t * 1e3);
+        self.ttft.push(ttft);
+        self.finish_s.push(o.finish_s);
+        if let Some(t) = tpot {
+            self.tpot.push(t);
+        }
+        if self.ttft_slo_ms.is_none_or(|s| ttft <= s) && self.tpot_slo_ms.is_none_or(|s| tpot.is_none_or(|t| t <= s)) {
+            self.slo_met += 1;
+        }
+        if let Some(t) = &mut self.timeline {
+            t.add(o);
+        }
+    }
+}
+
+/// The busy intervals of the timeline's rows (the first [`TIMELINE_UNITS`]
+/// prefill, then decode units), merged as they come: a row whose list
+/// doubles is merged at a pixel of the time seen so far (end / 2000), which
+/// is never more than the final pixel, so the final merge draws the same
+/// intervals as merging them all at the end, from a list that stays a few
+/// thousand long.
+pub struct TimelineSpans {
+    prefill_units: u32,
+    decode_units: u32,
+    rows: Vec<Vec<(f64, f64)>>,
+    /// Per row, the length at which it is merged next.
+    limits: Vec<usize>,
+    /// The latest end seen.
+    end: f64,
+}
+
+/// Intervals a timeline row holds before it is first merged.
+const SPANS_BEFORE_MERGE: usize = 8192;
+
+impl TimelineSpans {
+    fn new(prefill_units: u32, decode_units: u32) -> TimelineSpans {
+        let n = (prefill_units.min(TIMELINE_UNITS) + decode_units.min(TIMELINE_UNITS)) as usize;
+        TimelineSpans {
+            prefill_units,
+            decode_units,
+            rows: vec![Vec::new(); n],
+            limits: vec![SPANS_BEFORE_MERGE; n],
+            end: 0.0,
+        }
+    }
+
+    fn add(&mut self, o: &RequestOutcome) {
+        let (np, nd) = (self.prefill_units.min(TIMELINE_UNITS), self.decode_units.min(TIMELINE_UNITS));
+        if o.prefill_unit < np && o.first_token_s > o.prefill_start_s {
+            self.push(o.prefill_unit as usize, (o.prefill_start_s, o.first_token_s));
+        }
+        if o.decode_unit < nd && o.finish_s > o.decode_join_s {
+            self.push((np + o.decode_unit) as usize, (o.decode_join_s, o.finish_s));
+        }
+    }
+
+    fn push(&mut self, row: usize, span: (f64, f64)) {
+        self.end = self.end.max(span.1);
+        self.rows[row].push(span);
+        if self.rows[row].len() >= self.limits[row] {
+            merge_spans(&mut self.rows[row], self.end / 2000.0);
+            self.limits[row] = (2 * self.rows[row].len()).max(SPANS_BEFORE_MERGE);
+        }
+    }
+}
+
+/// Sorts `spans` by start and merges those closer than `min_gap`.
+fn merge_spans(spans: &mut Vec<(f64, f64)>, min_gap: f64) {
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(spans.len());
+    for &(a, b) in spans.iter() {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 + min_gap => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    *spans = merged;
 }
 
 impl ServingWorkload {
@@ -268,8 +420,16 @@ impl ServingWorkload {
         }
     }
 
-    /// The requests (sorted by arrival), read or drawn.
+    /// The requests (sorted by arrival), read or drawn, all in memory (the
+    /// capacity search serves them many times; a run streams them instead,
+    /// see [`ServingWorkload::request_stream`]).
     pub fn requests(&self, setup: &Setup) -> Result<Vec<Request>, RunFailure> {
+        let (trace, capacity) = self.load_trace(setup)?;
+        Ok(self.requests_from(trace.as_ref(), capacity, setup.seed))
+    }
+
+    /// The trace (if any) and the prefix cache's capacity in blocks.
+    fn load_trace(&self, setup: &Setup) -> Result<(Option<Trace>, Option<NonZeroUsize>), RunFailure> {
         let trace = match &self.trace {
             Some(path) => Some(
                 read_trace(&resolve_path(&setup.source.origin, path), self.trace_format)
@@ -311,18 +471,29 @@ impl ServingWorkload {
                 })?)
             }
         };
-        Ok(self.requests_from(trace.as_ref(), capacity, setup.seed))
+        Ok((trace, capacity))
     }
 
     /// The requests from a parsed trace (or none), the prefix cache's
     /// capacity in blocks (`None`: unbounded) and the seed.
     pub fn requests_from(&self, trace: Option<&Trace>, cache_blocks: Option<NonZeroUsize>, seed: u64) -> Vec<Request> {
-        let cached_of = |input: u64, blocks: Option<u64>| {
+        self.request_stream(trace, cache_blocks, seed).collect()
+    }
+
+    /// The requests of [`ServingWorkload::requests_from`], one at a time
+    /// (Poisson arrivals drawn as they are needed).
+    pub fn request_stream<'t>(
+        &'t self,
+        trace: Option<&'t Trace>,
+        cache_blocks: Option<NonZeroUsize>,
+        seed: u64,
+    ) -> Box<dyn Iterator<Item = Request> + 't> {
+        let cached_of = move |input: u64, blocks: Option<u64>| {
             blocks.unwrap_or_else(|| (input as f64 * self.cache_hit_ratio).round() as u64).min(input.saturating_sub(1))
         };
         let with_blocks = trace.is_some_and(Trace::has_block_ids);
         let cached: Vec<u64> = trace.map(|t| t.cached_tokens(cache_blocks)).unwrap_or_default();
-        let length = |i: usize| -> (u64, u64, u64) {
+        let length = move |i: usize| -> (u64, u64, u64) {
             match trace {
                 Some(t) => {
                     let k = i % t.rows.len();
@@ -338,28 +509,29 @@ impl ServingWorkload {
                 }
             }
         };
-        let mut out = Vec::new();
         match (self.arrivals(), trace) {
             (Arrivals::Trace, Some(t)) => {
                 let end = self.duration_s.unwrap_or(f64::INFINITY);
-                for (i, r) in t.rows.iter().enumerate() {
-                    let at = r.timestamp_s * self.time_scale;
-                    if at > end {
-                        break;
-                    }
-                    let (input_len, output_len, cached_len) = length(i);
-                    out.push(Request { arrival_s: at, input_len, output_len, cached_len });
-                }
+                Box::new(
+                    t.rows
+                        .iter()
+                        .enumerate()
+                        .map(move |(i, r)| (i, r.timestamp_s * self.time_scale))
+                        .take_while(move |&(_, at)| at <= end)
+                        .map(move |(i, at)| {
+                            let (input_len, output_len, cached_len) = length(i);
+                            Request { arrival_s: at, input_len, output_len, cached_len }
+                        }),
+                )
             }
             _ => {
-                let times = poisson_arrivals(self.rate_per_s.unwrap_or(1.0), self.duration_s.unwrap_or(0.0), seed);
-                for t in times {
-                    let (input_len, output_len, cached_len) = length(out.len());
-                    out.push(Request { arrival_s: t, input_len, output_len, cached_len });
-                }
+                let times = PoissonArrivals::new(self.rate_per_s.unwrap_or(1.0), self.duration_s.unwrap_or(0.0), seed);
+                Box::new(times.enumerate().map(move |(i, t)| {
+                    let (input_len, output_len, cached_len) = length(i);
+                    Request { arrival_s: t, input_len, output_len, cached_len }
+                }))
             }
         }
-        out
     }
 
     /// Serves `requests` on `prefill_units` + `decode_units` units (the
@@ -372,56 +544,106 @@ impl ServingWorkload {
         prefill_units: u32,
         decode_units: u32,
     ) -> Result<ServingReport, RunFailure> {
+        self.serve_stream(setup, &mut requests.iter().copied(), times, prefill_units, decode_units, None, false)
+    }
+
+    /// Serves the requests `source` yields (sorted by arrival), streaming:
+    /// each outcome, once handed on, goes to the figures' and metrics'
+    /// accumulators ([`ServingStats`]) and, with `csv`, a row of
+    /// `requests.csv`; nothing grows with the number of requests.
+    #[allow(clippy::too_many_arguments)]
+    pub fn serve_stream(
+        &self,
+        setup: &Setup,
+        source: &mut dyn Iterator<Item = Request>,
+        times: &mut EngineIterationTimes,
+        prefill_units: u32,
+        decode_units: u32,
+        csv: Option<&mut dyn std::io::Write>,
+        timeline: bool,
+    ) -> Result<ServingReport, RunFailure> {
         let config = ServingConfig { prefill_units, decode_units, ..times.config.clone() };
         let model = times.model.clone();
-        let bad = unservable(&config, requests, model.max_context);
         let mut notes = Vec::new();
-        let mut served: Vec<Request> = Vec::with_capacity(requests.len());
-        let mut skip = bad.iter().map(|u| u.index).peekable();
-        for (i, r) in requests.iter().enumerate() {
-            if skip.peek() == Some(&i) {
-                skip.next();
-                continue;
+        let mut mix = RequestMix::default();
+        // Unservable requests are left out as they come; an arrival past half
+        // the clock's range ends the stream (an input error below).
+        let mut index = 0usize;
+        let mut filtered = source.filter(|r| {
+            let i = index;
+            index += 1;
+            if mix.late.is_some() {
+                return false;
             }
-            served.push(*r);
+            if let Some(message) = unservable_one(&config, r, model.max_context) {
+                mix.bad += 1;
+                mix.first_bad.get_or_insert((i, message));
+                return false;
+            }
+            if r.arrival_s >= 0.5 * SimTime::RANGE_S {
+                mix.late = Some(r.arrival_s);
+                return false;
+            }
+            mix.add(r);
+            true
+        });
+        let mut stats = ServingStats::new(self, &config, timeline);
+        let mut csv = csv.map(RequestsCsv::new);
+        let totals = serve_stream(
+            &config,
+            &mut filtered,
+            &mut |o| {
+                stats.add(o);
+                if let Some(w) = &mut csv {
+                    w.row(o);
+                }
+            },
+            times,
+        );
+        drop(filtered);
+        let total = index;
+        if let Some(e) = csv.and_then(RequestsCsv::finish) {
+            return Err(RunFailure::Failed(format!("writing requests.csv: {e}")));
         }
-        if !bad.is_empty() {
+        if let Some(e) = times.error.take() {
+            return Err(e);
+        }
+        if let Some((i, message)) = &mix.first_bad {
             notes.push(format!(
-                "warning: {} of {} requests cannot be served and are left out; the first: request {}: {}",
-                bad.len(),
-                requests.len(),
-                bad[0].index,
-                bad[0].message
+                "warning: {} of {} requests cannot be served and are left out; the first: request {i}: {message}",
+                mix.bad, total
             ));
-        }
-        if served.is_empty() {
-            return Err(RunFailure::Input(vec![setup.source.at_key(
-                "workload",
-                format!(
-                    "no request can be served ({}{})",
-                    if requests.is_empty() { "no arrivals".to_owned() } else { bad[0].message.clone() },
-                    if requests.is_empty() { "; raise rate_per_s or duration_s" } else { "" }
-                ),
-            )]));
         }
         // Past the engine's clock range times saturate: an arrival there, or
         // a backlog that runs past it, is an input error, not a result.
         let key = if self.arrivals() == Arrivals::Trace { "workload.trace" } else { "workload.duration_s" };
-        if let Some(late) = served.iter().find(|r| r.arrival_s >= 0.5 * SimTime::RANGE_S) {
+        if let Some(late) = mix.late {
             return Err(RunFailure::Input(vec![setup.source.at_key(
                 key,
                 format!(
-                    "a request arrives at {:.3e} s, beyond half the simulator's time range ({:.3e} s, about 213 days); simulate a shorter span",
-                    late.arrival_s,
+                    "a request arrives at {late:.3e} s, beyond half the simulator's time range ({:.3e} s, about 213 days); simulate a shorter span",
                     SimTime::RANGE_S
                 ),
             )]));
         }
-        let result = simulate_serving(&config, &served, times);
-        if let Some(e) = times.error.take() {
-            return Err(e);
+        if totals.requests == 0 {
+            return Err(RunFailure::Input(vec![setup.source.at_key(
+                "workload",
+                format!(
+                    "no request can be served ({}{})",
+                    mix.first_bad.as_ref().map_or_else(|| "no arrivals".to_owned(), |b| b.1.clone()),
+                    if total == 0 { "; raise rate_per_s or duration_s" } else { "" }
+                ),
+            )]));
         }
-        if result.time_overflow {
+        if totals.arrivals_cut {
+            return Err(input_error(
+                setup,
+                key,
+                format!("more than {} requests; simulate a shorter span or a lower rate", u32::MAX),
+            ));
+        }
+        if totals.time_overflow {
             return Err(RunFailure::Input(vec![setup.source.at_key(
                 key,
                 format!(
@@ -430,7 +652,7 @@ impl ServingWorkload {
                 ),
             )]));
         }
-        let metrics = self.metrics(&config, &served, &result, times, setup.topology.as_ref());
+        let metrics = self.metrics(&config, &mix, &totals, &mut stats, times, setup.topology.as_ref());
         notes.push(format!(
             "iteration times interpolated between {} prefill and {} decode iterations simulated on the engine (representative rank, {} MoE layers extrapolated from runs of {} and {})",
             times.prefill_points(),
@@ -440,14 +662,22 @@ impl ServingWorkload {
             SAMPLE_LAYERS.1
         ));
         notes.push("decode admission reserves a request's whole KV (prompt + output); prefill KV moves to decode after the prefill iteration, one transfer at a time per NIC".into());
-        Ok(ServingReport { metrics, notes, result })
+        if !stats.ttft.is_exact() || !stats.tpot.is_exact() {
+            notes.push(format!(
+                "TTFT and TPOT percentiles from a log-bucketed sketch (more than {} requests), each within {} % of the exact nearest-rank value; means and SLO attainment are exact; requests.csv holds every request's exact times",
+                EXACT_VALUES,
+                SKETCH_RELATIVE_ERROR * 100.0
+            ));
+        }
+        Ok(ServingReport { metrics, notes, totals, stats })
     }
 
     fn metrics(
         &self,
         config: &ServingConfig,
-        requests: &[Request],
-        r: &ServingResult,
+        mix: &RequestMix,
+        r: &ServingTotals,
+        stats: &mut ServingStats,
         times: &mut EngineIterationTimes,
         topology: Option<&ClusterSpec>,
     ) -> Map<String, Value> {
@@ -461,34 +691,24 @@ impl ServingWorkload {
         let decode_gpus = config.decode_units as f64 * config.decode_gpus_per_unit as f64;
         let (prefill_nodes, decode_nodes) = ((prefill_gpus / gpn).ceil(), (decode_gpus / gpn).ceil());
         let span = r.makespan_s.max(1e-9);
-        let mut ttft: Vec<f64> = r.requests.iter().map(|o| o.ttft_s() * 1e3).collect();
-        let mut tpot: Vec<f64> = r.requests.iter().filter_map(|o| o.tpot_s()).map(|t| t * 1e3).collect();
-        let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
-        let input: f64 = requests.iter().map(|q| q.input_len as f64).sum();
-        let cached: f64 = requests.iter().map(|q| q.cached_len as f64).sum();
-        let output: f64 = requests.iter().map(|q| q.output_len as f64).sum();
+        let (input, cached, output) = (mix.input, mix.cached, mix.output);
         let mut m = Map::new();
         m.insert("model".into(), Value::from(times.model.name.clone()));
-        m.insert("requests".into(), Value::from(requests.len()));
+        m.insert("requests".into(), Value::from(r.requests));
         m.insert("prefill_units".into(), Value::from(config.prefill_units));
         m.insert("decode_units".into(), Value::from(config.decode_units));
         m.insert("prefill_nodes".into(), num(prefill_nodes));
         m.insert("decode_nodes".into(), num(decode_nodes));
         m.insert("nodes".into(), num(prefill_nodes + decode_nodes));
         m.insert("makespan_s".into(), num(r.makespan_s));
-        for (name, v) in [("ttft", &mut ttft), ("tpot", &mut tpot)] {
-            m.insert(format!("{name}_mean_ms"), num(mean(v)));
+        for (name, v) in [("ttft", &mut stats.ttft), ("tpot", &mut stats.tpot)] {
+            m.insert(format!("{name}_mean_ms"), num(v.mean()));
             for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
-                m.insert(format!("{name}_{label}_ms"), num(quantile(v, q)));
+                m.insert(format!("{name}_{label}_ms"), num(v.quantile(q)));
             }
         }
-        let ok = |o: &moesim_models::serving::RequestOutcome| {
-            self.ttft_slo_ms.is_none_or(|s| o.ttft_s() * 1e3 <= s)
-                && self.tpot_slo_ms.is_none_or(|s| o.tpot_s().is_none_or(|t| t * 1e3 <= s))
-        };
         if self.ttft_slo_ms.is_some() || self.tpot_slo_ms.is_some() {
-            let met = r.requests.iter().filter(|o| ok(o)).count();
-            m.insert("slo_attainment".into(), num(met as f64 / r.requests.len().max(1) as f64));
+            m.insert("slo_attainment".into(), num(stats.slo_met as f64 / r.requests.max(1) as f64));
         }
         if let Some(s) = self.ttft_slo_ms {
             m.insert("ttft_slo_ms".into(), num(s));
@@ -507,7 +727,7 @@ impl ServingWorkload {
         // mix; utilisation is the load over it. Neither depends on how many
         // units share the load. Busy fractions (time with an iteration
         // running) say how often a unit is occupied, not how much it does.
-        let capacity = full_batch_capacity(config, requests, times);
+        let capacity = full_batch_capacity(config, mix, times);
         let prefill_nodes_per_unit = prefill_nodes / config.prefill_units.max(1) as f64;
         let decode_nodes_per_unit = decode_nodes / config.decode_units.max(1) as f64;
         let prefill_capacity = capacity.prefill_input_tokens_per_s_per_unit / prefill_nodes_per_unit;
@@ -533,6 +753,10 @@ impl ServingWorkload {
         m.insert("usd_per_million_output_tokens".into(), num(gpu_hours * price / (output / 1e6)));
         m.insert("prefill_iterations".into(), Value::from(r.prefill_iterations));
         m.insert("decode_iterations".into(), Value::from(r.decode_iterations));
+        m.insert("peak_requests_in_system".into(), Value::from(r.peak_live_requests));
+        if !stats.ttft.is_exact() || !stats.tpot.is_exact() {
+            m.insert("percentile_relative_error_bound".into(), num(SKETCH_RELATIVE_ERROR));
+        }
         m
     }
 }
@@ -557,24 +781,17 @@ struct FullBatchCapacity {
 /// acceptance` tokens per iteration.
 fn full_batch_capacity(
     config: &ServingConfig,
-    requests: &[Request],
+    mix: &RequestMix,
     times: &mut EngineIterationTimes,
 ) -> FullBatchCapacity {
-    let (mut new, mut keys, mut input, mut kv) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    for q in requests {
-        let n = q.input_len.saturating_sub(q.cached_len) as f64;
-        new += n;
-        keys += n * (q.cached_len as f64 + n / 2.0);
-        input += q.input_len as f64;
-        kv += q.input_len as f64 + q.output_len as f64 / 2.0;
-    }
-    let count = requests.len().max(1) as f64;
+    let (new, keys, input, kv) = (mix.new, mix.keys, mix.input, mix.kv);
+    let count = mix.count.max(1) as f64;
     let budget = config.prefill_tokens_per_gpu.max(1);
     let prefill_s = times.prefill_s(budget, keys / new.max(1.0), 1.0);
     let new_per_unit = budget as f64 * config.prefill_gpus_per_unit as f64;
     // Each new token stands for input / new tokens of the mix's prompts.
     let prefill = new_per_unit * (input / new.max(1.0)) / prefill_s.max(1e-12);
-    let reserved = requests.iter().map(|q| q.input_len.saturating_add(q.output_len) as f64).sum::<f64>() / count;
+    let reserved = mix.reserved / count;
     let by_kv = (config.kv_capacity_tokens_per_gpu as f64 / reserved.max(1.0)).floor() as u64;
     let batch = config.max_batch_per_gpu.min(by_kv).max(1);
     let decode_s = times.decode_s(batch, kv / count);
@@ -744,33 +961,73 @@ impl Workload for ServingWorkload {
     }
 
     fn footprint(&self, setup: &Setup) -> Option<Footprint> {
-        // Each request is held with its outcome and output row: about 160 B
-        // (an hour at day-6 load, 6.18M requests, took 980 MB).
-        let (requests, key) = match (self.arrivals(), &self.trace) {
+        // Requests stream through: only those in the system are held (about
+        // 200 B each; a day at day-6 load held 100k at most), plus 16 MiB of
+        // exact latencies before the sketch takes over. A trace is read
+        // whole: at least 30 bytes a row, about 160 B a row held.
+        match (self.arrivals(), &self.trace) {
             (Arrivals::Trace, Some(path)) => {
-                // At least 30 bytes a row; the file's size bounds the rows.
                 let bytes = std::fs::metadata(resolve_path(&setup.source.origin, path)).map_or(0, |m| m.len());
-                (bytes as f64 / 30.0, "workload.trace")
+                let rows = bytes as f64 / 30.0;
+                Some(Footprint {
+                    bytes: rows * 160.0 + 16.0 * (1u64 << 20) as f64,
+                    key: "workload.trace".into(),
+                    what: format!("a trace of up to {rows:.3e} requests"),
+                })
             }
-            _ => (self.rate_per_s.unwrap_or(1.0) * self.duration_s.unwrap_or(0.0), "workload.rate_per_s"),
-        };
-        Some(Footprint { bytes: requests * 160.0, key: key.into(), what: format!("{requests:.3e} requests") })
+            _ => {
+                let rate = self.rate_per_s.unwrap_or(1.0);
+                // A request stays a few minutes at most unless the
+                // deployment is overloaded (its backlog is held).
+                let held = (rate * self.duration_s.unwrap_or(0.0)).min(rate * 600.0);
+                Some(Footprint {
+                    bytes: held * 200.0 + 16.0 * (1u64 << 20) as f64,
+                    key: "workload.rate_per_s".into(),
+                    what: format!("{held:.3e} requests in the system at once"),
+                })
+            }
+        }
     }
 
     fn run(&self, setup: &Setup, options: &RunOptions, _observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
-        let requests = self.requests(setup)?;
+        let (trace, cache_blocks) = self.load_trace(setup)?;
+        let mut source = self.request_stream(trace.as_ref(), cache_blocks, setup.seed);
         let mut times = EngineIterationTimes::new(self, setup)?;
-        let report = self.serve(setup, &requests, &mut times, self.prefill_units, self.decode_units)?;
-        let mut figures = Vec::new();
         let mut files = Vec::new();
+        // With `--out`, requests.csv is streamed to disk as requests finish.
+        let (spool, mut writer) = match options.figures {
+            true => {
+                let (spooled, file) = SpooledFile::create(options.spool_dir.as_deref(), "requests.csv")
+                    .map_err(|e| RunFailure::Failed(format!("creating requests.csv: {e}")))?;
+                (Some(spooled), Some(std::io::BufWriter::with_capacity(1 << 20, file)))
+            }
+            false => (None, None),
+        };
+        let mut report = self.serve_stream(
+            setup,
+            &mut source,
+            &mut times,
+            self.prefill_units,
+            self.decode_units,
+            writer.as_mut().map(|w| w as &mut dyn std::io::Write),
+            options.figures,
+        )?;
+        if let Some(w) = writer {
+            w.into_inner().map_err(|e| RunFailure::Failed(format!("writing requests.csv: {}", e.error())))?;
+        }
+        let mut figures = Vec::new();
         if options.figures {
-            figures.extend(latency_cdfs(setup, &report.result, self.ttft_slo_ms, self.tpot_slo_ms)?);
-            figures.push(super::draw(setup, unit_timeline(&report.result, self.prefill_units, self.decode_units))?);
-            files.push(("requests.csv".to_owned(), requests_csv(&report.result)));
+            figures.extend(latency_cdfs(setup, &mut report.stats, self.ttft_slo_ms, self.tpot_slo_ms)?);
+            if let Some(spans) = report.stats.timeline.take() {
+                figures.push(super::draw(setup, unit_timeline(spans, report.totals.makespan_s))?);
+            }
+        }
+        if let Some(file) = spool {
+            files.push(("requests.csv".to_owned(), OutFile::Spooled(file)));
         }
         let result = RunResult {
-            end: SimTime::ZERO + moesim_sim::SimDuration::from_secs_f64(report.result.makespan_s),
-            events: report.result.events,
+            end: SimTime::ZERO + moesim_sim::SimDuration::from_secs_f64(report.totals.makespan_s),
+            events: report.totals.events,
             ..Default::default()
         };
         Ok(Outcome {
@@ -1045,44 +1302,86 @@ impl IterationTimes for EngineIterationTimes {
     }
 }
 
-/// One row per request, times in ms.
-pub fn requests_csv(r: &ServingResult) -> Vec<u8> {
-    let mut s = String::from(
-        "request,arrival_ms,input_tokens,output_tokens,cached_tokens,prefill_unit,prefill_gpu,prefill_start_ms,first_token_ms,decode_unit,decode_gpu,decode_join_ms,finish_ms,ttft_ms,tpot_ms\n",
-    );
-    for (i, o) in r.requests.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "{i},{:.3},{},{},{},{},{},{:.3},{:.3},{},{},{:.3},{:.3},{:.3},{}",
-            o.arrival_s * 1e3,
-            o.input_len,
-            o.output_len,
-            o.cached_len,
-            o.prefill_unit,
-            o.prefill_gpu,
-            o.prefill_start_s * 1e3,
-            o.first_token_s * 1e3,
-            o.decode_unit,
-            o.decode_gpu,
-            if o.decode_join_s.is_finite() { o.decode_join_s * 1e3 } else { o.first_token_s * 1e3 },
-            o.finish_s * 1e3,
-            o.ttft_s() * 1e3,
-            o.tpot_s().map_or(String::new(), |t| format!("{:.3}", t * 1e3)),
-        );
-    }
-    s.into_bytes()
+/// The header of `requests.csv`.
+const REQUESTS_CSV_HEADER: &str = "request,arrival_ms,input_tokens,output_tokens,cached_tokens,prefill_unit,prefill_gpu,prefill_start_ms,first_token_ms,decode_unit,decode_gpu,decode_join_ms,finish_ms,ttft_ms,tpot_ms\n";
+
+/// `requests.csv` written a row at a time (one row per request, in arrival
+/// order, times in ms to the microsecond); the first write error is kept
+/// and the rest skipped.
+pub struct RequestsCsv<'w> {
+    out: &'w mut dyn std::io::Write,
+    row: u64,
+    line: String,
+    error: Option<std::io::Error>,
 }
 
-/// The empirical CDF of `values` as plot points (at most ~2,000).
-fn cdf_points(values: &mut [f64]) -> Vec<(f64, f64)> {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let step = (n / 2000).max(1);
-    let mut pts: Vec<(f64, f64)> = (0..n).step_by(step).map(|i| (values[i], (i + 1) as f64 / n as f64)).collect();
-    if let Some(&last) = values.last() {
-        pts.push((last, 1.0));
+impl<'w> RequestsCsv<'w> {
+    pub fn new(out: &'w mut dyn std::io::Write) -> RequestsCsv<'w> {
+        let mut w = RequestsCsv { out, row: 0, line: String::with_capacity(256), error: None };
+        w.write(REQUESTS_CSV_HEADER.as_bytes());
+        w
     }
-    pts
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.error.is_none() {
+            if let Err(e) = self.out.write_all(bytes) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    pub fn row(&mut self, o: &RequestOutcome) {
+        let mut s = std::mem::take(&mut self.line);
+        s.clear();
+        let _ = write!(s, "{},", self.row);
+        push_ms(&mut s, o.arrival_s * 1e3);
+        let _ = write!(s, ",{},{},{},{},{},", o.input_len, o.output_len, o.cached_len, o.prefill_unit, o.prefill_gpu);
+        push_ms(&mut s, o.prefill_start_s * 1e3);
+        s.push(',');
+        push_ms(&mut s, o.first_token_s * 1e3);
+        let _ = write!(s, ",{},{},", o.decode_unit, o.decode_gpu);
+        push_ms(&mut s, if o.decode_join_s.is_finite() { o.decode_join_s * 1e3 } else { o.first_token_s * 1e3 });
+        s.push(',');
+        push_ms(&mut s, o.finish_s * 1e3);
+        s.push(',');
+        push_ms(&mut s, o.ttft_s() * 1e3);
+        s.push(',');
+        if let Some(t) = o.tpot_s() {
+            push_ms(&mut s, t * 1e3);
+        }
+        s.push('\n');
+        self.write(s.as_bytes());
+        self.line = s;
+        self.row += 1;
+    }
+
+    /// Flushes; the first error, if any.
+    pub fn finish(mut self) -> Option<std::io::Error> {
+        if self.error.is_none() {
+            if let Err(e) = self.out.flush() {
+                self.error = Some(e);
+            }
+        }
+        self.error
+    }
+}
+
+/// Appends `v` as `format!("{v:.3}")` would, without its cost where the
+/// rounding is clear: `v x 1000` rounded to a whole number, printed with
+/// three decimals. Near a rounding tie, or out of range, it formats.
+fn push_ms(s: &mut String, v: f64) {
+    let scaled = v * 1000.0;
+    // Below 2^40 an f64 resolves 1/4096: a fraction 1e-3 from one half
+    // rounds the same way as the exact decimal value does.
+    if v.is_finite() && v >= 0.0 && scaled < (1u64 << 40) as f64 {
+        let frac = scaled - scaled.floor();
+        if (frac - 0.5).abs() > 1e-3 {
+            let n = scaled.round() as u64;
+            let _ = write!(s, "{}.{:03}", n / 1000, n % 1000);
+            return;
+        }
+    }
+    let _ = write!(s, "{v:.3}");
 }
 
 /// The most units of each kind [`unit_timeline`] draws a row for.
@@ -1092,23 +1391,16 @@ const TIMELINE_UNITS: u32 = 12;
 /// [`TIMELINE_UNITS`] of each kind): when a prefill unit was prefilling some
 /// request (prefill start to first token) and when a decode unit held
 /// sequences (join to finish), intervals closer than a pixel merged.
-pub fn unit_timeline(r: &ServingResult, prefill_units: u32, decode_units: u32) -> XyChart {
+pub fn unit_timeline(spans: TimelineSpans, makespan_s: f64) -> XyChart {
     use moesim_reports::plot::RectMark;
+    let (prefill_units, decode_units) = (spans.prefill_units, spans.decode_units);
     let (np, nd) = (prefill_units.min(TIMELINE_UNITS), decode_units.min(TIMELINE_UNITS));
     let n = (np + nd) as usize;
-    let end = r.makespan_s.max(1e-9);
+    let end = makespan_s.max(1e-9);
     let mut labels: Vec<String> = (0..np).map(|u| format!("prefill unit {u}")).collect();
     labels.extend((0..nd).map(|u| format!("decode unit {u}")));
     labels.reverse();
-    let mut spans: Vec<Vec<(f64, f64)>> = vec![Vec::new(); n];
-    for o in &r.requests {
-        if o.prefill_unit < np && o.first_token_s > o.prefill_start_s {
-            spans[o.prefill_unit as usize].push((o.prefill_start_s, o.first_token_s));
-        }
-        if o.decode_unit < nd && o.finish_s > o.decode_join_s {
-            spans[(np + o.decode_unit) as usize].push((o.decode_join_s, o.finish_s));
-        }
-    }
+    let spans = spans.rows;
     let more = if prefill_units > np || decode_units > nd {
         format!(" (the first {TIMELINE_UNITS} of {prefill_units} prefill and {decode_units} decode units)")
     } else {
@@ -1123,15 +1415,8 @@ pub fn unit_timeline(r: &ServingResult, prefill_units: u32, decode_units: u32) -
     chart.size = (1400, (140 + 34 * n as u32).max(400));
     chart.legend = LegendPosition::UpperRight;
     let min_gap = end / 2000.0;
-    for (row, mut iv) in spans.into_iter().enumerate() {
-        iv.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut merged: Vec<(f64, f64)> = Vec::new();
-        for (a, b) in iv {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 + min_gap => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
+    for (row, mut merged) in spans.into_iter().enumerate() {
+        merge_spans(&mut merged, min_gap);
         let decode = row >= np as usize;
         let y = (n - 1 - row) as f64;
         let (name, c) = if decode { ("decoding (holds sequences)", color(1)) } else { ("prefilling", color(0)) };
@@ -1152,25 +1437,23 @@ pub fn unit_timeline(r: &ServingResult, prefill_units: u32, decode_units: u32) -
 /// TTFT and TPOT CDFs (log time axis), with the SLOs marked.
 pub fn latency_cdfs(
     setup: &Setup,
-    r: &ServingResult,
+    stats: &mut ServingStats,
     ttft_slo: Option<f64>,
     tpot_slo: Option<f64>,
 ) -> Result<Vec<RenderedFigure>, RunFailure> {
     let mut out = Vec::new();
-    let mut ttft: Vec<f64> = r.requests.iter().map(|o| o.ttft_s() * 1e3).collect();
-    let mut tpot: Vec<f64> = r.requests.iter().filter_map(|o| o.tpot_s()).map(|t| t * 1e3).collect();
     for (name, title, values, slo) in [
-        ("ttft_cdf", "Time to first token", &mut ttft, ttft_slo),
-        ("tpot_cdf", "Time per output token (after the first)", &mut tpot, tpot_slo),
+        ("ttft_cdf", "Time to first token", &mut stats.ttft, ttft_slo),
+        ("tpot_cdf", "Time per output token (after the first)", &mut stats.tpot, tpot_slo),
     ] {
         if values.is_empty() {
             continue;
         }
-        let pts = cdf_points(values);
+        let pts = values.cdf_points();
         let lo = pts.first().map_or(1.0, |p| p.0).max(1e-3);
         let hi = pts.last().map_or(10.0, |p| p.0).max(lo * 10.0);
         let (lo, hi) = (10f64.powf(lo.log10().floor()), 10f64.powf(hi.log10().ceil()));
-        let (p50, p99) = (quantile(values, 0.5), quantile(values, 0.99));
+        let (p50, p99) = (values.quantile(0.5), values.quantile(0.99));
         let mut chart = XyChart::new(
             name,
             format!("{title}: p50 {p50:.1} ms, p99 {p99:.1} ms ({} requests)", values.len()),
@@ -1197,4 +1480,102 @@ pub fn latency_cdfs(
         out.push(super::draw(setup, chart)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed pseudo-random sequence in [0, 1) (xorshift64*).
+    struct Draws(u64);
+    impl Draws {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// `requests.csv` as it was written before it streamed: the reference.
+    fn reference_row(i: usize, o: &RequestOutcome) -> String {
+        format!(
+            "{i},{:.3},{},{},{},{},{},{:.3},{:.3},{},{},{:.3},{:.3},{:.3},{}\n",
+            o.arrival_s * 1e3,
+            o.input_len,
+            o.output_len,
+            o.cached_len,
+            o.prefill_unit,
+            o.prefill_gpu,
+            o.prefill_start_s * 1e3,
+            o.first_token_s * 1e3,
+            o.decode_unit,
+            o.decode_gpu,
+            if o.decode_join_s.is_finite() { o.decode_join_s * 1e3 } else { o.first_token_s * 1e3 },
+            o.finish_s * 1e3,
+            o.ttft_s() * 1e3,
+            o.tpot_s().map_or(String::new(), |t| format!("{:.3}", t * 1e3)),
+        )
+    }
+
+    #[test]
+    fn fast_millisecond_formatting_is_the_standard_one() {
+        let mut r = Draws(5);
+        let mut values: Vec<f64> = (0..200_000).map(|_| r.next() * 1e8).collect();
+        // Whole nanoseconds land on rounding ties (x.xxx5 ms) and near them.
+        values.extend((0..200_000u64).map(|k| (k * 500 + 1) as f64 * 1e-6));
+        values.extend((0..200_000u64).map(|k| (r.next() * 8.64e13).floor() / 1e6 + (k % 2) as f64 * 5e-4));
+        values.extend([0.0, 0.0005, 0.0015, 1e-9, 1e12, 2e13, f64::NAN]);
+        for v in values {
+            let mut s = String::new();
+            push_ms(&mut s, v);
+            assert_eq!(s, format!("{v:.3}"), "{v:e}");
+        }
+    }
+
+    #[test]
+    fn streamed_requests_csv_is_the_reference_one() {
+        let o = RequestOutcome {
+            arrival_s: 0.0173705,
+            input_len: 4096,
+            output_len: 1100,
+            cached_len: 2306,
+            prefill_start_s: 0.0173705,
+            first_token_s: 0.2328401,
+            decode_join_s: 0.2392055,
+            finish_s: 22.6353714,
+            prefill_unit: 3,
+            prefill_gpu: 17,
+            decode_unit: 0,
+            decode_gpu: 143,
+        };
+        let one = RequestOutcome { output_len: 1, decode_join_s: f64::NAN, finish_s: o.first_token_s, ..o };
+        let mut bytes = Vec::new();
+        let mut w = RequestsCsv::new(&mut bytes);
+        w.row(&o);
+        w.row(&one);
+        assert!(w.finish().is_none());
+        let want = format!("{REQUESTS_CSV_HEADER}{}{}", reference_row(0, &o), reference_row(1, &one));
+        assert_eq!(String::from_utf8(bytes).unwrap(), want);
+    }
+
+    #[test]
+    fn timeline_spans_merged_as_they_come_are_those_merged_at_the_end() {
+        let mut r = Draws(9);
+        let mut all = Vec::new();
+        let mut spans = TimelineSpans::new(1, 0);
+        let mut t = 0.0;
+        for _ in 0..100_000 {
+            t += r.next() * 0.02;
+            let s = (t, t + r.next() * 0.01);
+            all.push(s);
+            spans.push(0, s);
+        }
+        let end = all.iter().map(|s| s.1).fold(0.0, f64::max);
+        assert!(spans.rows[0].len() < 20_000, "{}", spans.rows[0].len());
+        merge_spans(&mut all, end / 2000.0);
+        let mut streamed = spans.rows.remove(0);
+        merge_spans(&mut streamed, end / 2000.0);
+        assert_eq!(streamed, all);
+    }
 }

@@ -12,7 +12,7 @@ use std::collections::BinaryHeap;
 use moesim_sim::SimTime;
 use rand_distr::{Distribution, Geometric};
 
-use super::server::{secs, Event, Server};
+use super::server::{secs, Event, Live, Server};
 use crate::rng;
 
 /// One decode GPU.
@@ -63,7 +63,7 @@ impl Server<'_> {
         while let Some(&r) = self.admit_wait.front() {
             let Some((u, g)) = self.place(r) else { break };
             self.admit_wait.pop_front();
-            let req = self.requests[r as usize];
+            let req = *self.live.req(r);
             let dg = self.config.decode_gpus_per_unit;
             let idx = (u * dg + g) as usize;
             let reserved = &mut self.decode[u as usize].gpus[g as usize].reserved;
@@ -71,10 +71,10 @@ impl Server<'_> {
             self.load[idx] += 1;
             *reserved += req.input_len + req.output_len;
             self.by_load.insert((self.load[idx], *reserved, u, g));
-            let o = &mut self.out[r as usize];
-            o.decode_unit = u;
-            o.decode_gpu = g;
-            self.running[r as usize].gpu = g;
+            let l = self.live.get_mut(r);
+            l.out.decode_unit = u;
+            l.out.decode_gpu = g;
+            l.running.gpu = g;
             // The prompt's KV from the prefill GPU's NIC to the decode GPU's.
             self.send_kv(r, u, g);
         }
@@ -84,7 +84,7 @@ impl Server<'_> {
     /// (what DeepSeek's decode load balancer equalises: request counts and
     /// KV-cache use per GPU, day 6), that has batch and KV room.
     fn place(&self, r: u32) -> Option<(u32, u32)> {
-        let req = &self.requests[r as usize];
+        let req = self.live.req(r);
         let need = req.input_len + req.output_len;
         for &(load, reserved, u, g) in &self.by_load {
             if load >= self.config.max_batch_per_gpu {
@@ -99,7 +99,7 @@ impl Server<'_> {
 
     /// Iterations request `r` needs for its remaining output tokens.
     fn iterations_needed(&self, r: u32) -> u64 {
-        let m = self.requests[r as usize].output_len.saturating_sub(1);
+        let m = self.live.req(r).output_len.saturating_sub(1);
         match self.config.mtp_acceptance {
             None => m,
             Some(p) if p >= 1.0 => m.div_ceil(2),
@@ -133,12 +133,13 @@ impl Server<'_> {
         let now_s = secs(self.now);
         let it = self.decode[u as usize].iteration;
         for r in joining {
-            let req = self.requests[r as usize];
+            let req = *self.live.req(r);
             let k = self.iterations_needed(r).max(1);
             let rate = (req.output_len - 1) as f64 / k as f64;
-            let g = self.running[r as usize].gpu;
-            self.running[r as usize] = Running { join_iteration: it, rate, gpu: g };
-            self.out[r as usize].decode_join_s = now_s;
+            let l = self.live.get_mut(r);
+            l.running = Running { join_iteration: it, rate, gpu: l.running.gpu };
+            l.out.decode_join_s = now_s;
+            let g = l.running.gpu;
             let unit = &mut self.decode[u as usize];
             let gpu = &mut unit.gpus[g as usize];
             gpu.active += 1;
@@ -184,8 +185,7 @@ impl Server<'_> {
                 break;
             }
             unit.finishing.pop();
-            let run = self.running[r as usize];
-            let req = self.requests[r as usize];
+            let Live { running: run, req, .. } = *self.live.get(r);
             let gpu = &mut unit.gpus[run.gpu as usize];
             gpu.active -= 1;
             gpu.context -= req.input_len as f64 + run.rate * (it - run.join_iteration) as f64;
@@ -199,7 +199,7 @@ impl Server<'_> {
             gpu.reserved -= req.input_len + req.output_len;
             self.load[idx] -= 1;
             self.by_load.insert((self.load[idx], gpu.reserved, u, run.gpu));
-            self.out[r as usize].finish_s = now_s;
+            self.live.finish(r, now_s);
             freed = true;
         }
         self.decode[u as usize].busy = false;

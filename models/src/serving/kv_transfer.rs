@@ -32,8 +32,8 @@ impl Server<'_> {
     /// of decode GPU `g` of unit `u`, starting when both are free; it
     /// arrives after the transfer and the latency.
     pub(super) fn send_kv(&mut self, r: u32, u: u32, g: u32) {
-        let req = self.requests[r as usize];
-        let o = &self.out[r as usize];
+        let req = *self.live.req(r);
+        let o = self.live.out(r);
         let idx = (u * self.config.decode_gpus_per_unit + g) as usize;
         let src = (o.prefill_unit * self.config.prefill_gpus_per_unit + o.prefill_gpu) as usize;
         let bytes = req.input_len as f64 * self.config.kv_bytes_per_token;
@@ -48,7 +48,7 @@ impl Server<'_> {
     /// Request `r`'s KV has arrived: it joins its decode unit at the next
     /// iteration start (now, if the unit is idle).
     pub(super) fn transfer_done(&mut self, r: u32) {
-        let u = self.out[r as usize].decode_unit;
+        let u = self.live.out(r).decode_unit;
         self.decode[u as usize].joining.push(r);
         if !self.decode[u as usize].busy {
             self.start_decode(u);

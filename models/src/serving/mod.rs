@@ -54,12 +54,12 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `mod.rs` | the API: [`Request`], [`ServingConfig`], [`PrefillChunking`], [`IterationTimes`], [`RequestOutcome`], [`ServingResult`], [`Unservable`]; the entry points [`unservable`] and [`simulate_serving`] |
-//! | `server.rs` | the run's state (`Server`, every part's units and counters), its events and the event loop |
+//! | `mod.rs` | the API: [`Request`], [`ServingConfig`], [`PrefillChunking`], [`IterationTimes`], [`RequestOutcome`], [`ServingTotals`], [`ServingResult`], [`Unservable`]; the entry points [`unservable`], [`serve_stream`] (outcomes to a sink, memory bounded by the requests in the system) and [`simulate_serving`] (every outcome kept) |
+//! | `server.rs` | the run's state (`Server`, every part's units and counters), its events, the event loop and the window of live requests (`Window`: arrival to hand-on, in arrival order) |
 //! | `prefill.rs` | prefill units, batches and chunks; where a request goes (unit and GPU); chunking by tokens or time; context parallelism; iteration timing |
 //! | `kv_transfer.rs` | the NICs and the prompt KV transfers from prefill to decode GPUs |
 //! | `decode.rs` | decode units and GPUs, admission, continuous batching, MTP |
-//! | `stats.rs` | [`poisson_arrivals`] and [`quantile`], the workload's helpers around a run |
+//! | `stats.rs` | [`poisson_arrivals`] ([`PoissonArrivals`] one at a time), [`quantile`] and [`Quantiles`] (exact, then a sketch with a stated error bound), the workload's helpers around a run |
 //! | `testing.rs` | unit-test fixtures |
 //!
 //! Each part's methods are an `impl Server` block in its own file; the
@@ -73,7 +73,9 @@ mod stats;
 #[cfg(test)]
 mod testing;
 
-pub use stats::{lognormal_lengths, poisson_arrivals, quantile};
+pub use stats::{
+    lognormal_lengths, poisson_arrivals, quantile, PoissonArrivals, Quantiles, EXACT_VALUES, SKETCH_RELATIVE_ERROR,
+};
 
 use server::Server;
 
@@ -172,11 +174,17 @@ impl RequestOutcome {
     }
 }
 
-/// A whole run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServingResult {
-    /// In the order of the input requests.
-    pub requests: Vec<RequestOutcome>,
+/// A run's totals (what [`serve_stream`] returns; its requests went to the
+/// sink).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServingTotals {
+    /// Requests served (handed to the sink).
+    pub requests: u64,
+    /// The most requests in the system at once (arrived, not yet handed on):
+    /// what the run's memory grows with.
+    pub peak_live_requests: u64,
+    /// The stream held more than `u32::MAX` requests; the rest were not taken.
+    pub arrivals_cut: bool,
     /// When the last request finished.
     pub makespan_s: f64,
     pub events: u64,
@@ -191,6 +199,14 @@ pub struct ServingResult {
     /// Some event fell past the end of simulated time (`SimTime::RANGE_S`):
     /// the timings are not to be trusted.
     pub time_overflow: bool,
+}
+
+/// A whole run with every request's outcome ([`simulate_serving`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServingResult {
+    /// In the order of the input requests.
+    pub requests: Vec<RequestOutcome>,
+    pub totals: ServingTotals,
 }
 
 /// Why a request cannot be served at all.
@@ -228,11 +244,28 @@ pub fn unservable(config: &ServingConfig, requests: &[Request], max_context: u64
 }
 
 /// Simulates serving `requests` (sorted by arrival; each servable, see
-/// [`unservable`]) on the deployment.
+/// [`unservable`]) on the deployment, keeping every outcome.
 pub fn simulate_serving(config: &ServingConfig, requests: &[Request], times: &mut dyn IterationTimes) -> ServingResult {
-    let mut server = Server::new(config, requests, times);
+    let mut out = Vec::with_capacity(requests.len());
+    let totals = serve_stream(config, &mut requests.iter().copied(), &mut |o| out.push(*o), times);
+    ServingResult { requests: out, totals }
+}
+
+/// Simulates serving the requests `source` yields (sorted by arrival; each
+/// servable, see [`unservable`]; at most `u32::MAX` of them, see
+/// [`ServingTotals::arrivals_cut`]), handing each outcome to `sink` in
+/// arrival order as soon as it and every request before it have finished.
+/// Memory holds only the requests in the system
+/// ([`ServingTotals::peak_live_requests`]), so a run of any length streams.
+pub fn serve_stream(
+    config: &ServingConfig,
+    source: &mut dyn Iterator<Item = Request>,
+    sink: &mut dyn FnMut(&RequestOutcome),
+    times: &mut dyn IterationTimes,
+) -> ServingTotals {
+    let mut server = Server::new(config, source, sink, times);
     server.run();
-    server.into_result()
+    server.into_totals()
 }
 
 #[cfg(test)]
@@ -252,7 +285,58 @@ mod tests {
         assert!((o.decode_join_s - 1.0505).abs() < 1e-9, "{o:?}");
         assert!((o.finish_s - (1.0505 + 0.2)).abs() < 1e-9, "{o:?}");
         assert!((o.tpot_s().unwrap() - (0.0005 + 0.2) / 10.0).abs() < 1e-9);
-        assert_eq!(r.decode_iterations, 10);
+        assert_eq!(r.totals.decode_iterations, 10);
+    }
+
+    /// A long run at a steady load streams: the sink gets every outcome in
+    /// arrival order, the same as the run that keeps them all, while the
+    /// window holds only the few requests in the system at once.
+    #[test]
+    fn a_long_stream_holds_only_the_requests_in_the_system() {
+        let reqs: Vec<Request> = (0..20_000)
+            .map(|i| Request { arrival_s: i as f64 * 0.05, input_len: 500, output_len: 11, cached_len: 100 })
+            .collect();
+        let kept = simulate_serving(&config(), &reqs, &mut Linear { a: 0.01, b: 1e-4, c: 0.02 });
+        let mut streamed = Vec::new();
+        let totals = serve_stream(
+            &config(),
+            &mut reqs.iter().copied(),
+            &mut |o| streamed.push(*o),
+            &mut Linear { a: 0.01, b: 1e-4, c: 0.02 },
+        );
+        assert_eq!(streamed, kept.requests);
+        assert_eq!(totals, kept.totals);
+        assert_eq!(totals.requests, 20_000);
+        // A request stays about 0.25 s and one arrives every 0.05 s.
+        assert!(totals.peak_live_requests <= 8, "{}", totals.peak_live_requests);
+        let arrivals: Vec<f64> = streamed.iter().map(|o| o.arrival_s).collect();
+        assert!(arrivals.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// On a small run's real latencies, the sketch's percentiles are within
+    /// the stated bound of the exact ones.
+    #[test]
+    fn sketched_latency_percentiles_are_within_the_bound_of_exact_ones() {
+        let reqs: Vec<Request> = (0..3000)
+            .map(|i| Request {
+                arrival_s: i as f64 * 0.004,
+                input_len: 300 + (i * 37 % 900),
+                output_len: 2 + (i * 13 % 60),
+                cached_len: 50,
+            })
+            .collect();
+        let r = simulate_serving(&config(), &reqs, &mut Quadratic);
+        let (mut exact, mut sketch) = (Quantiles::default(), Quantiles::with_exact_limit(0));
+        for o in &r.requests {
+            exact.push(o.ttft_s() * 1e3);
+            sketch.push(o.ttft_s() * 1e3);
+        }
+        assert!(exact.is_exact() && !sketch.is_exact());
+        for q in [0.01, 0.5, 0.9, 0.99, 1.0] {
+            let (e, s) = (exact.quantile(q), sketch.quantile(q));
+            assert!((s - e).abs() <= SKETCH_RELATIVE_ERROR * e, "q{q}: exact {e} ms, sketch {s} ms");
+        }
+        assert_eq!(exact.mean(), sketch.mean());
     }
 
     /// Prefill time a + b x token-keys on the busiest GPU.

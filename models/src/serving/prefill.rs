@@ -104,7 +104,7 @@ impl Server<'_> {
 
     /// New tokens of request `r` (its prompt less the prefix-cache hit).
     fn new_tokens(&self, r: u32) -> u64 {
-        let req = &self.requests[r as usize];
+        let req = self.live.req(r);
         req.input_len.saturating_sub(req.cached_len).max(1)
     }
 
@@ -112,7 +112,7 @@ impl Server<'_> {
     /// summed: everything before them (the cached prefix and the earlier
     /// chunks) plus, on average, half of the chunk (causal).
     fn chunk_work(&self, r: u32, offset: u64, len: u64) -> f64 {
-        let req = &self.requests[r as usize];
+        let req = self.live.req(r);
         let before = req.input_len - self.new_tokens(r) + offset;
         len as f64 * before as f64 + len as f64 * (len as f64 + 1.0) / 2.0
     }
@@ -306,7 +306,7 @@ impl Server<'_> {
         let start = secs(self.now);
         for c in batch.chunks.iter().filter(|c| c.lead) {
             if c.offset == 0 {
-                let o = &mut self.out[c.request as usize];
+                let o = self.live.out_mut(c.request);
                 o.prefill_start_s = start;
                 o.prefill_unit = unit as u32;
                 o.prefill_gpu = c.gpu;
@@ -363,9 +363,9 @@ impl Server<'_> {
             if c.offset + c.piece < self.new_tokens(r) {
                 continue;
             }
-            self.out[r as usize].first_token_s = now_s;
-            if self.requests[r as usize].output_len <= 1 {
-                self.out[r as usize].finish_s = now_s;
+            self.live.out_mut(r).first_token_s = now_s;
+            if self.live.req(r).output_len <= 1 {
+                self.live.finish(r, now_s);
                 continue;
             }
             self.admit_wait.push_back(r);
@@ -400,7 +400,7 @@ mod tests {
         let gpus: Vec<u32> = r.requests.iter().map(|o| o.prefill_gpu).collect();
         assert_eq!(gpus, [0, 0, 1, 0]);
         assert!((r.requests[3].prefill_start_s - 0.6).abs() < 1e-9);
-        assert_eq!(r.prefill_iterations, 3);
+        assert_eq!(r.totals.prefill_iterations, 3);
     }
 
     #[test]
@@ -469,7 +469,7 @@ mod tests {
         assert!((b.first_token_s - 2.0).abs() < 1e-9, "{b:?}");
         assert!((a.first_token_s - 2.5).abs() < 1e-9, "{a:?}");
         assert!(a.prefill_start_s == 0.0 && (b.prefill_start_s - 1.0).abs() < 1e-9);
-        assert_eq!(r.prefill_iterations, 3);
+        assert_eq!(r.totals.prefill_iterations, 3);
     }
 
     /// Attention-bound prefill: a GPU's time is 1 us per (token, key).
@@ -516,7 +516,7 @@ mod tests {
         assert_eq!((a.prefill_gpu, b.prefill_gpu, c.prefill_gpu), (0, 1, 1));
         assert!((c.first_token_s - b.first_token_s).abs() < 1e-12, "{c:?}");
         // A itself needs more, shorter iterations: 1000 + 414 + 318 + ...
-        assert!(r.prefill_iterations >= 5, "{}", r.prefill_iterations);
+        assert!(r.totals.prefill_iterations >= 5, "{}", r.totals.prefill_iterations);
         assert!(a.first_token_s > b.first_token_s);
     }
 
@@ -534,7 +534,7 @@ mod tests {
         c.prefill_context_parallel = 4;
         let spread = simulate_serving(&c, &a, &mut Attention);
         assert!((spread.requests[0].first_token_s - 1.125375).abs() < 1e-9, "{:?}", spread.requests[0]);
-        assert_eq!((spread.prefill_iterations, spread.requests[0].prefill_gpu), (1, 0));
+        assert_eq!((spread.totals.prefill_iterations, spread.requests[0].prefill_gpu), (1, 0));
         // 5000 tokens on at most 2 GPUs, 1 ms per token on the busiest GPU:
         // pieces of 2000, 2000 and 1000 tokens over the same two GPUs
         // (1 + 1 + 0.5 s); a 600-token request arriving meanwhile takes one
@@ -548,7 +548,7 @@ mod tests {
         let (a, b) = (r.requests[0], r.requests[1]);
         assert!((a.first_token_s - 2.5).abs() < 1e-9, "{a:?}");
         assert!((b.first_token_s - 2.0).abs() < 1e-9 && b.prefill_gpu >= 2, "{b:?}");
-        assert_eq!(r.prefill_iterations, 3);
+        assert_eq!(r.totals.prefill_iterations, 3);
     }
 
     #[test]
