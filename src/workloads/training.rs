@@ -480,8 +480,9 @@ fn ep_hidden_in_ops(
     use std::collections::BTreeMap;
     let windows: Vec<_> = ops.iter().filter(|o| o.kind == kind).collect();
     let ranks: std::collections::BTreeSet<u32> = windows.iter().map(|o| o.rank).collect();
-    // Per rank of a window: EP intervals and compute intervals.
-    let mut per_rank: BTreeMap<u32, (Vec<(u64, u64)>, Vec<(u64, u64)>)> = BTreeMap::new();
+    // Per rank of a window: EP intervals and compute intervals (ps).
+    type Intervals = Vec<(u64, u64)>;
+    let mut per_rank: BTreeMap<u32, (Intervals, Intervals)> = BTreeMap::new();
     for (i, t) in graph.tasks().iter().enumerate() {
         let stream = graph.stream(t.stream);
         if !ranks.contains(&stream.rank) {
