@@ -1034,7 +1034,8 @@ pub struct MemberLoad {
     ///   the buffer: its algorithm bandwidth is `0.92 B / 2`).
     pub bytes: f64,
     /// Steps whose per-hop latency follows the transfer (ring: one per step
-    /// after the first; nvls and tree: their pipeline depth, 1).
+    /// after the first; tree: its depth up and down, the chain inside a node
+    /// plus log2 of the nodes; nvls: 1).
     pub steps: u32,
 }
 
@@ -1057,7 +1058,14 @@ pub fn member_load(cluster: &Cluster, spec: &CollectiveSpec, member: usize) -> M
             let eff = nvls_domain(cluster, &spec.group).map_or(1.0, |d| d.efficiency);
             (if all_reduce { (nf + 1.0) / nf * s / eff } else { s / eff }, 1)
         }
-        "tree" => (2.0 * s / nccl::TREE_BW_FACTOR, 1),
+        "tree" => {
+            // Reduce up and broadcast down: the chain inside a node, then
+            // the binary tree's levels over the nodes.
+            let nodes = by_node(cluster, &spec.group);
+            let ppn = nodes.iter().map(Vec::len).max().unwrap_or(1) as u32;
+            let depth = ppn - 1 + (nodes.len() as u32).next_power_of_two().ilog2();
+            (2.0 * s / nccl::TREE_BW_FACTOR, 2 * depth.max(1))
+        }
         _ if all_reduce => (2.0 * (nf - 1.0) / nf * s, 2 * (n as u32 - 1)),
         _ => ((nf - 1.0) / nf * s, n as u32 - 1),
     };
