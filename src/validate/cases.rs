@@ -29,9 +29,9 @@ pub const FILES: &[(&str, &str)] = &[
     ("replay.toml", include_str!("../../validation/replay.toml")),
     ("kv-cache.toml", include_str!("../../validation/kv-cache.toml")),
     ("dense-training.toml", include_str!("../../validation/dense-training.toml")),
-    ("chakra.toml", include_str!("../../validation/chakra.toml")),
     ("local.toml", include_str!("../../validation/local.toml")),
     ("rl-post-training.toml", include_str!("../../validation/rl-post-training.toml")),
+    ("chakra.toml", include_str!("../../validation/chakra.toml")),
 ];
 
 /// A case file as written.

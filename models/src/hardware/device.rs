@@ -332,6 +332,7 @@ impl DeviceSpec {
         "hbm_gib",
         "hbm_tb_per_s",
         "nvlink_gb_per_s",
+        "nvls",
         "nic_gbit_per_s",
         "launch_overhead_us",
         "boost_clock_mhz",

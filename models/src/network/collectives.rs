@@ -1046,10 +1046,19 @@ pub fn member_load(cluster: &Cluster, spec: &CollectiveSpec, member: usize) -> M
     let nf = n as f64;
     let me = spec.group[member];
     let node = cluster.topology.node_of(me);
-    let succ = (1..n)
-        .map(|k| spec.group[(member + k) % n])
-        .find(|&r| cluster.topology.node_of(r) != node)
-        .unwrap_or(spec.group[(member + 1) % n]);
+    // The same position among the next node's members (a permutation, so
+    // with every rank simulated no NIC receives twice), else the next
+    // member on another node, else the next member.
+    let here = spec.group.iter().filter(|&&r| cluster.topology.node_of(r) == node).count();
+    let same_position = spec.group[(member + here) % n];
+    let succ = if cluster.topology.node_of(same_position) != node {
+        same_position
+    } else {
+        (1..n)
+            .map(|k| spec.group[(member + k) % n])
+            .find(|&r| cluster.topology.node_of(r) != node)
+            .unwrap_or(spec.group[(member + 1) % n])
+    };
     let all_reduce = spec.op == CollectiveOp::AllReduce;
     let algorithm = choose(cluster, spec);
     let s = spec.bytes;
