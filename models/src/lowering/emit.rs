@@ -69,9 +69,7 @@ impl Emitter<'_> {
             }
         }
         if let Some(w) = pending_wait {
-            let m = graph.add_delay(rank.compute, "wait", SimDuration::ZERO);
-            graph.add_dep(w, m);
-            *last = Some(m);
+            wait_on(graph, rank, "wait", Some(w), last);
         }
     }
 
@@ -92,12 +90,8 @@ impl Emitter<'_> {
             }
             Item::TpAllReduce { label, bytes } => {
                 let t = self.tp_all_reduce(graph, rank, label, *bytes, *last);
-                // The next kernel waits for the all-reduce: a zero marker on
-                // the compute stream carries the dependency.
-                let m = graph.add_delay(rank.compute, label, SimDuration::ZERO);
-                graph.add_dep(t, m);
-                *last = Some(m);
-                m
+                // The next kernel waits for the all-reduce.
+                wait_on(graph, rank, label, Some(t), last)
             }
             Item::CpCollective { label, bytes } => {
                 let cp = self.cp;
@@ -111,10 +105,7 @@ impl Emitter<'_> {
                     cp - 1,
                     *last,
                 );
-                let m = graph.add_delay(rank.compute, label, SimDuration::ZERO);
-                graph.add_dep(t, m);
-                *last = Some(m);
-                m
+                wait_on(graph, rank, label, Some(t), last)
             }
             Item::CpSend { label, bytes, first } => {
                 let mut scratch = Vec::new();
@@ -126,14 +117,7 @@ impl Emitter<'_> {
                 cp_sends.push_back(t);
                 t
             }
-            Item::CpWait { label } => {
-                let m = graph.add_delay(rank.compute, label, SimDuration::ZERO);
-                if let Some(t) = cp_sends.pop_front() {
-                    graph.add_dep(t, m);
-                }
-                *last = Some(m);
-                m
-            }
+            Item::CpWait { label } => wait_on(graph, rank, label, cp_sends.pop_front(), last),
         }
     }
 
@@ -197,4 +181,21 @@ impl Emitter<'_> {
             t
         }
     }
+}
+
+/// A zero marker on `rank`'s compute stream after `task`: what comes next
+/// on the stream waits for it. It becomes `*last`.
+fn wait_on(
+    graph: &mut TaskGraph,
+    rank: RankStreams,
+    label: &str,
+    task: Option<TaskId>,
+    last: &mut Option<TaskId>,
+) -> TaskId {
+    let m = graph.add_delay(rank.compute, label, SimDuration::ZERO);
+    if let Some(t) = task {
+        graph.add_dep(t, m);
+    }
+    *last = Some(m);
+    m
 }

@@ -842,11 +842,11 @@ fn grad_sync(
     let stream = low.ranks[r].dp;
     // Every member (simulated or not) puts the same load on its links; with
     // all ranks simulated these flows are the whole collective.
-    let ring = |low: &mut Lowerer,
-                label: &str,
-                (op, group, members): (CollectiveOp, f64, &[u32]),
-                bytes: f64,
-                after: TaskId|
+    let collective = |low: &mut Lowerer,
+                      label: &str,
+                      (op, group, members): (CollectiveOp, f64, &[u32]),
+                      bytes: f64,
+                      after: TaskId|
      -> Result<TaskId, ModelError> {
         if group <= 1.0 || bytes <= 0.0 || members.len() < 2 {
             return Ok(after);
@@ -857,20 +857,19 @@ fn grad_sync(
         // The n-member share of the bytes for the whole group (DualPipe's two copies).
         let share = (group - 1.0) / group / ((members.len() as f64 - 1.0) / members.len() as f64);
         let emitter = low.emitter();
-        let steps = load.steps.max(1);
-        Ok(emitter.mirror_ring(low.graph, stream, rank, load.succ, label, load.bytes * share, steps, Some(after)))
+        Ok(emitter.mirror_ring(low.graph, stream, rank, load.succ, label, load.bytes * share, load.steps, Some(after)))
     };
     let dense_rs = (CollectiveOp::ReduceScatter, dp_group, dense_group.as_slice());
     let expert_rs = (CollectiveOp::ReduceScatter, edp_group, expert_group.as_slice());
     let dense_ag = (CollectiveOp::AllGather, dp_group, dense_group.as_slice());
     let expert_ag = (CollectiveOp::AllGather, edp_group, expert_group.as_slice());
     let zero = plan.zero;
-    let rs = ring(low, "dp reduce-scatter grads", dense_rs, dense * grad_bytes, after)?;
-    let rs = ring(low, "edp reduce-scatter grads", expert_rs, expert * grad_bytes, rs)?;
+    let rs = collective(low, "dp reduce-scatter grads", dense_rs, dense * grad_bytes, after)?;
+    let rs = collective(low, "edp reduce-scatter grads", expert_rs, expert * grad_bytes, rs)?;
     // ZeRO-0 all-reduces gradients: the second half of the ring.
     let rs = if zero == 0 {
-        let a = ring(low, "dp all-gather grads", dense_ag, dense * grad_bytes, rs)?;
-        ring(low, "edp all-gather grads", expert_ag, expert * grad_bytes, a)?
+        let a = collective(low, "dp all-gather grads", dense_ag, dense * grad_bytes, rs)?;
+        collective(low, "edp all-gather grads", expert_ag, expert * grad_bytes, a)?
     } else {
         rs
     };
@@ -884,15 +883,15 @@ fn grad_sync(
     let t = low.graph.add_kernel(stream, "optimizer step", TaskClass::Compute, k);
     low.graph.add_dep(rs, t);
     if zero >= 1 {
-        let a = ring(low, "dp all-gather params", dense_ag, dense * param_bytes, t)?;
-        let a = ring(low, "edp all-gather params", expert_ag, expert * param_bytes, a)?;
+        let a = collective(low, "dp all-gather params", dense_ag, dense * param_bytes, t)?;
+        let a = collective(low, "edp all-gather params", expert_ag, expert * param_bytes, a)?;
         if zero >= 3 {
             // ZeRO-3 / FSDP gathers each layer's parameters again for the
             // backward (the gather above stands for the forward's): one more
             // all-gather per step, here after the first (the per-layer
             // prefetch beside the computation is not modelled).
-            let a = ring(low, "dp all-gather params (backward)", dense_ag, dense * param_bytes, a)?;
-            ring(low, "edp all-gather params (backward)", expert_ag, expert * param_bytes, a)?;
+            let a = collective(low, "dp all-gather params (backward)", dense_ag, dense * param_bytes, a)?;
+            collective(low, "edp all-gather params (backward)", expert_ag, expert * param_bytes, a)?;
         }
     }
     Ok(())
