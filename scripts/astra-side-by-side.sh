@@ -5,7 +5,8 @@
 # at 2,048, the 2-level 8 x N/8 direct all-to-all at 1,024 / 2,048 / 4,096),
 # runs the release binary on each under /usr/bin/time -v and prints moesim's
 # simulated time, CPU time (user + system), wall time and peak memory next to
-# ASTRA-sim's wall time and peak memory from that file.
+# ASTRA-sim's wall time and peak memory from that file; exits 1 when a row's
+# CPU time is not below ASTRA-sim's wall time or its peak memory is above ASTRA-sim's.
 #
 # ASTRA-sim's semantics (its reference file): GB is 2^30 B, latency is per hop
 # and a switch path is 2 hops. So every link rate below is in GiB/s written
@@ -157,8 +158,9 @@ if [ "${WRITE_ONLY:-0}" = 1 ]; then
   exit 0
 fi
 
-printf '| case | ASTRA-sim | ASTRA wall s | ASTRA MiB | ASTRA simulated µs (1 chunk) | moesim simulated µs | moesim CPU s | moesim wall s | moesim MiB | ASTRA wall / moesim CPU |\n'
-printf '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '| case | ASTRA-sim | ASTRA wall s | ASTRA MiB | ASTRA simulated µs (1 chunk) | moesim simulated µs | moesim CPU s | moesim wall s | moesim MiB | ASTRA wall / moesim CPU | faster, no more memory |\n'
+printf '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n'
+failed=0
 for key in ${ROWS:-$rows_all}; do
   /usr/bin/time -v "$bin" run "$work/$key.toml" --format json >"$work/$key.json" 2>"$work/$key.time"
   sim_us=$(grep -o '"time_us":[0-9.e+-]*' "$work/$key.json" | head -1 | cut -d: -f2)
@@ -172,6 +174,10 @@ for key in ${ROWS:-$rows_all}; do
   a_kind=$(row "$key" | awk -F'|' '{ gsub(/^ +| +$/, "", $3); print $3 }')
   a_mib=$(astra "$key" 7)
   ratio=$(awk -v a="$a_wall" -v m="$cpu" 'BEGIN { if (m > 0) printf "%.1f×", a / m; else print "-" }')
-  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(describe "$key")" "$a_kind" "$a_wall" "$a_mib" "$(astra_sim_us "$key")" \
-    "$(awk -v x="$sim_us" 'BEGIN { printf "%.3f", x }')" "$cpu" "$wall" "$mib" "$ratio"
+  ok=$(awk -v a="$a_wall" -v m="$cpu" -v am="$a_mib" -v mm="$mib" 'BEGIN { print (m < a && mm <= am) ? "yes" : "no" }')
+  [ "$ok" = yes ] || failed=1
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(describe "$key")" "$a_kind" "$a_wall" "$a_mib" "$(astra_sim_us "$key")" \
+    "$(awk -v x="$sim_us" 'BEGIN { printf "%.3f", x }')" "$cpu" "$wall" "$mib" "$ratio" "$ok"
 done
+# Exit 1 when moesim is not faster (CPU time against ASTRA's wall time) or uses more memory on a row.
+exit "$failed"
