@@ -298,6 +298,7 @@ pub fn unit_of(key: &str) -> &'static str {
         ("_ghz", "GHz"),
         ("_usd", "USD"),
         ("_per_gpu_hour", "USD/GPU-hour"),
+        ("_pj_per_byte", "pJ/byte"),
         ("_ratio", "fraction"),
         ("_utilization", "fraction"),
         ("_tokens", "tokens"),

@@ -207,7 +207,7 @@ fn decode_all<T>(
 impl Scenario {
     /// Runs the scenario's workload to completion.
     pub fn run(&self, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
-        let mut outcome = self.workload.run(&self.setup, options, observer)?;
+        let mut outcome = crate::workloads::power::run(self.workload.as_ref(), &self.setup, options, observer)?;
         outcome.job_gpus = self.workload.job_gpus();
         if options.figures && outcome.figures.is_empty() {
             outcome.figures = crate::workloads::default_figures(&self.setup, self.workload.kind_name(), &outcome)?;

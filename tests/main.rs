@@ -18,6 +18,7 @@ mod memory_hierarchy;
 mod outputs;
 mod pipeline;
 mod plan_training;
+mod power;
 mod properties;
 mod readme;
 mod replay;

@@ -9,6 +9,7 @@ pub mod local;
 pub mod moe_comm;
 pub mod op;
 pub mod pipeline;
+pub mod power;
 pub mod registry;
 pub mod replay;
 pub mod roofline;

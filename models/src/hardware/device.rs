@@ -167,10 +167,51 @@ pub struct DeviceSpec {
     /// What an FP8 GEMM does on a device without FP8 tensor units.
     #[serde(default)]
     pub fp8_emulation: Fp8Emulation,
+
+    // --- The power model (all optional: a device without `power_cap_w`,
+    // --- `idle_power_w` and `sm_dynamic_power_w` is never throttled by it).
+    /// Board power limit (TDP), W; `--set hardware.power_cap_w=...` is a
+    /// what-if. Under sustained load the SM clock drops until the modelled
+    /// power is at most this (see `hardware::power`).
+    #[serde(default)]
+    pub power_cap_w: Option<f64>,
+    /// Static power of the board while it runs (clocks up, no work done:
+    /// leakage, memory refresh, fans and regulators), W.
+    #[serde(default)]
+    pub idle_power_w: Option<f64>,
+    /// Dynamic power of the whole SM array (tensor cores, registers, shared
+    /// memory, L2) while every SM computes, at `boost_clock_mhz`, W; scales
+    /// with the cube of the clock (P = C V^2 f, V proportional to f).
+    #[serde(default)]
+    pub sm_dynamic_power_w: Option<f64>,
+    /// Energy per byte read from or written to HBM (DRAM array, I/O and the
+    /// memory controller), pJ; absent: 0.
+    #[serde(default)]
+    pub hbm_pj_per_byte: Option<f64>,
+    /// Whether a run lowers the SM clock to what `power_cap_w` allows:
+    /// `auto` (training, prefill, decode, GRPO and local runs yes; standalone
+    /// kernel and communication benchmarks no: they keep the preset's clock),
+    /// `on` (every kind) or `off` (none; the preset's clock everywhere).
+    #[serde(default)]
+    pub sustained_clocks: SustainedClocks,
     /// Explicitly managed on-chip buffers (Ascend-style AI cores); absent on
     /// cache-based GPUs.
     #[serde(default)]
     pub buffers: Option<ExplicitBuffers>,
+}
+
+/// When the power model sets the SM clock (`hardware.sustained_clocks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SustainedClocks {
+    /// Sustained workloads (training, prefill, decode, GRPO, local) yes,
+    /// standalone microbenchmarks no.
+    #[default]
+    Auto,
+    /// Every workload.
+    On,
+    /// None: the preset's `sustained_clock_mhz` (or boost) everywhere.
+    Off,
 }
 
 /// What an FP8 GEMM does on a device with no FP8 tensor units.
@@ -296,6 +337,8 @@ const USD_PER_HOUR: Plausible = Plausible::new(0.0, 1e4, "USD per GPU-hour");
 const NS: Plausible = Plausible::new(1e-3, 1e9, "ns");
 const MHZ: Plausible = Plausible::new(1.0, 1e5, "MHz");
 const PER_CLK: Plausible = Plausible::new(1e-3, 1e5, "per clock");
+const WATTS: Plausible = Plausible::new(1.0, 1e5, "W");
+const PJ_PER_BYTE: Plausible = Plausible::new(0.0, 1e4, "pJ per byte");
 
 fn non_negative(key: &str, v: f64, range: Plausible, out: &mut Vec<ConfigProblem>) {
     if !(v.is_finite() && v >= 0.0) {
@@ -353,6 +396,11 @@ impl DeviceSpec {
         "low_latency_kernel_overhead_us",
         "comm_gb_per_s_per_sm",
         "fp8_emulation",
+        "power_cap_w",
+        "idle_power_w",
+        "sm_dynamic_power_w",
+        "hbm_pj_per_byte",
+        "sustained_clocks",
         "buffers",
     ];
 
@@ -479,6 +527,26 @@ impl DeviceSpec {
                 }
             }
         }
+        for (key, v) in [
+            ("power_cap_w", self.power_cap_w),
+            ("idle_power_w", self.idle_power_w),
+            ("sm_dynamic_power_w", self.sm_dynamic_power_w),
+        ] {
+            if let Some(v) = v {
+                positive(key, v, WATTS, &mut out);
+            }
+        }
+        if let Some(v) = self.hbm_pj_per_byte {
+            non_negative("hbm_pj_per_byte", v, PJ_PER_BYTE, &mut out);
+        }
+        if let (Some(cap), Some(idle)) = (self.power_cap_w, self.idle_power_w) {
+            if idle >= cap {
+                out.push(ConfigProblem {
+                    key: "idle_power_w".into(),
+                    message: format!("expected less than power_cap_w ({cap}), found {idle}"),
+                });
+            }
+        }
         if let Some(b) = &self.buffers {
             for (key, v) in [
                 ("buffers.l0a_kib", b.l0a_kib),
@@ -515,6 +583,22 @@ impl DeviceSpec {
             (Some(b), Some(s)) => s / b,
             _ => 1.0,
         }
+    }
+
+    /// The clock the tensor rates are quoted at, MHz: `boost_clock_mhz`, else
+    /// the clock the SM-side model counts cycles at without one (1600).
+    pub fn rated_clock_mhz(&self) -> f64 {
+        self.boost_clock_mhz.or(self.sustained_clock_mhz).unwrap_or(1600.0)
+    }
+
+    /// This device with its SM clock under load set to `mhz` (a power-capped
+    /// clock): tensor-bound kernels run at `mhz / rated`, cycle counts at
+    /// `mhz`; memory-bound work is unchanged.
+    pub fn at_clock(&self, mhz: f64) -> DeviceSpec {
+        let mut d = self.clone();
+        d.boost_clock_mhz = Some(self.rated_clock_mhz());
+        d.sustained_clock_mhz = Some(mhz);
+        d
     }
 
     /// The clock the SM-side model counts cycles at, Hz (sustained clock, or

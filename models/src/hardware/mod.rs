@@ -3,7 +3,8 @@
 //! Owns the device specs and their embedded presets (`device.rs`,
 //! `presets/devices/*.toml`), a local deployment's host of CPU sockets, DRAM,
 //! UPI and PCIe (`host.rs`, `presets/hosts/*.toml`), the memory technologies of on-chip tiers
-//! (`technology.rs`), and the op cost models (`ops/`: tiled GPU GEMM,
+//! (`technology.rs`), the power model and the clock a power cap allows
+//! (`power.rs`), and the op cost models (`ops/`: tiled GPU GEMM,
 //! attention and streaming kernels; Ascend explicit-buffer pipelines).
 //!
 //! May use: the crate's `error` and `rng`, and `moesim-sim`'s kernel
@@ -12,4 +13,5 @@
 pub mod device;
 pub mod host;
 pub mod ops;
+pub mod power;
 pub mod technology;
