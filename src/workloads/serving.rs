@@ -1091,7 +1091,7 @@ pub struct EngineIterationTimes {
     pub error: Option<RunFailure>,
     /// The last prefill times asked for, by a hash of their arguments'
     /// bits: ((tokens, keys bits, fill bits), seconds).
-    prefill_memo: Vec<Option<((u64, u64, u64), f64)>>,
+    prefill_memo: Vec<PrefillMemoSlot>,
 }
 
 pub(crate) fn unit_cluster(spec: &ClusterSpec, device: &DeviceSpec, gpus: u32, seed: u64) -> Result<Cluster, String> {
@@ -1304,6 +1304,9 @@ impl IterationTimes for EngineIterationTimes {
         bilinear(self, i, j, Self::decode_at)
     }
 }
+
+/// A slot of the prefill memo: ((tokens, keys bits, fill bits), seconds).
+type PrefillMemoSlot = Option<((u64, u64, u64), f64)>;
 
 /// Slots of [`EngineIterationTimes`]'s prefill memo: 2^12.
 const PREFILL_MEMO_BITS: u32 = 12;
