@@ -111,3 +111,33 @@ fn one_and_two_threads_write_identical_files() {
         assert!(x == y, "{f} differs between 1 and 2 threads");
     }
 }
+
+/// A serving run records its outcomes (latency sketches, `requests.csv`) on
+/// a second thread when it has one: one thread and two write the same files.
+#[test]
+fn serving_writes_identical_files_at_one_and_two_threads() {
+    let dir = scratch("determinism-serving-threads");
+    let mut outs = Vec::new();
+    for threads in ["1", "2"] {
+        let out = dir.join(format!("threads-{threads}"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_moesim"))
+            .env("RAYON_NUM_THREADS", threads)
+            .args([
+                "run",
+                "deepseek-v3-serving-h800",
+                "--set",
+                "workload.duration_s=40",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .expect("moesim runs");
+        assert!(o.status.success(), "{}", stderr(&o));
+        outs.push(out);
+    }
+    for f in ["summary.json", "requests.csv", "ttft_cdf.svg", "tpot_cdf.svg", "timeline.svg"] {
+        let x = std::fs::read(outs[0].join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let y = std::fs::read(outs[1].join(f)).unwrap();
+        assert!(x == y, "{f} differs between 1 and 2 threads");
+    }
+}

@@ -35,7 +35,6 @@
 //! mtp_acceptance = 0.85
 //! ```
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -559,7 +558,7 @@ impl ServingWorkload {
         times: &mut EngineIterationTimes,
         prefill_units: u32,
         decode_units: u32,
-        csv: Option<&mut dyn std::io::Write>,
+        csv: Option<&mut (dyn std::io::Write + Send)>,
         timeline: bool,
     ) -> Result<ServingReport, RunFailure> {
         let config = ServingConfig { prefill_units, decode_units, ..times.config.clone() };
@@ -587,19 +586,9 @@ impl ServingWorkload {
             mix.add(r);
             true
         });
-        let mut stats = ServingStats::new(self, &config, timeline);
-        let mut csv = csv.map(RequestsCsv::new);
-        let totals = serve_stream(
-            &config,
-            &mut filtered,
-            &mut |o| {
-                stats.add(o);
-                if let Some(w) = &mut csv {
-                    w.row(o);
-                }
-            },
-            times,
-        );
+        let stats = ServingStats::new(self, &config, timeline);
+        let csv = csv.map(RequestsCsv::new);
+        let (totals, mut stats, csv) = serve_and_record(&config, &mut filtered, times, stats, csv);
         drop(filtered);
         let total = index;
         if let Some(e) = csv.and_then(RequestsCsv::finish) {
@@ -1009,7 +998,7 @@ impl Workload for ServingWorkload {
             &mut times,
             self.prefill_units,
             self.decode_units,
-            writer.as_mut().map(|w| w as &mut dyn std::io::Write),
+            writer.as_mut().map(|w| w as &mut (dyn std::io::Write + Send)),
             options.figures,
         )?;
         if let Some(w) = writer {
@@ -1089,8 +1078,10 @@ pub struct EngineIterationTimes {
     prefill_cluster: Cluster,
     decode_cluster: Cluster,
     seed: u64,
-    prefill: BTreeMap<(usize, usize, usize), f64>,
-    decode: BTreeMap<(usize, usize), f64>,
+    /// Simulated grid points, by (token, key, fill) index (`NAN`: not yet).
+    prefill: Vec<f64>,
+    /// Simulated grid points, by (batch, context) index (`NAN`: not yet).
+    decode: Vec<f64>,
     prefill_routing: RoutingCache,
     decode_routing: RoutingCache,
     batches: Vec<u64>,
@@ -1098,6 +1089,9 @@ pub struct EngineIterationTimes {
     batch_grid: Vec<f64>,
     /// The first failure of a simulated iteration.
     pub error: Option<RunFailure>,
+    /// The last prefill times asked for, by a hash of their arguments'
+    /// bits: ((tokens, keys bits, fill bits), seconds).
+    prefill_memo: Vec<PrefillMemoSlot>,
 }
 
 pub(crate) fn unit_cluster(spec: &ClusterSpec, device: &DeviceSpec, gpus: u32, seed: u64) -> Result<Cluster, String> {
@@ -1168,21 +1162,22 @@ impl EngineIterationTimes {
             prefill_cluster,
             decode_cluster,
             seed: setup.seed,
-            prefill: BTreeMap::new(),
-            decode: BTreeMap::new(),
+            prefill: vec![f64::NAN; TOKEN_GRID.len() * KEY_GRID.len() * FILL_GRID.len()],
+            decode: vec![f64::NAN; batches.len() * CONTEXT_GRID.len()],
             prefill_routing: RoutingCache::default(),
             decode_routing: RoutingCache::default(),
             batch_grid: batches.iter().map(|&b| b as f64).collect(),
             batches,
             error: None,
+            prefill_memo: vec![None; 1 << PREFILL_MEMO_BITS],
         })
     }
 
     pub fn prefill_points(&self) -> usize {
-        self.prefill.len()
+        self.prefill.iter().filter(|t| !t.is_nan()).count()
     }
     pub fn decode_points(&self) -> usize {
-        self.decode.len()
+        self.decode.iter().filter(|t| !t.is_nan()).count()
     }
 
     /// Simulates one iteration of `spec` on `cluster` with the MoE layers
@@ -1224,8 +1219,9 @@ impl EngineIterationTimes {
     }
 
     fn prefill_at(&mut self, i: usize, j: usize, k: usize) -> f64 {
-        if let Some(&t) = self.prefill.get(&(i, j, k)) {
-            return t;
+        let at = (i * KEY_GRID.len() + j) * FILL_GRID.len() + k;
+        if !self.prefill[at].is_nan() {
+            return self.prefill[at];
         }
         let n = TOKEN_GRID[i] as u64;
         let a = KEY_GRID[j].min(self.model.max_context as f64 / 2.0);
@@ -1237,20 +1233,21 @@ impl EngineIterationTimes {
         let mut spec = self.workload.prefill_spec(&self.model, n, cached + q);
         spec.moe_fill = FILL_GRID[k];
         let t = self.simulate(spec, false);
-        self.prefill.insert((i, j, k), t);
+        self.prefill[at] = t;
         t
     }
 
     fn decode_at(&mut self, i: usize, j: usize) -> f64 {
-        if let Some(&t) = self.decode.get(&(i, j)) {
-            return t;
+        let at = i * CONTEXT_GRID.len() + j;
+        if !self.decode[at].is_nan() {
+            return self.decode[at];
         }
         let b = self.batches[i];
         let max_c = self.model.max_context.saturating_sub(2) as f64;
         let c = CONTEXT_GRID[j].min(max_c).round() as u64;
         let spec = self.workload.decode_spec(&self.model, b, c);
         let t = self.simulate(spec, true);
-        self.decode.insert((i, j), t);
+        self.decode[at] = t;
         t
     }
 }
@@ -1286,6 +1283,37 @@ fn bilinear<S>(
 
 impl IterationTimes for EngineIterationTimes {
     fn prefill_s(&mut self, new_tokens: u64, keys_per_token: f64, fill: f64) -> f64 {
+        // The scheduler asks again and again for the same few batches (every
+        // unit's next batch, whichever request is placing): a direct-mapped
+        // memo of the last answers, exact (keyed by the arguments' bits).
+        let key = (new_tokens, keys_per_token.to_bits(), fill.to_bits());
+        let h = (key.0 ^ key.1.rotate_left(21) ^ key.2.rotate_left(42)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let slot = (h >> (64 - PREFILL_MEMO_BITS)) as usize;
+        if let Some((k, t)) = self.prefill_memo[slot] {
+            if k == key {
+                return t;
+            }
+        }
+        let t = self.interpolate_prefill(new_tokens, keys_per_token, fill);
+        self.prefill_memo[slot] = Some((key, t));
+        t
+    }
+
+    fn decode_s(&mut self, batch: u64, context: f64) -> f64 {
+        let (i, j) = (bracket(&self.batch_grid, batch as f64), bracket(&CONTEXT_GRID, context));
+        bilinear(self, i, j, Self::decode_at)
+    }
+}
+
+/// A slot of the prefill memo: ((tokens, keys bits, fill bits), seconds).
+type PrefillMemoSlot = Option<((u64, u64, u64), f64)>;
+
+/// Slots of [`EngineIterationTimes`]'s prefill memo: 2^12.
+const PREFILL_MEMO_BITS: u32 = 12;
+
+impl EngineIterationTimes {
+    /// [`IterationTimes::prefill_s`] interpolated between grid points.
+    fn interpolate_prefill(&mut self, new_tokens: u64, keys_per_token: f64, fill: f64) -> f64 {
         let (i, j) = (bracket(&TOKEN_GRID, new_tokens as f64), bracket(&KEY_GRID, keys_per_token));
         let (k0, k1, wk) = bracket(&FILL_GRID, fill);
         let t0 = bilinear(self, i, j, |s: &mut Self, a, b| s.prefill_at(a, b, k0));
@@ -1295,11 +1323,71 @@ impl IterationTimes for EngineIterationTimes {
             t0
         }
     }
+}
 
-    fn decode_s(&mut self, batch: u64, context: f64) -> f64 {
-        let (i, j) = (bracket(&self.batch_grid, batch as f64), bracket(&CONTEXT_GRID, context));
-        bilinear(self, i, j, Self::decode_at)
+/// Outcomes handed from the simulation to the recording thread at a time.
+const RECORD_BATCH: usize = 4096;
+
+/// Runs [`serve_stream`], each outcome going to `stats` and a row of `csv`.
+/// With two or more threads (rayon's pool) the recording runs on a thread of
+/// its own, fed batches of outcomes in arrival order through a bounded
+/// channel (a few batches in flight: memory stays bounded), so the bytes are
+/// those of one thread.
+fn serve_and_record<'w>(
+    config: &ServingConfig,
+    source: &mut dyn Iterator<Item = Request>,
+    times: &mut EngineIterationTimes,
+    mut stats: ServingStats,
+    mut csv: Option<RequestsCsv<'w>>,
+) -> (ServingTotals, ServingStats, Option<RequestsCsv<'w>>) {
+    let record = |stats: &mut ServingStats, csv: &mut Option<RequestsCsv>, o: &RequestOutcome| {
+        stats.add(o);
+        if let Some(w) = csv {
+            w.row(o);
+        }
+    };
+    if rayon::current_num_threads() < 2 {
+        let totals = serve_stream(config, source, &mut |o| record(&mut stats, &mut csv, o), times);
+        return (totals, stats, csv);
     }
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<RequestOutcome>>(4);
+        // Emptied batches go back to be refilled.
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<RequestOutcome>>();
+        let recorder = scope.spawn(move || {
+            for mut batch in rx {
+                for o in &batch {
+                    record(&mut stats, &mut csv, o);
+                }
+                batch.clear();
+                let _ = back_tx.send(batch);
+            }
+            (stats, csv)
+        });
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        let send = |batch: &mut Vec<RequestOutcome>| {
+            let empty = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(RECORD_BATCH));
+            // The recorder only stops when this side hangs up.
+            let _ = tx.send(std::mem::replace(batch, empty));
+        };
+        let totals = serve_stream(
+            config,
+            source,
+            &mut |o| {
+                batch.push(*o);
+                if batch.len() == RECORD_BATCH {
+                    send(&mut batch);
+                }
+            },
+            times,
+        );
+        if !batch.is_empty() {
+            send(&mut batch);
+        }
+        drop(tx);
+        let (stats, csv) = recorder.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (totals, stats, csv)
+    })
 }
 
 /// The header of `requests.csv`.
@@ -1309,14 +1397,14 @@ const REQUESTS_CSV_HEADER: &str = "request,arrival_ms,input_tokens,output_tokens
 /// order, times in ms to the microsecond); the first write error is kept
 /// and the rest skipped.
 pub struct RequestsCsv<'w> {
-    out: &'w mut dyn std::io::Write,
+    out: &'w mut (dyn std::io::Write + Send),
     row: u64,
     line: String,
     error: Option<std::io::Error>,
 }
 
 impl<'w> RequestsCsv<'w> {
-    pub fn new(out: &'w mut dyn std::io::Write) -> RequestsCsv<'w> {
+    pub fn new(out: &'w mut (dyn std::io::Write + Send)) -> RequestsCsv<'w> {
         let mut w = RequestsCsv { out, row: 0, line: String::with_capacity(256), error: None };
         w.write(REQUESTS_CSV_HEADER.as_bytes());
         w

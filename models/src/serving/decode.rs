@@ -10,7 +10,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use moesim_sim::SimTime;
-use rand_distr::{Distribution, Geometric};
+use rand::Rng;
+use rand_distr::{Binomial, Distribution};
 
 use super::server::{secs, Event, Live, Server};
 use crate::rng;
@@ -105,23 +106,8 @@ impl Server<'_> {
             Some(p) if p >= 1.0 => m.div_ceil(2),
             Some(p) if p <= 0.0 => m,
             Some(p) => {
-                // Runs of accepted drafts (2 tokens each) end with a rejected
-                // one (1 token); run lengths are geometric: the accepted
-                // drafts before the first rejection (probability 1 - p).
                 let mut rng = rng::stream(self.config.seed, "mtp-acceptance", r as u64);
-                let (mut tokens, mut iters) = (0u64, 0u64);
-                let Ok(runs) = Geometric::new(1.0 - p) else { return m };
-                loop {
-                    let run = runs.sample(&mut rng);
-                    if tokens.saturating_add(run.saturating_mul(2)) >= m {
-                        return iters + (m - tokens).div_ceil(2);
-                    }
-                    tokens += 2 * run + 1;
-                    iters += run + 1;
-                    if tokens >= m {
-                        return iters;
-                    }
-                }
+                mtp_iterations(m, p, &mut rng)
             }
         }
     }
@@ -148,12 +134,14 @@ impl Server<'_> {
             unit.finishing.push(Reverse((it + k, r)));
         }
         let unit = &self.decode[u as usize];
-        let batch = unit.gpus.iter().map(|g| g.active).max().unwrap_or(0);
+        // One pass: the most sequences, the most context and all sequences.
+        let (batch, most_context, sequences) =
+            unit.gpus.iter().fold((0, 0.0, 0), |(b, c, n), g| (b.max(g.active), f64::max(c, g.context), n + g.active));
         if batch == 0 {
             self.decode[u as usize].busy = false;
             return;
         }
-        let context = unit.gpus.iter().map(|g| g.context).fold(0.0, f64::max) / batch as f64;
+        let context = most_context / batch as f64;
         let t = self.times.decode_s(batch, context);
         let unit = &mut self.decode[u as usize];
         unit.busy = true;
@@ -161,8 +149,7 @@ impl Server<'_> {
         unit.step_batch = batch;
         self.decode_iterations += 1;
         self.decode_busy_s += t;
-        self.decode_batch_seconds +=
-            t * unit.gpus.iter().map(|g| g.active).sum::<u64>() as f64 / unit.gpus.len() as f64;
+        self.decode_batch_seconds += t * sequences as f64 / unit.gpus.len() as f64;
         let done = self.now + moesim_sim::SimDuration::from_secs_f64(t);
         self.push(done, Event::DecodeStep { unit: u });
     }
@@ -207,6 +194,28 @@ impl Server<'_> {
             self.admit();
         }
         self.start_decode(u);
+    }
+}
+
+/// Iterations that emit `m` tokens when each emits one plus an accepted
+/// draft with probability `p` (in (0, 1)): the least k with
+/// k + Binomial(k, p) >= m. Drawn in O(log m) with the exact distribution:
+/// while `left` > 2 tokens remain, the next (left - 1) / 2 iterations cannot
+/// finish (each emits at most 2), so their accepted drafts are one
+/// `Binomial` draw; the last one or two tokens take one iteration, or two
+/// when 2 remain and the draft is rejected.
+pub(super) fn mtp_iterations(m: u64, p: f64, rng: &mut impl Rng) -> u64 {
+    let (mut left, mut iters) = (m, 0u64);
+    while left > 2 {
+        let n = (left - 1) / 2;
+        let Ok(accepted) = Binomial::new(n, p) else { return m };
+        left -= n + accepted.sample(rng);
+        iters += n;
+    }
+    match left {
+        0 => iters,
+        1 => iters + 1,
+        _ => iters + 1 + u64::from(!rng.gen_bool(p)),
     }
 }
 
@@ -261,5 +270,110 @@ mod tests {
         let mean_tpot: f64 = r.requests.iter().map(|o| o.tpot_s().unwrap()).sum::<f64>() / 200.0;
         // 1000 tokens at 1.85 per 10 ms iteration: 5.4 ms per token.
         assert!((mean_tpot / (0.01 / 1.85) - 1.0).abs() < 0.02, "{mean_tpot}");
+    }
+}
+
+#[cfg(test)]
+mod mtp_tests {
+    use rand_distr::{Distribution, Geometric};
+
+    use super::mtp_iterations;
+    use crate::rng;
+
+    /// The exact distribution of the iterations for `m` tokens: K(0) = 0,
+    /// K(1) = 1, K(m) = 1 + K(m - 1 - B) with B ~ Bernoulli(p).
+    fn exact_pmf(m: usize, p: f64) -> Vec<f64> {
+        let mut pmf: Vec<Vec<f64>> = vec![vec![1.0], vec![0.0, 1.0]];
+        for t in 2..=m {
+            let mut next = vec![0.0; t + 1];
+            for (k, &q) in pmf[t - 1].iter().enumerate() {
+                next[k + 1] += (1.0 - p) * q;
+            }
+            for (k, &q) in pmf[t - 2].iter().enumerate() {
+                next[k + 1] += p * q;
+            }
+            pmf.push(next);
+        }
+        pmf.swap_remove(m)
+    }
+
+    /// The per-run draw this replaced: runs of accepted drafts (geometric)
+    /// ended by a rejected one.
+    fn by_runs(m: u64, p: f64, rng: &mut impl rand::Rng) -> u64 {
+        let runs = Geometric::new(1.0 - p).unwrap();
+        let (mut tokens, mut iters) = (0u64, 0u64);
+        loop {
+            let run = runs.sample(rng);
+            if tokens + 2 * run >= m {
+                return iters + (m - tokens).div_ceil(2);
+            }
+            tokens += 2 * run + 1;
+            iters += run + 1;
+            if tokens >= m {
+                return iters;
+            }
+        }
+    }
+
+    /// Pearson's chi-squared of `draws` against `pmf`, bins with fewer than
+    /// 5 expected pooled; (statistic, degrees of freedom).
+    fn chi_squared(draws: &[u64], pmf: &[f64]) -> (f64, usize) {
+        let n = draws.len() as f64;
+        let mut seen = vec![0.0; pmf.len()];
+        for &k in draws {
+            seen[k as usize] += 1.0;
+        }
+        let (mut stat, mut bins, mut pool_e, mut pool_o) = (0.0, 0usize, 0.0, 0.0);
+        for (e, o) in pmf.iter().map(|q| q * n).zip(&seen) {
+            if e == 0.0 {
+                assert_eq!(*o, 0.0, "a draw the exact distribution never gives");
+                continue;
+            }
+            pool_e += e;
+            pool_o += o;
+            if pool_e >= 5.0 {
+                stat += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
+                bins += 1;
+                (pool_e, pool_o) = (0.0, 0.0);
+            }
+        }
+        if pool_e > 0.0 {
+            stat += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
+            bins += 1;
+        }
+        (stat, bins.saturating_sub(1).max(1))
+    }
+
+    /// The chi-squared value a correct sampler exceeds with probability
+    /// 0.001 (Wilson-Hilferty).
+    fn critical(df: usize) -> f64 {
+        let d = df as f64;
+        let c = 2.0 / (9.0 * d);
+        d * (1.0 - c + 3.09 * c.sqrt()).powi(3)
+    }
+
+    /// The O(log m) draw has the exact distribution of one token plus a
+    /// Bernoulli(p) draft per iteration (chi-squared against the recursion's
+    /// pmf on 40,000 draws per case), as the per-run draw it replaced has.
+    #[test]
+    fn mtp_iterations_have_the_exact_distribution() {
+        for (m, p) in [(1, 0.85), (2, 0.85), (3, 0.5), (4, 0.85), (9, 0.3), (60, 0.85), (37, 0.1), (1000, 0.7)] {
+            let pmf = exact_pmf(m, p);
+            for (name, draw) in [("binomial", mtp_iterations as fn(u64, f64, &mut _) -> u64), ("runs", by_runs)] {
+                let mut rng = rng::stream(7, "mtp-test", m as u64);
+                let draws: Vec<u64> = (0..40_000).map(|_| draw(m as u64, p, &mut rng)).collect();
+                let (stat, df) = chi_squared(&draws, &pmf);
+                assert!(stat < critical(df), "{name}, m {m}, p {p}: chi-squared {stat:.1} on {df} df");
+                let mean = draws.iter().sum::<u64>() as f64 / draws.len() as f64;
+                let exact: f64 = pmf.iter().enumerate().map(|(k, q)| k as f64 * q).sum();
+                assert!((mean / exact - 1.0).abs() < 0.01, "{name}, m {m}: mean {mean} against {exact}");
+            }
+        }
+        // A wrong sampler fails: p + 0.05.
+        let pmf = exact_pmf(60, 0.8);
+        let mut rng = rng::stream(7, "mtp-test", 0);
+        let draws: Vec<u64> = (0..40_000).map(|_| mtp_iterations(60, 0.85, &mut rng)).collect();
+        let (stat, df) = chi_squared(&draws, &pmf);
+        assert!(stat > critical(df), "{stat} on {df}");
     }
 }

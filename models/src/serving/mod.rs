@@ -38,7 +38,9 @@
 //!   has room in both the batch bound and the KV capacity; a request that
 //!   fits nowhere waits, first come first served, until one leaves.
 //! - **MTP**: each iteration yields one token plus an accepted draft with
-//!   the acceptance probability, drawn per request from its own stream.
+//!   the acceptance probability, drawn per request from its own stream (the
+//!   iterations a request needs, in a few binomial draws with the exact
+//!   distribution of one draw per iteration).
 //!
 //! Deterministic: events at equal times run in insertion order; every
 //! random draw comes from a named stream.

@@ -41,6 +41,9 @@ struct PrefillBatch {
     requests: u32,
     /// The iteration's time, seconds (its slowest GPU's).
     time_s: f64,
+    /// The GPU with the fewest tokens (the lowest of equals), once asked
+    /// for; `None` again when `tokens` changes.
+    least_tokens: Option<usize>,
 }
 
 impl PrefillBatch {
@@ -53,7 +56,19 @@ impl PrefillBatch {
             gpu_s: vec![0.0; gpus],
             requests: 0,
             time_s: 0.0,
+            least_tokens: None,
         }
+    }
+
+    /// The GPU with the fewest tokens, the lowest of equals.
+    fn least_tokens_gpu(&mut self) -> usize {
+        if let Some(g) = self.least_tokens {
+            return g;
+        }
+        let tokens = &self.tokens;
+        let g = (0..tokens.len()).min_by_key(|&g| (tokens[g], g)).expect("one GPU");
+        self.least_tokens = Some(g);
+        g
     }
 }
 
@@ -80,8 +95,9 @@ struct Placement {
     /// tokens of the requests already in the batch, seconds (estimated).
     cost: f64,
     unit: usize,
-    /// The GPUs of the piece, the lead first.
-    gpus: Vec<usize>,
+    /// The GPUs of the piece, the lead first (empty: `gpu` alone).
+    spread: Vec<usize>,
+    gpu: usize,
     piece: u64,
     /// The batch's time and the piece's GPUs' time with it, estimated.
     time_s: f64,
@@ -192,19 +208,20 @@ impl Server<'_> {
         let cp = self.config.prefill_context_parallel.max(1) as usize;
         let mut best: Option<Placement> = None;
         for u in 0..self.prefill.len() {
-            let next = &self.prefill[u].next;
             let start = self.prefill[u].busy_until.unwrap_or(self.now);
+            let g = if by_time {
+                let next = &self.prefill[u].next;
+                (0..next.gpu_s.len()).min_by(|&a, &b| next.gpu_s[a].total_cmp(&next.gpu_s[b]).then(a.cmp(&b)))
+            } else {
+                Some(self.prefill[u].next.least_tokens_gpu())
+            }
+            .expect("one GPU");
+            let next = &self.prefill[u].next;
             let wait_s = secs(start) - secs(self.now);
             let (waiting, batch_s) = (next.requests as f64, next.time_s);
             if best.as_ref().is_some_and(|b| wait_s + batch_s.max(alone_s / cp as f64) >= b.cost) {
                 continue;
             }
-            let g = if by_time {
-                (0..next.gpu_s.len()).min_by(|&a, &b| next.gpu_s[a].total_cmp(&next.gpu_s[b]).then(a.cmp(&b)))
-            } else {
-                (0..next.tokens.len()).min_by_key(|&g| (next.tokens[g], g))
-            }
-            .expect("one GPU");
             let (tokens, work, total) = (next.tokens[g], next.work[g], next.total);
             let empty: Vec<usize> = if q > budget && cp > 1 {
                 (0..next.tokens.len()).filter(|&g| next.tokens[g] == 0).take(cp).collect()
@@ -214,14 +231,14 @@ impl Server<'_> {
             let m = empty.len();
             // The piece's GPUs, its tokens, their time in this batch and the
             // time the rest of the prompt will take after it.
-            let (on, piece, gpu_s, rest_s) = if m >= 2 {
+            let (spread, gpu, piece, gpu_s, rest_s) = if m >= 2 {
                 // A long prompt spread over m empty GPUs.
                 let piece = self.cp_piece(r, 0, m);
                 let slice = piece.div_ceil(m as u64);
                 let w = self.chunk_work(r, 0, piece) / m as f64;
                 let gpu_s = self.times.prefill_s(slice, w / slice as f64, fill(total + piece, slice));
                 let rest_s = if piece < q { self.rest_s(r, piece) / m as f64 } else { 0.0 };
-                (empty, piece, gpu_s, rest_s)
+                (empty, g, piece, gpu_s, rest_s)
             } else {
                 let len = self.fit_len(r, 0, tokens, work);
                 if len == 0 {
@@ -237,18 +254,19 @@ impl Server<'_> {
                     self.times.prefill_s(t, (work + self.chunk_work(r, 0, len)) / t as f64, fill(total + len, t))
                 };
                 let rest_s = if len < q { self.rest_s(r, len) } else { 0.0 };
-                (vec![g], len, gpu_s, rest_s)
+                (Vec::new(), g, len, gpu_s, rest_s)
             };
             let time_s = batch_s.max(gpu_s);
             let cost = wait_s + time_s + rest_s + waiting * (time_s - batch_s);
             if best.as_ref().is_none_or(|b| cost < b.cost) {
-                best = Some(Placement { cost, unit: u, gpus: on, piece, time_s, gpu_s });
+                best = Some(Placement { cost, unit: u, spread, gpu, piece, time_s, gpu_s });
             }
         }
         let b = best?;
-        self.push_piece(b.unit, r, 0, &b.gpus, b.piece);
+        let gpus = if b.spread.is_empty() { std::slice::from_ref(&b.gpu) } else { &b.spread[..] };
+        self.push_piece(b.unit, r, 0, gpus, b.piece);
         let next = &mut self.prefill[b.unit].next;
-        for &g in &b.gpus {
+        for &g in gpus {
             next.gpu_s[g] = b.gpu_s;
         }
         next.time_s = b.time_s;
@@ -264,6 +282,7 @@ impl Server<'_> {
         let m = gpus.len().max(1) as u64;
         let work = self.chunk_work(r, offset, piece) / m as f64;
         let next = &mut self.prefill[unit].next;
+        next.least_tokens = None;
         for (i, &g) in gpus.iter().enumerate() {
             let len = piece / m + u64::from((i as u64) < piece % m);
             next.tokens[g] += len;
