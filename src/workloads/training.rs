@@ -121,14 +121,18 @@ pub struct TrainingWorkload {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchGapsTable {
-    /// Before a GEMM (plain or grouped), microseconds.
+    /// Before a GEMM (plain or grouped), microseconds; default: the
+    /// device's `launch_overhead_us` (DeepSeek's profile: median 2 us).
     pub gemm_us: Option<f64>,
-    /// Before a fused attention kernel, microseconds.
+    /// Before a fused attention kernel, microseconds; default: the device's
+    /// `launch_overhead_us` (DeepSeek's profile: median 2 us).
     pub attention_us: Option<f64>,
-    /// Before a norm or an FP8 cast, microseconds.
+    /// Before a norm or an FP8 cast, microseconds; default: the device's
+    /// `launch_overhead_us` (DeepSeek's profile: median 2 us).
     pub cast_norm_us: Option<f64>,
     /// Before any other memory-bound pass (activations, adds, router
-    /// passes, permutes), microseconds.
+    /// passes, permutes), microseconds; default: the device's
+    /// `launch_overhead_us` (DeepSeek's profile: median 2 us).
     pub other_us: Option<f64>,
 }
 
