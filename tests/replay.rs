@@ -253,6 +253,35 @@ fn what_ifs_move_the_right_way() {
     assert!(f(sms24, "compute_ms") > f(base, "compute_ms"));
 }
 
+/// `moesim calibrate`: DeepSeek's profile against the model's chunk pair,
+/// class by class, is the README's table; the profile's side is what the
+/// trace holds (983 GPU ops: 963 kernels, 20 copies and sets), and the gaps between its compute-stream
+/// kernels have the 2 us median the device's launch overhead and the
+/// default `[workload.launch_gaps]` take.
+#[test]
+fn readme_calibration_table_is_the_binary_output() {
+    let trace = data(TRAIN);
+    let o = moesim(&["calibrate", "--trace", &trace.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let row = |label: &str| -> Vec<String> {
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("| {label} |"))).unwrap_or_else(|| panic!("no row {label}"));
+        line.trim_matches('|').split('|').map(|c| c.trim().to_owned()).collect()
+    };
+    let sum = row("sum");
+    assert_eq!(sum[1], "983", "every GPU op of the profile is in a row");
+    // Every modelled class has kernels in the model and a time on both sides.
+    for label in ["GEMMs (plain and grouped)", "attention", "casts and norms", "DeepEP dispatch", "DeepEP combine"] {
+        let r = row(label);
+        let ms: Vec<f64> = r[3..6].iter().map(|c| c.parse().unwrap_or_else(|_| panic!("{label}: {c}"))).collect();
+        assert!(ms.iter().all(|&v| v > 0.0), "{label}: {r:?}");
+    }
+    let all = row("all");
+    assert_eq!(all[2], "2.0", "median gap before a compute-stream kernel: {all:?}");
+    crate::readme::check_region("profile-calibration", &text);
+}
+
 #[test]
 fn shapes_from_cpu_ops_recost_gemms_by_shape() {
     // The sampled HTA traces record Input Dims: their GEMMs are re-costed by

@@ -71,6 +71,11 @@ pub enum Command {
         after_help = "Examples (from the project root, the real traces in ../shared/data):\n  moesim replay ../shared/data/deepseek-ai+profile-data/train.json\n  moesim replay ../shared/data/deepseek-ai+profile-data/train.json --set hardware.device=h200"
     )]
     Replay(super::replay::ReplayArgs),
+    /// DeepSeek's profile of a training F&B chunk pair (profile-data train.json) against the model's
+    /// chunk pair, kernel class by kernel class (measured, standalone model, in-situ model), and the
+    /// profile's gaps between kernels by class.
+    #[command(after_help = "Example (from the project root, the real traces in ../shared/data):\n  moesim calibrate")]
+    Calibrate(super::calibrate::CalibrateArgs),
     /// Run a scenario at every combination of values of one or more keys (a what-if grid): a table,
     /// and with --out sweep.csv and a chart per metric.
     #[command(
@@ -110,6 +115,7 @@ pub fn dispatch(command: Command) -> Result<ExitCode, AppError> {
         Command::Plan(args) => super::plan::execute(args),
         Command::Sweep(args) => super::sweep::execute(args),
         Command::Replay(args) => super::replay::execute(args),
+        Command::Calibrate(args) => super::calibrate::execute(args),
         Command::Merge(args) => super::merge::execute(args),
         Command::Validate(args) => super::validate::execute(args),
         Command::Report(args) => super::report::execute(args),

@@ -1,6 +1,7 @@
 //! One file per `moesim` command: its clap arguments, what it runs and how it
 //! renders. `src/main.rs` only parses the command line and dispatches here.
 
+pub mod calibrate;
 pub mod catalog;
 pub mod cli;
 pub mod keys;

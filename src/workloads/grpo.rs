@@ -351,6 +351,7 @@ impl GrpoWorkload {
             recompute: self.recompute.resolve(),
             attention_kernel: Default::default(),
             mode: RankMode::Representative,
+            launch_gaps_us: [None; 4],
         })
     }
 }

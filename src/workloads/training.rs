@@ -41,6 +41,10 @@ pub enum SimulateRanks {
 /// every kernel and flow).
 const MAX_ALL_RANKS: u64 = 512;
 
+/// Largest launch gap a class may be given, us (a kernel launch takes a few
+/// microseconds; a millisecond is a stalled host, not a launch).
+const MAX_LAUNCH_GAP_US: f64 = 1000.0;
+
 /// `[workload] recompute` as written: a flag (the old form) or a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
@@ -100,6 +104,48 @@ pub struct TrainingWorkload {
     /// as the DeepSeek-V3 report assumes).
     #[serde(default)]
     pub usd_per_gpu_hour: Option<f64>,
+    /// The gap on the compute stream before a kernel of each class (launch
+    /// and CPU time between back-to-back kernels); a class left out takes
+    /// the device's `launch_overhead_us`.
+    #[serde(default)]
+    pub launch_gaps: LaunchGapsTable,
+}
+
+/// `[workload.launch_gaps]`: the gap before each kernel of a class on the
+/// compute stream. Measured on DeepSeek's profile (profile-data
+/// `train.json`, H800, one F&B chunk pair): the gaps between consecutive
+/// kernels of the compute stream that no cross-stream wait explains have a
+/// median of 2 us before every class (`moesim calibrate` prints the
+/// distributions), the H800 preset's `launch_overhead_us`; so the defaults
+/// are the device's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchGapsTable {
+    /// Before a GEMM (plain or grouped), microseconds; default: the
+    /// device's `launch_overhead_us` (DeepSeek's profile: median 2 us).
+    pub gemm_us: Option<f64>,
+    /// Before a fused attention kernel, microseconds; default: the device's
+    /// `launch_overhead_us` (DeepSeek's profile: median 2 us).
+    pub attention_us: Option<f64>,
+    /// Before a norm or an FP8 cast, microseconds; default: the device's
+    /// `launch_overhead_us` (DeepSeek's profile: median 2 us).
+    pub cast_norm_us: Option<f64>,
+    /// Before any other memory-bound pass (activations, adds, router
+    /// passes, permutes), microseconds; default: the device's
+    /// `launch_overhead_us` (DeepSeek's profile: median 2 us).
+    pub other_us: Option<f64>,
+}
+
+impl LaunchGapsTable {
+    /// In the models' `KernelKind` order, with the key of each.
+    fn entries(&self) -> [(&'static str, Option<f64>); 4] {
+        [
+            ("workload.launch_gaps.gemm_us", self.gemm_us),
+            ("workload.launch_gaps.attention_us", self.attention_us),
+            ("workload.launch_gaps.cast_norm_us", self.cast_norm_us),
+            ("workload.launch_gaps.other_us", self.other_us),
+        ]
+    }
 }
 
 impl TrainingWorkload {
@@ -175,6 +221,7 @@ impl TrainingWorkload {
                 SimulateRanks::Representative => RankMode::Representative,
                 SimulateRanks::All => RankMode::All,
             },
+            launch_gaps_us: self.launch_gaps.entries().map(|(_, v)| v),
         })
     }
 
@@ -284,8 +331,21 @@ impl TrainingWorkload {
         }
         // DeepSeek's overlap figure: per steady-state F&B chunk pair, the
         // share of the EP all-to-all's time that runs under computation.
-        if let Some(v) = ep_hidden_in_ops(graph, result, &low.ops, OpKind::Overlapped) {
+        let chunk_pairs: Vec<Window> = low
+            .ops
+            .iter()
+            .filter(|o| o.kind == OpKind::Overlapped)
+            .map(|o| {
+                (o.rank, result.spans[o.first.0 as usize].start.as_ps(), result.spans[o.last.0 as usize].end.as_ps())
+            })
+            .collect();
+        if let Some(v) = ep_hidden(graph, result, &chunk_pairs) {
             m.insert("ep_hidden_fraction_chunk_pair".into(), num(v));
+        }
+        // And over the whole step of every simulated rank, the same way.
+        let steps: Vec<Window> = low.ranks.iter().map(|r| (r.rank, 0, result.end.as_ps())).collect();
+        if let Some(v) = ep_hidden(graph, result, &steps) {
+            m.insert("ep_hidden_fraction_step".into(), num(v));
         }
         if spec.model.moe.is_some() {
             // Expert rows per MoE layer and micro-batch on the busiest rank of
@@ -330,6 +390,11 @@ impl Workload for TrainingWorkload {
         }
         check_skew(self.skew, &mut out);
         check_price_and_precision(self.usd_per_gpu_hour, self.precision, device, &mut out);
+        for (key, gap) in self.launch_gaps.entries() {
+            if let Some(g) = gap.filter(|g| !(g.is_finite() && (0.0..=MAX_LAUNCH_GAP_US).contains(g))) {
+                out.push(problem(key, format!("expected a gap from 0 to {MAX_LAUNCH_GAP_US} us, found {g}")));
+            }
+        }
         if let (Some(d), Some(t)) = (device, parallel) {
             if d.comm_uses_compute_units && t.comm_sms >= d.sms {
                 out.push(problem(
@@ -410,6 +475,36 @@ impl Workload for TrainingWorkload {
     }
 
     fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
+        self.execute(setup, options, observer).map(|(outcome, _)| outcome)
+    }
+
+    fn uses_model(&self) -> bool {
+        true
+    }
+
+    fn sm_driven_all_to_all(&self, parallel: Option<&ParallelTable>) -> Option<(&'static str, u32)> {
+        parallel.filter(|p| p.ep > 1).map(|p| ("parallel.comm_sms", p.comm_sms))
+    }
+}
+
+impl TrainingWorkload {
+    /// Runs the step; with the run, its per-class times per F&B chunk pair
+    /// ([`chunk_pair_classes`]: empty without overlapped ops), which `moesim
+    /// calibrate` sets beside DeepSeek's profile.
+    pub fn run_with_classes(
+        &self,
+        setup: &Setup,
+        options: &RunOptions,
+    ) -> Result<(Outcome, Vec<ChunkPairClass>), RunFailure> {
+        self.execute(setup, options, &mut moesim_sim::Quiet)
+    }
+
+    fn execute(
+        &self,
+        setup: &Setup,
+        options: &RunOptions,
+        observer: &mut dyn Observer,
+    ) -> Result<(Outcome, Vec<ChunkPairClass>), RunFailure> {
         let mut cluster = build_cluster(setup)?;
         let cluster_spec = setup.topology.as_ref().expect("build_cluster checked it");
         let spec = self.spec(setup, cluster_spec)?;
@@ -451,35 +546,24 @@ impl Workload for TrainingWorkload {
                 metrics["memory_comm_buffers_gib"].as_f64().unwrap_or(0.0),
             ));
         }
-        Ok(Outcome { metrics, notes, graph, platform, result, figures, files: Vec::new(), job_gpus: None })
-    }
-
-    fn uses_model(&self) -> bool {
-        true
-    }
-
-    fn sm_driven_all_to_all(&self, parallel: Option<&ParallelTable>) -> Option<(&'static str, u32)> {
-        parallel.filter(|p| p.ep > 1).map(|p| ("parallel.comm_sms", p.comm_sms))
+        let classes = chunk_pair_classes(&graph, &result, &low);
+        Ok((Outcome { metrics, notes, graph, platform, result, figures, files: Vec::new(), job_gpus: None }, classes))
     }
 }
 
-/// The timeline of one rank per pipeline device and the stacked breakdown
-/// of their time.
-/// Over the windows of the ops of `kind` (each on its rank, from its first
-/// task's start to its last task's end): the time of the rank's `ep` stream
+/// A rank and a time window on it, ps.
+type Window = (u32, u64, u64);
+
+/// Over `windows` (each on its rank): the time of the rank's `ep` stream
 /// under its compute kernels over the `ep` stream's time (unions, clipped to
 /// the window), summed over the windows; None without EP time in them.
-fn ep_hidden_in_ops(
-    graph: &TaskGraph,
-    result: &moesim_sim::RunResult,
-    ops: &[moesim_models::lowering::training::OpSpan],
-    kind: OpKind,
-) -> Option<f64> {
+/// DeepSeek's overlap figure: the EP all-to-all's time hidden under
+/// computation.
+fn ep_hidden(graph: &TaskGraph, result: &moesim_sim::RunResult, windows: &[Window]) -> Option<f64> {
     use moesim_sim::analysis::union_length;
     use moesim_sim::{TaskClass, TaskKind};
     use std::collections::BTreeMap;
-    let windows: Vec<_> = ops.iter().filter(|o| o.kind == kind).collect();
-    let ranks: std::collections::BTreeSet<u32> = windows.iter().map(|o| o.rank).collect();
+    let ranks: std::collections::BTreeSet<u32> = windows.iter().map(|w| w.0).collect();
     // Per rank of a window: EP intervals and compute intervals (ps).
     type Intervals = Vec<(u64, u64)>;
     let mut per_rank: BTreeMap<u32, (Intervals, Intervals)> = BTreeMap::new();
@@ -501,9 +585,8 @@ fn ep_hidden_in_ops(
         }
     }
     let (mut ep_ps, mut hidden_ps) = (0u64, 0u64);
-    for o in windows {
-        let Some((ep, compute)) = per_rank.get(&o.rank) else { continue };
-        let (lo, hi) = (result.spans[o.first.0 as usize].start.as_ps(), result.spans[o.last.0 as usize].end.as_ps());
+    for &(rank, lo, hi) in windows {
+        let Some((ep, compute)) = per_rank.get(&rank) else { continue };
         let clip = |v: &[(u64, u64)]| -> Vec<(u64, u64)> {
             v.iter().filter(|&&(a, b)| b > lo && a < hi).map(|&(a, b)| (a.max(lo), b.min(hi))).collect()
         };
@@ -518,6 +601,83 @@ fn ep_hidden_in_ops(
     (ep_ps > 0).then(|| hidden_ps as f64 / ep_ps as f64)
 }
 
+/// One row of the per-class calibration of a F&B chunk pair: the mean over
+/// the run's overlapped (F&B) ops of the summed time of its kernels of the
+/// class, in the run beside everything else (`in_situ_ms`) and each alone on
+/// its SMs (`standalone_ms`; `None` for DeepEP, whose standalone time is a
+/// run of its own, `moesim calibrate`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkPairClass {
+    pub class: &'static str,
+    pub kernels_per_pair: f64,
+    pub in_situ_ms: f64,
+    pub standalone_ms: Option<f64>,
+}
+
+/// The classes of [`chunk_pair_classes`]: the model's kernel kinds, then
+/// the EP exchanges by direction (the backward pass's combine-backward
+/// moves tokens' gradients to the experts, a dispatch; its
+/// dispatch-backward a combine, as DeepEP runs them).
+pub const CHUNK_PAIR_CLASSES: [&str; 6] =
+    ["gemm", "attention", "cast-norm", "other", "deepep-dispatch", "deepep-combine"];
+
+/// Per class, kernels and time per F&B chunk pair of a training run (empty
+/// without overlapped ops).
+pub fn chunk_pair_classes(
+    graph: &TaskGraph,
+    result: &moesim_sim::RunResult,
+    low: &TrainingLowering,
+) -> Vec<ChunkPairClass> {
+    use moesim_models::transformer::layers::KernelKind;
+    let windows: Vec<_> = low.ops.iter().filter(|o| o.kind == OpKind::Overlapped).collect();
+    if windows.is_empty() {
+        return Vec::new();
+    }
+    let n = windows.len() as f64;
+    // (kernels, in situ ps, standalone s) per class.
+    let mut sums = [(0u64, 0u64, 0.0f64); 6];
+    for k in &low.overlapped_kernels {
+        let i = KernelKind::ALL.iter().position(|&c| c == k.kind).unwrap_or(3);
+        let span = result.spans[k.task.0 as usize];
+        sums[i].0 += 1;
+        sums[i].1 += (span.end - span.start).as_ps();
+        sums[i].2 += k.standalone_s;
+    }
+    for o in &windows {
+        for id in o.first.0..=o.last.0 {
+            let t = graph.task(moesim_sim::TaskId(id));
+            let stream = graph.stream(t.stream);
+            if stream.rank != o.rank || graph.label_str(stream.name) != "ep" {
+                continue;
+            }
+            let label = graph.label_str(t.label);
+            let i = if label.contains("dispatch") {
+                4
+            } else if label.contains("combine") {
+                5
+            } else {
+                continue;
+            };
+            let span = result.spans[id as usize];
+            sums[i].0 += 1;
+            sums[i].1 += (span.end - span.start).as_ps();
+        }
+    }
+    CHUNK_PAIR_CLASSES
+        .iter()
+        .zip(sums)
+        .enumerate()
+        .map(|(i, (&class, (kernels, ps, alone_s)))| ChunkPairClass {
+            class,
+            kernels_per_pair: kernels as f64 / n,
+            in_situ_ms: ps as f64 / 1e9 / n,
+            standalone_ms: (i < 4).then(|| alone_s * 1e3 / n),
+        })
+        .collect()
+}
+
+/// The timeline of one rank per pipeline device and the stacked breakdown
+/// of their time.
 fn figures(
     setup: &Setup,
     spec: &TrainingSpec,

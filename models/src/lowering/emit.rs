@@ -1,7 +1,7 @@
 //! Turning a rank's kernel items ([`crate::transformer::layers::Item`]) into engine tasks,
 //! shared by the training step and the inference iterations: kernels in
 //! issue order on the rank's compute stream with the launch gaps between
-//! them, tensor-parallel all-reduces as mirrored ring transfers on its `tp`
+//! them (per kernel class, [`LaunchGaps`]), tensor-parallel all-reduces as mirrored ring transfers on its `tp`
 //! stream, context-parallel K/V gathers and ring-attention transfers on its
 //! `cp` stream, and an optional wait on an earlier task (an all-to-all)
 //! before the first kernel.
@@ -12,7 +12,7 @@ use moesim_sim::{DeviceId, Flow, SimDuration, StreamId, TaskGraph, TaskId};
 
 use crate::network::cluster::Cluster;
 use crate::network::collectives::{member_load, CollectiveOp, CollectiveSpec};
-use crate::transformer::layers::Item;
+use crate::transformer::layers::{Item, KernelItem, KernelKind};
 
 /// The streams of one simulated rank that compute items go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,28 @@ pub struct RankStreams {
     pub cp: StreamId,
 }
 
+/// The gap on a stream before a kernel of each class: the launch and CPU
+/// time the GPU waits for between back-to-back kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchGaps([SimDuration; 4]);
+
+impl LaunchGaps {
+    /// The same gap before every kernel.
+    pub fn uniform(gap: SimDuration) -> LaunchGaps {
+        LaunchGaps([gap; 4])
+    }
+
+    /// A gap per class.
+    pub fn per_kind(gap: impl Fn(KernelKind) -> SimDuration) -> LaunchGaps {
+        LaunchGaps(KernelKind::ALL.map(gap))
+    }
+
+    /// The gap before a kernel of class `kind`.
+    pub fn of(&self, kind: KernelKind) -> SimDuration {
+        self.0[kind as usize]
+    }
+}
+
 /// What emitting needs besides the graph.
 #[derive(Clone, Copy)]
 pub struct Emitter<'c> {
@@ -33,8 +55,8 @@ pub struct Emitter<'c> {
     pub tp: u32,
     /// Context-parallel group size (ranks `tp` apart).
     pub cp: u32,
-    /// Gap between back-to-back kernels on a stream.
-    pub launch_gap: SimDuration,
+    /// Gap before each kernel on a stream, by its class.
+    pub launch_gaps: LaunchGaps,
 }
 
 impl Emitter<'_> {
@@ -51,11 +73,29 @@ impl Emitter<'_> {
         wait: Option<TaskId>,
         last: &mut Option<TaskId>,
     ) {
+        self.compute_recorded(graph, rank, items, wait, last, &mut |_, _| {})
+    }
+
+    /// As [`Emitter::compute`], calling `record` with each kernel's task.
+    pub fn compute_recorded(
+        &self,
+        graph: &mut TaskGraph,
+        rank: RankStreams,
+        items: &[Item],
+        wait: Option<TaskId>,
+        last: &mut Option<TaskId>,
+        record: &mut dyn FnMut(TaskId, &KernelItem),
+    ) {
         let mut pending_wait = wait;
-        let kernels = items.iter().filter(|i| matches!(i, Item::Kernel(_))).count();
-        if kernels > 0 && self.launch_gap > SimDuration::ZERO {
-            let gap = SimDuration::from_ps(self.launch_gap.as_ps() * kernels as u64);
-            let t = graph.add_delay(rank.compute, "launch gaps", gap);
+        let gap_ps: u64 = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Kernel(k) => Some(self.launch_gaps.of(k.kind()).as_ps()),
+                _ => None,
+            })
+            .sum();
+        if gap_ps > 0 {
+            let t = graph.add_delay(rank.compute, "launch gaps", SimDuration::from_ps(gap_ps));
             if let Some(w) = pending_wait.take() {
                 graph.add_dep(w, t);
             }
@@ -64,6 +104,9 @@ impl Emitter<'_> {
         let mut cp_sends = VecDeque::new();
         for item in items {
             let t = self.item(graph, rank, item, last, &mut cp_sends);
+            if let Item::Kernel(k) = item {
+                record(t, k);
+            }
             if let Some(w) = pending_wait.take() {
                 graph.add_dep(w, t);
             }

@@ -34,7 +34,7 @@ use moesim_sim::{SimDuration, StreamId, TaskGraph, TaskId};
 
 use crate::error::ModelError;
 use crate::hardware::device::{DeviceSpec, Dtype};
-use crate::lowering::emit::{Emitter, RankStreams};
+use crate::lowering::emit::{Emitter, LaunchGaps, RankStreams};
 use crate::network::cluster::Cluster;
 use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange, ForSource, LowLatencyTraffic, MoeKernel};
 use crate::transformer::layers::{AttentionKernel, Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
@@ -644,8 +644,12 @@ pub fn lower_iteration_cached(
     let (compute, tp_stream) = (graph.add_stream(rank, "compute"), graph.add_stream(rank, "tp"));
     let streams = RankStreams { rank, compute, tp: tp_stream, cp: tp_stream };
     let ep_stream = graph.add_stream(rank, "ep");
-    let emitter =
-        Emitter { cluster, tp: spec.unit.tp, cp: 1, launch_gap: SimDuration::from_us_f64(device.launch_overhead_us) };
+    let emitter = Emitter {
+        cluster,
+        tp: spec.unit.tp,
+        cp: 1,
+        launch_gaps: LaunchGaps::uniform(SimDuration::from_us_f64(device.launch_overhead_us)),
+    };
     let chains: Vec<(Vec<Segment>, Vec<usize>)> = blocks_of.iter().map(|b| chain(b, decode)).collect();
     let lead = usize::from(decode && chains.len() > 1);
     let longest = chains.iter().map(|c| c.0.len()).max().unwrap_or(0);

@@ -34,11 +34,13 @@ use moesim_sim::{DeviceId, Flow, Kernel, SimDuration, StreamId, TaskClass, TaskG
 use crate::error::ModelError;
 use crate::hardware::device::Dtype;
 use crate::hardware::ops::{op_cost, Op};
-use crate::lowering::emit::{Emitter, RankStreams};
+use crate::lowering::emit::{Emitter, LaunchGaps, RankStreams};
 use crate::network::cluster::Cluster;
 use crate::network::collectives::{join_all, member_load, CollectiveOp, CollectiveSpec};
 use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange};
-use crate::transformer::layers::{AttentionKernel, Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
+use crate::transformer::layers::{
+    AttentionKernel, Block, EpComm, Item, KernelKind, LayerContext, PassMode, Recompute, Unit,
+};
 use crate::transformer::model::{FfnKind, ModelConfig};
 use crate::transformer::parallel::ParallelPlan;
 use crate::transformer::routing::MoePhase;
@@ -72,6 +74,10 @@ pub struct TrainingSpec {
     /// ([`partition`]). Checked by [`check_stage_layers`].
     pub stage_layers: Option<Vec<u32>>,
     pub mode: RankMode,
+    /// Gap on the compute stream before a kernel of each class
+    /// ([`KernelKind`] order), microseconds; `None`: the device's
+    /// `launch_overhead_us`.
+    pub launch_gaps_us: [Option<f64>; 4],
 }
 
 /// Why `stage_layers` does not fit `stages` model stages of `layers` layers.
@@ -175,7 +181,19 @@ pub struct TrainingLowering {
     /// Every op of every simulated rank: what it is, its first task (a
     /// marker) and its last compute task, for per-op timings.
     pub ops: Vec<OpSpan>,
+    /// The kernels of the overlapped (F&B) ops, for the per-class
+    /// calibration against a profile's chunk pair.
+    pub overlapped_kernels: Vec<KernelRecord>,
     pub notes: Vec<String>,
+}
+
+/// One kernel task with its class and its time alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelRecord {
+    pub task: TaskId,
+    pub kind: KernelKind,
+    /// The kernel alone on its SMs, seconds (what a kernel benchmark reports).
+    pub standalone_s: f64,
 }
 
 /// Which kind of pipeline op.
@@ -384,8 +402,11 @@ struct Lowerer<'a> {
     rows: Vec<u64>,
     state: Vec<RankState>,
     activation_bytes: f64,
-    /// Gap between back-to-back kernels on a stream.
-    launch_gap: SimDuration,
+    /// Gap before each kernel on a stream, by its class.
+    launch_gaps: LaunchGaps,
+    /// Whether the op being emitted records its kernels, and the records.
+    recording: bool,
+    overlapped_kernels: Vec<KernelRecord>,
 }
 
 impl<'a> Lowerer<'a> {
@@ -425,14 +446,28 @@ impl<'a> Lowerer<'a> {
                 let Step::Compute { items, wait } = &steps_of[k][s] else { unreachable!("steps align") };
                 let wait = wait.and_then(|w| self.state[r].slots.get(w).copied().flatten());
                 let rank = self.rank_streams(r);
-                self.emitter().compute(self.graph, rank, items, wait, &mut self.state[r].last_compute);
+                let recording = self.recording;
+                let emitter = self.emitter();
+                let records = &mut self.overlapped_kernels;
+                emitter.compute_recorded(
+                    self.graph,
+                    rank,
+                    items,
+                    wait,
+                    &mut self.state[r].last_compute,
+                    &mut |task, k| {
+                        if recording {
+                            records.push(KernelRecord { task, kind: k.kind(), standalone_s: k.cost.kernel_s });
+                        }
+                    },
+                );
             }
         }
         Ok(())
     }
 
     fn emitter(&self) -> Emitter<'a> {
-        Emitter { cluster: self.cluster, tp: self.plan.tp, cp: self.plan.cp, launch_gap: self.launch_gap }
+        Emitter { cluster: self.cluster, tp: self.plan.tp, cp: self.plan.cp, launch_gaps: self.launch_gaps }
     }
 
     fn rank_streams(&self, r: usize) -> RankStreams {
@@ -614,7 +649,11 @@ pub fn lower_training(
         rows,
         state: (0..n_ranks).map(|_| RankState { last_compute: None, slots: Vec::new() }).collect(),
         activation_bytes: plan.micro_batch as f64 * spec.local_seq_len() as f64 * spec.model.hidden as f64 * 2.0,
-        launch_gap: SimDuration::from_us_f64(cluster.device.launch_overhead_us),
+        launch_gaps: LaunchGaps::per_kind(|k| {
+            SimDuration::from_us_f64(spec.launch_gaps_us[k as usize].unwrap_or(cluster.device.launch_overhead_us))
+        }),
+        recording: false,
+        overlapped_kernels: Vec::new(),
     };
 
     // Per device and op: the op's first and last compute task per member.
@@ -691,6 +730,7 @@ pub fn lower_training(
                     steps
                 })
                 .collect();
+            low.recording = matches!(op, PipeOp::FB { .. });
             low.emit(d, &steps_of)?;
             drop(steps_of);
             low.blocks = all_blocks;
@@ -766,6 +806,7 @@ pub fn lower_training(
         expert_rows,
         tokens,
         ops: op_spans,
+        overlapped_kernels: low.overlapped_kernels,
         notes,
     })
 }

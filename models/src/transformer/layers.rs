@@ -66,6 +66,50 @@ pub struct KernelItem {
     pub class: TaskClass,
 }
 
+/// What a kernel is, in the classes a profile's kernels fall into: the
+/// classes launch gaps are given per (`[workload] launch_gaps_us`) and the
+/// calibration against DeepSeek's profile compares (`moesim calibrate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KernelKind {
+    /// Plain and grouped GEMMs (DeepGEMM, cuBLAS).
+    Gemm,
+    /// Fused attention (FlashAttention, FlashMLA).
+    Attention,
+    /// Norms and FP8 casts (quantisation): memory-bound passes with a name.
+    CastOrNorm,
+    /// Every other memory-bound pass (activations, residual adds, the
+    /// router's passes, permutes, gradient accumulation).
+    Other,
+}
+
+impl KernelKind {
+    pub const ALL: [KernelKind; 4] =
+        [KernelKind::Gemm, KernelKind::Attention, KernelKind::CastOrNorm, KernelKind::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelKind::Gemm => "gemm",
+            KernelKind::Attention => "attention",
+            KernelKind::CastOrNorm => "cast-norm",
+            KernelKind::Other => "other",
+        }
+    }
+}
+
+impl KernelItem {
+    /// The kernel's class: from its op, casts by their name (a cast is an
+    /// elementwise pass labelled `... cast`).
+    pub fn kind(&self) -> KernelKind {
+        match &self.op {
+            Op::Gemm(_) => KernelKind::Gemm,
+            Op::Attention(_) => KernelKind::Attention,
+            Op::Norm { .. } => KernelKind::CastOrNorm,
+            Op::Elementwise { .. } if self.label.contains(" cast") => KernelKind::CastOrNorm,
+            Op::Elementwise { .. } => KernelKind::Other,
+        }
+    }
+}
+
 /// A step of a block's compute sequence.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {

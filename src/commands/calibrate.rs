@@ -1,0 +1,225 @@
+//! `moesim calibrate`: DeepSeek's profile of a training F&B chunk pair
+//! (profile-data `train.json`, read by the trace-replay importer) against
+//! the model of the same chunk pair (`deepseek-v3-chunk-256xh800`), kernel
+//! class by kernel class: the time the profile measured, the model's
+//! kernels each alone (standalone) and the model's kernels as they ran in
+//! the simulated step (in situ); then the gaps between consecutive kernels
+//! of the profile's compute stream by class, where the defaults of
+//! `[workload.launch_gaps]` come from.
+//!
+//! DeepEP's standalone time is the model's DeepEP benchmark run of the same
+//! exchange (`deepep-dispatch-ep64`, `deepep-combine-ep64`: EP64, 4,096
+//! tokens, 20 SMs), once per exchange of the chunk pair.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::replay::classify::KernelClass;
+use crate::replay::graph::RankGraph;
+use crate::workloads::training::TrainingWorkload;
+use crate::workloads::RunOptions;
+use crate::{AppError, ScenarioRef};
+
+/// The profile read by default (under the data folder, `$MOESIM_DATA`).
+pub const DEFAULT_TRACE: &str = "../shared/data/deepseek-ai+profile-data/train.json";
+/// The model of the profile's chunk pair.
+pub const CHUNK_SCENARIO: &str = "deepseek-v3-chunk-256xh800";
+
+/// Arguments of `moesim calibrate`.
+#[derive(Debug, clap::Args)]
+pub struct CalibrateArgs {
+    /// DeepSeek's profile of one F&B chunk pair (Kineto JSON, plain or .gz); default: profile-data's
+    /// train.json in the data folder ($MOESIM_DATA, or shared/data beside the checkout).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+/// The rows of the table, in order: (label, the class name the model and
+/// [`trace_row`] give it).
+const ROWS: [(&str, &str); 7] = [
+    ("GEMMs (plain and grouped)", "gemm"),
+    ("attention", "attention"),
+    ("casts and norms", "cast-norm"),
+    ("DeepEP dispatch", "deepep-dispatch"),
+    ("DeepEP combine", "deepep-combine"),
+    ("DeepEP notify and layout", "deepep-notify"),
+    ("others (elementwise, reductions, copies)", "other"),
+];
+
+/// The table row of a profile's GPU op.
+pub fn trace_row(class: KernelClass, name: &str) -> &'static str {
+    let n = name.to_ascii_lowercase();
+    match class {
+        KernelClass::Gemm | KernelClass::GroupedGemm => "gemm",
+        KernelClass::Attention => "attention",
+        KernelClass::Norm | KernelClass::Cast => "cast-norm",
+        KernelClass::DeepEpNormal | KernelClass::DeepEpLowLatency => {
+            if n.contains("notify") || n.contains("layout") {
+                "deepep-notify"
+            } else if n.contains("combine") {
+                "deepep-combine"
+            } else if n.contains("dispatch") {
+                "deepep-dispatch"
+            } else {
+                "deepep-notify"
+            }
+        }
+        _ => "other",
+    }
+}
+
+/// The gaps before the kernels of a profile's compute stream (the stream
+/// with the most ops), µs, by the table row of the kernel after the gap:
+/// each gap with whether a cross-stream wait explains it (the op waits for
+/// an op of another stream that ended after its predecessor on the stream,
+/// or has a measured wait no edge explains).
+pub fn compute_stream_gaps_us(rank: &RankGraph) -> Vec<(&'static str, Vec<(f64, bool)>)> {
+    let mut per_stream = vec![0usize; rank.streams.len()];
+    for op in &rank.ops {
+        per_stream[op.stream as usize] += 1;
+    }
+    let compute = per_stream.iter().enumerate().max_by_key(|&(i, n)| (*n, std::cmp::Reverse(i))).map_or(0, |(i, _)| i);
+    let ops: Vec<usize> = (0..rank.ops.len()).filter(|&i| rank.ops[i].stream as usize == compute).collect();
+    let mut out: Vec<(&'static str, Vec<(f64, bool)>)> = ROWS.iter().map(|&(_, r)| (r, Vec::new())).collect();
+    for w in ops.windows(2) {
+        let (prev, op) = (&rank.ops[w[0]], &rank.ops[w[1]]);
+        let waited = op.residual_wait_ns > 0
+            || op.waits_on.iter().any(|&d| {
+                let dep = &rank.ops[d as usize];
+                dep.stream != op.stream && dep.end_ns() > prev.end_ns()
+            });
+        let gap_ns = (op.start_ns - prev.end_ns()).max(0);
+        let row = trace_row(op.class, &op.name);
+        if let Some((_, v)) = out.iter_mut().find(|(r, _)| *r == row) {
+            v.push((gap_ns as f64 / 1e3, waited));
+        }
+    }
+    out
+}
+
+/// Runs `moesim calibrate`.
+pub fn execute(args: CalibrateArgs) -> Result<ExitCode, AppError> {
+    let path = args.trace.unwrap_or_else(|| crate::files::data_path(DEFAULT_TRACE, None));
+    let rank = crate::replay::import(&path, 0).map_err(|e| {
+        AppError::Input(vec![crate::diagnostics::Source::new(e.origin.clone(), "").plain(e.message.clone())])
+    })?;
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let text = calibration_text(&rank, &name)?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The tables `moesim calibrate` prints for a profile already read.
+pub fn calibration_text(rank: &RankGraph, trace: &str) -> Result<String, AppError> {
+    let scenario = crate::load_scenario(&ScenarioRef::Builtin(CHUNK_SCENARIO), &[])?;
+    let text = crate::builtin::scenario(CHUNK_SCENARIO).expect("a built-in");
+    let table: toml::Table = toml::from_str(text).map_err(|e| AppError::Failed(e.to_string()))?;
+    let workload: TrainingWorkload = table
+        .get("workload")
+        .cloned()
+        .ok_or_else(|| AppError::Failed("no [workload]".into()))?
+        .try_into()
+        .map_err(|e: toml::de::Error| AppError::Failed(e.to_string()))?;
+    let (outcome, classes) = workload.run_with_classes(&scenario.setup, &RunOptions::default())?;
+    let model = |row: &str| classes.iter().find(|c| c.class == row);
+    // DeepEP alone: the model's benchmark run of each exchange.
+    let alone_us = |name: &'static str| -> Result<f64, AppError> {
+        let (summary, _) = crate::run_scenario(&ScenarioRef::Builtin(name), &[], &RunOptions::default())?;
+        summary.get("time_us").and_then(|v| v.as_f64()).ok_or_else(|| AppError::Failed(format!("{name}: no time_us")))
+    };
+    let dispatch_us = alone_us("deepep-dispatch-ep64")?;
+    let combine_us = alone_us("deepep-combine-ep64")?;
+
+    // The profile: kernels and summed time per row.
+    let mut measured: Vec<(u64, f64)> = vec![(0, 0.0); ROWS.len()];
+    for op in &rank.ops {
+        let row = trace_row(op.class, &op.name);
+        let i = ROWS.iter().position(|&(_, r)| r == row).expect("a row");
+        measured[i].0 += 1;
+        measured[i].1 += op.dur_ns.max(0) as f64 / 1e6;
+    }
+    let ms = |v: f64| format!("{v:.1}");
+    let mut s = String::new();
+    s.push_str(&format!(
+        "One F&B chunk pair (4 MoE layers, EP64, 4,096 tokens), kernel class by kernel class: {trace} against \
+         {CHUNK_SCENARIO} (the mean over its steady-state F&B chunk pairs); ms of kernel time summed per class\n\n"
+    ));
+    s.push_str("| class | kernels, trace | kernels, model | measured ms | standalone model ms | in-situ model ms |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|\n");
+    let (mut sum_m, mut sum_alone, mut sum_in) = (0.0, 0.0, 0.0);
+    for (i, &(label, row)) in ROWS.iter().enumerate() {
+        let (kernels, measured_ms) = measured[i];
+        let m = model(row);
+        let alone = match row {
+            "deepep-dispatch" => m.map(|c| c.kernels_per_pair * dispatch_us / 1e3),
+            "deepep-combine" => m.map(|c| c.kernels_per_pair * combine_us / 1e3),
+            _ => m.and_then(|c| c.standalone_ms),
+        };
+        let in_situ = m.map(|c| c.in_situ_ms);
+        sum_m += measured_ms;
+        sum_alone += alone.unwrap_or(0.0);
+        sum_in += in_situ.unwrap_or(0.0);
+        s.push_str(&format!(
+            "| {label} | {kernels} | {} | {} | {} | {} |\n",
+            m.map_or("—".into(), |c| format!("{:.0}", c.kernels_per_pair)),
+            ms(measured_ms),
+            alone.map_or("—".into(), ms),
+            in_situ.map_or("—".into(), ms),
+        ));
+    }
+    s.push_str(&format!(
+        "| sum | {} | {:.0} | {} | {} | {} |\n",
+        rank.ops.len(),
+        classes.iter().map(|c| c.kernels_per_pair).sum::<f64>(),
+        ms(sum_m),
+        ms(sum_alone),
+        ms(sum_in)
+    ));
+    let metric = |k: &str| outcome.metrics.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    s.push_str(&format!(
+        "\nchunk pair: {:.1} ms in the model (overlapped_chunk_ms), EP hidden under compute {:.1} %\n",
+        metric("overlapped_chunk_ms"),
+        100.0 * metric("ep_hidden_fraction_chunk_pair")
+    ));
+
+    s.push_str(
+        "\nGaps before each kernel of the profile's compute stream, by the class of the kernel after the gap (µs; the \
+         trace's timestamps are whole µs), and those no cross-stream wait explains:\n\n",
+    );
+    s.push_str(
+        "| class | gaps | median µs | p90 µs | mean µs | no wait explains | their median µs |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut all = Vec::new();
+    for (row, gaps) in compute_stream_gaps_us(rank) {
+        let label = ROWS.iter().find(|&&(_, r)| r == row).map_or(row, |&(l, _)| l);
+        all.extend_from_slice(&gaps);
+        if !gaps.is_empty() {
+            s.push_str(&gap_row(label, &gaps));
+        }
+    }
+    s.push_str(&gap_row("all", &all));
+    Ok(s)
+}
+
+/// One row of the gap table: count, median, 90th percentile, mean; the
+/// count and median of those no wait explains.
+fn gap_row(label: &str, gaps: &[(f64, bool)]) -> String {
+    let quantile = |mut v: Vec<f64>, p: f64| -> f64 {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(((p * (v.len().max(1) - 1) as f64).round() as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let every: Vec<f64> = gaps.iter().map(|g| g.0).collect();
+    let free: Vec<f64> = gaps.iter().filter(|g| !g.1).map(|g| g.0).collect();
+    format!(
+        "| {label} | {} | {:.1} | {:.1} | {:.2} | {} | {:.1} |\n",
+        every.len(),
+        quantile(every.clone(), 0.5),
+        quantile(every.clone(), 0.9),
+        every.iter().sum::<f64>() / every.len().max(1) as f64,
+        free.len(),
+        quantile(free.clone(), 0.5),
+    )
+}
