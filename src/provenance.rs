@@ -134,6 +134,7 @@ pub fn resolved_toml(setup: &Setup) -> Result<String, String> {
         put("nvlink_efficiency", float(t.nvlink_efficiency));
         put("nvlink_latency_ns", float(t.nvlink_latency_ns));
         put("nvls_efficiency", float(t.nvls_efficiency));
+        put("nccl_nvlink_efficiency", float(t.nccl_nvlink_efficiency));
         put("pcie_gb_per_s", float(t.pcie_gb_per_s));
         put("pcie_latency_ns", float(t.pcie_latency_ns));
         put("pcie_efficiency", float(t.pcie_efficiency));

@@ -73,7 +73,12 @@ fn moesim_topology_lists_the_tiers_of_a_written_out_fabric() {
     assert_eq!(tiers, expected.map(|(t, n)| (t.to_owned(), n)));
     // 16 x (NVLink + PCIe + NIC-leaf) + 8 x 32 leaf-spine, two directions.
     assert_eq!(v["directed_links"], 2 * (16 * 3 + 8 * 32));
-    assert_eq!(v["bisection_includes_fabric"], false);
+    // The real cut (max-flow from ranks 0-7 to 8-15): each GPU's NIC, 400
+    // Gb/s, under the PCIe link's 64 GB/s; the leaf-spine tier is
+    // non-blocking. 8 x 50 GB/s.
+    assert_eq!(v["bisection_includes_fabric"], true);
+    let cut = v["bisection_bytes_per_s"].as_f64().unwrap();
+    assert!((cut - 8.0 * 50e9).abs() < 1.0, "{cut}");
 }
 
 /// Direct all-to-all of `bytes` per rank between 2 GPUs of an h800-cluster

@@ -34,7 +34,7 @@ pub fn execute(args: TopologyArgs) -> Result<ExitCode, AppError> {
     };
     let topology = moesim_topologies::build(spec)
         .map_err(|e| AppError::Input(vec![scenario.source.at_key("topology", e.to_string())]))?;
-    let s = topology.summary();
+    let s = topology.summary_with_cut();
     if let Some(path) = &dot {
         std::fs::write(path, moesim_topologies::dot::to_dot(&topology))
             .map_err(|e| AppError::Failed(format!("cannot write {}: {e}", path.display())))?;
@@ -59,11 +59,7 @@ pub fn execute(args: TopologyArgs) -> Result<ExitCode, AppError> {
             println!(
                 "  bisection                {:.1} Tb/s per direction (nominal){}",
                 s.bisection_bytes_per_s * 8.0 / 1e12,
-                if s.bisection_includes_fabric || s.tiers.is_empty() {
-                    ""
-                } else {
-                    ", injection bound only: the cut of a written-out fabric is not computed"
-                }
+                if s.tiers.is_empty() { "" } else { ", max-flow from the first half of the ranks to the second" }
             );
             for class in &s.link_classes {
                 println!("  link rate                {}", class.describe());

@@ -99,6 +99,12 @@ pub struct TopologyConfig {
     /// of the NVLink rate an NVLS collective moves data at. Absent: the
     /// NVSwitch has no NVLS and `algorithm = "nvls"` is refused.
     pub nvls_efficiency: Option<f64>,
+    /// Fraction of the NVLink rate NCCL's kernels (collectives, send/recv,
+    /// NVLS) move data at: NCCL's own per-link NVLink bandwidth over the
+    /// link's nominal rate (`SMxx_NVLINK_BW` in NVIDIA/nccl
+    /// `src/graph/topo.h`). Absent: NCCL's kernels run at
+    /// `nvlink_efficiency`, as every other kernel does.
+    pub nccl_nvlink_efficiency: Option<f64>,
     /// PCIe between GPU i and NIC i, per direction, GB/s.
     pub pcie_gb_per_s: Option<f64>,
     /// Latency per PCIe traversal (GPU to NIC), ns.
@@ -141,6 +147,9 @@ pub struct ClusterSpec {
     /// NVLS efficiency (see [`TopologyConfig::nvls_efficiency`]); `None`:
     /// no NVLS.
     pub nvls_efficiency: Option<f64>,
+    /// NCCL's NVLink efficiency (see
+    /// [`TopologyConfig::nccl_nvlink_efficiency`]); `None`: the links' own.
+    pub nccl_nvlink_efficiency: Option<f64>,
     pub pcie_bytes_per_s: f64,
     /// Latency per PCIe traversal (GPU to NIC), ns.
     pub pcie_latency_ns: f64,
@@ -346,6 +355,7 @@ impl TopologyConfig {
             nvlink_efficiency: self.nvlink_efficiency.or(base.nvlink_efficiency),
             nvlink_latency_ns: self.nvlink_latency_ns.or(base.nvlink_latency_ns),
             nvls_efficiency: self.nvls_efficiency.or(base.nvls_efficiency),
+            nccl_nvlink_efficiency: self.nccl_nvlink_efficiency.or(base.nccl_nvlink_efficiency),
             pcie_gb_per_s: self.pcie_gb_per_s.or(base.pcie_gb_per_s),
             pcie_latency_ns: self.pcie_latency_ns.or(base.pcie_latency_ns),
             pcie_efficiency: self.pcie_efficiency.or(base.pcie_efficiency),
@@ -398,6 +408,8 @@ impl TopologyConfig {
         let nvlink_efficiency = c.fraction("nvlink_efficiency", merged.nvlink_efficiency);
         let nvlink_latency_ns = c.latency("nvlink_latency_ns", merged.nvlink_latency_ns);
         let nvls_efficiency = merged.nvls_efficiency.map(|v| c.fraction("nvls_efficiency", Some(v)));
+        let nccl_nvlink_efficiency =
+            merged.nccl_nvlink_efficiency.map(|v| c.fraction("nccl_nvlink_efficiency", Some(v)));
         let pcie_gb_per_s = c.rate("pcie_gb_per_s", merged.pcie_gb_per_s, GB_PER_S);
         let pcie_latency_ns = c.latency("pcie_latency_ns", merged.pcie_latency_ns);
         let pcie_efficiency = c.fraction("pcie_efficiency", Some(merged.pcie_efficiency.unwrap_or(1.0)));
@@ -510,6 +522,7 @@ impl TopologyConfig {
             nvlink_efficiency,
             nvlink_latency_ns,
             nvls_efficiency,
+            nccl_nvlink_efficiency,
             pcie_bytes_per_s: pcie_gb_per_s * 1e9,
             pcie_latency_ns,
             pcie_efficiency,
@@ -601,6 +614,8 @@ impl TopologyConfig {
             },
         ];
         let nvls_efficiency = merged.nvls_efficiency.map(|v| c.fraction("nvls_efficiency", Some(v)));
+        let nccl_nvlink_efficiency =
+            merged.nccl_nvlink_efficiency.map(|v| c.fraction("nccl_nvlink_efficiency", Some(v)));
         if !c.problems.is_empty() {
             return Err(TopologyError::Invalid { problems: c.problems });
         }
@@ -652,6 +667,7 @@ impl TopologyConfig {
             nvlink_efficiency: nv.1,
             nvlink_latency_ns: nv.2,
             nvls_efficiency,
+            nccl_nvlink_efficiency,
             pcie_bytes_per_s: pcie.0,
             pcie_efficiency: pcie.1,
             pcie_latency_ns: pcie.2,

@@ -9,6 +9,7 @@ pub mod build;
 pub mod config;
 pub mod dot;
 pub mod explicit;
+pub mod maxflow;
 pub mod route;
 pub mod topology;
 

@@ -136,8 +136,10 @@ pub struct TopologySummary {
     /// (empty for the generated kinds).
     pub tiers: Vec<TierSummary>,
     /// Whether `bisection_bytes_per_s` includes a cut of the switch fabric
-    /// (false for a written-out or hand-built graph: only the injection
-    /// bound, the fabric taken as non-blocking).
+    /// (false for a written-out or hand-built graph in
+    /// [`Topology::summary`]: only the injection bound, the fabric taken as
+    /// non-blocking; true in [`Topology::summary_with_cut`], which computes
+    /// its real cut).
     pub bisection_includes_fabric: bool,
 }
 
@@ -311,6 +313,27 @@ impl Topology {
             bisection_includes_fabric: self.spec.is_some() && !explicit && has_network,
             tiers,
         }
+    }
+}
+
+impl Topology {
+    /// [`Topology::summary`] with the bisection of a written-out or
+    /// hand-built graph computed as its real cut: the maximum flow, over
+    /// the links' nominal rates, from the first half of the ranks to the
+    /// second (`maxflow::rank_halves_bytes_per_s`; the scale-out links only
+    /// where the graph has a network), so oversubscribed tiers count. The
+    /// generated kinds keep their closed forms. Costs a max-flow over the
+    /// whole graph, so `moesim topology` calls it, the lowerings call
+    /// [`Topology::summary`].
+    pub fn summary_with_cut(&self) -> TopologySummary {
+        let mut s = self.summary();
+        let generated = self.spec.as_ref().is_some_and(|s| s.kind != TopologyKind::Explicit);
+        if !generated && self.gpu_count() >= 2 {
+            let has_network = self.graph.edge_weights().any(|l| l.kind == LinkKind::InfiniBand);
+            s.bisection_bytes_per_s = crate::maxflow::rank_halves_bytes_per_s(self, has_network);
+            s.bisection_includes_fabric = true;
+        }
+        s
     }
 }
 

@@ -146,14 +146,16 @@ impl Emitter<'_> {
                     label,
                     (cp as f64 - 1.0) / cp as f64 * bytes,
                     cp - 1,
+                    true,
                     *last,
                 );
                 wait_on(graph, rank, label, Some(t), last)
             }
             Item::CpSend { label, bytes, first } => {
                 let mut scratch = Vec::new();
-                let path = self.cluster.add_route(graph, rank.rank, self.cp_successor(rank.rank), 0, &mut scratch);
-                let t = graph.add_comm(rank.cp, label, [Flow { path, bytes: *bytes }], None);
+                let (path, charge) =
+                    self.cluster.add_nccl_route(graph, rank.rank, self.cp_successor(rank.rank), 0, &mut scratch);
+                let t = graph.add_comm(rank.cp, label, [Flow { path, bytes: *bytes * charge }], None);
                 if let (true, Some(a)) = (*first, *last) {
                     graph.add_dep(a, t);
                 }
@@ -189,7 +191,7 @@ impl Emitter<'_> {
         let base = r - r % tp;
         let spec = CollectiveSpec { op: CollectiveOp::AllReduce, group: (base..base + tp).collect(), bytes };
         let load = member_load(self.cluster, &spec, (r - base) as usize);
-        self.mirror_ring(graph, rank.tp, r, load.succ, label, load.bytes, load.steps, after)
+        self.mirror_ring(graph, rank.tp, r, load.succ, label, load.bytes, load.steps, load.copy_loop(), after)
     }
 
     /// A collective as seen by one member: one flow of the bytes it sends
@@ -197,7 +199,9 @@ impl Emitter<'_> {
     /// route's link latencies; NCCL's Simple-protocol latencies would
     /// overstate the small all-reduces it runs with LL/LL128). Exact for a
     /// ring whose edges are alike (every member sends the same bytes over a
-    /// similar link at the same time).
+    /// similar link at the same time). `copy_loop`: the flow is one of
+    /// NCCL's copy loops (not NVLS), so on an NVLink route it charges
+    /// [`Cluster::nccl_charge`] per byte.
     #[allow(clippy::too_many_arguments)]
     pub fn mirror_ring(
         &self,
@@ -208,12 +212,14 @@ impl Emitter<'_> {
         label: &str,
         bytes: f64,
         steps: u32,
+        copy_loop: bool,
         after: Option<TaskId>,
     ) -> TaskId {
         let mut scratch = Vec::new();
-        let path = self.cluster.add_route(graph, rank, succ, 0, &mut scratch);
+        let (path, charge) = self.cluster.add_nccl_route(graph, rank, succ, 0, &mut scratch);
+        let charge = if copy_loop { charge } else { 1.0 };
         let latency_ps: u64 = graph.path(path).iter().map(|l| self.cluster.platform.link(*l).latency.as_ps()).sum();
-        let t = graph.add_comm(stream, label, [Flow { path, bytes }], None);
+        let t = graph.add_comm(stream, label, [Flow { path, bytes: bytes * charge }], None);
         if let Some(a) = after {
             graph.add_dep(a, t);
         }

@@ -768,9 +768,9 @@ pub fn lower_training(
             let from = low.ranks[pr].rank;
             let to = low.ranks[cr].rank;
             let mut scratch = Vec::new();
-            let path = cluster.add_route(low.graph, from, to, 0, &mut scratch);
+            let (path, charge) = cluster.add_nccl_route(low.graph, from, to, 0, &mut scratch);
             let stream = *pp_streams.entry((from, to)).or_insert_with(|| low.graph.add_stream(from, "pp"));
-            let send = low.graph.add_comm(stream, label, [Flow { path, bytes }], None);
+            let send = low.graph.add_comm(stream, label, [Flow { path, bytes: bytes * charge }], None);
             low.graph.add_dep(op_last[pd][t.sent_after as usize][k], send);
             low.graph.add_dep(send, op_first[cd][t.awaited_before as usize][k]);
         }
@@ -898,7 +898,18 @@ fn grad_sync(
         // The n-member share of the bytes for the whole group (DualPipe's two copies).
         let share = (group - 1.0) / group / ((members.len() as f64 - 1.0) / members.len() as f64);
         let emitter = low.emitter();
-        Ok(emitter.mirror_ring(low.graph, stream, rank, load.succ, label, load.bytes * share, load.steps, Some(after)))
+        let bytes = load.bytes * share;
+        Ok(emitter.mirror_ring(
+            low.graph,
+            stream,
+            rank,
+            load.succ,
+            label,
+            bytes,
+            load.steps,
+            load.copy_loop(),
+            Some(after),
+        ))
     };
     let dense_rs = (CollectiveOp::ReduceScatter, dp_group, dense_group.as_slice());
     let expert_rs = (CollectiveOp::ReduceScatter, edp_group, expert_group.as_slice());

@@ -55,6 +55,72 @@ impl Cluster {
         self.topology.gpu_count()
     }
 
+    /// NCCL's NVLink efficiency, if the topology sets one
+    /// (`topology.nccl_nvlink_efficiency`).
+    fn nccl_nvlink_efficiency(&self) -> Option<f64> {
+        self.topology.spec.as_ref().and_then(|s| s.nccl_nvlink_efficiency)
+    }
+
+    /// The rate NCCL's kernels move data at over edge `e`: an NVLink edge's
+    /// nominal rate x `topology.nccl_nvlink_efficiency` where the topology
+    /// sets it, else (and on every other edge) its effective rate.
+    pub fn nccl_bytes_per_s(&self, e: EdgeIndex) -> f64 {
+        let link = self.topology.link(e);
+        match self.nccl_nvlink_efficiency() {
+            Some(eff) if link.kind == moesim_topologies::LinkKind::NvLink => link.nominal_bytes_per_s * eff,
+            _ => link.effective_bytes_per_s(),
+        }
+    }
+
+    /// The bytes a flow of an NCCL kernel charges its route per byte it
+    /// moves. The links' capacity is nominal x their own efficiency (on
+    /// NVLink fitted on DeepEP's kernels); NCCL's copy loops reach
+    /// `topology.nccl_nvlink_efficiency` instead, so on a route of NVLink
+    /// edges only such a flow charges own / NCCL's efficiency per byte (the
+    /// largest over the route), which lets it reach NCCL's rate. 1 on any
+    /// other route, or where the topology sets no NCCL efficiency. (The
+    /// factor applies to every link of the stored path, the HBM links of
+    /// [`Cluster::share_memory_with_comm`] included.)
+    pub fn nccl_charge(&self, route: &[EdgeIndex]) -> f64 {
+        let Some(eff) = self.nccl_nvlink_efficiency() else { return 1.0 };
+        let mut charge = f64::NEG_INFINITY;
+        for &e in route {
+            let link = self.topology.link(e);
+            if link.kind != moesim_topologies::LinkKind::NvLink {
+                return 1.0;
+            }
+            charge = charge.max(link.efficiency / eff);
+        }
+        if charge.is_finite() {
+            charge
+        } else {
+            1.0
+        }
+    }
+
+    /// [`Cluster::nccl_charge`] of a route given as the engine's links (as
+    /// [`Cluster::route_links`] gives them).
+    pub fn nccl_charge_of_links(&self, route: &[LinkId]) -> f64 {
+        let edges = self.topology.graph.edge_count();
+        let route: Vec<EdgeIndex> =
+            route.iter().filter(|l| (l.0 as usize) < edges).map(|l| EdgeIndex::new(l.0 as usize)).collect();
+        self.nccl_charge(&route)
+    }
+
+    /// As [`Cluster::add_route`], for a flow of an NCCL kernel: the path and
+    /// the bytes it charges per byte moved ([`Cluster::nccl_charge`]).
+    pub fn add_nccl_route(
+        &self,
+        graph: &mut TaskGraph,
+        src: u32,
+        dst: u32,
+        flow_key: u64,
+        scratch: &mut Vec<EdgeIndex>,
+    ) -> (PathId, f64) {
+        let path = self.path(graph, (src, dst), flow_key, scratch, false);
+        (path, self.nccl_charge(scratch))
+    }
+
     /// The engine device of GPU `rank`.
     pub fn device_of(&self, rank: u32) -> DeviceId {
         DeviceId(rank)

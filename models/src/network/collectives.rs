@@ -32,6 +32,13 @@
 //! latencies ([`nccl`]) are a delay before the first transfer; per-hop
 //! latencies come from the links.
 //!
+//! The ring's, tree's, direct and two-phase flows are NCCL's copy loops: on
+//! a route of NVLink links only each charges [`Cluster::nccl_charge`] bytes
+//! per byte it moves, so it runs at NCCL's own NVLink rate
+//! (`topology.nccl_nvlink_efficiency`) rather than the links' DeepEP-fitted
+//! one. NVLS flows run at the links' own rate x `nvls_efficiency` (see
+//! `NvlsDomain::charge`). [`estimates`] weighs the same rates.
+//!
 //! Sizes follow nccl-tests: all-reduce the buffer, all-gather the output,
 //! reduce-scatter the input, all-to-all the total each rank sends (its own
 //! slice included). Reduction arithmetic is not costed: it hides under the
@@ -282,12 +289,16 @@ impl CollectiveAlgorithm for Ring {
         };
         let mut prev = launch(graph, streams, after, "ring launch", self.launch_us);
         let mut scratch = Vec::new();
-        let paths: Vec<_> =
-            (0..n).map(|i| cluster.add_route(graph, spec.group[i], spec.group[(i + 1) % n], 0, &mut scratch)).collect();
+        let paths: Vec<(PathId, f64)> = (0..n)
+            .map(|i| cluster.add_nccl_route(graph, spec.group[i], spec.group[(i + 1) % n], 0, &mut scratch))
+            .collect();
         for step in 0..steps {
             let name = format!("{label} step {}", step + 1);
             let now: Vec<TaskId> = (0..n)
-                .map(|i| graph.add_comm(streams[i], &name, [Flow { path: paths[i], bytes: chunk }], None))
+                .map(|i| {
+                    let (path, charge) = paths[i];
+                    graph.add_comm(streams[i], &name, [Flow { path, bytes: chunk * charge }], None)
+                })
                 .collect();
             for i in 0..n {
                 // The first step waits for the member's own launch; later
@@ -348,8 +359,8 @@ impl CollectiveAlgorithm for Direct {
         let mut scratch = Vec::new();
         match spec.op {
             CollectiveOp::SendRecv => {
-                let path = cluster.add_route(graph, spec.group[0], spec.group[1], 0, &mut scratch);
-                let send = graph.add_comm(streams[0], "send", [Flow { path, bytes: spec.bytes }], None);
+                let (path, charge) = cluster.add_nccl_route(graph, spec.group[0], spec.group[1], 0, &mut scratch);
+                let send = graph.add_comm(streams[0], "send", [Flow { path, bytes: spec.bytes * charge }], None);
                 let recv = graph.add_delay(streams[1], "recv", moesim_sim::SimDuration::ZERO);
                 for (i, t) in [send, recv].into_iter().enumerate() {
                     if let Some(a) = after[i] {
@@ -411,9 +422,10 @@ fn exchange(
             flows.clear();
             let mut from = 0;
             for &end in ends {
-                let path = graph.add_path(&links[from..end as usize]);
+                let route = &links[from..end as usize];
+                let path = graph.add_path(route);
                 from = end as usize;
-                flows.push(Flow { path, bytes: per_peer });
+                flows.push(Flow { path, bytes: per_peer * cluster.nccl_charge_of_links(route) });
             }
             let t = graph.add_comm(streams[i], label, flows.iter().copied(), None);
             if let Some(a) = after[i] {
@@ -468,6 +480,18 @@ struct NvlsDomain {
     up: Vec<EdgeIndex>,
     down: Vec<EdgeIndex>,
     efficiency: f64,
+}
+
+impl NvlsDomain {
+    /// The bytes an NVLS flow charges per byte moved: 1 / the NVLS
+    /// efficiency, over the links' own rate. Not NCCL's NVLink rate
+    /// ([`Cluster::nccl_charge`]): NVLS moves data by the switch's
+    /// multicast loads and stores, not NCCL's copy loops, and NCCL's rate x
+    /// `nvls_efficiency` overshoots every NVLS figure below 1 GiB (vidur's
+    /// 16-64 MiB all-reduces by 15-23 %; see validation/nccl.toml).
+    fn charge(&self) -> f64 {
+        1.0 / self.efficiency
+    }
 }
 
 /// The group's NVSwitch, or why NVLS cannot run on it.
@@ -546,7 +570,7 @@ impl CollectiveAlgorithm for Nvls {
         let n = spec.group.len();
         let chunks = self.pipe.chunks(spec.bytes);
         let w = self.pipe.in_flight.clamp(1, chunks);
-        let shard = spec.bytes / chunks as f64 / n as f64 / dom.efficiency;
+        let shard = spec.bytes / chunks as f64 / n as f64 * dom.charge();
         let up: Vec<PathId> = dom.up.iter().map(|&e| graph.add_path(&[link_id(e)])).collect();
         let down: Vec<PathId> = dom.down.iter().map(|&e| graph.add_path(&[link_id(e)])).collect();
         let starts = launch(graph, streams, after, "nvls launch", nccl::NVLS_US);
@@ -712,19 +736,24 @@ impl CollectiveAlgorithm for Tree {
                     children[*p].push(i);
                 }
             }
-            let up_path: Vec<Option<PathId>> = (0..n)
-                .map(|i| parent[i].map(|p| cluster.add_route(graph, spec.group[i], spec.group[p], tree, &mut scratch)))
+            let up_path: Vec<Option<(PathId, f64)>> = (0..n)
+                .map(|i| {
+                    parent[i].map(|p| cluster.add_nccl_route(graph, spec.group[i], spec.group[p], tree, &mut scratch))
+                })
                 .collect();
-            let down_path: Vec<Option<PathId>> = (0..n)
-                .map(|i| parent[i].map(|p| cluster.add_route(graph, spec.group[p], spec.group[i], tree, &mut scratch)))
+            let down_path: Vec<Option<(PathId, f64)>> = (0..n)
+                .map(|i| {
+                    parent[i].map(|p| cluster.add_nccl_route(graph, spec.group[p], spec.group[i], tree, &mut scratch))
+                })
                 .collect();
             let up_slots = slot_streams(graph, streams, w, &format!("tree {tree} up"));
             let down_slots = slot_streams(graph, streams, w, &format!("tree {tree} down"));
             for c in 0..chunks {
                 let ups: Vec<Option<TaskId>> = (0..n)
                     .map(|i| {
-                        up_path[i].map(|path| {
-                            graph.add_comm(up_slots[i][c % w], "tree reduce", [Flow { path, bytes: chunk }], None)
+                        up_path[i].map(|(path, charge)| {
+                            let flow = Flow { path, bytes: chunk * charge };
+                            graph.add_comm(up_slots[i][c % w], "tree reduce", [flow], None)
                         })
                     })
                     .collect();
@@ -733,7 +762,10 @@ impl CollectiveAlgorithm for Tree {
                         (!children[i].is_empty()).then(|| {
                             let flows: Vec<Flow> = children[i]
                                 .iter()
-                                .map(|&k| Flow { path: down_path[k].expect("a child has a parent"), bytes: chunk })
+                                .map(|&k| {
+                                    let (path, charge) = down_path[k].expect("a child has a parent");
+                                    Flow { path, bytes: chunk * charge }
+                                })
                                 .collect();
                             graph.add_comm(down_slots[i][c % w], "tree broadcast", flows, None)
                         })
@@ -880,9 +912,10 @@ fn all_to_all_two_phase(
         for (l, &i) in members.iter().enumerate() {
             let flows: Vec<Flow> = (0..ppn)
                 .filter(|&m| m != l)
-                .map(|m| Flow {
-                    path: cluster.add_route(graph, spec.group[i], spec.group[members[m]], 0, &mut scratch),
-                    bytes: per_peer * node_count as f64,
+                .map(|m| {
+                    let (path, charge) =
+                        cluster.add_nccl_route(graph, spec.group[i], spec.group[members[m]], 0, &mut scratch);
+                    Flow { path, bytes: per_peer * node_count as f64 * charge }
                 })
                 .collect();
             if flows.is_empty() {
@@ -900,9 +933,10 @@ fn all_to_all_two_phase(
         for (m, &i) in members.iter().enumerate() {
             let flows: Vec<Flow> = (0..node_count)
                 .filter(|&b| b != a)
-                .map(|b| Flow {
-                    path: cluster.add_route(graph, spec.group[i], spec.group[nodes[b][m]], 0, &mut scratch),
-                    bytes: per_peer * ppn as f64,
+                .map(|b| {
+                    let (path, charge) =
+                        cluster.add_nccl_route(graph, spec.group[i], spec.group[nodes[b][m]], 0, &mut scratch);
+                    Flow { path, bytes: per_peer * ppn as f64 * charge }
                 })
                 .collect();
             if flows.is_empty() {
@@ -988,7 +1022,7 @@ pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
         scratch.clear();
         cluster.router.route(&cluster.topology, spec.group[i], spec.group[(i + 1) % n], 0, &mut scratch);
         for &e in &scratch {
-            ring_bw = ring_bw.min(cluster.topology.link(e).effective_bytes_per_s());
+            ring_bw = ring_bw.min(cluster.nccl_bytes_per_s(e));
         }
     }
     let s = spec.bytes;
@@ -1032,11 +1066,24 @@ pub struct MemberLoad {
     ///   (as [`Nvls`] charges them);
     /// - tree: NCCL's own time for it over the edge's rate (`2 / 0.92` of
     ///   the buffer: its algorithm bandwidth is `0.92 B / 2`).
+    ///
+    /// Payload bytes: the flow that carries a copy loop's charges its route
+    /// NCCL's factor too ([`MemberLoad::copy_loop`], [`Cluster::nccl_charge`],
+    /// as `Emitter::mirror_ring` does).
     pub bytes: f64,
     /// Steps whose per-hop latency follows the transfer (ring: one per step
     /// after the first; tree: its depth up and down, the chain inside a node
     /// plus log2 of the nodes; nvls: 1).
     pub steps: u32,
+}
+
+impl MemberLoad {
+    /// Whether the load is one of NCCL's copy loops (ring, tree, direct),
+    /// which run at NCCL's NVLink rate ([`Cluster::nccl_charge`]), rather
+    /// than NVLS (the links' rate x `nvls_efficiency`, already in `bytes`).
+    pub fn copy_loop(&self) -> bool {
+        self.algorithm != "nvls"
+    }
 }
 
 /// How one member of `spec` loads its links under the algorithm NCCL would
