@@ -1098,6 +1098,10 @@ pub struct EngineIterationTimes {
     batch_grid: Vec<f64>,
     /// The first failure of a simulated iteration.
     pub error: Option<RunFailure>,
+    /// Host time each engine step adds, serial with the GPU (the rollout
+    /// engine's scheduling, input preparation, sampling and output
+    /// processing), s; 0 unless a caller sets it (a GRPO rollout does).
+    pub step_cpu_s: f64,
 }
 
 pub(crate) fn unit_cluster(spec: &ClusterSpec, device: &DeviceSpec, gpus: u32, seed: u64) -> Result<Cluster, String> {
@@ -1175,6 +1179,7 @@ impl EngineIterationTimes {
             batch_grid: batches.iter().map(|&b| b as f64).collect(),
             batches,
             error: None,
+            step_cpu_s: 0.0,
         })
     }
 
@@ -1289,16 +1294,17 @@ impl IterationTimes for EngineIterationTimes {
         let (i, j) = (bracket(&TOKEN_GRID, new_tokens as f64), bracket(&KEY_GRID, keys_per_token));
         let (k0, k1, wk) = bracket(&FILL_GRID, fill);
         let t0 = bilinear(self, i, j, |s: &mut Self, a, b| s.prefill_at(a, b, k0));
-        if wk > 0.0 {
+        let gpu = if wk > 0.0 {
             t0 * (1.0 - wk) + bilinear(self, i, j, |s: &mut Self, a, b| s.prefill_at(a, b, k1)) * wk
         } else {
             t0
-        }
+        };
+        gpu + self.step_cpu_s
     }
 
     fn decode_s(&mut self, batch: u64, context: f64) -> f64 {
         let (i, j) = (bracket(&self.batch_grid, batch as f64), bracket(&CONTEXT_GRID, context));
-        bilinear(self, i, j, Self::decode_at)
+        bilinear(self, i, j, Self::decode_at) + self.step_cpu_s
     }
 }
 
