@@ -222,11 +222,12 @@ pub struct GrpoWorkload {
     /// update's rate) or "rollout" (prefill iterations of the rollout unit).
     #[serde(default)]
     pub logprob_layout: LogprobLayout,
-    /// Colocated: the phases hand the GPUs over through host memory, as
-    /// NeMo RL does (the training state offloaded while vLLM generates and
-    /// reloaded for the log-probabilities and the update, the reference
-    /// weights swapped in and out, vLLM's weights slept to host and woken
-    /// for the refit); false: everything stays resident.
+    /// The phases hand the GPUs over through host memory, as NeMo RL does:
+    /// the policy weights out and back around the reference pass, with the
+    /// reference weights in; colocated also the training state offloaded
+    /// while vLLM generates and reloaded for the log-probabilities and the
+    /// update, and vLLM's weights slept to host and woken for the refit;
+    /// false: everything stays resident.
     #[serde(default = "yes")]
     pub host_offload: bool,
     /// One GPU's copy rate to and from host memory, GB/s; default: the
