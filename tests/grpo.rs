@@ -1,5 +1,7 @@
 //! `kind = "grpo"`: a GRPO iteration's phases add up, the straggler tail
 //! grows with the spread of generation lengths and partial rollouts cut it,
+//! the rollout engine's host time, the host offload and the log-probabilities
+//! in the training layout cost what they say,
 //! the two placements differ where they should (sync, pools), the same seed
 //! gives the same figures, and bad input is a located error (exit 2).
 
@@ -35,9 +37,9 @@ fn run_err(sets: &[&str]) -> String {
 #[test]
 fn grpo_phases_add_up_to_the_iteration() {
     let v = run(&[]);
-    let sum = f(&v, "rollout_s") + f(&v, "scoring_s") + f(&v, "update_s") + f(&v, "sync_s");
+    let sum = f(&v, "rollout_s") + f(&v, "scoring_s") + f(&v, "update_s") + f(&v, "sync_s") + f(&v, "offload_s");
     assert!((f(&v, "iteration_time_s") - sum).abs() < 1e-6 * sum, "{v}");
-    for k in ["rollout_s", "scoring_s", "update_s", "sync_s"] {
+    for k in ["rollout_s", "scoring_s", "update_s", "sync_s", "offload_s"] {
         assert!(f(&v, k) > 0.0, "{k}: {v}");
     }
     // 8 prompts x 32 samples; every token generated counted once.
@@ -47,6 +49,29 @@ fn grpo_phases_add_up_to_the_iteration() {
     // The last sample finishes at the end of the rollout, after the p90.
     assert!(f(&v, "rollout_p90_finish_s") < f(&v, "rollout_s"), "{v}");
     assert!(f(&v, "update_mfu_bf16_peak") > 0.05 && f(&v, "update_mfu_bf16_peak") < 1.0, "{v}");
+}
+
+/// The rollout engine's host time per step, the hand-over through host
+/// memory and the log-probabilities in the training layout, each against
+/// the run without it.
+#[test]
+fn grpo_framework_mechanisms_cost_what_they_say() {
+    let v = run(&[]);
+    let bare =
+        run(&["workload.rollout.step_cpu_ms=0", "workload.host_offload=false", "workload.logprob_layout=\"rollout\""]);
+    // Every generated token of the longest sample is one engine step of
+    // at least 4 ms of host time (more steps: prompts, the batch's others).
+    let steps = f(&v, "response_len_max_tokens");
+    assert!(f(&v, "rollout_s") - f(&bare, "rollout_s") >= 0.004 * steps * 0.999, "{v} {bare}");
+    // The offload moves its bytes at the topology's PCIe rate (64 GB/s).
+    assert!((f(&v, "offload_s") - f(&v, "offload_bytes_per_gpu") / 64e9).abs() < 1e-6, "{v}");
+    // ... more than the rollout's weights twice (vLLM slept and woken).
+    assert!(f(&v, "offload_bytes_per_gpu") > 2.0 * f(&v, "sync_weights_gib_per_gpu") * (1u64 << 30) as f64);
+    assert_eq!(f(&bare, "offload_s"), 0.0);
+    // Two passes (reference, old policy), each a quarter of a step of the
+    // same tokens under full recomputation.
+    assert!((f(&v, "scoring_s") - 2.0 * f(&v, "update_s") / 4.0).abs() < 0.02 * f(&v, "scoring_s"), "{v}");
+    assert!(f(&bare, "scoring_s") != f(&v, "scoring_s"));
 }
 
 #[test]
@@ -114,6 +139,9 @@ fn grpo_bad_input_is_located() {
     assert!(err.contains("workload.response_len_sigma"), "{err}");
     let err = run_err(&["workload.rollout.gpus=3"]);
     assert!(err.contains("workload.rollout.gpus: expected a divisor of the 16 rollout GPUs"), "{err}");
+    let err = run_err(&["workload.rollout.step_cpu_ms=-1", "workload.host_copy_gb_per_s=0"]);
+    assert!(err.contains("workload.rollout.step_cpu_ms: expected 0 to 1000 ms"), "{err}");
+    assert!(err.contains("workload.host_copy_gb_per_s: expected a rate"), "{err}");
     let err = run_err(&["workload.bogus=1"]);
     assert!(err.contains("bogus"), "{err}");
 }

@@ -73,6 +73,18 @@ fn a_second_socket_with_its_own_copy_speeds_decode_but_less_than_twice() {
 }
 
 #[test]
+fn a_pool_spanning_both_sockets_costs_the_second_socket_only() {
+    let rt = RuntimeSpec::preset("ktransformers-v0.2").unwrap();
+    let perfect = RuntimeSpec { spanning_pool_fraction: 1.0, ..rt.clone() };
+    // One socket: the share does not apply.
+    assert_eq!(decode_tokens_per_s(&rt, 1), decode_tokens_per_s(&perfect, 1));
+    // Two: each socket's experts run at the share of its rate, so decode is
+    // slower than with perfect scaling but faster than one socket.
+    let (two, ideal) = (decode_tokens_per_s(&rt, 2), decode_tokens_per_s(&perfect, 2));
+    assert!(two < 0.9 * ideal && two > decode_tokens_per_s(&rt, 1), "two {two}, perfect {ideal}");
+}
+
+#[test]
 fn one_copy_on_one_node_is_slower_than_a_copy_per_socket() {
     let replicated = RuntimeSpec::preset("ktransformers-v0.2").unwrap();
     let one_node = RuntimeSpec { numa: NumaPolicy::OneNode, ..replicated.clone() };

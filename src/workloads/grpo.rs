@@ -41,6 +41,7 @@ use moesim_models::lowering::inference::inference_memory;
 use moesim_models::lowering::training::{lower_training, training_memory, RankMode, TrainingSpec};
 use moesim_models::network::collectives::{self, CollectiveOp, CollectiveSpec};
 use moesim_models::serving::{lognormal_lengths, quantile, IterationTimes, PrefillChunking, Request};
+use moesim_models::transformer::layers::Recompute;
 use moesim_models::transformer::routing::Skew;
 use moesim_models::Cluster;
 use moesim_sim::{EngineOptions, Observer, TaskGraph};
@@ -80,6 +81,27 @@ fn prefill_tokens() -> u64 {
 }
 fn comm_sms() -> u32 {
     24
+}
+fn step_cpu_ms() -> f64 {
+    // vLLM's per-step host time, serial with the GPU when async scheduling
+    // is off (its default through v0.10, the version NeMo RL v0.4 pins):
+    // "each highlighted redbox is about 4ms of GPU bubble ... incurred on
+    // every decode" (vllm-project/vllm#6854, multi-step scheduling RFC;
+    // 5-13 ms over its cases; 5-6 ms at batch 256 in #10634).
+    4.0
+}
+
+/// Where the reference and old-policy log-probabilities are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogprobLayout {
+    /// By the training model in its own layout ([parallel]), a forward-only
+    /// pass at the simulated update's rate (NeMo RL, verl and OpenRLHF
+    /// compute them with the training engine).
+    #[default]
+    Training,
+    /// As prefill iterations of the rollout unit.
+    Rollout,
 }
 
 /// Where rollout and training run.
@@ -138,6 +160,11 @@ pub struct RolloutUnitTable {
     /// Number format of the rollout's linear layers: "fp8" or "bf16".
     #[serde(default = "fp8")]
     pub precision: Dtype,
+    /// Host time each engine step adds, serial with the GPU (scheduling,
+    /// input preparation, sampling, output processing), ms; default 4
+    /// (vLLM without async scheduling, vllm-project/vllm#6854); 0: none.
+    #[serde(default = "step_cpu_ms")]
+    pub step_cpu_ms: f64,
 }
 
 /// The `[workload]` table of a GRPO iteration.
@@ -190,6 +217,22 @@ pub struct GrpoWorkload {
     /// and format rewards), whose cost is not modelled.
     #[serde(default)]
     pub reward_model: bool,
+    /// Where the reference and old-policy log-probabilities are computed:
+    /// "training" (the training layout, a forward-only pass at the
+    /// update's rate) or "rollout" (prefill iterations of the rollout unit).
+    #[serde(default)]
+    pub logprob_layout: LogprobLayout,
+    /// The phases hand the GPUs over through host memory, as NeMo RL does:
+    /// the policy weights out and back around the reference pass, with the
+    /// reference weights in; colocated also the training state offloaded
+    /// while vLLM generates and reloaded for the log-probabilities and the
+    /// update, and vLLM's weights slept to host and woken for the refit;
+    /// false: everything stays resident.
+    #[serde(default = "yes")]
+    pub host_offload: bool,
+    /// One GPU's copy rate to and from host memory, GB/s; default: the
+    /// topology's PCIe rate times its efficiency.
+    pub host_copy_gb_per_s: Option<f64>,
     /// Partial rollouts (Kimi k1.5): tokens a sample generates per
     /// iteration before it is carried into the next; default: the mean
     /// response length, rounded up.
@@ -420,6 +463,13 @@ impl Workload for GrpoWorkload {
                 format!("expected at most the iteration's {} samples, found {}", self.samples(), self.optimizer_steps),
             ));
         }
+        let ms = self.rollout.step_cpu_ms;
+        if !(ms.is_finite() && (0.0..=1000.0).contains(&ms)) {
+            out.push(problem("workload.rollout.step_cpu_ms", format!("expected 0 to 1000 ms, found {ms}")));
+        }
+        if let Some(g) = self.host_copy_gb_per_s.filter(|g| !(g.is_finite() && *g > 0.0 && *g <= 1e4)) {
+            out.push(problem("workload.host_copy_gb_per_s", format!("expected a rate in (0, 10000] GB/s, found {g}")));
+        }
         check_skew(self.skew, &mut out);
         check_price_and_precision(self.usd_per_gpu_hour, self.rollout.precision, cx.device, &mut out);
         if !cx.model_given {
@@ -533,6 +583,7 @@ impl Workload for GrpoWorkload {
                 .ok_or_else(|| input("workload.response_len_mean", "no log-normal with this mean and shape".into()))?;
         let sw = self.serving(pools);
         let mut times = EngineIterationTimes::new(&sw, setup)?;
+        times.step_cpu_s = self.rollout.step_cpu_ms * 1e-3;
         let decode_units = sw.decode_units;
         let mut rollout = sw.serve(setup, &self.requests(&lengths), &mut times, 1, decode_units)?;
         let rollout_s = rollout.totals.makespan_s;
@@ -544,33 +595,12 @@ impl Workload for GrpoWorkload {
         let budget = self.partial_budget();
         let partial = sw.serve(setup, &self.partial_requests(&lengths, budget), &mut times, 1, decode_units)?;
         let partial_rollout_s = partial.totals.makespan_s;
+        // The scoring passes are not the rollout engine's steps.
+        times.step_cpu_s = 0.0;
         notes.extend(rollout.notes.iter().filter(|n| n.starts_with("iteration times")).cloned());
         notes.push(format!(
-            "rollout: {n} samples arrive at once on {} decode units of {} GPUs (one prefill unit of the same size computes the prompts, each prompt once for its {} samples); lengths log-normal, mean {}, sigma {}, cut at {}",
-            decode_units, self.rollout.gpus, self.samples_per_prompt, self.response_len_mean, self.response_len_sigma, self.response_len_max
-        ));
-
-        // Scoring: forward passes over every sample (prompt + response) as
-        // prefill iterations of the unit, on the GPUs that train.
-        let passes = 1 + self.recompute_old_log_probs as u32 + self.reward_model as u32;
-        // Tokens per GPU, or per tensor-parallel group when tp > 1 (as
-        // the prefill iteration counts them).
-        let groups = (pools.training / self.rollout.tp.max(1)).max(1);
-        let share = (total_tokens / groups as f64).ceil() as u64;
-        let iterations = share.div_ceil(self.rollout.prefill_tokens_per_gpu).max(1);
-        let tokens_per_gpu = share.div_ceil(iterations).max(1);
-        let keys_per_token = seq_tokens.iter().map(|s| s * s / 2.0).sum::<f64>() / total_tokens.max(1.0);
-        let iterations = iterations as f64;
-        let pass_s = iterations * times.prefill_s(tokens_per_gpu, keys_per_token, 1.0);
-        if let Some(e) = times.error.take() {
-            return Err(e);
-        }
-        let scoring_s = passes as f64 * pass_s;
-        notes.push(format!(
-            "scoring: {passes} forward pass(es) (reference{}{}) over {total_tokens:.0} tokens on {} GPUs, as {iterations:.0} prefill iterations of {tokens_per_gpu} tokens per GPU (per tensor-parallel group) in the rollout unit's layout",
-            if self.recompute_old_log_probs { ", old policy" } else { "" },
-            if self.reward_model { ", reward model" } else { "" },
-            pools.training
+            "rollout: {n} samples arrive at once on {} decode units of {} GPUs (one prefill unit of the same size computes the prompts, each prompt once for its {} samples); lengths log-normal, mean {}, sigma {}, cut at {}; every engine step adds {} ms of host time",
+            decode_units, self.rollout.gpus, self.samples_per_prompt, self.response_len_mean, self.response_len_sigma, self.response_len_max, self.rollout.step_cpu_ms
         ));
 
         // Update: one simulated training step, times the optimizer steps.
@@ -595,6 +625,49 @@ impl Workload for GrpoWorkload {
             "update: {} training step(s) of {} sequences of {} tokens (each sample one sequence at the mean length) on {} GPUs; trace and timeline files hold the first step",
             self.optimizer_steps, spec.global_batch, spec.seq_len, pools.training
         ));
+
+        // Scoring: forward passes over every sample (prompt + response),
+        // in the training layout at the update's rate or as prefill
+        // iterations of the rollout unit.
+        let passes = 1 + self.recompute_old_log_probs as u32 + self.reward_model as u32;
+        let pass_s = match self.logprob_layout {
+            LogprobLayout::Training => {
+                // A forward pass is a third of a step's work (backward =
+                // 2 forwards), a quarter with full recomputation.
+                let forwards = if spec.recompute == Recompute::Full { 4.0 } else { 3.0 };
+                let step_tokens = (spec.global_batch * spec.seq_len).max(1) as f64;
+                let pass_s = step_s / forwards * total_tokens / step_tokens;
+                notes.push(format!(
+                    "scoring: {passes} forward pass(es) (reference{}{}) over {total_tokens:.0} tokens in the training layout on {} GPUs, each 1/{forwards:.0} of a simulated update step per {step_tokens:.0} tokens",
+                    if self.recompute_old_log_probs { ", old policy" } else { "" },
+                    if self.reward_model { ", reward model" } else { "" },
+                    pools.training
+                ));
+                pass_s
+            }
+            LogprobLayout::Rollout => {
+                // Tokens per GPU, or per tensor-parallel group when tp > 1
+                // (as the prefill iteration counts them).
+                let groups = (pools.training / self.rollout.tp.max(1)).max(1);
+                let share = (total_tokens / groups as f64).ceil() as u64;
+                let iterations = share.div_ceil(self.rollout.prefill_tokens_per_gpu).max(1);
+                let tokens_per_gpu = share.div_ceil(iterations).max(1);
+                let keys_per_token = seq_tokens.iter().map(|s| s * s / 2.0).sum::<f64>() / total_tokens.max(1.0);
+                let iterations = iterations as f64;
+                let pass_s = iterations * times.prefill_s(tokens_per_gpu, keys_per_token, 1.0);
+                if let Some(e) = times.error.take() {
+                    return Err(e);
+                }
+                notes.push(format!(
+                    "scoring: {passes} forward pass(es) (reference{}{}) over {total_tokens:.0} tokens on {} GPUs, as {iterations:.0} prefill iterations of {tokens_per_gpu} tokens per GPU (per tensor-parallel group) in the rollout unit's layout",
+                    if self.recompute_old_log_probs { ", old policy" } else { "" },
+                    if self.reward_model { ", reward model" } else { "" },
+                    pools.training
+                ));
+                pass_s
+            }
+        };
+        let scoring_s = passes as f64 * pass_s;
 
         // Sync: the weights in the rollout layout, over the network.
         let decode_spec = sw.decode_spec(&model, 1, 1);
@@ -636,7 +709,37 @@ impl Workload for GrpoWorkload {
             }
         };
 
-        let iteration_s = rollout_s + scoring_s + update_s + sync_s;
+        // The hand-over through host memory: per GPU, the training state
+        // (weights, gradients, optimizer state) out before the rollout and
+        // back for the log-probabilities and the update (colocated), the
+        // policy weights out and back around the reference pass with the
+        // reference weights in, and vLLM's weights slept to host after the
+        // rollout and woken before the refit (colocated).
+        let (offload_bytes, offload_s) = if self.host_offload {
+            let rate = self
+                .host_copy_gb_per_s
+                .map(|g| g * 1e9)
+                .unwrap_or(topology.pcie_bytes_per_s * topology.pcie_efficiency);
+            let state = memory.weights + memory.gradients + memory.optimizer;
+            let bytes = 3.0 * memory.weights
+                + match self.placement {
+                    RlPlacement::Colocated => 2.0 * state + 2.0 * weights_per_gpu,
+                    RlPlacement::Disaggregated => 0.0,
+                };
+            notes.push(format!(
+                "host offload: {:.1} GiB per GPU to and from host memory at {:.1} GB/s ({})",
+                bytes / (1u64 << 30) as f64,
+                rate / 1e9,
+                match self.placement {
+                    RlPlacement::Colocated => "training state out and in, policy and reference weights swapped, the rollout's weights slept and woken",
+                    RlPlacement::Disaggregated => "policy and reference weights swapped",
+                }
+            ));
+            (bytes, bytes / rate.max(1.0))
+        } else {
+            (0.0, 0.0)
+        };
+        let iteration_s = rollout_s + scoring_s + update_s + sync_s + offload_s;
         let forward = model.matmul_flops_per_token();
         let gib = (1u64 << 30) as f64;
         let mut m = Map::new();
@@ -652,10 +755,15 @@ impl Workload for GrpoWorkload {
         m.insert("scoring_s".into(), num(scoring_s));
         m.insert("update_s".into(), num(update_s));
         m.insert("sync_s".into(), num(sync_s));
+        m.insert("offload_s".into(), num(offload_s));
+        m.insert("offload_bytes_per_gpu".into(), num(offload_bytes));
         if self.placement == RlPlacement::Disaggregated {
             // One-step off-policy: iteration k+1's rollout runs during
             // iteration k's scoring and update.
-            m.insert("one_step_off_policy_iteration_time_s".into(), num(rollout_s.max(scoring_s + update_s) + sync_s));
+            m.insert(
+                "one_step_off_policy_iteration_time_s".into(),
+                num(rollout_s.max(scoring_s + update_s + offload_s) + sync_s),
+            );
         }
         m.insert("train_step_s".into(), num(step_s));
         m.insert("generated_tokens".into(), num(generated));
@@ -697,10 +805,10 @@ impl Workload for GrpoWorkload {
         // The share of the iteration each pool is busy.
         let (rollout_busy, training_busy) = match self.placement {
             RlPlacement::Colocated => {
-                let b = (rollout_s + scoring_s + update_s) / iteration_s;
+                let b = (rollout_s + scoring_s + update_s + offload_s) / iteration_s;
                 (b, b)
             }
-            RlPlacement::Disaggregated => (rollout_s / iteration_s, (scoring_s + update_s) / iteration_s),
+            RlPlacement::Disaggregated => (rollout_s / iteration_s, (scoring_s + update_s + offload_s) / iteration_s),
         };
         m.insert("rollout_gpus_busy_fraction".into(), num(rollout_busy));
         m.insert("training_gpus_busy_fraction".into(), num(training_busy));
@@ -721,7 +829,7 @@ impl Workload for GrpoWorkload {
         m.insert("gpu_hours_per_iteration".into(), num(gpu_hours));
         m.insert("usd_per_iteration".into(), num(gpu_hours * price));
         notes.extend(device.price_note(self.usd_per_gpu_hour));
-        notes.push("phases run one after another (on-policy GRPO); the colocated switch also frees and refills the KV cache and optimizer state, not modelled beyond the weight reshard".into());
+        notes.push("phases run one after another (on-policy GRPO); the colocated switch is the weight reshard and the host offload, not the KV cache's reallocation or the refit's per-tensor loading".into());
         Ok(Outcome {
             metrics: m,
             notes,

@@ -1092,6 +1092,10 @@ pub struct EngineIterationTimes {
     /// The last prefill times asked for, by a hash of their arguments'
     /// bits: ((tokens, keys bits, fill bits), seconds).
     prefill_memo: Vec<PrefillMemoSlot>,
+    /// Host time each engine step adds, serial with the GPU (the rollout
+    /// engine's scheduling, input preparation, sampling and output
+    /// processing), s; 0 unless a caller sets it (a GRPO rollout does).
+    pub step_cpu_s: f64,
 }
 
 pub(crate) fn unit_cluster(spec: &ClusterSpec, device: &DeviceSpec, gpus: u32, seed: u64) -> Result<Cluster, String> {
@@ -1170,6 +1174,7 @@ impl EngineIterationTimes {
             batches,
             error: None,
             prefill_memo: vec![None; 1 << PREFILL_MEMO_BITS],
+            step_cpu_s: 0.0,
         })
     }
 
@@ -1289,19 +1294,21 @@ impl IterationTimes for EngineIterationTimes {
         let key = (new_tokens, keys_per_token.to_bits(), fill.to_bits());
         let h = (key.0 ^ key.1.rotate_left(21) ^ key.2.rotate_left(42)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let slot = (h >> (64 - PREFILL_MEMO_BITS)) as usize;
+        // The memo holds GPU time only: the host time per step is added on
+        // every answer (a caller may change it between phases).
         if let Some((k, t)) = self.prefill_memo[slot] {
             if k == key {
-                return t;
+                return t + self.step_cpu_s;
             }
         }
         let t = self.interpolate_prefill(new_tokens, keys_per_token, fill);
         self.prefill_memo[slot] = Some((key, t));
-        t
+        t + self.step_cpu_s
     }
 
     fn decode_s(&mut self, batch: u64, context: f64) -> f64 {
         let (i, j) = (bracket(&self.batch_grid, batch as f64), bracket(&CONTEXT_GRID, context));
-        bilinear(self, i, j, Self::decode_at)
+        bilinear(self, i, j, Self::decode_at) + self.step_cpu_s
     }
 }
 

@@ -99,6 +99,15 @@ pub struct RuntimeSpec {
     /// A prompt batch runs CPU-resident layers on the GPU, their weights
     /// copied over PCIe from pageable memory first.
     pub prefill_weights_streamed: bool,
+    /// Share of each socket's CPU-kernel rate (its DRAM reads and its
+    /// matrix throughput) kept when the runtime's one thread pool spans
+    /// more than one socket; 1: the sockets scale perfectly.
+    #[serde(default = "one")]
+    pub spanning_pool_fraction: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 const RUNTIMES: &[(&str, &str)] = &[
@@ -126,6 +135,7 @@ impl RuntimeSpec {
         for (key, v) in [
             ("cpu_bandwidth_fraction", spec.cpu_bandwidth_fraction),
             ("cpu_compute_fraction", spec.cpu_compute_fraction),
+            ("spanning_pool_fraction", spec.spanning_pool_fraction),
         ] {
             if !(v > 0.0 && v <= 1.0) {
                 return Err(bad(format!("{key}: expected a fraction in (0, 1], found {v}")));
@@ -213,6 +223,15 @@ pub struct LocalGraph {
 }
 
 impl LocalSetup<'_> {
+    /// The runtime's spanning-pool share when its threads span sockets.
+    fn pool_fraction(&self) -> f64 {
+        if self.sockets > 1 {
+            self.runtime.spanning_pool_fraction
+        } else {
+            1.0
+        }
+    }
+
     fn layer_work(&self, t: f64, context: f64) -> LayerWork {
         let m = self.model;
         let h = m.hidden as f64;
@@ -410,7 +429,7 @@ impl<'a, 's> Builder<'a, 's> {
                     units: h.cores_per_socket,
                     mem_bytes_per_s: h.socket_stream_bytes_per_s(),
                 }));
-                let bw = h.socket_stream_bytes_per_s() * s.runtime.cpu_bandwidth_fraction / 1e9;
+                let bw = h.socket_stream_bytes_per_s() * s.runtime.cpu_bandwidth_fraction * s.pool_fraction() / 1e9;
                 b.dram.push(b.platform.add_link(link(format!("socket {i} DRAM"), "dram", bw)));
                 let compute = b.graph.add_stream(i + 1, &format!("cpu socket {i}"));
                 let reads = b.graph.add_stream(i + 1, &format!("cpu socket {i} reads"));
@@ -459,7 +478,8 @@ impl<'a, 's> Builder<'a, 's> {
     fn cpu(&mut self, label: &str, flops: f64, bytes: f64, before: TaskId) -> TaskId {
         let h = self.host.expect("CPU work needs a host");
         let n = self.sockets.len() as f64;
-        let rate = h.socket_int8_ops_per_s(self.s.runtime.amx) * self.s.runtime.cpu_compute_fraction;
+        let rate =
+            h.socket_int8_ops_per_s(self.s.runtime.amx) * self.s.runtime.cpu_compute_fraction * self.s.pool_fraction();
         let join = self.graph.add_delay(self.join_stream, &format!("{label} join"), SimDuration::ZERO);
         for i in 0..self.sockets.len() {
             let (cs, rs) = self.cpu_streams[i];
