@@ -187,3 +187,17 @@ fn model_and_parallel_tables_are_rejected_where_unused() {
     let err = rejected("bad_unused_model", &format!("{ALLREDUCE}\n[model]\npreset = \"deepseek-v3\"\n"), &[]);
     assert!(err.contains("not used by kind \"collective\""), "{err}");
 }
+
+#[test]
+fn slow_gpus_are_checked_at_their_key_and_need_every_rank() {
+    let all = TRAINING.replace("precision = \"fp8\"\n", "precision = \"fp8\"\nsimulate = \"all\"\n");
+    let text = format!("{all}slow_gpus = [{{ rank = 40, factor = 0.8 }}, {{ rank = 3, factor = 1.5 }}]\n");
+    let err = rejected("bad_slow_gpus", &text, &[]);
+    // Line 20: the slow_gpus line; the rank is beyond the 32 GPUs, the factor is no fraction.
+    assert!(err.contains("scenario.toml:20:23") && err.contains("workload.slow_gpus[0].rank"), "{err}");
+    assert!(err.contains("below the cluster's 32 GPUs, found 40"), "{err}");
+    assert!(err.contains("workload.slow_gpus[1].factor") && err.contains("found 1.5"), "{err}");
+    // Representative ranks cannot stand for one slow peer: refused, not ignored.
+    let err = rejected("bad_slow_gpus_rep", TRAINING, &["--set", "workload.slow_gpus=[{rank = 3, factor = 0.8}]"]);
+    assert!(err.contains("workload.slow_gpus") && err.contains("simulate = \"all\""), "{err}");
+}

@@ -57,6 +57,20 @@ fn representative_ranks_match_simulating_every_rank() {
 }
 
 #[test]
+fn one_slow_gpu_lengthens_the_every_rank_step() {
+    // A what-if only every-rank simulation answers: GPU 5 at 80 % speed.
+    let all = run(&["--set", "workload.simulate=all"]);
+    let slow = run(&["--set", "workload.simulate=all", "--set", "workload.slow_gpus=[{rank = 5, factor = 0.8}]"]);
+    let (a, b) = (f(&all, "step_time_s"), f(&slow, "step_time_s"));
+    println!("every rank {a:.6} s, GPU 5 at 80 %: {b:.6} s ({:+.2}%)", (b / a - 1.0) * 100.0);
+    // Its EP group waits for it at every all-to-all and its pipeline
+    // neighbours for its sends: the step slows by a good part of the 25 %
+    // its kernels take longer, and never by more.
+    assert!(b > a * 1.05 && b < a * 1.25, "all {a}, slow {b}");
+    assert!(slow["notes"].to_string().contains("GPU 5 runs at 80 %"), "{}", slow["notes"]);
+}
+
+#[test]
 fn the_step_runs_on_an_ascend_npu_cluster() {
     // No FP8 cube (the preset emulates it at the BF16 rate, and says so) and
     // HCCL on copy engines (comm_sms holds no AI cores).

@@ -129,6 +129,8 @@ pub struct TaskGraph {
     flows: Vec<Flow>,
     path_links: Vec<LinkId>,
     path_offsets: Vec<u32>,
+    /// With [`TaskGraph::intern_paths`]: every distinct path stored once.
+    path_index: Option<HashMap<Box<[LinkId]>, PathId>>,
 }
 
 impl TaskGraph {
@@ -202,19 +204,54 @@ impl TaskGraph {
         }
     }
 
-    /// Stores a routed path and returns its id (no deduplication: callers that
-    /// reuse a path keep its id).
+    /// Runs every kernel on `device` at `speed` times its normal rate (a
+    /// GPU 20 % slow: 0.8): its arithmetic time is divided by `speed`. The
+    /// device's memory bandwidth is the platform's to scale
+    /// ([`crate::Platform::slow_device`]). Returns the kernels changed.
+    pub fn slow_device_kernels(&mut self, device: DeviceId, speed: f64) -> usize {
+        let mut changed = 0;
+        for t in &mut self.tasks {
+            if let TaskKind::Kernel(k) = &mut t.kind {
+                if k.device == device {
+                    k.compute = SimDuration((k.compute.0 as f64 / speed).round() as u64);
+                    changed += 1;
+                }
+            }
+        }
+        changed
+    }
+
+    /// From now on, a path equal to one stored before gets that one's id
+    /// instead of a copy: a graph whose every rank sends over the same
+    /// routes layer after layer (every-rank training) keeps each route once.
+    /// Off by default (ids then count every call).
+    pub fn intern_paths(&mut self) {
+        if self.path_index.is_none() {
+            self.path_index = Some(HashMap::new());
+        }
+    }
+
+    /// Stores a routed path and returns its id (no deduplication unless
+    /// [`TaskGraph::intern_paths`]: callers that reuse a path keep its id).
     pub fn add_path(&mut self, links: &[LinkId]) -> PathId {
-        self.path_links.extend_from_slice(links);
-        self.path_offsets.push(self.path_links.len() as u32);
-        PathId(self.path_offsets.len() as u32 - 2)
+        self.add_path_from(links.iter().copied())
     }
 
     /// Stores a routed path given as an iterator (no intermediate allocation).
     pub fn add_path_from(&mut self, links: impl IntoIterator<Item = LinkId>) -> PathId {
+        let start = self.path_links.len();
         self.path_links.extend(links);
+        let id = PathId(self.path_offsets.len() as u32 - 1);
+        if let Some(index) = &mut self.path_index {
+            let new = &self.path_links[start..];
+            if let Some(&old) = index.get(new) {
+                self.path_links.truncate(start);
+                return old;
+            }
+            index.insert(new.into(), id);
+        }
         self.path_offsets.push(self.path_links.len() as u32);
-        PathId(self.path_offsets.len() as u32 - 2)
+        id
     }
 
     /// Reserves room for `flows` more flows and `links` more path links.
@@ -222,6 +259,19 @@ impl TaskGraph {
         self.flows.reserve(flows);
         self.path_offsets.reserve(flows);
         self.path_links.reserve(links);
+    }
+
+    /// Gives back the room the arenas grew into beyond what they hold (up
+    /// to half of a large graph), e.g. before the engine allocates its own
+    /// state; drops the path index of [`TaskGraph::intern_paths`].
+    pub fn shrink_to_fit(&mut self) {
+        self.tasks.shrink_to_fit();
+        self.deps.shrink_to_fit();
+        self.flows.shrink_to_fit();
+        self.path_links.shrink_to_fit();
+        self.path_offsets.shrink_to_fit();
+        self.streams.shrink_to_fit();
+        self.path_index = None;
     }
 
     /// `after` may start only once `before` has finished.

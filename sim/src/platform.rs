@@ -71,6 +71,14 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// A device whose memory runs at `speed` times its bandwidth (with
+    /// [`crate::TaskGraph::slow_device_kernels`]: a device that is slow as a
+    /// whole).
+    pub fn slow_device(&mut self, device: DeviceId, speed: f64) {
+        if let Some(d) = self.devices.get_mut(device.0 as usize) {
+            d.mem_bytes_per_s *= speed;
+        }
+    }
     pub fn add_device(&mut self, device: DeviceResource) -> DeviceId {
         self.devices.push(device);
         DeviceId(self.devices.len() as u32 - 1)

@@ -37,6 +37,16 @@ pub enum SimulateRanks {
     All,
 }
 
+/// One GPU slower than the rest (`[workload] slow_gpus`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlowGpu {
+    /// The GPU's global rank (0 .. the cluster's GPUs).
+    pub rank: u32,
+    /// Its speed as a fraction of the device's (0 < factor <= 1; 0.8: 20 % slow).
+    pub factor: f64,
+}
+
 /// Largest cluster `simulate = "all"` accepts (memory grows with every rank's
 /// every kernel and flow).
 const MAX_ALL_RANKS: u64 = 512;
@@ -100,6 +110,12 @@ pub struct TrainingWorkload {
     pub attention_kernel: AttentionKernel,
     #[serde(default)]
     pub simulate: SimulateRanks,
+    /// GPUs slower than the rest, as `[{ rank = 5, factor = 0.8 }]`: GPU
+    /// `rank` runs its kernels (arithmetic and memory) at `factor` of the
+    /// device's speed. Needs `simulate = "all"` (a representative rank
+    /// stands for its peers, so one slow peer cannot be represented).
+    #[serde(default)]
+    pub slow_gpus: Vec<SlowGpu>,
     /// Price of one GPU-hour, USD; default: the device preset's (H800: 2,
     /// as the DeepSeek-V3 report assumes).
     #[serde(default)]
@@ -197,6 +213,44 @@ impl TrainingWorkload {
                 .map_err(|m| (COUNTS, format!("expected {stages} layer counts adding up to {layers}: {m}"))),
             (None, Some(0)) => Ok(None),
             (None, Some(fewer)) => first_last_fewer(layers, stages, fewer).map(Some).map_err(|m| (FEWER, m)),
+        }
+    }
+
+    /// `slow_gpus`: each rank in the cluster, once, each factor in (0, 1],
+    /// and every rank simulated.
+    fn slow_gpu_problems(&self, topology: &TopologyState, out: &mut Vec<ConfigProblem>) {
+        if self.slow_gpus.is_empty() {
+            return;
+        }
+        if self.simulate != SimulateRanks::All {
+            out.push(problem(
+                "workload.slow_gpus",
+                "expected workload.simulate = \"all\": representative ranks stand for their peers (one per pipeline device), so a single slow GPU cannot be represented".into(),
+            ));
+        }
+        let gpus = match topology {
+            TopologyState::Resolved(t) => Some(cluster_gpus(t)),
+            _ => None,
+        };
+        for (i, g) in self.slow_gpus.iter().enumerate() {
+            if let Some(n) = gpus.filter(|&n| g.rank as u64 >= n) {
+                out.push(problem(
+                    &format!("workload.slow_gpus[{i}].rank"),
+                    format!("expected a GPU rank below the cluster's {n} GPUs, found {}", g.rank),
+                ));
+            }
+            if self.slow_gpus[..i].iter().any(|o| o.rank == g.rank) {
+                out.push(problem(
+                    &format!("workload.slow_gpus[{i}].rank"),
+                    format!("rank {} is listed twice: give each slow GPU once", g.rank),
+                ));
+            }
+            if !(g.factor.is_finite() && g.factor > 0.0 && g.factor <= 1.0) {
+                out.push(problem(
+                    &format!("workload.slow_gpus[{i}].factor"),
+                    format!("expected a speed fraction in (0, 1] (0.8: 20 % slow), found {}", g.factor),
+                ));
+            }
         }
     }
 
@@ -389,6 +443,7 @@ impl Workload for TrainingWorkload {
             out.push(problem("workload.global_batch", "expected an integer >= 1, found 0".into()));
         }
         check_skew(self.skew, &mut out);
+        self.slow_gpu_problems(&topology, &mut out);
         check_price_and_precision(self.usd_per_gpu_hour, self.precision, device, &mut out);
         for (key, gap) in self.launch_gaps.entries() {
             if let Some(g) = gap.filter(|g| !(g.is_finite() && (0.0..=MAX_LAUNCH_GAP_US).contains(g))) {
@@ -513,11 +568,23 @@ impl TrainingWorkload {
         let mut graph = TaskGraph::new();
         let low = lower_training(&cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;
         let memory = training_memory(&spec, &cluster, &low);
-        let platform = cluster.platform.clone();
+        let mut platform = cluster.platform.clone();
+        let mut slow_notes = Vec::new();
+        for g in &self.slow_gpus {
+            let device = cluster.device_of(g.rank);
+            let kernels = graph.slow_device_kernels(device, g.factor);
+            platform.slow_device(device, g.factor);
+            slow_notes.push(format!(
+                "GPU {} runs at {:.0} % of the device's speed ({kernels} kernels slowed, its memory bandwidth too)",
+                g.rank,
+                g.factor * 100.0
+            ));
+        }
         let (platform, graph, result) = simulate(platform, graph, options, observer)?;
         let metrics = self.metrics(&spec, &cluster.device, &low, &graph, &result, &memory);
         let figures = if options.figures { figures(setup, &spec, &low, &graph, &result)? } else { Vec::new() };
         let mut notes = low.notes.clone();
+        notes.extend(slow_notes);
         notes.extend(cluster.device.price_note(self.usd_per_gpu_hour));
         if spec.linear_dtype == Dtype::Fp8 && cluster.device.fp8_tflops.is_none() {
             notes.push(format!(

@@ -580,6 +580,10 @@ pub fn lower_training(
         kind => schedule::build(kind, plan.stages(), microbatches)?,
     };
     let devices = sched.devices;
+    if spec.mode == RankMode::All {
+        // Every rank's every all-to-all crosses the same routes again.
+        graph.intern_paths();
+    }
 
     // Routing per device and the representative member of each.
     let nv = cluster.topology.summary().gpu_nvlink_bytes_per_s.max(1.0);
@@ -798,6 +802,10 @@ pub fn lower_training(
     }
     notes.push("routing sampled once per pipeline device and reused for its MoE layers and micro-batches".into());
     let tokens = spec.global_batch as f64 * spec.seq_len as f64;
+    if spec.mode == RankMode::All {
+        // The arenas grew by doubling: give the slack back before the engine allocates.
+        low.graph.shrink_to_fit();
+    }
     Ok(TrainingLowering {
         schedule: sched,
         stage_units,
