@@ -78,66 +78,65 @@ fn a_training_step_writes_identical_files_and_plots() {
     }
 }
 
-/// The direct all-to-all routes blocks of senders on rayon's threads: one
-/// thread and two write the same files.
-#[test]
-fn one_and_two_threads_write_identical_files() {
-    let dir = scratch("determinism-threads");
+/// Runs `moesim run ARGS --out DIR` with one rayon thread and with two, and
+/// checks that `files` are byte-identical between the two.
+fn same_files_at_one_and_two_threads(name: &str, args: &[&str], files: &[&str]) {
+    let dir = scratch(name);
     let mut outs = Vec::new();
     for threads in ["1", "2"] {
         let out = dir.join(format!("threads-{threads}"));
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_moesim"))
             .env("RAYON_NUM_THREADS", threads)
-            .args([
-                "run",
-                "alltoall-512xh800",
-                "--set",
-                "topology.preset=multi-plane-fat-tree",
-                "--set",
-                "topology.nodes=16",
-                "--set",
-                "workload.ranks=128",
-                "--out",
-                out.to_str().unwrap(),
-            ])
+            .arg("run")
+            .args(args)
+            .arg("--out")
+            .arg(&out)
             .output()
             .expect("moesim runs");
         assert!(o.status.success(), "{}", stderr(&o));
         outs.push(out);
     }
-    for f in ["summary.json", "timeline.csv", "resources.csv", "trace.json.gz"] {
-        let x = std::fs::read(outs[0].join(f)).unwrap();
+    for f in files {
+        let x = std::fs::read(outs[0].join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         let y = std::fs::read(outs[1].join(f)).unwrap();
         assert!(x == y, "{f} differs between 1 and 2 threads");
     }
+}
+
+/// The direct all-to-all routes blocks of senders on rayon's threads: one
+/// thread and two write the same files.
+#[test]
+fn one_and_two_threads_write_identical_files() {
+    same_files_at_one_and_two_threads(
+        "determinism-threads",
+        &[
+            "alltoall-512xh800",
+            "--set",
+            "topology.preset=multi-plane-fat-tree",
+            "--set",
+            "topology.nodes=16",
+            "--set",
+            "workload.ranks=128",
+        ],
+        &["summary.json", "timeline.csv", "resources.csv", "trace.json.gz"],
+    );
 }
 
 /// A serving run records its outcomes (latency sketches, `requests.csv`) on
 /// a second thread when it has one: one thread and two write the same files.
 #[test]
 fn serving_writes_identical_files_at_one_and_two_threads() {
-    let dir = scratch("determinism-serving-threads");
-    let mut outs = Vec::new();
-    for threads in ["1", "2"] {
-        let out = dir.join(format!("threads-{threads}"));
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_moesim"))
-            .env("RAYON_NUM_THREADS", threads)
-            .args([
-                "run",
-                "deepseek-v3-serving-h800",
-                "--set",
-                "workload.duration_s=40",
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .output()
-            .expect("moesim runs");
-        assert!(o.status.success(), "{}", stderr(&o));
-        outs.push(out);
-    }
-    for f in ["summary.json", "requests.csv", "ttft_cdf.svg", "tpot_cdf.svg", "timeline.svg"] {
-        let x = std::fs::read(outs[0].join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        let y = std::fs::read(outs[1].join(f)).unwrap();
-        assert!(x == y, "{f} differs between 1 and 2 threads");
-    }
+    same_files_at_one_and_two_threads(
+        "determinism-serving-threads",
+        &["deepseek-v3-serving-h800", "--set", "workload.duration_s=40"],
+        &[
+            "summary.json",
+            "requests.csv",
+            "ttft_cdf.svg",
+            "tpot_cdf.svg",
+            "serving_timeline.svg",
+            "timeline.csv",
+            "resources.csv",
+        ],
+    );
 }

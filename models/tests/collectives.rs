@@ -17,6 +17,9 @@ fn cluster(preset: &str, nodes: u32, eff: f64) -> Cluster {
         preset: Some(preset.into()),
         nodes: (preset != "h800-node").then_some(nodes),
         nvlink_efficiency: Some(eff),
+        // NCCL's kernels at the same rate as the link, so the hand
+        // computations hold for every kernel family.
+        nccl_nvlink_efficiency: Some(eff),
         nvlink_latency_ns: Some(1000.0),
         ..Default::default()
     };
@@ -44,6 +47,9 @@ fn nvls_cluster(preset: &str, nodes: u32, eff: f64, nvls: f64) -> Cluster {
         preset: Some(preset.into()),
         nodes: (preset != "h800-node").then_some(nodes),
         nvlink_efficiency: Some(eff),
+        // NCCL's kernels at the same rate as the link, so the hand
+        // computations hold for every kernel family.
+        nccl_nvlink_efficiency: Some(eff),
         nvlink_latency_ns: Some(1000.0),
         nvls_efficiency: Some(nvls),
         ..Default::default()
