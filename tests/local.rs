@@ -158,3 +158,18 @@ fn bad_local_input_is_located_at_its_key() {
         rejected("local-bad-bits", "runtime = \"all-on-device\"\nprompt_tokens = 0\nexpert_bits_per_weight = 0.5\n");
     assert!(err.contains("workload.prompt_tokens") && err.contains("workload.expert_bits_per_weight"), "{err}");
 }
+
+/// Streaming the routed experts over PCIe instead of running them on the
+/// CPU: a decoded token copies its 8 experts of every MoE layer (11.5 GB at
+/// Q4_K) over the host's PCIe link, so decode is bound by that copy, well
+/// below KTransformers' CPU split on the same machine.
+#[test]
+fn streamed_experts_bound_decode_by_the_pcie_copy_of_the_routed_experts() {
+    let host = HostSpec::preset("xeon-gold-6454s").unwrap();
+    let streamed = decode_tokens_per_s(&RuntimeSpec::preset("expert-streaming").unwrap(), 1);
+    let routed_bytes = 58.0 * 8.0 * 3.0 * 7168.0 * 2048.0 * 4.5 / 8.0;
+    let bound = host.pcie_gb_per_s * 1e9 / routed_bytes;
+    assert!(streamed <= bound && streamed >= 0.8 * bound, "{streamed} tokens/s against the PCIe bound {bound}");
+    let split = decode_tokens_per_s(&RuntimeSpec::preset("ktransformers-v0.2").unwrap(), 1);
+    assert!(streamed < 0.5 * split, "streamed {streamed} against the CPU split {split}");
+}

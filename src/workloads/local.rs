@@ -40,7 +40,7 @@ fn bf16_bytes() -> f64 {
 pub struct LocalWorkload {
     pub kind: String,
     /// The runtime preset: what runs where and what its CPU kernels sustain
-    /// (`ktransformers-v0.2`, `llama.cpp`, `all-on-device`).
+    /// (`ktransformers-v0.2`, `llama.cpp`, `all-on-device`, `expert-streaming`).
     pub runtime: String,
     /// The host preset (CPU sockets, DRAM, UPI, PCIe), e.g.
     /// `xeon-gold-6454s`; not needed by `all-on-device`.

@@ -19,6 +19,9 @@
 //!   `gpu_layers`; a prompt batch may run on the GPU with each CPU-resident
 //!   weight copied over PCIe from pageable memory first.
 //! - `device`: everything on the `[hardware]` device.
+//! - `experts-streamed`: the routed experts in host memory; per MoE layer
+//!   the experts the pass routes to are copied from socket 0's DRAM over
+//!   PCIe (pinned) while the shared expert runs, then run on the GPU.
 //!
 //! NUMA: with `replicated` weights each socket reads its own copy; with
 //! `one-node` every read comes from socket 0's DRAM and socket 1's share
@@ -46,6 +49,9 @@ pub enum Placement {
     Layers,
     /// Everything on the device.
     Device,
+    /// Routed experts in host memory, the ones a pass routes to copied
+    /// over PCIe (pinned) and run on the GPU; the rest on the GPU.
+    ExpertsStreamed,
 }
 
 impl Placement {
@@ -54,6 +60,7 @@ impl Placement {
             Placement::ExpertsOnCpu => "experts-on-cpu",
             Placement::Layers => "layers",
             Placement::Device => "device",
+            Placement::ExpertsStreamed => "experts-streamed",
         }
     }
 }
@@ -113,6 +120,7 @@ fn one() -> f64 {
 const RUNTIMES: &[(&str, &str)] = &[
     ("all-on-device", include_str!("../../presets/runtimes/all-on-device.toml")),
     ("ktransformers-v0.2", include_str!("../../presets/runtimes/ktransformers-v0.2.toml")),
+    ("expert-streaming", include_str!("../../presets/runtimes/expert-streaming.toml")),
     ("llama.cpp", include_str!("../../presets/runtimes/llama.cpp.toml")),
 ];
 
@@ -286,7 +294,9 @@ impl LocalSetup<'_> {
         let host_cap = self.host.map_or(0.0, |h| h.socket_memory_bytes());
         let (gpu_bytes, host_total) = match self.runtime.placement {
             Placement::Device => (routed + rest + kv, 0.0),
-            Placement::ExpertsOnCpu => (rest - p.embedding * ob + kv, routed + p.embedding * ob),
+            Placement::ExpertsOnCpu | Placement::ExpertsStreamed => {
+                (rest - p.embedding * ob + kv, routed + p.embedding * ob)
+            }
             Placement::Layers => {
                 let frac = self.gpu_layers.min(m.layers) as f64 / m.layers as f64;
                 ((routed + rest) * frac + kv, (routed + rest) * (1.0 - frac))
@@ -337,7 +347,7 @@ impl LocalSetup<'_> {
                     + dense_layers * decode_work.dense_bytes
                     + head_bytes,
             ),
-            Placement::Device => (
+            Placement::Device | Placement::ExpertsStreamed => (
                 0.0,
                 m.layers as f64 * per_layer_gpu
                     + moe_layers * (decode_work.shared_bytes + decode_work.routed_bytes)
@@ -557,6 +567,27 @@ impl<'a, 's> Builder<'a, 's> {
                     self.graph.add_dep(shared, merge);
                     self.graph.add_dep(up, merge);
                     self.last = Some(merge);
+                }
+                Placement::ExpertsStreamed => {
+                    let attn = self.gpu(&format!("{name} attention"), w.attn_flops, w.attn_bytes + w.kv_bytes, kernels);
+                    self.after(attn);
+                    if !moe {
+                        let k = self.gpu(&format!("{name} dense FFN"), w.dense_flops, w.dense_bytes, 0.0);
+                        self.after(k);
+                        continue;
+                    }
+                    // The router's choice is known after attention: the
+                    // experts it picked cross PCIe from socket 0's DRAM while
+                    // the shared expert runs, then run on the GPU.
+                    let shared = self.gpu(&format!("{name} shared expert"), w.shared_flops, w.shared_bytes, 0.0);
+                    self.graph.add_dep(attn, shared);
+                    let links = [self.dram[0], self.h2d.expect("host")];
+                    let copy = self.copy(&format!("{name} routed experts to GPU"), &links, w.routed_bytes);
+                    self.graph.add_dep(attn, copy);
+                    let routed = self.gpu(&format!("{name} routed experts"), w.routed_flops, w.routed_bytes, 0.0);
+                    self.graph.add_dep(shared, routed);
+                    self.graph.add_dep(copy, routed);
+                    self.last = Some(routed);
                 }
                 Placement::Layers => {
                     let (flops, bytes) = (w.attn_flops + ffn_flops, w.attn_bytes + ffn_bytes);
