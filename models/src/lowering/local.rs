@@ -540,7 +540,7 @@ impl<'a, 's> Builder<'a, 's> {
                     let k = self.gpu(&name, w.attn_flops + ffn_flops, w.attn_bytes + w.kv_bytes + ffn_bytes, kernels);
                     self.after(k);
                 }
-                Placement::ExpertsOnCpu => {
+                Placement::ExpertsOnCpu | Placement::ExpertsStreamed => {
                     let attn = self.gpu(&format!("{name} attention"), w.attn_flops, w.attn_bytes + w.kv_bytes, kernels);
                     self.after(attn);
                     if !moe {
@@ -550,6 +550,20 @@ impl<'a, 's> Builder<'a, 's> {
                     }
                     let shared = self.gpu(&format!("{name} shared expert"), w.shared_flops, w.shared_bytes, 0.0);
                     self.graph.add_dep(attn, shared);
+                    let h2d = self.h2d.expect("host");
+                    if rt.placement == Placement::ExpertsStreamed {
+                        // The router's choice is known after attention: the
+                        // experts it picked cross PCIe from socket 0's DRAM
+                        // while the shared expert runs, then run on the GPU.
+                        let copy =
+                            self.copy(&format!("{name} routed experts to GPU"), &[self.dram[0], h2d], w.routed_bytes);
+                        self.graph.add_dep(attn, copy);
+                        let routed = self.gpu(&format!("{name} routed experts"), w.routed_flops, w.routed_bytes, 0.0);
+                        self.graph.add_dep(shared, routed);
+                        self.graph.add_dep(copy, routed);
+                        self.last = Some(routed);
+                        continue;
+                    }
                     let d2h = self.d2h.expect("host");
                     let down = self.copy(&format!("{name} hidden to host"), &[d2h], hidden_bytes);
                     self.graph.add_dep(attn, down);
@@ -560,34 +574,12 @@ impl<'a, 's> Builder<'a, 's> {
                     );
                     self.graph.add_dep(down, handoff);
                     let join = self.cpu(&format!("{name} routed experts"), w.routed_flops, w.routed_bytes, handoff);
-                    let h2d = self.h2d.expect("host");
                     let up = self.copy(&format!("{name} expert output to GPU"), &[h2d], hidden_bytes);
                     self.graph.add_dep(join, up);
                     let merge = self.graph.add_delay(self.gpu_stream, &format!("{name} merge"), SimDuration::ZERO);
                     self.graph.add_dep(shared, merge);
                     self.graph.add_dep(up, merge);
                     self.last = Some(merge);
-                }
-                Placement::ExpertsStreamed => {
-                    let attn = self.gpu(&format!("{name} attention"), w.attn_flops, w.attn_bytes + w.kv_bytes, kernels);
-                    self.after(attn);
-                    if !moe {
-                        let k = self.gpu(&format!("{name} dense FFN"), w.dense_flops, w.dense_bytes, 0.0);
-                        self.after(k);
-                        continue;
-                    }
-                    // The router's choice is known after attention: the
-                    // experts it picked cross PCIe from socket 0's DRAM while
-                    // the shared expert runs, then run on the GPU.
-                    let shared = self.gpu(&format!("{name} shared expert"), w.shared_flops, w.shared_bytes, 0.0);
-                    self.graph.add_dep(attn, shared);
-                    let links = [self.dram[0], self.h2d.expect("host")];
-                    let copy = self.copy(&format!("{name} routed experts to GPU"), &links, w.routed_bytes);
-                    self.graph.add_dep(attn, copy);
-                    let routed = self.gpu(&format!("{name} routed experts"), w.routed_flops, w.routed_bytes, 0.0);
-                    self.graph.add_dep(shared, routed);
-                    self.graph.add_dep(copy, routed);
-                    self.last = Some(routed);
                 }
                 Placement::Layers => {
                     let (flops, bytes) = (w.attn_flops + ffn_flops, w.attn_bytes + ffn_bytes);
