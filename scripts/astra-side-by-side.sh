@@ -53,6 +53,7 @@ preset = "h800-node"
 gpus_per_node = $2
 nvlink_gb_per_s = $(gib 400)
 nvlink_efficiency = 1.0
+nccl_nvlink_efficiency = 1.0        # ASTRA-sim's links are ideal for every kernel
 nvlink_latency_ns = 936.25
 
 [workload]
@@ -80,6 +81,7 @@ nodes = $nodes
 switch_radix = $((2 * nodes))
 nvlink_gb_per_s = $(gib 400)
 nvlink_efficiency = 1.0
+nccl_nvlink_efficiency = 1.0        # ASTRA-sim's links are ideal for every kernel
 nvlink_latency_ns = 936.25
 pcie_gb_per_s = 1000.0
 pcie_latency_ns = 0.0
