@@ -201,3 +201,29 @@ fn slow_gpus_are_checked_at_their_key_and_need_every_rank() {
     let err = rejected("bad_slow_gpus_rep", TRAINING, &["--set", "workload.slow_gpus=[{rank = 3, factor = 0.8}]"]);
     assert!(err.contains("workload.slow_gpus") && err.contains("simulate = \"all\""), "{err}");
 }
+
+#[test]
+fn nccl_protocols_and_nvls_constants_are_checked() {
+    let err = rejected("bad_protocol", ALLREDUCE, &["--set", "workload.protocol=\"fast\""]);
+    assert!(err.contains("workload.protocol") && err.contains("auto, ll, ll128, simple"), "{err}");
+    // NVLS runs Simple only.
+    let err = rejected(
+        "nvls_ll",
+        ALLREDUCE,
+        &[
+            "--set",
+            "topology.nodes=1",
+            "--set",
+            "workload.ranks=8",
+            "--set",
+            "workload.algorithm=\"nvls\"",
+            "--set",
+            "workload.protocol=\"ll\"",
+        ],
+    );
+    assert!(err.contains("workload.protocol") && err.contains("Simple protocol only"), "{err}");
+    let err = rejected("bad_nvls_channels", ALLREDUCE, &["--set", "hardware.nvls_channels=0"]);
+    assert!(err.contains("hardware.nvls_channels") && err.contains("[1, 64]"), "{err}");
+    let err = rejected("bad_chunk_overhead", ALLREDUCE, &["--set", "topology.nvls_chunk_overhead_ns=-1"]);
+    assert!(err.contains("topology.nvls_chunk_overhead_ns"), "{err}");
+}

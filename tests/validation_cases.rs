@@ -35,7 +35,7 @@ impl Drop for TempDir {
     }
 }
 
-/// One case: a 64 MiB all-reduce on one H800 node (auto: NVLS; moesim: 165.3 GB/s busbw).
+/// One case: a 64 MiB all-reduce on one H800 node (auto: NVLS; moesim: 188.0 GB/s busbw).
 const NODE_CASE: &str = r#"# An all-reduce measured on our node.
 [[case]]
 name = "our-allreduce-8xh800-64mib"
@@ -44,7 +44,7 @@ scenario = "allreduce-8xh800"
 sets = ["workload.bytes=67108864"]
 metric = "busbw_gb_per_s"
 unit = "GB/s"
-published = 165.3
+published = 188.0
 tolerance = 0.05
 "#;
 
@@ -89,13 +89,13 @@ conditions = "16 ranks, 64 MiB, 400 Gb/s NICs"
         assert_eq!(row["tolerance_pct"], 5.0);
         assert_eq!(row["unit"], "GB/s");
     }
-    assert!((b["simulated"].as_f64().unwrap() - 165.3).abs() < 1.0, "{b}");
+    assert!((b["simulated"].as_f64().unwrap() - 188.0).abs() < 1.0, "{b}");
 }
 
 #[test]
 fn a_failing_user_case_exits_1_with_its_row_in_the_table() {
     let dir = TempDir::new("validate-user-fail");
-    let file = dir.write("my-cluster.toml", &NODE_CASE.replace("published = 165.3", "published = 262.0"));
+    let file = dir.write("my-cluster.toml", &NODE_CASE.replace("published = 188.0", "published = 262.0"));
     let o = moesim(&["validate", "--cases", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let out = stdout(&o);
@@ -114,7 +114,7 @@ fn bad_user_cases_exit_2_naming_file_line_and_key() {
         ("unknown-key", NODE_CASE.replace("workload.bytes=", "workload.byts="), 6, "sets"),
         ("unknown-metric", NODE_CASE.replace("\"busbw_gb_per_s\"", "\"busbw_gbps\""), 7, "metric"),
         ("unknown-field", NODE_CASE.replace("unit = ", "units = "), 8, "unknown field `units`"),
-        ("malformed", NODE_CASE.replace("published = 165.3", "published = = 165.3"), 9, "invalid"),
+        ("malformed", NODE_CASE.replace("published = 188.0", "published = = 188.0"), 9, "invalid"),
         ("zero-tolerance", NODE_CASE.replace("tolerance = 0.05", "tolerance = 0.0"), 10, "tolerance"),
         ("missing-field", NODE_CASE.replace("metric = \"busbw_gb_per_s\"\n", ""), 2, "missing field `metric`"),
         ("gap-without-reason", format!("{NODE_CASE}status = \"known-gap\"\n"), 11, "reason"),

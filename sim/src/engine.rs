@@ -9,7 +9,7 @@
 //! A task starts when its stream predecessor and its explicit dependencies
 //! have finished. Delays end after their duration; kernels when their device
 //! says so; communications when the last flow has arrived (last byte sent
-//! plus the path's latency). Tasks finished during a batch start their
+//! plus the path's latency, or the task's own, `TaskGraph::set_comm_latency`). Tasks finished during a batch start their
 //! successors at once (through a FIFO, so there is no recursion).
 
 use std::cmp::Reverse;
@@ -330,6 +330,7 @@ impl<'a> Engine<'a> {
                 });
                 for &(f, lat) in &arrivals {
                     let t = self.flow_task.task(f);
+                    let lat = self.graph.comm_latency(TaskId(t)).map_or(lat, |l| l.0);
                     self.flow_arrived(t, self.now.saturating_add(lat));
                 }
                 self.arrivals = arrivals;
@@ -433,10 +434,14 @@ impl<'a> Engine<'a> {
                     let flow = &self.graph.flows()[f as usize];
                     let path = self.graph.path(flow.path);
                     if path.is_empty() || flow.bytes < DONE_BYTES {
-                        let lat = path
-                            .iter()
-                            .map(|l| self.platform.links[l.0 as usize].latency.0)
-                            .fold(0u64, u64::saturating_add);
+                        let lat = self.graph.comm_latency(TaskId(task)).map_or_else(
+                            || {
+                                path.iter()
+                                    .map(|l| self.platform.links[l.0 as usize].latency.0)
+                                    .fold(0u64, u64::saturating_add)
+                            },
+                            |l| l.0,
+                        );
                         let arrival = now.saturating_add(lat);
                         if arrival > self.spans[t].end.0 {
                             self.spans[t].end = SimTime(arrival);

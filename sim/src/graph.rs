@@ -131,6 +131,11 @@ pub struct TaskGraph {
     path_offsets: Vec<u32>,
     /// With [`TaskGraph::intern_paths`]: every distinct path stored once.
     path_index: Option<HashMap<Box<[LinkId]>, PathId>>,
+    /// Communication tasks whose flows arrive a latency of their own after
+    /// they finish instead of their path's, sorted by task
+    /// ([`TaskGraph::set_comm_latency`]); empty in most graphs, so a task
+    /// pays nothing for it.
+    comm_latency: Vec<(TaskId, SimDuration)>,
 }
 
 impl TaskGraph {
@@ -202,6 +207,29 @@ impl TaskGraph {
         if let Some(Task { kind: TaskKind::Comm(c), .. }) = self.tasks.get_mut(task.0 as usize) {
             c.overhead = overhead;
         }
+    }
+
+    /// Gives a communication task's flows their own arrival latency in
+    /// place of the sum of their path's link latencies: a protocol whose
+    /// signalling is faster than the path's measured end-to-end latency
+    /// (NCCL's LL, which writes flags with the data). Other tasks are left
+    /// alone.
+    pub fn set_comm_latency(&mut self, task: TaskId, latency: SimDuration) {
+        if !matches!(self.tasks.get(task.0 as usize), Some(Task { kind: TaskKind::Comm(_), .. })) {
+            return;
+        }
+        match self.comm_latency.binary_search_by_key(&task, |&(t, _)| t) {
+            Ok(i) => self.comm_latency[i].1 = latency,
+            Err(i) => self.comm_latency.insert(i, (task, latency)),
+        }
+    }
+
+    /// The latency [`TaskGraph::set_comm_latency`] gave `task`, if any.
+    pub fn comm_latency(&self, task: TaskId) -> Option<SimDuration> {
+        if self.comm_latency.is_empty() {
+            return None;
+        }
+        self.comm_latency.binary_search_by_key(&task, |&(t, _)| t).ok().map(|i| self.comm_latency[i].1)
     }
 
     /// Runs every kernel on `device` at `speed` times its normal rate (a

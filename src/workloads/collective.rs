@@ -32,6 +32,12 @@ pub struct CollectiveWorkload {
     /// does.
     #[serde(default = "default_algorithm")]
     pub algorithm: String,
+    /// NCCL's protocol for ring and tree: `ll`, `ll128`, `simple`, or
+    /// `auto` (default): the one NCCL's cost model picks for the algorithm
+    /// (for `algorithm = "auto"`, together with it). NVLS, direct and
+    /// hierarchical run Simple only.
+    #[serde(default = "default_algorithm")]
+    pub protocol: String,
     /// Pipelined algorithms (tree, nvls): bytes per chunk (default NCCL's
     /// Simple slice, 1 MiB).
     pub chunk_bytes: Option<f64>,
@@ -69,6 +75,15 @@ impl Workload for CollectiveWorkload {
                 format!("expected one of {}, found \"{}\"", collectives::ALGORITHMS.join(", "), self.algorithm),
             ));
         }
+        if let Err(e) = collectives::Protocol::parse(&self.protocol) {
+            let message = match e {
+                moesim_models::ModelError::Invalid { problems } => {
+                    problems.into_iter().map(|p| p.message).collect::<Vec<_>>().join("; ")
+                }
+                other => other.to_string(),
+            };
+            out.push(problem("workload.protocol", message));
+        }
         check_ranks(self.ranks, topology, &mut out);
         out
     }
@@ -97,23 +112,41 @@ impl Workload for CollectiveWorkload {
         };
         let spec = CollectiveSpec { op: self.op, group: (0..self.ranks).collect(), bytes: self.bytes };
         let mut notes = Vec::new();
-        let name = if self.algorithm == "auto" {
-            let estimates = collectives::estimates(&cluster, &spec);
-            let chosen = collectives::choose(&cluster, &spec);
-            if estimates.iter().any(|e| e.time_us.is_finite()) {
-                let list: Vec<String> =
-                    estimates.iter().map(|e| format!("{} {:.1} us", e.algorithm, e.time_us)).collect();
-                notes.push(format!(
-                    "algorithm auto chose {chosen}: NCCL's cost model (tuning.cc, Simple protocol) on this \
-                     topology's effective link rates estimates {}",
-                    list.join(", ")
-                ));
+        let forced = collectives::Protocol::parse(&self.protocol).map_err(|e| model_failure(setup, e))?;
+        let estimates = collectives::estimates(&cluster, &spec);
+        let weighed = estimates.iter().any(|e| e.time_us.is_finite());
+        let forced_algorithm = (self.algorithm != "auto").then_some(self.algorithm.as_str());
+        let picked = if weighed { collectives::pick(&cluster, &spec, forced_algorithm, forced) } else { None };
+        let (name, protocol) = match (picked, forced_algorithm) {
+            (Some(e), _) => (e.algorithm, e.protocol),
+            (None, Some(a)) if matches!(forced, None | Some(collectives::Protocol::Simple)) => {
+                (a, collectives::Protocol::Simple)
             }
-            chosen
-        } else {
-            self.algorithm.as_str()
+            (None, Some(a)) => {
+                return Err(model_failure(
+                    setup,
+                    moesim_models::ModelError::invalid(
+                        "workload.protocol",
+                        format!("{a} runs the Simple protocol only (NCCL runs LL and LL128 for ring and tree)"),
+                    ),
+                ))
+            }
+            (None, None) => (collectives::choose(&cluster, &spec), collectives::Protocol::Simple),
         };
-        let algorithm = collectives::algorithm_with(name, pipe).map_err(|e| model_failure(setup, e))?;
+        if weighed && (self.algorithm == "auto" || self.protocol == "auto") && picked.is_some() {
+            let list: Vec<String> = estimates
+                .iter()
+                .map(|e| format!("{}/{} {:.1} us", e.algorithm, e.protocol.as_str(), e.time_us))
+                .collect();
+            notes.push(format!(
+                "{} chose {name}/{}: NCCL's cost model (tuning.cc) on this topology's link rates estimates {}",
+                if self.algorithm == "auto" { "algorithm auto" } else { "protocol auto" },
+                protocol.as_str(),
+                list.join(", ")
+            ));
+        }
+        let algorithm =
+            collectives::algorithm_with_protocol(name, pipe, protocol).map_err(|e| model_failure(setup, e))?;
         let mut graph = TaskGraph::new();
         let streams: Vec<_> = (0..self.ranks).map(|r| graph.add_stream(r, "comm")).collect();
         let after = vec![None; self.ranks as usize];
@@ -125,6 +158,7 @@ impl Workload for CollectiveWorkload {
         let mut metrics = Map::new();
         metrics.insert("op".into(), Value::from(self.op.as_str()));
         metrics.insert("algorithm".into(), Value::from(algorithm.name()));
+        metrics.insert("protocol".into(), Value::from(protocol.as_str()));
         metrics.insert("ranks".into(), Value::from(self.ranks));
         metrics.insert("bytes".into(), num(self.bytes));
         metrics.insert("time_us".into(), num(time_s * 1e6));

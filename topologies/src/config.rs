@@ -105,6 +105,12 @@ pub struct TopologyConfig {
     /// `src/graph/topo.h`). Absent: NCCL's kernels run at
     /// `nvlink_efficiency`, as every other kernel does.
     pub nccl_nvlink_efficiency: Option<f64>,
+    /// NVLS: the time each of NCCL's NVLS channels spends per chunk beyond
+    /// moving it (the multimem step's synchronisation between the GPUs), ns.
+    /// With NCCL's chunk size, which shrinks for smaller messages
+    /// (`src/enqueue.cc`), it makes NVLS reach its peak only at large
+    /// messages. Absent: 0.
+    pub nvls_chunk_overhead_ns: Option<f64>,
     /// PCIe between GPU i and NIC i, per direction, GB/s.
     pub pcie_gb_per_s: Option<f64>,
     /// Latency per PCIe traversal (GPU to NIC), ns.
@@ -150,6 +156,9 @@ pub struct ClusterSpec {
     /// NCCL's NVLink efficiency (see
     /// [`TopologyConfig::nccl_nvlink_efficiency`]); `None`: the links' own.
     pub nccl_nvlink_efficiency: Option<f64>,
+    /// NVLS's overhead per chunk and channel (see
+    /// [`TopologyConfig::nvls_chunk_overhead_ns`]), ns.
+    pub nvls_chunk_overhead_ns: f64,
     pub pcie_bytes_per_s: f64,
     /// Latency per PCIe traversal (GPU to NIC), ns.
     pub pcie_latency_ns: f64,
@@ -356,6 +365,7 @@ impl TopologyConfig {
             nvlink_latency_ns: self.nvlink_latency_ns.or(base.nvlink_latency_ns),
             nvls_efficiency: self.nvls_efficiency.or(base.nvls_efficiency),
             nccl_nvlink_efficiency: self.nccl_nvlink_efficiency.or(base.nccl_nvlink_efficiency),
+            nvls_chunk_overhead_ns: self.nvls_chunk_overhead_ns.or(base.nvls_chunk_overhead_ns),
             pcie_gb_per_s: self.pcie_gb_per_s.or(base.pcie_gb_per_s),
             pcie_latency_ns: self.pcie_latency_ns.or(base.pcie_latency_ns),
             pcie_efficiency: self.pcie_efficiency.or(base.pcie_efficiency),
@@ -410,6 +420,8 @@ impl TopologyConfig {
         let nvls_efficiency = merged.nvls_efficiency.map(|v| c.fraction("nvls_efficiency", Some(v)));
         let nccl_nvlink_efficiency =
             merged.nccl_nvlink_efficiency.map(|v| c.fraction("nccl_nvlink_efficiency", Some(v)));
+        let nvls_chunk_overhead_ns =
+            c.latency("nvls_chunk_overhead_ns", Some(merged.nvls_chunk_overhead_ns.unwrap_or(0.0)));
         let pcie_gb_per_s = c.rate("pcie_gb_per_s", merged.pcie_gb_per_s, GB_PER_S);
         let pcie_latency_ns = c.latency("pcie_latency_ns", merged.pcie_latency_ns);
         let pcie_efficiency = c.fraction("pcie_efficiency", Some(merged.pcie_efficiency.unwrap_or(1.0)));
@@ -523,6 +535,7 @@ impl TopologyConfig {
             nvlink_latency_ns,
             nvls_efficiency,
             nccl_nvlink_efficiency,
+            nvls_chunk_overhead_ns,
             pcie_bytes_per_s: pcie_gb_per_s * 1e9,
             pcie_latency_ns,
             pcie_efficiency,
@@ -616,6 +629,8 @@ impl TopologyConfig {
         let nvls_efficiency = merged.nvls_efficiency.map(|v| c.fraction("nvls_efficiency", Some(v)));
         let nccl_nvlink_efficiency =
             merged.nccl_nvlink_efficiency.map(|v| c.fraction("nccl_nvlink_efficiency", Some(v)));
+        let nvls_chunk_overhead_ns =
+            c.latency("nvls_chunk_overhead_ns", Some(merged.nvls_chunk_overhead_ns.unwrap_or(0.0)));
         if !c.problems.is_empty() {
             return Err(TopologyError::Invalid { problems: c.problems });
         }
@@ -668,6 +683,7 @@ impl TopologyConfig {
             nvlink_latency_ns: nv.2,
             nvls_efficiency,
             nccl_nvlink_efficiency,
+            nvls_chunk_overhead_ns,
             pcie_bytes_per_s: pcie.0,
             pcie_efficiency: pcie.1,
             pcie_latency_ns: pcie.2,

@@ -8,6 +8,11 @@ use moesim_topologies::{ConfigProblem, Plausible};
 use crate::error::ModelError;
 pub use crate::hardware::technology::MemoryTechnology;
 
+/// NCCL's NVLS channels on Hopper (`NVLS_NCHANNELS_SM90`).
+fn default_nvls_channels() -> u32 {
+    16
+}
+
 /// Number formats the cost models know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, PartialOrd, Ord, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -86,6 +91,18 @@ pub struct DeviceSpec {
     /// NVSwitch. Without it NVLS is never chosen nor allowed.
     #[serde(default)]
     pub nvls: bool,
+    /// Channels (thread blocks) NCCL gives an NVLS collective: 16 on
+    /// Hopper, 24 on Blackwell inside one NVLink domain (NVIDIA/nccl
+    /// `src/transport/nvls.cc`, `NVLS_NCHANNELS_SM90` / `_SM100_NVL`). With
+    /// the ranks they make NCCL's concurrent NVLS operations, which size its
+    /// chunks (`topology.nvls_chunk_overhead_ns`).
+    #[serde(default = "default_nvls_channels")]
+    pub nvls_channels: u32,
+    /// The bus bandwidth NCCL's LL protocol reaches at most inside one node,
+    /// GB/s (`llMaxBws` of the GPU generation in NVIDIA/nccl
+    /// `src/graph/tuning.cc`: Ampere 87.7, Hopper 141, Blackwell 282).
+    /// Absent: LL is only halved, not capped.
+    pub nccl_ll_max_busbw_gb_per_s: Option<f64>,
     /// Scale-out NIC per GPU, Gb/s.
     pub nic_gbit_per_s: f64,
     /// Kernel launch overhead, microseconds.
@@ -376,6 +393,8 @@ impl DeviceSpec {
         "hbm_tb_per_s",
         "nvlink_gb_per_s",
         "nvls",
+        "nvls_channels",
+        "nccl_ll_max_busbw_gb_per_s",
         "nic_gbit_per_s",
         "launch_overhead_us",
         "boost_clock_mhz",
@@ -468,6 +487,15 @@ impl DeviceSpec {
         positive("hbm_tb_per_s", self.hbm_tb_per_s, TB_PER_S, &mut out);
         positive("nvlink_gb_per_s", self.nvlink_gb_per_s, GB_PER_S, &mut out);
         positive("nic_gbit_per_s", self.nic_gbit_per_s, GBIT_PER_S, &mut out);
+        if let Some(v) = self.nccl_ll_max_busbw_gb_per_s {
+            positive("nccl_ll_max_busbw_gb_per_s", v, GB_PER_S, &mut out);
+        }
+        if !(1..=64).contains(&self.nvls_channels) {
+            out.push(ConfigProblem {
+                key: "nvls_channels".into(),
+                message: format!("expected an integer in [1, 64], found {}", self.nvls_channels),
+            });
+        }
         non_negative("launch_overhead_us", self.launch_overhead_us, US, &mut out);
         for (key, v) in [("boost_clock_mhz", self.boost_clock_mhz), ("sustained_clock_mhz", self.sustained_clock_mhz)] {
             if let Some(v) = v {

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use moesim_sim::{DeviceId, Flow, SimDuration, StreamId, TaskGraph, TaskId};
 
 use crate::network::cluster::Cluster;
-use crate::network::collectives::{member_load, CollectiveOp, CollectiveSpec};
+use crate::network::collectives::{member_load, CollectiveOp, CollectiveSpec, MemberLoad, Protocol};
 use crate::transformer::layers::{Item, KernelItem, KernelKind};
 
 /// The streams of one simulated rank that compute items go to.
@@ -138,17 +138,16 @@ impl Emitter<'_> {
             }
             Item::CpCollective { label, bytes } => {
                 let cp = self.cp;
-                let t = self.mirror_ring(
-                    graph,
-                    rank.cp,
-                    rank.rank,
-                    self.cp_successor(rank.rank),
-                    label,
-                    (cp as f64 - 1.0) / cp as f64 * bytes,
-                    cp - 1,
-                    true,
-                    *last,
-                );
+                // A ring all-gather on the Simple protocol (its messages are large).
+                let load = MemberLoad {
+                    algorithm: "ring",
+                    protocol: Protocol::Simple,
+                    succ: self.cp_successor(rank.rank),
+                    bytes: (cp as f64 - 1.0) / cp as f64 * bytes,
+                    steps: cp - 1,
+                    hop_latency: None,
+                };
+                let t = self.mirror_ring(graph, rank.cp, rank.rank, label, &load, *last);
                 wait_on(graph, rank, label, Some(t), last)
             }
             Item::CpSend { label, bytes, first } => {
@@ -191,39 +190,41 @@ impl Emitter<'_> {
         let base = r - r % tp;
         let spec = CollectiveSpec { op: CollectiveOp::AllReduce, group: (base..base + tp).collect(), bytes };
         let load = member_load(self.cluster, &spec, (r - base) as usize);
-        self.mirror_ring(graph, rank.tp, r, load.succ, label, load.bytes, load.steps, load.copy_loop(), after)
+        self.mirror_ring(graph, rank.tp, r, label, &load, after)
     }
 
-    /// A collective as seen by one member: one flow of the bytes it sends
-    /// over its edge to `succ`, then the remaining steps' latencies (the
-    /// route's link latencies; NCCL's Simple-protocol latencies would
-    /// overstate the small all-reduces it runs with LL/LL128). Exact for a
-    /// ring whose edges are alike (every member sends the same bytes over a
-    /// similar link at the same time). `copy_loop`: the flow is one of
-    /// NCCL's copy loops (not NVLS), so on an NVLink route it charges
-    /// [`Cluster::nccl_charge`] per byte.
+    /// A collective as seen by one member (`load`, [`member_load`]): one
+    /// flow of the bytes it sends over its edge to `load.succ`, then the
+    /// remaining steps' latencies (the protocol's per-step latency where
+    /// NCCL's model picks LL or LL128, else the route's link latencies).
+    /// Exact for a ring whose edges are alike (every member sends the same
+    /// bytes over a similar link at the same time). A copy loop's flow (not
+    /// NVLS) charges [`Cluster::nccl_charge`] per byte on an NVLink route.
     #[allow(clippy::too_many_arguments)]
     pub fn mirror_ring(
         &self,
         graph: &mut TaskGraph,
         stream: StreamId,
         rank: u32,
-        succ: u32,
         label: &str,
-        bytes: f64,
-        steps: u32,
-        copy_loop: bool,
+        load: &MemberLoad,
         after: Option<TaskId>,
     ) -> TaskId {
         let mut scratch = Vec::new();
-        let (path, charge) = self.cluster.add_nccl_route(graph, rank, succ, 0, &mut scratch);
-        let charge = if copy_loop { charge } else { 1.0 };
-        let latency_ps: u64 = graph.path(path).iter().map(|l| self.cluster.platform.link(*l).latency.as_ps()).sum();
-        let t = graph.add_comm(stream, label, [Flow { path, bytes: bytes * charge }], None);
+        let (path, charge) = self.cluster.add_nccl_route(graph, rank, load.succ, 0, &mut scratch);
+        let charge = if load.copy_loop() { charge } else { 1.0 };
+        let latency_ps: u64 = match load.hop_latency {
+            Some(hop) => hop.as_ps(),
+            None => graph.path(path).iter().map(|l| self.cluster.platform.link(*l).latency.as_ps()).sum(),
+        };
+        let t = graph.add_comm(stream, label, [Flow { path, bytes: load.bytes * charge }], None);
+        if let Some(hop) = load.hop_latency {
+            graph.set_comm_latency(t, hop);
+        }
         if let Some(a) = after {
             graph.add_dep(a, t);
         }
-        let extra = SimDuration::from_ps(latency_ps.saturating_mul(steps.saturating_sub(1) as u64));
+        let extra = SimDuration::from_ps(latency_ps.saturating_mul(load.steps.saturating_sub(1) as u64));
         if extra > SimDuration::ZERO {
             graph.add_delay(stream, label, extra)
         } else {

@@ -36,7 +36,7 @@ use crate::hardware::device::Dtype;
 use crate::hardware::ops::{op_cost, Op};
 use crate::lowering::emit::{Emitter, LaunchGaps, RankStreams};
 use crate::network::cluster::Cluster;
-use crate::network::collectives::{join_all, member_load, CollectiveOp, CollectiveSpec};
+use crate::network::collectives::{join_all, member_load, CollectiveOp, CollectiveSpec, MemberLoad};
 use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange};
 use crate::transformer::layers::{
     AttentionKernel, Block, EpComm, Item, KernelKind, LayerContext, PassMode, Recompute, Unit,
@@ -906,18 +906,8 @@ fn grad_sync(
         // The n-member share of the bytes for the whole group (DualPipe's two copies).
         let share = (group - 1.0) / group / ((members.len() as f64 - 1.0) / members.len() as f64);
         let emitter = low.emitter();
-        let bytes = load.bytes * share;
-        Ok(emitter.mirror_ring(
-            low.graph,
-            stream,
-            rank,
-            load.succ,
-            label,
-            bytes,
-            load.steps,
-            load.copy_loop(),
-            Some(after),
-        ))
+        let load = MemberLoad { bytes: load.bytes * share, ..load };
+        Ok(emitter.mirror_ring(low.graph, stream, rank, label, &load, Some(after)))
     };
     let dense_rs = (CollectiveOp::ReduceScatter, dp_group, dense_group.as_slice());
     let expert_rs = (CollectiveOp::ReduceScatter, edp_group, expert_group.as_slice());

@@ -12,8 +12,9 @@
 //!   (`multimem.ld_reduce`: every GPU sends its copy of the shard up once, the
 //!   owner receives the sum once) and multicast back (`multimem.st`: the
 //!   owner sends it once, the switch delivers it to every GPU), the two
-//!   phases pipelined by chunks, at the topology's `nvls_efficiency` of the
-//!   link rate;
+//!   phases pipelined by chunks, at NCCL's NVLink rate x the topology's
+//!   `nvls_efficiency`, less what NCCL's chunk steps cost
+//!   (`nvls_chunk_overhead_ns` per chunk of NCCL's size-dependent chunk);
 //! - `hierarchical`: all-reduce as an intra-node reduce-scatter (NVLS where
 //!   the node has it, else ring), an inter-node all-reduce of each shard
 //!   among the GPUs of the same local index (ring), and an intra-node
@@ -30,14 +31,18 @@
 //! several chunks in flight per member (one stream per slot), so a chunk's
 //! latency hides under the next one's transfer. NCCL's fixed per-kernel
 //! latencies ([`nccl`]) are a delay before the first transfer; per-hop
-//! latencies come from the links.
+//! latencies come from the links on the Simple protocol, and from NCCL's
+//! per-protocol hardware latencies on LL and LL128 ([`Protocol`]: ring and
+//! tree run any of the three, whose bytes on the wire and latencies follow
+//! NCCL's cost model; `auto` picks algorithm and protocol together).
 //!
 //! The ring's, tree's, direct and two-phase flows are NCCL's copy loops: on
 //! a route of NVLink links only each charges [`Cluster::nccl_charge`] bytes
 //! per byte it moves, so it runs at NCCL's own NVLink rate
 //! (`topology.nccl_nvlink_efficiency`) rather than the links' DeepEP-fitted
-//! one. NVLS flows run at the links' own rate x `nvls_efficiency` (see
-//! `NvlsDomain::charge`). [`estimates`] weighs the same rates.
+//! one. NVLS flows run at that rate x `nvls_efficiency`, less the chunk
+//! overhead (see `NvlsDomain::rate`). [`estimates`] weighs the same rates
+//! as NCCL's tuner does (without the chunk overhead, which it ignores).
 //!
 //! Sizes follow nccl-tests: all-reduce the buffer, all-gather the output,
 //! reduce-scatter the input, all-to-all the total each rank sends (its own
@@ -90,34 +95,116 @@ pub struct CollectiveSpec {
     pub bytes: f64,
 }
 
-/// NCCL's published model constants (Simple protocol), from
-/// NVIDIA/nccl `src/graph/tuning.cc` (`ncclTunerConstantsDefaults`,
-/// `nvlsEfficiency`, `ncclTopoTuneModel`) and `src/include/device.h`
-/// (`NCCL_STEPS`, `ALLREDUCE_SLICESTEPS`) with the default 4 MiB
-/// `NCCL_BUFFSIZE`. moesim uses the latencies as each kernel's fixed cost,
-/// and all of them in [`choose`]'s estimate.
+/// NCCL's published model constants, from NVIDIA/nccl `src/graph/tuning.cc`
+/// (`ncclTunerConstantsDefaults`, `nvlsEfficiency`, `ncclTopoTuneModel`)
+/// and `src/include/device.h` (`NCCL_STEPS`, `ALLREDUCE_SLICESTEPS`) with
+/// the default 4 MiB `NCCL_BUFFSIZE`. Tables by protocol are indexed by
+/// [`Protocol`] (LL, LL128, Simple). moesim uses the base latencies as each
+/// kernel's fixed cost, LL's and LL128's hardware latencies as their
+/// per-step latency, and all of them in [`choose`]'s estimate.
 pub mod nccl {
+    /// `baseLatencies[Ring]` (LL, LL128, Simple), µs.
+    pub const RING_BASE_BY_PROTOCOL_US: [f64; 3] = [6.6, 14.0, 8.4];
+    /// `baseLatencies[Tree]` (LL, LL128, Simple), µs.
+    pub const TREE_BASE_BY_PROTOCOL_US: [f64; 3] = [6.8, 14.0, 8.4];
+    /// `hwLatencies[NVLINK][Ring]` (LL, LL128, Simple), µs per step.
+    pub const RING_NVLINK_BY_PROTOCOL_US: [f64; 3] = [0.6, 1.9, 3.4];
+    /// `hwLatencies[NVLINK][Tree]` (LL, LL128, Simple), µs per hop.
+    pub const TREE_NVLINK_BY_PROTOCOL_US: [f64; 3] = [0.6, 1.25, 4.0];
+    /// `hwLatencies[NET][Ring]` (LL, LL128, Simple), µs per step.
+    pub const RING_NET_BY_PROTOCOL_US: [f64; 3] = [2.7, 4.0, 14.0];
+    /// `hwLatencies[NET][Tree]` (LL, LL128, Simple), µs per level.
+    pub const TREE_NET_BY_PROTOCOL_US: [f64; 3] = [5.0, 8.5, 14.0];
+    /// `llMaxBws` of a job over 2 nodes and over more (the Intel-CPU row),
+    /// GB/s: the bus bandwidth LL reaches at most between nodes. Within one
+    /// node the cap is the GPU generation's (the device's
+    /// `nccl_ll_max_busbw_gb_per_s`).
+    pub const LL_MAX_BUSBW_2_NODES_GB_PER_S: f64 = 39.0;
+    pub const LL_MAX_BUSBW_MORE_NODES_GB_PER_S: f64 = 20.4;
     /// `baseLatencies[Ring][Simple]`, µs.
-    pub const RING_BASE_US: f64 = 8.4;
+    pub const RING_BASE_US: f64 = RING_BASE_BY_PROTOCOL_US[2];
     /// `baseLatencies[Tree][Simple]`, µs.
-    pub const TREE_BASE_US: f64 = 6.8;
+    pub const TREE_BASE_US: f64 = TREE_BASE_BY_PROTOCOL_US[2];
     /// `hwLatencies[NVLINK][NVLS][Simple]` (its base latency is 0), µs: the
     /// whole NVLS kernel's latency in NCCL's model.
     pub const NVLS_US: f64 = 25.0;
-    /// `hwLatencies[NVLINK][Ring][Simple]`, µs per step.
-    pub const RING_NVLINK_STEP_US: f64 = 3.4;
-    /// `hwLatencies[NET][Ring][Simple]`, µs per inter-node step.
-    pub const RING_NET_STEP_US: f64 = 14.0;
-    /// `hwLatencies[NVLINK][Tree][Simple]`, µs per hop of an intra-node chain.
-    pub const TREE_NVLINK_STEP_US: f64 = 4.0;
-    /// `hwLatencies[NET][Tree][Simple]`, µs per tree level between nodes.
-    pub const TREE_NET_STEP_US: f64 = 14.0;
     /// Tree all-reduce bandwidth refinement (`busBw * .92`).
     pub const TREE_BW_FACTOR: f64 = 0.92;
     /// Simple slice: 4 MiB buffer / `NCCL_STEPS` (8) x `ALLREDUCE_SLICESTEPS` (2).
     pub const SLICE_BYTES: f64 = 1_048_576.0;
     /// Slices in flight per connection: `NCCL_STEPS` / `ALLREDUCE_SLICESTEPS`.
     pub const SLICES_IN_FLIGHT: usize = 4;
+    /// NVLS's largest chunk: `NCCL_NVLS_CHUNKSIZE`'s default, 128 KiB
+    /// (`src/transport/nvls.cc`).
+    pub const NVLS_CHUNK_BYTES: f64 = 131_072.0;
+
+    /// The chunk NCCL's NVLS kernel moves per step for a collective of
+    /// `bytes` with `concurrent_ops` = NVLS channels x heads (one head per
+    /// rank of the NVLink domain) running at once: 128 KiB, halved down to
+    /// 16 KiB as the message shrinks (`src/enqueue.cc`, the NVLS branch of
+    /// the chunk-size tuning: 64 KiB below 64 x ops x 128 KiB, 32 KiB below
+    /// 8 x ops x 64 KiB, 16 KiB below 2 x ops x 32 KiB).
+    pub fn nvls_chunk_bytes(bytes: f64, concurrent_ops: f64) -> f64 {
+        let mut c = NVLS_CHUNK_BYTES;
+        for (times, next) in [(64.0, 65_536.0), (8.0, 32_768.0), (2.0, 16_384.0)] {
+            if bytes < times * concurrent_ops * c && c > next {
+                c = next;
+            }
+        }
+        c
+    }
+}
+
+/// NCCL's protocols: how a copy loop tells the receiver that data arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// A flag with every 8 bytes of data (16-byte stores): the lowest
+    /// latency, at most half the bandwidth.
+    Ll,
+    /// A flag with every 120 bytes of data (128-byte lines).
+    Ll128,
+    /// Bulk copies, then a fence and a flag per step: the full bandwidth.
+    Simple,
+}
+
+/// The `protocol` names a collective accepts (`auto`: NCCL's cost model
+/// picks).
+pub const PROTOCOLS: &[&str] = &["auto", "ll", "ll128", "simple"];
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Ll, Protocol::Ll128, Protocol::Simple];
+
+    /// The column of [`nccl`]'s tables.
+    fn index(self) -> usize {
+        match self {
+            Protocol::Ll => 0,
+            Protocol::Ll128 => 1,
+            Protocol::Simple => 2,
+        }
+    }
+
+    /// NCCL's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Ll => "LL",
+            Protocol::Ll128 => "LL128",
+            Protocol::Simple => "Simple",
+        }
+    }
+
+    /// A `protocol` key: `None` for `auto`.
+    pub fn parse(name: &str) -> Result<Option<Protocol>, ModelError> {
+        match name {
+            "auto" => Ok(None),
+            "ll" => Ok(Some(Protocol::Ll)),
+            "ll128" => Ok(Some(Protocol::Ll128)),
+            "simple" => Ok(Some(Protocol::Simple)),
+            other => Err(ModelError::invalid(
+                "workload.protocol",
+                format!("expected one of {}, found \"{other}\"", PROTOCOLS.join(", ")),
+            )),
+        }
+    }
 }
 
 /// How a pipelined algorithm cuts its data.
@@ -182,18 +269,30 @@ pub fn algorithm(name: &str) -> Result<Box<dyn CollectiveAlgorithm>, ModelError>
 /// has such a latency among the algorithms it uses.
 pub fn algorithm_without_launch_latency(name: &str) -> Result<Box<dyn CollectiveAlgorithm>, ModelError> {
     match name {
-        "ring" => Ok(Box::new(Ring { launch_us: 0.0 })),
+        "ring" => Ok(Box::new(Ring { launch_us: 0.0, protocol: Protocol::Simple })),
         other => algorithm(other),
     }
 }
 
-/// Looks an algorithm up by name; pipelined ones cut their data as `pipe` says.
+/// Looks an algorithm up by name; pipelined ones cut their data as `pipe`
+/// says; ring and tree use the Simple protocol.
 pub fn algorithm_with(name: &str, pipe: Pipelining) -> Result<Box<dyn CollectiveAlgorithm>, ModelError> {
+    algorithm_with_protocol(name, pipe, Protocol::Simple)
+}
+
+/// As [`algorithm_with`], with ring and tree on `protocol` (the other
+/// algorithms have one protocol: NVLS and the direct exchanges are
+/// Simple, `auto` picks its own).
+pub fn algorithm_with_protocol(
+    name: &str,
+    pipe: Pipelining,
+    protocol: Protocol,
+) -> Result<Box<dyn CollectiveAlgorithm>, ModelError> {
     match name {
         "auto" => Ok(Box::new(Auto { pipe })),
-        "ring" => Ok(Box::new(Ring::NCCL)),
+        "ring" => Ok(Box::new(Ring::nccl(protocol))),
         "direct" => Ok(Box::new(Direct)),
-        "tree" => Ok(Box::new(Tree { pipe })),
+        "tree" => Ok(Box::new(Tree { pipe, protocol })),
         "nvls" => Ok(Box::new(Nvls { pipe })),
         "hierarchical" => Ok(Box::new(Hierarchical { pipe })),
         other => Err(ModelError::invalid(
@@ -250,14 +349,20 @@ fn check(
 /// Ring: every step, each member sends one chunk to its successor. Each
 /// member's kernel first waits its launch latency (NCCL's ring base
 /// latency; none for an idealised simulator's ring, see
-/// [`algorithm_without_launch_latency`]).
+/// [`algorithm_without_launch_latency`]). On LL or LL128 each step's data
+/// costs the protocol's bytes on the wire ([`protocol_charge`]) and arrives
+/// NCCL's per-step latency of the protocol after it is sent
+/// ([`protocol_hop_latency`]) instead of the route's.
 pub struct Ring {
     pub launch_us: f64,
+    pub protocol: Protocol,
 }
 
 impl Ring {
-    /// The ring as NCCL runs it.
-    pub const NCCL: Ring = Ring { launch_us: nccl::RING_BASE_US };
+    /// The ring as NCCL runs it on `protocol`.
+    pub fn nccl(protocol: Protocol) -> Ring {
+        Ring { launch_us: nccl::RING_BASE_BY_PROTOCOL_US[protocol.index()], protocol }
+    }
 }
 
 impl CollectiveAlgorithm for Ring {
@@ -289,15 +394,24 @@ impl CollectiveAlgorithm for Ring {
         };
         let mut prev = launch(graph, streams, after, "ring launch", self.launch_us);
         let mut scratch = Vec::new();
-        let paths: Vec<(PathId, f64)> = (0..n)
-            .map(|i| cluster.add_nccl_route(graph, spec.group[i], spec.group[(i + 1) % n], 0, &mut scratch))
+        let proto = protocol_charge(cluster, spec, "ring", self.protocol);
+        let paths: Vec<(PathId, f64, Option<SimDuration>)> = (0..n)
+            .map(|i| {
+                let (path, charge) =
+                    cluster.add_nccl_route(graph, spec.group[i], spec.group[(i + 1) % n], 0, &mut scratch);
+                (path, charge * proto, protocol_hop_latency(cluster, &scratch, "ring", self.protocol))
+            })
             .collect();
         for step in 0..steps {
             let name = format!("{label} step {}", step + 1);
             let now: Vec<TaskId> = (0..n)
                 .map(|i| {
-                    let (path, charge) = paths[i];
-                    graph.add_comm(streams[i], &name, [Flow { path, bytes: chunk * charge }], None)
+                    let (path, charge, hop) = paths[i];
+                    let t = graph.add_comm(streams[i], &name, [Flow { path, bytes: chunk * charge }], None);
+                    if let Some(hop) = hop {
+                        graph.set_comm_latency(t, hop);
+                    }
+                    t
                 })
                 .collect();
             for i in 0..n {
@@ -475,22 +589,42 @@ fn link_latency(cluster: &Cluster, e: EdgeIndex) -> SimDuration {
 }
 
 /// The NVSwitch a group shares: each member's NVLink up (GPU -> switch) and
-/// down (switch -> GPU) edge, and the switch's NVLS efficiency.
+/// down (switch -> GPU) edge, the switch's NVLS efficiency, and what sizes
+/// NVLS's rate.
 struct NvlsDomain {
     up: Vec<EdgeIndex>,
     down: Vec<EdgeIndex>,
     efficiency: f64,
+    /// The slowest member link's capacity in the engine (nominal x its own
+    /// efficiency), bytes/s.
+    link_rate: f64,
+    /// The same link at NCCL's NVLink rate ([`Cluster::nccl_bytes_per_s`]).
+    nccl_rate: f64,
+    /// NCCL's NVLS channels (the device's `nvls_channels`).
+    channels: f64,
+    /// `topology.nvls_chunk_overhead_ns`, in seconds.
+    chunk_overhead_s: f64,
 }
 
 impl NvlsDomain {
-    /// The bytes an NVLS flow charges per byte moved: 1 / the NVLS
-    /// efficiency, over the links' own rate. Not NCCL's NVLink rate
-    /// ([`Cluster::nccl_charge`]): NVLS moves data by the switch's
-    /// multicast loads and stores, not NCCL's copy loops, and NCCL's rate x
-    /// `nvls_efficiency` overshoots every NVLS figure below 1 GiB (vidur's
-    /// 16-64 MiB all-reduces by 15-23 %; see validation/nccl.toml).
-    fn charge(&self) -> f64 {
-        1.0 / self.efficiency
+    /// NVLS's rate on each GPU link for a collective of `bytes` over `n`
+    /// ranks, bytes/s: NCCL's NVLink rate x `nvls_efficiency` (NCCL's
+    /// NVLS bandwidth, `src/graph/tuning.cc`), less what each chunk step
+    /// costs beyond its transfer. A channel moves chunks of
+    /// [`nccl::nvls_chunk_bytes`] at 1/channels of the link rate and pays
+    /// `nvls_chunk_overhead_ns` per chunk, so the rate is
+    /// r x c / (c + overhead x r / channels): the peak at large messages
+    /// (128 KiB chunks), less at 8-32 MiB (32 KiB chunks).
+    fn rate(&self, bytes: f64, n: usize) -> f64 {
+        let r = self.nccl_rate * self.efficiency;
+        let c = nccl::nvls_chunk_bytes(bytes, self.channels * n as f64);
+        r * c / (c + self.chunk_overhead_s * r / self.channels)
+    }
+
+    /// The bytes an NVLS flow charges its link per byte moved, so that
+    /// the link's capacity carries it at [`NvlsDomain::rate`].
+    fn charge(&self, bytes: f64, n: usize) -> f64 {
+        self.link_rate / self.rate(bytes, n)
     }
 }
 
@@ -526,7 +660,12 @@ fn nvls_domain(cluster: &Cluster, group: &[u32]) -> Result<NvlsDomain, String> {
         up.push(edge);
         down.push(back);
     }
-    Ok(NvlsDomain { up, down, efficiency })
+    let min = |rate: &dyn Fn(EdgeIndex) -> f64| up.iter().map(|&e| rate(e)).fold(f64::INFINITY, f64::min);
+    let link_rate = min(&|e| topo.link(e).effective_bytes_per_s());
+    let nccl_rate = min(&|e| cluster.nccl_bytes_per_s(e));
+    let chunk_overhead_s = topo.spec.as_ref().map_or(0.0, |s| s.nvls_chunk_overhead_ns * 1e-9);
+    let channels = f64::from(cluster.device.nvls_channels.max(1));
+    Ok(NvlsDomain { up, down, efficiency, link_rate, nccl_rate, channels, chunk_overhead_s })
 }
 
 /// NVLS: in-switch reduction (`multimem.ld_reduce`) and multicast
@@ -536,7 +675,8 @@ fn nvls_domain(cluster: &Cluster, group: &[u32]) -> Result<NvlsDomain, String> {
 /// every member's. So each GPU link carries (n + 1)/n of the buffer in each
 /// direction (a ring: 2(n - 1)/n), at the topology's `nvls_efficiency` of
 /// the link rate (moesim charges each NVLS flow payload / efficiency bytes).
-/// The kernel first waits NCCL's NVLS latency.
+/// The kernel first waits NCCL's NVLS latency less the switch crossings
+/// the first chunk pays itself (two per phase).
 pub struct Nvls {
     pub pipe: Pipelining,
 }
@@ -570,10 +710,16 @@ impl CollectiveAlgorithm for Nvls {
         let n = spec.group.len();
         let chunks = self.pipe.chunks(spec.bytes);
         let w = self.pipe.in_flight.clamp(1, chunks);
-        let shard = spec.bytes / chunks as f64 / n as f64 * dom.charge();
+        let shard = spec.bytes / chunks as f64 / n as f64 * dom.charge(spec.bytes, n);
         let up: Vec<PathId> = dom.up.iter().map(|&e| graph.add_path(&[link_id(e)])).collect();
         let down: Vec<PathId> = dom.down.iter().map(|&e| graph.add_path(&[link_id(e)])).collect();
-        let starts = launch(graph, streams, after, "nvls launch", nccl::NVLS_US);
+        // NCCL's 25 us is the NVLS kernel's whole latency; the lowering
+        // crosses the switch twice per chunk (reduce, then multicast) and
+        // pays those link latencies itself, so the launch waits the rest.
+        let hop_us = dom.up.iter().chain(&dom.down).map(|&e| link_latency(cluster, e).as_us_f64()).fold(0.0, f64::max);
+        let phases = f64::from(u8::from(reduce) + u8::from(store));
+        let fixed_us = (nccl::NVLS_US - 2.0 * phases * hop_us).max(0.0);
+        let starts = launch(graph, streams, after, "nvls launch", fixed_us);
         // Every member's buffer is ready (and registered) before any reduce.
         let barrier = graph.add_delay(streams[0], "nvls start", SimDuration::ZERO);
         for t in starts.into_iter().flatten() {
@@ -586,9 +732,7 @@ impl CollectiveAlgorithm for Nvls {
         // A sender issues its chunks back to back: slot k starts once k
         // chunks have left (at the member's link rate), so the slots stay
         // staggered and one's latency hides under the others' transfers.
-        let rate =
-            dom.up.iter().map(|&e| cluster.topology.link(e).effective_bytes_per_s()).fold(f64::INFINITY, f64::min);
-        let per_chunk = SimDuration::from_secs_f64(shard * (n + 1) as f64 / rate);
+        let per_chunk = SimDuration::from_secs_f64(shard * (n + 1) as f64 / dom.link_rate);
         let stagger = |graph: &mut TaskGraph, slots: &[Vec<StreamId>]| -> Vec<Vec<TaskId>> {
             slots
                 .iter()
@@ -676,9 +820,11 @@ fn by_node(cluster: &Cluster, group: &[u32]) -> Vec<Vec<usize>> {
 /// each member sends its partial sum to its parent once its children's
 /// arrived (reduce), and the root's result flows back down (broadcast); the
 /// two directions and the chunks overlap. Each member's kernel first waits
-/// NCCL's tree base latency.
+/// NCCL's tree base latency of its protocol; on LL or LL128 the data costs
+/// and arrives as the ring's does (see [`Ring`]).
 pub struct Tree {
     pub pipe: Pipelining,
+    pub protocol: Protocol,
 }
 
 impl CollectiveAlgorithm for Tree {
@@ -703,7 +849,9 @@ impl CollectiveAlgorithm for Tree {
         }
         let n = spec.group.len();
         let nodes = by_node(cluster, &spec.group);
-        let starts = launch(graph, streams, after, "tree launch", nccl::TREE_BASE_US);
+        let starts =
+            launch(graph, streams, after, "tree launch", nccl::TREE_BASE_BY_PROTOCOL_US[self.protocol.index()]);
+        let proto = protocol_charge(cluster, spec, "tree", self.protocol);
         let half = spec.bytes / 2.0;
         let chunks = self.pipe.chunks(half);
         let w = self.pipe.in_flight.clamp(1, chunks);
@@ -736,38 +884,47 @@ impl CollectiveAlgorithm for Tree {
                     children[*p].push(i);
                 }
             }
-            let up_path: Vec<Option<(PathId, f64)>> = (0..n)
-                .map(|i| {
-                    parent[i].map(|p| cluster.add_nccl_route(graph, spec.group[i], spec.group[p], tree, &mut scratch))
-                })
-                .collect();
-            let down_path: Vec<Option<(PathId, f64)>> = (0..n)
-                .map(|i| {
-                    parent[i].map(|p| cluster.add_nccl_route(graph, spec.group[p], spec.group[i], tree, &mut scratch))
-                })
-                .collect();
+            let mut route = |graph: &mut TaskGraph, from: usize, to: usize| {
+                let (path, charge) =
+                    cluster.add_nccl_route(graph, spec.group[from], spec.group[to], tree, &mut scratch);
+                (path, charge * proto, protocol_hop_latency(cluster, &scratch, "tree", self.protocol))
+            };
+            let up_path: Vec<Option<(PathId, f64, Option<SimDuration>)>> =
+                (0..n).map(|i| parent[i].map(|p| route(graph, i, p))).collect();
+            let down_path: Vec<Option<(PathId, f64, Option<SimDuration>)>> =
+                (0..n).map(|i| parent[i].map(|p| route(graph, p, i))).collect();
             let up_slots = slot_streams(graph, streams, w, &format!("tree {tree} up"));
             let down_slots = slot_streams(graph, streams, w, &format!("tree {tree} down"));
             for c in 0..chunks {
                 let ups: Vec<Option<TaskId>> = (0..n)
                     .map(|i| {
-                        up_path[i].map(|(path, charge)| {
+                        up_path[i].map(|(path, charge, hop)| {
                             let flow = Flow { path, bytes: chunk * charge };
-                            graph.add_comm(up_slots[i][c % w], "tree reduce", [flow], None)
+                            let t = graph.add_comm(up_slots[i][c % w], "tree reduce", [flow], None);
+                            if let Some(hop) = hop {
+                                graph.set_comm_latency(t, hop);
+                            }
+                            t
                         })
                     })
                     .collect();
                 let down: Vec<Option<TaskId>> = (0..n)
                     .map(|i| {
                         (!children[i].is_empty()).then(|| {
+                            let mut hop = None;
                             let flows: Vec<Flow> = children[i]
                                 .iter()
                                 .map(|&k| {
-                                    let (path, charge) = down_path[k].expect("a child has a parent");
+                                    let (path, charge, h) = down_path[k].expect("a child has a parent");
+                                    hop = hop.max(h);
                                     Flow { path, bytes: chunk * charge }
                                 })
                                 .collect();
-                            graph.add_comm(down_slots[i][c % w], "tree broadcast", flows, None)
+                            let t = graph.add_comm(down_slots[i][c % w], "tree broadcast", flows, None);
+                            if let Some(hop) = hop {
+                                graph.set_comm_latency(t, hop);
+                            }
+                            t
                         })
                     })
                     .collect();
@@ -864,7 +1021,7 @@ impl Hierarchical {
                 let alg: Box<dyn CollectiveAlgorithm> = if intra && nvls_domain(cluster, &sub.group).is_ok() {
                     Box::new(Nvls { pipe: self.pipe })
                 } else {
-                    Box::new(Ring::NCCL)
+                    Box::new(Ring::nccl(Protocol::Simple))
                 };
                 let s: Vec<StreamId> = members.iter().map(|&i| streams[i]).collect();
                 let a: Vec<Option<TaskId>> = members.iter().map(|&i| done[i]).collect();
@@ -977,45 +1134,26 @@ impl CollectiveAlgorithm for Auto {
         after: &[Option<TaskId>],
     ) -> Result<Vec<TaskId>, ModelError> {
         check(cluster, spec, streams, after)?;
-        algorithm_with(choose(cluster, spec), self.pipe)?.lower(cluster, spec, graph, streams, after)
+        let (algorithm, protocol) =
+            pick(cluster, spec, None, None).map_or(("direct", Protocol::Simple), |e| (e.algorithm, e.protocol));
+        algorithm_with_protocol(algorithm, self.pipe, protocol)?.lower(cluster, spec, graph, streams, after)
     }
 }
 
-/// One candidate of [`choose`]: NCCL's time estimate for an algorithm.
+/// One candidate of [`choose`]: NCCL's time estimate for an algorithm on
+/// a protocol.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
     pub algorithm: &'static str,
+    pub protocol: Protocol,
     /// latency + bytes / algorithm bandwidth, µs.
     pub time_us: f64,
 }
 
-/// NCCL's cost model (`ncclTopoTuneModel` and `ncclTopoGetAlgoTime` in
-/// NVIDIA/nccl `src/graph/tuning.cc`; the pick is the least time, as in
-/// `topoGetAlgoInfo`), Simple protocol, over this cluster's effective link
-/// rates. With n ranks on N nodes (p = n/N per node), B the slowest
-/// effective rate on the ring's routes and B_nv each GPU's NVSwitch link:
-///
-/// - ring: 8.4 + 3.4 (2(n-1) - 2(N-1)) + 14 x 2(N-1) µs, algbw B n / 2(n-1)
-///   (reduce-scatter/all-gather: half the steps, B n/(n-1));
-/// - tree (all-reduce): 6.8 + 2 (4.0 (p-1) + 14 floor(log2 N)) µs, algbw
-///   0.92 B / 2;
-/// - nvls (group on one NVSwitch with NVLS): 25 µs, algbw B_nv x
-///   nvls_efficiency x n/(n-1) (NCCL pipelines its two phases);
-///   reduce-scatter/all-gather: B_nv x nvls_efficiency.
-///
-/// All-to-all and send/recv are `direct` (NCCL runs them as grouped
-/// point-to-point). Hierarchical is never picked (NCCL's counterparts,
-/// NVLS-tree and CollNet, need in-network reduction across nodes). NCCL
-/// also weighs its LL and LL128 protocols, which win for small messages;
-/// moesim models Simple only, so below a few hundred KiB it overestimates.
-pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
+/// The slowest NCCL rate on the routes of the ring through `spec.group`
+/// (each member to the next), bytes/s: NCCL's Simple bus bandwidth.
+fn ring_bytes_per_s(cluster: &Cluster, spec: &CollectiveSpec) -> f64 {
     let n = spec.group.len();
-    if n < 2 || !matches!(spec.op, CollectiveOp::AllReduce | CollectiveOp::ReduceScatter | CollectiveOp::AllGather) {
-        return vec![Estimate { algorithm: "direct", time_us: f64::NAN }];
-    }
-    let nodes = by_node(cluster, &spec.group);
-    let (nf, big_n) = (n as f64, nodes.len() as f64);
-    let ppn = nodes.iter().map(Vec::len).max().unwrap_or(1) as f64;
     let mut scratch = Vec::new();
     let mut ring_bw = f64::INFINITY;
     for i in 0..n {
@@ -1025,22 +1163,146 @@ pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
             ring_bw = ring_bw.min(cluster.nccl_bytes_per_s(e));
         }
     }
+    ring_bw
+}
+
+/// NCCL's bus bandwidth for `algorithm` ("ring" or "tree") on `protocol`
+/// over `nodes` nodes, from its Simple bus bandwidth `simple` (bytes/s),
+/// with NCCL's refinements (`ncclTopoTuneModel`): ring LL half of it, at
+/// most `llMaxBw`; ring LL128 0.92 of it; tree LL 1/3.8 of it, at most
+/// `llMaxBw`; tree LL128 7/9 of it inside a node, 120/128 across nodes.
+/// `llMaxBw` inside a node is the device's `nccl_ll_max_busbw_gb_per_s`
+/// (none: no cap), across nodes [`nccl::LL_MAX_BUSBW_2_NODES_GB_PER_S`] and
+/// [`nccl::LL_MAX_BUSBW_MORE_NODES_GB_PER_S`]. (NCCL also caps LL128 by a
+/// per-channel rate x its channels, which depend on its topology search;
+/// moesim leaves that cap out.)
+fn protocol_busbw(cluster: &Cluster, nodes: usize, algorithm: &str, protocol: Protocol, simple: f64) -> f64 {
+    let ll_max = match nodes {
+        0 | 1 => cluster.device.nccl_ll_max_busbw_gb_per_s.map_or(f64::INFINITY, |v| v * 1e9),
+        2 => nccl::LL_MAX_BUSBW_2_NODES_GB_PER_S * 1e9,
+        _ => nccl::LL_MAX_BUSBW_MORE_NODES_GB_PER_S * 1e9,
+    };
+    match (algorithm, protocol) {
+        (_, Protocol::Simple) => simple,
+        ("tree", Protocol::Ll) => (simple / 3.8).min(ll_max),
+        ("tree", Protocol::Ll128) => simple * if nodes <= 1 { 7.0 / 9.0 } else { 120.0 / 128.0 },
+        (_, Protocol::Ll) => (simple * 0.5).min(ll_max),
+        (_, Protocol::Ll128) => simple * 0.92,
+    }
+}
+
+/// The bytes a copy loop of `algorithm` ("ring" or "tree") on `protocol`
+/// charges its route per byte of data, beside [`Cluster::nccl_charge`]:
+/// NCCL's Simple bus bandwidth over the protocol's ([`protocol_busbw`]), so
+/// the flow reaches the protocol's rate. 1 for Simple.
+pub fn protocol_charge(cluster: &Cluster, spec: &CollectiveSpec, algorithm: &str, protocol: Protocol) -> f64 {
+    if protocol == Protocol::Simple {
+        return 1.0;
+    }
+    let nodes = by_node(cluster, &spec.group).len();
+    let simple = ring_bytes_per_s(cluster, spec) * if algorithm == "tree" { nccl::TREE_BW_FACTOR } else { 1.0 };
+    let busbw = protocol_busbw(cluster, nodes, algorithm, protocol, simple);
+    if busbw > 0.0 && busbw.is_finite() && simple.is_finite() {
+        simple / busbw
+    } else {
+        1.0
+    }
+}
+
+/// The latency after which a step of `algorithm` on `protocol` arrives over
+/// `route`, in place of the route's links' (`None` for Simple, whose
+/// latency is the links' measured end-to-end one): NCCL's per-step
+/// hardware latency of the protocol, NVLink's on a route of NVLink only,
+/// the network's otherwise.
+pub fn protocol_hop_latency(
+    cluster: &Cluster,
+    route: &[EdgeIndex],
+    algorithm: &str,
+    protocol: Protocol,
+) -> Option<SimDuration> {
+    if protocol == Protocol::Simple {
+        return None;
+    }
+    let nvlink_only = route.iter().all(|&e| cluster.topology.link(e).kind == moesim_topologies::LinkKind::NvLink);
+    let i = protocol.index();
+    let us = match (algorithm, nvlink_only) {
+        ("tree", true) => nccl::TREE_NVLINK_BY_PROTOCOL_US[i],
+        ("tree", false) => nccl::TREE_NET_BY_PROTOCOL_US[i],
+        (_, true) => nccl::RING_NVLINK_BY_PROTOCOL_US[i],
+        (_, false) => nccl::RING_NET_BY_PROTOCOL_US[i],
+    };
+    Some(SimDuration::from_us_f64(us))
+}
+
+/// NCCL's cost model (`ncclTopoTuneModel` and `ncclTopoGetAlgoTime` in
+/// NVIDIA/nccl `src/graph/tuning.cc`; the pick is the least time, as in
+/// `topoGetAlgoInfo`) over this cluster's effective link rates, for each
+/// algorithm and protocol (LL, LL128, Simple; NVLS runs Simple only). With
+/// n ranks on N nodes (p = n/N per node), B the slowest NCCL rate on the
+/// ring's routes, and per protocol the base latency `base`, NVLink and
+/// network hardware latencies `nv`, `net` ([`nccl`]'s tables) and bus
+/// bandwidth [`protocol_busbw`] of B:
+///
+/// - ring: base + nv (2(n-1) - 2(N-1)) + net x 2(N-1) µs, algbw busbw n /
+///   2(n-1) (reduce-scatter/all-gather: half the steps, busbw n/(n-1));
+/// - tree (all-reduce): base + 2 (nv (p-1) + net floor(log2 N)) µs, algbw
+///   busbw / 2, from 0.92 B;
+/// - nvls (group on one NVSwitch with NVLS): 25 µs, algbw B x
+///   nvls_efficiency x n/(n+1) (NCCL's NVLS graph: n channels of B/(n+1),
+///   on (n-1)/n of them, two phases pipelined); reduce-scatter/all-gather:
+///   B x nvls_efficiency x (n-1)^2/(n(n+1)). NCCL's tuner does not weigh
+///   the chunk overhead the lowering pays (`NvlsDomain::rate`).
+///
+/// All-to-all and send/recv are `direct` (NCCL runs them as grouped
+/// point-to-point). Hierarchical is never picked (NCCL's counterparts,
+/// NVLS-tree and CollNet, need in-network reduction across nodes).
+pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
+    let n = spec.group.len();
+    if n < 2 || !matches!(spec.op, CollectiveOp::AllReduce | CollectiveOp::ReduceScatter | CollectiveOp::AllGather) {
+        return vec![Estimate { algorithm: "direct", protocol: Protocol::Simple, time_us: f64::NAN }];
+    }
+    let nodes = by_node(cluster, &spec.group);
+    let (nf, big_n) = (n as f64, nodes.len() as f64);
+    let ppn = nodes.iter().map(Vec::len).max().unwrap_or(1) as f64;
+    let ring_bw = ring_bytes_per_s(cluster, spec);
     let s = spec.bytes;
     let mut out = Vec::new();
     let all_reduce = spec.op == CollectiveOp::AllReduce;
     let (steps, inter) = if all_reduce { (2.0 * (nf - 1.0), 2.0 * (big_n - 1.0)) } else { (nf - 1.0, big_n - 1.0) };
-    let ring_lat = nccl::RING_BASE_US + nccl::RING_NVLINK_STEP_US * (steps - inter) + nccl::RING_NET_STEP_US * inter;
-    let ring_algbw = ring_bw * nf / steps;
-    out.push(Estimate { algorithm: "ring", time_us: ring_lat + s / ring_algbw * 1e6 });
+    for protocol in Protocol::ALL {
+        let i = protocol.index();
+        let lat = nccl::RING_BASE_BY_PROTOCOL_US[i]
+            + nccl::RING_NVLINK_BY_PROTOCOL_US[i] * (steps - inter)
+            + nccl::RING_NET_BY_PROTOCOL_US[i] * inter;
+        let algbw = protocol_busbw(cluster, nodes.len(), "ring", protocol, ring_bw) * nf / steps;
+        out.push(Estimate { algorithm: "ring", protocol, time_us: lat + s / algbw * 1e6 });
+    }
     if all_reduce {
         let log2 = (nodes.len() as u32).ilog2() as f64;
-        let lat = nccl::TREE_BASE_US + 2.0 * (nccl::TREE_NVLINK_STEP_US * (ppn - 1.0) + nccl::TREE_NET_STEP_US * log2);
-        out.push(Estimate { algorithm: "tree", time_us: lat + s / (nccl::TREE_BW_FACTOR * ring_bw / 2.0) * 1e6 });
+        for protocol in Protocol::ALL {
+            let i = protocol.index();
+            let lat = nccl::TREE_BASE_BY_PROTOCOL_US[i]
+                + 2.0 * (nccl::TREE_NVLINK_BY_PROTOCOL_US[i] * (ppn - 1.0) + nccl::TREE_NET_BY_PROTOCOL_US[i] * log2);
+            let busbw = protocol_busbw(cluster, nodes.len(), "tree", protocol, nccl::TREE_BW_FACTOR * ring_bw);
+            out.push(Estimate { algorithm: "tree", protocol, time_us: lat + s / (busbw / 2.0) * 1e6 });
+        }
     }
     if let Ok(dom) = nvls_domain(cluster, &spec.group) {
-        let b = dom.up.iter().map(|&e| cluster.topology.link(e).effective_bytes_per_s()).fold(f64::INFINITY, f64::min);
-        let algbw = if all_reduce { b * dom.efficiency * nf / (nf - 1.0) } else { b * dom.efficiency };
-        out.push(Estimate { algorithm: "nvls", time_us: nccl::NVLS_US + s / algbw * 1e6 });
+        // NCCL's NVLS bandwidth: its NVLS graph has one channel per rank
+        // (head), each pulling twice its share over its own GPU's link and
+        // once over the others', so a channel gets the link's rate / (n + 1)
+        // (`ncclTopoSearchTryNvls`); x nvlsEfficiency x (n-1)/n per channel,
+        // the two phases pipelined for all-reduce (x2, then busbw x n /
+        // 2(n-1)): algbw B x eff x n/(n+1) (480 GB/s busbw on 8 H100, NVIDIA's
+        // peak); reduce-scatter and all-gather: n x B/(n+1) x eff x
+        // ((n-1)/n)^2. NCCL's tuner knows nothing of the chunk overhead.
+        let per_channel = dom.nccl_rate / (nf + 1.0) * dom.efficiency * (nf - 1.0) / nf;
+        let algbw = if all_reduce {
+            nf * per_channel * 2.0 * nf / (2.0 * (nf - 1.0))
+        } else {
+            nf * per_channel * (nf - 1.0) / nf
+        };
+        out.push(Estimate { algorithm: "nvls", protocol: Protocol::Simple, time_us: nccl::NVLS_US + s / algbw * 1e6 });
     }
     out
 }
@@ -1054,6 +1316,9 @@ pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
 pub struct MemberLoad {
     /// The algorithm NCCL's cost model picks ([`choose`]).
     pub algorithm: &'static str,
+    /// The protocol it picks with it ([`pick`]); LL and LL128 are in
+    /// `bytes` ([`protocol_charge`]) and `hop_latency`.
+    pub protocol: Protocol,
     /// The member whose route carries this member's flow: for a group
     /// across nodes, the next member on another node (the ring's slowest
     /// edge), else the next member.
@@ -1075,6 +1340,9 @@ pub struct MemberLoad {
     /// after the first; tree: its depth up and down, the chain inside a node
     /// plus log2 of the nodes; nvls: 1).
     pub steps: u32,
+    /// Each step's latency where the protocol sets it
+    /// ([`protocol_hop_latency`]); `None`: the route's.
+    pub hop_latency: Option<SimDuration>,
 }
 
 impl MemberLoad {
@@ -1107,12 +1375,13 @@ pub fn member_load(cluster: &Cluster, spec: &CollectiveSpec, member: usize) -> M
             .unwrap_or(spec.group[(member + 1) % n])
     };
     let all_reduce = spec.op == CollectiveOp::AllReduce;
-    let algorithm = choose(cluster, spec);
+    let (algorithm, protocol) =
+        pick(cluster, spec, None, None).map_or(("direct", Protocol::Simple), |e| (e.algorithm, e.protocol));
     let s = spec.bytes;
     let (bytes, steps) = match algorithm {
         "nvls" => {
-            let eff = nvls_domain(cluster, &spec.group).map_or(1.0, |d| d.efficiency);
-            (if all_reduce { (nf + 1.0) / nf * s / eff } else { s / eff }, 1)
+            let charge = nvls_domain(cluster, &spec.group).map_or(1.0, |d| d.charge(s, n));
+            (if all_reduce { (nf + 1.0) / nf * s * charge } else { s * charge }, 1)
         }
         "tree" => {
             // Reduce up and broadcast down: the chain inside a node, then
@@ -1125,17 +1394,42 @@ pub fn member_load(cluster: &Cluster, spec: &CollectiveSpec, member: usize) -> M
         _ if all_reduce => (2.0 * (nf - 1.0) / nf * s, 2 * (n as u32 - 1)),
         _ => ((nf - 1.0) / nf * s, n as u32 - 1),
     };
-    MemberLoad { algorithm: if algorithm == "direct" { "ring" } else { algorithm }, succ, bytes, steps }
+    let algorithm = if algorithm == "direct" { "ring" } else { algorithm };
+    let (bytes, hop_latency) = if algorithm == "nvls" {
+        (bytes, None)
+    } else {
+        let mut route = Vec::new();
+        cluster.router.route(&cluster.topology, me, succ, 0, &mut route);
+        (
+            bytes * protocol_charge(cluster, spec, algorithm, protocol),
+            protocol_hop_latency(cluster, &route, algorithm, protocol),
+        )
+    };
+    MemberLoad { algorithm, protocol, succ, bytes, steps, hop_latency }
 }
 
-/// The algorithm `auto` runs: the least of [`estimates`] (the first on a tie).
-pub fn choose(cluster: &Cluster, spec: &CollectiveSpec) -> &'static str {
+/// The least of [`estimates`] (the first on a tie) among those of
+/// `algorithm` and `protocol` where given: what NCCL runs (`auto`), or the
+/// protocol it runs a forced algorithm on. `None` where no estimate
+/// matches (the algorithm is not one NCCL's model weighs, or the protocol
+/// is not one it runs).
+pub fn pick(
+    cluster: &Cluster,
+    spec: &CollectiveSpec,
+    algorithm: Option<&str>,
+    protocol: Option<Protocol>,
+) -> Option<Estimate> {
     estimates(cluster, spec)
         .into_iter()
+        .filter(|e| algorithm.is_none_or(|a| a == e.algorithm) && protocol.is_none_or(|p| p == e.protocol))
         .fold(None::<Estimate>, |best, e| match best {
             Some(b) if e.time_us < b.time_us => Some(e),
             Some(b) => Some(b),
             None => Some(e),
         })
-        .map_or("direct", |e| e.algorithm)
+}
+
+/// The algorithm `auto` runs: that of [`pick`] with nothing forced.
+pub fn choose(cluster: &Cluster, spec: &CollectiveSpec) -> &'static str {
+    pick(cluster, spec, None, None).map_or("direct", |e| e.algorithm)
 }
