@@ -434,7 +434,9 @@ impl TrainingWorkload {
         }
         if spec.model.moe.is_some() {
             // Expert rows per MoE layer and micro-batch on the busiest rank of
-            // each EP group, against the group mean: the routing imbalance.
+            // each EP group (averaged over its draws: one per micro-batch by
+            // default), the largest over devices, against the group mean:
+            // the routing imbalance.
             let max_rows = low.expert_rows.iter().map(|r| r.0).max().unwrap_or(0);
             let mean_rows = low.expert_rows.iter().map(|r| r.1).sum::<f64>() / low.expert_rows.len().max(1) as f64;
             m.insert("expert_rows_per_layer_max".into(), Value::from(max_rows));

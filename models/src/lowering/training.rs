@@ -791,6 +791,9 @@ pub fn lower_training(
     // Last op touching each stage's gradients, per device.
     let mut last_grad_op: Vec<Vec<(u32, usize)>> = vec![Vec::new(); devices as usize];
     let mut op_spans = Vec::new();
+    // Blocks a rank keeps between ops: one per stage it holds, and the
+    // two an overlapped op uses.
+    let kept_blocks = sched.stages.div_ceil(devices.max(1)) as usize + 2;
     for d in 0..devices {
         let members = low.device_ranks[d as usize].clone();
         for (idx, op) in sched.ops[d as usize].iter().enumerate() {
@@ -800,8 +803,8 @@ pub fn lower_training(
             };
             for &r in &members {
                 // Blocks of other draws are not needed again (a per-device
-                // draw keeps its few stages' blocks for the whole step).
-                if low.blocks[r].len() > 4 {
+                // draw keeps its stages' blocks for the whole step).
+                if low.blocks[r].len() > kept_blocks {
                     let keep: Vec<(u32, u64)> =
                         chunks_used.iter().map(|c| (c.stage, low.rows_of(r, c.microbatch))).collect();
                     low.blocks[r].retain(|key, _| keep.contains(key));
