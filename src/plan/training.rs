@@ -397,6 +397,7 @@ pub fn plan(base: &Source, sets: &[String], target: &TrainingTarget) -> Result<T
                 skew: Skew::from_exponent(workload.skew),
                 recompute: c.recompute,
                 mode: RankMode::Representative,
+                routing_draw: workload.routing_draw.resolve(),
                 launch_gaps_us: [None; 4],
                 attention_kernel: workload.attention_kernel,
                 stage_layers: None,

@@ -394,6 +394,7 @@ impl GrpoWorkload {
             recompute: self.recompute.resolve(),
             attention_kernel: Default::default(),
             mode: RankMode::Representative,
+            routing_draw: Default::default(),
             launch_gaps_us: [None; 4],
         })
     }

@@ -6,8 +6,8 @@
 
 use moesim_models::hardware::device::Dtype;
 use moesim_models::lowering::training::{
-    check_stage_layers, first_last_fewer, lower_training, training_memory, OpKind, RankMode, TrainingLowering,
-    TrainingSpec,
+    check_stage_layers, first_last_fewer, lower_training, training_memory, OpKind, RankMode, RoutingDraw,
+    TrainingLowering, TrainingSpec,
 };
 use moesim_models::transformer::layers::{AttentionKernel, Recompute};
 use moesim_models::transformer::parallel::ParallelPlan;
@@ -35,6 +35,27 @@ pub enum SimulateRanks {
     #[default]
     Representative,
     All,
+}
+
+/// How often routing is drawn (`[workload] routing_draw`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoutingDrawKey {
+    /// Once per (pipeline device, micro-batch): micro-batches differ in
+    /// routing imbalance.
+    #[default]
+    PerMicroBatch,
+    /// Once per pipeline device, reused by every micro-batch (for comparison).
+    PerDevice,
+}
+
+impl RoutingDrawKey {
+    pub fn resolve(self) -> RoutingDraw {
+        match self {
+            RoutingDrawKey::PerMicroBatch => RoutingDraw::PerMicroBatch,
+            RoutingDrawKey::PerDevice => RoutingDraw::PerDevice,
+        }
+    }
 }
 
 /// One GPU slower than the rest (`[workload] slow_gpus`).
@@ -110,6 +131,15 @@ pub struct TrainingWorkload {
     pub attention_kernel: AttentionKernel,
     #[serde(default)]
     pub simulate: SimulateRanks,
+    /// How often the MoE routing of a pipeline device's EP group is drawn:
+    /// "per-micro-batch" (the default: each micro-batch its own draw, so
+    /// its exchanges and expert GEMMs carry its own imbalance; the
+    /// representative rank takes each micro-batch's critical member's load)
+    /// or "per-device" (one draw reused by every micro-batch, the earlier
+    /// model, for comparison). Either way a draw serves all the device's MoE
+    /// layers.
+    #[serde(default)]
+    pub routing_draw: RoutingDrawKey,
     /// GPUs slower than the rest, as `[{ rank = 5, factor = 0.8 }]`: GPU
     /// `rank` runs its kernels (arithmetic and memory) at `factor` of the
     /// device's speed. Needs `simulate = "all"` (a representative rank
@@ -275,6 +305,7 @@ impl TrainingWorkload {
                 SimulateRanks::Representative => RankMode::Representative,
                 SimulateRanks::All => RankMode::All,
             },
+            routing_draw: self.routing_draw.resolve(),
             launch_gaps_us: self.launch_gaps.entries().map(|(_, v)| v),
         })
     }
@@ -403,7 +434,9 @@ impl TrainingWorkload {
         }
         if spec.model.moe.is_some() {
             // Expert rows per MoE layer and micro-batch on the busiest rank of
-            // each EP group, against the group mean: the routing imbalance.
+            // each EP group (averaged over its draws: one per micro-batch by
+            // default), the largest over devices, against the group mean:
+            // the routing imbalance.
             let max_rows = low.expert_rows.iter().map(|r| r.0).max().unwrap_or(0);
             let mean_rows = low.expert_rows.iter().map(|r| r.1).sum::<f64>() / low.expert_rows.len().max(1) as f64;
             m.insert("expert_rows_per_layer_max".into(), Value::from(max_rows));

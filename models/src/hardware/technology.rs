@@ -2,6 +2,8 @@
 //! latency, bandwidth and static power, from the embedded preset
 //! `presets/memory-technologies.toml` (each value with its source there).
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -35,13 +37,20 @@ pub const PRESET_TEXT: &str = include_str!("../../presets/memory-technologies.to
 impl MemoryTechnology {
     /// Every embedded technology, in file order.
     pub fn all() -> Vec<MemoryTechnology> {
+        Self::table().to_vec()
+    }
+
+    /// The embedded table, parsed once (every kernel's cost asks for its
+    /// device's L2 technology).
+    fn table() -> &'static [MemoryTechnology] {
+        static TABLE: OnceLock<Vec<MemoryTechnology>> = OnceLock::new();
         // The embedded file is checked by a test; a broken one yields no rows.
-        toml::from_str::<TechnologyFile>(PRESET_TEXT).map(|f| f.technology).unwrap_or_default()
+        TABLE.get_or_init(|| toml::from_str::<TechnologyFile>(PRESET_TEXT).map(|f| f.technology).unwrap_or_default())
     }
 
     /// The technology called `name`, or an error listing the known ones.
     pub fn named(name: &str) -> Result<MemoryTechnology, ModelError> {
-        let all = Self::all();
+        let all = Self::table();
         all.iter().find(|t| t.name == name).cloned().ok_or_else(|| {
             ModelError::Unsupported(format!(
                 "unknown memory technology `{name}`; expected one of {}",

@@ -25,9 +25,20 @@
 //!   [`Exchange::lower_mirror`](crate::network::moe_comm::Exchange::lower_mirror)); its data-parallel rings as the ring's
 //!   inter-node edge. A test checks this against `All` on small clusters.
 //!
-//! Routing is sampled once per pipeline device from the seed (the device's
-//! EP group, `sequences x seq_len` tokens per rank) and reused for every
-//! MoE layer and micro-batch on that device.
+//! Routing ([`RoutingDraw`]) is drawn per (pipeline device, micro-batch) by
+//! default: each micro-batch's exchanges and expert GEMMs on a device use
+//! that micro-batch's traffic, and in representative mode the simulated
+//! rank carries, per micro-batch, the load of that micro-batch's critical
+//! member ([`EpTraffic::relabelled`] puts it on the simulated rank's own
+//! links). A micro-batch's group routing is `ep` source routings (one per
+//! member, `sequences x seq_len` tokens each) taken without replacement from
+//! a pool of `ep x max(devices, 8)` drawn from the seed, so each micro-batch
+//! is an exact draw of the gate and the pool costs what one draw per device
+//! cost ([`sample_routing`]). `per-device` reuses one draw per device for
+//! every micro-batch (the earlier model, kept for comparison). Either way a
+//! draw is reused by every MoE layer of the device's stages.
+
+use std::collections::BTreeMap;
 
 use moesim_sim::{DeviceId, Flow, Kernel, SimDuration, StreamId, TaskClass, TaskGraph, TaskId};
 
@@ -37,7 +48,7 @@ use crate::hardware::ops::{op_cost, Op};
 use crate::lowering::emit::{Emitter, LaunchGaps, RankStreams};
 use crate::network::cluster::Cluster;
 use crate::network::collectives::{join_all, member_load, CollectiveOp, CollectiveSpec, MemberLoad};
-use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange};
+use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange, SourceCounts};
 use crate::transformer::layers::{
     AttentionKernel, Block, EpComm, Item, KernelKind, LayerContext, PassMode, Recompute, Unit,
 };
@@ -45,7 +56,7 @@ use crate::transformer::model::{FfnKind, ModelConfig};
 use crate::transformer::parallel::ParallelPlan;
 use crate::transformer::routing::MoePhase;
 use crate::transformer::routing::{RoutingSpec, Skew, TokenRouter};
-use crate::transformer::schedule::{self, OpPart, PipeOp, PipelineSchedule};
+use crate::transformer::schedule::{self, ChunkRef, OpPart, PipeOp, PipelineSchedule};
 
 /// Which ranks to simulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +64,21 @@ pub enum RankMode {
     Representative,
     All,
 }
+
+/// How often the MoE routing of a pipeline device's EP group is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RoutingDraw {
+    /// Once per (device, micro-batch): micro-batches differ in imbalance.
+    #[default]
+    PerMicroBatch,
+    /// Once per device, reused for every micro-batch.
+    PerDevice,
+}
+
+/// Source routings in the per-micro-batch pool: `ep` per pipeline device,
+/// and at least this many groups' worth, so that even a one-device step
+/// has micro-batches that differ in more than the order of their members.
+const MIN_POOL_GROUPS: u32 = 8;
 
 /// Everything a training step needs besides the cluster.
 #[derive(Debug, Clone)]
@@ -74,6 +100,8 @@ pub struct TrainingSpec {
     /// ([`partition`]). Checked by [`check_stage_layers`].
     pub stage_layers: Option<Vec<u32>>,
     pub mode: RankMode,
+    /// Routing drawn per micro-batch or once per device.
+    pub routing_draw: RoutingDraw,
     /// Gap on the compute stream before a kernel of each class
     /// ([`KernelKind`] order), microseconds; `None`: the device's
     /// `launch_overhead_us`.
@@ -173,8 +201,9 @@ pub struct TrainingLowering {
     pub stage_units: Vec<Vec<Unit>>,
     pub ranks: Vec<SimRank>,
     pub microbatches: u32,
-    /// Expert rows (token copies) per micro-batch the simulated rank of each
-    /// device computes per MoE layer, and the mean over its group.
+    /// Per device: the expert rows (token copies) of the group's most loaded
+    /// rank per MoE layer, averaged over micro-batches (rounded), and the mean
+    /// over the group.
     pub expert_rows: Vec<(u64, f64)>,
     /// Tokens per step.
     pub tokens: f64,
@@ -315,20 +344,21 @@ fn fixed_stages(model: &ModelConfig, counts: &[u32], stages: u32) -> Result<Vec<
 /// A compute or communication step of one op, in issue order.
 enum Step<'b> {
     Compute { items: &'b [Item], wait: Option<usize> },
-    Ep { slot: usize, comm: EpComm },
+    Ep { slot: usize, comm: EpComm, micro: u32 },
 }
 
-/// Issue order of one block alone (`weight`: include its W kernels).
-fn sequential<'b>(block: &'b Block, weight: bool, slot: usize, steps: &mut Vec<Step<'b>>) {
+/// Issue order of one block alone (`weight`: include its W kernels) of
+/// micro-batch `micro`.
+fn sequential<'b>(block: &'b Block, weight: bool, slot: usize, micro: u32, steps: &mut Vec<Step<'b>>) {
     let (a, b) = (slot, slot + 1);
     steps.push(Step::Compute { items: &block.pre, wait: None });
     if let Some(c) = block.comm_a {
-        steps.push(Step::Ep { slot: a, comm: c });
+        steps.push(Step::Ep { slot: a, comm: c, micro });
     }
     steps.push(Step::Compute { items: &block.side, wait: None });
     steps.push(Step::Compute { items: &block.mid, wait: block.comm_a.map(|_| a) });
     if let Some(c) = block.comm_b {
-        steps.push(Step::Ep { slot: b, comm: c });
+        steps.push(Step::Ep { slot: b, comm: c, micro });
     }
     steps.push(Step::Compute { items: &block.post, wait: block.comm_b.map(|_| b) });
     if weight {
@@ -337,23 +367,32 @@ fn sequential<'b>(block: &'b Block, weight: bool, slot: usize, steps: &mut Vec<S
     }
 }
 
-/// Issue order of a forward block `f` overlapped with a backward block `b`
-/// (DeepSeek-V3 Figure 4): each one's all-to-all runs beside the other's
-/// computation; comm order combine(B), dispatch(F), dispatch(B), combine(F).
-fn interleaved<'b>(f: &'b Block, b: &'b Block, b_weight: bool, slot: usize, steps: &mut Vec<Step<'b>>) {
+/// Issue order of a forward block `f` (of micro-batch `micros.0`)
+/// overlapped with a backward block `b` (of `micros.1`) (DeepSeek-V3 Figure
+/// 4): each one's all-to-all runs beside the other's computation; comm order
+/// combine(B), dispatch(F), dispatch(B), combine(F).
+fn interleaved<'b>(
+    f: &'b Block,
+    b: &'b Block,
+    b_weight: bool,
+    slot: usize,
+    micros: (u32, u32),
+    steps: &mut Vec<Step<'b>>,
+) {
+    let (f_micro, b_micro) = micros;
     let (fa, fb, ba, bb) = (slot, slot + 1, slot + 2, slot + 3);
     steps.push(Step::Compute { items: &b.pre, wait: None });
     if let Some(c) = b.comm_a {
-        steps.push(Step::Ep { slot: ba, comm: c });
+        steps.push(Step::Ep { slot: ba, comm: c, micro: b_micro });
     }
     steps.push(Step::Compute { items: &f.pre, wait: None });
     if let Some(c) = f.comm_a {
-        steps.push(Step::Ep { slot: fa, comm: c });
+        steps.push(Step::Ep { slot: fa, comm: c, micro: f_micro });
     }
     steps.push(Step::Compute { items: &b.side, wait: None });
     steps.push(Step::Compute { items: &b.mid, wait: b.comm_a.map(|_| ba) });
     if let Some(c) = b.comm_b {
-        steps.push(Step::Ep { slot: bb, comm: c });
+        steps.push(Step::Ep { slot: bb, comm: c, micro: b_micro });
     }
     if b_weight {
         steps.push(Step::Compute { items: &b.weight_mid, wait: None });
@@ -361,7 +400,7 @@ fn interleaved<'b>(f: &'b Block, b: &'b Block, b_weight: bool, slot: usize, step
     steps.push(Step::Compute { items: &f.side, wait: None });
     steps.push(Step::Compute { items: &f.mid, wait: f.comm_a.map(|_| fa) });
     if let Some(c) = f.comm_b {
-        steps.push(Step::Ep { slot: fb, comm: c });
+        steps.push(Step::Ep { slot: fb, comm: c, micro: f_micro });
     }
     steps.push(Step::Compute { items: &b.post, wait: b.comm_b.map(|_| bb) });
     if b_weight {
@@ -391,15 +430,14 @@ struct Lowerer<'a> {
     ranks: Vec<SimRank>,
     /// Per device: indices into `ranks`.
     device_ranks: Vec<Vec<usize>>,
-    /// Per device: the EP traffic of its group(s) (one realisation).
-    traffic: Vec<EpTraffic>,
-    /// Per device: which member of the EP group the representative mirrors.
-    rep_member: Vec<usize>,
-    /// Per (simulated rank, stage): blocks (built lazily).
-    blocks: Vec<Vec<Option<StageBlocks>>>,
+    /// The EP traffic of each device's group(s) per draw, and which member
+    /// the representative is.
+    routing: Routing,
+    /// Per simulated rank: blocks by (stage, expert rows), built lazily.
+    blocks: Vec<BTreeMap<(u32, u64), StageBlocks>>,
     stage_units: Vec<Vec<Unit>>,
-    /// Per simulated rank: expert rows per MoE layer.
-    rows: Vec<u64>,
+    /// Per simulated rank and draw: expert rows per MoE layer.
+    rows: Vec<Vec<u64>>,
     state: Vec<RankState>,
     activation_bytes: f64,
     /// Gap before each kernel on a stream, by its class.
@@ -414,11 +452,16 @@ impl<'a> Lowerer<'a> {
         self.spec.layer_context(self.cluster)
     }
 
-    fn stage_blocks(&mut self, r: usize, stage: u32) -> Result<(), ModelError> {
-        if self.blocks[r][stage as usize].is_some() {
+    /// Expert rows of simulated rank `r` in micro-batch `micro`.
+    fn rows_of(&self, r: usize, micro: u32) -> u64 {
+        let rows = &self.rows[r];
+        rows[(micro as usize).min(rows.len() - 1)]
+    }
+
+    fn stage_blocks(&mut self, r: usize, stage: u32, rows: u64) -> Result<(), ModelError> {
+        if self.blocks[r].contains_key(&(stage, rows)) {
             return Ok(());
         }
-        let rows = self.rows[r];
         let ctx = self.ctx();
         let units = &self.stage_units[stage as usize];
         let mut forward = Vec::with_capacity(units.len());
@@ -429,7 +472,7 @@ impl<'a> Lowerer<'a> {
         for &u in units.iter().rev() {
             backward.push(ctx.backward(u, rows)?);
         }
-        self.blocks[r][stage as usize] = Some(StageBlocks { forward, backward });
+        self.blocks[r].insert((stage, rows), StageBlocks { forward, backward });
         Ok(())
     }
 
@@ -438,8 +481,8 @@ impl<'a> Lowerer<'a> {
     fn emit(&mut self, device: u32, steps_of: &[Vec<Step>]) -> Result<(), ModelError> {
         let members = self.device_ranks[device as usize].clone();
         for (s, step) in steps_of[0].iter().enumerate() {
-            if let Step::Ep { slot, comm } = step {
-                self.emit_ep(device, &members, *slot, *comm);
+            if let Step::Ep { slot, comm, micro } = step {
+                self.emit_ep(device, &members, *slot, *comm, *micro);
                 continue;
             }
             for (k, &r) in members.iter().enumerate() {
@@ -475,23 +518,24 @@ impl<'a> Lowerer<'a> {
         RankStreams { rank: rank.rank, compute: rank.compute, tp: rank.tp, cp: rank.cp }
     }
 
-    fn emit_ep(&mut self, device: u32, members: &[usize], slot: usize, comm: EpComm) {
+    fn emit_ep(&mut self, device: u32, members: &[usize], slot: usize, comm: EpComm, micro: u32) {
         let label = match comm.phase {
             MoePhase::Dispatch => "ep dispatch",
             MoePhase::Combine => "ep combine",
         };
-        let traffic = &self.traffic[device as usize];
+        let traffic = self.routing.traffic(device, micro);
+        let rep_member = self.routing.rep_member[device as usize];
         let ep = self.plan.ep as usize;
         match self.spec.mode {
             RankMode::Representative => {
                 let r = members[0];
-                let group_first = self.ranks[r].rank - self.rep_member[device as usize] as u32;
+                let group_first = self.ranks[r].rank - rep_member as u32;
                 let stream = self.ranks[r].ep;
                 let kernel = CommKernel::normal(comm.phase, comm.bytes_per_token, comm_sms(self.spec, self.cluster));
                 let t = traffic.lower_mirror(
                     self.cluster,
                     &kernel.in_group(group_first),
-                    self.rep_member[device as usize],
+                    rep_member,
                     label,
                     self.graph,
                     stream,
@@ -539,24 +583,108 @@ fn set_slot(state: &mut RankState, slot: usize, t: TaskId) {
     state.slots[slot] = Some(t);
 }
 
-/// Samples the routing of one device's EP group.
-fn sample_traffic(
+/// The routing of every device's EP group, per draw.
+struct Routing {
+    /// `traffic[device][draw]`: one draw per micro-batch, or a single one.
+    traffic: Vec<Vec<EpTraffic>>,
+    /// Per device: the member the representative is. With a draw per
+    /// micro-batch, each draw is relabelled so that its critical member is
+    /// this one ([`EpTraffic::relabelled`]).
+    rep_member: Vec<usize>,
+    /// Per device and draw: the group's most loaded member's expert rows.
+    max_rows: Vec<Vec<u64>>,
+}
+
+impl Routing {
+    /// The traffic micro-batch `micro` of `device` exchanges.
+    fn traffic(&self, device: u32, micro: u32) -> &EpTraffic {
+        let t = &self.traffic[device as usize];
+        &t[(micro as usize).min(t.len() - 1)]
+    }
+}
+
+/// Samples the routing of every device's EP group: one group routing per
+/// device ([`RoutingDraw::PerDevice`]: member `src` of device `d` draws
+/// stream `d * ep * 1_000_003 + src`), or one per (device, micro-batch)
+/// assembled from a pool of source routings drawn the same way for `ep x
+/// max(devices, 8)` (device, member) pairs: micro-batch `m` of device `d`
+/// takes `ep` distinct pool entries, chosen by stream
+/// ("moe-routing-microbatch", `d * microbatches + m`), as its members'
+/// routings. Each is an exact draw of the gate (a token's experts do not
+/// depend on its source rank); two micro-batches share a member's routing
+/// with probability `ep / pool` per member. The pool is drawn on rayon's
+/// threads and kept in entry order, so the result does not depend on them.
+#[allow(clippy::too_many_arguments)]
+fn sample_routing(
     spec: &TrainingSpec,
     plan: &ParallelPlan,
     gpus_per_node: u32,
-    device: u32,
+    devices: u32,
+    microbatches: u32,
     seed: u64,
-) -> Result<EpTraffic, ModelError> {
-    let Some(moe) = &spec.model.moe else {
-        return Ok(EpTraffic::count(plan.ep.max(1), gpus_per_node, plan.ep.max(1), |_, _| {}));
+    nvlink_bytes_per_s: f64,
+    network_bytes_per_s: f64,
+) -> Result<Routing, ModelError> {
+    use rand::Rng;
+    use rayon::prelude::*;
+    let ep = plan.ep.max(1);
+    let per_micro = spec.routing_draw == RoutingDraw::PerMicroBatch && spec.model.moe.is_some();
+    let groups = if per_micro { devices.max(MIN_POOL_GROUPS) } else { devices };
+    let pool: Vec<SourceCounts> = match &spec.model.moe {
+        None => (0..groups as u64 * ep as u64).map(|_| SourceCounts::count(ep, gpus_per_node, ep, |_| {})).collect(),
+        Some(moe) => {
+            let g = gpus_per_node.min(ep).max(1);
+            let tokens = u32::try_from(plan.micro_batch as u64 * spec.local_seq_len()).map_err(|_| {
+                ModelError::invalid("workload.seq_len", "micro_batch x seq_len must be below 2^32 tokens")
+            })?;
+            let router = TokenRouter::new(RoutingSpec::model_gate(moe, ep, gpus_per_node, tokens, spec.skew), seed)?;
+            (0..groups as u64 * ep as u64)
+                .into_par_iter()
+                .map(|k| {
+                    let (group, src) = (k / ep as u64, k % ep as u64);
+                    let stream = group * ep as u64 * 1_000_003 + src;
+                    SourceCounts::count(ep, g, moe.routed_experts, |f| router.for_each_token_in(stream, f))
+                })
+                .collect()
+        }
     };
-    let ep = plan.ep;
-    let g = gpus_per_node.min(ep).max(1);
-    let tokens = u32::try_from(plan.micro_batch as u64 * spec.local_seq_len())
-        .map_err(|_| ModelError::invalid("workload.seq_len", "micro_batch x seq_len must be below 2^32 tokens"))?;
-    let router = TokenRouter::new(RoutingSpec::model_gate(moe, ep, gpus_per_node, tokens, spec.skew), seed)?;
-    let base = device as u64 * ep as u64 * 1_000_003;
-    Ok(EpTraffic::count(ep, g, moe.routed_experts, |src, f| router.for_each_token_in(base + src as u64, f)))
+    let mut traffic = Vec::with_capacity(devices as usize);
+    for d in 0..devices as usize {
+        if per_micro {
+            let mut index: Vec<usize> = (0..pool.len()).collect();
+            let mut draws = Vec::with_capacity(microbatches as usize);
+            for m in 0..microbatches as u64 {
+                // The first `ep` places of a seeded shuffle of the pool.
+                let mut r = crate::rng::stream(seed, "moe-routing-microbatch", d as u64 * microbatches as u64 + m);
+                for i in 0..ep as usize {
+                    let j = r.gen_range(i..index.len());
+                    index.swap(i, j);
+                }
+                let members: Vec<&SourceCounts> = index[..ep as usize].iter().map(|&k| &pool[k]).collect();
+                draws.push(EpTraffic::from_sources(ep, gpus_per_node, &members));
+            }
+            traffic.push(draws);
+        } else {
+            let members: Vec<&SourceCounts> = pool[d * ep as usize..(d + 1) * ep as usize].iter().collect();
+            traffic.push(vec![EpTraffic::from_sources(ep, gpus_per_node, &members)]);
+        }
+    }
+    let max_rows: Vec<Vec<u64>> =
+        traffic.iter().map(|ts| ts.iter().map(|t| t.rows.iter().copied().max().unwrap_or(0)).collect()).collect();
+    let mut rep_member = Vec::with_capacity(devices as usize);
+    for ts in &mut traffic {
+        let rep = ts[0].critical_rank(nvlink_bytes_per_s, network_bytes_per_s);
+        if spec.mode == RankMode::Representative {
+            for t in ts.iter_mut().skip(1) {
+                let critical = t.critical_rank(nvlink_bytes_per_s, network_bytes_per_s);
+                if critical != rep {
+                    *t = t.relabelled(critical, rep);
+                }
+            }
+        }
+        rep_member.push(rep);
+    }
+    Ok(Routing { traffic, rep_member, max_rows })
 }
 
 /// Lowers one training step into `graph`.
@@ -588,11 +716,7 @@ pub fn lower_training(
     // Routing per device and the representative member of each.
     let nv = cluster.topology.summary().gpu_nvlink_bytes_per_s.max(1.0);
     let ib = cluster.topology.summary().gpu_network_bytes_per_s.max(1.0);
-    let mut traffic = Vec::with_capacity(devices as usize);
-    for d in 0..devices {
-        traffic.push(sample_traffic(spec, plan, gpus_per_node, d, seed)?);
-    }
-    let rep_member: Vec<usize> = traffic.iter().map(|t| t.critical_rank(nv, ib)).collect();
+    let routing = sample_routing(spec, plan, gpus_per_node, devices, microbatches, seed, nv, ib)?;
 
     // Simulated ranks.
     let mut ranks = Vec::new();
@@ -600,12 +724,14 @@ pub fn lower_training(
     let mut rows = Vec::new();
     let mut expert_rows = Vec::new();
     for d in 0..devices {
-        let t = &traffic[d as usize];
-        let max_rows = t.rows.iter().copied().max().unwrap_or(0);
+        let draws = &routing.traffic[d as usize];
+        let max_rows = &routing.max_rows[d as usize];
+        let mean_of_max = max_rows.iter().sum::<u64>() as f64 / max_rows.len().max(1) as f64;
+        let t = &draws[0];
         let mean_rows = t.rows.iter().sum::<u64>() as f64 / t.rows.len().max(1) as f64;
-        expert_rows.push((max_rows, mean_rows));
+        expert_rows.push((mean_of_max.round() as u64, mean_rows));
         let locals: Vec<u32> = match spec.mode {
-            RankMode::Representative => vec![rep_member[d as usize] as u32],
+            RankMode::Representative => vec![routing.rep_member[d as usize] as u32],
             RankMode::All => (0..plan.ranks_per_device()).collect(),
         };
         for local in locals {
@@ -624,8 +750,8 @@ pub fn lower_training(
             let sim = SimRank { cp: if plan.cp > 1 { stream("cp", graph) } else { sim.tp }, ..sim };
             device_ranks[d as usize].push(ranks.len());
             rows.push(match spec.mode {
-                RankMode::Representative => max_rows,
-                RankMode::All => t.rows[(local % plan.ep) as usize],
+                RankMode::Representative => max_rows.clone(),
+                RankMode::All => draws.iter().map(|t| t.rows[(local % plan.ep) as usize]).collect(),
             });
             ranks.push(sim);
         }
@@ -646,9 +772,8 @@ pub fn lower_training(
         graph,
         ranks,
         device_ranks,
-        traffic,
-        rep_member,
-        blocks: (0..n_ranks).map(|_| (0..sched.stages).map(|_| None).collect()).collect(),
+        routing,
+        blocks: (0..n_ranks).map(|_| BTreeMap::new()).collect(),
         stage_units: stage_units.clone(),
         rows,
         state: (0..n_ranks).map(|_| RankState { last_compute: None, slots: Vec::new() }).collect(),
@@ -666,16 +791,26 @@ pub fn lower_training(
     // Last op touching each stage's gradients, per device.
     let mut last_grad_op: Vec<Vec<(u32, usize)>> = vec![Vec::new(); devices as usize];
     let mut op_spans = Vec::new();
+    // Blocks a rank keeps between ops: one per stage it holds, and the
+    // two an overlapped op uses.
+    let kept_blocks = sched.stages.div_ceil(devices.max(1)) as usize + 2;
     for d in 0..devices {
         let members = low.device_ranks[d as usize].clone();
         for (idx, op) in sched.ops[d as usize].iter().enumerate() {
-            let stages_used: Vec<u32> = match op {
-                PipeOp::F(c) | PipeOp::B(c) | PipeOp::W(c) => vec![c.stage],
-                PipeOp::FB { f, b } => vec![f.stage, b.stage],
+            let chunks_used: Vec<ChunkRef> = match op {
+                PipeOp::F(c) | PipeOp::B(c) | PipeOp::W(c) => vec![*c],
+                PipeOp::FB { f, b } => vec![*f, *b],
             };
             for &r in &members {
-                for &s in &stages_used {
-                    low.stage_blocks(r, s)?;
+                // Blocks of other draws are not needed again (a per-device
+                // draw keeps its stages' blocks for the whole step).
+                if low.blocks[r].len() > kept_blocks {
+                    let keep: Vec<(u32, u64)> =
+                        chunks_used.iter().map(|c| (c.stage, low.rows_of(r, c.microbatch))).collect();
+                    low.blocks[r].retain(|key, _| keep.contains(key));
+                }
+                for c in &chunks_used {
+                    low.stage_blocks(r, c.stage, low.rows_of(r, c.microbatch))?;
                 }
             }
             match op {
@@ -697,35 +832,38 @@ pub fn lower_training(
                 .iter()
                 .map(|&r| {
                     let mut steps = Vec::new();
-                    let blocks_of = |s: u32| all_blocks[r][s as usize].as_ref().expect("built above");
+                    let blocks_of = |c: &ChunkRef| {
+                        all_blocks[r].get(&(c.stage, low.rows_of(r, c.microbatch))).expect("built above")
+                    };
                     match op {
                         PipeOp::F(c) => {
-                            for (i, b) in blocks_of(c.stage).forward.iter().enumerate() {
-                                sequential(b, false, 4 * i, &mut steps);
+                            for (i, b) in blocks_of(c).forward.iter().enumerate() {
+                                sequential(b, false, 4 * i, c.microbatch, &mut steps);
                             }
                         }
                         PipeOp::B(c) => {
                             let w = sched.backward_includes_weight(*c);
-                            for (i, b) in blocks_of(c.stage).backward.iter().enumerate() {
-                                sequential(b, w, 4 * i, &mut steps);
+                            for (i, b) in blocks_of(c).backward.iter().enumerate() {
+                                sequential(b, w, 4 * i, c.microbatch, &mut steps);
                             }
                         }
                         PipeOp::W(c) => {
-                            for b in &blocks_of(c.stage).backward {
+                            for b in &blocks_of(c).backward {
                                 steps.push(Step::Compute { items: &b.weight_mid, wait: None });
                                 steps.push(Step::Compute { items: &b.weight_post, wait: None });
                             }
                         }
                         PipeOp::FB { f, b } => {
                             let w = sched.backward_includes_weight(*b);
-                            let fs = &blocks_of(f.stage).forward;
-                            let bs = &blocks_of(b.stage).backward;
+                            let fs = &blocks_of(f).forward;
+                            let bs = &blocks_of(b).backward;
                             let n = fs.len().max(bs.len());
+                            let micros = (f.microbatch, b.microbatch);
                             for i in 0..n {
                                 match (fs.get(i), bs.get(i)) {
-                                    (Some(fb), Some(bb)) => interleaved(fb, bb, w, 4 * i, &mut steps),
-                                    (Some(fb), None) => sequential(fb, false, 4 * i, &mut steps),
-                                    (None, Some(bb)) => sequential(bb, w, 4 * i + 2, &mut steps),
+                                    (Some(fb), Some(bb)) => interleaved(fb, bb, w, 4 * i, micros, &mut steps),
+                                    (Some(fb), None) => sequential(fb, false, 4 * i, f.microbatch, &mut steps),
+                                    (None, Some(bb)) => sequential(bb, w, 4 * i + 2, b.microbatch, &mut steps),
                                     (None, None) => {}
                                 }
                             }
@@ -800,7 +938,15 @@ pub fn lower_training(
             plan.ep
         ));
     }
-    notes.push("routing sampled once per pipeline device and reused for its MoE layers and micro-batches".into());
+    notes.push(match (spec.routing_draw, spec.mode) {
+        (RoutingDraw::PerDevice, _) => {
+            "routing sampled once per pipeline device and reused for its MoE layers and micro-batches".into()
+        }
+        (RoutingDraw::PerMicroBatch, RankMode::Representative) => "routing drawn per (pipeline device, micro-batch) and reused for the device's MoE layers; per micro-batch the representative carries that micro-batch's critical member's exchange (relabelled onto its own links) and its group's most loaded rank's expert rows".into(),
+        (RoutingDraw::PerMicroBatch, RankMode::All) => {
+            "routing drawn per (pipeline device, micro-batch) and reused for the device's MoE layers".into()
+        }
+    });
     let tokens = spec.global_batch as f64 * spec.seq_len as f64;
     if spec.mode == RankMode::All {
         // The arenas grew by doubling: give the slack back before the engine allocates.

@@ -384,6 +384,53 @@ pub struct EpTraffic {
     pub counted_rdma: u64,
 }
 
+/// What one source rank's tokens need of an expert-parallel group of
+/// `ranks` members: per member, the tokens with at least one expert there
+/// and the (token, expert) copies it receives; per node, the tokens with at
+/// least one expert there. Enough to place the source anywhere in the group
+/// ([`EpTraffic::from_sources`]): a token's experts do not depend on which
+/// rank sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceCounts {
+    pub dest_tokens: Vec<u64>,
+    pub node_tokens: Vec<u64>,
+    pub rows: Vec<u64>,
+}
+
+impl SourceCounts {
+    /// Counts one source's routing (`for_tokens` calls back with each
+    /// token's experts, ascending; experts spread evenly and contiguously
+    /// over the `ranks` members, `gpus_per_node` to a node).
+    pub fn count(
+        ranks: u32,
+        gpus_per_node: u32,
+        experts: u32,
+        for_tokens: impl FnOnce(&mut dyn FnMut(&[u32])),
+    ) -> SourceCounts {
+        let r_count = ranks as usize;
+        let g = gpus_per_node.clamp(1, ranks.max(1)) as usize;
+        let nodes = r_count.div_ceil(g);
+        let experts_per_rank = (experts / ranks.max(1)).max(1);
+        let mut c = SourceCounts { dest_tokens: vec![0; r_count], node_tokens: vec![0; nodes], rows: vec![0; r_count] };
+        for_tokens(&mut |experts: &[u32]| {
+            let (mut last_dest, mut last_node) = (usize::MAX, usize::MAX);
+            for &e in experts {
+                let d = ((e / experts_per_rank) as usize).min(r_count - 1);
+                c.rows[d] += 1;
+                if d != last_dest {
+                    c.dest_tokens[d] += 1;
+                    last_dest = d;
+                    if d / g != last_node {
+                        c.node_tokens[d / g] += 1;
+                        last_node = d / g;
+                    }
+                }
+            }
+        });
+        c
+    }
+}
+
 /// One rank's traffic over each medium, token copies.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct RankTraffic {
@@ -398,10 +445,20 @@ impl EpTraffic {
     /// calls back with each token's experts, ascending; experts are spread
     /// evenly and contiguously over the ranks).
     pub fn count(ranks: u32, gpus_per_node: u32, experts: u32, mut for_source: impl ForSource) -> EpTraffic {
+        let sources: Vec<SourceCounts> =
+            (0..ranks).map(|src| SourceCounts::count(ranks, gpus_per_node, experts, |f| for_source(src, f))).collect();
+        EpTraffic::from_sources(ranks, gpus_per_node, &sources.iter().collect::<Vec<_>>())
+    }
+
+    /// The traffic of a group whose member `src` sent the tokens counted in
+    /// `sources[src]` (one per member, each counted for this group's size).
+    /// [`EpTraffic::count`] is this over the members' own routings; a
+    /// routing drawn once per source can so be reused in another position.
+    pub fn from_sources(ranks: u32, gpus_per_node: u32, sources: &[&SourceCounts]) -> EpTraffic {
         let r_count = ranks as usize;
         let g = gpus_per_node.clamp(1, ranks.max(1)) as usize;
         let nodes = r_count.div_ceil(g);
-        let experts_per_rank = (experts / ranks).max(1);
+        assert_eq!(sources.len(), r_count, "one source per member");
         let mut t = EpTraffic {
             ranks: r_count,
             gpus_per_node: g,
@@ -412,44 +469,74 @@ impl EpTraffic {
             counted_nvlink: 0,
             counted_rdma: 0,
         };
-        let mut dests: Vec<u32> = Vec::new();
-        let mut dest_nodes: Vec<usize> = Vec::with_capacity(nodes);
-        for src in 0..r_count {
+        for (src, c) in sources.iter().enumerate() {
             let (src_node, src_local) = (src / g, src % g);
-            for_source(src as u32, &mut |experts: &[u32]| {
-                dests.clear();
-                dests.extend(experts.iter().map(|e| e / experts_per_rank));
-                for &d in &dests {
-                    t.rows[d as usize] += 1;
+            for (d, &tokens) in c.dest_tokens.iter().enumerate() {
+                t.rows[d] += c.rows[d];
+                if tokens == 0 {
+                    continue;
                 }
-                dests.dedup();
-                dest_nodes.clear();
-                dest_nodes.extend(dests.iter().map(|&d| d as usize / g));
-                dest_nodes.dedup();
-                t.counted_nvlink += dests.len() as u64;
+                t.counted_nvlink += tokens;
+                let (d_node, d_local) = (d / g, d % g);
+                if d_node == src_node {
+                    if d != src {
+                        t.nvlink[src * g + d_local] += tokens;
+                    }
+                } else {
+                    // Forwarded from the same-index GPU of the target node.
+                    let relay = d_node * g + src_local;
+                    if d != relay {
+                        t.nvlink[relay * g + d_local] += tokens;
+                    }
+                }
+            }
+            for (m, &tokens) in c.node_tokens.iter().enumerate() {
                 if nodes > 1 {
-                    t.counted_rdma += dest_nodes.len() as u64;
+                    t.counted_rdma += tokens;
                 }
-                for &d in &dests {
-                    let (d_node, d_local) = (d as usize / g, d as usize % g);
-                    if d_node == src_node {
-                        if d as usize != src {
-                            t.nvlink[src * g + d_local] += 1;
-                        }
-                    } else {
-                        // Forward from the same-index GPU of the target node.
-                        let relay = d_node * g + src_local;
-                        if d as usize != relay {
-                            t.nvlink[relay * g + d_local] += 1;
-                        }
-                    }
+                if m != src_node {
+                    t.rdma[src * nodes + m] += tokens;
                 }
-                for &m in &dest_nodes {
-                    if m != src_node {
-                        t.rdma[src * nodes + m] += 1;
-                    }
-                }
-            });
+            }
+        }
+        t
+    }
+
+    /// The same exchange with member `from` renamed `to`: the two members'
+    /// nodes swap places and so do their local indices in every node, which
+    /// keeps the kernels' structure (NVLink inside a node, RDMA to the
+    /// same-index GPU of another): member `to` now carries exactly what
+    /// `from` carried on each of its links ([`EpTraffic::rank`]), and the
+    /// other members are permuted alike.
+    pub fn relabelled(&self, from: usize, to: usize) -> EpTraffic {
+        let g = self.gpus_per_node;
+        let swap = |x: usize, a: usize, b: usize| {
+            if x == a {
+                b
+            } else if x == b {
+                a
+            } else {
+                x
+            }
+        };
+        let node = |m: usize| swap(m, from / g, to / g);
+        let local = |l: usize| swap(l, from % g, to % g);
+        let rank = |r: usize| node(r / g) * g + local(r % g);
+        let mut t = EpTraffic {
+            nvlink: vec![0; self.nvlink.len()],
+            rdma: vec![0; self.rdma.len()],
+            rows: vec![0; self.rows.len()],
+            ..self.clone()
+        };
+        for a in 0..self.ranks {
+            let ra = rank(a);
+            for b in 0..g {
+                t.nvlink[ra * g + local(b)] = self.nvlink[a * g + b];
+            }
+            for m in 0..self.nodes {
+                t.rdma[ra * self.nodes + node(m)] = self.rdma[a * self.nodes + m];
+            }
+            t.rows[ra] = self.rows[a];
         }
         t
     }
