@@ -99,11 +99,11 @@ pub trait FlowPaths {
 
 impl FlowPaths for TaskGraph {
     fn flow_path(&self, flow: u32) -> &[LinkId] {
-        self.path(self.flows()[flow as usize].path)
+        self.path(self.flow_path_id(flow))
     }
 
     fn path_key(&self, flow: u32) -> u32 {
-        self.flows()[flow as usize].path.0
+        self.flow_path_id(flow).0
     }
 
     fn path_by_key(&self, _flow: u32, key: u32) -> &[LinkId] {
