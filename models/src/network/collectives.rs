@@ -399,7 +399,6 @@ fn exchange(
     label: &str,
 ) -> Vec<TaskId> {
     let n = spec.group.len();
-    graph.reserve_flows(n * (n - 1), n * (n - 1) * 6);
     let mut sends = Vec::with_capacity(n);
     let mut flows = Vec::with_capacity(n);
     // The n^2 routes are most of the lowering: a block of senders is routed
@@ -419,6 +418,15 @@ fn exchange(
                 ends.push(links.len() as u32);
             }
         });
+        if block == 0 {
+            // Room for every flow and, at the first block's mean path length
+            // (plus 2 %), every path: a guess short of the real length
+            // doubles the largest array of the lowering.
+            let links: usize = routed[..senders].iter().map(|r| r.0.len()).sum();
+            let flows = senders * (n - 1);
+            let per_flow = (links as f64 / flows.max(1) as f64 * 1.02).ceil() as usize;
+            graph.reserve_flows(n * (n - 1), n * (n - 1) * per_flow);
+        }
         for (k, (links, ends)) in routed[..senders].iter().enumerate() {
             let i = block + k;
             flows.clear();
