@@ -1323,8 +1323,8 @@ impl FlowSolver {
             let hs = if s == 0 { hop_base } else { old_end[s - 1] as usize };
             let he = if e == s { hs } else { old_end[e - 1] as usize };
             comp.hops[hop_pos..hop_pos + (he - hs)].copy_from_slice(&old_hops[hs - hop_base..he - hop_base]);
-            for j in s..e {
-                comp.hop_end[pos + (j - s)] = (old_end[j] as usize - hs + hop_pos) as u32;
+            for (slot, &end) in comp.hop_end[pos..pos + (e - s)].iter_mut().zip(&old_end[s..e]) {
+                *slot = (end as usize - hs + hop_pos) as u32;
             }
             hop_pos += he - hs;
             run.start = pos as u32;
