@@ -16,7 +16,13 @@
 //! them into connected components with a union-find over links and builds a
 //! link -> flow incidence (per link a delta-encoded list: about 9 bytes per
 //! all-to-all flow); then it water-fills. Paths are read from the caller
-//! ([`FlowPaths`]), never copied.
+//! ([`FlowPaths`]) while flows start and while a water-filling runs; as a
+//! flow freezes, its path is copied into its component beside it, in run
+//! order (`Component::hops`), so finishing a run, or taking re-filled runs
+//! off their links, reads one contiguous stretch instead of millions of
+//! paths scattered where their flows were routed (in the 4,096-GPU
+//! all-to-all that lookup was a third of the run; the copy costs about 32
+//! bytes per active flow).
 //!
 //! When flows only finish, components are not split and most rates stay:
 //! progressive filling without the finished flows runs exactly as before up
@@ -99,11 +105,11 @@ pub trait FlowPaths {
 
 impl FlowPaths for TaskGraph {
     fn flow_path(&self, flow: u32) -> &[LinkId] {
-        self.path(self.flows()[flow as usize].path)
+        self.path(self.flow_path_id(flow))
     }
 
     fn path_key(&self, flow: u32) -> u32 {
-        self.flows()[flow as usize].path.0
+        self.flow_path_id(flow).0
     }
 
     fn path_by_key(&self, _flow: u32, key: u32) -> &[LinkId] {
@@ -224,11 +230,45 @@ struct Component {
     /// Run ids sorted by rate (ascending).
     runs: Vec<u32>,
     links: Vec<u32>,
+    /// The links of the flows' paths, flow by flow in `flows` order, copied
+    /// as the flows froze: finishing a run reads them in one sweep instead
+    /// of looking each path up where its flow was routed (a cache and TLB
+    /// miss or two per flow when millions of flows finish in rate order).
+    hops: Vec<LinkId>,
+    /// Per entry of `flows`: where its path ends in `hops` (it starts where
+    /// the previous entry's ends).
+    hop_end: Vec<u32>,
     /// Lowest rate of a run of this component finished since the last
     /// recompute (infinite if none).
     removed_min: f64,
     touched: bool,
     retired: bool,
+}
+
+impl Component {
+    /// Where the path of `flows[k]` starts in `hops`.
+    fn hop_start(&self, k: usize) -> usize {
+        if k == 0 {
+            0
+        } else {
+            self.hop_end[k - 1] as usize
+        }
+    }
+
+    /// Empties the flows and their paths.
+    fn clear_flows(&mut self) {
+        self.flows.clear();
+        self.hops.clear();
+        self.hop_end.clear();
+    }
+
+    /// Keeps the first `k` flows and their paths.
+    fn truncate_flows(&mut self, k: usize) {
+        let h = self.hop_start(k);
+        self.flows.truncate(k);
+        self.hops.truncate(h);
+        self.hop_end.truncate(k);
+    }
 }
 
 /// Max-min fair fluid flows over directed links; see the module doc.
@@ -311,8 +351,15 @@ struct Scratch {
     /// than one component) their component labels.
     batch_flows: Vec<u32>,
     batch_labels: Vec<u32>,
-    /// (label, origin run, flow) of a mixed batch, to group it, with
-    /// [`group_stable`]'s buffers.
+    /// The paths of `batch_flows`, one after another, and where each ends.
+    batch_hops: Vec<LinkId>,
+    batch_hop_end: Vec<u32>,
+    /// One run of a mixed batch: its flows and their paths.
+    run_flows: Vec<u32>,
+    run_hops: Vec<LinkId>,
+    run_hop_end: Vec<u32>,
+    /// (label, origin run, index in the batch) of a mixed batch, to group
+    /// it, with [`group_stable`]'s buffers.
     group: Vec<(u32, u32, u32)>,
     group_tmp: Vec<(u32, u32, u32)>,
     key_count: Vec<u32>,
@@ -647,12 +694,12 @@ impl FlowSolver {
 
     /// [`FlowSolver::complete_due`] that calls `done` with each finished flow
     /// and its path (just read, so the caller's use of it is cheap).
-    pub fn complete_due_with<'p, P: FlowPaths + ?Sized>(
+    pub fn complete_due_with<P: FlowPaths + ?Sized>(
         &mut self,
-        paths: &'p P,
+        _paths: &P,
         due: FlowDue,
         now: u64,
-        mut done: impl FnMut(u32, &'p [LinkId]),
+        mut done: impl FnMut(u32, &[LinkId]),
     ) -> bool {
         if due.gen != self.gen || self.scheduled != Some(due.time) {
             return false;
@@ -677,19 +724,14 @@ impl FlowSolver {
                 if !over {
                     continue;
                 }
-                self.finish_run(paths, r, &mut done);
+                self.finish_run(r, &mut done);
             }
         }
         true
     }
 
     /// Marks a run's flows done and takes them off their links.
-    fn finish_run<'p, P: FlowPaths + ?Sized>(
-        &mut self,
-        paths: &'p P,
-        r: u32,
-        done: &mut impl FnMut(u32, &'p [LinkId]),
-    ) {
+    fn finish_run(&mut self, r: u32, done: &mut impl FnMut(u32, &[LinkId])) {
         let run = &mut self.runs[r as usize];
         run.finished = true;
         run.due = u64::MAX;
@@ -701,9 +743,13 @@ impl FlowSolver {
             comp.touched = true;
             self.touched.push(run.comp);
         }
-        let flows = &self.comps[run.comp as usize].flows[run.start as usize..run.end as usize];
+        let comp = &self.comps[run.comp as usize];
         let (link_live, dirty_links) = (&mut self.link_live, &mut self.dirty_links);
-        with_paths(paths, flows, |f, path| {
+        let mut from = comp.hop_start(run.start as usize);
+        for k in run.start as usize..run.end as usize {
+            let to = comp.hop_end[k] as usize;
+            let path = &comp.hops[from..to];
+            from = to;
             for &l in path {
                 let li = l.0 as usize;
                 let live = &mut link_live[li];
@@ -714,8 +760,8 @@ impl FlowSolver {
                     dirty_links.push(l.0);
                 }
             }
-            done(f, path);
-        });
+            done(comp.flows[k], path);
+        }
     }
 
     /// Whether anything changed since the last recompute.
@@ -833,15 +879,7 @@ impl FlowSolver {
     /// (the caller truncates): frees the finished ones; brings the others up
     /// to `now`, appends their flows to `sc.flows`, optionally takes their
     /// rate off the links, and lists them in `sc.origins`.
-    fn gather_runs<P: FlowPaths + ?Sized>(
-        &mut self,
-        paths: &P,
-        c: usize,
-        from: usize,
-        now: u64,
-        unload: bool,
-        sc: &mut Scratch,
-    ) {
+    fn gather_runs(&mut self, c: usize, from: usize, now: u64, unload: bool, sc: &mut Scratch) {
         for k in from..self.comps[c].runs.len() {
             let r = self.comps[c].runs[k];
             let run = &mut self.runs[r as usize];
@@ -851,13 +889,13 @@ impl FlowSolver {
                 run.advance(now);
                 let run = *run;
                 sc.origins.push(r);
-                let flows = &self.comps[c].flows[run.start as usize..run.end as usize];
-                sc.flows.extend_from_slice(flows);
-                if unload {
-                    for &f in flows {
-                        for &l in paths.flow_path(f) {
-                            self.link_live[l.0 as usize].load -= run.rate;
-                        }
+                let comp = &self.comps[c];
+                sc.flows.extend_from_slice(&comp.flows[run.start as usize..run.end as usize]);
+                if unload && run.start < run.end {
+                    let hops =
+                        &comp.hops[comp.hop_start(run.start as usize)..comp.hop_end[run.end as usize - 1] as usize];
+                    for &l in hops {
+                        self.link_live[l.0 as usize].load -= run.rate;
                     }
                 }
             }
@@ -888,9 +926,9 @@ impl FlowSolver {
         let cut = self.runs[first as usize].start as usize;
         sc.flows.clear();
         sc.origins.clear();
-        self.gather_runs(paths, ci, k, now, true, sc);
+        self.gather_runs(ci, k, now, true, sc);
         self.comps[ci].runs.truncate(k);
-        self.comps[ci].flows.truncate(cut);
+        self.comps[ci].truncate_flows(cut);
         if sc.flows.is_empty() {
             return;
         }
@@ -933,10 +971,10 @@ impl FlowSolver {
         sc.old_links.clear();
         for k in 0..self.retired.len() {
             let c = self.retired[k] as usize;
-            self.gather_runs(paths, c, 0, now, false, sc);
+            self.gather_runs(c, 0, now, false, sc);
             let comp = &mut self.comps[c];
             sc.old_links.extend_from_slice(&comp.links);
-            comp.flows.clear();
+            comp.clear_flows();
             comp.runs.clear();
             comp.links.clear();
             comp.retired = false;
@@ -982,7 +1020,7 @@ impl FlowSolver {
                 }
             };
             let comp = &mut self.comps[id as usize];
-            comp.flows.clear();
+            comp.clear_flows();
             comp.runs.clear();
             comp.removed_min = f64::INFINITY;
             comp.touched = false;
@@ -1082,6 +1120,8 @@ impl FlowSolver {
             }
             sc.batch_flows.clear();
             sc.batch_labels.clear();
+            sc.batch_hops.clear();
+            sc.batch_hop_end.clear();
             if work as usize > live_len / 2 {
                 // Many flows freeze: one sequential pass over the flows not
                 // frozen as of the last such pass (`sc.live`, in `sc.flows`
@@ -1105,6 +1145,8 @@ impl FlowSolver {
                     }
                     set_bit(&mut self.frozen, f);
                     sc.batch_flows.push(f);
+                    sc.batch_hops.extend_from_slice(p);
+                    sc.batch_hop_end.push(sc.batch_hops.len() as u32);
                     for l in p {
                         let l2 = self.link_local[l.0 as usize] as usize;
                         sc.left[l2].0 -= s;
@@ -1135,7 +1177,10 @@ impl FlowSolver {
                     self.rerated += (sc.batch_flows.len() - from) as u64;
                     let (left, link_local) = (&mut sc.left, &self.link_local);
                     let (labels, link_label) = (&mut sc.batch_labels, &sc.link_label);
+                    let (hops, hop_end) = (&mut sc.batch_hops, &mut sc.batch_hop_end);
                     with_paths(paths, &sc.batch_flows[from..], |_, path| {
+                        hops.extend_from_slice(path);
+                        hop_end.push(hops.len() as u32);
                         for l in path {
                             let l2 = link_local[l.0 as usize] as usize;
                             left[l2].0 -= s;
@@ -1171,14 +1216,14 @@ impl FlowSolver {
         }
         if sc.label_comp.len() == 1 && sc.origins.len() == 1 {
             let (c, remaining) = (sc.label_comp[0], self.runs[sc.origins[0] as usize].remaining);
-            self.push_run(c, rate, remaining, now, &sc.batch_flows);
+            self.push_run(c, rate, remaining, now, &sc.batch_flows, &sc.batch_hops, &sc.batch_hop_end);
             return;
         }
         sc.group.clear();
         for (k, &f) in sc.batch_flows.iter().enumerate() {
             let label = if sc.label_comp.len() == 1 { 0 } else { sc.batch_labels[k] };
             let origin = if sc.origins.len() == 1 { sc.origins[0] } else { self.run_of[f as usize] };
-            sc.group.push((label, origin, f));
+            sc.group.push((label, origin, k as u32));
         }
         // Stable groups in (label, origin) order: each run keeps the freeze
         // order. Origins first, then labels.
@@ -1194,20 +1239,42 @@ impl FlowSolver {
             while b < sc.group.len() && (sc.group[b].0, sc.group[b].1) == (label, origin) {
                 b += 1;
             }
-            sc.batch_flows.clear();
-            sc.batch_flows.extend(sc.group[a..b].iter().map(|g| g.2));
+            sc.run_flows.clear();
+            sc.run_hops.clear();
+            sc.run_hop_end.clear();
+            for g in &sc.group[a..b] {
+                let k = g.2 as usize;
+                let from = if k == 0 { 0 } else { sc.batch_hop_end[k - 1] as usize };
+                sc.run_flows.push(sc.batch_flows[k]);
+                sc.run_hops.extend_from_slice(&sc.batch_hops[from..sc.batch_hop_end[k] as usize]);
+                sc.run_hop_end.push(sc.run_hops.len() as u32);
+            }
             let (c, remaining) = (sc.label_comp[label as usize], self.runs[origin as usize].remaining);
-            self.push_run(c, rate, remaining, now, &sc.batch_flows);
+            self.push_run(c, rate, remaining, now, &sc.run_flows, &sc.run_hops, &sc.run_hop_end);
             a = b;
         }
     }
 
-    /// Appends a run of `flows` to component `c` and queues its completion.
-    fn push_run(&mut self, c: u32, rate: f64, remaining: f64, now: u64, flows: &[u32]) {
+    /// Appends a run of `flows` to component `c` and queues its completion;
+    /// their paths are `hops`, flow k's ending at `hop_end[k]`.
+    #[allow(clippy::too_many_arguments)]
+    fn push_run(
+        &mut self,
+        c: u32,
+        rate: f64,
+        remaining: f64,
+        now: u64,
+        flows: &[u32],
+        hops: &[LinkId],
+        hop_end: &[u32],
+    ) {
         let r = self.alloc_run();
         let comp = &mut self.comps[c as usize];
         let start = comp.flows.len() as u32;
         comp.flows.extend_from_slice(flows);
+        let base = comp.hops.len() as u32;
+        comp.hops.extend_from_slice(hops);
+        comp.hop_end.extend(hop_end.iter().map(|&e| base + e));
         for &f in flows {
             self.run_of[f as usize] = r;
         }
@@ -1240,15 +1307,26 @@ impl FlowSolver {
             })
             .collect();
         order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        // Runs from `from` on are laid out in order from its start.
+        // Runs from `from` on are laid out in order from its start; their
+        // paths move with them.
         let base = runs[comp.runs[from] as usize].start as usize;
+        let hop_base = comp.hop_start(base);
         let old = comp.flows[base..].to_vec();
-        let mut pos = base;
+        let old_end = comp.hop_end[base..].to_vec();
+        let old_hops = comp.hops[hop_base..].to_vec();
+        let (mut pos, mut hop_pos) = (base, hop_base);
         for (k, &(_, _, r)) in order.iter().enumerate() {
             comp.runs[from + k] = r;
             let run = &mut runs[r as usize];
             let (s, e) = (run.start as usize - base, run.end as usize - base);
             comp.flows[pos..pos + (e - s)].copy_from_slice(&old[s..e]);
+            let hs = if s == 0 { hop_base } else { old_end[s - 1] as usize };
+            let he = if e == s { hs } else { old_end[e - 1] as usize };
+            comp.hops[hop_pos..hop_pos + (he - hs)].copy_from_slice(&old_hops[hs - hop_base..he - hop_base]);
+            for (slot, &end) in comp.hop_end[pos..pos + (e - s)].iter_mut().zip(&old_end[s..e]) {
+                *slot = (end as usize - hs + hop_pos) as u32;
+            }
+            hop_pos += he - hs;
             run.start = pos as u32;
             pos += e - s;
             run.end = pos as u32;
@@ -1419,7 +1497,10 @@ mod tests {
         solver.comps.push(Component { removed_min: f64::INFINITY, ..Component::default() });
         // Rates 1, 3, 2 (flows 0-1, 2-4, 5), then 0.5 (flows 6-7).
         for (rate, flows) in [(1.0, &[0u32, 1][..]), (3.0, &[2, 3, 4]), (2.0, &[5]), (0.5, &[6, 7])] {
-            solver.push_run(0, rate, 100.0, 0, flows);
+            // Flow f's path is the one link f.
+            let hops: Vec<LinkId> = flows.iter().map(|&f| LinkId(f)).collect();
+            let ends: Vec<u32> = (1..=flows.len() as u32).collect();
+            solver.push_run(0, rate, 100.0, 0, flows, &hops, &ends);
         }
         solver.sort_runs(0, 1);
         let comp = &solver.comps[0];
@@ -1436,6 +1517,11 @@ mod tests {
         assert_eq!(order, want);
         for f in 0..8 {
             assert!(solver.is_active(f), "flow {f} is still listed in its run");
+        }
+        // Each flow's path moved with it.
+        let comp = &solver.comps[0];
+        for (k, &f) in comp.flows.iter().enumerate() {
+            assert_eq!(&comp.hops[comp.hop_start(k)..comp.hop_end[k] as usize], &[LinkId(f)]);
         }
     }
 

@@ -264,9 +264,12 @@ pub struct Footprint {
 /// Engine memory per task (graph, span, events), measured on the default
 /// training step: 940,626 tasks in 146 MB.
 pub const BYTES_PER_TASK: f64 = 160.0;
-/// Flow-solver memory per flow, measured on the 4,096-rank all-to-all:
-/// 16.8M flows in 1.13 GB.
-pub const BYTES_PER_FLOW: f64 = 70.0;
+/// Memory per flow (its route, the graph's flow, the flow solver's state
+/// with its copy of the route in run order), measured on the multi-plane
+/// fat-tree all-to-all: peak RSS 2,048 -> 4,096 ranks (4.19M -> 16.8M
+/// flows) 0.57 -> 2.26 GB, less the route tables' growth, is 125 bytes per
+/// flow.
+pub const BYTES_PER_FLOW: f64 = 125.0;
 /// Route-table memory per pair of GPUs, measured on an 8,192-GPU
 /// `h800-cluster`: 585 MB.
 pub const BYTES_PER_GPU_PAIR: f64 = 9.0;

@@ -82,9 +82,13 @@ impl Cluster {
     /// factor applies to every link of the stored path, the HBM links of
     /// [`Cluster::share_memory_with_comm`] included.)
     pub fn nccl_charge(&self, route: &[EdgeIndex]) -> f64 {
+        self.nccl_charge_of(route.iter().copied())
+    }
+
+    fn nccl_charge_of(&self, route: impl IntoIterator<Item = EdgeIndex>) -> f64 {
         let Some(eff) = self.nccl_nvlink_efficiency() else { return 1.0 };
         let mut charge = f64::NEG_INFINITY;
-        for &e in route {
+        for e in route {
             let link = self.topology.link(e);
             if link.kind != moesim_topologies::LinkKind::NvLink {
                 return 1.0;
@@ -102,9 +106,7 @@ impl Cluster {
     /// [`Cluster::route_links`] gives them).
     pub fn nccl_charge_of_links(&self, route: &[LinkId]) -> f64 {
         let edges = self.topology.graph.edge_count();
-        let route: Vec<EdgeIndex> =
-            route.iter().filter(|l| (l.0 as usize) < edges).map(|l| EdgeIndex::new(l.0 as usize)).collect();
-        self.nccl_charge(&route)
+        self.nccl_charge_of(route.iter().filter(|l| (l.0 as usize) < edges).map(|l| EdgeIndex::new(l.0 as usize)))
     }
 
     /// As [`Cluster::add_route`], for a flow of an NCCL kernel: the path and
