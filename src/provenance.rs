@@ -136,6 +136,7 @@ pub fn resolved_toml(setup: &Setup) -> Result<String, String> {
         put("nvls_efficiency", float(t.nvls_efficiency));
         put("nccl_nvlink_efficiency", float(t.nccl_nvlink_efficiency));
         put("nvls_chunk_overhead_ns", float(t.nvls_chunk_overhead_ns));
+        put("nccl_version", t.nccl_version.clone().map(toml::Value::String));
         put("pcie_gb_per_s", float(t.pcie_gb_per_s));
         put("pcie_latency_ns", float(t.pcie_latency_ns));
         put("pcie_efficiency", float(t.pcie_efficiency));

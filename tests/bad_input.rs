@@ -226,4 +226,6 @@ fn nccl_protocols_and_nvls_constants_are_checked() {
     assert!(err.contains("hardware.nvls_channels") && err.contains("[1, 64]"), "{err}");
     let err = rejected("bad_chunk_overhead", ALLREDUCE, &["--set", "topology.nvls_chunk_overhead_ns=-1"]);
     assert!(err.contains("topology.nvls_chunk_overhead_ns"), "{err}");
+    let err = rejected("bad_nccl_version", ALLREDUCE, &["--set", "topology.nccl_version=\"3.1\""]);
+    assert!(err.contains("topology.nccl_version") && err.contains("2.19"), "{err}");
 }

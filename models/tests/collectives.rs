@@ -471,6 +471,39 @@ fn auto_picks_ll_for_small_messages_and_simple_for_large_ones() {
     assert!(l.hop_latency.is_some());
 }
 
+#[test]
+fn nccl_releases_pick_small_all_reduces_differently() {
+    // 8 H100 on one NVSwitch (NVLink 450 GB/s, NCCL's rate 0.824 of it).
+    let node = |version: &str| {
+        let cfg = TopologyConfig {
+            preset: Some("h800-node".into()),
+            nccl_version: Some(version.into()),
+            ..Default::default()
+        };
+        let spec = cfg.resolve(LinkDefaults { nvlink_gb_per_s: 450.0, nic_gbit_per_s: 400.0 }).unwrap();
+        Cluster::new(moesim_topologies::build(&spec).unwrap(), DeviceSpec::preset("h100").unwrap(), 1)
+    };
+    let spec = |bytes: f64| CollectiveSpec { op: CollectiveOp::AllReduce, group: (0..8).collect(), bytes };
+    let chosen = |c: &Cluster, bytes: f64| {
+        let e = pick(c, &spec(bytes), None, None).unwrap();
+        (e.algorithm, e.protocol)
+    };
+    // 2.21 on: ring LL at half of 370.8 GB/s, capped at Hopper's 141: 15 us
+    // + 1 MiB / (141 x 8/14) = 28.0 us, NVLS 25 + 1 MiB / (370.8 x 0.85 x
+    // 8/9) = 28.7 us: LL.
+    let new = node("2.29");
+    assert_eq!(chosen(&new, 1048576.0), ("ring", Protocol::Ll));
+    // 2.19-2.20: LL at a quarter (92.7 GB/s): 15 + 19.8 = 34.8 us; NVLS 23 +
+    // 1 MiB / (8 x 370.8/9 x 5/6) = 26.8 us: NVLS, as vidur's profile shows.
+    let old = node("2.20.5");
+    assert_eq!(chosen(&old, 1048576.0), ("nvls", Protocol::Simple));
+    let e = pick(&old, &spec(1048576.0), None, None).unwrap();
+    assert!((e.time_us - (23.0 + 1048576.0 / (8.0 * 370.8e9 / 9.0 * 5.0 / 6.0) * 1e6)).abs() < 0.05, "{e:?}");
+    // Both keep LL for 64 KiB.
+    assert_eq!(chosen(&old, 65536.0), ("ring", Protocol::Ll));
+    assert_eq!(chosen(&new, 65536.0), ("ring", Protocol::Ll));
+}
+
 /// Not a timing assertion: prints how long sampling DeepEP's EP64 routing
 /// (4096 tokens x 256 experts x 64 ranks) takes.
 #[test]

@@ -111,6 +111,13 @@ pub struct TopologyConfig {
     /// (`src/enqueue.cc`), it makes NVLS reach its peak only at large
     /// messages. Absent: 0.
     pub nvls_chunk_overhead_ns: Option<f64>,
+    /// The NCCL release whose tuner picks collective algorithms and
+    /// protocols ("2.19" to "2.30"; default "2.29"). Two generations of
+    /// constants differ: 2.19-2.20 (ring LL at 1/4 of the bus bandwidth,
+    /// llMaxBw 87.7 GB/s, NVLS 23 us, tree Simple 28 us per hop) and
+    /// 2.21 on (LL at 1/2, llMaxBw by GPU generation, NVLS 25 us, tree
+    /// Simple 4 us per NVLink hop), in NVIDIA/nccl `src/graph/tuning.cc`.
+    pub nccl_version: Option<String>,
     /// PCIe between GPU i and NIC i, per direction, GB/s.
     pub pcie_gb_per_s: Option<f64>,
     /// Latency per PCIe traversal (GPU to NIC), ns.
@@ -136,6 +143,39 @@ pub struct TopologyConfig {
     pub link: Option<Vec<crate::explicit::LinkEntry>>,
 }
 
+/// A generation of NCCL's tuner constants (`topology.nccl_version`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NcclTuner {
+    /// NCCL 2.19-2.20 (bundled with PyTorch 2.2-2.4).
+    V2_19,
+    /// NCCL 2.21 to 2.30.
+    #[default]
+    V2_21,
+}
+
+impl NcclTuner {
+    /// The generation of release `version` ("2.19", "2.20.5", ...).
+    pub fn of_version(version: &str) -> Option<NcclTuner> {
+        let mut parts = version.trim().split('.');
+        let (major, minor) = (parts.next()?.parse::<u32>().ok()?, parts.next()?.parse::<u32>().ok()?);
+        if parts.any(|p| p.split('-').next().is_none_or(|n| n.parse::<u32>().is_err())) {
+            return None;
+        }
+        match (major, minor) {
+            (2, 19..=20) => Some(NcclTuner::V2_19),
+            (2, 21..=30) => Some(NcclTuner::V2_21),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NcclTuner::V2_19 => "2.19-2.20",
+            NcclTuner::V2_21 => "2.21-2.30",
+        }
+    }
+}
+
 /// Everything a builder needs, resolved and checked. Rates in bytes/s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterSpec {
@@ -159,6 +199,8 @@ pub struct ClusterSpec {
     /// NVLS's overhead per chunk and channel (see
     /// [`TopologyConfig::nvls_chunk_overhead_ns`]), ns.
     pub nvls_chunk_overhead_ns: f64,
+    /// The generation of NCCL's tuner constants (`nccl_version`).
+    pub nccl_tuner: NcclTuner,
     pub pcie_bytes_per_s: f64,
     /// Latency per PCIe traversal (GPU to NIC), ns.
     pub pcie_latency_ns: f64,
@@ -366,6 +408,7 @@ impl TopologyConfig {
             nvls_efficiency: self.nvls_efficiency.or(base.nvls_efficiency),
             nccl_nvlink_efficiency: self.nccl_nvlink_efficiency.or(base.nccl_nvlink_efficiency),
             nvls_chunk_overhead_ns: self.nvls_chunk_overhead_ns.or(base.nvls_chunk_overhead_ns),
+            nccl_version: self.nccl_version.clone().or_else(|| base.nccl_version.clone()),
             pcie_gb_per_s: self.pcie_gb_per_s.or(base.pcie_gb_per_s),
             pcie_latency_ns: self.pcie_latency_ns.or(base.pcie_latency_ns),
             pcie_efficiency: self.pcie_efficiency.or(base.pcie_efficiency),
@@ -422,6 +465,7 @@ impl TopologyConfig {
             merged.nccl_nvlink_efficiency.map(|v| c.fraction("nccl_nvlink_efficiency", Some(v)));
         let nvls_chunk_overhead_ns =
             c.latency("nvls_chunk_overhead_ns", Some(merged.nvls_chunk_overhead_ns.unwrap_or(0.0)));
+        let nccl_tuner = c.nccl_tuner(merged.nccl_version.as_deref());
         let pcie_gb_per_s = c.rate("pcie_gb_per_s", merged.pcie_gb_per_s, GB_PER_S);
         let pcie_latency_ns = c.latency("pcie_latency_ns", merged.pcie_latency_ns);
         let pcie_efficiency = c.fraction("pcie_efficiency", Some(merged.pcie_efficiency.unwrap_or(1.0)));
@@ -536,6 +580,7 @@ impl TopologyConfig {
             nvls_efficiency,
             nccl_nvlink_efficiency,
             nvls_chunk_overhead_ns,
+            nccl_tuner,
             pcie_bytes_per_s: pcie_gb_per_s * 1e9,
             pcie_latency_ns,
             pcie_efficiency,
@@ -631,6 +676,7 @@ impl TopologyConfig {
             merged.nccl_nvlink_efficiency.map(|v| c.fraction("nccl_nvlink_efficiency", Some(v)));
         let nvls_chunk_overhead_ns =
             c.latency("nvls_chunk_overhead_ns", Some(merged.nvls_chunk_overhead_ns.unwrap_or(0.0)));
+        let nccl_tuner = c.nccl_tuner(merged.nccl_version.as_deref());
         if !c.problems.is_empty() {
             return Err(TopologyError::Invalid { problems: c.problems });
         }
@@ -684,6 +730,7 @@ impl TopologyConfig {
             nvls_efficiency,
             nccl_nvlink_efficiency,
             nvls_chunk_overhead_ns,
+            nccl_tuner,
             pcie_bytes_per_s: pcie.0,
             pcie_efficiency: pcie.1,
             pcie_latency_ns: pcie.2,
@@ -791,6 +838,17 @@ impl Checker {
             out.spine = ratio(self, "oversubscription.spine", r);
         }
         out
+    }
+    /// `nccl_version`: a release from 2.19 to 2.30, as its tuner generation.
+    fn nccl_tuner(&mut self, value: Option<&str>) -> NcclTuner {
+        let Some(v) = value else { return NcclTuner::default() };
+        match NcclTuner::of_version(v) {
+            Some(t) => t,
+            None => {
+                self.push("nccl_version", format!("expected an NCCL release from \"2.19\" to \"2.30\", found \"{v}\""));
+                NcclTuner::default()
+            }
+        }
     }
     fn fraction(&mut self, key: &str, value: Option<f64>) -> f64 {
         self.number(key, value, "a value in (0, 1]", |v| v > 0.0 && v <= 1.0)

@@ -15,7 +15,7 @@ pub mod topology;
 
 pub use build::build;
 pub use config::{
-    show_number, ClusterSpec, ConfigProblem, LinkClassRate, LinkDefaults, Oversubscription, Plausible,
+    show_number, ClusterSpec, ConfigProblem, LinkClassRate, LinkDefaults, NcclTuner, Oversubscription, Plausible,
     TierOversubscription, TierRatios, TopologyConfig, TopologyError, TopologyKind,
 };
 pub use petgraph::graph::{EdgeIndex, NodeIndex};

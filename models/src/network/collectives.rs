@@ -103,6 +103,8 @@ pub struct CollectiveSpec {
 /// kernel's fixed cost, LL's and LL128's hardware latencies as their
 /// per-step latency, and all of them in [`choose`]'s estimate.
 pub mod nccl {
+    pub use moesim_topologies::NcclTuner;
+
     /// `baseLatencies[Ring]` (LL, LL128, Simple), µs.
     pub const RING_BASE_BY_PROTOCOL_US: [f64; 3] = [6.6, 14.0, 8.4];
     /// `baseLatencies[Tree]` (LL, LL128, Simple), µs.
@@ -121,6 +123,57 @@ pub mod nccl {
     /// `nccl_ll_max_busbw_gb_per_s`).
     pub const LL_MAX_BUSBW_2_NODES_GB_PER_S: f64 = 39.0;
     pub const LL_MAX_BUSBW_MORE_NODES_GB_PER_S: f64 = 20.4;
+    /// The constants of one generation of NCCL's tuner that differ between
+    /// generations (`topology.nccl_version`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Tuner {
+        pub generation: NcclTuner,
+        /// `baseLatencies[Tree]` (LL, LL128, Simple), µs.
+        pub tree_base_us: [f64; 3],
+        /// `hwLatencies[NVLINK][Tree]`, µs per hop.
+        pub tree_nvlink_us: [f64; 3],
+        /// `hwLatencies[NET][Tree]`, µs per level.
+        pub tree_net_us: [f64; 3],
+        /// `hwLatencies[NVLINK][NVLS][Simple]`, µs.
+        pub nvls_us: f64,
+        /// `llMaxBws` inside a node at most, GB/s (2.19-2.20: 87.7 for
+        /// every generation from Ampere on; 2.21 on: none beyond the
+        /// device's `nccl_ll_max_busbw_gb_per_s`).
+        pub ll_max_busbw_gb_per_s: f64,
+    }
+
+    /// NCCL 2.21 to 2.30 (the tables above).
+    pub const TUNER_2_21: Tuner = Tuner {
+        generation: NcclTuner::V2_21,
+        tree_base_us: TREE_BASE_BY_PROTOCOL_US,
+        tree_nvlink_us: TREE_NVLINK_BY_PROTOCOL_US,
+        tree_net_us: TREE_NET_BY_PROTOCOL_US,
+        nvls_us: NVLS_US,
+        ll_max_busbw_gb_per_s: f64::INFINITY,
+    };
+
+    /// NCCL 2.19-2.20 (`src/graph/tuning.cc` at v2.19.3 / v2.20.5): the tree
+    /// on Simple without a base latency but 28 µs per hop, NVLS 23 µs, LL
+    /// capped at 87.7 GB/s in a node; ring LL at 1/4 of the bus bandwidth
+    /// (all-reduce, or across nodes; 1/3 otherwise), ring LL128 at 0.7 with
+    /// one GPU per node; NVLS's algbw 5/6 of its bus bandwidth.
+    pub const TUNER_2_19: Tuner = Tuner {
+        generation: NcclTuner::V2_19,
+        tree_base_us: [6.8, 14.0, 0.0],
+        tree_nvlink_us: [0.6, 1.25, 28.0],
+        tree_net_us: [5.0, 8.5, 28.0],
+        nvls_us: 23.0,
+        ll_max_busbw_gb_per_s: 87.7,
+    };
+
+    /// The constants of a generation.
+    pub fn tuner(generation: NcclTuner) -> Tuner {
+        match generation {
+            NcclTuner::V2_19 => TUNER_2_19,
+            NcclTuner::V2_21 => TUNER_2_21,
+        }
+    }
+
     /// `baseLatencies[Ring][Simple]`, µs.
     pub const RING_BASE_US: f64 = RING_BASE_BY_PROTOCOL_US[2];
     /// `baseLatencies[Tree][Simple]`, µs.
@@ -728,7 +781,7 @@ impl CollectiveAlgorithm for Nvls {
         // pays those link latencies itself, so the launch waits the rest.
         let hop_us = dom.up.iter().chain(&dom.down).map(|&e| link_latency(cluster, e).as_us_f64()).fold(0.0, f64::max);
         let phases = f64::from(u8::from(reduce) + u8::from(store));
-        let fixed_us = (nccl::NVLS_US - 2.0 * phases * hop_us).max(0.0);
+        let fixed_us = (tuner_of(cluster).nvls_us - 2.0 * phases * hop_us).max(0.0);
         let starts = launch(graph, streams, after, "nvls launch", fixed_us);
         // Every member's buffer is ready (and registered) before any reduce.
         let barrier = graph.add_delay(streams[0], "nvls start", SimDuration::ZERO);
@@ -860,7 +913,7 @@ impl CollectiveAlgorithm for Tree {
         let n = spec.group.len();
         let nodes = by_node(cluster, &spec.group);
         let starts =
-            launch(graph, streams, after, "tree launch", nccl::TREE_BASE_BY_PROTOCOL_US[self.protocol.index()]);
+            launch(graph, streams, after, "tree launch", tuner_of(cluster).tree_base_us[self.protocol.index()]);
         let proto = protocol_charge(cluster, spec, "tree", self.protocol);
         let half = spec.bytes / 2.0;
         let chunks = self.pipe.chunks(half);
@@ -1186,19 +1239,43 @@ fn ring_bytes_per_s(cluster: &Cluster, spec: &CollectiveSpec) -> f64 {
 /// [`nccl::LL_MAX_BUSBW_MORE_NODES_GB_PER_S`]. (NCCL also caps LL128 by a
 /// per-channel rate x its channels, which depend on its topology search;
 /// moesim leaves that cap out.)
-fn protocol_busbw(cluster: &Cluster, nodes: usize, algorithm: &str, protocol: Protocol, simple: f64) -> f64 {
+/// NCCL 2.19-2.20 ([`nccl::TUNER_2_19`]) refines the ring differently: LL
+/// a quarter (all-reduce or across nodes, else a third), LL128 0.7 with one
+/// GPU per node.
+fn protocol_busbw(cluster: &Cluster, spec: &CollectiveSpec, algorithm: &str, protocol: Protocol, simple: f64) -> f64 {
+    let nodes = by_node(cluster, &spec.group);
+    let ppn = nodes.iter().map(Vec::len).max().unwrap_or(1);
+    let nodes = nodes.len();
+    let tuner = tuner_of(cluster);
     let ll_max = match nodes {
-        0 | 1 => cluster.device.nccl_ll_max_busbw_gb_per_s.map_or(f64::INFINITY, |v| v * 1e9),
+        0 | 1 => cluster
+            .device
+            .nccl_ll_max_busbw_gb_per_s
+            .map_or(f64::INFINITY, |v| v * 1e9)
+            .min(tuner.ll_max_busbw_gb_per_s * 1e9),
         2 => nccl::LL_MAX_BUSBW_2_NODES_GB_PER_S * 1e9,
         _ => nccl::LL_MAX_BUSBW_MORE_NODES_GB_PER_S * 1e9,
     };
+    let old = tuner.generation == nccl::NcclTuner::V2_19;
+    let ring_ll = match (old, nodes > 1 || spec.op == CollectiveOp::AllReduce) {
+        (false, _) => 0.5,
+        (true, true) => 0.25,
+        (true, false) => 1.0 / 3.0,
+    };
+    let ring_ll128 = if old && ppn < 2 { 0.7 } else { 0.92 };
     match (algorithm, protocol) {
         (_, Protocol::Simple) => simple,
         ("tree", Protocol::Ll) => (simple / 3.8).min(ll_max),
         ("tree", Protocol::Ll128) => simple * if nodes <= 1 { 7.0 / 9.0 } else { 120.0 / 128.0 },
-        (_, Protocol::Ll) => (simple * 0.5).min(ll_max),
-        (_, Protocol::Ll128) => simple * 0.92,
+        (_, Protocol::Ll) => (simple * ring_ll).min(ll_max),
+        (_, Protocol::Ll128) => simple * ring_ll128,
     }
+}
+
+/// The generation of NCCL's tuner the cluster's topology names
+/// (`topology.nccl_version`).
+fn tuner_of(cluster: &Cluster) -> nccl::Tuner {
+    nccl::tuner(cluster.topology.spec.as_ref().map_or_else(Default::default, |s| s.nccl_tuner))
 }
 
 /// The bytes a copy loop of `algorithm` ("ring" or "tree") on `protocol`
@@ -1209,9 +1286,8 @@ pub fn protocol_charge(cluster: &Cluster, spec: &CollectiveSpec, algorithm: &str
     if protocol == Protocol::Simple {
         return 1.0;
     }
-    let nodes = by_node(cluster, &spec.group).len();
     let simple = ring_bytes_per_s(cluster, spec) * if algorithm == "tree" { nccl::TREE_BW_FACTOR } else { 1.0 };
-    let busbw = protocol_busbw(cluster, nodes, algorithm, protocol, simple);
+    let busbw = protocol_busbw(cluster, spec, algorithm, protocol, simple);
     if busbw > 0.0 && busbw.is_finite() && simple.is_finite() {
         simple / busbw
     } else {
@@ -1284,16 +1360,17 @@ pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
         let lat = nccl::RING_BASE_BY_PROTOCOL_US[i]
             + nccl::RING_NVLINK_BY_PROTOCOL_US[i] * (steps - inter)
             + nccl::RING_NET_BY_PROTOCOL_US[i] * inter;
-        let algbw = protocol_busbw(cluster, nodes.len(), "ring", protocol, ring_bw) * nf / steps;
+        let algbw = protocol_busbw(cluster, spec, "ring", protocol, ring_bw) * nf / steps;
         out.push(Estimate { algorithm: "ring", protocol, time_us: lat + s / algbw * 1e6 });
     }
+    let tuner = tuner_of(cluster);
     if all_reduce {
         let log2 = (nodes.len() as u32).ilog2() as f64;
         for protocol in Protocol::ALL {
             let i = protocol.index();
-            let lat = nccl::TREE_BASE_BY_PROTOCOL_US[i]
-                + 2.0 * (nccl::TREE_NVLINK_BY_PROTOCOL_US[i] * (ppn - 1.0) + nccl::TREE_NET_BY_PROTOCOL_US[i] * log2);
-            let busbw = protocol_busbw(cluster, nodes.len(), "tree", protocol, nccl::TREE_BW_FACTOR * ring_bw);
+            let lat =
+                tuner.tree_base_us[i] + 2.0 * (tuner.tree_nvlink_us[i] * (ppn - 1.0) + tuner.tree_net_us[i] * log2);
+            let busbw = protocol_busbw(cluster, spec, "tree", protocol, nccl::TREE_BW_FACTOR * ring_bw);
             out.push(Estimate { algorithm: "tree", protocol, time_us: lat + s / (busbw / 2.0) * 1e6 });
         }
     }
@@ -1306,13 +1383,16 @@ pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
         // 2(n-1)): algbw B x eff x n/(n+1) (480 GB/s busbw on 8 H100, NVIDIA's
         // peak); reduce-scatter and all-gather: n x B/(n+1) x eff x
         // ((n-1)/n)^2. NCCL's tuner knows nothing of the chunk overhead.
-        let per_channel = dom.nccl_rate / (nf + 1.0) * dom.efficiency * (nf - 1.0) / nf;
-        let algbw = if all_reduce {
-            nf * per_channel * 2.0 * nf / (2.0 * (nf - 1.0))
-        } else {
-            nf * per_channel * (nf - 1.0) / nf
+        // NCCL 2.19-2.20 had no nvlsEfficiency: algbw 5/6 of n x B/(n+1)
+        // for all-reduce, all of it for the others.
+        let per_channel = dom.nccl_rate / (nf + 1.0);
+        let algbw = match (tuner.generation, all_reduce) {
+            (nccl::NcclTuner::V2_19, true) => nf * per_channel * 5.0 / 6.0,
+            (nccl::NcclTuner::V2_19, false) => nf * per_channel,
+            (_, true) => nf * per_channel * dom.efficiency * (nf - 1.0) / nf * 2.0 * nf / (2.0 * (nf - 1.0)),
+            (_, false) => nf * per_channel * dom.efficiency * (nf - 1.0) / nf * (nf - 1.0) / nf,
         };
-        out.push(Estimate { algorithm: "nvls", protocol: Protocol::Simple, time_us: nccl::NVLS_US + s / algbw * 1e6 });
+        out.push(Estimate { algorithm: "nvls", protocol: Protocol::Simple, time_us: tuner.nvls_us + s / algbw * 1e6 });
     }
     out
 }
