@@ -77,7 +77,7 @@ fn dispatch_bytes_per_forward(routing_draw: RoutingDraw) -> Vec<f64> {
         }
         let end = spans.get(i + 1).map_or(g.tasks().len() as u32, |n| n.first.0);
         let bytes: f64 = (o.first.0..end)
-            .map(|t| moesim_sim::TaskId(t))
+            .map(moesim_sim::TaskId)
             .filter(|&t| g.task_name(t) == "ep dispatch")
             .map(|t| match &g.task(t).kind {
                 TaskKind::Comm(comm) => g.comm_flows(comm).iter().map(|f| f.bytes).sum(),
