@@ -62,6 +62,7 @@ op = "$3"
 ranks = $2
 bytes = 1048576
 algorithm = "$4"
+protocol = "simple"                 # ASTRA-sim's collectives move data at the link rate (no LL flags)
 EOF
 }
 

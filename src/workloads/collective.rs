@@ -75,13 +75,7 @@ impl Workload for CollectiveWorkload {
                 format!("expected one of {}, found \"{}\"", collectives::ALGORITHMS.join(", "), self.algorithm),
             ));
         }
-        if let Err(e) = collectives::Protocol::parse(&self.protocol) {
-            let message = match e {
-                moesim_models::ModelError::Invalid { problems } => {
-                    problems.into_iter().map(|p| p.message).collect::<Vec<_>>().join("; ")
-                }
-                other => other.to_string(),
-            };
+        if let Err(message) = collectives::Protocol::parse(&self.protocol) {
             out.push(problem("workload.protocol", message));
         }
         check_ranks(self.ranks, topology, &mut out);
@@ -112,7 +106,8 @@ impl Workload for CollectiveWorkload {
         };
         let spec = CollectiveSpec { op: self.op, group: (0..self.ranks).collect(), bytes: self.bytes };
         let mut notes = Vec::new();
-        let forced = collectives::Protocol::parse(&self.protocol).map_err(|e| model_failure(setup, e))?;
+        let forced = collectives::Protocol::parse(&self.protocol)
+            .map_err(|m| model_failure(setup, moesim_models::ModelError::invalid("workload.protocol", m)))?;
         let estimates = collectives::estimates(&cluster, &spec);
         let weighed = estimates.iter().any(|e| e.time_us.is_finite());
         let forced_algorithm = (self.algorithm != "auto").then_some(self.algorithm.as_str());

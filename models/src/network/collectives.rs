@@ -245,17 +245,14 @@ impl Protocol {
         }
     }
 
-    /// A `protocol` key: `None` for `auto`.
-    pub fn parse(name: &str) -> Result<Option<Protocol>, ModelError> {
+    /// A `protocol` key: `None` for `auto`; else what was expected.
+    pub fn parse(name: &str) -> Result<Option<Protocol>, String> {
         match name {
             "auto" => Ok(None),
             "ll" => Ok(Some(Protocol::Ll)),
             "ll128" => Ok(Some(Protocol::Ll128)),
             "simple" => Ok(Some(Protocol::Simple)),
-            other => Err(ModelError::invalid(
-                "workload.protocol",
-                format!("expected one of {}, found \"{other}\"", PROTOCOLS.join(", ")),
-            )),
+            other => Err(format!("expected one of {}, found \"{other}\"", PROTOCOLS.join(", "))),
         }
     }
 }
@@ -1230,7 +1227,8 @@ fn ring_bytes_per_s(cluster: &Cluster, spec: &CollectiveSpec) -> f64 {
 }
 
 /// NCCL's bus bandwidth for `algorithm` ("ring" or "tree") on `protocol`
-/// over `nodes` nodes, from its Simple bus bandwidth `simple` (bytes/s),
+/// over `nodes` nodes of at most `ppn` members each, from its Simple bus
+/// bandwidth `simple` (bytes/s),
 /// with NCCL's refinements (`ncclTopoTuneModel`): ring LL half of it, at
 /// most `llMaxBw`; ring LL128 0.92 of it; tree LL 1/3.8 of it, at most
 /// `llMaxBw`; tree LL128 7/9 of it inside a node, 120/128 across nodes.
@@ -1242,10 +1240,14 @@ fn ring_bytes_per_s(cluster: &Cluster, spec: &CollectiveSpec) -> f64 {
 /// NCCL 2.19-2.20 ([`nccl::TUNER_2_19`]) refines the ring differently: LL
 /// a quarter (all-reduce or across nodes, else a third), LL128 0.7 with one
 /// GPU per node.
-fn protocol_busbw(cluster: &Cluster, spec: &CollectiveSpec, algorithm: &str, protocol: Protocol, simple: f64) -> f64 {
-    let nodes = by_node(cluster, &spec.group);
-    let ppn = nodes.iter().map(Vec::len).max().unwrap_or(1);
-    let nodes = nodes.len();
+fn protocol_busbw(
+    cluster: &Cluster,
+    spec: &CollectiveSpec,
+    (nodes, ppn): (usize, usize),
+    algorithm: &str,
+    protocol: Protocol,
+    simple: f64,
+) -> f64 {
     let tuner = tuner_of(cluster);
     let ll_max = match nodes {
         0 | 1 => cluster
@@ -1286,8 +1288,10 @@ pub fn protocol_charge(cluster: &Cluster, spec: &CollectiveSpec, algorithm: &str
     if protocol == Protocol::Simple {
         return 1.0;
     }
+    let nodes = by_node(cluster, &spec.group);
+    let shape = (nodes.len(), nodes.iter().map(Vec::len).max().unwrap_or(1));
     let simple = ring_bytes_per_s(cluster, spec) * if algorithm == "tree" { nccl::TREE_BW_FACTOR } else { 1.0 };
-    let busbw = protocol_busbw(cluster, spec, algorithm, protocol, simple);
+    let busbw = protocol_busbw(cluster, spec, shape, algorithm, protocol, simple);
     if busbw > 0.0 && busbw.is_finite() && simple.is_finite() {
         simple / busbw
     } else {
@@ -1349,7 +1353,8 @@ pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
     }
     let nodes = by_node(cluster, &spec.group);
     let (nf, big_n) = (n as f64, nodes.len() as f64);
-    let ppn = nodes.iter().map(Vec::len).max().unwrap_or(1) as f64;
+    let shape = (nodes.len(), nodes.iter().map(Vec::len).max().unwrap_or(1));
+    let ppn = shape.1 as f64;
     let ring_bw = ring_bytes_per_s(cluster, spec);
     let s = spec.bytes;
     let mut out = Vec::new();
@@ -1360,7 +1365,7 @@ pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
         let lat = nccl::RING_BASE_BY_PROTOCOL_US[i]
             + nccl::RING_NVLINK_BY_PROTOCOL_US[i] * (steps - inter)
             + nccl::RING_NET_BY_PROTOCOL_US[i] * inter;
-        let algbw = protocol_busbw(cluster, spec, "ring", protocol, ring_bw) * nf / steps;
+        let algbw = protocol_busbw(cluster, spec, shape, "ring", protocol, ring_bw) * nf / steps;
         out.push(Estimate { algorithm: "ring", protocol, time_us: lat + s / algbw * 1e6 });
     }
     let tuner = tuner_of(cluster);
@@ -1370,7 +1375,7 @@ pub fn estimates(cluster: &Cluster, spec: &CollectiveSpec) -> Vec<Estimate> {
             let i = protocol.index();
             let lat =
                 tuner.tree_base_us[i] + 2.0 * (tuner.tree_nvlink_us[i] * (ppn - 1.0) + tuner.tree_net_us[i] * log2);
-            let busbw = protocol_busbw(cluster, spec, "tree", protocol, nccl::TREE_BW_FACTOR * ring_bw);
+            let busbw = protocol_busbw(cluster, spec, shape, "tree", protocol, nccl::TREE_BW_FACTOR * ring_bw);
             out.push(Estimate { algorithm: "tree", protocol, time_us: lat + s / (busbw / 2.0) * 1e6 });
         }
     }
