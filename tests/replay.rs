@@ -279,6 +279,20 @@ fn readme_calibration_table_is_the_binary_output() {
     }
     let all = row("all");
     assert_eq!(all[2], "2.0", "median gap before a compute-stream kernel: {all:?}");
+    // Both sides of the profile's chunk pair are busy most of its 129 ms:
+    // the compute stream and the DeepEP stream, a quarter of whose time is
+    // the notify and layout kernels (the 33.0 ms of their class row).
+    let streams: Vec<Vec<String>> = text
+        .lines()
+        .filter(|l| l.starts_with("| profile: stream"))
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_owned()).collect())
+        .collect();
+    assert_eq!(streams.len(), 3, "{text}");
+    let share = |r: &Vec<String>| -> f64 { r[3].trim_end_matches(" %").parse().unwrap_or(f64::NAN) };
+    let deepep = streams.iter().find(|r| r[4] != "0.0").unwrap_or_else(|| panic!("a DeepEP stream: {streams:?}"));
+    assert_eq!(deepep[4], row("DeepEP notify and layout")[3], "{deepep:?}");
+    assert!(share(deepep) > 80.0, "{deepep:?}");
+    assert!(streams.iter().filter(|r| share(r) > 80.0).count() == 2, "{streams:?}");
     crate::readme::check_region("profile-calibration", &text);
 }
 

@@ -182,6 +182,8 @@ pub fn calibration_text(rank: &RankGraph, trace: &str) -> Result<String, AppErro
         100.0 * metric("ep_hidden_fraction_chunk_pair")
     ));
 
+    s.push_str(&stream_busy_text(rank, &classes, metric("overlapped_chunk_ms")));
+
     s.push_str(
         "\nGaps before each kernel of the profile's compute stream, by the class of the kernel after the gap (µs; the \
          trace's timestamps are whole µs), and those no cross-stream wait explains:\n\n",
@@ -200,6 +202,44 @@ pub fn calibration_text(rank: &RankGraph, trace: &str) -> Result<String, AppErro
     }
     s.push_str(&gap_row("all", &all));
     Ok(s)
+}
+
+/// How busy each stream of the profile is over its span (kernel time
+/// summed, ms, and the share of the span; the DeepEP notify and layout
+/// kernels apart), beside the model's compute and DeepEP kernel time in its
+/// chunk pair: which side of the chunk pair is the bottleneck.
+fn stream_busy_text(rank: &RankGraph, classes: &[crate::workloads::training::ChunkPairClass], model_pair_ms: f64) -> String {
+    let span_ms = rank.gpu_span_ns() as f64 / 1e6;
+    let mut s = format!(
+        "\nBusy time per stream of the profile over its {span_ms:.1} ms span (kernel time summed; a stream's kernels do \
+         not overlap), and the model's kernel time in its {model_pair_ms:.1} ms chunk pair:\n\n\
+         | stream | kernels | busy ms | share of the span | of it DeepEP notify and layout ms |\n|---|---:|---:|---:|---:|\n"
+    );
+    for (i, stream) in rank.streams.iter().enumerate() {
+        let ops: Vec<_> = rank.ops.iter().filter(|o| o.stream as usize == i).collect();
+        if ops.is_empty() {
+            continue;
+        }
+        let busy = ops.iter().map(|o| o.dur_ns.max(0) as f64).sum::<f64>() / 1e6;
+        let notify = ops
+            .iter()
+            .filter(|o| trace_row(o.class, &o.name) == "deepep-notify")
+            .fold(0.0, |a, o| a + o.dur_ns.max(0) as f64)
+            / 1e6;
+        s.push_str(&format!(
+            "| profile: {} | {} | {busy:.1} | {:.1} % | {notify:.1} |\n",
+            stream.label,
+            ops.len(),
+            100.0 * busy / span_ms
+        ));
+    }
+    let sum = |ep: bool| -> f64 {
+        classes.iter().filter(|c| c.class.starts_with("deepep") == ep).map(|c| c.in_situ_ms).sum()
+    };
+    for (label, ms) in [("model: every class but DeepEP", sum(false)), ("model: DeepEP kernels", sum(true))] {
+        s.push_str(&format!("| {label} | | {ms:.1} | {:.1} % | — |\n", 100.0 * ms / model_pair_ms));
+    }
+    s
 }
 
 /// One row of the gap table: count, median, 90th percentile, mean; the
