@@ -246,6 +246,8 @@ impl TaskGraph {
         let start = self.flows.len();
         let task = self.add_comm(stream, label, flows.iter().map(|&(f, _)| f), hold);
         if self.flow_weights.is_empty() && flows.iter().any(|&(_, w)| w != 1) {
+            // As much room as the flows have (`reserve_flows`).
+            self.flow_weights.reserve_exact(self.flows.capacity());
             self.flow_weights.resize(self.flows.len(), 1);
         }
         if !self.flow_weights.is_empty() {

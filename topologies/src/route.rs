@@ -342,17 +342,37 @@ impl Router {
         }
         let base = mix(self.seed_mix ^ (u64::from(src) << 32 | u64::from(dst))) ^ mix(flow_key.wrapping_add(GOLDEN));
         match &self.codes {
-            Codes::Narrow(codes) => self.walk(codes, src, dst, base, out),
-            Codes::Wide(codes) => self.walk(codes, src, dst, base, out),
+            Codes::Narrow(codes) => self.walk(codes, src, dst, base, usize::MAX, out),
+            Codes::Wide(codes) => self.walk(codes, src, dst, base, usize::MAX, out),
         }
     }
 
-    fn walk<C: Code>(&self, codes: &[C], src: u32, dst: u32, base: u64, out: &mut Vec<EdgeIndex>) {
+    /// The first link of [`Router::route`]'s path (the same ECMP choice,
+    /// without walking the rest); `None` for `src == dst`. Panics as
+    /// `route` does.
+    pub fn first_hop(&self, topology: &Topology, src: u32, dst: u32, flow_key: u64) -> Option<EdgeIndex> {
+        assert_eq!(topology.graph.edge_count(), self.edge_count, "router used with another topology");
+        if src == dst {
+            return None;
+        }
+        let base = mix(self.seed_mix ^ (u64::from(src) << 32 | u64::from(dst))) ^ mix(flow_key.wrapping_add(GOLDEN));
+        let mut out = Vec::with_capacity(1);
+        match &self.codes {
+            Codes::Narrow(codes) => self.walk(codes, src, dst, base, 1, &mut out),
+            Codes::Wide(codes) => self.walk(codes, src, dst, base, 1, &mut out),
+        }
+        out.first().copied()
+    }
+
+    /// Walks from `src` towards `dst`, at most `hops` links.
+    fn walk<C: Code>(&self, codes: &[C], src: u32, dst: u32, base: u64, hops: usize, out: &mut Vec<EdgeIndex>) {
         let d = dst as usize;
         let target = self.gpu_vertex[d];
         let mut v = self.gpu_vertex[src as usize];
         let mut step = 0u64;
-        while v != target {
+        let mut walked = 0;
+        while v != target && walked < hops {
+            walked += 1;
             let key = v as usize * self.gpus + d;
             let (start, len) = codes[self.row_of[v as usize] as usize * self.gpus + d].unpack();
             let extra = len == 0 && start == C::MAX_FIELD;
