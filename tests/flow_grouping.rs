@@ -25,7 +25,7 @@ fn all_to_all(gpus: u32, grouping: &str, extra: &[&str]) -> serde_json::Value {
 
 /// The README's bound: on the multi-plane fat-tree preset the grouped
 /// exchange's time is the exact one's up to +6 % (measured: +0.0 % at 512
-/// and 1,024 GPUs, +3.5 % at 2,048, +5.5 % at 4,096): it errs high, as G
+/// and 1,024 GPUs, +3.5 % at 2,048, +5.5 % at 4,096 and 8,192): it errs high, as G
 /// members on one spine collide more than G members hashed apart. Checked
 /// at 2,048 GPUs, where the spines matter; with far fewer flows.
 #[test]
