@@ -48,9 +48,9 @@ pub struct CollectiveWorkload {
     /// ranks) are simulated: `exact` (default), each on its own ECMP route;
     /// or `node-pair`, on a multi-plane fat-tree only, the members crossing
     /// one plane from one node to another as one weighted flow on one ECMP
-    /// route plus weighted NVLink forwarding flows (about G^2 / G = G times
-    /// fewer flows for G GPUs per node; the completion time within the
-    /// error bound the README states).
+    /// route plus weighted NVLink forwarding flows (G times fewer flows for
+    /// G GPUs per node; the completion time within the error bound the
+    /// README states: 0 to +6 % up to 8,192 GPUs).
     #[serde(default)]
     pub flow_grouping: FlowGrouping,
 }
