@@ -7,6 +7,8 @@
 //! `cargo bench --bench full_scale` runs the all-to-all at 1,024 GPUs only.
 //! The long ones are behind environment variables:
 //! - `MOESIM_BENCH_A2A_GPUS=1024,4096` — all-to-all sizes (multiples of 8);
+//! - `MOESIM_BENCH_A2A_GROUPED_GPUS=4096,16384` — the same all-to-all with
+//!   `workload.flow_grouping = "node-pair"` (weighted flows) at those sizes;
 //! - `MOESIM_BENCH_ALL_RANKS_NODES=4` — the every-rank step of
 //!   `deepseek-v3-chunk-256xh800` cut to that many 8-GPU nodes (EP16, PP2,
 //!   4 layers, 1,024-token sequences, as `tests/training.rs`), and the
@@ -23,19 +25,31 @@ fn sizes(var: &str, default: &[u32]) -> Vec<u32> {
 }
 
 fn alltoall(c: &mut Criterion) {
-    let mut g = c.benchmark_group("alltoall_multi_plane_fat_tree");
+    alltoall_group(c, "alltoall_multi_plane_fat_tree", "MOESIM_BENCH_A2A_GPUS", &[1024], "exact");
+    alltoall_group(c, "alltoall_multi_plane_fat_tree_grouped", "MOESIM_BENCH_A2A_GROUPED_GPUS", &[], "node-pair");
+}
+
+fn alltoall_group(c: &mut Criterion, name: &str, var: &str, default: &[u32], grouping: &str) {
+    let gpus_list = sizes(var, default);
+    if gpus_list.is_empty() {
+        return;
+    }
+    let mut g = c.benchmark_group(name);
     g.sample_size(10);
-    for gpus in sizes("MOESIM_BENCH_A2A_GPUS", &[1024]) {
-        let sets = vec![
+    for gpus in gpus_list {
+        let mut sets = vec![
             "topology.preset=multi-plane-fat-tree".to_owned(),
             format!("topology.nodes={}", gpus / 8),
             format!("workload.ranks={gpus}"),
         ];
+        if grouping != "exact" {
+            sets.push(format!("workload.flow_grouping=\"{grouping}\""));
+        }
         let builtin = ScenarioRef::Builtin("alltoall-512xh800");
         let (_, outcome) = run_scenario(&builtin, &sets, &Default::default()).expect("runs");
         let r = &outcome.result;
         eprintln!(
-            "all-to-all {gpus} GPUs: {} events, {} flows, {} rate recomputations, {} flows re-rated",
+            "all-to-all {gpus} GPUs ({grouping}): {} events, {} flows, {} rate recomputations, {} flows re-rated",
             r.events, r.flows_started, r.flow_recomputes, r.flows_rerated
         );
         g.throughput(Throughput::Elements(r.flows_started));

@@ -122,6 +122,27 @@ fn one_and_two_threads_write_identical_files() {
     );
 }
 
+/// The direct all-to-all grouped by node pair routes blocks of source
+/// nodes on rayon's threads: one thread and two write the same files.
+#[test]
+fn a_grouped_all_to_all_writes_identical_files_at_one_and_two_threads() {
+    same_files_at_one_and_two_threads(
+        "determinism-grouped-threads",
+        &[
+            "alltoall-512xh800",
+            "--set",
+            "topology.preset=multi-plane-fat-tree",
+            "--set",
+            "topology.nodes=80",
+            "--set",
+            "workload.ranks=640",
+            "--set",
+            "workload.flow_grouping=\"node-pair\"",
+        ],
+        &["summary.json", "timeline.csv", "resources.csv", "trace.json.gz"],
+    );
+}
+
 /// A serving run records its outcomes (latency sketches, `requests.csv`) on
 /// a second thread when it has one: one thread and two write the same files.
 #[test]

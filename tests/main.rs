@@ -9,6 +9,7 @@ mod dense;
 mod determinism;
 mod discoverable;
 mod explicit_topology;
+mod flow_grouping;
 mod grpo;
 mod hardening;
 mod inference;

@@ -49,6 +49,21 @@
 //! flows its water-fillings rate ([`FlowSolver::flows_rerated`]): one event
 //! can finish millions of flows, so events/s alone says little of its work.
 //!
+//! A flow may stand for `w` identical member flows on one path
+//! ([`FlowPaths::flow_weight`], from `TaskGraph::add_weighted_comm`): its
+//! bytes and rate are a member's, and it loads each link it crosses with
+//! `w` x its rate. Progressive filling freezes identical flows together, so
+//! one flow of weight `w` gets exactly the rate, and finishes exactly when,
+//! `w` separate ones would: the filling counts a link's unfrozen *members*
+//! (the incidence sums weights beside its flow count) and takes `w` x the
+//! level off each link a frozen flow crosses; link loads and member counts
+//! (`LinkLive`) move by `w` x the rate and `w`. A caller without weights
+//! reads no weight (the trait's default is the constant 1, and
+//! `TaskGraph` keeps its weights in a side vector that stays empty until a
+//! weighted flow is added), and `x * 1.0` is `x`, so unweighted runs give
+//! the same bits as before. Weights are u32 and a link's members are
+//! counted in a u32.
+//!
 //! Rates are f64 bytes per picosecond; completion times are rounded up to
 //! whole picoseconds with [`ceil_ps`], and a flow with less than
 //! [`DONE_BYTES`] left counts as finished, so rounding never livelocks a run.
@@ -101,6 +116,20 @@ pub trait FlowPaths {
     fn path_by_key(&self, flow: u32, _key: u32) -> &[LinkId] {
         self.flow_path(flow)
     }
+
+    /// How many identical member flows `flow` stands for (see the module
+    /// doc): 1 unless the caller weights flows.
+    #[inline]
+    fn flow_weight(&self, _flow: u32) -> u32 {
+        1
+    }
+
+    /// Whether any flow may have a weight other than 1 (lets the solver
+    /// keep its per-run sweeps where none has).
+    #[inline]
+    fn has_weights(&self) -> bool {
+        false
+    }
 }
 
 impl FlowPaths for TaskGraph {
@@ -114,6 +143,16 @@ impl FlowPaths for TaskGraph {
 
     fn path_by_key(&self, _flow: u32, key: u32) -> &[LinkId] {
         self.path(crate::graph::PathId(key))
+    }
+
+    #[inline]
+    fn flow_weight(&self, flow: u32) -> u32 {
+        TaskGraph::flow_weight(self, flow)
+    }
+
+    #[inline]
+    fn has_weights(&self) -> bool {
+        TaskGraph::has_flow_weights(self)
     }
 }
 
@@ -169,7 +208,7 @@ pub struct FlowDue {
 struct LinkLive {
     /// Current aggregate rate, bytes per picosecond, maintained incrementally.
     load: f64,
-    /// Active flows crossing the link.
+    /// Active member flows crossing the link (a flow of weight w counts w).
     n: u32,
     /// The link is in `dirty_links`.
     dirty: bool,
@@ -419,6 +458,8 @@ struct ListTail {
     last: u32,
     /// Flows in the list.
     deg: u32,
+    /// Their weights, summed (member flows).
+    weight: u32,
 }
 
 impl Incidence {
@@ -437,7 +478,7 @@ impl Incidence {
     fn add_link(&mut self) {
         let b = self.new_block();
         self.head.push(b);
-        self.tails.push(ListTail { pos: b as usize * BLOCK, last: 0, deg: 0 });
+        self.tails.push(ListTail { pos: b as usize * BLOCK, last: 0, deg: 0, weight: 0 });
     }
 
     /// Flows crossing local link `k`.
@@ -445,13 +486,19 @@ impl Incidence {
         self.tails[k].deg
     }
 
-    /// Appends flow `f` to local link `k`'s list.
+    /// Member flows crossing local link `k` (the flows' weights summed).
+    fn weight(&self, k: usize) -> u32 {
+        self.tails[k].weight
+    }
+
+    /// Appends flow `f` of weight `w` to local link `k`'s list.
     #[inline]
-    fn push(&mut self, k: usize, f: u32) {
+    fn push(&mut self, k: usize, f: u32, w: u32) {
         let tail = &mut self.tails[k];
         let mut z = zigzag(f.wrapping_sub(tail.last));
         tail.last = f;
         tail.deg += 1;
+        tail.weight += w;
         let mut pos = tail.pos;
         if pos % BLOCK + 5 <= PAYLOAD {
             // Room for any varint in this block.
@@ -623,10 +670,12 @@ impl FlowSolver {
     /// rate at the next [`FlowSolver::recompute`].
     pub fn start_flow<P: FlowPaths + ?Sized>(&mut self, paths: &P, flow: u32, bytes: f64) {
         self.started += 1;
+        let w = paths.flow_weight(flow);
+        let link_bytes = bytes * f64::from(w);
         for &l in paths.flow_path(flow) {
             let li = l.0 as usize;
-            self.link_stats[li].bytes += bytes;
-            self.link_live[li].n += 1;
+            self.link_stats[li].bytes += link_bytes;
+            self.link_live[li].n += w;
             // The component it joins is recomputed with it.
             let c = self.link_comp[li];
             if c != NONE {
@@ -696,7 +745,7 @@ impl FlowSolver {
     /// and its path (just read, so the caller's use of it is cheap).
     pub fn complete_due_with<P: FlowPaths + ?Sized>(
         &mut self,
-        _paths: &P,
+        paths: &P,
         due: FlowDue,
         now: u64,
         mut done: impl FnMut(u32, &[LinkId]),
@@ -724,14 +773,14 @@ impl FlowSolver {
                 if !over {
                     continue;
                 }
-                self.finish_run(r, &mut done);
+                self.finish_run(paths, r, &mut done);
             }
         }
         true
     }
 
     /// Marks a run's flows done and takes them off their links.
-    fn finish_run(&mut self, r: u32, done: &mut impl FnMut(u32, &[LinkId])) {
+    fn finish_run<P: FlowPaths + ?Sized>(&mut self, paths: &P, r: u32, done: &mut impl FnMut(u32, &[LinkId])) {
         let run = &mut self.runs[r as usize];
         run.finished = true;
         run.due = u64::MAX;
@@ -750,11 +799,13 @@ impl FlowSolver {
             let to = comp.hop_end[k] as usize;
             let path = &comp.hops[from..to];
             from = to;
+            let w = paths.flow_weight(comp.flows[k]);
+            let load = run.rate * f64::from(w);
             for &l in path {
                 let li = l.0 as usize;
                 let live = &mut link_live[li];
-                live.load -= run.rate;
-                live.n -= 1;
+                live.load -= load;
+                live.n -= w;
                 if !live.dirty {
                     live.dirty = true;
                     dirty_links.push(l.0);
@@ -777,6 +828,7 @@ impl FlowSolver {
         sc.parent.clear();
         sc.inc.clear();
         for &f in &sc.flows {
+            let w = paths.flow_weight(f);
             // The root of the path's links so far.
             let mut root = NONE;
             for &l in paths.flow_path(f) {
@@ -788,7 +840,7 @@ impl FlowSolver {
                     sc.parent.push(ll);
                     sc.inc.add_link();
                 }
-                sc.inc.push(ll as usize, f);
+                sc.inc.push(ll as usize, f, w);
                 if union {
                     let b = find(&mut sc.parent, ll);
                     if root == NONE {
@@ -879,7 +931,15 @@ impl FlowSolver {
     /// (the caller truncates): frees the finished ones; brings the others up
     /// to `now`, appends their flows to `sc.flows`, optionally takes their
     /// rate off the links, and lists them in `sc.origins`.
-    fn gather_runs(&mut self, c: usize, from: usize, now: u64, unload: bool, sc: &mut Scratch) {
+    fn gather_runs<P: FlowPaths + ?Sized>(
+        &mut self,
+        paths: &P,
+        c: usize,
+        from: usize,
+        now: u64,
+        unload: bool,
+        sc: &mut Scratch,
+    ) {
         for k in from..self.comps[c].runs.len() {
             let r = self.comps[c].runs[k];
             let run = &mut self.runs[r as usize];
@@ -891,7 +951,18 @@ impl FlowSolver {
                 sc.origins.push(r);
                 let comp = &self.comps[c];
                 sc.flows.extend_from_slice(&comp.flows[run.start as usize..run.end as usize]);
-                if unload && run.start < run.end {
+                if unload && run.start < run.end && paths.has_weights() {
+                    // Flow by flow: each takes its weight x the rate off.
+                    let mut from = comp.hop_start(run.start as usize);
+                    for k in run.start as usize..run.end as usize {
+                        let to = comp.hop_end[k] as usize;
+                        let load = run.rate * f64::from(paths.flow_weight(comp.flows[k]));
+                        for &l in &comp.hops[from..to] {
+                            self.link_live[l.0 as usize].load -= load;
+                        }
+                        from = to;
+                    }
+                } else if unload && run.start < run.end {
                     let hops =
                         &comp.hops[comp.hop_start(run.start as usize)..comp.hop_end[run.end as usize - 1] as usize];
                     for &l in hops {
@@ -926,7 +997,7 @@ impl FlowSolver {
         let cut = self.runs[first as usize].start as usize;
         sc.flows.clear();
         sc.origins.clear();
-        self.gather_runs(ci, k, now, true, sc);
+        self.gather_runs(paths, ci, k, now, true, sc);
         self.comps[ci].runs.truncate(k);
         self.comps[ci].truncate_flows(cut);
         if sc.flows.is_empty() {
@@ -936,7 +1007,7 @@ impl FlowSolver {
         sc.cap0.clear();
         for k in 0..sc.links.len() {
             let l = sc.links[k];
-            let fixed = if self.link_live[l as usize].n == sc.inc.deg(k) {
+            let fixed = if self.link_live[l as usize].n == sc.inc.weight(k) {
                 0.0
             } else {
                 self.link_live[l as usize].load.max(0.0)
@@ -951,7 +1022,7 @@ impl FlowSolver {
             let l = sc.links[k];
             self.link_local[l as usize] = NONE;
             let li = l as usize;
-            if self.link_live[li].n == sc.inc.deg(k) {
+            if self.link_live[li].n == sc.inc.weight(k) {
                 self.link_live[li].load = (self.link_cap[li] - sc.left[k].0).max(0.0);
             } else {
                 self.link_live[li].load += sc.cap0[k] - sc.left[k].0;
@@ -971,7 +1042,7 @@ impl FlowSolver {
         sc.old_links.clear();
         for k in 0..self.retired.len() {
             let c = self.retired[k] as usize;
-            self.gather_runs(c, 0, now, false, sc);
+            self.gather_runs(paths, c, 0, now, false, sc);
             let comp = &mut self.comps[c];
             sc.old_links.extend_from_slice(&comp.links);
             comp.clear_flows();
@@ -1067,7 +1138,7 @@ impl FlowSolver {
         heap.clear();
         for ll in 0..nl {
             let cap = sc.cap0[ll];
-            let k = sc.inc.deg(ll);
+            let k = sc.inc.weight(ll);
             sc.left.push((cap, k));
             if k > 0 {
                 heap.push(Reverse(((cap / k as f64).to_bits(), ll as u32)));
@@ -1147,10 +1218,12 @@ impl FlowSolver {
                     sc.batch_flows.push(f);
                     sc.batch_hops.extend_from_slice(p);
                     sc.batch_hop_end.push(sc.batch_hops.len() as u32);
+                    let w = paths.flow_weight(f);
+                    let take = s * f64::from(w);
                     for l in p {
                         let l2 = self.link_local[l.0 as usize] as usize;
-                        sc.left[l2].0 -= s;
-                        sc.left[l2].1 -= 1;
+                        sc.left[l2].0 -= take;
+                        sc.left[l2].1 -= w;
                     }
                     if labelled {
                         sc.batch_labels.push(sc.link_label[self.link_local[p[0].0 as usize] as usize]);
@@ -1178,13 +1251,15 @@ impl FlowSolver {
                     let (left, link_local) = (&mut sc.left, &self.link_local);
                     let (labels, link_label) = (&mut sc.batch_labels, &sc.link_label);
                     let (hops, hop_end) = (&mut sc.batch_hops, &mut sc.batch_hop_end);
-                    with_paths(paths, &sc.batch_flows[from..], |_, path| {
+                    with_paths(paths, &sc.batch_flows[from..], |f, path| {
                         hops.extend_from_slice(path);
                         hop_end.push(hops.len() as u32);
+                        let w = paths.flow_weight(f);
+                        let take = s * f64::from(w);
                         for l in path {
                             let l2 = link_local[l.0 as usize] as usize;
-                            left[l2].0 -= s;
-                            left[l2].1 -= 1;
+                            left[l2].0 -= take;
+                            left[l2].1 -= w;
                         }
                         if labelled {
                             labels.push(link_label[link_local[path[0].0 as usize] as usize]);
@@ -1474,8 +1549,8 @@ mod tests {
             // Link 0: neighbours (1 byte each); link 1: jumps of every size.
             let a = 1000 + k;
             let b = odd[k as usize % odd.len()].wrapping_add(k * 4095);
-            inc.push(0, a);
-            inc.push(1, b);
+            inc.push(0, a, 1);
+            inc.push(1, b, 1);
             want[0].push(a);
             want[1].push(b);
         }

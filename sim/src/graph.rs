@@ -138,6 +138,11 @@ pub struct TaskGraph {
     comm_latency: Vec<(TaskId, SimDuration)>,
     /// Whether flow k's path is k + a fixed shift, for every flow so far.
     flow_paths: FlowPathLayout,
+    /// Per flow, the identical member flows it stands for
+    /// ([`TaskGraph::add_weighted_comm`]); empty (every weight 1) until a
+    /// flow of another weight is added, so an unweighted graph keeps its
+    /// 16 bytes per flow and the solver reads no weight.
+    flow_weights: Vec<u32>,
 }
 
 /// How flows name their paths: when every flow k has path k + d (flows and
@@ -208,6 +213,9 @@ impl TaskGraph {
         let start = self.flows.len() as u32;
         self.flows.extend(flows);
         let end = self.flows.len() as u32;
+        if !self.flow_weights.is_empty() {
+            self.flow_weights.resize(end as usize, 1);
+        }
         for k in start..end {
             let d = self.flows[k as usize].path.0.wrapping_sub(k);
             self.flow_paths = match self.flow_paths {
@@ -222,6 +230,49 @@ impl TaskGraph {
             TaskClass::Communication,
             TaskKind::Comm(Comm { flows: start..end, hold, overhead: SimDuration::ZERO }),
         )
+    }
+
+    /// Adds a communication task of weighted flows: `(flow, w)` stands for
+    /// `w` (>= 1) identical member flows of `flow.bytes` each on its path,
+    /// as one flow of the flow solver (see `crate::flow`). The task ends
+    /// when every flow has arrived.
+    pub fn add_weighted_comm(
+        &mut self,
+        stream: StreamId,
+        label: &str,
+        flows: &[(Flow, u32)],
+        hold: Option<(DeviceId, u32)>,
+    ) -> TaskId {
+        let start = self.flows.len();
+        let task = self.add_comm(stream, label, flows.iter().map(|&(f, _)| f), hold);
+        if self.flow_weights.is_empty() && flows.iter().any(|&(_, w)| w != 1) {
+            // As much room as the flows have (`reserve_flows`).
+            self.flow_weights.reserve_exact(self.flows.capacity());
+            self.flow_weights.resize(self.flows.len(), 1);
+        }
+        if !self.flow_weights.is_empty() {
+            for (slot, &(_, w)) in self.flow_weights[start..].iter_mut().zip(flows) {
+                *slot = w;
+            }
+        }
+        task
+    }
+
+    /// The member flows flow `flow` stands for (1 unless it was added
+    /// weighted).
+    #[inline]
+    pub fn flow_weight(&self, flow: u32) -> u32 {
+        if self.flow_weights.is_empty() {
+            1
+        } else {
+            self.flow_weights[flow as usize]
+        }
+    }
+
+    /// Whether any flow was added with a weight other than 1.
+    #[inline]
+    pub fn has_flow_weights(&self) -> bool {
+        !self.flow_weights.is_empty()
     }
 
     /// Gives a communication task a fixed overhead (see [`Comm::overhead`]);
@@ -319,6 +370,7 @@ impl TaskGraph {
         self.tasks.shrink_to_fit();
         self.deps.shrink_to_fit();
         self.flows.shrink_to_fit();
+        self.flow_weights.shrink_to_fit();
         self.path_links.shrink_to_fit();
         self.path_offsets.shrink_to_fit();
         self.streams.shrink_to_fit();
@@ -413,11 +465,17 @@ impl TaskGraph {
                             return Err(SimError::UnknownResource { task: name(), what: format!("device #{}", d.0) });
                         }
                     }
-                    for f in self.comm_flows(c) {
+                    for (f, k) in self.comm_flows(c).iter().zip(c.flows.clone()) {
                         if f.path.0 as usize >= self.path_count() {
                             return Err(SimError::UnknownResource {
                                 task: name(),
                                 what: format!("path #{}", f.path.0),
+                            });
+                        }
+                        if self.flow_weights.get(k as usize) == Some(&0) {
+                            return Err(SimError::BadTask {
+                                task: name(),
+                                problem: "a weighted flow stands for at least one member flow, found 0".into(),
                             });
                         }
                         if !(f.bytes.is_finite() && f.bytes >= 0.0) {

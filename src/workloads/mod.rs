@@ -270,6 +270,13 @@ pub const BYTES_PER_TASK: f64 = 160.0;
 /// flows) 0.57 -> 2.26 GB, less the route tables' growth, is 125 bytes per
 /// flow.
 pub const BYTES_PER_FLOW: f64 = 125.0;
+/// Memory per weighted flow of a direct exchange grouped by node pair
+/// (`workload.flow_grouping = "node-pair"`: shorter routes, no NVLink hops,
+/// a weight each), measured on the multi-plane fat-tree all-to-all: peak
+/// RSS over flows is 118 / 108 / 105 bytes at 4,096 / 8,192 / 16,384 GPUs
+/// (2.15M / 8.50M / 33.8M flows), route tables included (the estimate adds
+/// them again: it errs high).
+pub const BYTES_PER_GROUPED_FLOW: f64 = 120.0;
 /// Route-table memory per pair of GPUs, measured on an 8,192-GPU
 /// `h800-cluster`: 585 MB.
 pub const BYTES_PER_GPU_PAIR: f64 = 9.0;

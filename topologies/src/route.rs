@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use petgraph::graph::EdgeIndex;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
+use rayon::prelude::*;
 
 use crate::topology::{NodeKind, Topology};
 
@@ -37,7 +38,7 @@ enum Codes {
 /// out-edges; len 0 and start 0: none (the vertex is the destination or
 /// cannot reach it); len 0 and start `MAX_FIELD`: look the set up in
 /// `extra_sets`.
-trait Code: Copy + Default + PartialEq {
+trait Code: Copy + Default + PartialEq + Send + Sync {
     const MAX_FIELD: u32;
     fn to_u32(self) -> u32;
     fn pack(start: u32, len: u32) -> Self;
@@ -69,6 +70,26 @@ impl Code for u32 {
         (self & 0xFFFF, self >> 16)
     }
 }
+/// Where [`Router::walk`] puts the links it walks.
+trait PushLink {
+    fn push_link(&mut self, e: EdgeIndex);
+}
+
+impl PushLink for Vec<EdgeIndex> {
+    fn push_link(&mut self, e: EdgeIndex) {
+        self.push(e);
+    }
+}
+
+/// The first link only ([`Router::first_hop`]).
+struct FirstLink(Option<EdgeIndex>);
+
+impl PushLink for FirstLink {
+    fn push_link(&mut self, e: EdgeIndex) {
+        self.0.get_or_insert(e);
+    }
+}
+
 /// Destinations computed together, so the vertex-major table is written a
 /// cache line at a time.
 const BLOCK: usize = 16;
@@ -229,78 +250,33 @@ impl Router {
         router
     }
 
-    /// One reverse BFS per destination, then the next-hop sets.
+    /// One reverse BFS per destination, then the next-hop sets. The
+    /// destinations of a block are searched on rayon's threads, each into
+    /// its own row, and stored in destination order (the same table at any
+    /// thread count).
     fn fill<C: Code>(&mut self, lists: &Lists) -> Vec<C> {
         let n = self.offsets.len() - 1;
         let gpus = self.gpus;
         let mut codes = vec![C::default(); n * gpus];
-        let mut hop = vec![u16::MAX; n];
-        let mut transits = vec![0u16; n];
-        let mut queue: Vec<u32> = Vec::with_capacity(n);
         let mut block = vec![C::default(); BLOCK * n];
-        let is_gpu = lists.is_gpu;
+        // Per destination of the block: its sets that are not a range, as
+        // (key, positions).
+        let mut extras: Vec<Vec<(u64, Vec<u32>)>> = vec![Vec::new(); BLOCK];
         for d0 in (0..gpus).step_by(BLOCK) {
             let count = BLOCK.min(gpus - d0);
-            for b in 0..count {
-                let row = &mut block[b * n..(b + 1) * n];
-                row.fill(C::default());
-                let t = self.gpu_vertex[d0 + b] as usize;
-                // Reverse BFS by layers: hop count to t, then fewest
-                // intermediate GPUs among shortest paths.
-                hop.fill(u16::MAX);
-                queue.clear();
-                hop[t] = 0;
-                transits[t] = 0;
-                queue.push(t as u32);
-                let mut head = 0;
-                while head < queue.len() {
-                    let w = queue[head] as usize;
-                    head += 1;
-                    let via = transits[w] + u16::from(is_gpu[w] && w != t);
-                    let h = hop[w].saturating_add(1);
-                    let sources = &lists.rev_sources[lists.rev_offsets[w] as usize..lists.rev_offsets[w + 1] as usize];
-                    for &v in sources {
-                        let v = v as usize;
-                        if hop[v] == u16::MAX {
-                            hop[v] = h;
-                            transits[v] = via;
-                            queue.push(v as u32);
-                        } else if hop[v] == h && via < transits[v] {
-                            transits[v] = via;
-                        }
-                    }
-                }
-                // Next-hop sets: out-edges to a vertex one hop closer with
-                // the fewest intermediate GPUs.
-                let on_path = |v: usize, w: usize| {
-                    hop[w] != u16::MAX
-                        && hop[w] + 1 == hop[v]
-                        && transits[w] + u16::from(is_gpu[w] && w != t) == transits[v]
-                };
-                for &v in &queue[1..] {
-                    let v = v as usize;
-                    let lo = self.offsets[v] as usize;
-                    let hi = self.offsets[v + 1] as usize;
-                    let (mut first, mut last, mut len) = (u32::MAX, 0u32, 0u32);
-                    for (i, &w) in self.targets[lo..hi].iter().enumerate() {
-                        if on_path(v, w as usize) {
-                            first = first.min(i as u32);
-                            last = i as u32;
-                            len += 1;
-                        }
-                    }
-                    row[v] = if len == last - first + 1 && first < C::MAX_FIELD && len <= C::MAX_FIELD {
-                        C::pack(first, len)
-                    } else {
-                        let start = self.extra_positions.len() as u32;
-                        for (i, &w) in self.targets[lo..hi].iter().enumerate() {
-                            if on_path(v, w as usize) {
-                                self.extra_positions.push(i as u32);
-                            }
-                        }
-                        self.extra_sets.push(((v * gpus + d0 + b) as u64, start, len));
-                        C::pack(C::MAX_FIELD, 0)
-                    };
+            let this = &*self;
+            block[..count * n].par_chunks_mut(n).zip(extras[..count].par_iter_mut()).enumerate().for_each_init(
+                || (vec![u16::MAX; n], vec![0u16; n], Vec::with_capacity(n)),
+                |(hop, transits, queue), (b, (row, extra))| {
+                    extra.clear();
+                    this.destination_row(lists, d0 + b, row, hop, transits, queue, extra);
+                },
+            );
+            for extra in &extras[..count] {
+                for (key, positions) in extra {
+                    let start = self.extra_positions.len() as u32;
+                    self.extra_positions.extend_from_slice(positions);
+                    self.extra_sets.push((*key, start, positions.len() as u32));
                 }
             }
             for v in 0..n {
@@ -313,6 +289,80 @@ impl Router {
         let (codes, row_of) = dedup_rows(codes, gpus);
         self.row_of = row_of;
         codes
+    }
+
+    /// The next-hop sets of every vertex towards GPU `d` (`row`, by
+    /// vertex), sets that are not a range in `extra`.
+    #[allow(clippy::too_many_arguments)]
+    fn destination_row<C: Code>(
+        &self,
+        lists: &Lists,
+        d: usize,
+        row: &mut [C],
+        hop: &mut [u16],
+        transits: &mut [u16],
+        queue: &mut Vec<u32>,
+        extra: &mut Vec<(u64, Vec<u32>)>,
+    ) {
+        let gpus = self.gpus;
+        let is_gpu = lists.is_gpu;
+        row.fill(C::default());
+        let t = self.gpu_vertex[d] as usize;
+        // Reverse BFS by layers: hop count to t, then fewest
+        // intermediate GPUs among shortest paths.
+        hop.fill(u16::MAX);
+        queue.clear();
+        hop[t] = 0;
+        transits[t] = 0;
+        queue.push(t as u32);
+        let mut head = 0;
+        while head < queue.len() {
+            let w = queue[head] as usize;
+            head += 1;
+            let via = transits[w] + u16::from(is_gpu[w] && w != t);
+            let h = hop[w].saturating_add(1);
+            let sources = &lists.rev_sources[lists.rev_offsets[w] as usize..lists.rev_offsets[w + 1] as usize];
+            for &v in sources {
+                let v = v as usize;
+                if hop[v] == u16::MAX {
+                    hop[v] = h;
+                    transits[v] = via;
+                    queue.push(v as u32);
+                } else if hop[v] == h && via < transits[v] {
+                    transits[v] = via;
+                }
+            }
+        }
+        // Next-hop sets: out-edges to a vertex one hop closer with
+        // the fewest intermediate GPUs.
+        let on_path = |v: usize, w: usize| {
+            hop[w] != u16::MAX && hop[w] + 1 == hop[v] && transits[w] + u16::from(is_gpu[w] && w != t) == transits[v]
+        };
+        for &v in &queue[1..] {
+            let v = v as usize;
+            let lo = self.offsets[v] as usize;
+            let hi = self.offsets[v + 1] as usize;
+            let (mut first, mut last, mut len) = (u32::MAX, 0u32, 0u32);
+            for (i, &w) in self.targets[lo..hi].iter().enumerate() {
+                if on_path(v, w as usize) {
+                    first = first.min(i as u32);
+                    last = i as u32;
+                    len += 1;
+                }
+            }
+            row[v] = if len == last - first + 1 && first < C::MAX_FIELD && len <= C::MAX_FIELD {
+                C::pack(first, len)
+            } else {
+                let positions = self.targets[lo..hi]
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &w)| on_path(v, w as usize))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                extra.push(((v * gpus + d) as u64, positions));
+                C::pack(C::MAX_FIELD, 0)
+            };
+        }
     }
 
     /// Bytes held by the routing tables.
@@ -342,17 +392,38 @@ impl Router {
         }
         let base = mix(self.seed_mix ^ (u64::from(src) << 32 | u64::from(dst))) ^ mix(flow_key.wrapping_add(GOLDEN));
         match &self.codes {
-            Codes::Narrow(codes) => self.walk(codes, src, dst, base, out),
-            Codes::Wide(codes) => self.walk(codes, src, dst, base, out),
+            Codes::Narrow(codes) => self.walk(codes, src, dst, base, usize::MAX, out),
+            Codes::Wide(codes) => self.walk(codes, src, dst, base, usize::MAX, out),
         }
     }
 
-    fn walk<C: Code>(&self, codes: &[C], src: u32, dst: u32, base: u64, out: &mut Vec<EdgeIndex>) {
+    /// The first link of [`Router::route`]'s path (the same ECMP choice,
+    /// without walking the rest); `None` for `src == dst`. Panics as
+    /// `route` does.
+    pub fn first_hop(&self, topology: &Topology, src: u32, dst: u32, flow_key: u64) -> Option<EdgeIndex> {
+        assert_eq!(topology.graph.edge_count(), self.edge_count, "router used with another topology");
+        if src == dst {
+            return None;
+        }
+        let base = mix(self.seed_mix ^ (u64::from(src) << 32 | u64::from(dst))) ^ mix(flow_key.wrapping_add(GOLDEN));
+        // At most one link: on the stack (this runs once per member flow).
+        let mut out = FirstLink(None);
+        match &self.codes {
+            Codes::Narrow(codes) => self.walk(codes, src, dst, base, 1, &mut out),
+            Codes::Wide(codes) => self.walk(codes, src, dst, base, 1, &mut out),
+        }
+        out.0
+    }
+
+    /// Walks from `src` towards `dst`, at most `hops` links.
+    fn walk<C: Code>(&self, codes: &[C], src: u32, dst: u32, base: u64, hops: usize, out: &mut impl PushLink) {
         let d = dst as usize;
         let target = self.gpu_vertex[d];
         let mut v = self.gpu_vertex[src as usize];
         let mut step = 0u64;
-        while v != target {
+        let mut walked = 0;
+        while v != target && walked < hops {
+            walked += 1;
             let key = v as usize * self.gpus + d;
             let (start, len) = codes[self.row_of[v as usize] as usize * self.gpus + d].unpack();
             let extra = len == 0 && start == C::MAX_FIELD;
@@ -372,7 +443,7 @@ impl Router {
             };
             let rel = if extra { self.extra_positions[(start + pick) as usize] } else { start + pick };
             let pos = (self.offsets[v as usize] + rel) as usize;
-            out.push(EdgeIndex::new(self.edges[pos] as usize));
+            out.push_link(EdgeIndex::new(self.edges[pos] as usize));
             v = self.targets[pos];
         }
     }

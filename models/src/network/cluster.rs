@@ -51,6 +51,12 @@ impl Cluster {
         Cluster { topology, device, platform, router, sm_links: Vec::new(), memory_links: Vec::new() }
     }
 
+    /// The platform, dropping the rest (the route tables: about 1 GB at
+    /// 16,384 GPUs) once every route is stored.
+    pub fn into_platform(self) -> Platform {
+        self.platform
+    }
+
     pub fn gpu_count(&self) -> u32 {
         self.topology.gpu_count()
     }
@@ -202,6 +208,12 @@ impl Cluster {
         scratch.clear();
         self.router.route(&self.topology, src, dst, flow_key, scratch);
         out.extend(scratch.iter().map(|e| LinkId(e.index() as u32)));
+    }
+
+    /// The first link of the route `src -> dst` ([`Cluster::route_links`]'s
+    /// first, the same ECMP choice), `None` for `src == dst`.
+    pub fn first_route_link(&self, src: u32, dst: u32, flow_key: u64) -> Option<LinkId> {
+        self.router.first_hop(&self.topology, src, dst, flow_key).map(|e| LinkId(e.index() as u32))
     }
 
     /// Routes `src -> dst` (ECMP choice keyed by `flow_key`) and stores the

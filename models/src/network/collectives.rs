@@ -27,6 +27,11 @@
 //!   on a fully connected network;
 //! - `auto`: the one NCCL's cost model picks (see [`choose`]).
 //!
+//! A direct exchange has a member flow per ordered pair of ranks, n^2 in
+//! all. [`DirectNodePair`] (`workload.flow_grouping = "node-pair"`) runs
+//! it on a multi-plane fabric as weighted flows instead, an approximation
+//! with a measured error (see its doc and the README).
+//!
 //! Pipelined algorithms cut the data into chunks ([`Pipelining`]) and keep
 //! several chunks in flight per member (one stream per slot), so a chunk's
 //! latency hides under the next one's transfer. NCCL's fixed per-kernel
@@ -609,6 +614,319 @@ fn exchange(
         }
     }
     join_all(graph, streams, &sends, &format!("{label} done"))
+}
+
+/// How a direct exchange's member flows (one per ordered pair of ranks)
+/// become the engine's flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowGrouping {
+    /// Every member flow routed and simulated on its own (exact).
+    #[default]
+    Exact,
+    /// On a multi-plane fabric, the members that cross one plane from one
+    /// node to another as one weighted flow ([`DirectNodePair`]).
+    NodePair,
+}
+
+impl FlowGrouping {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowGrouping::Exact => "exact",
+            FlowGrouping::NodePair => "node-pair",
+        }
+    }
+}
+
+/// The engine's flows of one direct exchange among `nodes` whole nodes of
+/// `gpus_per_node` GPUs under [`DirectNodePair`]: a weighted flow per
+/// (source node, destination node, plane), two per ordered pair of GPUs
+/// of a node.
+pub fn node_pair_flows(nodes: u64, gpus_per_node: u64) -> u64 {
+    nodes * nodes.saturating_sub(1) * gpus_per_node + 2 * nodes * gpus_per_node * gpus_per_node.saturating_sub(1)
+}
+
+/// The direct exchanges (all-to-all, reduce-scatter, all-gather,
+/// all-reduce) with their member flows grouped by node pair and plane, for
+/// multi-plane fabrics (NIC i of every node on plane i, no links between
+/// planes, so a member from local GPU g to remote local GPU h != g crosses
+/// NVLink to GPU h of its own node and then plane h, or plane g and then
+/// NVLink to GPU h at its destination; its exact route picks one by hash).
+///
+/// Each member takes the plane its exact route takes (its first hop,
+/// hashed as the exact route is: [`Cluster::first_route_link`]), so the
+/// members per (source node, destination node, plane) and the forwarded
+/// members per NVLink route are exactly the exact exchange's. The members
+/// from node a to node b over plane p become one flow of that weight on
+/// the route from a's GPU p to b's GPU p (its ECMP choice: that member's).
+/// The NVLink hops are their own flows, so NVLink link loads stay right:
+/// on each node, GPU g's route to GPU h carries the member from g to h
+/// (weight 1, with NCCL's NVLink charge) and one flow of the members
+/// forwarded over it (at their source or their destination).
+///
+/// What is approximate: the members of a group share one spine instead of
+/// drawing one each (more collisions, so the time errs high); a forwarded
+/// member's NVLink hop no longer holds back its network hop (two flows,
+/// each at its own max-min rate; NVLink has about 3x the NIC's rate here);
+/// and a network flow arrives its route's latency plus one NVLink
+/// forwarding after its last byte when it has forwarded members (the
+/// latest of them). Each member's network flows go on streams of their own,
+/// one per arrival latency (`TaskGraph::set_comm_latency`). The error
+/// against the exact exchange on the multi-plane fat-tree is measured in
+/// the README ("Speed") and bounded by `tests/flow_grouping.rs`. Needs
+/// whole nodes (every GPU of each node in the group).
+pub struct DirectNodePair;
+
+impl CollectiveAlgorithm for DirectNodePair {
+    fn name(&self) -> &'static str {
+        "direct"
+    }
+
+    fn lower(
+        &self,
+        cluster: &Cluster,
+        spec: &CollectiveSpec,
+        graph: &mut TaskGraph,
+        streams: &[StreamId],
+        after: &[Option<TaskId>],
+    ) -> Result<Vec<TaskId>, ModelError> {
+        check(cluster, spec, streams, after)?;
+        let n = spec.group.len();
+        match spec.op {
+            CollectiveOp::SendRecv => Direct.lower(cluster, spec, graph, streams, after),
+            CollectiveOp::AllToAll | CollectiveOp::ReduceScatter | CollectiveOp::AllGather => {
+                exchange_node_pair(cluster, spec, graph, streams, after, spec.bytes / n as f64, spec.op.as_str())
+            }
+            CollectiveOp::AllReduce => {
+                let shard = spec.bytes / n as f64;
+                let scattered = exchange_node_pair(cluster, spec, graph, streams, after, shard, "reduce-scatter")?;
+                let after: Vec<Option<TaskId>> = scattered.into_iter().map(Some).collect();
+                exchange_node_pair(cluster, spec, graph, streams, &after, shard, "all-gather")
+            }
+        }
+    }
+}
+
+/// Source nodes [`DirectNodePair`] works on at once, in parallel.
+const NODE_BLOCK: usize = 16;
+
+/// One source node's part of a [`DirectNodePair`] exchange: per sender
+/// (local GPU p), its routes to the node's other GPUs and to GPU p of every
+/// other node that some member reaches over plane p, with the member counts.
+#[derive(Debug, Clone, Default)]
+struct SourceNode {
+    /// Members from this node to node b over plane p: `[b * g + p]`.
+    plane_members: Vec<u32>,
+    /// Members this node forwards at its side from GPU g to GPU h:
+    /// `[g * g_count + h]`.
+    forwarded_here: Vec<u32>,
+    /// Members forwarded at their destination: `(b * g + g) * g + h` per
+    /// member, to be counted on node b.
+    forwarded_there: Vec<u32>,
+    /// Per sender p: routes to the node's GPUs h != p in order, then to
+    /// GPU p of each node b with members, as links and where they end,
+    /// and the nodes b.
+    nvlink: Vec<Vec<LinkId>>,
+    nvlink_ends: Vec<Vec<u32>>,
+    network: Vec<Vec<LinkId>>,
+    network_ends: Vec<Vec<u32>>,
+    network_nodes: Vec<Vec<u32>>,
+}
+
+/// [`exchange`] with [`DirectNodePair`]'s weighted flows. Each member
+/// (a, g) -> (b, h), g != h, takes the plane its exact route takes (its
+/// first hop, hashed as the exact route: NVLink, so forwarded at its
+/// source onto plane h, or its NIC, plane g), so the members per plane and
+/// the forwarded members per NVLink link are the exact exchange's.
+fn exchange_node_pair(
+    cluster: &Cluster,
+    spec: &CollectiveSpec,
+    graph: &mut TaskGraph,
+    streams: &[StreamId],
+    after: &[Option<TaskId>],
+    per_peer: f64,
+    label: &str,
+) -> Result<Vec<TaskId>, ModelError> {
+    let topo = &cluster.topology;
+    let g = topo.gpus_per_node as usize;
+    // Members by node, then local index.
+    let mut by_node: std::collections::BTreeMap<u32, Vec<Option<usize>>> = std::collections::BTreeMap::new();
+    for (i, &r) in spec.group.iter().enumerate() {
+        by_node.entry(topo.node_of(r)).or_insert_with(|| vec![None; g])[topo.local_index(r) as usize] = Some(i);
+    }
+    let mut nodes: Vec<Vec<usize>> = Vec::with_capacity(by_node.len());
+    for (node, locals) in by_node {
+        let Some(members) = locals.into_iter().collect::<Option<Vec<usize>>>() else {
+            return Err(ModelError::invalid(
+                "workload.flow_grouping",
+                format!("node-pair grouping needs whole nodes: node {node} has only some of its {g} GPUs in the group"),
+            ));
+        };
+        nodes.push(members);
+    }
+    let m = nodes.len();
+    let rank = |a: usize, p: usize| spec.group[nodes[a][p]];
+    let latency = |links: &[LinkId]| -> u64 {
+        links.iter().map(|l| cluster.platform.links[l.0 as usize].latency.0).fold(0u64, u64::saturating_add)
+    };
+    // Per node and pair of its GPUs: the members forwarded over that NVLink
+    // route (at their source or their destination).
+    let mut forwarded = vec![0u32; m * g * g];
+    let mut sends = Vec::with_capacity(m * g * 3);
+    let mut nvlink_of: Vec<(Vec<LinkId>, Vec<u32>)> = Vec::with_capacity(m * g);
+    let mut blocks: Vec<SourceNode> = vec![SourceNode::default(); NODE_BLOCK.min(m)];
+    let mut flows: Vec<(Flow, u32)> = Vec::new();
+    let mut buckets: Vec<(u64, Vec<u32>)> = Vec::new();
+    for block in (0..m).step_by(NODE_BLOCK) {
+        let count = m.min(block + NODE_BLOCK) - block;
+        blocks[..count].par_iter_mut().enumerate().for_each_init(Vec::new, |scratch, (k, s)| {
+            let a = block + k;
+            s.plane_members.clear();
+            s.plane_members.resize(m * g, 0);
+            s.forwarded_here.clear();
+            s.forwarded_here.resize(g * g, 0);
+            s.forwarded_there.clear();
+            s.nvlink.resize(g, Vec::new());
+            s.nvlink_ends.resize(g, Vec::new());
+            s.network.resize(g, Vec::new());
+            s.network_ends.resize(g, Vec::new());
+            s.network_nodes.resize(g, Vec::new());
+            for p in 0..g {
+                let (links, ends) = (&mut s.nvlink[p], &mut s.nvlink_ends[p]);
+                links.clear();
+                ends.clear();
+                for h in (0..g).filter(|&h| h != p) {
+                    cluster.route_links(rank(a, p), rank(a, h), 0, scratch, links);
+                    ends.push(links.len() as u32);
+                }
+            }
+            // Which plane each member takes.
+            for src in 0..g {
+                let nvlink_first = s.nvlink[src].first().copied();
+                for b in (0..m).filter(|&b| b != a) {
+                    for dst in 0..g {
+                        if src == dst {
+                            s.plane_members[b * g + src] += 1;
+                        } else if cluster.first_route_link(rank(a, src), rank(b, dst), 0) == nvlink_first {
+                            s.plane_members[b * g + dst] += 1;
+                            s.forwarded_here[src * g + dst] += 1;
+                        } else {
+                            s.plane_members[b * g + src] += 1;
+                            s.forwarded_there.push(((b * g + src) * g + dst) as u32);
+                        }
+                    }
+                }
+            }
+            for p in 0..g {
+                let (links, ends, to) = (&mut s.network[p], &mut s.network_ends[p], &mut s.network_nodes[p]);
+                links.clear();
+                ends.clear();
+                to.clear();
+                for b in (0..m).filter(|&b| b != a && s.plane_members[b * g + p] > 0) {
+                    cluster.route_links(rank(a, p), rank(b, p), 0, scratch, links);
+                    ends.push(links.len() as u32);
+                    to.push(b as u32);
+                }
+            }
+        });
+        if block == 0 {
+            // Room for every flow and, at the first block's mean network
+            // route length (plus 2 %), every route: a guess short of the
+            // real length doubles the largest array of the lowering.
+            let (links, routes) = blocks[..count]
+                .iter()
+                .flat_map(|s| &s.network_ends)
+                .fold((0, 0), |(l, r), ends| (l + ends.last().map_or(0, |&e| e as usize), r + ends.len()));
+            let per_route = (links as f64 / routes.max(1) as f64 * 1.02).ceil() as usize;
+            let network = m * m.saturating_sub(1) * g;
+            graph.reserve_flows(node_pair_flows(m as u64, g as u64) as usize, network * per_route + 4 * m * g * g);
+        }
+        for (k, s) in blocks[..count].iter().enumerate() {
+            let a = block + k;
+            for (slot, &n) in forwarded[a * g * g..(a + 1) * g * g].iter_mut().zip(&s.forwarded_here) {
+                *slot += n;
+            }
+            for &i in &s.forwarded_there {
+                forwarded[i as usize] += 1;
+            }
+            for (p, &member) in nodes[a].iter().enumerate() {
+                let forward_ps = s.nvlink_ends[p]
+                    .iter()
+                    .scan(0usize, |from, &end| {
+                        let lat = latency(&s.nvlink[p][*from..end as usize]);
+                        *from = end as usize;
+                        Some(lat)
+                    })
+                    .max()
+                    .unwrap_or(0);
+                nvlink_of.push((s.nvlink[p].clone(), s.nvlink_ends[p].clone()));
+                // One flow per node reached over plane p, weighted by its
+                // members, on one stream per arrival latency: the route's,
+                // plus an NVLink forwarding where a member is forwarded.
+                for b in buckets.iter_mut() {
+                    b.1.clear();
+                }
+                let mut from = 0;
+                for (j, (&end, &b)) in s.network_ends[p].iter().zip(&s.network_nodes[p]).enumerate() {
+                    let w = s.plane_members[b as usize * g + p];
+                    let lat = latency(&s.network[p][from..end as usize]) + if w > 1 { forward_ps } else { 0 };
+                    from = end as usize;
+                    match buckets.iter_mut().find(|x| x.0 == lat) {
+                        Some(x) => x.1.push(j as u32),
+                        None => buckets.push((lat, vec![j as u32])),
+                    }
+                }
+                buckets.sort_by_key(|x| x.0);
+                for (lat, legs) in buckets.iter().filter(|x| !x.1.is_empty()) {
+                    flows.clear();
+                    for &j in legs {
+                        let j = j as usize;
+                        let start = if j == 0 { 0 } else { s.network_ends[p][j - 1] as usize };
+                        let route = &s.network[p][start..s.network_ends[p][j] as usize];
+                        let w = s.plane_members[s.network_nodes[p][j] as usize * g + p];
+                        let path = graph.add_path(route);
+                        flows.push((Flow { path, bytes: per_peer * cluster.nccl_charge_of_links(route) }, w));
+                    }
+                    let stream = graph.add_stream(graph.stream(streams[member]).rank, &format!("{label} network"));
+                    let t = graph.add_weighted_comm(stream, label, &flows, None);
+                    graph.set_comm_latency(t, SimDuration(*lat));
+                    if let Some(x) = after[member] {
+                        graph.add_dep(x, t);
+                    }
+                    sends.push(t);
+                }
+            }
+        }
+    }
+    // NVLink: from each GPU to each other GPU of its node, its own member
+    // (NCCL's NVLink charge) and the members forwarded over that route.
+    for a in 0..m {
+        for p in 0..g {
+            let member = nodes[a][p];
+            let (links, ends) = &nvlink_of[a * g + p];
+            flows.clear();
+            let mut from = 0;
+            for (&end, h) in ends.iter().zip((0..g).filter(|&h| h != p)) {
+                let route = &links[from..end as usize];
+                from = end as usize;
+                let path = graph.add_path(route);
+                flows.push((Flow { path, bytes: per_peer * cluster.nccl_charge_of_links(route) }, 1));
+                let w = forwarded[(a * g + p) * g + h];
+                if w > 0 {
+                    let path = graph.add_path(route);
+                    flows.push((Flow { path, bytes: per_peer }, w));
+                }
+            }
+            if !flows.is_empty() {
+                let t = graph.add_weighted_comm(streams[member], label, &flows, None);
+                if let Some(x) = after[member] {
+                    graph.add_dep(x, t);
+                }
+                sends.push(t);
+            }
+        }
+    }
+    Ok(join_all(graph, streams, &sends, &format!("{label} done")))
 }
 
 /// A member is done when every member's sends have arrived: one barrier task

@@ -523,3 +523,60 @@ fn a_stalled_run_names_the_link_it_waits_on() {
         other => panic!("expected a stall, got {other:?}"),
     }
 }
+
+/// Links of 1 and 2 B/ps; A (1000 bytes a member) on link 1, B (6000) on
+/// link 2, C (2000) on both, with 3 members of A and 2 of B: as weighted
+/// flows, or as that many separate flows.
+fn weighted_bottleneck(weighted: bool) -> (Platform, TaskGraph, [TaskId; 3]) {
+    let mut p = Platform::default();
+    let l1 = p.add_link(link(B_PER_PS, 0));
+    let l2 = p.add_link(link(2.0 * B_PER_PS, 0));
+    let mut g = TaskGraph::new();
+    let pa = g.add_path(&[l1]);
+    let pb = g.add_path(&[l2]);
+    let pc = g.add_path(&[l1, l2]);
+    let task = |g: &mut TaskGraph, name: &str, path, bytes, w: u32| {
+        let s = g_stream(g);
+        if weighted {
+            g.add_weighted_comm(s, name, &[(Flow { path, bytes }, w)], None)
+        } else {
+            g.add_comm(s, name, (0..w).map(|_| Flow { path, bytes }), None)
+        }
+    };
+    let a = task(&mut g, "A", pa, 1000.0, 3);
+    let b = task(&mut g, "B", pb, 6000.0, 2);
+    let c = task(&mut g, "C", pc, 2000.0, 1);
+    (p, g, [a, b, c])
+}
+
+#[test]
+fn a_weighted_flow_runs_as_its_members_would() {
+    // Link 1 holds 4 members (3 of A, C): 0.25 each; link 2 then leaves
+    // 2 - 0.25 = 1.75 to B's 2 members, 0.875 each. A ends at 1000 / 0.25
+    // = 4000. Then link 2 holds 3 members at 2/3: C's 2000 - 1000 left end
+    // at 4000 + 1500 = 5500, B has 6000 - 3500 - 1000 = 1500 left at 1 each:
+    // 7000.
+    for weighted in [true, false] {
+        let (p, g, [a, b, c]) = weighted_bottleneck(weighted);
+        assert_eq!(g.has_flow_weights(), weighted);
+        let r = run_ok(&p, &g);
+        assert_eq!(span(&r, a), (0, 4000), "weighted: {weighted}");
+        assert_eq!(span(&r, c), (0, 5500), "weighted: {weighted}");
+        assert_eq!(span(&r, b), (0, 7000), "weighted: {weighted}");
+        assert_eq!(r.links[0].bytes, 5000.0);
+        assert_eq!(r.links[1].bytes, 14_000.0);
+        assert_eq!(r.flows_started, if weighted { 3 } else { 6 });
+    }
+}
+
+#[test]
+fn a_flow_of_weight_zero_is_rejected() {
+    let mut p = Platform::default();
+    let l = p.add_link(link(B_PER_PS, 0));
+    let mut g = TaskGraph::new();
+    let path = g.add_path(&[l]);
+    let s = g_stream(&mut g);
+    g.add_weighted_comm(s, "w0", &[(Flow { path, bytes: 1.0 }, 2), (Flow { path, bytes: 1.0 }, 0)], None);
+    let err = run(&p, &g, &EngineOptions::default(), &mut Quiet).unwrap_err();
+    assert!(err.to_string().contains("at least one member flow"), "{err}");
+}

@@ -284,3 +284,137 @@ proptest! {
         prop_assert!(solver.flows_rerated() >= paths.len() as u64);
     }
 }
+
+/// Paths with a weight per flow: flow f stands for `weights[f]` members.
+struct WeightedPaths {
+    paths: Vec<Vec<LinkId>>,
+    weights: Vec<u32>,
+}
+
+impl moesim_sim::flow::FlowPaths for WeightedPaths {
+    fn flow_path(&self, flow: u32) -> &[LinkId] {
+        &self.paths[flow as usize]
+    }
+    fn flow_weight(&self, flow: u32) -> u32 {
+        self.weights[flow as usize]
+    }
+    fn has_weights(&self) -> bool {
+        true
+    }
+}
+
+/// [`reference_rates`] with weights: each flow as `weights[f]` members.
+fn reference_rates_weighted(caps: &[f64], paths: &[Vec<LinkId>], weights: &[u32], active: &[bool]) -> Vec<f64> {
+    let mut members = Vec::new();
+    let mut owner = Vec::new();
+    let mut member_active = Vec::new();
+    for (f, p) in paths.iter().enumerate() {
+        for _ in 0..weights[f] {
+            members.push(p.clone());
+            owner.push(f);
+            member_active.push(active[f]);
+        }
+    }
+    let member_rates = reference_rates(caps, &members, &member_active);
+    let mut rate = vec![0.0; paths.len()];
+    for (m, &f) in owner.iter().enumerate() {
+        rate[f] = member_rates[m];
+    }
+    rate
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Weighted flows: after every start and completion each active flow's
+    /// rate equals the textbook max-min rate of its members (each weighted
+    /// flow expanded into that many flows), relative 1e-9.
+    #[test]
+    fn weighted_rates_equal_the_textbook_max_min_of_the_members(
+        n in big_net(),
+        weights in proptest::collection::vec(prop_oneof![Just(1u32), 1u32..6], 400),
+    ) {
+        let p = platform(&n);
+        let wp = WeightedPaths {
+            paths: n.flows.iter().map(|(path, _, _)| path.iter().map(|&l| LinkId(l)).collect()).collect(),
+            weights: weights[..n.flows.len()].to_vec(),
+        };
+        let mut solver = FlowSolver::new(&p, wp.paths.len(), false);
+        let mut starts: Vec<(u64, u32)> = n.flows.iter().enumerate().map(|(i, f)| (f.2, i as u32)).collect();
+        starts.sort();
+        let (mut next_start, mut finished, mut steps) = (0, 0, 0);
+        let mut pending: Vec<FlowDue> = Vec::new();
+        while finished < wp.paths.len() {
+            steps += 1;
+            prop_assert!(steps < 100_000, "livelock");
+            let t_start = starts.get(next_start).map(|s| s.0).unwrap_or(u64::MAX);
+            let now = t_start.min(pending.iter().map(|d| d.time).min().unwrap_or(u64::MAX));
+            prop_assert!(now != u64::MAX, "nothing left to do with {finished} finished");
+            while next_start < starts.len() && starts[next_start].0 == now {
+                let f = starts[next_start].1;
+                solver.start_flow(&wp, f, n.flows[f as usize].1);
+                next_start += 1;
+            }
+            let due_now: Vec<FlowDue> = pending.iter().copied().filter(|d| d.time == now).collect();
+            pending.retain(|d| d.time != now);
+            let mut done = Vec::new();
+            for d in due_now {
+                solver.complete_due(&wp, d, now, &mut done);
+            }
+            finished += done.len();
+            solver.recompute(&wp, now, &mut pending);
+            let active: Vec<bool> = (0..wp.paths.len() as u32).map(|f| solver.is_active(f)).collect();
+            let want = reference_rates_weighted(&n.caps, &wp.paths, &wp.weights, &active);
+            for (f, &w) in want.iter().enumerate() {
+                let got = solver.rate_bytes_per_s(f as u32) / B_PER_PS;
+                prop_assert!((got - w).abs() <= 1e-9 * w.max(1e-12), "flow {f} at {now} ps: {got} vs {w}");
+            }
+            // Link loads count every member.
+            for l in 0..n.caps.len() {
+                let load: f64 = (0..wp.paths.len())
+                    .filter(|&f| active[f] && wp.paths[f].contains(&LinkId(l as u32)))
+                    .map(|f| want[f] * f64::from(wp.weights[f]))
+                    .sum();
+                let reported = solver.link_rate_bytes_per_s(LinkId(l as u32)) / B_PER_PS;
+                prop_assert!((reported - load).abs() <= 1e-9 * n.caps[l], "link {l}: {reported} vs {load}");
+            }
+        }
+    }
+
+    /// Whole runs: a task of weighted flows ends when the same task with
+    /// each weighted flow written out as its members does (to the
+    /// picosecond), and links carry the same bytes.
+    #[test]
+    fn a_weighted_run_ends_as_the_run_of_its_members(
+        n in net(),
+        weights in proptest::collection::vec(1u32..5, 24),
+    ) {
+        let p = platform(&n);
+        let ends = |weighted: bool| -> Result<(Vec<u64>, Vec<f64>), TestCaseError> {
+            let mut g = TaskGraph::new();
+            let mut tasks = Vec::new();
+            for (i, (path, bytes, start)) in n.flows.iter().enumerate() {
+                let links: Vec<LinkId> = path.iter().map(|&l| LinkId(l)).collect();
+                let pid = g.add_path(&links);
+                let s = g.add_stream(i as u32, "s");
+                g.add_delay(s, "wait", SimDuration(*start));
+                let flow = Flow { path: pid, bytes: *bytes };
+                tasks.push(if weighted {
+                    g.add_weighted_comm(s, "flow", &[(flow, weights[i])], None)
+                } else {
+                    g.add_comm(s, "flow", (0..weights[i]).map(|_| flow), None)
+                });
+            }
+            let r = run(&p, &g, &EngineOptions::default(), &mut Quiet).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            Ok((tasks.iter().map(|t| r.spans[t.0 as usize].end.0).collect(), r.links.iter().map(|l| l.bytes).collect()))
+        };
+        let (w_ends, w_bytes) = ends(true)?;
+        let (m_ends, m_bytes) = ends(false)?;
+        for (i, (a, b)) in w_ends.iter().zip(&m_ends).enumerate() {
+            prop_assert!(a.abs_diff(*b) <= 1, "flow {i} ends at {a} weighted and {b} as members");
+        }
+        for (l, (a, b)) in w_bytes.iter().zip(&m_bytes).enumerate() {
+            prop_assert!((a - b).abs() <= 1e-9 * b.max(1.0), "link {l}: {a} vs {b} bytes");
+        }
+    }
+}
