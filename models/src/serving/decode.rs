@@ -54,6 +54,81 @@ impl DecodeUnit {
     }
 }
 
+/// Every decode GPU's (sequences incl. admitted, reserved KV tokens,
+/// index = unit x GPUs per unit + GPU), for admission: a tournament tree
+/// whose nodes hold the least key below them (in that lexicographic order,
+/// which is (sequences, reserved, unit, GPU) order) and the least reserved
+/// KV below them.
+#[derive(Debug, Clone)]
+pub(super) struct LoadTree {
+    /// Leaves: a power of two, at least the GPUs (the rest hold `EMPTY`).
+    leaves: usize,
+    key: Vec<(u64, u64, u32)>,
+    least_reserved: Vec<u64>,
+}
+
+impl LoadTree {
+    const EMPTY: (u64, u64, u32) = (u64::MAX, u64::MAX, u32::MAX);
+
+    /// `gpus` GPUs, each with no sequence and no KV reserved.
+    pub(super) fn new(gpus: usize) -> LoadTree {
+        let leaves = gpus.max(1).next_power_of_two();
+        let mut t = LoadTree { leaves, key: vec![Self::EMPTY; 2 * leaves], least_reserved: vec![u64::MAX; 2 * leaves] };
+        for i in 0..gpus {
+            t.key[leaves + i] = (0, 0, i as u32);
+            t.least_reserved[leaves + i] = 0;
+        }
+        for n in (1..leaves).rev() {
+            t.pull(n);
+        }
+        t
+    }
+
+    fn pull(&mut self, n: usize) {
+        self.key[n] = self.key[2 * n].min(self.key[2 * n + 1]);
+        self.least_reserved[n] = self.least_reserved[2 * n].min(self.least_reserved[2 * n + 1]);
+    }
+
+    /// GPU `i` now holds `load` sequences and `reserved` KV tokens.
+    pub(super) fn set(&mut self, i: usize, load: u64, reserved: u64) {
+        let mut n = self.leaves + i;
+        self.key[n] = (load, reserved, i as u32);
+        self.least_reserved[n] = reserved;
+        while n > 1 {
+            n /= 2;
+            self.pull(n);
+        }
+    }
+
+    /// The least key whose reserved KV is at most `most` (branch and
+    /// bound: subtrees with no such GPU, or no key below the best found, are
+    /// skipped; the least key overall answers at once when it fits).
+    fn first_with_reserved_at_most(&self, most: u64) -> Option<(u64, u64, u32)> {
+        if self.key[1].1 <= most {
+            return Some(self.key[1]).filter(|&k| k != Self::EMPTY);
+        }
+        let mut best: Option<(u64, u64, u32)> = None;
+        let mut stack = vec![1usize];
+        while let Some(n) = stack.pop() {
+            if self.least_reserved[n] > most || best.is_some_and(|b| self.key[n] >= b) {
+                continue;
+            }
+            if n >= self.leaves {
+                best = Some(self.key[n]);
+                continue;
+            }
+            // The child with the lesser key last, so it is searched first.
+            let (a, b) = (2 * n, 2 * n + 1);
+            if self.key[a] <= self.key[b] {
+                stack.extend([b, a]);
+            } else {
+                stack.extend([a, b]);
+            }
+        }
+        best
+    }
+}
+
 /// A request decoding on a unit: what its leaving needs (kept here, not
 /// looked up in the window, where it has long gone cold).
 #[derive(Debug, Clone, Copy)]
@@ -146,10 +221,9 @@ impl Server<'_> {
             let dg = self.config.decode_gpus_per_unit;
             let idx = (u * dg + g) as usize;
             let reserved = &mut self.decode[u as usize].gpus[g as usize].reserved;
-            self.by_load.remove(&(self.load[idx], *reserved, u, g));
             self.load[idx] += 1;
             *reserved += req.input_len + req.output_len;
-            self.by_load.insert((self.load[idx], *reserved, u, g));
+            self.by_load.set(idx, self.load[idx], *reserved);
             let l = self.live.get_mut(r);
             l.out.decode_unit = u;
             l.out.decode_gpu = g;
@@ -165,15 +239,14 @@ impl Server<'_> {
     fn place(&self, r: u32) -> Option<(u32, u32)> {
         let req = self.live.req(r);
         let need = req.input_len + req.output_len;
-        for &(load, reserved, u, g) in &self.by_load {
-            if load >= self.config.max_batch_per_gpu {
-                return None;
-            }
-            if reserved + need <= self.config.kv_capacity_tokens_per_gpu {
-                return Some((u, g));
-            }
-        }
-        None
+        // In (sequences, reserved, unit, GPU) order, the first GPU with KV
+        // room, unless a GPU without batch room comes first: as all those
+        // come after all with batch room, the first with KV room, if it has
+        // batch room.
+        let most = self.config.kv_capacity_tokens_per_gpu.checked_sub(need)?;
+        let (load, _, idx) = self.by_load.first_with_reserved_at_most(most)?;
+        let dg = self.config.decode_gpus_per_unit.max(1);
+        (load < self.config.max_batch_per_gpu).then_some((idx / dg, idx % dg))
     }
 
     /// Starts the unit's next iteration now, after its joining requests
@@ -249,10 +322,9 @@ impl Server<'_> {
                 gpu.growth = 0.0;
             }
             let idx = (u * dg + run.gpu) as usize;
-            self.by_load.remove(&(self.load[idx], gpu.reserved, u, run.gpu));
             gpu.reserved -= run.input_len + run.output_len;
             self.load[idx] -= 1;
-            self.by_load.insert((self.load[idx], gpu.reserved, u, run.gpu));
+            self.by_load.set(idx, self.load[idx], gpu.reserved);
             self.live.finish(run.request, now_s);
         }
         let unit = &mut self.decode[u as usize];
@@ -381,6 +453,39 @@ mod finishing_tests {
             }
         }
         assert!(!heap.is_empty() && !buckets.far.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod load_tree_tests {
+    use std::collections::BTreeSet;
+
+    use rand::Rng;
+
+    use super::LoadTree;
+    use crate::rng;
+
+    /// The tree answers as a scan of one ordered set of (sequences,
+    /// reserved, GPU) does: the first with reserved KV at most the bound.
+    #[test]
+    fn load_tree_finds_what_a_scan_of_the_ordered_set_finds() {
+        let mut draws = rng::stream(5, "load-tree-test", 0);
+        for gpus in [1usize, 3, 8, 37] {
+            let mut tree = LoadTree::new(gpus);
+            let mut set: BTreeSet<(u64, u64, u32)> = (0..gpus as u32).map(|i| (0, 0, i)).collect();
+            let mut state = vec![(0u64, 0u64); gpus];
+            for _ in 0..5000 {
+                let i = draws.gen_range(0..gpus);
+                let (load, reserved) = (draws.gen_range(0..6), draws.gen_range(0..1000));
+                set.remove(&(state[i].0, state[i].1, i as u32));
+                set.insert((load, reserved, i as u32));
+                state[i] = (load, reserved);
+                tree.set(i, load, reserved);
+                let most = draws.gen_range(0..1100);
+                let want = set.iter().find(|k| k.1 <= most).copied();
+                assert_eq!(tree.first_with_reserved_at_most(most), want, "{gpus} GPUs, at most {most}");
+            }
+        }
     }
 }
 

@@ -8,11 +8,11 @@
 //! run's whole history.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 
 use moesim_sim::SimTime;
 
-use super::decode::{DecodeUnit, Running};
+use super::decode::{DecodeUnit, LoadTree, Running};
 use super::kv_transfer::Nics;
 use super::prefill::PrefillUnit;
 use super::{Arrival, IterationTimes, PrefillChunking, Request, RequestOutcome, ServingConfig, ServingTotals};
@@ -107,7 +107,7 @@ pub(super) struct Server<'a> {
     pub(super) decode: Vec<DecodeUnit>,
     /// (sequences incl. reserved, reserved KV tokens, unit, gpu) of every
     /// decode GPU: admission takes the first with room.
-    pub(super) by_load: BTreeSet<(u64, u64, u32, u32)>,
+    pub(super) by_load: LoadTree,
     /// Per decode GPU, its sequences incl. admitted-not-joined.
     pub(super) load: Vec<u64>,
     pub(super) admit_wait: VecDeque<u32>,
@@ -125,12 +125,7 @@ impl<'a> Server<'a> {
         times: &'a mut dyn IterationTimes,
     ) -> Server<'a> {
         let dg = config.decode_gpus_per_unit.max(1);
-        let mut by_load = BTreeSet::new();
-        for u in 0..config.decode_units {
-            for g in 0..dg {
-                by_load.insert((0, 0, u, g));
-            }
-        }
+        let by_load = LoadTree::new((config.decode_units * dg) as usize);
         let mut server = Server {
             config,
             next: source.next(),
