@@ -57,75 +57,92 @@ impl DecodeUnit {
 /// Every decode GPU's (sequences incl. admitted, reserved KV tokens,
 /// index = unit x GPUs per unit + GPU), for admission: a tournament tree
 /// whose nodes hold the least key below them (in that lexicographic order,
-/// which is (sequences, reserved, unit, GPU) order) and the least reserved
-/// KV below them.
+/// which is (sequences, reserved, unit, GPU) order; packed in a `u128`:
+/// sequences, at most the run's requests, fit 32 bits) and the least
+/// reserved KV below them.
 #[derive(Debug, Clone)]
 pub(super) struct LoadTree {
     /// Leaves: a power of two, at least the GPUs (the rest hold `EMPTY`).
     leaves: usize,
-    key: Vec<(u64, u64, u32)>,
+    key: Vec<u128>,
     least_reserved: Vec<u64>,
 }
 
 impl LoadTree {
-    const EMPTY: (u64, u64, u32) = (u64::MAX, u64::MAX, u32::MAX);
+    const EMPTY: u128 = u128::MAX;
+
+    fn pack(load: u64, reserved: u64, i: usize) -> u128 {
+        debug_assert!(load <= u64::from(u32::MAX));
+        (u128::from(load) << 96) | (u128::from(reserved) << 32) | i as u128
+    }
+
+    /// (sequences, reserved, index) of a packed key.
+    fn unpack(k: u128) -> (u64, u64, u32) {
+        ((k >> 96) as u64, (k >> 32) as u64, k as u32)
+    }
 
     /// `gpus` GPUs, each with no sequence and no KV reserved.
     pub(super) fn new(gpus: usize) -> LoadTree {
         let leaves = gpus.max(1).next_power_of_two();
         let mut t = LoadTree { leaves, key: vec![Self::EMPTY; 2 * leaves], least_reserved: vec![u64::MAX; 2 * leaves] };
         for i in 0..gpus {
-            t.key[leaves + i] = (0, 0, i as u32);
+            t.key[leaves + i] = Self::pack(0, 0, i);
             t.least_reserved[leaves + i] = 0;
         }
         for n in (1..leaves).rev() {
-            t.pull(n);
+            t.key[n] = t.key[2 * n].min(t.key[2 * n + 1]);
+            t.least_reserved[n] = t.least_reserved[2 * n].min(t.least_reserved[2 * n + 1]);
         }
         t
-    }
-
-    fn pull(&mut self, n: usize) {
-        self.key[n] = self.key[2 * n].min(self.key[2 * n + 1]);
-        self.least_reserved[n] = self.least_reserved[2 * n].min(self.least_reserved[2 * n + 1]);
     }
 
     /// GPU `i` now holds `load` sequences and `reserved` KV tokens.
     pub(super) fn set(&mut self, i: usize, load: u64, reserved: u64) {
         let mut n = self.leaves + i;
-        self.key[n] = (load, reserved, i as u32);
+        self.key[n] = Self::pack(load, reserved, i);
         self.least_reserved[n] = reserved;
         while n > 1 {
             n /= 2;
-            self.pull(n);
+            let key = self.key[2 * n].min(self.key[2 * n + 1]);
+            let least = self.least_reserved[2 * n].min(self.least_reserved[2 * n + 1]);
+            // Nodes above depend only on this one's values.
+            if key == self.key[n] && least == self.least_reserved[n] {
+                break;
+            }
+            self.key[n] = key;
+            self.least_reserved[n] = least;
         }
     }
 
-    /// The least key whose reserved KV is at most `most` (branch and
-    /// bound: subtrees with no such GPU, or no key below the best found, are
-    /// skipped; the least key overall answers at once when it fits).
+    /// The least key whose reserved KV is at most `most`, as (sequences,
+    /// reserved, index) (branch and bound: subtrees with no such GPU, or no
+    /// key below the best found, are skipped; the least key overall answers
+    /// at once when it fits).
     fn first_with_reserved_at_most(&self, most: u64) -> Option<(u64, u64, u32)> {
-        if self.key[1].1 <= most {
-            return Some(self.key[1]).filter(|&k| k != Self::EMPTY);
-        }
-        let mut best: Option<(u64, u64, u32)> = None;
-        let mut stack = vec![1usize];
-        while let Some(n) = stack.pop() {
-            if self.least_reserved[n] > most || best.is_some_and(|b| self.key[n] >= b) {
-                continue;
+        let best = if Self::unpack(self.key[1]).1 <= most {
+            Some(self.key[1])
+        } else {
+            let mut best: Option<u128> = None;
+            let mut stack = vec![1usize];
+            while let Some(n) = stack.pop() {
+                if self.least_reserved[n] > most || best.is_some_and(|b| self.key[n] >= b) {
+                    continue;
+                }
+                if n >= self.leaves {
+                    best = Some(self.key[n]);
+                    continue;
+                }
+                // The child with the lesser key last, so it is searched first.
+                let (a, b) = (2 * n, 2 * n + 1);
+                if self.key[a] <= self.key[b] {
+                    stack.extend([b, a]);
+                } else {
+                    stack.extend([a, b]);
+                }
             }
-            if n >= self.leaves {
-                best = Some(self.key[n]);
-                continue;
-            }
-            // The child with the lesser key last, so it is searched first.
-            let (a, b) = (2 * n, 2 * n + 1);
-            if self.key[a] <= self.key[b] {
-                stack.extend([b, a]);
-            } else {
-                stack.extend([a, b]);
-            }
-        }
-        best
+            best
+        };
+        best.filter(|&k| k != Self::EMPTY).map(Self::unpack)
     }
 }
 
@@ -473,6 +490,7 @@ mod load_tree_tests {
         for gpus in [1usize, 3, 8, 37] {
             let mut tree = LoadTree::new(gpus);
             let mut set: BTreeSet<(u64, u64, u32)> = (0..gpus as u32).map(|i| (0, 0, i)).collect();
+            assert_eq!(tree.first_with_reserved_at_most(0), Some((0, 0, 0)));
             let mut state = vec![(0u64, 0u64); gpus];
             for _ in 0..5000 {
                 let i = draws.gen_range(0..gpus);
