@@ -98,6 +98,22 @@ impl PrefillUnit {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Whether batches keep their candidate placement (tests turn it off to
+    /// check that keeping it changes nothing).
+    static KEEP_CANDIDATES: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether a batch's kept candidate placement is used (always, but in the
+/// test that compares runs without it).
+fn candidates_kept() -> bool {
+    #[cfg(test)]
+    return KEEP_CANDIDATES.with(|k| k.get());
+    #[cfg(not(test))]
+    true
+}
+
 /// Where a request's first piece would go in one unit's next batch, and
 /// what it would take there.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,7 +257,7 @@ impl Server<'_> {
                 continue;
             }
             let candidate = match &next.candidate {
-                Some((k, c)) if *k == key => c.clone(),
+                Some((k, c)) if *k == key && candidates_kept() => c.clone(),
                 _ => {
                     let c = self.candidate(u, r, alone_s);
                     self.prefill[u].next.candidate = Some((key, c.clone()));
@@ -623,6 +639,44 @@ mod tests {
         assert!((a.first_token_s - 2.5).abs() < 1e-9, "{a:?}");
         assert!((b.first_token_s - 2.0).abs() < 1e-9 && b.prefill_gpu >= 2, "{b:?}");
         assert_eq!(r.totals.prefill_iterations, 3);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A batch's kept candidate placement is exact: runs of requests
+        /// with repeated (prompt, cache hit) pairs, by tokens or time, with
+        /// or without context parallelism, come out the same with every
+        /// placement worked out afresh.
+        #[test]
+        fn kept_candidate_placements_change_nothing(
+            shapes in proptest::collection::vec((0usize..3, 0usize..3), 1..5),
+            picks in proptest::collection::vec((0usize..4, 0.0f64..0.05), 1..120),
+            units in 1u32..4,
+            by_time in proptest::bool::ANY,
+            cp in 1u32..3,
+        ) {
+            let mut c = config();
+            c.prefill_units = units;
+            c.prefill_tokens_per_gpu = 1500;
+            c.prefill_chunking = if by_time { PrefillChunking::Time } else { PrefillChunking::Tokens };
+            c.prefill_context_parallel = cp;
+            let mut at = 0.0;
+            let reqs: Vec<Request> = picks
+                .iter()
+                .map(|&(k, gap)| {
+                    // Prompts that share a length with another cache hit.
+                    let (i, j) = shapes[k % shapes.len()];
+                    let (n, hit) = ([600u64, 1400, 3100][i], [0.0, 0.25, 0.5][j]);
+                    at += gap;
+                    Request { arrival_s: at, input_len: n, output_len: 3, cached_len: ((n as f64 * hit) as u64).min(n - 1) }
+                })
+                .collect();
+            let kept = simulate_serving(&c, &reqs, &mut Attention);
+            super::KEEP_CANDIDATES.with(|k| k.set(false));
+            let fresh = simulate_serving(&c, &reqs, &mut Attention);
+            super::KEEP_CANDIDATES.with(|k| k.set(true));
+            proptest::prop_assert_eq!(kept, fresh);
+        }
     }
 
     #[test]
