@@ -35,7 +35,6 @@
 //! mtp_acceptance = 0.85
 //! ```
 
-use std::fmt::Write as _;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
@@ -45,8 +44,8 @@ use moesim_models::lowering::inference::{
     RoutingCache,
 };
 use moesim_models::serving::{
-    serve_stream, unservable, IterationTimes, PoissonArrivals, PrefillChunking, Quantiles, Request, RequestOutcome,
-    ServingConfig, ServingTotals, EXACT_VALUES, SKETCH_RELATIVE_ERROR,
+    arrival, serve_arrivals, serve_stream, unservable, Arrival, IterationTimes, PoissonArrivals, PrefillChunking,
+    Quantiles, Request, RequestOutcome, ServingConfig, ServingTotals, EXACT_VALUES, SKETCH_RELATIVE_ERROR,
 };
 use moesim_models::transformer::routing::Skew;
 use moesim_models::{Cluster, DeviceSpec, ModelConfig};
@@ -486,7 +485,7 @@ impl ServingWorkload {
         trace: Option<&'t Trace>,
         cache_blocks: Option<NonZeroUsize>,
         seed: u64,
-    ) -> Box<dyn Iterator<Item = Request> + 't> {
+    ) -> Box<dyn Iterator<Item = Request> + Send + 't> {
         let cached_of = move |input: u64, blocks: Option<u64>| {
             blocks.unwrap_or_else(|| (input as f64 * self.cache_hit_ratio).round() as u64).min(input.saturating_sub(1))
         };
@@ -554,7 +553,7 @@ impl ServingWorkload {
     pub fn serve_stream(
         &self,
         setup: &Setup,
-        source: &mut dyn Iterator<Item = Request>,
+        source: &mut (dyn Iterator<Item = Request> + Send),
         times: &mut EngineIterationTimes,
         prefill_units: u32,
         decode_units: u32,
@@ -1332,17 +1331,20 @@ impl EngineIterationTimes {
     }
 }
 
-/// Outcomes handed from the simulation to the recording thread at a time.
+/// Outcomes handed from the simulation to the recording thread at a time,
+/// and arrivals from the drawing thread to the simulation.
 const RECORD_BATCH: usize = 4096;
 
 /// Runs [`serve_stream`], each outcome going to `stats` and a row of `csv`.
-/// With two or more threads (rayon's pool) the recording runs on a thread of
-/// its own, fed batches of outcomes in arrival order through a bounded
-/// channel (a few batches in flight: memory stays bounded), so the bytes are
-/// those of one thread.
+/// With two or more threads (rayon's pool) the simulation has two threads
+/// beside it: one draws the arrivals (the source's requests and their MTP
+/// draws, [`arrival`], which depend on nothing the run does) and one
+/// records the outcomes; each is fed batches, in arrival order, through a
+/// bounded channel (a few batches in flight: memory stays bounded), so the
+/// bytes are those of one thread.
 fn serve_and_record<'w>(
     config: &ServingConfig,
-    source: &mut dyn Iterator<Item = Request>,
+    source: &mut (dyn Iterator<Item = Request> + Send),
     times: &mut EngineIterationTimes,
     mut stats: ServingStats,
     mut csv: Option<RequestsCsv<'w>>,
@@ -1358,6 +1360,21 @@ fn serve_and_record<'w>(
         return (totals, stats, csv);
     }
     std::thread::scope(|scope| {
+        let (arrivals_tx, arrivals_rx) = std::sync::mpsc::sync_channel::<Vec<Arrival>>(4);
+        scope.spawn(move || {
+            // The run takes at most u32::MAX + 1 requests (the last to see
+            // that the stream is cut, `ServingTotals::arrivals_cut`): as many
+            // as it would have pulled from `source` itself.
+            let mut requests = source.take(u32::MAX as usize + 1).enumerate();
+            loop {
+                let batch: Vec<Arrival> =
+                    requests.by_ref().take(RECORD_BATCH).map(|(i, r)| arrival(config, i as u64, r)).collect();
+                // The simulation only stops taking arrivals at the end.
+                if batch.is_empty() || arrivals_tx.send(batch).is_err() {
+                    break;
+                }
+            }
+        });
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<RequestOutcome>>(4);
         // Emptied batches go back to be refilled.
         let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<RequestOutcome>>();
@@ -1377,9 +1394,9 @@ fn serve_and_record<'w>(
             // The recorder only stops when this side hangs up.
             let _ = tx.send(std::mem::replace(batch, empty));
         };
-        let totals = serve_stream(
+        let totals = serve_arrivals(
             config,
-            source,
+            &mut arrivals_rx.into_iter().flatten(),
             &mut |o| {
                 batch.push(*o);
                 if batch.len() == RECORD_BATCH {
@@ -1401,57 +1418,75 @@ fn serve_and_record<'w>(
 const REQUESTS_CSV_HEADER: &str = "request,arrival_ms,input_tokens,output_tokens,cached_tokens,prefill_unit,prefill_gpu,prefill_start_ms,first_token_ms,decode_unit,decode_gpu,decode_join_ms,finish_ms,ttft_ms,tpot_ms\n";
 
 /// `requests.csv` written a row at a time (one row per request, in arrival
-/// order, times in ms to the microsecond); the first write error is kept
+/// order, times in ms to the microsecond); rows gather in a buffer handed
+/// to `out` [`CSV_CHUNK_BYTES`] at a time; the first write error is kept
 /// and the rest skipped.
 pub struct RequestsCsv<'w> {
     out: &'w mut (dyn std::io::Write + Send),
     row: u64,
-    line: String,
+    /// Rows not yet handed to `out`.
+    pending: Vec<u8>,
     error: Option<std::io::Error>,
 }
 
+/// Bytes of rows [`RequestsCsv`] gathers before writing them out.
+const CSV_CHUNK_BYTES: usize = 1 << 16;
+
 impl<'w> RequestsCsv<'w> {
     pub fn new(out: &'w mut (dyn std::io::Write + Send)) -> RequestsCsv<'w> {
-        let mut w = RequestsCsv { out, row: 0, line: String::with_capacity(256), error: None };
-        w.write(REQUESTS_CSV_HEADER.as_bytes());
-        w
+        let mut pending = Vec::with_capacity(CSV_CHUNK_BYTES + 256);
+        pending.extend_from_slice(REQUESTS_CSV_HEADER.as_bytes());
+        RequestsCsv { out, row: 0, pending, error: None }
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    /// Hands the gathered rows to `out`.
+    fn write_pending(&mut self) {
         if self.error.is_none() {
-            if let Err(e) = self.out.write_all(bytes) {
+            if let Err(e) = self.out.write_all(&self.pending) {
                 self.error = Some(e);
             }
         }
+        self.pending.clear();
     }
 
     pub fn row(&mut self, o: &RequestOutcome) {
-        let mut s = std::mem::take(&mut self.line);
-        s.clear();
-        let _ = write!(s, "{},", self.row);
-        push_ms(&mut s, o.arrival_s * 1e3);
-        let _ = write!(s, ",{},{},{},{},{},", o.input_len, o.output_len, o.cached_len, o.prefill_unit, o.prefill_gpu);
-        push_ms(&mut s, o.prefill_start_s * 1e3);
-        s.push(',');
-        push_ms(&mut s, o.first_token_s * 1e3);
-        let _ = write!(s, ",{},{},", o.decode_unit, o.decode_gpu);
-        push_ms(&mut s, if o.decode_join_s.is_finite() { o.decode_join_s * 1e3 } else { o.first_token_s * 1e3 });
-        s.push(',');
-        push_ms(&mut s, o.finish_s * 1e3);
-        s.push(',');
-        push_ms(&mut s, o.ttft_s() * 1e3);
-        s.push(',');
-        if let Some(t) = o.tpot_s() {
-            push_ms(&mut s, t * 1e3);
+        let mut n = itoa::Buffer::new();
+        let s = &mut self.pending;
+        s.extend_from_slice(n.format(self.row).as_bytes());
+        s.push(b',');
+        push_ms(s, o.arrival_s * 1e3);
+        for v in [o.input_len, o.output_len, o.cached_len, o.prefill_unit, o.prefill_gpu] {
+            s.push(b',');
+            s.extend_from_slice(n.format(v).as_bytes());
         }
-        s.push('\n');
-        self.write(s.as_bytes());
-        self.line = s;
+        s.push(b',');
+        push_ms(s, o.prefill_start_s * 1e3);
+        s.push(b',');
+        push_ms(s, o.first_token_s * 1e3);
+        for v in [o.decode_unit, o.decode_gpu] {
+            s.push(b',');
+            s.extend_from_slice(n.format(v).as_bytes());
+        }
+        s.push(b',');
+        push_ms(s, if o.decode_join_s.is_finite() { o.decode_join_s * 1e3 } else { o.first_token_s * 1e3 });
+        s.push(b',');
+        push_ms(s, o.finish_s * 1e3);
+        s.push(b',');
+        push_ms(s, o.ttft_s() * 1e3);
+        s.push(b',');
+        if let Some(t) = o.tpot_s() {
+            push_ms(s, t * 1e3);
+        }
+        s.push(b'\n');
         self.row += 1;
+        if self.pending.len() >= CSV_CHUNK_BYTES {
+            self.write_pending();
+        }
     }
 
-    /// Flushes; the first error, if any.
+    /// Writes the rest and flushes; the first error, if any.
     pub fn finish(mut self) -> Option<std::io::Error> {
+        self.write_pending();
         if self.error.is_none() {
             if let Err(e) = self.out.flush() {
                 self.error = Some(e);
@@ -1463,8 +1498,9 @@ impl<'w> RequestsCsv<'w> {
 
 /// Appends `v` as `format!("{v:.3}")` would, without its cost where the
 /// rounding is clear: `v x 1000` rounded to a whole number, printed with
-/// three decimals. Near a rounding tie, or out of range, it formats.
-fn push_ms(s: &mut String, v: f64) {
+/// three decimals (the integer part by `itoa`, the same digits as
+/// `Display`). Near a rounding tie, or out of range, it formats.
+fn push_ms(s: &mut Vec<u8>, v: f64) {
     let scaled = v * 1000.0;
     // Below 2^40 an f64 resolves 1/4096: a fraction 1e-3 from one half
     // rounds the same way as the exact decimal value does.
@@ -1472,11 +1508,13 @@ fn push_ms(s: &mut String, v: f64) {
         let frac = scaled - scaled.floor();
         if (frac - 0.5).abs() > 1e-3 {
             let n = scaled.round() as u64;
-            let _ = write!(s, "{}.{:03}", n / 1000, n % 1000);
+            let f = (n % 1000) as u32;
+            s.extend_from_slice(itoa::Buffer::new().format(n / 1000).as_bytes());
+            s.extend_from_slice(&[b'.', b'0' + (f / 100) as u8, b'0' + (f / 10 % 10) as u8, b'0' + (f % 10) as u8]);
             return;
         }
     }
-    let _ = write!(s, "{v:.3}");
+    let _ = std::io::Write::write_fmt(s, format_args!("{v:.3}"));
 }
 
 /// The most units of each kind [`unit_timeline`] draws a row for.
@@ -1622,9 +1660,9 @@ mod tests {
         values.extend((0..200_000u64).map(|k| (r.next() * 8.64e13).floor() / 1e6 + (k % 2) as f64 * 5e-4));
         values.extend([0.0, 0.0005, 0.0015, 1e-9, 1e12, 2e13, f64::NAN]);
         for v in values {
-            let mut s = String::new();
+            let mut s = Vec::new();
             push_ms(&mut s, v);
-            assert_eq!(s, format!("{v:.3}"), "{v:e}");
+            assert_eq!(String::from_utf8(s).unwrap(), format!("{v:.3}"), "{v:e}");
         }
     }
 

@@ -6,15 +6,20 @@
 //! transfer ([`Server::send_kv`]); the request joins at the next iteration
 //! after it arrived.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, VecDeque};
 
 use moesim_sim::SimTime;
 use rand::Rng;
 use rand_distr::{Binomial, Distribution};
 
-use super::server::{secs, Event, Live, Server};
-use crate::rng;
+use super::server::{secs, Event, Server};
+
+impl Running {
+    /// A request not yet decoding whose output takes `iterations`.
+    pub(super) fn new(iterations: u64) -> Running {
+        Running { iterations, ..Running::default() }
+    }
+}
 
 /// One decode GPU.
 #[derive(Debug, Clone, Default)]
@@ -36,8 +41,8 @@ pub(super) struct DecodeUnit {
     pub(super) busy: bool,
     /// Requests whose KV has arrived, joining at the next iteration start.
     pub(super) joining: Vec<u32>,
-    /// (finish iteration, request) of running requests.
-    finishing: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Running requests by the iteration their last token comes out.
+    finishing: Finishing,
     started_at: SimTime,
     step_batch: u64,
 }
@@ -49,12 +54,177 @@ impl DecodeUnit {
     }
 }
 
-/// Per request, its decode progress.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Running {
+/// Every decode GPU's (sequences incl. admitted, reserved KV tokens,
+/// index = unit x GPUs per unit + GPU), for admission: a tournament tree
+/// whose nodes hold the least key below them (in that lexicographic order,
+/// which is (sequences, reserved, unit, GPU) order; packed in a `u128`:
+/// sequences, at most the run's requests, fit 32 bits) and the least
+/// reserved KV below them.
+#[derive(Debug, Clone)]
+pub(super) struct LoadTree {
+    /// Leaves: a power of two, at least the GPUs (the rest hold `EMPTY`).
+    leaves: usize,
+    key: Vec<u128>,
+    least_reserved: Vec<u64>,
+}
+
+impl LoadTree {
+    const EMPTY: u128 = u128::MAX;
+
+    fn pack(load: u64, reserved: u64, i: usize) -> u128 {
+        debug_assert!(load <= u64::from(u32::MAX));
+        (u128::from(load) << 96) | (u128::from(reserved) << 32) | i as u128
+    }
+
+    /// (sequences, reserved, index) of a packed key.
+    fn unpack(k: u128) -> (u64, u64, u32) {
+        ((k >> 96) as u64, (k >> 32) as u64, k as u32)
+    }
+
+    /// `gpus` GPUs, each with no sequence and no KV reserved.
+    pub(super) fn new(gpus: usize) -> LoadTree {
+        let leaves = gpus.max(1).next_power_of_two();
+        let mut t = LoadTree { leaves, key: vec![Self::EMPTY; 2 * leaves], least_reserved: vec![u64::MAX; 2 * leaves] };
+        for i in 0..gpus {
+            t.key[leaves + i] = Self::pack(0, 0, i);
+            t.least_reserved[leaves + i] = 0;
+        }
+        for n in (1..leaves).rev() {
+            t.key[n] = t.key[2 * n].min(t.key[2 * n + 1]);
+            t.least_reserved[n] = t.least_reserved[2 * n].min(t.least_reserved[2 * n + 1]);
+        }
+        t
+    }
+
+    /// GPU `i` now holds `load` sequences and `reserved` KV tokens.
+    pub(super) fn set(&mut self, i: usize, load: u64, reserved: u64) {
+        let mut n = self.leaves + i;
+        self.key[n] = Self::pack(load, reserved, i);
+        self.least_reserved[n] = reserved;
+        while n > 1 {
+            n /= 2;
+            let key = self.key[2 * n].min(self.key[2 * n + 1]);
+            let least = self.least_reserved[2 * n].min(self.least_reserved[2 * n + 1]);
+            // Nodes above depend only on this one's values.
+            if key == self.key[n] && least == self.least_reserved[n] {
+                break;
+            }
+            self.key[n] = key;
+            self.least_reserved[n] = least;
+        }
+    }
+
+    /// The least key whose reserved KV is at most `most`, as (sequences,
+    /// reserved, index) (branch and bound: subtrees with no such GPU, or no
+    /// key below the best found, are skipped; the least key overall answers
+    /// at once when it fits).
+    fn first_with_reserved_at_most(&self, most: u64) -> Option<(u64, u64, u32)> {
+        let best = if Self::unpack(self.key[1]).1 <= most {
+            Some(self.key[1])
+        } else {
+            let mut best: Option<u128> = None;
+            let mut stack = vec![1usize];
+            while let Some(n) = stack.pop() {
+                if self.least_reserved[n] > most || best.is_some_and(|b| self.key[n] >= b) {
+                    continue;
+                }
+                if n >= self.leaves {
+                    best = Some(self.key[n]);
+                    continue;
+                }
+                // The child with the lesser key last, so it is searched first.
+                let (a, b) = (2 * n, 2 * n + 1);
+                if self.key[a] <= self.key[b] {
+                    stack.extend([b, a]);
+                } else {
+                    stack.extend([a, b]);
+                }
+            }
+            best
+        };
+        best.filter(|&k| k != Self::EMPTY).map(Self::unpack)
+    }
+}
+
+/// A request decoding on a unit: what its leaving needs (kept here, not
+/// looked up in the window, where it has long gone cold).
+#[derive(Debug, Clone, Copy)]
+struct Decoding {
+    request: u32,
+    gpu: u32,
     join_iteration: u64,
     /// Tokens added per iteration on average (output tokens / iterations).
     rate: f64,
+    input_len: u64,
+    output_len: u64,
+}
+
+/// A decode unit's running requests by the iteration their last token
+/// comes out: a ring of buckets for the next [`FINISH_RING`] iterations
+/// (bucket `i` finishing at the unit's iteration + 1 + `i`), later ones in
+/// an ordered map. The requests of an iteration come out in request order,
+/// as (iteration, request) pairs out of one priority queue would.
+#[derive(Debug, Clone, Default)]
+struct Finishing {
+    /// The unit's iteration (the last one ended).
+    now: u64,
+    ring: VecDeque<Vec<Decoding>>,
+    far: BTreeMap<(u64, u32), Decoding>,
+}
+
+/// Iterations ahead [`Finishing`] keeps in buckets.
+const FINISH_RING: u64 = 4096;
+
+impl Finishing {
+    /// `d` finishes at iteration `fin`, later than the unit's now.
+    fn push(&mut self, fin: u64, d: Decoding) {
+        debug_assert!(fin > self.now);
+        let i = fin - self.now - 1;
+        if i >= FINISH_RING {
+            self.far.insert((fin, d.request), d);
+            return;
+        }
+        let i = i as usize;
+        if self.ring.len() <= i {
+            self.ring.resize_with(i + 1, Vec::new);
+        }
+        self.ring[i].push(d);
+    }
+
+    /// The requests finishing at iteration `it`, the unit's iteration just
+    /// ended (the one after the last `take`; every request left finishes
+    /// later), in request order; hand the list back with
+    /// [`Finishing::give_back`].
+    fn take(&mut self, it: u64) -> Vec<Decoding> {
+        debug_assert_eq!(it, self.now + 1);
+        self.now = it;
+        let mut done = self.ring.pop_front().unwrap_or_default();
+        while let Some(e) = self.far.first_entry() {
+            if e.key().0 > it {
+                break;
+            }
+            done.push(e.remove());
+        }
+        done.sort_unstable_by_key(|d| d.request);
+        done
+    }
+
+    /// The list [`Finishing::take`] gave, emptied and kept for a later
+    /// iteration's bucket.
+    fn give_back(&mut self, mut done: Vec<Decoding>) {
+        done.clear();
+        if !self.ring.is_empty() {
+            self.ring.push_back(done);
+        }
+    }
+}
+
+/// Per request, its decode progress.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Running {
+    /// Iterations its output tokens after the first take ([`super::arrival`]).
+    pub(super) iterations: u64,
+    /// The decode GPU it was admitted to.
     gpu: u32,
 }
 
@@ -68,10 +238,9 @@ impl Server<'_> {
             let dg = self.config.decode_gpus_per_unit;
             let idx = (u * dg + g) as usize;
             let reserved = &mut self.decode[u as usize].gpus[g as usize].reserved;
-            self.by_load.remove(&(self.load[idx], *reserved, u, g));
             self.load[idx] += 1;
             *reserved += req.input_len + req.output_len;
-            self.by_load.insert((self.load[idx], *reserved, u, g));
+            self.by_load.set(idx, self.load[idx], *reserved);
             let l = self.live.get_mut(r);
             l.out.decode_unit = u;
             l.out.decode_gpu = g;
@@ -87,29 +256,14 @@ impl Server<'_> {
     fn place(&self, r: u32) -> Option<(u32, u32)> {
         let req = self.live.req(r);
         let need = req.input_len + req.output_len;
-        for &(load, reserved, u, g) in &self.by_load {
-            if load >= self.config.max_batch_per_gpu {
-                return None;
-            }
-            if reserved + need <= self.config.kv_capacity_tokens_per_gpu {
-                return Some((u, g));
-            }
-        }
-        None
-    }
-
-    /// Iterations request `r` needs for its remaining output tokens.
-    fn iterations_needed(&self, r: u32) -> u64 {
-        let m = self.live.req(r).output_len.saturating_sub(1);
-        match self.config.mtp_acceptance {
-            None => m,
-            Some(p) if p >= 1.0 => m.div_ceil(2),
-            Some(p) if p <= 0.0 => m,
-            Some(p) => {
-                let mut rng = rng::stream(self.config.seed, "mtp-acceptance", r as u64);
-                mtp_iterations(m, p, &mut rng)
-            }
-        }
+        // In (sequences, reserved, unit, GPU) order, the first GPU with KV
+        // room, unless a GPU without batch room comes first: as all those
+        // come after all with batch room, the first with KV room, if it has
+        // batch room.
+        let most = self.config.kv_capacity_tokens_per_gpu.checked_sub(need)?;
+        let (load, _, idx) = self.by_load.first_with_reserved_at_most(most)?;
+        let dg = self.config.decode_gpus_per_unit.max(1);
+        (load < self.config.max_batch_per_gpu).then_some((idx / dg, idx % dg))
     }
 
     /// Starts the unit's next iteration now, after its joining requests
@@ -119,11 +273,10 @@ impl Server<'_> {
         let now_s = secs(self.now);
         let it = self.decode[u as usize].iteration;
         for r in joining {
-            let req = *self.live.req(r);
-            let k = self.iterations_needed(r).max(1);
-            let rate = (req.output_len - 1) as f64 / k as f64;
             let l = self.live.get_mut(r);
-            l.running = Running { join_iteration: it, rate, gpu: l.running.gpu };
+            let req = l.req;
+            let k = l.running.iterations.max(1);
+            let rate = (req.output_len - 1) as f64 / k as f64;
             l.out.decode_join_s = now_s;
             let g = l.running.gpu;
             let unit = &mut self.decode[u as usize];
@@ -131,7 +284,15 @@ impl Server<'_> {
             gpu.active += 1;
             gpu.context += req.input_len as f64;
             gpu.growth += rate;
-            unit.finishing.push(Reverse((it + k, r)));
+            let d = Decoding {
+                request: r,
+                gpu: g,
+                join_iteration: it,
+                rate,
+                input_len: req.input_len,
+                output_len: req.output_len,
+            };
+            unit.finishing.push(it + k, d);
         }
         let unit = &self.decode[u as usize];
         // One pass: the most sequences, the most context and all sequences.
@@ -166,30 +327,26 @@ impl Server<'_> {
         for g in unit.gpus.iter_mut() {
             g.context += g.growth;
         }
-        let mut freed = false;
-        while let Some(&Reverse((fin, r))) = unit.finishing.peek() {
-            if fin > it {
-                break;
-            }
-            unit.finishing.pop();
-            let Live { running: run, req, .. } = *self.live.get(r);
+        let done = unit.finishing.take(it);
+        let freed = !done.is_empty();
+        for run in &done {
             let gpu = &mut unit.gpus[run.gpu as usize];
             gpu.active -= 1;
-            gpu.context -= req.input_len as f64 + run.rate * (it - run.join_iteration) as f64;
+            gpu.context -= run.input_len as f64 + run.rate * (it - run.join_iteration) as f64;
             gpu.growth -= run.rate;
             if gpu.active == 0 {
                 gpu.context = 0.0;
                 gpu.growth = 0.0;
             }
             let idx = (u * dg + run.gpu) as usize;
-            self.by_load.remove(&(self.load[idx], gpu.reserved, u, run.gpu));
-            gpu.reserved -= req.input_len + req.output_len;
+            gpu.reserved -= run.input_len + run.output_len;
             self.load[idx] -= 1;
-            self.by_load.insert((self.load[idx], gpu.reserved, u, run.gpu));
-            self.live.finish(r, now_s);
-            freed = true;
+            self.by_load.set(idx, self.load[idx], gpu.reserved);
+            self.live.finish(run.request, now_s);
         }
-        self.decode[u as usize].busy = false;
+        let unit = &mut self.decode[u as usize];
+        unit.finishing.give_back(done);
+        unit.busy = false;
         if freed {
             self.admit();
         }
@@ -270,6 +427,83 @@ mod tests {
         let mean_tpot: f64 = r.requests.iter().map(|o| o.tpot_s().unwrap()).sum::<f64>() / 200.0;
         // 1000 tokens at 1.85 per 10 ms iteration: 5.4 ms per token.
         assert!((mean_tpot / (0.01 / 1.85) - 1.0).abs() < 0.02, "{mean_tpot}");
+    }
+}
+
+#[cfg(test)]
+mod finishing_tests {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    use rand::Rng;
+
+    use super::{Decoding, Finishing, FINISH_RING};
+    use crate::rng;
+
+    /// The buckets (and the map past them) give each iteration's finishing
+    /// requests in the order one priority queue of (iteration, request)
+    /// gives them, with some requests finishing beyond the ring.
+    #[test]
+    fn finishing_buckets_come_out_as_one_priority_queue_would() {
+        let mut draws = rng::stream(3, "finishing-test", 0);
+        let (mut buckets, mut heap) = (Finishing::default(), BinaryHeap::new());
+        let mut next_request = 0u32;
+        for it in 0..30_000u64 {
+            if it > 0 {
+                let mut want = Vec::new();
+                while heap.peek().is_some_and(|&Reverse((fin, _))| fin <= it) {
+                    want.push(heap.pop().expect("peeked").0 .1);
+                }
+                let done = buckets.take(it);
+                assert_eq!(done.iter().map(|d| d.request).collect::<Vec<_>>(), want, "iteration {it}");
+                buckets.give_back(done);
+            }
+            // Joins arrive out of request order, some far past the ring.
+            for _ in 0..draws.gen_range(0..4) {
+                let r = next_request + draws.gen_range(0..3);
+                next_request += 3;
+                let k =
+                    if draws.gen_bool(0.05) { FINISH_RING + draws.gen_range(0..900) } else { draws.gen_range(1..1200) };
+                let d = Decoding { request: r, gpu: 0, join_iteration: it, rate: 1.0, input_len: 1, output_len: 2 };
+                buckets.push(it + k, d);
+                heap.push(Reverse((it + k, r)));
+            }
+        }
+        assert!(!heap.is_empty() && !buckets.far.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod load_tree_tests {
+    use std::collections::BTreeSet;
+
+    use rand::Rng;
+
+    use super::LoadTree;
+    use crate::rng;
+
+    /// The tree answers as a scan of one ordered set of (sequences,
+    /// reserved, GPU) does: the first with reserved KV at most the bound.
+    #[test]
+    fn load_tree_finds_what_a_scan_of_the_ordered_set_finds() {
+        let mut draws = rng::stream(5, "load-tree-test", 0);
+        for gpus in [1usize, 3, 8, 37] {
+            let mut tree = LoadTree::new(gpus);
+            let mut set: BTreeSet<(u64, u64, u32)> = (0..gpus as u32).map(|i| (0, 0, i)).collect();
+            assert_eq!(tree.first_with_reserved_at_most(0), Some((0, 0, 0)));
+            let mut state = vec![(0u64, 0u64); gpus];
+            for _ in 0..5000 {
+                let i = draws.gen_range(0..gpus);
+                let (load, reserved) = (draws.gen_range(0..6), draws.gen_range(0..1000));
+                set.remove(&(state[i].0, state[i].1, i as u32));
+                set.insert((load, reserved, i as u32));
+                state[i] = (load, reserved);
+                tree.set(i, load, reserved);
+                let most = draws.gen_range(0..1100);
+                let want = set.iter().find(|k| k.1 <= most).copied();
+                assert_eq!(tree.first_with_reserved_at_most(most), want, "{gpus} GPUs, at most {most}");
+            }
+        }
     }
 }
 

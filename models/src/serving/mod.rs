@@ -56,7 +56,7 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `mod.rs` | the API: [`Request`], [`ServingConfig`], [`PrefillChunking`], [`IterationTimes`], [`RequestOutcome`], [`ServingTotals`], [`ServingResult`], [`Unservable`]; the entry points [`unservable`], [`serve_stream`] (outcomes to a sink, memory bounded by the requests in the system) and [`simulate_serving`] (every outcome kept) |
+//! | `mod.rs` | the API: [`Request`], [`Arrival`], [`ServingConfig`], [`PrefillChunking`], [`IterationTimes`], [`RequestOutcome`], [`ServingTotals`], [`ServingResult`], [`Unservable`]; the entry points [`unservable`], [`serve_stream`] (outcomes to a sink, memory bounded by the requests in the system; [`serve_arrivals`] the same with each request's decode iterations drawn by the caller, [`arrival`]) and [`simulate_serving`] (every outcome kept) |
 //! | `server.rs` | the run's state (`Server`, every part's units and counters), its events, the event loop and the window of live requests (`Window`: arrival to hand-on, in arrival order) |
 //! | `prefill.rs` | prefill units, batches and chunks; where a request goes (unit and GPU); chunking by tokens or time; context parallelism; iteration timing |
 //! | `kv_transfer.rs` | the NICs and the prompt KV transfers from prefill to decode GPUs |
@@ -262,6 +262,54 @@ pub fn simulate_serving(config: &ServingConfig, requests: &[Request], times: &mu
 pub fn serve_stream(
     config: &ServingConfig,
     source: &mut dyn Iterator<Item = Request>,
+    sink: &mut dyn FnMut(&RequestOutcome),
+    times: &mut dyn IterationTimes,
+) -> ServingTotals {
+    let mut index = 0u64;
+    let mut arrivals = source.map(|req| {
+        let a = arrival(config, index, req);
+        index += 1;
+        a
+    });
+    serve_arrivals(config, &mut arrivals, sink, times)
+}
+
+/// A request as it enters the run: the request and the decode iterations
+/// its output takes ([`arrival`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    pub req: Request,
+    /// Iterations that emit its output tokens after the first (with MTP, a
+    /// random draw; at least 1 is run).
+    pub decode_iterations: u64,
+}
+
+/// Request number `index` of a run (servable arrivals counted from 0) as it
+/// enters: its decode iterations depend only on the deployment, its number
+/// and its output length (MTP draws come from the request's own stream,
+/// "mtp-acceptance" at `index`), never on the run's state, so a caller may
+/// draw them ahead of the run, on another thread ([`serve_arrivals`]).
+pub fn arrival(config: &ServingConfig, index: u64, req: Request) -> Arrival {
+    let m = req.output_len.saturating_sub(1);
+    let decode_iterations = match config.mtp_acceptance {
+        None => m,
+        Some(p) if p >= 1.0 => m.div_ceil(2),
+        Some(p) if p <= 0.0 || m == 0 => m,
+        Some(p) => {
+            let mut rng = crate::rng::stream(config.seed, "mtp-acceptance", index);
+            decode::mtp_iterations(m, p, &mut rng)
+        }
+    };
+    Arrival { req, decode_iterations }
+}
+
+/// [`serve_stream`] on requests whose decode iterations are drawn already:
+/// the `index`-th arrival `source` yields must be [`arrival`] of
+/// (`config`, `index`, its request), so the run is the same as
+/// [`serve_stream`]'s on the requests.
+pub fn serve_arrivals(
+    config: &ServingConfig,
+    source: &mut dyn Iterator<Item = Arrival>,
     sink: &mut dyn FnMut(&RequestOutcome),
     times: &mut dyn IterationTimes,
 ) -> ServingTotals {

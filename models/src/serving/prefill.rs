@@ -44,6 +44,11 @@ struct PrefillBatch {
     /// The GPU with the fewest tokens (the lowest of equals), once asked
     /// for; `None` again when `tokens` changes.
     least_tokens: Option<usize>,
+    /// The last placement worked out in it for a request ((prompt, cache
+    /// hit) of the request, [`Server::candidate`]), exact while the batch
+    /// is unchanged: a run of like requests tries each unit's batch once per
+    /// change, not once per request. `None` again when the batch changes.
+    candidate: Option<((u64, u64), Option<Candidate>)>,
 }
 
 impl PrefillBatch {
@@ -57,6 +62,7 @@ impl PrefillBatch {
             requests: 0,
             time_s: 0.0,
             least_tokens: None,
+            candidate: None,
         }
     }
 
@@ -77,6 +83,9 @@ impl PrefillBatch {
 pub(super) struct PrefillUnit {
     /// When its running iteration ends; `None` while idle.
     busy_until: Option<SimTime>,
+    /// `busy_until` in seconds (what the scheduler compares, once per
+    /// unit and request).
+    busy_until_s: Option<f64>,
     running: Vec<Chunk>,
     /// The batch of its next iteration, filled as requests are sent to it.
     next: PrefillBatch,
@@ -87,6 +96,36 @@ impl PrefillUnit {
     pub(super) fn new(gpus: usize) -> PrefillUnit {
         PrefillUnit { next: PrefillBatch::new(gpus), ..Default::default() }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Whether batches keep their candidate placement (tests turn it off to
+    /// check that keeping it changes nothing).
+    static KEEP_CANDIDATES: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether a batch's kept candidate placement is used (always, but in the
+/// test that compares runs without it).
+fn candidates_kept() -> bool {
+    #[cfg(test)]
+    return KEEP_CANDIDATES.with(|k| k.get());
+    #[cfg(not(test))]
+    true
+}
+
+/// Where a request's first piece would go in one unit's next batch, and
+/// what it would take there.
+#[derive(Debug, Clone, PartialEq)]
+struct Candidate {
+    /// The GPUs of the piece, the lead first (empty: `gpu` alone).
+    spread: Vec<usize>,
+    gpu: usize,
+    piece: u64,
+    /// The piece's GPUs' time with it, estimated.
+    gpu_s: f64,
+    /// What the rest of the prompt takes after the piece, estimated.
+    rest_s: f64,
 }
 
 /// Where a request's first piece would go, and what it would cost.
@@ -196,7 +235,6 @@ impl Server<'_> {
     /// iterations after (chunked prefill fills the budget, as vLLM and
     /// SGLang do). `None` when no next batch has room for any of it.
     fn assign_prefill(&mut self, r: u32) -> Option<usize> {
-        let by_time = self.prefill_gpu_budget_s.is_finite();
         let q = self.new_tokens(r);
         let gpus = self.config.prefill_gpus_per_unit.max(1) as f64;
         let fill = |total: u64, gpu: u64| (total as f64 / gpus / gpu.max(1) as f64).clamp(f64::MIN_POSITIVE, 1.0);
@@ -206,56 +244,27 @@ impl Server<'_> {
         let c = q.min(budget);
         let alone_s = self.times.prefill_s(c, self.chunk_work(r, 0, c) / c as f64, fill(c, c));
         let cp = self.config.prefill_context_parallel.max(1) as usize;
+        let req = self.live.req(r);
+        let key = (req.input_len, req.cached_len);
         let mut best: Option<Placement> = None;
+        let now_s = secs(self.now);
         for u in 0..self.prefill.len() {
-            let start = self.prefill[u].busy_until.unwrap_or(self.now);
-            let g = if by_time {
-                let next = &self.prefill[u].next;
-                (0..next.gpu_s.len()).min_by(|&a, &b| next.gpu_s[a].total_cmp(&next.gpu_s[b]).then(a.cmp(&b)))
-            } else {
-                Some(self.prefill[u].next.least_tokens_gpu())
-            }
-            .expect("one GPU");
+            let start_s = self.prefill[u].busy_until_s.unwrap_or(now_s);
             let next = &self.prefill[u].next;
-            let wait_s = secs(start) - secs(self.now);
+            let wait_s = start_s - now_s;
             let (waiting, batch_s) = (next.requests as f64, next.time_s);
             if best.as_ref().is_some_and(|b| wait_s + batch_s.max(alone_s / cp as f64) >= b.cost) {
                 continue;
             }
-            let (tokens, work, total) = (next.tokens[g], next.work[g], next.total);
-            let empty: Vec<usize> = if q > budget && cp > 1 {
-                (0..next.tokens.len()).filter(|&g| next.tokens[g] == 0).take(cp).collect()
-            } else {
-                Vec::new()
-            };
-            let m = empty.len();
-            // The piece's GPUs, its tokens, their time in this batch and the
-            // time the rest of the prompt will take after it.
-            let (spread, gpu, piece, gpu_s, rest_s) = if m >= 2 {
-                // A long prompt spread over m empty GPUs.
-                let piece = self.cp_piece(r, 0, m);
-                let slice = piece.div_ceil(m as u64);
-                let w = self.chunk_work(r, 0, piece) / m as f64;
-                let gpu_s = self.times.prefill_s(slice, w / slice as f64, fill(total + piece, slice));
-                let rest_s = if piece < q { self.rest_s(r, piece) / m as f64 } else { 0.0 };
-                (empty, g, piece, gpu_s, rest_s)
-            } else {
-                let len = self.fit_len(r, 0, tokens, work);
-                if len == 0 {
-                    continue;
+            let candidate = match &next.candidate {
+                Some((k, c)) if *k == key && candidates_kept() => c.clone(),
+                _ => {
+                    let c = self.candidate(u, r, alone_s);
+                    self.prefill[u].next.candidate = Some((key, c.clone()));
+                    c
                 }
-                // An estimate for the choice (the other GPUs' times are not
-                // refreshed for the new fill); the batch is timed exactly
-                // when it starts.
-                let t = tokens + len;
-                let gpu_s = if tokens == 0 && len == c {
-                    alone_s
-                } else {
-                    self.times.prefill_s(t, (work + self.chunk_work(r, 0, len)) / t as f64, fill(total + len, t))
-                };
-                let rest_s = if len < q { self.rest_s(r, len) } else { 0.0 };
-                (Vec::new(), g, len, gpu_s, rest_s)
             };
+            let Some(Candidate { spread, gpu, piece, gpu_s, rest_s }) = candidate else { continue };
             let time_s = batch_s.max(gpu_s);
             let cost = wait_s + time_s + rest_s + waiting * (time_s - batch_s);
             if best.as_ref().is_none_or(|b| cost < b.cost) {
@@ -273,6 +282,64 @@ impl Server<'_> {
         Some(b.unit)
     }
 
+    /// Where request `r`'s first piece would go in unit `u`'s next batch
+    /// (its least loaded GPU, or empty GPUs with context parallelism) and
+    /// what it would take; `None` when the batch has no room for it.
+    /// `alone_s`: its first budget's worth alone on a GPU. What it reads of
+    /// the request is its prompt and cache hit only, so the answer holds for
+    /// every request with the same two until the batch changes (the batch's
+    /// `candidate`).
+    fn candidate(&mut self, u: usize, r: u32, alone_s: f64) -> Option<Candidate> {
+        let q = self.new_tokens(r);
+        let gpus = self.config.prefill_gpus_per_unit.max(1) as f64;
+        let fill = |total: u64, gpu: u64| (total as f64 / gpus / gpu.max(1) as f64).clamp(f64::MIN_POSITIVE, 1.0);
+        let budget = self.config.prefill_tokens_per_gpu.max(1);
+        let c = q.min(budget);
+        let cp = self.config.prefill_context_parallel.max(1) as usize;
+        let g = if self.prefill_gpu_budget_s.is_finite() {
+            let next = &self.prefill[u].next;
+            (0..next.gpu_s.len()).min_by(|&a, &b| next.gpu_s[a].total_cmp(&next.gpu_s[b]).then(a.cmp(&b)))
+        } else {
+            Some(self.prefill[u].next.least_tokens_gpu())
+        }
+        .expect("one GPU");
+        let next = &self.prefill[u].next;
+        let (tokens, work, total) = (next.tokens[g], next.work[g], next.total);
+        let empty: Vec<usize> = if q > budget && cp > 1 {
+            (0..next.tokens.len()).filter(|&g| next.tokens[g] == 0).take(cp).collect()
+        } else {
+            Vec::new()
+        };
+        let m = empty.len();
+        // The piece's GPUs, its tokens, their time in this batch and the
+        // time the rest of the prompt will take after it.
+        if m >= 2 {
+            // A long prompt spread over m empty GPUs.
+            let piece = self.cp_piece(r, 0, m);
+            let slice = piece.div_ceil(m as u64);
+            let w = self.chunk_work(r, 0, piece) / m as f64;
+            let gpu_s = self.times.prefill_s(slice, w / slice as f64, fill(total + piece, slice));
+            let rest_s = if piece < q { self.rest_s(r, piece) / m as f64 } else { 0.0 };
+            Some(Candidate { spread: empty, gpu: g, piece, gpu_s, rest_s })
+        } else {
+            let len = self.fit_len(r, 0, tokens, work);
+            if len == 0 {
+                return None;
+            }
+            // An estimate for the choice (the other GPUs' times are not
+            // refreshed for the new fill); the batch is timed exactly when
+            // it starts.
+            let t = tokens + len;
+            let gpu_s = if tokens == 0 && len == c {
+                alone_s
+            } else {
+                self.times.prefill_s(t, (work + self.chunk_work(r, 0, len)) / t as f64, fill(total + len, t))
+            };
+            let rest_s = if len < q { self.rest_s(r, len) } else { 0.0 };
+            Some(Candidate { spread: Vec::new(), gpu: g, piece: len, gpu_s, rest_s })
+        }
+    }
+
     /// Adds `piece` new tokens of request `r` from `offset` to a unit's next
     /// batch, split evenly over `gpus` (the first is the lead), each slice
     /// with an equal share of the piece's attention work.
@@ -283,6 +350,7 @@ impl Server<'_> {
         let work = self.chunk_work(r, offset, piece) / m as f64;
         let next = &mut self.prefill[unit].next;
         next.least_tokens = None;
+        next.candidate = None;
         for (i, &g) in gpus.iter().enumerate() {
             let len = piece / m + u64::from((i as u64) < piece % m);
             next.tokens[g] += len;
@@ -348,9 +416,11 @@ impl Server<'_> {
         // The continuing chunks' estimate, for requests choosing a unit.
         let mut next = std::mem::take(&mut self.prefill[unit].next);
         next.time_s = Self::batch_time(&mut *self.times, &mut next);
+        next.candidate = None;
         self.prefill[unit].next = next;
         let done = self.now + moesim_sim::SimDuration::from_secs_f64(batch.time_s);
         self.prefill[unit].busy_until = Some(done);
+        self.prefill[unit].busy_until_s = Some(secs(done));
         self.prefill[unit].running = batch.chunks;
         self.prefill_iterations += 1;
         self.prefill_busy_s += batch.time_s;
@@ -375,6 +445,7 @@ impl Server<'_> {
     pub(super) fn prefill_done(&mut self, unit: u32) {
         let u = unit as usize;
         self.prefill[u].busy_until = None;
+        self.prefill[u].busy_until_s = None;
         let batch = std::mem::take(&mut self.prefill[u].running);
         let now_s = secs(self.now);
         for c in batch.iter().filter(|c| c.lead) {
@@ -568,6 +639,44 @@ mod tests {
         assert!((a.first_token_s - 2.5).abs() < 1e-9, "{a:?}");
         assert!((b.first_token_s - 2.0).abs() < 1e-9 && b.prefill_gpu >= 2, "{b:?}");
         assert_eq!(r.totals.prefill_iterations, 3);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A batch's kept candidate placement is exact: runs of requests
+        /// with repeated (prompt, cache hit) pairs, by tokens or time, with
+        /// or without context parallelism, come out the same with every
+        /// placement worked out afresh.
+        #[test]
+        fn kept_candidate_placements_change_nothing(
+            shapes in proptest::collection::vec((0usize..3, 0usize..3), 1..5),
+            picks in proptest::collection::vec((0usize..4, 0.0f64..0.05), 1..120),
+            units in 1u32..4,
+            by_time in proptest::bool::ANY,
+            cp in 1u32..3,
+        ) {
+            let mut c = config();
+            c.prefill_units = units;
+            c.prefill_tokens_per_gpu = 1500;
+            c.prefill_chunking = if by_time { PrefillChunking::Time } else { PrefillChunking::Tokens };
+            c.prefill_context_parallel = cp;
+            let mut at = 0.0;
+            let reqs: Vec<Request> = picks
+                .iter()
+                .map(|&(k, gap)| {
+                    // Prompts that share a length with another cache hit.
+                    let (i, j) = shapes[k % shapes.len()];
+                    let (n, hit) = ([600u64, 1400, 3100][i], [0.0, 0.25, 0.5][j]);
+                    at += gap;
+                    Request { arrival_s: at, input_len: n, output_len: 3, cached_len: ((n as f64 * hit) as u64).min(n - 1) }
+                })
+                .collect();
+            let kept = simulate_serving(&c, &reqs, &mut Attention);
+            super::KEEP_CANDIDATES.with(|k| k.set(false));
+            let fresh = simulate_serving(&c, &reqs, &mut Attention);
+            super::KEEP_CANDIDATES.with(|k| k.set(true));
+            proptest::prop_assert_eq!(kept, fresh);
+        }
     }
 
     #[test]

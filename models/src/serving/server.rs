@@ -8,14 +8,14 @@
 //! run's whole history.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 
 use moesim_sim::SimTime;
 
-use super::decode::{DecodeUnit, Running};
+use super::decode::{DecodeUnit, LoadTree, Running};
 use super::kv_transfer::Nics;
 use super::prefill::PrefillUnit;
-use super::{IterationTimes, PrefillChunking, Request, RequestOutcome, ServingConfig, ServingTotals};
+use super::{Arrival, IterationTimes, PrefillChunking, Request, RequestOutcome, ServingConfig, ServingTotals};
 
 /// What the event queue holds (arrivals are read from the sorted requests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,8 +75,8 @@ impl Window {
 pub(super) struct Server<'a> {
     pub(super) config: &'a ServingConfig,
     /// Arrivals still to come (sorted by arrival) and the next of them.
-    source: &'a mut dyn Iterator<Item = Request>,
-    next: Option<Request>,
+    source: &'a mut dyn Iterator<Item = Arrival>,
+    next: Option<Arrival>,
     /// Where finished requests go, in arrival order.
     sink: &'a mut dyn FnMut(&RequestOutcome),
     pub(super) times: &'a mut dyn IterationTimes,
@@ -107,7 +107,7 @@ pub(super) struct Server<'a> {
     pub(super) decode: Vec<DecodeUnit>,
     /// (sequences incl. reserved, reserved KV tokens, unit, gpu) of every
     /// decode GPU: admission takes the first with room.
-    pub(super) by_load: BTreeSet<(u64, u64, u32, u32)>,
+    pub(super) by_load: LoadTree,
     /// Per decode GPU, its sequences incl. admitted-not-joined.
     pub(super) load: Vec<u64>,
     pub(super) admit_wait: VecDeque<u32>,
@@ -120,17 +120,12 @@ impl<'a> Server<'a> {
     /// The state before the first arrival: every unit idle and empty.
     pub(super) fn new(
         config: &'a ServingConfig,
-        source: &'a mut dyn Iterator<Item = Request>,
+        source: &'a mut dyn Iterator<Item = Arrival>,
         sink: &'a mut dyn FnMut(&RequestOutcome),
         times: &'a mut dyn IterationTimes,
     ) -> Server<'a> {
         let dg = config.decode_gpus_per_unit.max(1);
-        let mut by_load = BTreeSet::new();
-        for u in 0..config.decode_units {
-            for g in 0..dg {
-                by_load.insert((0, 0, u, g));
-            }
-        }
+        let by_load = LoadTree::new((config.decode_units * dg) as usize);
         let mut server = Server {
             config,
             next: source.next(),
@@ -202,7 +197,7 @@ impl Server<'_> {
                 self.next = None;
                 self.arrivals_cut = true;
             }
-            let arrival_t = self.next.map(|r| at(r.arrival_s));
+            let arrival_t = self.next.map(|a| at(a.req.arrival_s));
             let event_t = self.queue.peek().map(|Reverse((t, _, _))| *t);
             // Arrivals go first at equal times (they came before any event
             // scheduled for that instant could react).
@@ -235,7 +230,7 @@ impl Server<'_> {
     }
 
     /// Request `r` arrives: it enters the window and waits for prefill.
-    fn arrive(&mut self, r: u32, req: Request) {
+    fn arrive(&mut self, r: u32, Arrival { req, decode_iterations }: Arrival) {
         debug_assert_eq!(r as usize, self.live.base as usize + self.live.slots.len());
         self.live.slots.push_back(Live {
             req,
@@ -253,7 +248,7 @@ impl Server<'_> {
                 decode_unit: 0,
                 decode_gpu: 0,
             },
-            running: Running::default(),
+            running: Running::new(decode_iterations),
             done: false,
         });
         self.live.peak = self.live.peak.max(self.live.slots.len());
