@@ -208,7 +208,11 @@ pub fn calibration_text(rank: &RankGraph, trace: &str) -> Result<String, AppErro
 /// summed, ms, and the share of the span; the DeepEP notify and layout
 /// kernels apart), beside the model's compute and DeepEP kernel time in its
 /// chunk pair: which side of the chunk pair is the bottleneck.
-fn stream_busy_text(rank: &RankGraph, classes: &[crate::workloads::training::ChunkPairClass], model_pair_ms: f64) -> String {
+fn stream_busy_text(
+    rank: &RankGraph,
+    classes: &[crate::workloads::training::ChunkPairClass],
+    model_pair_ms: f64,
+) -> String {
     let span_ms = rank.gpu_span_ns() as f64 / 1e6;
     let mut s = format!(
         "\nBusy time per stream of the profile over its {span_ms:.1} ms span (kernel time summed; a stream's kernels do \

@@ -524,7 +524,6 @@ impl CollectiveAlgorithm for Direct {
         after: &[Option<TaskId>],
     ) -> Result<Vec<TaskId>, ModelError> {
         check(cluster, spec, streams, after)?;
-        let n = spec.group.len();
         let mut scratch = Vec::new();
         match spec.op {
             CollectiveOp::SendRecv => {
@@ -539,20 +538,30 @@ impl CollectiveAlgorithm for Direct {
                 graph.add_dep(send, recv);
                 Ok(vec![send, recv])
             }
-            // All-to-all: each member's slice for each peer. Reduce-scatter:
-            // each shard to its owner; all-gather: each member's shard to
-            // every peer; all-reduce: the one, then the other.
-            CollectiveOp::AllToAll | CollectiveOp::ReduceScatter | CollectiveOp::AllGather => {
-                let label = spec.op.as_str();
-                Ok(exchange(cluster, spec, graph, streams, after, spec.bytes / n as f64, label))
-            }
-            CollectiveOp::AllReduce => {
-                let shard = spec.bytes / n as f64;
-                let scattered = exchange(cluster, spec, graph, streams, after, shard, "reduce-scatter");
-                let after: Vec<Option<TaskId>> = scattered.into_iter().map(Some).collect();
-                Ok(exchange(cluster, spec, graph, streams, &after, shard, "all-gather"))
-            }
+            _ => exchanges(spec, after, |after, per_peer, label| {
+                Ok(exchange(cluster, spec, graph, streams, after, per_peer, label))
+            }),
         }
+    }
+}
+
+/// A direct algorithm's exchanges for `spec.op` (all but send/recv), each
+/// done by `exchange(after, bytes per peer, label)`. All-to-all: each
+/// member's slice for each peer. Reduce-scatter: each shard to its owner;
+/// all-gather: each member's shard to every peer; all-reduce: the one, then
+/// the other.
+fn exchanges(
+    spec: &CollectiveSpec,
+    after: &[Option<TaskId>],
+    mut exchange: impl FnMut(&[Option<TaskId>], f64, &'static str) -> Result<Vec<TaskId>, ModelError>,
+) -> Result<Vec<TaskId>, ModelError> {
+    let shard = spec.bytes / spec.group.len() as f64;
+    if spec.op == CollectiveOp::AllReduce {
+        let scattered = exchange(after, shard, "reduce-scatter")?;
+        let after: Vec<Option<TaskId>> = scattered.into_iter().map(Some).collect();
+        exchange(&after, shard, "all-gather")
+    } else {
+        exchange(after, shard, spec.op.as_str())
     }
 }
 
@@ -691,18 +700,11 @@ impl CollectiveAlgorithm for DirectNodePair {
         after: &[Option<TaskId>],
     ) -> Result<Vec<TaskId>, ModelError> {
         check(cluster, spec, streams, after)?;
-        let n = spec.group.len();
         match spec.op {
             CollectiveOp::SendRecv => Direct.lower(cluster, spec, graph, streams, after),
-            CollectiveOp::AllToAll | CollectiveOp::ReduceScatter | CollectiveOp::AllGather => {
-                exchange_node_pair(cluster, spec, graph, streams, after, spec.bytes / n as f64, spec.op.as_str())
-            }
-            CollectiveOp::AllReduce => {
-                let shard = spec.bytes / n as f64;
-                let scattered = exchange_node_pair(cluster, spec, graph, streams, after, shard, "reduce-scatter")?;
-                let after: Vec<Option<TaskId>> = scattered.into_iter().map(Some).collect();
-                exchange_node_pair(cluster, spec, graph, streams, &after, shard, "all-gather")
-            }
+            _ => exchanges(spec, after, |after, per_peer, label| {
+                exchange_node_pair(cluster, spec, graph, streams, after, per_peer, label)
+            }),
         }
     }
 }
