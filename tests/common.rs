@@ -16,6 +16,16 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Runs moesim, expects exit 2 (a clear input error) without a panic, and
+/// returns stderr.
+pub fn input_error(args: &[&str]) -> String {
+    let o = moesim(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "moesim {args:?}: expected exit 2, stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
 /// A fresh scratch directory under the target dir.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);

@@ -2,7 +2,7 @@
 //! multi-plane fat-tree as weighted flows, against the exact exchange, and
 //! its bad inputs.
 
-use crate::common::{moesim, run_json, stderr};
+use crate::common::{input_error, run_json};
 
 fn all_to_all(gpus: u32, grouping: &str, extra: &[&str]) -> serde_json::Value {
     let nodes = format!("topology.nodes={}", gpus / 8);
@@ -47,14 +47,6 @@ fn node_pair_grouping_is_exact_without_spine_choices() {
     let exact = all_to_all(256, "exact", &[]);
     let grouped = all_to_all(256, "node-pair", &[]);
     assert_eq!(exact["time_us"], grouped["time_us"]);
-}
-
-fn input_error(args: &[&str]) -> String {
-    let o = moesim(args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "moesim {args:?}: expected exit 2, stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
 }
 
 #[test]

@@ -7,15 +7,6 @@ use std::path::Path;
 
 use crate::common::*;
 
-/// Runs moesim, expects exit 2 without a panic, and returns stderr.
-fn input_error(args: &[&str]) -> String {
-    let o = moesim(args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "moesim {args:?}: expected exit 2, stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
 #[test]
 fn time_overflow_a_year_between_trace_rows_is_an_error_naming_the_trace() {
     let dir = scratch("hardening_year_trace");

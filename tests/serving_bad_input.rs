@@ -5,14 +5,6 @@
 
 use crate::common::*;
 
-fn run_err(args: &[&str]) -> String {
-    let o = moesim(args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "expected exit 2: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
 #[test]
 fn an_unreachable_slo_says_so_with_the_best_found() {
     let o = moesim(&[
@@ -45,26 +37,26 @@ fn bad_trace_rows_name_the_file_and_line() {
     )
     .unwrap();
     let set = format!("workload.trace={}", trace.display());
-    let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", &set, "--set", "workload.arrivals=trace"]);
+    let err = input_error(&["run", "deepseek-v3-serving-h800", "--set", &set, "--set", "workload.arrivals=trace"]);
     assert!(err.contains("t.jsonl:3:1: timestamp: timestamps must not decrease"), "{err}");
     std::fs::write(&trace, "{\"timestamp\": -5, \"input_length\": 100, \"output_length\": 10}\n").unwrap();
-    let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", &set, "--set", "workload.arrivals=trace"]);
+    let err = input_error(&["run", "deepseek-v3-serving-h800", "--set", &set, "--set", "workload.arrivals=trace"]);
     assert!(err.contains("t.jsonl:1:1: timestamp: expected milliseconds >= 0, found -5"), "{err}");
     let csv = dir.join("t.csv");
     std::fs::write(&csv, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.1,100,ten\n").unwrap();
     let set = format!("workload.trace={}", csv.display());
-    let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", &set, "--set", "workload.arrivals=trace"]);
+    let err = input_error(&["run", "deepseek-v3-serving-h800", "--set", &set, "--set", "workload.arrivals=trace"]);
     assert!(err.contains("t.csv:2:1: GeneratedTokens: expected a whole number of tokens, found \"ten\""), "{err}");
 }
 
 #[test]
 fn a_context_longer_than_the_model_supports_is_an_error_or_left_out() {
-    let err = run_err(&["run", "deepseek-v3-decode-144xh800", "--set", "workload.context_len=200000"]);
+    let err = input_error(&["run", "deepseek-v3-decode-144xh800", "--set", "workload.context_len=200000"]);
     assert!(err.contains("workload.context_len") && err.contains("131072"), "{err}");
-    let err = run_err(&["run", "deepseek-v3-prefill-32xh800", "--set", "workload.prompt_len=140000"]);
+    let err = input_error(&["run", "deepseek-v3-prefill-32xh800", "--set", "workload.prompt_len=140000"]);
     assert!(err.contains("workload.prompt_len") && err.contains("131072"), "{err}");
     // Serving leaves such requests out with a warning; with none left, an error.
-    let err = run_err(&[
+    let err = input_error(&[
         "run",
         "deepseek-v3-serving-h800",
         "--set",
@@ -87,25 +79,25 @@ fn a_batch_beyond_the_kv_cache_warns_and_does_not_fit() {
 
 #[test]
 fn misplaced_or_impossible_unit_keys_are_errors() {
-    let err = run_err(&["run", "deepseek-v3-decode-144xh800", "--set", "parallel.pp=2"]);
+    let err = input_error(&["run", "deepseek-v3-decode-144xh800", "--set", "parallel.pp=2"]);
     assert!(err.contains("parallel.pp") && err.contains("no pipeline stages"), "{err}");
-    let err = run_err(&["run", "deepseek-v3-decode-144xh800", "--set", "workload.redundant_experts=30"]);
+    let err = input_error(&["run", "deepseek-v3-decode-144xh800", "--set", "workload.redundant_experts=30"]);
     assert!(err.contains("workload.redundant_experts") && err.contains("144 GPUs"), "{err}");
-    let err = run_err(&["run", "deepseek-v3-decode-144xh800", "--set", "model.preset=qwen-2.5-72b"]);
+    let err = input_error(&["run", "deepseek-v3-decode-144xh800", "--set", "model.preset=qwen-2.5-72b"]);
     assert!(err.contains("workload.mtp_acceptance") && err.contains("no MTP module"), "{err}");
-    let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", "parallel.ep=8"]);
+    let err = input_error(&["run", "deepseek-v3-serving-h800", "--set", "parallel.ep=8"]);
     assert!(err.contains("parallel") && err.contains("[workload.prefill]"), "{err}");
-    let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefill.gpus=12"]);
+    let err = input_error(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefill.gpus=12"]);
     assert!(err.contains("workload.prefill.gpus") && err.contains("whole nodes"), "{err}");
-    let err = run_err(&["run", "deepseek-v3-decode-144xh800", "--set", "parallel.ep=160"]);
+    let err = input_error(&["run", "deepseek-v3-decode-144xh800", "--set", "parallel.ep=160"]);
     assert!(err.contains("parallel.ep") && err.contains("144"), "{err}");
-    let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefill.tokens_per_gpu=0"]);
+    let err = input_error(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefill.tokens_per_gpu=0"]);
     assert!(err.contains("workload.prefill.tokens_per_gpu") && err.contains(">= 1"), "{err}");
-    let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefill.context_parallel=33"]);
+    let err = input_error(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefill.context_parallel=33"]);
     assert!(err.contains("workload.prefill.context_parallel") && err.contains("32 GPUs"), "{err}");
     // A prefix-cache size: positive, at least a block, and only for traces with block ids.
-    let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefix_cache_gib=-1"]);
+    let err = input_error(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefix_cache_gib=-1"]);
     assert!(err.contains("workload.prefix_cache_gib") && err.contains("> 0"), "{err}");
-    let err = run_err(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefix_cache_gib=64"]);
+    let err = input_error(&["run", "deepseek-v3-serving-h800", "--set", "workload.prefix_cache_gib=64"]);
     assert!(err.contains("workload.prefix_cache_gib") && err.contains("block ids"), "{err}");
 }

@@ -330,15 +330,19 @@ fn empty_path_and_zero_byte_flows_wait_only_latency() {
     assert_eq!(r.links[0].busy_ps, 0);
 }
 
-/// Links of capacity 1 and 2 B/ps; A on link 1, B on link 2, C on both.
-fn bottleneck(a_bytes: f64, b_bytes: f64, c_bytes: f64) -> (Platform, TaskGraph, [TaskId; 3]) {
+/// Links of capacity 1 and 2 B/ps and the paths over link 1, link 2 and both.
+fn two_links() -> (Platform, TaskGraph, [PathId; 3]) {
     let mut p = Platform::default();
     let l1 = p.add_link(link(B_PER_PS, 0));
     let l2 = p.add_link(link(2.0 * B_PER_PS, 0));
     let mut g = TaskGraph::new();
-    let pa = g.add_path(&[l1]);
-    let pb = g.add_path(&[l2]);
-    let pc = g.add_path(&[l1, l2]);
+    let paths = [g.add_path(&[l1]), g.add_path(&[l2]), g.add_path(&[l1, l2])];
+    (p, g, paths)
+}
+
+/// Links of capacity 1 and 2 B/ps; A on link 1, B on link 2, C on both.
+fn bottleneck(a_bytes: f64, b_bytes: f64, c_bytes: f64) -> (Platform, TaskGraph, [TaskId; 3]) {
+    let (p, mut g, [pa, pb, pc]) = two_links();
     let s_a = g_stream(&mut g);
     let a = g.add_comm(s_a, "A", [Flow { path: pa, bytes: a_bytes }], None);
     let s_b = g_stream(&mut g);
@@ -528,13 +532,7 @@ fn a_stalled_run_names_the_link_it_waits_on() {
 /// link 2, C (2000) on both, with 3 members of A and 2 of B: as weighted
 /// flows, or as that many separate flows.
 fn weighted_bottleneck(weighted: bool) -> (Platform, TaskGraph, [TaskId; 3]) {
-    let mut p = Platform::default();
-    let l1 = p.add_link(link(B_PER_PS, 0));
-    let l2 = p.add_link(link(2.0 * B_PER_PS, 0));
-    let mut g = TaskGraph::new();
-    let pa = g.add_path(&[l1]);
-    let pb = g.add_path(&[l2]);
-    let pc = g.add_path(&[l1, l2]);
+    let (p, mut g, [pa, pb, pc]) = two_links();
     let task = |g: &mut TaskGraph, name: &str, path, bytes, w: u32| {
         let s = g_stream(g);
         if weighted {

@@ -182,6 +182,45 @@ fn run_in_order(n: &Net, p: &Platform, order: &[usize]) -> Result<Vec<u64>, Test
     Ok(tasks.iter().map(|t| r.spans[t.0 as usize].end.0).collect())
 }
 
+/// Drives a solver over `n`'s flows step by step (starts at their times,
+/// completions as they fall due, one recompute per timestamp) and calls
+/// `check(now, solver)` after every recompute; the solver when all finished.
+fn step_through<P: moesim_sim::flow::FlowPaths>(
+    n: &Net,
+    p: &Platform,
+    paths: &P,
+    mut check: impl FnMut(u64, &FlowSolver) -> Result<(), TestCaseError>,
+) -> Result<FlowSolver, TestCaseError> {
+    let count = n.flows.len();
+    let mut solver = FlowSolver::new(p, count, false);
+    let mut starts: Vec<(u64, u32)> = n.flows.iter().enumerate().map(|(i, f)| (f.2, i as u32)).collect();
+    starts.sort();
+    let (mut next_start, mut finished, mut steps) = (0, 0, 0);
+    let mut pending: Vec<FlowDue> = Vec::new();
+    while finished < count {
+        steps += 1;
+        prop_assert!(steps < 100_000, "livelock");
+        let t_start = starts.get(next_start).map(|s| s.0).unwrap_or(u64::MAX);
+        let now = t_start.min(pending.iter().map(|d| d.time).min().unwrap_or(u64::MAX));
+        prop_assert!(now != u64::MAX, "nothing left to do with {finished} finished");
+        while next_start < starts.len() && starts[next_start].0 == now {
+            let f = starts[next_start].1;
+            solver.start_flow(paths, f, n.flows[f as usize].1);
+            next_start += 1;
+        }
+        let due_now: Vec<FlowDue> = pending.iter().copied().filter(|d| d.time == now).collect();
+        pending.retain(|d| d.time != now);
+        let mut done = Vec::new();
+        for d in due_now {
+            solver.complete_due(paths, d, now, &mut done);
+        }
+        finished += done.len();
+        solver.recompute(paths, now, &mut pending);
+        check(now, &solver)?;
+    }
+    Ok(solver)
+}
+
 /// The exact max-min allocation of the active flows, by the textbook
 /// progressive filling (every level scans every link and flow; no
 /// components, runs, incidence or partial re-filling): the reference the
@@ -249,37 +288,15 @@ proptest! {
     fn solver_rates_equal_the_textbook_max_min(n in big_net()) {
         let p = platform(&n);
         let paths: Vec<Vec<LinkId>> = n.flows.iter().map(|(path, _, _)| path.iter().map(|&l| LinkId(l)).collect()).collect();
-        let mut solver = FlowSolver::new(&p, paths.len(), false);
-        let mut starts: Vec<(u64, u32)> = n.flows.iter().enumerate().map(|(i, f)| (f.2, i as u32)).collect();
-        starts.sort();
-        let (mut next_start, mut finished, mut steps) = (0, 0, 0);
-        let mut pending: Vec<FlowDue> = Vec::new();
-        while finished < paths.len() {
-            steps += 1;
-            prop_assert!(steps < 100_000, "livelock");
-            let t_start = starts.get(next_start).map(|s| s.0).unwrap_or(u64::MAX);
-            let now = t_start.min(pending.iter().map(|d| d.time).min().unwrap_or(u64::MAX));
-            prop_assert!(now != u64::MAX, "nothing left to do with {finished} finished");
-            while next_start < starts.len() && starts[next_start].0 == now {
-                let f = starts[next_start].1;
-                solver.start_flow(&paths, f, n.flows[f as usize].1);
-                next_start += 1;
-            }
-            let due_now: Vec<FlowDue> = pending.iter().copied().filter(|d| d.time == now).collect();
-            pending.retain(|d| d.time != now);
-            let mut done = Vec::new();
-            for d in due_now {
-                solver.complete_due(&paths, d, now, &mut done);
-            }
-            finished += done.len();
-            solver.recompute(&paths, now, &mut pending);
+        let solver = step_through(&n, &p, &paths, |now, solver| {
             let active: Vec<bool> = (0..paths.len() as u32).map(|f| solver.is_active(f)).collect();
             let want = reference_rates(&n.caps, &paths, &active);
             for (f, &w) in want.iter().enumerate() {
                 let got = solver.rate_bytes_per_s(f as u32) / B_PER_PS;
                 prop_assert!((got - w).abs() <= 1e-9 * w.max(1e-12), "flow {f} at {now} ps: {got} vs {w}");
             }
-        }
+            Ok(())
+        })?;
         prop_assert_eq!(solver.flows_started(), paths.len() as u64);
         prop_assert!(solver.flows_rerated() >= paths.len() as u64);
     }
@@ -339,30 +356,7 @@ proptest! {
             paths: n.flows.iter().map(|(path, _, _)| path.iter().map(|&l| LinkId(l)).collect()).collect(),
             weights: weights[..n.flows.len()].to_vec(),
         };
-        let mut solver = FlowSolver::new(&p, wp.paths.len(), false);
-        let mut starts: Vec<(u64, u32)> = n.flows.iter().enumerate().map(|(i, f)| (f.2, i as u32)).collect();
-        starts.sort();
-        let (mut next_start, mut finished, mut steps) = (0, 0, 0);
-        let mut pending: Vec<FlowDue> = Vec::new();
-        while finished < wp.paths.len() {
-            steps += 1;
-            prop_assert!(steps < 100_000, "livelock");
-            let t_start = starts.get(next_start).map(|s| s.0).unwrap_or(u64::MAX);
-            let now = t_start.min(pending.iter().map(|d| d.time).min().unwrap_or(u64::MAX));
-            prop_assert!(now != u64::MAX, "nothing left to do with {finished} finished");
-            while next_start < starts.len() && starts[next_start].0 == now {
-                let f = starts[next_start].1;
-                solver.start_flow(&wp, f, n.flows[f as usize].1);
-                next_start += 1;
-            }
-            let due_now: Vec<FlowDue> = pending.iter().copied().filter(|d| d.time == now).collect();
-            pending.retain(|d| d.time != now);
-            let mut done = Vec::new();
-            for d in due_now {
-                solver.complete_due(&wp, d, now, &mut done);
-            }
-            finished += done.len();
-            solver.recompute(&wp, now, &mut pending);
+        step_through(&n, &p, &wp, |now, solver| {
             let active: Vec<bool> = (0..wp.paths.len() as u32).map(|f| solver.is_active(f)).collect();
             let want = reference_rates_weighted(&n.caps, &wp.paths, &wp.weights, &active);
             for (f, &w) in want.iter().enumerate() {
@@ -378,7 +372,8 @@ proptest! {
                 let reported = solver.link_rate_bytes_per_s(LinkId(l as u32)) / B_PER_PS;
                 prop_assert!((reported - load).abs() <= 1e-9 * n.caps[l], "link {l}: {reported} vs {load}");
             }
-        }
+            Ok(())
+        })?;
     }
 
     /// Whole runs: a task of weighted flows ends when the same task with
