@@ -106,6 +106,35 @@ fn one_slow_gpu_lengthens_the_every_rank_step() {
 }
 
 #[test]
+fn gpus_of_different_speeds_gate_their_ep_groups() {
+    // GPU-to-GPU variability: every GPU's speed drawn around the preset.
+    let all = run(&["--set", "workload.simulate=all"]);
+    let spread = ["--set", "workload.simulate=all", "--set", "workload.gpu_speed_spread=0.03"];
+    let varied = run(&spread);
+    let (a, b) = (f(&all, "step_time_s"), f(&varied, "step_time_s"));
+    let notes = varied["notes"].to_string();
+    println!("every rank {a:.6} s, speeds spread 3 %: {b:.6} s ({:+.2}%); {notes}", (b / a - 1.0) * 100.0);
+    // Half the GPUs run below the preset; each all-to-all waits for its
+    // group's slowest, so the step slows by more than the mean GPU's loss
+    // (1.2 % at a 3 % spread) and by at most the slowest GPU's (z >= -4: 12 %).
+    assert!(b > a * 1.012 && b < a / 0.88, "all {a}, spread {b}");
+    assert!(notes.contains("GPU speeds drawn with spread 3.0 %"), "{notes}");
+    // The draw is the seed's: the same bytes again, a different step with another seed.
+    let without_wall = |mut v: serde_json::Value| {
+        v.as_object_mut().map(|o| o.remove("wall_s"));
+        v
+    };
+    assert_eq!(without_wall(varied.clone()), without_wall(run(&spread)));
+    // A representative rank runs at its pipeline device's slowest GPU's
+    // speed: within 1 % of every rank (0.1-0.6 % over seeds 1-4).
+    let rep = f(&run(&["--set", "workload.gpu_speed_spread=0.03"]), "step_time_s");
+    assert!((rep / b - 1.0).abs() < 0.01, "representative {rep}, every rank {b}");
+    let mut other = spread.to_vec();
+    other.extend(["--set", "seed=2"]);
+    assert_ne!(f(&run(&other), "step_time_s"), b);
+}
+
+#[test]
 fn the_step_runs_on_an_ascend_npu_cluster() {
     // No FP8 cube (the preset emulates it at the BF16 rate, and says so) and
     // HCCL on copy engines (comm_sms holds no AI cores).

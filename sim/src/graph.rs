@@ -306,17 +306,24 @@ impl TaskGraph {
         self.comm_latency.binary_search_by_key(&task, |&(t, _)| t).ok().map(|i| self.comm_latency[i].1)
     }
 
-    /// Runs every kernel on `device` at `speed` times its normal rate (a
-    /// GPU 20 % slow: 0.8): its arithmetic time is divided by `speed`. The
-    /// device's memory bandwidth is the platform's to scale
-    /// ([`crate::Platform::slow_device`]). Returns the kernels changed.
-    pub fn slow_device_kernels(&mut self, device: DeviceId, speed: f64) -> usize {
-        let mut changed = 0;
+    /// Runs every device's kernels at its speed, in one pass over the
+    /// tasks: device `d` runs at `speeds[d]` times its normal rate (a GPU
+    /// 20 % slow: 0.8; 1: unchanged; a device past the slice's end is
+    /// unchanged too), its arithmetic time divided by it. The devices'
+    /// memory bandwidth is the platform's to scale
+    /// ([`crate::Platform::slow_device`]). Returns the kernels changed per
+    /// device (as long as `speeds`).
+    pub fn slow_devices_kernels(&mut self, speeds: &[f64]) -> Vec<usize> {
+        let mut changed = vec![0; speeds.len()];
         for t in &mut self.tasks {
             if let TaskKind::Kernel(k) = &mut t.kind {
-                if k.device == device {
-                    k.compute = SimDuration((k.compute.0 as f64 / speed).round() as u64);
-                    changed += 1;
+                let d = k.device.0 as usize;
+                match speeds.get(d) {
+                    Some(&speed) if speed != 1.0 => {
+                        k.compute = SimDuration((k.compute.0 as f64 / speed).round() as u64);
+                        changed[d] += 1;
+                    }
+                    _ => {}
                 }
             }
         }

@@ -72,7 +72,7 @@ pub struct Platform {
 
 impl Platform {
     /// A device whose memory runs at `speed` times its bandwidth (with
-    /// [`crate::TaskGraph::slow_device_kernels`]: a device that is slow as a
+    /// [`crate::TaskGraph::slow_devices_kernels`]: a device that is slow as a
     /// whole).
     pub fn slow_device(&mut self, device: DeviceId, speed: f64) {
         if let Some(d) = self.devices.get_mut(device.0 as usize) {

@@ -5,6 +5,7 @@
 //! memory per GPU against HBM, GPU-hours and cost per trillion tokens.
 
 use moesim_models::hardware::device::Dtype;
+use moesim_models::hardware::variability;
 use moesim_models::lowering::training::{
     check_stage_layers, first_last_fewer, lower_training, training_memory, OpKind, RankMode, RoutingDraw,
     TrainingLowering, TrainingSpec,
@@ -146,6 +147,16 @@ pub struct TrainingWorkload {
     /// stands for its peers, so one slow peer cannot be represented).
     #[serde(default)]
     pub slow_gpus: Vec<SlowGpu>,
+    /// Spread of the GPUs' speeds (GPU-to-GPU variability): GPU `r` runs its
+    /// kernels (arithmetic and memory) at min(1, 1 + spread x z_r) of the
+    /// device's speed, z_r a standard normal drawn per GPU (random stream
+    /// "gpu-speed", index r), so the preset is the median GPU and a GPU
+    /// never runs above it (its boost clock is the ceiling; variability
+    /// shows as GPUs running below it). 0 (default): every GPU alike.
+    /// Multiplies `slow_gpus`. With representative ranks each runs at its
+    /// pipeline device's slowest GPU's speed.
+    #[serde(default)]
+    pub gpu_speed_spread: f64,
     /// Price of one GPU-hour, USD; default: the device preset's (H800: 2,
     /// as the DeepSeek-V3 report assumes).
     #[serde(default)]
@@ -249,6 +260,13 @@ impl TrainingWorkload {
     /// `slow_gpus`: each rank in the cluster, once, each factor in (0, 1],
     /// and every rank simulated.
     fn slow_gpu_problems(&self, topology: &TopologyState, out: &mut Vec<ConfigProblem>) {
+        let spread = self.gpu_speed_spread;
+        if !(spread.is_finite() && (0.0..=variability::MAX_SPREAD).contains(&spread)) {
+            out.push(problem(
+                "workload.gpu_speed_spread",
+                format!("expected a spread of GPU speeds in [0, {}] (0.02: a standard deviation of 2 % of the device's speed), found {spread}", variability::MAX_SPREAD),
+            ));
+        }
         if self.slow_gpus.is_empty() {
             return;
         }
@@ -603,15 +621,49 @@ impl TrainingWorkload {
         let memory = training_memory(&spec, &cluster, &low);
         let mut platform = cluster.platform.clone();
         let mut slow_notes = Vec::new();
-        for g in &self.slow_gpus {
-            let device = cluster.device_of(g.rank);
-            let kernels = graph.slow_device_kernels(device, g.factor);
-            platform.slow_device(device, g.factor);
-            slow_notes.push(format!(
-                "GPU {} runs at {:.0} % of the device's speed ({kernels} kernels slowed, its memory bandwidth too)",
-                g.rank,
-                g.factor * 100.0
-            ));
+        if self.gpu_speed_spread > 0.0 || !self.slow_gpus.is_empty() {
+            let gpus = cluster_gpus(cluster_spec) as u32;
+            let mut speeds = vec![1.0; platform.devices.len()];
+            if self.gpu_speed_spread > 0.0 {
+                let drawn: Vec<f64> =
+                    (0..gpus).map(|r| variability::gpu_speed(setup.seed, r, self.gpu_speed_spread)).collect();
+                if self.simulate == SimulateRanks::All {
+                    for (r, &speed) in drawn.iter().enumerate() {
+                        speeds[cluster.device_of(r as u32).0 as usize] = speed;
+                    }
+                } else {
+                    // A representative stands for its pipeline device: its EP
+                    // groups and gradient reduction wait for the slowest GPU.
+                    let per_device = spec.plan.ranks_per_device() as usize;
+                    for rank in &low.ranks {
+                        let first = rank.device as usize * per_device;
+                        let slowest = drawn[first..first + per_device].iter().cloned().fold(1.0, f64::min);
+                        speeds[cluster.device_of(rank.rank).0 as usize] = slowest;
+                    }
+                }
+                slow_notes.push(spread_note(self.gpu_speed_spread, &drawn));
+                if self.simulate != SimulateRanks::All {
+                    slow_notes.push("each representative rank runs at its pipeline device's slowest GPU's speed: its EP groups and gradient reduction wait for that GPU (within 0.3 % of simulating every rank on deepseek-v3-chunk-256xh800 at spreads of 1-3 %)".into());
+                }
+            }
+            for g in &self.slow_gpus {
+                speeds[cluster.device_of(g.rank).0 as usize] *= g.factor;
+            }
+            let kernels = graph.slow_devices_kernels(&speeds);
+            for (d, &speed) in speeds.iter().enumerate() {
+                if speed != 1.0 {
+                    platform.slow_device(moesim_sim::DeviceId(d as u32), speed);
+                }
+            }
+            for g in &self.slow_gpus {
+                let d = cluster.device_of(g.rank).0 as usize;
+                slow_notes.push(format!(
+                    "GPU {} runs at {:.0} % of the device's speed ({} kernels slowed, its memory bandwidth too)",
+                    g.rank,
+                    speeds[d] * 100.0,
+                    kernels[d]
+                ));
+            }
         }
         let (platform, graph, result) = simulate(platform, graph, options, observer)?;
         let metrics = self.metrics(&spec, &cluster.device, &low, &graph, &result, &memory);
@@ -878,6 +930,26 @@ pub fn megatron_hardware_flops_per_token(
         Recompute::None | Recompute::NormsAndUpProjections => 0.0,
     };
     3.0 * (layers + attention + logits) + recomputed
+}
+
+/// The run's note on the drawn GPU speeds: the slowest GPU, the median and
+/// how many run below 99 % and 97 % of the device's speed.
+fn spread_note(spread: f64, speeds: &[f64]) -> String {
+    let (slowest, min) =
+        speeds.iter().enumerate().fold((0, 1.0), |(i, m), (r, &s)| if s < m { (r, s) } else { (i, m) });
+    let mut sorted = speeds.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let below = |x: f64| speeds.iter().filter(|&&s| s < x).count();
+    format!(
+        "GPU speeds drawn with spread {:.1} % (min(1, 1 + spread x z), z standard normal per GPU): slowest GPU {slowest} at {:.1} %, median {:.1} %, {} of {} GPUs below 99 % and {} below 97 % of the device's speed",
+        spread * 100.0,
+        min * 100.0,
+        median * 100.0,
+        below(0.99),
+        speeds.len(),
+        below(0.97)
+    )
 }
 
 #[cfg(test)]

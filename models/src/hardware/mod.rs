@@ -4,7 +4,7 @@
 //! `presets/devices/*.toml`), a local deployment's host of CPU sockets, DRAM,
 //! UPI and PCIe (`host.rs`, `presets/hosts/*.toml`), the memory technologies of on-chip tiers
 //! (`technology.rs`), the power model and the clock a power cap allows
-//! (`power.rs`), and the op cost models (`ops/`: tiled GPU GEMM,
+//! (`power.rs`), GPU-to-GPU variability (`variability.rs`), and the op cost models (`ops/`: tiled GPU GEMM,
 //! attention and streaming kernels; Ascend explicit-buffer pipelines).
 //!
 //! May use: the crate's `error` and `rng`, and `moesim-sim`'s kernel
@@ -15,3 +15,4 @@ pub mod host;
 pub mod ops;
 pub mod power;
 pub mod technology;
+pub mod variability;
