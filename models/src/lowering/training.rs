@@ -453,13 +453,14 @@ struct ExpertParts {
 /// was built for these rows alone).
 struct StageBlocks {
     base: Rc<Blocks>,
-    /// Per unit in forward order.
-    experts: Vec<Option<ExpertParts>>,
+    /// Per unit in forward order; shared by every rank and row count with
+    /// the same expert shape ([`LayerContext::expert_shape`]).
+    experts: Rc<Vec<Option<ExpertParts>>>,
 }
 
 impl StageBlocks {
     fn forward(&self) -> impl Iterator<Item = BlockView<'_>> {
-        self.base.forward.iter().zip(&self.experts).map(|(b, e)| {
+        self.base.forward.iter().zip(self.experts.iter()).map(|(b, e)| {
             let mut v = view(b);
             if let Some(e) = e {
                 v.mid = &e.forward_mid;
@@ -520,6 +521,9 @@ struct Lowerer<'a> {
     /// never with full recomputation, whose backward `pre` holds the
     /// forward's expert kernels.
     shared: Vec<Option<SharedStage>>,
+    /// The expert parts of each stage by (stage, expert shape `(g, m)`),
+    /// shared by every rank and micro-batch whose rows give that shape.
+    experts: BTreeMap<(u32, (u64, u64)), Rc<Vec<Option<ExpertParts>>>>,
     stage_units: Vec<Vec<Unit>>,
     /// Per simulated rank and draw: expert rows per MoE layer.
     rows: Vec<Vec<u64>>,
@@ -558,7 +562,8 @@ impl<'a> Lowerer<'a> {
             Ok(Blocks { forward, backward })
         };
         if ctx.recompute == Recompute::Full {
-            let blocks = StageBlocks { base: Rc::new(build(rows)?), experts: units.iter().map(|_| None).collect() };
+            let experts = Rc::new(units.iter().map(|_| None).collect());
+            let blocks = StageBlocks { base: Rc::new(build(rows)?), experts };
             self.blocks[r].insert((stage, rows), blocks);
             return Ok(());
         }
@@ -574,6 +579,12 @@ impl<'a> Lowerer<'a> {
                 self.shared[stage as usize].insert(SharedStage { blocks: Rc::new(blocks), shared_weight })
             }
         };
+        let key = (stage, ctx.expert_shape(rows));
+        if let Some(experts) = self.experts.get(&key) {
+            let blocks = StageBlocks { base: Rc::clone(&shared.blocks), experts: Rc::clone(experts) };
+            self.blocks[r].insert((stage, rows), blocks);
+            return Ok(());
+        }
         let n = units.len();
         let mut experts = Vec::with_capacity(n);
         for (i, &u) in units.iter().enumerate() {
@@ -592,6 +603,8 @@ impl<'a> Lowerer<'a> {
                 backward_weight_mid,
             }));
         }
+        let experts = Rc::new(experts);
+        self.experts.insert(key, Rc::clone(&experts));
         let blocks = StageBlocks { base: Rc::clone(&shared.blocks), experts };
         self.blocks[r].insert((stage, rows), blocks);
         Ok(())
@@ -896,6 +909,7 @@ pub fn lower_training(
         routing,
         blocks: (0..n_ranks).map(|_| BTreeMap::new()).collect(),
         shared: (0..sched.stages).map(|_| None).collect(),
+        experts: BTreeMap::new(),
         stage_units: stage_units.clone(),
         rows,
         state: (0..n_ranks).map(|_| RankState { last_compute: None, slots: Vec::new() }).collect(),

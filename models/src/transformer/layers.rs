@@ -931,8 +931,7 @@ impl<'a> LayerContext<'a> {
             return Ok(());
         }
         let h = self.model.hidden as u64;
-        let g = self.active_experts(rows);
-        let m = rows.div_ceil(g);
+        let (g, m) = self.expert_shape(rows);
         let rows = (m * g) as f64;
         let hf = h as f64;
         let act = if self.linear_dtype == Dtype::Fp8 { 1.0 + 4.0 / 128.0 } else { 2.0 };
@@ -968,8 +967,7 @@ impl<'a> LayerContext<'a> {
             return Ok(());
         }
         let h = self.model.hidden as u64;
-        let g = self.active_experts(rows);
-        let m = rows.div_ceil(g);
+        let (g, m) = self.expert_shape(rows);
         let rows = (m * g) as f64;
         let hf = h as f64;
         mid.push(b.elementwise("experts permute", rows * hf * 2.0, rows * hf * 2.0, 0.0)?);
@@ -985,6 +983,16 @@ impl<'a> LayerContext<'a> {
         weight.extend(b.grouped_pass("experts down", "wgrad", g, (m, inter, h))?);
         weight.extend(b.grouped_pass("experts gate_up", "wgrad", g, (m, h, 2 * inter))?);
         Ok(())
+    }
+
+    /// The grouped GEMMs' shape for `rows` received (token, expert) pairs:
+    /// active experts `g` and rows per expert `m` (`rows` rounded up to
+    /// `g x m`); `(1, 0)` for no rows. The expert kernels depend on the rows
+    /// only through it ([`Self::expert_items`] of two row counts with the
+    /// same shape are equal).
+    pub fn expert_shape(&self, rows: u64) -> (u64, u64) {
+        let g = self.active_experts(rows);
+        (g, rows.div_ceil(g))
     }
 
     /// Whether `unit`'s blocks hold routed experts, whose kernels are the
