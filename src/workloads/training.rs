@@ -681,10 +681,13 @@ fn ep_hidden(graph: &TaskGraph, result: &moesim_sim::RunResult, windows: &[Windo
     let ranks: std::collections::BTreeSet<u32> = windows.iter().map(|w| w.0).collect();
     // Per rank of a window: EP intervals and compute intervals (ps).
     type Intervals = Vec<(u64, u64)>;
-    let mut per_rank: BTreeMap<u32, (Intervals, Intervals)> = BTreeMap::new();
+    let mut per_rank: BTreeMap<u32, (Intervals, Intervals)> = ranks.iter().map(|&r| (r, Default::default())).collect();
+    // Per stream: whether its rank has a window, and whether it is an `ep` stream.
+    let streams: Vec<(bool, bool)> =
+        graph.streams().iter().map(|s| (ranks.contains(&s.rank), graph.label_str(s.name) == "ep")).collect();
     for (i, t) in graph.tasks().iter().enumerate() {
-        let stream = graph.stream(t.stream);
-        if !ranks.contains(&stream.rank) {
+        let (windowed, ep) = streams[t.stream.0 as usize];
+        if !windowed {
             continue;
         }
         let span = result.spans[i];
@@ -692,11 +695,15 @@ fn ep_hidden(graph: &TaskGraph, result: &moesim_sim::RunResult, windows: &[Windo
         if iv.1 <= iv.0 {
             continue;
         }
-        let entry = per_rank.entry(stream.rank).or_default();
-        match (t.class, &t.kind) {
-            (TaskClass::Compute | TaskClass::Memory, TaskKind::Kernel(_)) => entry.1.push(iv),
-            (TaskClass::Communication, _) if graph.label_str(stream.name) == "ep" => entry.0.push(iv),
-            _ => {}
+        let is_kernel = matches!((t.class, &t.kind), (TaskClass::Compute | TaskClass::Memory, TaskKind::Kernel(_)));
+        if !is_kernel && !(ep && t.class == TaskClass::Communication) {
+            continue;
+        }
+        let entry = per_rank.get_mut(&graph.stream(t.stream).rank).expect("every windowed rank has an entry");
+        if is_kernel {
+            entry.1.push(iv);
+        } else {
+            entry.0.push(iv);
         }
     }
     let (mut ep_ps, mut hidden_ps) = (0u64, 0u64);
