@@ -696,7 +696,8 @@ fn ep_hidden(graph: &TaskGraph, result: &moesim_sim::RunResult, windows: &[Windo
             continue;
         }
         let is_kernel = matches!((t.class, &t.kind), (TaskClass::Compute | TaskClass::Memory, TaskKind::Kernel(_)));
-        if !is_kernel && !(ep && t.class == TaskClass::Communication) {
+        let is_ep = ep && t.class == TaskClass::Communication;
+        if !(is_kernel || is_ep) {
             continue;
         }
         let entry = per_rank.get_mut(&graph.stream(t.stream).rank).expect("every windowed rank has an entry");

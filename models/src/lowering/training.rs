@@ -455,8 +455,11 @@ struct StageBlocks {
     base: Rc<Blocks>,
     /// Per unit in forward order; shared by every rank and row count with
     /// the same expert shape ([`LayerContext::expert_shape`]).
-    experts: Rc<Vec<Option<ExpertParts>>>,
+    experts: SharedExperts,
 }
+
+/// The expert parts of a stage's units (forward order) for one expert shape.
+type SharedExperts = Rc<Vec<Option<ExpertParts>>>;
 
 impl StageBlocks {
     fn forward(&self) -> impl Iterator<Item = BlockView<'_>> {
@@ -523,7 +526,7 @@ struct Lowerer<'a> {
     shared: Vec<Option<SharedStage>>,
     /// The expert parts of each stage by (stage, expert shape `(g, m)`),
     /// shared by every rank and micro-batch whose rows give that shape.
-    experts: BTreeMap<(u32, (u64, u64)), Rc<Vec<Option<ExpertParts>>>>,
+    experts: BTreeMap<(u32, (u64, u64)), SharedExperts>,
     stage_units: Vec<Vec<Unit>>,
     /// Per simulated rank and draw: expert rows per MoE layer.
     rows: Vec<Vec<u64>>,
