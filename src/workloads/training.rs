@@ -751,7 +751,6 @@ pub fn chunk_pair_classes(
     result: &moesim_sim::RunResult,
     low: &TrainingLowering,
 ) -> Vec<ChunkPairClass> {
-    use moesim_models::transformer::layers::KernelKind;
     let windows: Vec<_> = low.ops.iter().filter(|o| o.kind == OpKind::Overlapped).collect();
     if windows.is_empty() {
         return Vec::new();
@@ -759,12 +758,14 @@ pub fn chunk_pair_classes(
     let n = windows.len() as f64;
     // (kernels, in situ ps, standalone s) per class.
     let mut sums = [(0u64, 0u64, 0.0f64); 6];
-    for k in &low.overlapped_kernels {
-        let i = KernelKind::ALL.iter().position(|&c| c == k.kind).unwrap_or(3);
-        let span = result.spans[k.task.0 as usize];
-        sums[i].0 += 1;
-        sums[i].1 += (span.end - span.start).as_ps();
-        sums[i].2 += k.standalone_s;
+    for (i, class) in low.overlapped_kernels.iter().enumerate() {
+        sums[i].0 = class.tasks.len() as u64;
+        sums[i].1 = class
+            .tasks
+            .iter()
+            .map(|t| (result.spans[t.0 as usize].end - result.spans[t.0 as usize].start).as_ps())
+            .sum();
+        sums[i].2 = class.standalone_s;
     }
     for o in &windows {
         for id in o.first.0..=o.last.0 {

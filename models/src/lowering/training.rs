@@ -50,9 +50,7 @@ use crate::lowering::emit::{Emitter, LaunchGaps, RankStreams};
 use crate::network::cluster::Cluster;
 use crate::network::collectives::{join_all, member_load, CollectiveOp, CollectiveSpec, MemberLoad};
 use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange, SourceCounts};
-use crate::transformer::layers::{
-    AttentionKernel, Block, EpComm, Item, KernelKind, LayerContext, PassMode, Recompute, Unit,
-};
+use crate::transformer::layers::{AttentionKernel, Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
 use crate::transformer::model::{FfnKind, ModelConfig};
 use crate::transformer::parallel::ParallelPlan;
 use crate::transformer::routing::MoePhase;
@@ -104,7 +102,7 @@ pub struct TrainingSpec {
     /// Routing drawn per micro-batch or once per device.
     pub routing_draw: RoutingDraw,
     /// Gap on the compute stream before a kernel of each class
-    /// ([`KernelKind`] order), microseconds; `None`: the device's
+    /// ([`KernelKind`](crate::transformer::layers::KernelKind) order), microseconds; `None`: the device's
     /// `launch_overhead_us`.
     pub launch_gaps_us: [Option<f64>; 4],
 }
@@ -211,18 +209,21 @@ pub struct TrainingLowering {
     /// Every op of every simulated rank: what it is, its first task (a
     /// marker) and its last compute task, for per-op timings.
     pub ops: Vec<OpSpan>,
-    /// The kernels of the overlapped (F&B) ops, for the per-class
+    /// The kernels of the overlapped (F&B) ops by class (indexed by
+    /// [`KernelKind`](crate::transformer::layers::KernelKind) as in its `ALL`), for the per-class
     /// calibration against a profile's chunk pair.
-    pub overlapped_kernels: Vec<KernelRecord>,
+    pub overlapped_kernels: [KernelClassRecord; 4],
     pub notes: Vec<String>,
 }
 
-/// One kernel task with its class and its time alone.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KernelRecord {
-    pub task: TaskId,
-    pub kind: KernelKind,
-    /// The kernel alone on its SMs, seconds (what a kernel benchmark reports).
+/// The kernel tasks of one class, in emission order, and the sum of their
+/// times alone (4 bytes a kernel instead of a record each: every rank's
+/// overlapped kernels are kept through the engine run).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KernelClassRecord {
+    pub tasks: Vec<TaskId>,
+    /// The kernels alone on their SMs, seconds (what a kernel benchmark
+    /// reports), summed in emission order.
     pub standalone_s: f64,
 }
 
@@ -536,7 +537,7 @@ struct Lowerer<'a> {
     launch_gaps: LaunchGaps,
     /// Whether the op being emitted records its kernels, and the records.
     recording: bool,
-    overlapped_kernels: Vec<KernelRecord>,
+    overlapped_kernels: [KernelClassRecord; 4],
 }
 
 impl<'a> Lowerer<'a> {
@@ -637,7 +638,9 @@ impl<'a> Lowerer<'a> {
                     &mut self.state[r].last_compute,
                     &mut |task, k| {
                         if recording {
-                            records.push(KernelRecord { task, kind: k.kind(), standalone_s: k.cost.kernel_s });
+                            let class = &mut records[k.kind() as usize];
+                            class.tasks.push(task);
+                            class.standalone_s += k.cost.kernel_s;
                         }
                     },
                 );
@@ -921,7 +924,7 @@ pub fn lower_training(
             SimDuration::from_us_f64(spec.launch_gaps_us[k as usize].unwrap_or(cluster.device.launch_overhead_us))
         }),
         recording: false,
-        overlapped_kernels: Vec::new(),
+        overlapped_kernels: Default::default(),
     };
 
     // Per device and op: the op's first and last compute task per member.
