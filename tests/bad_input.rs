@@ -209,6 +209,32 @@ fn slow_gpus_are_checked_at_their_key_and_need_every_rank() {
 }
 
 #[test]
+fn every_rank_steps_too_big_for_memory_are_refused_by_their_estimate() {
+    // No GPU count cap: the estimate grows with ranks x micro-batches x
+    // tasks per micro-batch (and every rank's all-to-all flows) and is
+    // checked against the limit, at the key that drives it.
+    let all = TRAINING.replace("precision = \"fp8\"\n", "precision = \"fp8\"\nsimulate = \"all\"\n");
+    let err = rejected("all_ranks_memory", &all, &["--max-memory-gib", "0.001"]);
+    assert!(err.contains("scenario.toml:17:16: workload.global_batch"), "{err}");
+    assert!(
+        err.contains("4.096e4 tasks and 4.096e3 all-to-all flows of 16 simulated ranks per pipeline device"),
+        "{err}"
+    );
+    assert!(err.contains("GiB allowed (--max-memory-gib)"), "{err}");
+    // The 2,048-GPU default step with every rank: about 24 GiB, refused under 8.
+    let err = input_error(&[
+        "run",
+        "deepseek-v3-pretrain-2048xh800",
+        "--set",
+        "workload.simulate=all",
+        "--max-memory-gib",
+        "8",
+    ]);
+    assert!(err.contains(":27:16: workload.global_batch") && err.contains("the run would need about 2"), "{err}");
+    assert!(err.contains("128 simulated ranks per pipeline device") && err.contains("8.0 GiB allowed"), "{err}");
+}
+
+#[test]
 fn nccl_protocols_and_nvls_constants_are_checked() {
     let err = rejected("bad_protocol", ALLREDUCE, &["--set", "workload.protocol=\"fast\""]);
     assert!(err.contains("workload.protocol") && err.contains("auto, ll, ll128, simple"), "{err}");

@@ -65,6 +65,27 @@ fn representative_ranks_match_simulating_every_rank() {
     }
 }
 
+/// Every rank of a cluster beyond the 512 GPUs `simulate = "all"` was once
+/// capped at runs when its memory estimate fits: 576 GPUs, one micro-batch
+/// per replica of a 4-layer model, under a 1 GiB limit.
+#[test]
+fn every_rank_step_beyond_512_gpus_runs_when_its_estimate_fits() {
+    let v = run(&[
+        "--set",
+        "topology.nodes=72",
+        "--set",
+        "parallel.schedule=\"1f1b\"",
+        "--set",
+        "workload.global_batch=288",
+        "--set",
+        "workload.simulate=all",
+        "--max-memory-gib",
+        "1",
+    ]);
+    assert_eq!(f(&v, "simulated_ranks"), 576.0);
+    assert!(f(&v, "step_time_s") > 0.0);
+}
+
 /// Routing drawn per micro-batch makes micro-batches differ in imbalance:
 /// the step moves away from the one-draw-per-device step, and a different
 /// seed moves it too (draws, not a fixed pattern).

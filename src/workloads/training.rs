@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use super::{
     build_cluster, check_price_and_precision, check_skew, cluster_gpus, model_failure, num, problem, simulate, Context,
-    Footprint, Outcome, RunFailure, RunOptions, TopologyState, Workload, BYTES_PER_TASK,
+    Footprint, Outcome, RunFailure, RunOptions, TopologyState, Workload, BYTES_PER_FLOW, BYTES_PER_TASK,
 };
 use crate::setup::{ParallelTable, Setup};
 
@@ -69,9 +69,13 @@ pub struct SlowGpu {
     pub factor: f64,
 }
 
-/// Largest cluster `simulate = "all"` accepts (memory grows with every rank's
-/// every kernel and flow).
-const MAX_ALL_RANKS: u64 = 512;
+/// All-to-all flows per (simulated rank, MoE unit, micro-batch) and per
+/// peer a rank's DeepEP kernel reaches (NVLink copies to its node's other
+/// group members, one RDMA stream per other node of the group): dispatch
+/// and combine, forward and backward. Measured on every-rank cuts of the
+/// default step: 106,240 flows at 32 GPUs (EP 8 in a node: 7 peers),
+/// 983,040 at 256 (EP 16 over 2 nodes: 8 peers).
+const FLOWS_PER_PEER: f64 = 4.0;
 
 /// Largest launch gap a class may be given, us (a kernel launch takes a few
 /// microseconds; a millisecond is a stalled host, not a launch).
@@ -530,15 +534,6 @@ impl Workload for TrainingWorkload {
         match topology {
             TopologyState::Missing => out.push(problem("topology", "a training step needs a [topology] table".into())),
             TopologyState::Resolved(t) => {
-                if self.simulate == SimulateRanks::All && cluster_gpus(t) > MAX_ALL_RANKS {
-                    out.push(problem(
-                        "workload.simulate",
-                        format!(
-                            "\"all\" simulates every one of the cluster's {} GPUs (at most {MAX_ALL_RANKS}); use \"representative\" (one rank per pipeline device) at this size",
-                            cluster_gpus(t)
-                        ),
-                    ));
-                }
                 if let Some(m) = model {
                     let plan = Self::plan(table, cluster_gpus(t));
                     out.extend(plan.problems(cluster_gpus(t), t.gpus_per_node, m, self.global_batch));
@@ -563,7 +558,12 @@ impl Workload for TrainingWorkload {
         // Tasks grow as micro-batches x layers: about 128 per layer and
         // micro-batch on the representative ranks (the default step: 940,626
         // tasks for 120 micro-batches of 61 layers), times the ranks of a
-        // stage when every rank is simulated.
+        // stage when every rank is simulated (every-rank cuts of the default
+        // step: 516,496 tasks at 32 GPUs, estimated 507,904; 4,148,896 at
+        // 256, estimated 4,063,232). Every rank's all-to-alls add their
+        // flows ([`FLOWS_PER_PEER`]); the representative's mirrors are few
+        // beside its tasks. At 256 GPUs the estimate (0.73 GiB) errs high
+        // against the measured peak (0.60 GiB).
         let (model, table, topology) = (setup.model.as_ref()?, setup.parallel.as_ref()?, setup.topology.as_ref()?);
         let plan = Self::plan(table, cluster_gpus(topology));
         let replicas = (plan.dp as u64 * plan.micro_batch as u64).max(1);
@@ -573,10 +573,25 @@ impl Workload for TrainingWorkload {
             SimulateRanks::Representative => 1.0,
         };
         let tasks = 128.0 * microbatches * (model.layers as f64 + 1.0) * ranks;
+        let flows = match (self.simulate, &model.moe) {
+            (SimulateRanks::All, Some(_)) if plan.ep > 1 => {
+                let gpn = topology.gpus_per_node.max(1) as f64;
+                let ep = plan.ep as f64;
+                let peers = (ep.min(gpn) - 1.0) + ((ep / gpn).ceil() - 1.0);
+                let moe_units = (model.moe_layers() + model.mtp_modules) as f64;
+                FLOWS_PER_PEER * peers * moe_units * microbatches * ranks
+            }
+            _ => 0.0,
+        };
+        let what = if flows > 0.0 {
+            format!("{tasks:.3e} tasks and {flows:.3e} all-to-all flows of {ranks} simulated ranks per pipeline device")
+        } else {
+            format!("{tasks:.3e} tasks")
+        };
         Some(Footprint {
-            bytes: tasks * BYTES_PER_TASK,
+            bytes: tasks * BYTES_PER_TASK + flows * BYTES_PER_FLOW,
             key: "workload.global_batch".into(),
-            what: format!("{tasks:.3e} tasks"),
+            what,
         })
     }
 
@@ -718,10 +733,13 @@ fn ep_hidden(graph: &TaskGraph, result: &moesim_sim::RunResult, windows: &[Windo
     let ranks: std::collections::BTreeSet<u32> = windows.iter().map(|w| w.0).collect();
     // Per rank of a window: EP intervals and compute intervals (ps).
     type Intervals = Vec<(u64, u64)>;
-    let mut per_rank: BTreeMap<u32, (Intervals, Intervals)> = BTreeMap::new();
+    let mut per_rank: BTreeMap<u32, (Intervals, Intervals)> = ranks.iter().map(|&r| (r, Default::default())).collect();
+    // Per stream: whether its rank has a window, and whether it is an `ep` stream.
+    let streams: Vec<(bool, bool)> =
+        graph.streams().iter().map(|s| (ranks.contains(&s.rank), graph.label_str(s.name) == "ep")).collect();
     for (i, t) in graph.tasks().iter().enumerate() {
-        let stream = graph.stream(t.stream);
-        if !ranks.contains(&stream.rank) {
+        let (windowed, ep) = streams[t.stream.0 as usize];
+        if !windowed {
             continue;
         }
         let span = result.spans[i];
@@ -729,11 +747,16 @@ fn ep_hidden(graph: &TaskGraph, result: &moesim_sim::RunResult, windows: &[Windo
         if iv.1 <= iv.0 {
             continue;
         }
-        let entry = per_rank.entry(stream.rank).or_default();
-        match (t.class, &t.kind) {
-            (TaskClass::Compute | TaskClass::Memory, TaskKind::Kernel(_)) => entry.1.push(iv),
-            (TaskClass::Communication, _) if graph.label_str(stream.name) == "ep" => entry.0.push(iv),
-            _ => {}
+        let is_kernel = matches!((t.class, &t.kind), (TaskClass::Compute | TaskClass::Memory, TaskKind::Kernel(_)));
+        let is_ep = ep && t.class == TaskClass::Communication;
+        if !(is_kernel || is_ep) {
+            continue;
+        }
+        let entry = per_rank.get_mut(&graph.stream(t.stream).rank).expect("every windowed rank has an entry");
+        if is_kernel {
+            entry.1.push(iv);
+        } else {
+            entry.0.push(iv);
         }
     }
     let (mut ep_ps, mut hidden_ps) = (0u64, 0u64);
@@ -780,7 +803,6 @@ pub fn chunk_pair_classes(
     result: &moesim_sim::RunResult,
     low: &TrainingLowering,
 ) -> Vec<ChunkPairClass> {
-    use moesim_models::transformer::layers::KernelKind;
     let windows: Vec<_> = low.ops.iter().filter(|o| o.kind == OpKind::Overlapped).collect();
     if windows.is_empty() {
         return Vec::new();
@@ -788,12 +810,14 @@ pub fn chunk_pair_classes(
     let n = windows.len() as f64;
     // (kernels, in situ ps, standalone s) per class.
     let mut sums = [(0u64, 0u64, 0.0f64); 6];
-    for k in &low.overlapped_kernels {
-        let i = KernelKind::ALL.iter().position(|&c| c == k.kind).unwrap_or(3);
-        let span = result.spans[k.task.0 as usize];
-        sums[i].0 += 1;
-        sums[i].1 += (span.end - span.start).as_ps();
-        sums[i].2 += k.standalone_s;
+    for (i, class) in low.overlapped_kernels.iter().enumerate() {
+        sums[i].0 = class.tasks.len() as u64;
+        sums[i].1 = class
+            .tasks
+            .iter()
+            .map(|t| (result.spans[t.0 as usize].end - result.spans[t.0 as usize].start).as_ps())
+            .sum();
+        sums[i].2 = class.standalone_s;
     }
     for o in &windows {
         for id in o.first.0..=o.last.0 {

@@ -39,6 +39,7 @@
 //! draw is reused by every MoE layer of the device's stages.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use moesim_sim::{DeviceId, Flow, Kernel, SimDuration, StreamId, TaskClass, TaskGraph, TaskId};
 
@@ -49,9 +50,7 @@ use crate::lowering::emit::{Emitter, LaunchGaps, RankStreams};
 use crate::network::cluster::Cluster;
 use crate::network::collectives::{join_all, member_load, CollectiveOp, CollectiveSpec, MemberLoad};
 use crate::network::moe_comm::{CommKernel, EpTraffic, Exchange, SourceCounts};
-use crate::transformer::layers::{
-    AttentionKernel, Block, EpComm, Item, KernelKind, LayerContext, PassMode, Recompute, Unit,
-};
+use crate::transformer::layers::{AttentionKernel, Block, EpComm, Item, LayerContext, PassMode, Recompute, Unit};
 use crate::transformer::model::{FfnKind, ModelConfig};
 use crate::transformer::parallel::ParallelPlan;
 use crate::transformer::routing::MoePhase;
@@ -103,7 +102,7 @@ pub struct TrainingSpec {
     /// Routing drawn per micro-batch or once per device.
     pub routing_draw: RoutingDraw,
     /// Gap on the compute stream before a kernel of each class
-    /// ([`KernelKind`] order), microseconds; `None`: the device's
+    /// ([`KernelKind`](crate::transformer::layers::KernelKind) order), microseconds; `None`: the device's
     /// `launch_overhead_us`.
     pub launch_gaps_us: [Option<f64>; 4],
 }
@@ -210,18 +209,21 @@ pub struct TrainingLowering {
     /// Every op of every simulated rank: what it is, its first task (a
     /// marker) and its last compute task, for per-op timings.
     pub ops: Vec<OpSpan>,
-    /// The kernels of the overlapped (F&B) ops, for the per-class
+    /// The kernels of the overlapped (F&B) ops by class (indexed by
+    /// [`KernelKind`](crate::transformer::layers::KernelKind) as in its `ALL`), for the per-class
     /// calibration against a profile's chunk pair.
-    pub overlapped_kernels: Vec<KernelRecord>,
+    pub overlapped_kernels: [KernelClassRecord; 4],
     pub notes: Vec<String>,
 }
 
-/// One kernel task with its class and its time alone.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KernelRecord {
-    pub task: TaskId,
-    pub kind: KernelKind,
-    /// The kernel alone on its SMs, seconds (what a kernel benchmark reports).
+/// The kernel tasks of one class, in emission order, and the sum of their
+/// times alone (4 bytes a kernel instead of a record each: every rank's
+/// overlapped kernels are kept through the engine run).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KernelClassRecord {
+    pub tasks: Vec<TaskId>,
+    /// The kernels alone on their SMs, seconds (what a kernel benchmark
+    /// reports), summed in emission order.
     pub standalone_s: f64,
 }
 
@@ -347,23 +349,37 @@ enum Step<'b> {
     Ep { slot: usize, comm: EpComm, micro: u32 },
 }
 
+/// One block as the steps read it: the parts a stage's blocks share for
+/// every expert-row count, and the expert parts of this one.
+#[derive(Clone, Copy)]
+struct BlockView<'b> {
+    pre: &'b [Item],
+    comm_a: Option<EpComm>,
+    side: &'b [Item],
+    mid: &'b [Item],
+    comm_b: Option<EpComm>,
+    post: &'b [Item],
+    weight_mid: &'b [Item],
+    weight_post: &'b [Item],
+}
+
 /// Issue order of one block alone (`weight`: include its W kernels) of
 /// micro-batch `micro`.
-fn sequential<'b>(block: &'b Block, weight: bool, slot: usize, micro: u32, steps: &mut Vec<Step<'b>>) {
+fn sequential<'b>(block: BlockView<'b>, weight: bool, slot: usize, micro: u32, steps: &mut Vec<Step<'b>>) {
     let (a, b) = (slot, slot + 1);
-    steps.push(Step::Compute { items: &block.pre, wait: None });
+    steps.push(Step::Compute { items: block.pre, wait: None });
     if let Some(c) = block.comm_a {
         steps.push(Step::Ep { slot: a, comm: c, micro });
     }
-    steps.push(Step::Compute { items: &block.side, wait: None });
-    steps.push(Step::Compute { items: &block.mid, wait: block.comm_a.map(|_| a) });
+    steps.push(Step::Compute { items: block.side, wait: None });
+    steps.push(Step::Compute { items: block.mid, wait: block.comm_a.map(|_| a) });
     if let Some(c) = block.comm_b {
         steps.push(Step::Ep { slot: b, comm: c, micro });
     }
-    steps.push(Step::Compute { items: &block.post, wait: block.comm_b.map(|_| b) });
+    steps.push(Step::Compute { items: block.post, wait: block.comm_b.map(|_| b) });
     if weight {
-        steps.push(Step::Compute { items: &block.weight_mid, wait: None });
-        steps.push(Step::Compute { items: &block.weight_post, wait: None });
+        steps.push(Step::Compute { items: block.weight_mid, wait: None });
+        steps.push(Step::Compute { items: block.weight_post, wait: None });
     }
 }
 
@@ -372,8 +388,8 @@ fn sequential<'b>(block: &'b Block, weight: bool, slot: usize, micro: u32, steps
 /// 4): each one's all-to-all runs beside the other's computation; comm order
 /// combine(B), dispatch(F), dispatch(B), combine(F).
 fn interleaved<'b>(
-    f: &'b Block,
-    b: &'b Block,
+    f: BlockView<'b>,
+    b: BlockView<'b>,
     b_weight: bool,
     slot: usize,
     micros: (u32, u32),
@@ -381,32 +397,32 @@ fn interleaved<'b>(
 ) {
     let (f_micro, b_micro) = micros;
     let (fa, fb, ba, bb) = (slot, slot + 1, slot + 2, slot + 3);
-    steps.push(Step::Compute { items: &b.pre, wait: None });
+    steps.push(Step::Compute { items: b.pre, wait: None });
     if let Some(c) = b.comm_a {
         steps.push(Step::Ep { slot: ba, comm: c, micro: b_micro });
     }
-    steps.push(Step::Compute { items: &f.pre, wait: None });
+    steps.push(Step::Compute { items: f.pre, wait: None });
     if let Some(c) = f.comm_a {
         steps.push(Step::Ep { slot: fa, comm: c, micro: f_micro });
     }
-    steps.push(Step::Compute { items: &b.side, wait: None });
-    steps.push(Step::Compute { items: &b.mid, wait: b.comm_a.map(|_| ba) });
+    steps.push(Step::Compute { items: b.side, wait: None });
+    steps.push(Step::Compute { items: b.mid, wait: b.comm_a.map(|_| ba) });
     if let Some(c) = b.comm_b {
         steps.push(Step::Ep { slot: bb, comm: c, micro: b_micro });
     }
     if b_weight {
-        steps.push(Step::Compute { items: &b.weight_mid, wait: None });
+        steps.push(Step::Compute { items: b.weight_mid, wait: None });
     }
-    steps.push(Step::Compute { items: &f.side, wait: None });
-    steps.push(Step::Compute { items: &f.mid, wait: f.comm_a.map(|_| fa) });
+    steps.push(Step::Compute { items: f.side, wait: None });
+    steps.push(Step::Compute { items: f.mid, wait: f.comm_a.map(|_| fa) });
     if let Some(c) = f.comm_b {
         steps.push(Step::Ep { slot: fb, comm: c, micro: f_micro });
     }
-    steps.push(Step::Compute { items: &b.post, wait: b.comm_b.map(|_| bb) });
+    steps.push(Step::Compute { items: b.post, wait: b.comm_b.map(|_| bb) });
     if b_weight {
-        steps.push(Step::Compute { items: &b.weight_post, wait: None });
+        steps.push(Step::Compute { items: b.weight_post, wait: None });
     }
-    steps.push(Step::Compute { items: &f.post, wait: f.comm_b.map(|_| fb) });
+    steps.push(Step::Compute { items: f.post, wait: f.comm_b.map(|_| fb) });
 }
 
 /// Per simulated rank, what the emitter tracks.
@@ -415,11 +431,81 @@ struct RankState {
     slots: Vec<Option<TaskId>>,
 }
 
-/// Blocks of one stage for one rank: forward and backward of each unit.
-struct StageBlocks {
+/// Blocks of one stage: forward and backward of each unit.
+struct Blocks {
     forward: Vec<Block>,
     /// In backward order (last unit first).
     backward: Vec<Block>,
+}
+
+/// The expert parts of one unit for one expert-row count
+/// ([`LayerContext::expert_items`]): the forward `mid`, the backward `mid`
+/// and the whole backward `weight_mid` (the shared expert's weight
+/// gradients, then the routed experts').
+struct ExpertParts {
+    forward_mid: Vec<Item>,
+    backward_mid: Vec<Item>,
+    backward_weight_mid: Vec<Item>,
+}
+
+/// Blocks of one stage for one rank and expert-row count: the stage's
+/// shared blocks, with the expert parts of these rows beside them where
+/// they differ (`None` for a unit without routed experts, or when `base`
+/// was built for these rows alone).
+struct StageBlocks {
+    base: Rc<Blocks>,
+    /// Per unit in forward order; shared by every rank and row count with
+    /// the same expert shape ([`LayerContext::expert_shape`]).
+    experts: SharedExperts,
+}
+
+/// The expert parts of a stage's units (forward order) for one expert shape.
+type SharedExperts = Rc<Vec<Option<ExpertParts>>>;
+
+impl StageBlocks {
+    fn forward(&self) -> impl Iterator<Item = BlockView<'_>> {
+        self.base.forward.iter().zip(self.experts.iter()).map(|(b, e)| {
+            let mut v = view(b);
+            if let Some(e) = e {
+                v.mid = &e.forward_mid;
+            }
+            v
+        })
+    }
+
+    /// In backward order (last unit first).
+    fn backward(&self) -> impl Iterator<Item = BlockView<'_>> {
+        self.base.backward.iter().zip(self.experts.iter().rev()).map(|(b, e)| {
+            let mut v = view(b);
+            if let Some(e) = e {
+                v.mid = &e.backward_mid;
+                v.weight_mid = &e.backward_weight_mid;
+            }
+            v
+        })
+    }
+}
+
+fn view(b: &Block) -> BlockView<'_> {
+    BlockView {
+        pre: &b.pre,
+        comm_a: b.comm_a,
+        side: &b.side,
+        mid: &b.mid,
+        comm_b: b.comm_b,
+        post: &b.post,
+        weight_mid: &b.weight_mid,
+        weight_post: &b.weight_post,
+    }
+}
+
+/// A stage's blocks built once and shared by every rank and expert-row
+/// count, with how many of each backward block's `weight_mid` items are
+/// the shared expert's (the rest are the routed experts', rebuilt per row
+/// count).
+struct SharedStage {
+    blocks: Rc<Blocks>,
+    shared_weight: Vec<usize>,
 }
 
 struct Lowerer<'a> {
@@ -435,6 +521,13 @@ struct Lowerer<'a> {
     routing: Routing,
     /// Per simulated rank: blocks by (stage, expert rows), built lazily.
     blocks: Vec<BTreeMap<(u32, u64), StageBlocks>>,
+    /// Per stage: the blocks every rank and row count shares, once built;
+    /// never with full recomputation, whose backward `pre` holds the
+    /// forward's expert kernels.
+    shared: Vec<Option<SharedStage>>,
+    /// The expert parts of each stage by (stage, expert shape `(g, m)`),
+    /// shared by every rank and micro-batch whose rows give that shape.
+    experts: BTreeMap<(u32, (u64, u64)), SharedExperts>,
     stage_units: Vec<Vec<Unit>>,
     /// Per simulated rank and draw: expert rows per MoE layer.
     rows: Vec<Vec<u64>>,
@@ -444,14 +537,10 @@ struct Lowerer<'a> {
     launch_gaps: LaunchGaps,
     /// Whether the op being emitted records its kernels, and the records.
     recording: bool,
-    overlapped_kernels: Vec<KernelRecord>,
+    overlapped_kernels: [KernelClassRecord; 4],
 }
 
 impl<'a> Lowerer<'a> {
-    fn ctx(&self) -> LayerContext<'_> {
-        self.spec.layer_context(self.cluster)
-    }
-
     /// Expert rows of simulated rank `r` in micro-batch `micro`.
     fn rows_of(&self, r: usize, micro: u32) -> u64 {
         let rows = &self.rows[r];
@@ -462,17 +551,66 @@ impl<'a> Lowerer<'a> {
         if self.blocks[r].contains_key(&(stage, rows)) {
             return Ok(());
         }
-        let ctx = self.ctx();
+        let (spec, cluster) = (self.spec, self.cluster);
+        let ctx = spec.layer_context(cluster);
         let units = &self.stage_units[stage as usize];
-        let mut forward = Vec::with_capacity(units.len());
-        let mut backward = Vec::with_capacity(units.len());
-        for &u in units {
-            forward.push(ctx.forward(u, rows)?);
+        let build = |rows: u64| -> Result<Blocks, ModelError> {
+            let mut forward = Vec::with_capacity(units.len());
+            let mut backward = Vec::with_capacity(units.len());
+            for &u in units {
+                forward.push(ctx.forward(u, rows)?);
+            }
+            for &u in units.iter().rev() {
+                backward.push(ctx.backward(u, rows)?);
+            }
+            Ok(Blocks { forward, backward })
+        };
+        if ctx.recompute == Recompute::Full {
+            let experts = Rc::new(units.iter().map(|_| None).collect());
+            let blocks = StageBlocks { base: Rc::new(build(rows)?), experts };
+            self.blocks[r].insert((stage, rows), blocks);
+            return Ok(());
         }
-        for &u in units.iter().rev() {
-            backward.push(ctx.backward(u, rows)?);
+        let shared = match &self.shared[stage as usize] {
+            Some(s) => s,
+            None => {
+                let blocks = build(rows)?;
+                let mut shared_weight = Vec::with_capacity(units.len());
+                for (i, &u) in units.iter().enumerate() {
+                    let own = ctx.expert_items(u, rows)?.backward_weight.len();
+                    shared_weight.push(blocks.backward[units.len() - 1 - i].weight_mid.len() - own);
+                }
+                self.shared[stage as usize].insert(SharedStage { blocks: Rc::new(blocks), shared_weight })
+            }
+        };
+        let key = (stage, ctx.expert_shape(rows));
+        if let Some(experts) = self.experts.get(&key) {
+            let blocks = StageBlocks { base: Rc::clone(&shared.blocks), experts: Rc::clone(experts) };
+            self.blocks[r].insert((stage, rows), blocks);
+            return Ok(());
         }
-        self.blocks[r].insert((stage, rows), StageBlocks { forward, backward });
+        let n = units.len();
+        let mut experts = Vec::with_capacity(n);
+        for (i, &u) in units.iter().enumerate() {
+            if !ctx.has_routed_experts(u) {
+                experts.push(None);
+                continue;
+            }
+            let items = ctx.expert_items(u, rows)?;
+            let base_weight = &shared.blocks.backward[n - 1 - i].weight_mid;
+            let mut backward_weight_mid = Vec::with_capacity(shared.shared_weight[i] + items.backward_weight.len());
+            backward_weight_mid.extend_from_slice(&base_weight[..shared.shared_weight[i]]);
+            backward_weight_mid.extend(items.backward_weight);
+            experts.push(Some(ExpertParts {
+                forward_mid: items.forward_mid,
+                backward_mid: items.backward_mid,
+                backward_weight_mid,
+            }));
+        }
+        let experts = Rc::new(experts);
+        self.experts.insert(key, Rc::clone(&experts));
+        let blocks = StageBlocks { base: Rc::clone(&shared.blocks), experts };
+        self.blocks[r].insert((stage, rows), blocks);
         Ok(())
     }
 
@@ -500,7 +638,9 @@ impl<'a> Lowerer<'a> {
                     &mut self.state[r].last_compute,
                     &mut |task, k| {
                         if recording {
-                            records.push(KernelRecord { task, kind: k.kind(), standalone_s: k.cost.kernel_s });
+                            let class = &mut records[k.kind() as usize];
+                            class.tasks.push(task);
+                            class.standalone_s += k.cost.kernel_s;
                         }
                     },
                 );
@@ -774,6 +914,8 @@ pub fn lower_training(
         device_ranks,
         routing,
         blocks: (0..n_ranks).map(|_| BTreeMap::new()).collect(),
+        shared: (0..sched.stages).map(|_| None).collect(),
+        experts: BTreeMap::new(),
         stage_units: stage_units.clone(),
         rows,
         state: (0..n_ranks).map(|_| RankState { last_compute: None, slots: Vec::new() }).collect(),
@@ -782,7 +924,7 @@ pub fn lower_training(
             SimDuration::from_us_f64(spec.launch_gaps_us[k as usize].unwrap_or(cluster.device.launch_overhead_us))
         }),
         recording: false,
-        overlapped_kernels: Vec::new(),
+        overlapped_kernels: Default::default(),
     };
 
     // Per device and op: the op's first and last compute task per member.
@@ -837,30 +979,30 @@ pub fn lower_training(
                     };
                     match op {
                         PipeOp::F(c) => {
-                            for (i, b) in blocks_of(c).forward.iter().enumerate() {
+                            for (i, b) in blocks_of(c).forward().enumerate() {
                                 sequential(b, false, 4 * i, c.microbatch, &mut steps);
                             }
                         }
                         PipeOp::B(c) => {
                             let w = sched.backward_includes_weight(*c);
-                            for (i, b) in blocks_of(c).backward.iter().enumerate() {
+                            for (i, b) in blocks_of(c).backward().enumerate() {
                                 sequential(b, w, 4 * i, c.microbatch, &mut steps);
                             }
                         }
                         PipeOp::W(c) => {
-                            for b in &blocks_of(c).backward {
-                                steps.push(Step::Compute { items: &b.weight_mid, wait: None });
-                                steps.push(Step::Compute { items: &b.weight_post, wait: None });
+                            for b in blocks_of(c).backward() {
+                                steps.push(Step::Compute { items: b.weight_mid, wait: None });
+                                steps.push(Step::Compute { items: b.weight_post, wait: None });
                             }
                         }
                         PipeOp::FB { f, b } => {
                             let w = sched.backward_includes_weight(*b);
-                            let fs = &blocks_of(f).forward;
-                            let bs = &blocks_of(b).backward;
+                            let fs: Vec<BlockView> = blocks_of(f).forward().collect();
+                            let bs: Vec<BlockView> = blocks_of(b).backward().collect();
                             let n = fs.len().max(bs.len());
                             let micros = (f.microbatch, b.microbatch);
                             for i in 0..n {
-                                match (fs.get(i), bs.get(i)) {
+                                match (fs.get(i).copied(), bs.get(i).copied()) {
                                     (Some(fb), Some(bb)) => interleaved(fb, bb, w, 4 * i, micros, &mut steps),
                                     (Some(fb), None) => sequential(fb, false, 4 * i, f.microbatch, &mut steps),
                                     (None, Some(bb)) => sequential(bb, w, 4 * i + 2, b.microbatch, &mut steps),

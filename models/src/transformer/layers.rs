@@ -211,6 +211,19 @@ impl Block {
     }
 }
 
+/// The items of one unit's blocks that depend on its expert rows
+/// ([`LayerContext::expert_items`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExpertItems {
+    /// The forward block's `mid`.
+    pub forward_mid: Vec<Item>,
+    /// The backward block's `mid`.
+    pub backward_mid: Vec<Item>,
+    /// The routed experts' weight gradients: the tail of the backward
+    /// block's `weight_mid`.
+    pub backward_weight: Vec<Item>,
+}
+
 /// What a forward pass computes, which sets the attention's queries and
 /// keys, how routed experts are laid out and what the head does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -892,39 +905,7 @@ impl<'a> LayerContext<'a> {
                     let inter = moe.shared_experts as u64 * moe.expert_intermediate as u64 / tp;
                     block.side.extend(self.ffn_forward(b, "shared", t, inter)?);
                 }
-                if rows > 0 {
-                    let g = self.active_experts(rows);
-                    let m = rows.div_ceil(g);
-                    let inter = moe.expert_intermediate as u64;
-                    let rows = (m * g) as f64;
-                    let hf = h as f64;
-                    let act = if self.linear_dtype == Dtype::Fp8 { 1.0 + 4.0 / 128.0 } else { 2.0 };
-                    // Received tokens into expert-contiguous order, the two
-                    // GEMMs (SwiGLU fused with the cast of its output), then
-                    // the outputs back into the combine's send order. The
-                    // low-latency kernels of decode receive and send in
-                    // expert-major order: no permutes.
-                    let permute = !matches!(self.mode, PassMode::Decode { .. });
-                    if permute {
-                        block.mid.push(b.elementwise("experts permute", rows * hf * act, rows * hf * act, 0.0)?);
-                    }
-                    block.mid.extend(b.grouped_pass("experts gate_up", "fwd", g, (m, h, 2 * inter))?);
-                    block.mid.push(b.elementwise(
-                        "experts swiglu",
-                        rows * 2.0 * inter as f64 * 2.0,
-                        rows * inter as f64 * act,
-                        4.0 * rows * inter as f64,
-                    )?);
-                    block.mid.extend(b.grouped_pass("experts down", "fwd", g, (m, inter, h))?);
-                    if permute {
-                        block.mid.push(b.elementwise(
-                            "experts unpermute",
-                            rows * hf * 2.0,
-                            rows * hf * 2.0,
-                            rows * hf,
-                        )?);
-                    }
-                }
+                self.experts_forward(b, moe.expert_intermediate as u64, rows, &mut block.mid)?;
                 block.comm_b = Some(EpComm { phase: MoePhase::Combine, bytes_per_token: self.hidden_bytes() });
                 // Combined routed output + shared expert + residual.
                 block.post.push(b.elementwise("moe sum", 3.0 * hb, hb, 2.0 * t as f64 * h as f64)?);
@@ -937,6 +918,109 @@ impl<'a> LayerContext<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The routed experts' forward kernels for `rows` received (token,
+    /// expert) pairs, appended to `mid`: received tokens into
+    /// expert-contiguous order, the two GEMMs (SwiGLU fused with the cast of
+    /// its output), then the outputs back into the combine's send order. The
+    /// low-latency kernels of decode receive and send in expert-major order:
+    /// no permutes. Nothing for no rows.
+    fn experts_forward(&self, b: &Builder, inter: u64, rows: u64, mid: &mut Vec<Item>) -> Result<(), ModelError> {
+        if rows == 0 {
+            return Ok(());
+        }
+        let h = self.model.hidden as u64;
+        let (g, m) = self.expert_shape(rows);
+        let rows = (m * g) as f64;
+        let hf = h as f64;
+        let act = if self.linear_dtype == Dtype::Fp8 { 1.0 + 4.0 / 128.0 } else { 2.0 };
+        let permute = !matches!(self.mode, PassMode::Decode { .. });
+        if permute {
+            mid.push(b.elementwise("experts permute", rows * hf * act, rows * hf * act, 0.0)?);
+        }
+        mid.extend(b.grouped_pass("experts gate_up", "fwd", g, (m, h, 2 * inter))?);
+        mid.push(b.elementwise(
+            "experts swiglu",
+            rows * 2.0 * inter as f64 * 2.0,
+            rows * inter as f64 * act,
+            4.0 * rows * inter as f64,
+        )?);
+        mid.extend(b.grouped_pass("experts down", "fwd", g, (m, inter, h))?);
+        if permute {
+            mid.push(b.elementwise("experts unpermute", rows * hf * 2.0, rows * hf * 2.0, rows * hf)?);
+        }
+        Ok(())
+    }
+
+    /// The routed experts' backward kernels for `rows` received pairs: input
+    /// gradients appended to `mid`, weight gradients to `weight`.
+    fn experts_backward(
+        &self,
+        b: &Builder,
+        inter: u64,
+        rows: u64,
+        mid: &mut Vec<Item>,
+        weight: &mut Vec<Item>,
+    ) -> Result<(), ModelError> {
+        if rows == 0 {
+            return Ok(());
+        }
+        let h = self.model.hidden as u64;
+        let (g, m) = self.expert_shape(rows);
+        let rows = (m * g) as f64;
+        let hf = h as f64;
+        mid.push(b.elementwise("experts permute", rows * hf * 2.0, rows * hf * 2.0, 0.0)?);
+        mid.extend(b.grouped_pass("experts down", "dgrad", g, (m, inter, h))?);
+        mid.push(b.elementwise(
+            "experts swiglu",
+            rows * 3.0 * inter as f64 * 2.0,
+            rows * 2.0 * inter as f64 * 2.0,
+            8.0 * rows * inter as f64,
+        )?);
+        mid.extend(b.grouped_pass("experts gate_up", "dgrad", g, (m, h, 2 * inter))?);
+        mid.push(b.elementwise("experts unpermute", rows * hf * 2.0, rows * hf * 2.0, rows * hf)?);
+        weight.extend(b.grouped_pass("experts down", "wgrad", g, (m, inter, h))?);
+        weight.extend(b.grouped_pass("experts gate_up", "wgrad", g, (m, h, 2 * inter))?);
+        Ok(())
+    }
+
+    /// The grouped GEMMs' shape for `rows` received (token, expert) pairs:
+    /// active experts `g` and rows per expert `m` (`rows` rounded up to
+    /// `g x m`); `(1, 0)` for no rows. The expert kernels depend on the rows
+    /// only through it ([`Self::expert_items`] of two row counts with the
+    /// same shape are equal).
+    pub fn expert_shape(&self, rows: u64) -> (u64, u64) {
+        let g = self.active_experts(rows);
+        (g, rows.div_ceil(g))
+    }
+
+    /// Whether `unit`'s blocks hold routed experts, whose kernels are the
+    /// only ones that depend on the expert rows (see [`Self::expert_items`]).
+    pub fn has_routed_experts(&self, unit: Unit) -> bool {
+        match unit {
+            Unit::Layer(i) => self.model.ffn_kind(i) == FfnKind::Moe,
+            Unit::Mtp(_) => self.model.moe.is_some(),
+            Unit::Embedding | Unit::Head => false,
+        }
+    }
+
+    /// The items of `unit`'s blocks that depend on the expert rows, exactly
+    /// as [`Self::forward`] and [`Self::backward`] build them: the forward
+    /// block's `mid`, the backward block's `mid` and the routed experts'
+    /// weight gradients (the tail of the backward `weight_mid`, after the
+    /// shared expert's). Every other item of a block is the same for any
+    /// rows, unless the backward pass recomputes the whole forward
+    /// ([`Recompute::Full`]), whose recomputed `mid` lands in `pre`.
+    pub fn expert_items(&self, unit: Unit, rows: u64) -> Result<ExpertItems, ModelError> {
+        let mut out = ExpertItems::default();
+        if let (true, Some(moe)) = (self.has_routed_experts(unit), &self.model.moe) {
+            let inter = moe.expert_intermediate as u64;
+            self.experts_forward(&self.builder(unit, "fwd"), inter, rows, &mut out.forward_mid)?;
+            let b = self.builder(unit, "bwd");
+            self.experts_backward(&b, inter, rows, &mut out.backward_mid, &mut out.backward_weight)?;
+        }
+        Ok(out)
     }
 
     /// The gate: BF16 GEMM to FP32 scores, sigmoid and bias, the group
@@ -1071,25 +1155,8 @@ impl<'a> LayerContext<'a> {
                     block.side.extend(input);
                     block.weight_mid.extend(weight);
                 }
-                if rows > 0 {
-                    let g = self.active_experts(rows);
-                    let m = rows.div_ceil(g);
-                    let inter = moe.expert_intermediate as u64;
-                    let rows = (m * g) as f64;
-                    let hf = h as f64;
-                    block.mid.push(b.elementwise("experts permute", rows * hf * 2.0, rows * hf * 2.0, 0.0)?);
-                    block.mid.extend(b.grouped_pass("experts down", "dgrad", g, (m, inter, h))?);
-                    block.mid.push(b.elementwise(
-                        "experts swiglu",
-                        rows * 3.0 * inter as f64 * 2.0,
-                        rows * 2.0 * inter as f64 * 2.0,
-                        8.0 * rows * inter as f64,
-                    )?);
-                    block.mid.extend(b.grouped_pass("experts gate_up", "dgrad", g, (m, h, 2 * inter))?);
-                    block.mid.push(b.elementwise("experts unpermute", rows * hf * 2.0, rows * hf * 2.0, rows * hf)?);
-                    block.weight_mid.extend(b.grouped_pass("experts down", "wgrad", g, (m, inter, h))?);
-                    block.weight_mid.extend(b.grouped_pass("experts gate_up", "wgrad", g, (m, h, 2 * inter))?);
-                }
+                let inter = moe.expert_intermediate as u64;
+                self.experts_backward(b, inter, rows, &mut block.mid, &mut block.weight_mid)?;
                 block.comm_b = Some(EpComm { phase: MoePhase::Combine, bytes_per_token: self.hidden_bytes() });
                 let e = moe.routed_experts as u64;
                 let scores = t as f64 * e as f64 * 4.0;
