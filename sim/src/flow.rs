@@ -102,7 +102,7 @@ pub fn ceil_ps(x: f64) -> u64 {
 }
 
 /// Where the solver finds a flow's path: the flow index is the caller's.
-pub trait FlowPaths {
+pub trait FlowPaths: Sync {
     fn flow_path(&self, flow: u32) -> &[LinkId];
 
     /// The first step of looking a path up when it takes two dependent reads
@@ -378,7 +378,10 @@ struct Scratch {
     /// Component id of each label.
     label_comp: Vec<u32>,
     old_links: Vec<u32>,
-    inc: Incidence,
+    inc: Incidences,
+    /// Per local link: the hops of the gathered flows crossing it (to
+    /// split the incidence between two threads).
+    hops_per_link: Vec<u32>,
     cap0: Vec<f64>,
     /// Per local link during the filling: capacity left and unfrozen flows
     /// (together: one cache line per link touched).
@@ -416,6 +419,20 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
         x = p;
     }
     x
+}
+
+/// Joins local link `ll` into the set of a path's links so far (`root`,
+/// [`NONE`] before the first) and returns the set's root. The smaller id
+/// becomes the root, so the sets and their roots do not depend on order.
+fn join(parent: &mut [u32], root: u32, ll: u32) -> u32 {
+    let b = find(parent, ll);
+    if root == NONE || root == b {
+        b
+    } else {
+        let (lo, hi) = if root < b { (root, b) } else { (b, root) };
+        parent[hi as usize] = lo;
+        lo
+    }
 }
 
 /// A flow-id difference (mod 2^32) folded so small magnitudes of either
@@ -581,6 +598,53 @@ impl Iterator for IncidenceList<'_> {
         Some(self.prev)
     }
 }
+
+/// The incidence of a recompute in one [`Incidence`] or, for many flows,
+/// in two built on two threads ([`FlowSolver::localise`]): local links
+/// below `split` in `lo`, the others in `hi` (link `k` at `k - split`).
+/// The lists are the same either way.
+#[derive(Debug, Default)]
+struct Incidences {
+    lo: Incidence,
+    hi: Incidence,
+    split: usize,
+}
+
+impl Incidences {
+    fn clear(&mut self) {
+        self.lo.clear();
+        self.hi.clear();
+        self.split = usize::MAX;
+    }
+
+    fn deg(&self, k: usize) -> u32 {
+        if k < self.split {
+            self.lo.deg(k)
+        } else {
+            self.hi.deg(k - self.split)
+        }
+    }
+
+    fn weight(&self, k: usize) -> u32 {
+        if k < self.split {
+            self.lo.weight(k)
+        } else {
+            self.hi.weight(k - self.split)
+        }
+    }
+
+    fn list(&self, k: usize) -> IncidenceList<'_> {
+        if k < self.split {
+            self.lo.list(k)
+        } else {
+            self.hi.list(k - self.split)
+        }
+    }
+}
+
+/// Flows from which [`FlowSolver::localise`] builds the incidence on two
+/// threads (with more than one in rayon's pool).
+const PARALLEL_LOCALISE_FLOWS: usize = 1 << 18;
 
 /// Reorders `items` so equal keys are together, in ascending key order, each
 /// group keeping the items' order (a counting sort over the keys present).
@@ -827,6 +891,10 @@ impl FlowSolver {
         sc.links.clear();
         sc.parent.clear();
         sc.inc.clear();
+        if sc.flows.len() >= PARALLEL_LOCALISE_FLOWS && rayon::current_num_threads() > 1 {
+            self.localise_parallel(paths, sc, union);
+            return;
+        }
         for &f in &sc.flows {
             let w = paths.flow_weight(f);
             // The root of the path's links so far.
@@ -838,22 +906,72 @@ impl FlowSolver {
                     self.link_local[l.0 as usize] = ll;
                     sc.links.push(l.0);
                     sc.parent.push(ll);
-                    sc.inc.add_link();
+                    sc.inc.lo.add_link();
                 }
-                sc.inc.push(ll as usize, f, w);
+                sc.inc.lo.push(ll as usize, f, w);
                 if union {
-                    let b = find(&mut sc.parent, ll);
-                    if root == NONE {
-                        root = b;
-                    } else if root != b {
-                        // The smaller id becomes the root: independent of order.
-                        let (lo, hi) = if root < b { (root, b) } else { (b, root) };
-                        sc.parent[hi as usize] = lo;
-                        root = lo;
-                    }
+                    root = join(&mut sc.parent, root, ll);
                 }
             }
         }
+    }
+
+    /// [`FlowSolver::localise`] for many flows: one pass numbers the links
+    /// (and joins them), counting the hops on each; then two threads each
+    /// build the lists of the links on one side of the split that halves
+    /// the hops, both reading every path in `sc.flows` order, so every list
+    /// is the one the single pass builds.
+    fn localise_parallel<P: FlowPaths + ?Sized>(&mut self, paths: &P, sc: &mut Scratch, union: bool) {
+        sc.hops_per_link.clear();
+        for &f in &sc.flows {
+            let mut root = NONE;
+            for &l in paths.flow_path(f) {
+                let mut ll = self.link_local[l.0 as usize];
+                if ll == NONE {
+                    ll = sc.links.len() as u32;
+                    self.link_local[l.0 as usize] = ll;
+                    sc.links.push(l.0);
+                    sc.parent.push(ll);
+                    sc.hops_per_link.push(0);
+                }
+                sc.hops_per_link[ll as usize] += 1;
+                if union {
+                    root = join(&mut sc.parent, root, ll);
+                }
+            }
+        }
+        let total: u64 = sc.hops_per_link.iter().map(|&h| u64::from(h)).sum();
+        let mut split = sc.hops_per_link.len();
+        let mut below = 0u64;
+        for (k, &h) in sc.hops_per_link.iter().enumerate() {
+            if 2 * below >= total {
+                split = k;
+                break;
+            }
+            below += u64::from(h);
+        }
+        let nl = sc.links.len();
+        sc.inc.split = split;
+        for _ in 0..split {
+            sc.inc.lo.add_link();
+        }
+        for _ in split..nl {
+            sc.inc.hi.add_link();
+        }
+        let (flows, link_local) = (&sc.flows, &self.link_local);
+        let fill = |part: &mut Incidence, from: u32, to: u32| {
+            for &f in flows {
+                let w = paths.flow_weight(f);
+                for &l in paths.flow_path(f) {
+                    let ll = link_local[l.0 as usize];
+                    if (from..to).contains(&ll) {
+                        part.push((ll - from) as usize, f, w);
+                    }
+                }
+            }
+        };
+        let (lo, hi) = (&mut sc.inc.lo, &mut sc.inc.hi);
+        rayon::join(|| fill(lo, 0, split as u32), || fill(hi, split as u32, nl as u32));
     }
 
     /// Recomputes the rates of every component a started or finished flow
