@@ -15,14 +15,16 @@
 //! and, in one pass over their paths, numbers the links they cross, joins
 //! them into connected components with a union-find over links and builds a
 //! link -> flow incidence (per link a delta-encoded list: about 9 bytes per
-//! all-to-all flow); then it water-fills. Paths are read from the caller
-//! ([`FlowPaths`]) while flows start and while a water-filling runs; as a
-//! flow freezes, its path is copied into its component beside it, in run
-//! order (`Component::hops`), so finishing a run, or taking re-filled runs
-//! off their links, reads one contiguous stretch instead of millions of
-//! paths scattered where their flows were routed (in the 4,096-GPU
-//! all-to-all that lookup was a third of the run; the copy costs about 32
-//! bytes per active flow).
+//! all-to-all flow); with many flows and a second thread, one pass numbers
+//! and joins the links and two threads then build the lists of one half of
+//! the links each (the same lists). Then it water-fills. Paths are read
+//! from the caller ([`FlowPaths`]) while flows start and while a
+//! water-filling runs; as a flow freezes, its path is copied into its
+//! component beside it, in run order (`Component::hops`), so finishing a
+//! run, or taking re-filled runs off their links, reads one contiguous
+//! stretch instead of millions of paths scattered where their flows were
+//! routed (in the 4,096-GPU all-to-all that lookup was a third of the run;
+//! the copy costs about 32 bytes per active flow).
 //!
 //! When flows only finish, components are not split and most rates stay:
 //! progressive filling without the finished flows runs exactly as before up
@@ -889,8 +891,13 @@ impl FlowSolver {
         sc.inc.clear();
         if sc.flows.len() >= PARALLEL_LOCALISE_FLOWS && rayon::current_num_threads() > 1 {
             self.localise_parallel(paths, sc, union);
-            return;
+        } else {
+            self.localise_serial(paths, sc, union);
         }
+    }
+
+    /// [`FlowSolver::localise`] in one pass.
+    fn localise_serial<P: FlowPaths + ?Sized>(&mut self, paths: &P, sc: &mut Scratch, union: bool) {
         for &f in &sc.flows {
             let w = paths.flow_weight(f);
             // The root of the path's links so far.
@@ -1682,6 +1689,45 @@ mod tests {
         assert_eq!(inc.list(0).collect::<Vec<_>>(), want[0]);
         assert_eq!(inc.list(1).collect::<Vec<_>>(), want[1]);
         assert!(inc.pool.len() > 4 * BLOCK, "lists span several blocks");
+    }
+
+    #[test]
+    fn the_two_thread_incidence_lists_what_one_pass_lists() {
+        let mut p = Platform::default();
+        for i in 0..40 {
+            p.add_link(crate::platform::LinkResource {
+                name: format!("l{i}"),
+                kind: crate::platform::LinkKind::Physical("test"),
+                bytes_per_s: 1e12,
+                latency: crate::time::SimDuration(0),
+            });
+        }
+        // Paths of 1 to 4 links drawn by an LCG; flows listed out of order.
+        let mut x = 12345u64;
+        let mut draw = |m: u64| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % m
+        };
+        let paths: Vec<Vec<LinkId>> =
+            (0..3000).map(|_| (0..1 + draw(4)).map(|_| LinkId(draw(40) as u32)).collect()).collect();
+        let order: Vec<u32> = (0..3000u32).map(|k| (k * 7919) % 3000).collect();
+        let localised = |parallel: bool| {
+            let mut solver = FlowSolver::new(&p, paths.len(), false);
+            let mut sc = Scratch { flows: order.clone(), ..Scratch::default() };
+            sc.inc.clear();
+            if parallel {
+                solver.localise_parallel(&paths, &mut sc, true);
+            } else {
+                solver.localise_serial(&paths, &mut sc, true);
+            }
+            let roots: Vec<u32> = (0..sc.links.len() as u32).map(|k| find(&mut sc.parent, k)).collect();
+            let lists: Vec<(u32, u32, Vec<u32>)> =
+                (0..sc.links.len()).map(|k| (sc.inc.deg(k), sc.inc.weight(k), sc.inc.list(k).collect())).collect();
+            (sc.links.clone(), roots, lists, sc.inc.split)
+        };
+        let (one, two) = (localised(false), localised(true));
+        assert_eq!((&one.0, &one.1, &one.2), (&two.0, &two.1, &two.2));
+        assert!(two.3 > 0 && two.3 < two.0.len(), "both threads had links");
     }
 
     #[test]
