@@ -15,16 +15,14 @@
 //! and, in one pass over their paths, numbers the links they cross, joins
 //! them into connected components with a union-find over links and builds a
 //! link -> flow incidence (per link a delta-encoded list: about 9 bytes per
-//! all-to-all flow); with many flows and a second thread, one pass numbers
-//! and joins the links and two threads then build the lists of one half of
-//! the links each (the same lists). Then it water-fills. Paths are read
-//! from the caller ([`FlowPaths`]) while flows start and while a
-//! water-filling runs; as a flow freezes, its path is copied into its
-//! component beside it, in run order (`Component::hops`), so finishing a
-//! run, or taking re-filled runs off their links, reads one contiguous
-//! stretch instead of millions of paths scattered where their flows were
-//! routed (in the 4,096-GPU all-to-all that lookup was a third of the run;
-//! the copy costs about 32 bytes per active flow).
+//! all-to-all flow); then it water-fills. Paths are read from the caller
+//! ([`FlowPaths`]) while flows start and while a water-filling runs; as a
+//! flow freezes, its path is copied into its component beside it, in run
+//! order (`Component::hops`), so finishing a run, or taking re-filled runs
+//! off their links, reads one contiguous stretch instead of millions of
+//! paths scattered where their flows were routed (in the 4,096-GPU
+//! all-to-all that lookup was a third of the run; the copy costs about 32
+//! bytes per active flow).
 //!
 //! When flows only finish, components are not split and most rates stay:
 //! progressive filling without the finished flows runs exactly as before up
@@ -104,7 +102,7 @@ pub fn ceil_ps(x: f64) -> u64 {
 }
 
 /// Where the solver finds a flow's path: the flow index is the caller's.
-pub trait FlowPaths: Sync {
+pub trait FlowPaths {
     fn flow_path(&self, flow: u32) -> &[LinkId];
 
     /// The first step of looking a path up when it takes two dependent reads
@@ -380,10 +378,7 @@ struct Scratch {
     /// Component id of each label.
     label_comp: Vec<u32>,
     old_links: Vec<u32>,
-    inc: Incidences,
-    /// Per local link: the hops of the gathered flows crossing it (to
-    /// split the incidence between two threads).
-    hops_per_link: Vec<u32>,
+    inc: Incidence,
     cap0: Vec<f64>,
     /// Per local link during the filling: capacity left and unfrozen flows
     /// (together: one cache line per link touched).
@@ -417,20 +412,6 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
         x = p;
     }
     x
-}
-
-/// Joins local link `ll` into the set of a path's links so far (`root`,
-/// [`NONE`] before the first) and returns the set's root. The smaller id
-/// becomes the root, so the sets and their roots do not depend on order.
-fn join(parent: &mut [u32], root: u32, ll: u32) -> u32 {
-    let b = find(parent, ll);
-    if root == NONE || root == b {
-        b
-    } else {
-        let (lo, hi) = if root < b { (root, b) } else { (b, root) };
-        parent[hi as usize] = lo;
-        lo
-    }
 }
 
 /// A flow-id difference (mod 2^32) folded so small magnitudes of either
@@ -596,53 +577,6 @@ impl Iterator for IncidenceList<'_> {
         Some(self.prev)
     }
 }
-
-/// The incidence of a recompute in one [`Incidence`] or, for many flows,
-/// in two built on two threads ([`FlowSolver::localise`]): local links
-/// below `split` in `lo`, the others in `hi` (link `k` at `k - split`).
-/// The lists are the same either way.
-#[derive(Debug, Default)]
-struct Incidences {
-    lo: Incidence,
-    hi: Incidence,
-    split: usize,
-}
-
-impl Incidences {
-    fn clear(&mut self) {
-        self.lo.clear();
-        self.hi.clear();
-        self.split = usize::MAX;
-    }
-
-    fn deg(&self, k: usize) -> u32 {
-        if k < self.split {
-            self.lo.deg(k)
-        } else {
-            self.hi.deg(k - self.split)
-        }
-    }
-
-    fn weight(&self, k: usize) -> u32 {
-        if k < self.split {
-            self.lo.weight(k)
-        } else {
-            self.hi.weight(k - self.split)
-        }
-    }
-
-    fn list(&self, k: usize) -> IncidenceList<'_> {
-        if k < self.split {
-            self.lo.list(k)
-        } else {
-            self.hi.list(k - self.split)
-        }
-    }
-}
-
-/// Flows from which [`FlowSolver::localise`] builds the incidence on two
-/// threads (with more than one in rayon's pool).
-const PARALLEL_LOCALISE_FLOWS: usize = 1 << 18;
 
 /// Reorders `items` so equal keys are together, in ascending key order, each
 /// group keeping the items' order (a counting sort over the keys present).
@@ -889,15 +823,6 @@ impl FlowSolver {
         sc.links.clear();
         sc.parent.clear();
         sc.inc.clear();
-        if sc.flows.len() >= PARALLEL_LOCALISE_FLOWS && rayon::current_num_threads() > 1 {
-            self.localise_parallel(paths, sc, union);
-        } else {
-            self.localise_serial(paths, sc, union);
-        }
-    }
-
-    /// [`FlowSolver::localise`] in one pass.
-    fn localise_serial<P: FlowPaths + ?Sized>(&mut self, paths: &P, sc: &mut Scratch, union: bool) {
         for &f in &sc.flows {
             let w = paths.flow_weight(f);
             // The root of the path's links so far.
@@ -909,72 +834,22 @@ impl FlowSolver {
                     self.link_local[l.0 as usize] = ll;
                     sc.links.push(l.0);
                     sc.parent.push(ll);
-                    sc.inc.lo.add_link();
+                    sc.inc.add_link();
                 }
-                sc.inc.lo.push(ll as usize, f, w);
+                sc.inc.push(ll as usize, f, w);
                 if union {
-                    root = join(&mut sc.parent, root, ll);
-                }
-            }
-        }
-    }
-
-    /// [`FlowSolver::localise`] for many flows: one pass numbers the links
-    /// (and joins them), counting the hops on each; then two threads each
-    /// build the lists of the links on one side of the split that halves
-    /// the hops, both reading every path in `sc.flows` order, so every list
-    /// is the one the single pass builds.
-    fn localise_parallel<P: FlowPaths + ?Sized>(&mut self, paths: &P, sc: &mut Scratch, union: bool) {
-        sc.hops_per_link.clear();
-        for &f in &sc.flows {
-            let mut root = NONE;
-            for &l in paths.flow_path(f) {
-                let mut ll = self.link_local[l.0 as usize];
-                if ll == NONE {
-                    ll = sc.links.len() as u32;
-                    self.link_local[l.0 as usize] = ll;
-                    sc.links.push(l.0);
-                    sc.parent.push(ll);
-                    sc.hops_per_link.push(0);
-                }
-                sc.hops_per_link[ll as usize] += 1;
-                if union {
-                    root = join(&mut sc.parent, root, ll);
-                }
-            }
-        }
-        let total: u64 = sc.hops_per_link.iter().map(|&h| u64::from(h)).sum();
-        let mut split = sc.hops_per_link.len();
-        let mut below = 0u64;
-        for (k, &h) in sc.hops_per_link.iter().enumerate() {
-            if 2 * below >= total {
-                split = k;
-                break;
-            }
-            below += u64::from(h);
-        }
-        let nl = sc.links.len();
-        sc.inc.split = split;
-        for _ in 0..split {
-            sc.inc.lo.add_link();
-        }
-        for _ in split..nl {
-            sc.inc.hi.add_link();
-        }
-        let (flows, link_local) = (&sc.flows, &self.link_local);
-        let fill = |part: &mut Incidence, from: u32, to: u32| {
-            for &f in flows {
-                let w = paths.flow_weight(f);
-                for &l in paths.flow_path(f) {
-                    let ll = link_local[l.0 as usize];
-                    if (from..to).contains(&ll) {
-                        part.push((ll - from) as usize, f, w);
+                    let b = find(&mut sc.parent, ll);
+                    if root == NONE {
+                        root = b;
+                    } else if root != b {
+                        // The smaller id becomes the root: independent of order.
+                        let (lo, hi) = if root < b { (root, b) } else { (b, root) };
+                        sc.parent[hi as usize] = lo;
+                        root = lo;
                     }
                 }
             }
-        };
-        let (lo, hi) = (&mut sc.inc.lo, &mut sc.inc.hi);
-        rayon::join(|| fill(lo, 0, split as u32), || fill(hi, split as u32, nl as u32));
+        }
     }
 
     /// Recomputes the rates of every component a started or finished flow
@@ -1689,45 +1564,6 @@ mod tests {
         assert_eq!(inc.list(0).collect::<Vec<_>>(), want[0]);
         assert_eq!(inc.list(1).collect::<Vec<_>>(), want[1]);
         assert!(inc.pool.len() > 4 * BLOCK, "lists span several blocks");
-    }
-
-    #[test]
-    fn the_two_thread_incidence_lists_what_one_pass_lists() {
-        let mut p = Platform::default();
-        for i in 0..40 {
-            p.add_link(crate::platform::LinkResource {
-                name: format!("l{i}"),
-                kind: crate::platform::LinkKind::Physical("test"),
-                bytes_per_s: 1e12,
-                latency: crate::time::SimDuration(0),
-            });
-        }
-        // Paths of 1 to 4 links drawn by an LCG; flows listed out of order.
-        let mut x = 12345u64;
-        let mut draw = |m: u64| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (x >> 33) % m
-        };
-        let paths: Vec<Vec<LinkId>> =
-            (0..3000).map(|_| (0..1 + draw(4)).map(|_| LinkId(draw(40) as u32)).collect()).collect();
-        let order: Vec<u32> = (0..3000u32).map(|k| (k * 7919) % 3000).collect();
-        let localised = |parallel: bool| {
-            let mut solver = FlowSolver::new(&p, paths.len(), false);
-            let mut sc = Scratch { flows: order.clone(), ..Scratch::default() };
-            sc.inc.clear();
-            if parallel {
-                solver.localise_parallel(&paths, &mut sc, true);
-            } else {
-                solver.localise_serial(&paths, &mut sc, true);
-            }
-            let roots: Vec<u32> = (0..sc.links.len() as u32).map(|k| find(&mut sc.parent, k)).collect();
-            let lists: Vec<(u32, u32, Vec<u32>)> =
-                (0..sc.links.len()).map(|k| (sc.inc.deg(k), sc.inc.weight(k), sc.inc.list(k).collect())).collect();
-            (sc.links.clone(), roots, lists, sc.inc.split)
-        };
-        let (one, two) = (localised(false), localised(true));
-        assert_eq!((&one.0, &one.1, &one.2), (&two.0, &two.1, &two.2));
-        assert!(two.3 > 0 && two.3 < two.0.len(), "both threads had links");
     }
 
     #[test]
