@@ -393,10 +393,6 @@ struct Scratch {
     /// The paths of `batch_flows`, one after another, and where each ends.
     batch_hops: Vec<LinkId>,
     batch_hop_end: Vec<u32>,
-    /// One run of a mixed batch: its flows and their paths.
-    run_flows: Vec<u32>,
-    run_hops: Vec<LinkId>,
-    run_hop_end: Vec<u32>,
     /// (label, origin run, index in the batch) of a mixed batch, to group
     /// it, with [`group_stable`]'s buffers.
     group: Vec<(u32, u32, u32)>,
@@ -1314,18 +1310,22 @@ impl FlowSolver {
             while b < sc.group.len() && (sc.group[b].0, sc.group[b].1) == (label, origin) {
                 b += 1;
             }
-            sc.run_flows.clear();
-            sc.run_hops.clear();
-            sc.run_hop_end.clear();
+            // The run's flows and paths straight from the batch into the
+            // component.
+            let (c, remaining) = (sc.label_comp[label as usize], self.runs[origin as usize].remaining);
+            let r = self.alloc_run();
+            let comp = &mut self.comps[c as usize];
+            let start = comp.flows.len() as u32;
             for g in &sc.group[a..b] {
                 let k = g.2 as usize;
                 let from = if k == 0 { 0 } else { sc.batch_hop_end[k - 1] as usize };
-                sc.run_flows.push(sc.batch_flows[k]);
-                sc.run_hops.extend_from_slice(&sc.batch_hops[from..sc.batch_hop_end[k] as usize]);
-                sc.run_hop_end.push(sc.run_hops.len() as u32);
+                let f = sc.batch_flows[k];
+                comp.flows.push(f);
+                comp.hops.extend_from_slice(&sc.batch_hops[from..sc.batch_hop_end[k] as usize]);
+                comp.hop_end.push(comp.hops.len() as u32);
+                self.run_of[f as usize] = r;
             }
-            let (c, remaining) = (sc.label_comp[label as usize], self.runs[origin as usize].remaining);
-            self.push_run(c, rate, remaining, now, &sc.run_flows, &sc.run_hops, &sc.run_hop_end);
+            self.seal_run(r, c, start, rate, remaining, now);
             a = b;
         }
     }
@@ -1353,6 +1353,13 @@ impl FlowSolver {
         for &f in flows {
             self.run_of[f as usize] = r;
         }
+        self.seal_run(r, c, start, rate, remaining, now);
+    }
+
+    /// Makes run `r` of component `c` the flows appended to it from
+    /// `start` on, and queues its completion.
+    fn seal_run(&mut self, r: u32, c: u32, start: u32, rate: f64, remaining: f64, now: u64) {
+        let comp = &mut self.comps[c as usize];
         let end = comp.flows.len() as u32;
         comp.runs.push(r);
         let mut run = Run { remaining, rate, since: now, due: u64::MAX, comp: c, start, end, finished: false };

@@ -437,6 +437,10 @@ impl TaskGraph {
     /// have no cycle.
     pub fn validate(&self, platform: &Platform) -> Result<(), SimError> {
         let n_dev = platform.devices.len() as u32;
+        // The flows and paths checked in bulk first (sequential sweeps, no
+        // per-flow lookup): when all pass, the per-task loop skips them; when
+        // one fails, that loop finds and names the first bad flow.
+        let flows_ok = self.flows_and_paths_ok(platform);
         for (i, t) in self.tasks.iter().enumerate() {
             let name = || self.task_name(TaskId(i as u32)).to_owned();
             if t.stream.0 as usize >= self.streams.len() {
@@ -471,6 +475,9 @@ impl TaskGraph {
                         if d.0 >= n_dev {
                             return Err(SimError::UnknownResource { task: name(), what: format!("device #{}", d.0) });
                         }
+                    }
+                    if flows_ok {
+                        continue;
                     }
                     for (f, k) in self.comm_flows(c).iter().zip(c.flows.clone()) {
                         if f.path.0 as usize >= self.path_count() {
@@ -515,6 +522,18 @@ impl TaskGraph {
             }
         }
         self.check_acyclic()
+    }
+
+    /// Whether every flow names a stored path, has finite non-negative
+    /// bytes and a weight of at least 1, and every stored path's links
+    /// exist: what [`TaskGraph::validate`] checks flow by flow, in sweeps.
+    fn flows_and_paths_ok(&self, platform: &Platform) -> bool {
+        let paths = self.path_count() as u32;
+        let links = platform.links.len();
+        let max_link = self.path_links.iter().fold(0u32, |m, l| m.max(l.0));
+        (self.path_links.is_empty() || (max_link as usize) < links)
+            && self.flows.iter().all(|f| f.path.0 < paths && f.bytes.is_finite() && f.bytes >= 0.0)
+            && !self.flow_weights.contains(&0)
     }
 
     /// Kahn's algorithm over explicit dependencies plus stream order.

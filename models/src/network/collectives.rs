@@ -581,11 +581,14 @@ fn exchange(
     let mut flows = Vec::with_capacity(n);
     // The n^2 routes are most of the lowering: a block of senders is routed
     // in parallel (rayon), then stored in sender order, so the graph is the
-    // same at any thread count. Each sender slot's buffers are reused from
-    // block to block (allocating and growing them per sender cost as much
-    // as a tenth of a 4,096-GPU run in malloc and page faults).
-    let mut routed: Vec<(Vec<LinkId>, Vec<u32>)> = vec![(Vec::new(), Vec::new()); ROUTE_BLOCK.min(n)];
-    for block in (0..n).step_by(ROUTE_BLOCK) {
+    // same at any thread count; the next block is routed while this one is
+    // stored (two sets of buffers, swapped). Each sender slot's buffers are
+    // reused from block to block (allocating and growing them per sender
+    // cost as much as a tenth of a 4,096-GPU run in malloc and page faults).
+    let slots = ROUTE_BLOCK.min(n);
+    let mut routed: Vec<(Vec<LinkId>, Vec<u32>)> = vec![(Vec::new(), Vec::new()); slots];
+    let mut ahead: Vec<(Vec<LinkId>, Vec<u32>)> = vec![(Vec::new(), Vec::new()); slots];
+    let route_block = |block: usize, routed: &mut [(Vec<LinkId>, Vec<u32>)]| {
         let senders = n.min(block + ROUTE_BLOCK) - block;
         routed[..senders].par_iter_mut().enumerate().for_each_init(Vec::new, |scratch, (k, (links, ends))| {
             let i = block + k;
@@ -596,6 +599,12 @@ fn exchange(
                 ends.push(links.len() as u32);
             }
         });
+    };
+    if n > 0 {
+        route_block(0, &mut routed);
+    }
+    for block in (0..n).step_by(ROUTE_BLOCK) {
+        let senders = n.min(block + ROUTE_BLOCK) - block;
         if block == 0 {
             // Room for every flow and, at the first block's mean path length
             // (plus 2 %), every path: a guess short of the real length
@@ -605,22 +614,31 @@ fn exchange(
             let per_flow = (links as f64 / flows.max(1) as f64 * 1.02).ceil() as usize;
             graph.reserve_flows(n * (n - 1), n * (n - 1) * per_flow);
         }
-        for (k, (links, ends)) in routed[..senders].iter().enumerate() {
-            let i = block + k;
-            flows.clear();
-            let mut from = 0;
-            for &end in ends {
-                let route = &links[from..end as usize];
-                let path = graph.add_path(route);
-                from = end as usize;
-                flows.push(Flow { path, bytes: per_peer * cluster.nccl_charge_of_links(route) });
+        let next = block + ROUTE_BLOCK;
+        let mut store = || {
+            for (k, (links, ends)) in routed[..senders].iter().enumerate() {
+                let i = block + k;
+                flows.clear();
+                let mut from = 0;
+                for &end in ends {
+                    let route = &links[from..end as usize];
+                    let path = graph.add_path(route);
+                    from = end as usize;
+                    flows.push(Flow { path, bytes: per_peer * cluster.nccl_charge_of_links(route) });
+                }
+                let t = graph.add_comm(streams[i], label, flows.iter().copied(), None);
+                if let Some(a) = after[i] {
+                    graph.add_dep(a, t);
+                }
+                sends.push(t);
             }
-            let t = graph.add_comm(streams[i], label, flows.iter().copied(), None);
-            if let Some(a) = after[i] {
-                graph.add_dep(a, t);
-            }
-            sends.push(t);
+        };
+        if next < n {
+            rayon::join(store, || route_block(next, &mut ahead));
+        } else {
+            store();
         }
+        std::mem::swap(&mut routed, &mut ahead);
     }
     join_all(graph, streams, &sends, &format!("{label} done"))
 }
