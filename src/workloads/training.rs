@@ -261,8 +261,9 @@ impl TrainingWorkload {
         }
     }
 
-    /// `slow_gpus`: each rank in the cluster, once, each factor in (0, 1],
-    /// and every rank simulated.
+    /// `gpu_speed_spread` in [0, [`variability::MAX_SPREAD`]]; `slow_gpus`:
+    /// each rank in the cluster, once, each factor in (0, 1], and every rank
+    /// simulated.
     fn slow_gpu_problems(&self, topology: &TopologyState, out: &mut Vec<ConfigProblem>) {
         let spread = self.gpu_speed_spread;
         if !(spread.is_finite() && (0.0..=variability::MAX_SPREAD).contains(&spread)) {
