@@ -23,6 +23,19 @@ fn all_to_all(gpus: u32, grouping: &str, extra: &[&str]) -> serde_json::Value {
     run_json(&args)
 }
 
+/// The grouped exchange's time against the exact one's at `gpus`, as a
+/// relative error, after checking the grouped run says it is grouped.
+fn grouping_error(gpus: u32) -> f64 {
+    let exact = all_to_all(gpus, "exact", &[]);
+    let grouped = all_to_all(gpus, "node-pair", &[]);
+    assert_eq!(grouped["flow_grouping"], "node-pair");
+    assert!(exact.get("flow_grouping").is_none(), "the default adds no metric");
+    let (t_exact, t_grouped) = (exact["time_us"].as_f64().unwrap(), grouped["time_us"].as_f64().unwrap());
+    let error = t_grouped / t_exact - 1.0;
+    eprintln!("{gpus} GPUs: grouped {t_grouped} us vs exact {t_exact} us: {:+.2} %", error * 100.0);
+    error
+}
+
 /// The README's bound: on the multi-plane fat-tree preset the grouped
 /// exchange's time is the exact one's up to +6 % (measured: +0.0 % at 512
 /// and 1,024 GPUs, +3.5 % at 2,048, +5.5 % at 4,096 and 8,192): it errs high, as G
@@ -30,13 +43,18 @@ fn all_to_all(gpus: u32, grouping: &str, extra: &[&str]) -> serde_json::Value {
 /// at 2,048 GPUs, where the spines matter; with far fewer flows.
 #[test]
 fn node_pair_grouping_is_within_its_bound_of_the_exact_all_to_all() {
-    let exact = all_to_all(2048, "exact", &[]);
-    let grouped = all_to_all(2048, "node-pair", &[]);
-    let (t_exact, t_grouped) = (exact["time_us"].as_f64().unwrap(), grouped["time_us"].as_f64().unwrap());
-    let error = t_grouped / t_exact - 1.0;
-    assert!((0.0..=0.06).contains(&error), "grouped {t_grouped} us vs exact {t_exact} us: {:+.2} %", error * 100.0);
-    assert_eq!(grouped["flow_grouping"], "node-pair");
-    assert!(exact.get("flow_grouping").is_none(), "the default adds no metric");
+    let error = grouping_error(2048);
+    assert!((0.0..=0.06).contains(&error), "{:+.2} %", error * 100.0);
+}
+
+/// The same bound at 4,096 GPUs, the size issue #20 times the solver at
+/// (the exact run: 16.8M flows, about 2 GiB and 9-10 s on one core; the
+/// grouped one about 2 s). Measured +5.51 %: the closest any checked size
+/// comes to the bound.
+#[test]
+fn node_pair_grouping_is_within_its_bound_at_4096_gpus() {
+    let error = grouping_error(4096);
+    assert!((0.0..=0.06).contains(&error), "{:+.2} %", error * 100.0);
 }
 
 /// Where no spine is contended (one leaf per plane: every member's route is
