@@ -5,7 +5,12 @@
 //! runs) or a fixed delay. Tasks in one stream run in the order they were
 //! added; `add_dep` adds ordering across streams and ranks. Labels are
 //! interned so a graph with millions of tasks stays small; flows and paths
-//! live in flat arenas for the same reason.
+//! live in flat arenas for the same reason. A task is stored in 20 bytes
+//! (`TaskRecord`): a kernel names its device and an interned
+//! `(compute, memory bytes, units)` shape (every rank of a training step
+//! runs the same few thousand), a delay holds its duration, a
+//! communication its index in a side table; [`TaskGraph::task`] hands out
+//! the whole [`Task`] by value.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -102,6 +107,8 @@ pub enum TaskKind {
     Delay(SimDuration),
 }
 
+/// A task as [`TaskGraph::task`] hands it out (built from its compact
+/// record).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub label: LabelId,
@@ -117,13 +124,59 @@ pub struct Stream {
     pub name: LabelId,
 }
 
+/// Which kind a [`TaskRecord`] holds.
+const KERNEL: u8 = 0;
+const COMM: u8 = 1;
+const DELAY: u8 = 2;
+
+/// How a task is stored (20 bytes): a kernel's `a` is its device and `b`
+/// its shape in [`TaskGraph::kernel_shapes`]; a delay's `a`, `b` are the
+/// low and high halves of its picoseconds; a communication's `a` is its
+/// index in [`TaskGraph::comms`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TaskRecord {
+    label: LabelId,
+    stream: StreamId,
+    a: u32,
+    b: u32,
+    class: TaskClass,
+    kind: u8,
+}
+
+/// What a kernel does apart from its device, interned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct KernelShape {
+    compute: SimDuration,
+    mem_bytes: f64,
+    units: UnitDemand,
+}
+
+impl KernelShape {
+    /// Bit-exact identity (so equal shapes share one entry and a value
+    /// reads back with the bits it was stored with).
+    fn key(&self) -> (u64, u64, u64) {
+        let units = match self.units {
+            UnitDemand::Share { max_units } => max_units as u64,
+            UnitDemand::Hold(n) => (1 << 32) | n as u64,
+        };
+        (self.compute.0, self.mem_bytes.to_bits(), units)
+    }
+}
+
 /// The IR every workload is lowered to and every importer produces.
 #[derive(Debug, Clone, Default)]
 pub struct TaskGraph {
     labels: Vec<String>,
     label_index: HashMap<String, LabelId>,
     streams: Vec<Stream>,
-    tasks: Vec<Task>,
+    tasks: Vec<TaskRecord>,
+    /// Distinct kernel shapes, in first-use order.
+    kernel_shapes: Vec<KernelShape>,
+    /// Finds a shape's index; dropped by [`TaskGraph::shrink_to_fit`] and
+    /// rebuilt if a kernel is added after.
+    shape_index: Option<HashMap<(u64, u64, u64), u32>>,
+    /// The communication tasks' flows, holds and overheads, in task order.
+    comms: Vec<Comm>,
     /// `(before, after)` pairs added with [`TaskGraph::add_dep`].
     deps: Vec<(TaskId, TaskId)>,
     flows: Vec<Flow>,
@@ -185,8 +238,42 @@ impl TaskGraph {
     }
 
     pub fn add_task(&mut self, stream: StreamId, label: LabelId, class: TaskClass, kind: TaskKind) -> TaskId {
-        self.tasks.push(Task { label, stream, class, kind });
+        let (kind, a, b) = match kind {
+            TaskKind::Kernel(k) => {
+                let shape =
+                    self.intern_shape(KernelShape { compute: k.compute, mem_bytes: k.mem_bytes, units: k.units });
+                (KERNEL, k.device.0, shape)
+            }
+            TaskKind::Comm(c) => {
+                self.comms.push(c);
+                (COMM, self.comms.len() as u32 - 1, 0)
+            }
+            TaskKind::Delay(d) => (DELAY, d.0 as u32, (d.0 >> 32) as u32),
+        };
+        self.tasks.push(TaskRecord { label, stream, a, b, class, kind });
         TaskId(self.tasks.len() as u32 - 1)
+    }
+
+    /// The index of `shape` in [`TaskGraph::kernel_shapes`], added if new.
+    fn intern_shape(&mut self, shape: KernelShape) -> u32 {
+        let shapes = &self.kernel_shapes;
+        let index = self
+            .shape_index
+            .get_or_insert_with(|| shapes.iter().enumerate().map(|(i, s)| (s.key(), i as u32)).collect());
+        *index.entry(shape.key()).or_insert_with(|| {
+            self.kernel_shapes.push(shape);
+            self.kernel_shapes.len() as u32 - 1
+        })
+    }
+
+    /// Reserves room for `tasks` more tasks.
+    pub fn reserve_tasks(&mut self, tasks: usize) {
+        self.tasks.reserve(tasks);
+    }
+
+    /// The number of tasks.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
     }
 
     /// Adds a kernel task; a convenience over [`TaskGraph::add_task`].
@@ -278,8 +365,8 @@ impl TaskGraph {
     /// Gives a communication task a fixed overhead (see [`Comm::overhead`]);
     /// other tasks are left alone.
     pub fn set_comm_overhead(&mut self, task: TaskId, overhead: SimDuration) {
-        if let Some(Task { kind: TaskKind::Comm(c), .. }) = self.tasks.get_mut(task.0 as usize) {
-            c.overhead = overhead;
+        if let Some(&TaskRecord { kind: COMM, a, .. }) = self.tasks.get(task.0 as usize) {
+            self.comms[a as usize].overhead = overhead;
         }
     }
 
@@ -289,7 +376,7 @@ impl TaskGraph {
     /// (NCCL's LL, which writes flags with the data). Other tasks are left
     /// alone.
     pub fn set_comm_latency(&mut self, task: TaskId, latency: SimDuration) {
-        if !matches!(self.tasks.get(task.0 as usize), Some(Task { kind: TaskKind::Comm(_), .. })) {
+        if !matches!(self.tasks.get(task.0 as usize), Some(TaskRecord { kind: COMM, .. })) {
             return;
         }
         match self.comm_latency.binary_search_by_key(&task, |&(t, _)| t) {
@@ -315,16 +402,26 @@ impl TaskGraph {
     /// device (as long as `speeds`).
     pub fn slow_devices_kernels(&mut self, speeds: &[f64]) -> Vec<usize> {
         let mut changed = vec![0; speeds.len()];
-        for t in &mut self.tasks {
-            if let TaskKind::Kernel(k) = &mut t.kind {
-                let d = k.device.0 as usize;
-                match speeds.get(d) {
-                    Some(&speed) if speed != 1.0 => {
-                        k.compute = SimDuration((k.compute.0 as f64 / speed).round() as u64);
-                        changed[d] += 1;
-                    }
-                    _ => {}
+        // Per (device, shape): the slowed shape, interned once.
+        let mut slowed: HashMap<(u32, u32), u32> = HashMap::new();
+        for i in 0..self.tasks.len() {
+            let TaskRecord { kind: KERNEL, a: d, b: shape, .. } = self.tasks[i] else { continue };
+            match speeds.get(d as usize) {
+                Some(&speed) if speed != 1.0 => {
+                    let new = match slowed.get(&(d, shape)) {
+                        Some(&new) => new,
+                        None => {
+                            let mut k = self.kernel_shapes[shape as usize];
+                            k.compute = SimDuration((k.compute.0 as f64 / speed).round() as u64);
+                            let new = self.intern_shape(k);
+                            slowed.insert((d, shape), new);
+                            new
+                        }
+                    };
+                    self.tasks[i].b = new;
+                    changed[d as usize] += 1;
                 }
+                _ => {}
             }
         }
         changed
@@ -372,9 +469,13 @@ impl TaskGraph {
 
     /// Gives back the room the arenas grew into beyond what they hold (up
     /// to half of a large graph), e.g. before the engine allocates its own
-    /// state; drops the path index of [`TaskGraph::intern_paths`].
+    /// state; drops the path index of [`TaskGraph::intern_paths`] and the
+    /// kernel shapes' index (rebuilt if a kernel is added after).
     pub fn shrink_to_fit(&mut self) {
         self.tasks.shrink_to_fit();
+        self.comms.shrink_to_fit();
+        self.kernel_shapes.shrink_to_fit();
+        self.shape_index = None;
         self.deps.shrink_to_fit();
         self.flows.shrink_to_fit();
         self.flow_weights.shrink_to_fit();
@@ -389,11 +490,53 @@ impl TaskGraph {
         self.deps.push((before, after));
     }
 
-    pub fn tasks(&self) -> &[Task] {
-        &self.tasks
+    /// Every task in id order, by value.
+    pub fn tasks(&self) -> impl ExactSizeIterator<Item = Task> + '_ {
+        (0..self.tasks.len() as u32).map(|i| self.task(TaskId(i)))
     }
-    pub fn task(&self, id: TaskId) -> &Task {
-        &self.tasks[id.0 as usize]
+    pub fn task(&self, id: TaskId) -> Task {
+        let r = &self.tasks[id.0 as usize];
+        Task { label: r.label, stream: r.stream, class: r.class, kind: self.record_kind(r) }
+    }
+    /// What task `id` is (cheaper than [`TaskGraph::task`] when the rest is
+    /// not needed).
+    #[inline]
+    pub fn task_kind(&self, id: TaskId) -> TaskKind {
+        self.record_kind(&self.tasks[id.0 as usize])
+    }
+    #[inline]
+    pub fn task_stream(&self, id: TaskId) -> StreamId {
+        self.tasks[id.0 as usize].stream
+    }
+    #[inline]
+    pub fn task_class(&self, id: TaskId) -> TaskClass {
+        self.tasks[id.0 as usize].class
+    }
+    #[inline]
+    pub fn task_label(&self, id: TaskId) -> LabelId {
+        self.tasks[id.0 as usize].label
+    }
+    /// Whether task `id` is a kernel, and its device.
+    #[inline]
+    pub fn kernel_device(&self, id: TaskId) -> Option<DeviceId> {
+        let r = &self.tasks[id.0 as usize];
+        (r.kind == KERNEL).then_some(DeviceId(r.a))
+    }
+    #[inline]
+    fn record_kind(&self, r: &TaskRecord) -> TaskKind {
+        match r.kind {
+            KERNEL => {
+                let s = &self.kernel_shapes[r.b as usize];
+                TaskKind::Kernel(Kernel {
+                    device: DeviceId(r.a),
+                    compute: s.compute,
+                    mem_bytes: s.mem_bytes,
+                    units: s.units,
+                })
+            }
+            COMM => TaskKind::Comm(self.comms[r.a as usize].clone()),
+            _ => TaskKind::Delay(SimDuration(r.a as u64 | (r.b as u64) << 32)),
+        }
     }
     pub fn streams(&self) -> &[Stream] {
         &self.streams
@@ -429,7 +572,7 @@ impl TaskGraph {
     }
     /// The label of a task, e.g. for error messages.
     pub fn task_name(&self, id: TaskId) -> &str {
-        self.label_str(self.task(id).label)
+        self.label_str(self.task_label(id))
     }
 
     /// Checks every reference (streams, devices, links, paths, dependencies)
@@ -441,7 +584,7 @@ impl TaskGraph {
         // per-flow lookup): when all pass, the per-task loop skips them; when
         // one fails, that loop finds and names the first bad flow.
         let flows_ok = self.flows_and_paths_ok(platform);
-        for (i, t) in self.tasks.iter().enumerate() {
+        for (i, t) in self.tasks().enumerate() {
             let name = || self.task_name(TaskId(i as u32)).to_owned();
             if t.stream.0 as usize >= self.streams.len() {
                 return Err(SimError::UnknownResource { task: name(), what: format!("stream #{}", t.stream.0) });
@@ -536,41 +679,21 @@ impl TaskGraph {
             && !self.flow_weights.contains(&0)
     }
 
-    /// Kahn's algorithm over explicit dependencies plus stream order.
+    /// Kahn's algorithm over explicit dependencies plus stream order (12
+    /// bytes a task at most, besides the dependencies sorted by source).
     fn check_acyclic(&self) -> Result<(), SimError> {
         let n = self.tasks.len();
-        let mut indeg = vec![0u32; n];
-        let mut succ_count = vec![0u32; n + 1];
-        let mut last_in_stream: Vec<Option<u32>> = vec![None; self.streams.len()];
-        let mut edges: Vec<(u32, u32)> = Vec::with_capacity(self.deps.len() + n);
-        for (i, t) in self.tasks.iter().enumerate() {
-            let s = t.stream.0 as usize;
-            if let Some(p) = last_in_stream[s] {
-                edges.push((p, i as u32));
-            }
-            last_in_stream[s] = Some(i as u32);
-        }
-        edges.extend(self.deps.iter().map(|&(a, b)| (a.0, b.0)));
-        for &(a, b) in &edges {
+        let (next, mut indeg) = self.stream_order();
+        let succ = Successors::new(self);
+        for &(_, b) in &succ.pairs {
             indeg[b as usize] += 1;
-            succ_count[a as usize] += 1;
-        }
-        // CSR of successors.
-        let mut offs = vec![0u32; n + 1];
-        for i in 0..n {
-            offs[i + 1] = offs[i] + succ_count[i];
-        }
-        let mut fill = offs.clone();
-        let mut succ = vec![0u32; edges.len()];
-        for &(a, b) in &edges {
-            succ[fill[a as usize] as usize] = b;
-            fill[a as usize] += 1;
         }
         let mut queue: Vec<u32> = (0..n as u32).filter(|&i| indeg[i as usize] == 0).collect();
         let mut seen = 0usize;
         while let Some(i) = queue.pop() {
             seen += 1;
-            for &s in &succ[offs[i as usize] as usize..offs[i as usize + 1] as usize] {
+            let after = next[i as usize];
+            for s in (after != NO_TASK).then_some(after).into_iter().chain(succ.of(i).iter().map(|&(_, b)| b)) {
                 indeg[s as usize] -= 1;
                 if indeg[s as usize] == 0 {
                     queue.push(s);
@@ -583,6 +706,64 @@ impl TaskGraph {
         let stuck: Vec<String> =
             (0..n).filter(|&i| indeg[i] > 0).take(5).map(|i| self.task_name(TaskId(i as u32)).to_owned()).collect();
         Err(SimError::Cycle { count: n - seen, examples: stuck })
+    }
+
+    /// Per task, the next task of its stream ([`NO_TASK`] for a stream's
+    /// last) and its number of stream predecessors (0 or 1).
+    pub(crate) fn stream_order(&self) -> (Vec<u32>, Vec<u32>) {
+        let n = self.tasks.len();
+        let mut next = vec![NO_TASK; n];
+        let mut preds = vec![0u32; n];
+        let mut last = vec![NO_TASK; self.streams.len()];
+        for (i, t) in self.tasks.iter().enumerate() {
+            let s = t.stream.0 as usize;
+            if last[s] != NO_TASK {
+                next[last[s] as usize] = i as u32;
+                preds[i] = 1;
+            }
+            last[s] = i as u32;
+        }
+        (next, preds)
+    }
+}
+
+/// No task (a stream's last task has no next).
+pub(crate) const NO_TASK: u32 = u32::MAX;
+
+/// The dependencies sorted by the task they wait for (stably: a task's
+/// successors in the order they were added), and one bit per task saying
+/// whether it has any: 8 bytes a dependency and 1 bit a task, where a
+/// successor list per task would take 4 bytes a task (most have none).
+pub(crate) struct Successors {
+    pub(crate) pairs: Vec<(u32, u32)>,
+    has: Vec<u64>,
+}
+
+impl Successors {
+    pub(crate) fn new(graph: &TaskGraph) -> Successors {
+        let mut pairs: Vec<(u32, u32)> = graph.deps.iter().map(|&(a, b)| (a.0, b.0)).collect();
+        pairs.sort_by_key(|&(a, _)| a);
+        let mut has = vec![0u64; graph.tasks.len().div_ceil(64)];
+        for &(a, _) in &pairs {
+            has[a as usize / 64] |= 1 << (a % 64);
+        }
+        Successors { pairs, has }
+    }
+
+    /// Where the dependencies `(t, successor)` of task `t` lie in `pairs`.
+    #[inline]
+    pub(crate) fn range(&self, t: u32) -> Range<usize> {
+        if self.has[t as usize / 64] & (1 << (t % 64)) == 0 {
+            return 0..0;
+        }
+        let start = self.pairs.partition_point(|&(a, _)| a < t);
+        start..start + self.pairs[start..].partition_point(|&(a, _)| a == t)
+    }
+
+    /// The dependencies `(t, successor)` of task `t`.
+    #[inline]
+    pub(crate) fn of(&self, t: u32) -> &[(u32, u32)] {
+        &self.pairs[self.range(t)]
     }
 }
 

@@ -738,7 +738,7 @@ fn ep_hidden(graph: &TaskGraph, result: &moesim_sim::RunResult, windows: &[Windo
     // Per stream: whether its rank has a window, and whether it is an `ep` stream.
     let streams: Vec<(bool, bool)> =
         graph.streams().iter().map(|s| (ranks.contains(&s.rank), graph.label_str(s.name) == "ep")).collect();
-    for (i, t) in graph.tasks().iter().enumerate() {
+    for (i, t) in graph.tasks().enumerate() {
         let (windowed, ep) = streams[t.stream.0 as usize];
         if !windowed {
             continue;
