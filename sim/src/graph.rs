@@ -5,12 +5,11 @@
 //! runs) or a fixed delay. Tasks in one stream run in the order they were
 //! added; `add_dep` adds ordering across streams and ranks. Labels are
 //! interned so a graph with millions of tasks stays small; flows and paths
-//! live in flat arenas for the same reason. A task is stored in 20 bytes
-//! (`TaskRecord`): a kernel names its device and an interned
-//! `(compute, memory bytes, units)` shape (every rank of a training step
-//! runs the same few thousand), a delay holds its duration, a
-//! communication its index in a side table; [`TaskGraph::task`] hands out
-//! the whole [`Task`] by value.
+//! live in flat arenas for the same reason. A task is stored in 16 bytes
+//! (`TaskRecord`): its label, stream, class and an index into the graph's
+//! distinct kernels (every rank of a training step runs the same few
+//! thousand per device), distinct delays or communications;
+//! [`TaskGraph::task`] hands out the whole [`Task`] by value.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -129,38 +128,28 @@ const KERNEL: u8 = 0;
 const COMM: u8 = 1;
 const DELAY: u8 = 2;
 
-/// How a task is stored (20 bytes): a kernel's `a` is its device and `b`
-/// its shape in [`TaskGraph::kernel_shapes`]; a delay's `a`, `b` are the
-/// low and high halves of its picoseconds; a communication's `a` is its
-/// index in [`TaskGraph::comms`].
+/// How a task is stored (16 bytes): `index` is a kernel's entry in
+/// [`TaskGraph::kernels`], a delay's in [`TaskGraph::delays`], a
+/// communication's in [`TaskGraph::comms`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TaskRecord {
     label: LabelId,
     stream: StreamId,
-    a: u32,
-    b: u32,
+    index: u32,
     class: TaskClass,
     kind: u8,
 }
 
-/// What a kernel does apart from its device, interned.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct KernelShape {
-    compute: SimDuration,
-    mem_bytes: f64,
-    units: UnitDemand,
-}
+/// A kernel's bit-exact identity (equal kernels share one entry, and a
+/// value reads back with the bits it was stored with).
+type KernelKey = (u32, u64, u64, u64);
 
-impl KernelShape {
-    /// Bit-exact identity (so equal shapes share one entry and a value
-    /// reads back with the bits it was stored with).
-    fn key(&self) -> (u64, u64, u64) {
-        let units = match self.units {
-            UnitDemand::Share { max_units } => max_units as u64,
-            UnitDemand::Hold(n) => (1 << 32) | n as u64,
-        };
-        (self.compute.0, self.mem_bytes.to_bits(), units)
-    }
+fn kernel_key(k: &Kernel) -> KernelKey {
+    let units = match k.units {
+        UnitDemand::Share { max_units } => max_units as u64,
+        UnitDemand::Hold(n) => (1 << 32) | n as u64,
+    };
+    (k.device.0, k.compute.0, k.mem_bytes.to_bits(), units)
 }
 
 /// The IR every workload is lowered to and every importer produces.
@@ -170,11 +159,15 @@ pub struct TaskGraph {
     label_index: HashMap<String, LabelId>,
     streams: Vec<Stream>,
     tasks: Vec<TaskRecord>,
-    /// Distinct kernel shapes, in first-use order.
-    kernel_shapes: Vec<KernelShape>,
-    /// Finds a shape's index; dropped by [`TaskGraph::shrink_to_fit`] and
-    /// rebuilt if a kernel is added after.
-    shape_index: Option<HashMap<(u64, u64, u64), u32>>,
+    /// Distinct kernels, in first-use order (every rank of a training step
+    /// runs the same few thousand per device).
+    kernels: Vec<Kernel>,
+    /// Distinct delays, in first-use order.
+    delays: Vec<SimDuration>,
+    /// Finds a kernel's and a delay's entry; dropped by
+    /// [`TaskGraph::shrink_to_fit`] and rebuilt if a task is added after.
+    kernel_index: Option<HashMap<KernelKey, u32>>,
+    delay_index: Option<HashMap<u64, u32>>,
     /// The communication tasks' flows, holds and overheads, in task order.
     comms: Vec<Comm>,
     /// `(before, after)` pairs added with [`TaskGraph::add_dep`].
@@ -238,31 +231,38 @@ impl TaskGraph {
     }
 
     pub fn add_task(&mut self, stream: StreamId, label: LabelId, class: TaskClass, kind: TaskKind) -> TaskId {
-        let (kind, a, b) = match kind {
-            TaskKind::Kernel(k) => {
-                let shape =
-                    self.intern_shape(KernelShape { compute: k.compute, mem_bytes: k.mem_bytes, units: k.units });
-                (KERNEL, k.device.0, shape)
-            }
+        let (kind, index) = match kind {
+            TaskKind::Kernel(k) => (KERNEL, self.intern_kernel(k)),
             TaskKind::Comm(c) => {
                 self.comms.push(c);
-                (COMM, self.comms.len() as u32 - 1, 0)
+                (COMM, self.comms.len() as u32 - 1)
             }
-            TaskKind::Delay(d) => (DELAY, d.0 as u32, (d.0 >> 32) as u32),
+            TaskKind::Delay(d) => (DELAY, self.intern_delay(d)),
         };
-        self.tasks.push(TaskRecord { label, stream, a, b, class, kind });
+        self.tasks.push(TaskRecord { label, stream, index, class, kind });
         TaskId(self.tasks.len() as u32 - 1)
     }
 
-    /// The index of `shape` in [`TaskGraph::kernel_shapes`], added if new.
-    fn intern_shape(&mut self, shape: KernelShape) -> u32 {
-        let shapes = &self.kernel_shapes;
+    /// The entry of `kernel` in [`TaskGraph::kernels`], added if new.
+    fn intern_kernel(&mut self, kernel: Kernel) -> u32 {
+        let kernels = &self.kernels;
         let index = self
-            .shape_index
-            .get_or_insert_with(|| shapes.iter().enumerate().map(|(i, s)| (s.key(), i as u32)).collect());
-        *index.entry(shape.key()).or_insert_with(|| {
-            self.kernel_shapes.push(shape);
-            self.kernel_shapes.len() as u32 - 1
+            .kernel_index
+            .get_or_insert_with(|| kernels.iter().enumerate().map(|(i, k)| (kernel_key(k), i as u32)).collect());
+        *index.entry(kernel_key(&kernel)).or_insert_with(|| {
+            self.kernels.push(kernel);
+            self.kernels.len() as u32 - 1
+        })
+    }
+
+    /// The entry of `delay` in [`TaskGraph::delays`], added if new.
+    fn intern_delay(&mut self, delay: SimDuration) -> u32 {
+        let delays = &self.delays;
+        let index =
+            self.delay_index.get_or_insert_with(|| delays.iter().enumerate().map(|(i, d)| (d.0, i as u32)).collect());
+        *index.entry(delay.0).or_insert_with(|| {
+            self.delays.push(delay);
+            self.delays.len() as u32 - 1
         })
     }
 
@@ -365,8 +365,8 @@ impl TaskGraph {
     /// Gives a communication task a fixed overhead (see [`Comm::overhead`]);
     /// other tasks are left alone.
     pub fn set_comm_overhead(&mut self, task: TaskId, overhead: SimDuration) {
-        if let Some(&TaskRecord { kind: COMM, a, .. }) = self.tasks.get(task.0 as usize) {
-            self.comms[a as usize].overhead = overhead;
+        if let Some(&TaskRecord { kind: COMM, index, .. }) = self.tasks.get(task.0 as usize) {
+            self.comms[index as usize].overhead = overhead;
         }
     }
 
@@ -402,24 +402,25 @@ impl TaskGraph {
     /// device (as long as `speeds`).
     pub fn slow_devices_kernels(&mut self, speeds: &[f64]) -> Vec<usize> {
         let mut changed = vec![0; speeds.len()];
-        // Per (device, shape): the slowed shape, interned once.
-        let mut slowed: HashMap<(u32, u32), u32> = HashMap::new();
+        // Per kernel entry: the slowed entry, interned once.
+        let mut slowed: HashMap<u32, u32> = HashMap::new();
         for i in 0..self.tasks.len() {
-            let TaskRecord { kind: KERNEL, a: d, b: shape, .. } = self.tasks[i] else { continue };
-            match speeds.get(d as usize) {
+            let TaskRecord { kind: KERNEL, index, .. } = self.tasks[i] else { continue };
+            let mut k = self.kernels[index as usize];
+            let d = k.device.0 as usize;
+            match speeds.get(d) {
                 Some(&speed) if speed != 1.0 => {
-                    let new = match slowed.get(&(d, shape)) {
+                    let new = match slowed.get(&index) {
                         Some(&new) => new,
                         None => {
-                            let mut k = self.kernel_shapes[shape as usize];
                             k.compute = SimDuration((k.compute.0 as f64 / speed).round() as u64);
-                            let new = self.intern_shape(k);
-                            slowed.insert((d, shape), new);
+                            let new = self.intern_kernel(k);
+                            slowed.insert(index, new);
                             new
                         }
                     };
-                    self.tasks[i].b = new;
-                    changed[d as usize] += 1;
+                    self.tasks[i].index = new;
+                    changed[d] += 1;
                 }
                 _ => {}
             }
@@ -470,12 +471,14 @@ impl TaskGraph {
     /// Gives back the room the arenas grew into beyond what they hold (up
     /// to half of a large graph), e.g. before the engine allocates its own
     /// state; drops the path index of [`TaskGraph::intern_paths`] and the
-    /// kernel shapes' index (rebuilt if a kernel is added after).
+    /// kernels' and delays' indices (rebuilt if a task is added after).
     pub fn shrink_to_fit(&mut self) {
         self.tasks.shrink_to_fit();
         self.comms.shrink_to_fit();
-        self.kernel_shapes.shrink_to_fit();
-        self.shape_index = None;
+        self.kernels.shrink_to_fit();
+        self.delays.shrink_to_fit();
+        self.kernel_index = None;
+        self.delay_index = None;
         self.deps.shrink_to_fit();
         self.flows.shrink_to_fit();
         self.flow_weights.shrink_to_fit();
@@ -520,22 +523,14 @@ impl TaskGraph {
     #[inline]
     pub fn kernel_device(&self, id: TaskId) -> Option<DeviceId> {
         let r = &self.tasks[id.0 as usize];
-        (r.kind == KERNEL).then_some(DeviceId(r.a))
+        (r.kind == KERNEL).then(|| self.kernels[r.index as usize].device)
     }
     #[inline]
     fn record_kind(&self, r: &TaskRecord) -> TaskKind {
         match r.kind {
-            KERNEL => {
-                let s = &self.kernel_shapes[r.b as usize];
-                TaskKind::Kernel(Kernel {
-                    device: DeviceId(r.a),
-                    compute: s.compute,
-                    mem_bytes: s.mem_bytes,
-                    units: s.units,
-                })
-            }
-            COMM => TaskKind::Comm(self.comms[r.a as usize].clone()),
-            _ => TaskKind::Delay(SimDuration(r.a as u64 | (r.b as u64) << 32)),
+            KERNEL => TaskKind::Kernel(self.kernels[r.index as usize]),
+            COMM => TaskKind::Comm(self.comms[r.index as usize].clone()),
+            _ => TaskKind::Delay(self.delays[r.index as usize]),
         }
     }
     pub fn streams(&self) -> &[Stream] {
@@ -813,6 +808,44 @@ mod tests {
         assert!(g.path(p1).is_empty());
         assert_eq!(g.path(p2), &[LinkId(1)]);
         assert_eq!(g.path_count(), 3);
+    }
+
+    #[test]
+    fn tasks_read_back_as_added_from_16_byte_records() {
+        assert_eq!(std::mem::size_of::<TaskRecord>(), 16);
+        let mut g = TaskGraph::new();
+        let s0 = g.add_stream(0, "a");
+        let k = |device, compute, units| Kernel {
+            device: DeviceId(device),
+            compute: SimDuration(compute),
+            mem_bytes: 0.1 + compute as f64,
+            units,
+        };
+        let kernels = [
+            k(0, 5, UnitDemand::Share { max_units: 3 }),
+            k(1, 5, UnitDemand::Share { max_units: 3 }),
+            k(0, 5, UnitDemand::Hold(3)),
+            k(0, 5, UnitDemand::Share { max_units: 3 }),
+        ];
+        let ids: Vec<TaskId> =
+            kernels.iter().map(|&kernel| g.add_kernel(s0, "k", TaskClass::Compute, kernel)).collect();
+        let long = SimDuration(u64::MAX - 7);
+        let d = g.add_delay(s0, "d", long);
+        g.shrink_to_fit();
+        let z = g.add_delay(s0, "z", SimDuration::ZERO);
+        let again = g.add_kernel(s0, "k", TaskClass::Compute, kernels[1]);
+        for (&id, &kernel) in ids.iter().zip(&kernels) {
+            assert_eq!(g.task_kind(id), TaskKind::Kernel(kernel));
+        }
+        assert_eq!(g.kernels.len(), 3, "equal kernels share an entry");
+        assert_eq!(g.task_kind(again), TaskKind::Kernel(kernels[1]));
+        assert_eq!(g.task_kind(d), TaskKind::Delay(long));
+        assert_eq!(g.task_kind(z), TaskKind::Delay(SimDuration::ZERO));
+        // Device 0 at half speed: its kernels take twice as long, device 1's are unchanged.
+        assert_eq!(g.slow_devices_kernels(&[0.5]), vec![3]);
+        assert_eq!(g.task_kind(ids[0]), TaskKind::Kernel(Kernel { compute: SimDuration(10), ..kernels[0] }));
+        assert_eq!(g.task_kind(ids[1]), TaskKind::Kernel(kernels[1]));
+        assert_eq!(g.task_kind(ids[2]), TaskKind::Kernel(Kernel { compute: SimDuration(10), ..kernels[2] }));
     }
 
     #[test]

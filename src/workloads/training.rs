@@ -634,6 +634,7 @@ impl TrainingWorkload {
         cluster.share_memory_with_comm();
         let mut graph = TaskGraph::new();
         let low = lower_training(&cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;
+        release_freed_heap();
         let memory = training_memory(&spec, &cluster, &low);
         let mut platform = cluster.platform.clone();
         let mut slow_notes = Vec::new();
@@ -716,6 +717,19 @@ impl TrainingWorkload {
         }
         let classes = chunk_pair_classes(&graph, &result, &low);
         Ok((Outcome { metrics, notes, graph, platform, result, figures, files: Vec::new(), job_gpus: None }, classes))
+    }
+}
+
+/// Hands the heap the lowering freed (its blocks, steps and routing, in
+/// many small pieces) back to the system before the engine allocates: on
+/// glibc freed pieces stay resident otherwise (31 MB of the 256-GPU
+/// every-rank cut's 152 MB after lowering). Changes no result.
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free pages of glibc's heap to the
+    // system; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
