@@ -266,11 +266,6 @@ impl TaskGraph {
         })
     }
 
-    /// Reserves room for `tasks` more tasks.
-    pub fn reserve_tasks(&mut self, tasks: usize) {
-        self.tasks.reserve(tasks);
-    }
-
     /// The number of tasks.
     pub fn task_count(&self) -> usize {
         self.tasks.len()
