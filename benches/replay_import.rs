@@ -84,7 +84,7 @@ fn main() {
         rank.ops.len(),
         import_s,
         bytes / 1e6 / import_s,
-        run.lowered.graph.tasks().len(),
+        run.lowered.graph.task_count(),
         run.result.events,
         replay_s,
         run.result.events as f64 / replay_s,

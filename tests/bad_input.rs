@@ -221,7 +221,8 @@ fn every_rank_steps_too_big_for_memory_are_refused_by_their_estimate() {
         "{err}"
     );
     assert!(err.contains("GiB allowed (--max-memory-gib)"), "{err}");
-    // The 2,048-GPU default step with every rank: about 24 GiB, refused under 8.
+    // The 2,048-GPU default step with every rank: about 8.4 GiB, refused
+    // under 8 (and run under the default limit of a 24 GiB machine).
     let err = input_error(&[
         "run",
         "deepseek-v3-pretrain-2048xh800",
@@ -230,7 +231,7 @@ fn every_rank_steps_too_big_for_memory_are_refused_by_their_estimate() {
         "--max-memory-gib",
         "8",
     ]);
-    assert!(err.contains(":27:16: workload.global_batch") && err.contains("the run would need about 2"), "{err}");
+    assert!(err.contains(":27:16: workload.global_batch") && err.contains("the run would need about 8.4 GiB"), "{err}");
     assert!(err.contains("128 simulated ranks per pipeline device") && err.contains("8.0 GiB allowed"), "{err}");
 }
 

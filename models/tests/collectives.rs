@@ -325,7 +325,6 @@ fn deepep_normal_kernels_hold_their_sms() {
     let (c, g, _) = dispatch(MoePhase::Dispatch, 8, 1);
     let holds: Vec<_> = g
         .tasks()
-        .iter()
         .filter_map(|t| match &t.kind {
             moesim_sim::TaskKind::Comm(comm) => comm.hold,
             _ => None,

@@ -198,7 +198,7 @@ fn low_latency_kernels_send_each_expert_copy_directly_and_hold_no_sms() {
     // Every copy counted, the own rank's included.
     assert_eq!(r.low.rdma_bytes_per_rank, 5.0 * b / 16.0);
     assert_eq!(r.low.ib_bytes_per_rank, 3.0 * b / 16.0);
-    assert!(r.graph.tasks().iter().all(|t| !matches!(&t.kind, TaskKind::Comm(c) if c.hold.is_some())));
+    assert!(r.graph.tasks().all(|t| !matches!(&t.kind, TaskKind::Comm(c) if c.hold.is_some())));
     // DeepEP's published per-copy sizes at hidden 7168.
     let full = deepep(MoeKernel::LowLatency, MoePhase::Dispatch, 8, 128);
     assert_eq!(full.low_latency_bytes_per_copy(), 7408.0);
@@ -219,7 +219,7 @@ fn no_rank_transfers_before_every_rank_has_arrived() {
     after[5] = Some(late);
     lower_moe_comm(&c, &spec, 1, &mut g, &streams, &after).unwrap();
     let res = moesim_sim::run(&c.platform, &g, &EngineOptions::default(), &mut Quiet).unwrap();
-    for (i, t) in g.tasks().iter().enumerate() {
+    for (i, t) in g.tasks().enumerate() {
         if matches!(t.kind, TaskKind::Comm(_)) {
             assert!(res.spans[i].start.as_ps() >= 100_000_000, "{:?}", res.spans[i]);
         }

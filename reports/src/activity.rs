@@ -35,7 +35,7 @@ pub fn timeline(graph: &TaskGraph, result: &RunResult, ranks: &[(u32, String)], 
     let row = |rank: u32| ranks.iter().position(|(r, _)| *r == rank);
     let mut compute: Vec<Vec<(u64, u64)>> = vec![Vec::new(); ranks.len()];
     let mut comm: Vec<Vec<(u64, u64)>> = vec![Vec::new(); ranks.len()];
-    for (i, t) in graph.tasks().iter().enumerate() {
+    for (i, t) in graph.tasks().enumerate() {
         let Some(r) = row(graph.stream(t.stream).rank) else { continue };
         let s = result.spans[i];
         let iv = (s.start.as_ps(), s.end.as_ps());
@@ -157,7 +157,6 @@ pub fn pipeline_bars(graph: &TaskGraph, result: &RunResult) -> (Vec<String>, Vec
     let rows = ranks.iter().map(|r| format!("device {r}")).collect();
     let bars = graph
         .tasks()
-        .iter()
         .enumerate()
         .filter_map(|(i, t)| {
             let s = result.spans[i];

@@ -20,7 +20,7 @@ pub fn write_csv<W: Write>(
     let mut out = csv::Writer::from_writer(w);
     out.write_record(["task_id", "rank", "stream", "label", "class", "resource", "start_us", "end_us", "duration_us"])?;
     for &i in &window.tasks {
-        let (task, span) = (&graph.tasks()[i], &result.spans[i]);
+        let (task, span) = (graph.task(moesim_sim::TaskId(i as u32)), &result.spans[i]);
         let stream = graph.stream(task.stream);
         let resource = match &task.kind {
             TaskKind::Kernel(k) => platform.device(k.device).name.clone(),

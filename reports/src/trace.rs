@@ -108,7 +108,7 @@ pub fn write_chrome_trace<W: Write>(
         write!(w, "}}}}")?;
     }
     for &i in &window.tasks {
-        let (task, span) = (&graph.tasks()[i], &result.spans[i]);
+        let (task, span) = (graph.task(moesim_sim::TaskId(i as u32)), &result.spans[i]);
         let stream = graph.stream(task.stream);
         sep(&mut w)?;
         write!(

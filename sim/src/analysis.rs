@@ -67,7 +67,7 @@ pub fn rank_activity(graph: &TaskGraph, result: &RunResult) -> Vec<RankActivity>
     let mut compute: Vec<Vec<(u64, u64)>> = vec![Vec::new(); ranks.len()];
     let mut comm: Vec<Vec<(u64, u64)>> = vec![Vec::new(); ranks.len()];
     let mut by_stream: Vec<std::collections::BTreeMap<String, Vec<(u64, u64)>>> = vec![Default::default(); ranks.len()];
-    for (i, t) in graph.tasks().iter().enumerate() {
+    for (i, t) in graph.tasks().enumerate() {
         let span = result.spans[i];
         let iv = (span.start.as_ps(), span.end.as_ps());
         if iv.1 <= iv.0 {

@@ -18,12 +18,15 @@ use std::collections::{BinaryHeap, VecDeque};
 use crate::device::{Demand, DeviceState};
 use crate::error::SimError;
 use crate::flow::{FlowDue, FlowSolver, DONE_BYTES};
-use crate::graph::{TaskGraph, TaskId, TaskKind};
+use crate::graph::{Successors, TaskGraph, TaskId, TaskKind, NO_TASK};
 use crate::platform::{LinkId, Platform};
 use crate::result::{EngineOptions, Observer, RunResult, TaskSpan};
 use crate::time::{SimTime, PS_PER_S};
 
 const NONE: u32 = u32::MAX;
+/// [`Engine::state`] bits.
+const STARTED: u8 = 1;
+const DONE: u8 = 2;
 const PROGRESS_EVERY: u64 = 1 << 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,10 +84,10 @@ enum FlowOwner {
 impl FlowOwner {
     fn new(graph: &TaskGraph) -> FlowOwner {
         let mut ranges: Vec<(u32, u32, u32)> = Vec::new();
-        for (i, t) in graph.tasks().iter().enumerate() {
-            if let TaskKind::Comm(c) = &t.kind {
+        for i in 0..graph.task_count() as u32 {
+            if let TaskKind::Comm(c) = graph.task_kind(TaskId(i)) {
                 if c.flows.start < c.flows.end {
-                    ranges.push((c.flows.start, c.flows.end, i as u32));
+                    ranges.push((c.flows.start, c.flows.end, i));
                 }
             }
         }
@@ -114,12 +117,11 @@ struct Engine<'a> {
     /// arrived.
     pending: Vec<u32>,
     next_in_stream: Vec<u32>,
-    dep_offsets: Vec<u32>,
-    dep_succ: Vec<u32>,
+    successors: Successors,
     spans: Vec<TaskSpan>,
-    done: Vec<bool>,
-    /// Tasks that have started (for naming what a stalled run waits on).
-    started: Vec<bool>,
+    /// Per task, [`STARTED`] (for naming what a stalled run waits on) and
+    /// [`DONE`].
+    state: Vec<u8>,
     finished: usize,
     end: u64,
     heap: BinaryHeap<Reverse<Event>>,
@@ -144,43 +146,20 @@ struct Engine<'a> {
 
 impl<'a> Engine<'a> {
     fn new(platform: &'a Platform, graph: &'a TaskGraph, options: &EngineOptions) -> Self {
-        let tasks = graph.tasks();
-        let n = tasks.len();
-        let mut pending = vec![0u32; n];
-        let mut next_in_stream = vec![NONE; n];
-        let mut last = vec![NONE; graph.streams().len()];
-        for (i, t) in tasks.iter().enumerate() {
-            let s = t.stream.0 as usize;
-            if last[s] != NONE {
-                next_in_stream[last[s] as usize] = i as u32;
-                pending[i] += 1;
-            }
-            last[s] = i as u32;
-        }
-        let mut dep_offsets = vec![0u32; n + 1];
-        for &(a, b) in graph.deps() {
-            dep_offsets[a.0 as usize + 1] += 1;
-            pending[b.0 as usize] += 1;
-        }
-        for i in 0..n {
-            dep_offsets[i + 1] += dep_offsets[i];
-        }
-        let mut fill = dep_offsets.clone();
-        let mut dep_succ = vec![0u32; graph.deps().len()];
-        for &(a, b) in graph.deps() {
-            dep_succ[fill[a.0 as usize] as usize] = b.0;
-            fill[a.0 as usize] += 1;
+        let n = graph.task_count();
+        let (next_in_stream, mut pending) = graph.stream_order();
+        let successors = Successors::new(graph);
+        for &(_, b) in &successors.pairs {
+            pending[b as usize] += 1;
         }
         Engine {
             platform,
             graph,
             pending,
             next_in_stream,
-            dep_offsets,
-            dep_succ,
+            successors,
             spans: vec![TaskSpan::default(); n],
-            done: vec![false; n],
-            started: vec![false; n],
+            state: vec![0; n],
             finished: 0,
             end: 0,
             heap: BinaryHeap::new(),
@@ -224,7 +203,7 @@ impl<'a> Engine<'a> {
             let Some(Reverse(top)) = self.heap.peek() else { break };
             self.now = top.time;
             if self.now == SimTime::MAX.as_ps() {
-                let first = (0..n).find(|&t| !self.done[t]).unwrap_or(0);
+                let first = (0..n).find(|&t| self.state[t] & DONE == 0).unwrap_or(0);
                 return Err(SimError::TimeOverflow { example: self.graph.task_name(TaskId(first as u32)).to_owned() });
             }
             while let Some(Reverse(ev)) = self.heap.peek() {
@@ -245,8 +224,8 @@ impl<'a> Engine<'a> {
         observer.progress(self.finished, n, SimTime(self.now));
         if self.finished < n {
             // Name a task that started and never finished, and what it runs on.
-            let running = (0..n).find(|&t| self.started[t] && !self.done[t]);
-            let first = running.or_else(|| (0..n).find(|&t| !self.done[t])).unwrap_or(0);
+            let running = (0..n).find(|&t| self.state[t] == STARTED);
+            let first = running.or_else(|| (0..n).find(|&t| self.state[t] & DONE == 0)).unwrap_or(0);
             let (waiting_on, resource_kind) = match running {
                 Some(t) => self.resource_of(t),
                 None => ("a task that never started".to_owned(), None),
@@ -279,7 +258,7 @@ impl<'a> Engine<'a> {
     /// What task `t` runs on, in words, and its kind (`device`, or the
     /// link's kind label): its device, or the slowest link its flows cross.
     fn resource_of(&self, t: usize) -> (String, Option<&'static str>) {
-        match &self.graph.tasks()[t].kind {
+        match self.graph.task_kind(TaskId(t as u32)) {
             TaskKind::Kernel(k) => {
                 let d = &self.platform.devices[k.device.0 as usize];
                 (format!("device `{}` ({} B/s of memory bandwidth)", d.name, d.mem_bytes_per_s), Some("device"))
@@ -354,7 +333,7 @@ impl<'a> Engine<'a> {
     /// overhead.
     fn comm_done(&mut self, task: u32) {
         let t = task as usize;
-        let overhead = match &self.graph.tasks()[t].kind {
+        let overhead = match self.graph.task_kind(TaskId(task)) {
             TaskKind::Comm(c) => c.overhead.0,
             _ => 0,
         };
@@ -383,8 +362,8 @@ impl<'a> Engine<'a> {
         self.spans[t].end = SimTime(now);
         self.end = self.end.max(now);
         self.finished += 1;
-        self.done[t] = true;
-        if let TaskKind::Comm(c) = &self.graph.tasks()[t].kind {
+        self.state[t] |= DONE;
+        if let TaskKind::Comm(c) = self.graph.task_kind(TaskId(task)) {
             if let Some((d, _)) = c.hold {
                 let dev = &mut self.devices[d.0 as usize];
                 dev.advance(now, &mut self.to_finish);
@@ -393,11 +372,11 @@ impl<'a> Engine<'a> {
             }
         }
         let next = self.next_in_stream[t];
-        if next != NONE {
+        if next != NO_TASK {
             self.release(next);
         }
-        for i in self.dep_offsets[t]..self.dep_offsets[t + 1] {
-            let s = self.dep_succ[i as usize];
+        for i in self.successors.range(task) {
+            let s = self.successors.pairs[i].1;
             self.release(s);
         }
     }
@@ -413,9 +392,9 @@ impl<'a> Engine<'a> {
     fn start(&mut self, task: u32) {
         let t = task as usize;
         let now = self.now;
-        self.started[t] = true;
+        self.state[t] |= STARTED;
         self.spans[t].start = SimTime(now);
-        match &self.graph.tasks()[t].kind {
+        match self.graph.task_kind(TaskId(task)) {
             TaskKind::Delay(d) => self.schedule(now.saturating_add(d.0), EventKind::TaskDone(task)),
             TaskKind::Kernel(k) => {
                 if k.compute.0 == 0 && k.mem_bytes == 0.0 {

@@ -5,7 +5,11 @@
 //! runs) or a fixed delay. Tasks in one stream run in the order they were
 //! added; `add_dep` adds ordering across streams and ranks. Labels are
 //! interned so a graph with millions of tasks stays small; flows and paths
-//! live in flat arenas for the same reason.
+//! live in flat arenas for the same reason. A task is stored in 16 bytes
+//! (`TaskRecord`): its label, stream, class and an index into the graph's
+//! distinct kernels (every rank of a training step runs the same few
+//! thousand per device), distinct delays or communications;
+//! [`TaskGraph::task`] hands out the whole [`Task`] by value.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -102,6 +106,8 @@ pub enum TaskKind {
     Delay(SimDuration),
 }
 
+/// A task as [`TaskGraph::task`] hands it out (built from its compact
+/// record).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub label: LabelId,
@@ -117,13 +123,53 @@ pub struct Stream {
     pub name: LabelId,
 }
 
+/// Which kind a [`TaskRecord`] holds.
+const KERNEL: u8 = 0;
+const COMM: u8 = 1;
+const DELAY: u8 = 2;
+
+/// How a task is stored (16 bytes): `index` is a kernel's entry in
+/// [`TaskGraph::kernels`], a delay's in [`TaskGraph::delays`], a
+/// communication's in [`TaskGraph::comms`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TaskRecord {
+    label: LabelId,
+    stream: StreamId,
+    index: u32,
+    class: TaskClass,
+    kind: u8,
+}
+
+/// A kernel's bit-exact identity (equal kernels share one entry, and a
+/// value reads back with the bits it was stored with).
+type KernelKey = (u32, u64, u64, u64);
+
+fn kernel_key(k: &Kernel) -> KernelKey {
+    let units = match k.units {
+        UnitDemand::Share { max_units } => max_units as u64,
+        UnitDemand::Hold(n) => (1 << 32) | n as u64,
+    };
+    (k.device.0, k.compute.0, k.mem_bytes.to_bits(), units)
+}
+
 /// The IR every workload is lowered to and every importer produces.
 #[derive(Debug, Clone, Default)]
 pub struct TaskGraph {
     labels: Vec<String>,
     label_index: HashMap<String, LabelId>,
     streams: Vec<Stream>,
-    tasks: Vec<Task>,
+    tasks: Vec<TaskRecord>,
+    /// Distinct kernels, in first-use order (every rank of a training step
+    /// runs the same few thousand per device).
+    kernels: Vec<Kernel>,
+    /// Distinct delays, in first-use order.
+    delays: Vec<SimDuration>,
+    /// Finds a kernel's and a delay's entry; dropped by
+    /// [`TaskGraph::shrink_to_fit`] and rebuilt if a task is added after.
+    kernel_index: Option<HashMap<KernelKey, u32>>,
+    delay_index: Option<HashMap<u64, u32>>,
+    /// The communication tasks' flows, holds and overheads, in task order.
+    comms: Vec<Comm>,
     /// `(before, after)` pairs added with [`TaskGraph::add_dep`].
     deps: Vec<(TaskId, TaskId)>,
     flows: Vec<Flow>,
@@ -185,8 +231,44 @@ impl TaskGraph {
     }
 
     pub fn add_task(&mut self, stream: StreamId, label: LabelId, class: TaskClass, kind: TaskKind) -> TaskId {
-        self.tasks.push(Task { label, stream, class, kind });
+        let (kind, index) = match kind {
+            TaskKind::Kernel(k) => (KERNEL, self.intern_kernel(k)),
+            TaskKind::Comm(c) => {
+                self.comms.push(c);
+                (COMM, self.comms.len() as u32 - 1)
+            }
+            TaskKind::Delay(d) => (DELAY, self.intern_delay(d)),
+        };
+        self.tasks.push(TaskRecord { label, stream, index, class, kind });
         TaskId(self.tasks.len() as u32 - 1)
+    }
+
+    /// The entry of `kernel` in [`TaskGraph::kernels`], added if new.
+    fn intern_kernel(&mut self, kernel: Kernel) -> u32 {
+        let kernels = &self.kernels;
+        let index = self
+            .kernel_index
+            .get_or_insert_with(|| kernels.iter().enumerate().map(|(i, k)| (kernel_key(k), i as u32)).collect());
+        *index.entry(kernel_key(&kernel)).or_insert_with(|| {
+            self.kernels.push(kernel);
+            self.kernels.len() as u32 - 1
+        })
+    }
+
+    /// The entry of `delay` in [`TaskGraph::delays`], added if new.
+    fn intern_delay(&mut self, delay: SimDuration) -> u32 {
+        let delays = &self.delays;
+        let index =
+            self.delay_index.get_or_insert_with(|| delays.iter().enumerate().map(|(i, d)| (d.0, i as u32)).collect());
+        *index.entry(delay.0).or_insert_with(|| {
+            self.delays.push(delay);
+            self.delays.len() as u32 - 1
+        })
+    }
+
+    /// The number of tasks.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
     }
 
     /// Adds a kernel task; a convenience over [`TaskGraph::add_task`].
@@ -278,8 +360,8 @@ impl TaskGraph {
     /// Gives a communication task a fixed overhead (see [`Comm::overhead`]);
     /// other tasks are left alone.
     pub fn set_comm_overhead(&mut self, task: TaskId, overhead: SimDuration) {
-        if let Some(Task { kind: TaskKind::Comm(c), .. }) = self.tasks.get_mut(task.0 as usize) {
-            c.overhead = overhead;
+        if let Some(&TaskRecord { kind: COMM, index, .. }) = self.tasks.get(task.0 as usize) {
+            self.comms[index as usize].overhead = overhead;
         }
     }
 
@@ -289,7 +371,7 @@ impl TaskGraph {
     /// (NCCL's LL, which writes flags with the data). Other tasks are left
     /// alone.
     pub fn set_comm_latency(&mut self, task: TaskId, latency: SimDuration) {
-        if !matches!(self.tasks.get(task.0 as usize), Some(Task { kind: TaskKind::Comm(_), .. })) {
+        if !matches!(self.tasks.get(task.0 as usize), Some(TaskRecord { kind: COMM, .. })) {
             return;
         }
         match self.comm_latency.binary_search_by_key(&task, |&(t, _)| t) {
@@ -315,16 +397,27 @@ impl TaskGraph {
     /// device (as long as `speeds`).
     pub fn slow_devices_kernels(&mut self, speeds: &[f64]) -> Vec<usize> {
         let mut changed = vec![0; speeds.len()];
-        for t in &mut self.tasks {
-            if let TaskKind::Kernel(k) = &mut t.kind {
-                let d = k.device.0 as usize;
-                match speeds.get(d) {
-                    Some(&speed) if speed != 1.0 => {
-                        k.compute = SimDuration((k.compute.0 as f64 / speed).round() as u64);
-                        changed[d] += 1;
-                    }
-                    _ => {}
+        // Per kernel entry: the slowed entry, interned once.
+        let mut slowed: HashMap<u32, u32> = HashMap::new();
+        for i in 0..self.tasks.len() {
+            let TaskRecord { kind: KERNEL, index, .. } = self.tasks[i] else { continue };
+            let mut k = self.kernels[index as usize];
+            let d = k.device.0 as usize;
+            match speeds.get(d) {
+                Some(&speed) if speed != 1.0 => {
+                    let new = match slowed.get(&index) {
+                        Some(&new) => new,
+                        None => {
+                            k.compute = SimDuration((k.compute.0 as f64 / speed).round() as u64);
+                            let new = self.intern_kernel(k);
+                            slowed.insert(index, new);
+                            new
+                        }
+                    };
+                    self.tasks[i].index = new;
+                    changed[d] += 1;
                 }
+                _ => {}
             }
         }
         changed
@@ -372,9 +465,15 @@ impl TaskGraph {
 
     /// Gives back the room the arenas grew into beyond what they hold (up
     /// to half of a large graph), e.g. before the engine allocates its own
-    /// state; drops the path index of [`TaskGraph::intern_paths`].
+    /// state; drops the path index of [`TaskGraph::intern_paths`] and the
+    /// kernels' and delays' indices (rebuilt if a task is added after).
     pub fn shrink_to_fit(&mut self) {
         self.tasks.shrink_to_fit();
+        self.comms.shrink_to_fit();
+        self.kernels.shrink_to_fit();
+        self.delays.shrink_to_fit();
+        self.kernel_index = None;
+        self.delay_index = None;
         self.deps.shrink_to_fit();
         self.flows.shrink_to_fit();
         self.flow_weights.shrink_to_fit();
@@ -389,11 +488,45 @@ impl TaskGraph {
         self.deps.push((before, after));
     }
 
-    pub fn tasks(&self) -> &[Task] {
-        &self.tasks
+    /// Every task in id order, by value.
+    pub fn tasks(&self) -> impl ExactSizeIterator<Item = Task> + '_ {
+        (0..self.tasks.len() as u32).map(|i| self.task(TaskId(i)))
     }
-    pub fn task(&self, id: TaskId) -> &Task {
-        &self.tasks[id.0 as usize]
+    pub fn task(&self, id: TaskId) -> Task {
+        let r = &self.tasks[id.0 as usize];
+        Task { label: r.label, stream: r.stream, class: r.class, kind: self.record_kind(r) }
+    }
+    /// What task `id` is (cheaper than [`TaskGraph::task`] when the rest is
+    /// not needed).
+    #[inline]
+    pub fn task_kind(&self, id: TaskId) -> TaskKind {
+        self.record_kind(&self.tasks[id.0 as usize])
+    }
+    #[inline]
+    pub fn task_stream(&self, id: TaskId) -> StreamId {
+        self.tasks[id.0 as usize].stream
+    }
+    #[inline]
+    pub fn task_class(&self, id: TaskId) -> TaskClass {
+        self.tasks[id.0 as usize].class
+    }
+    #[inline]
+    pub fn task_label(&self, id: TaskId) -> LabelId {
+        self.tasks[id.0 as usize].label
+    }
+    /// Whether task `id` is a kernel, and its device.
+    #[inline]
+    pub fn kernel_device(&self, id: TaskId) -> Option<DeviceId> {
+        let r = &self.tasks[id.0 as usize];
+        (r.kind == KERNEL).then(|| self.kernels[r.index as usize].device)
+    }
+    #[inline]
+    fn record_kind(&self, r: &TaskRecord) -> TaskKind {
+        match r.kind {
+            KERNEL => TaskKind::Kernel(self.kernels[r.index as usize]),
+            COMM => TaskKind::Comm(self.comms[r.index as usize].clone()),
+            _ => TaskKind::Delay(self.delays[r.index as usize]),
+        }
     }
     pub fn streams(&self) -> &[Stream] {
         &self.streams
@@ -429,7 +562,7 @@ impl TaskGraph {
     }
     /// The label of a task, e.g. for error messages.
     pub fn task_name(&self, id: TaskId) -> &str {
-        self.label_str(self.task(id).label)
+        self.label_str(self.task_label(id))
     }
 
     /// Checks every reference (streams, devices, links, paths, dependencies)
@@ -441,7 +574,7 @@ impl TaskGraph {
         // per-flow lookup): when all pass, the per-task loop skips them; when
         // one fails, that loop finds and names the first bad flow.
         let flows_ok = self.flows_and_paths_ok(platform);
-        for (i, t) in self.tasks.iter().enumerate() {
+        for (i, t) in self.tasks().enumerate() {
             let name = || self.task_name(TaskId(i as u32)).to_owned();
             if t.stream.0 as usize >= self.streams.len() {
                 return Err(SimError::UnknownResource { task: name(), what: format!("stream #{}", t.stream.0) });
@@ -536,41 +669,21 @@ impl TaskGraph {
             && !self.flow_weights.contains(&0)
     }
 
-    /// Kahn's algorithm over explicit dependencies plus stream order.
+    /// Kahn's algorithm over explicit dependencies plus stream order (12
+    /// bytes a task at most, besides the dependencies sorted by source).
     fn check_acyclic(&self) -> Result<(), SimError> {
         let n = self.tasks.len();
-        let mut indeg = vec![0u32; n];
-        let mut succ_count = vec![0u32; n + 1];
-        let mut last_in_stream: Vec<Option<u32>> = vec![None; self.streams.len()];
-        let mut edges: Vec<(u32, u32)> = Vec::with_capacity(self.deps.len() + n);
-        for (i, t) in self.tasks.iter().enumerate() {
-            let s = t.stream.0 as usize;
-            if let Some(p) = last_in_stream[s] {
-                edges.push((p, i as u32));
-            }
-            last_in_stream[s] = Some(i as u32);
-        }
-        edges.extend(self.deps.iter().map(|&(a, b)| (a.0, b.0)));
-        for &(a, b) in &edges {
+        let (next, mut indeg) = self.stream_order();
+        let succ = Successors::new(self);
+        for &(_, b) in &succ.pairs {
             indeg[b as usize] += 1;
-            succ_count[a as usize] += 1;
-        }
-        // CSR of successors.
-        let mut offs = vec![0u32; n + 1];
-        for i in 0..n {
-            offs[i + 1] = offs[i] + succ_count[i];
-        }
-        let mut fill = offs.clone();
-        let mut succ = vec![0u32; edges.len()];
-        for &(a, b) in &edges {
-            succ[fill[a as usize] as usize] = b;
-            fill[a as usize] += 1;
         }
         let mut queue: Vec<u32> = (0..n as u32).filter(|&i| indeg[i as usize] == 0).collect();
         let mut seen = 0usize;
         while let Some(i) = queue.pop() {
             seen += 1;
-            for &s in &succ[offs[i as usize] as usize..offs[i as usize + 1] as usize] {
+            let after = next[i as usize];
+            for s in (after != NO_TASK).then_some(after).into_iter().chain(succ.of(i).iter().map(|&(_, b)| b)) {
                 indeg[s as usize] -= 1;
                 if indeg[s as usize] == 0 {
                     queue.push(s);
@@ -583,6 +696,64 @@ impl TaskGraph {
         let stuck: Vec<String> =
             (0..n).filter(|&i| indeg[i] > 0).take(5).map(|i| self.task_name(TaskId(i as u32)).to_owned()).collect();
         Err(SimError::Cycle { count: n - seen, examples: stuck })
+    }
+
+    /// Per task, the next task of its stream ([`NO_TASK`] for a stream's
+    /// last) and its number of stream predecessors (0 or 1).
+    pub(crate) fn stream_order(&self) -> (Vec<u32>, Vec<u32>) {
+        let n = self.tasks.len();
+        let mut next = vec![NO_TASK; n];
+        let mut preds = vec![0u32; n];
+        let mut last = vec![NO_TASK; self.streams.len()];
+        for (i, t) in self.tasks.iter().enumerate() {
+            let s = t.stream.0 as usize;
+            if last[s] != NO_TASK {
+                next[last[s] as usize] = i as u32;
+                preds[i] = 1;
+            }
+            last[s] = i as u32;
+        }
+        (next, preds)
+    }
+}
+
+/// No task (a stream's last task has no next).
+pub(crate) const NO_TASK: u32 = u32::MAX;
+
+/// The dependencies sorted by the task they wait for (stably: a task's
+/// successors in the order they were added), and one bit per task saying
+/// whether it has any: 8 bytes a dependency and 1 bit a task, where a
+/// successor list per task would take 4 bytes a task (most have none).
+pub(crate) struct Successors {
+    pub(crate) pairs: Vec<(u32, u32)>,
+    has: Vec<u64>,
+}
+
+impl Successors {
+    pub(crate) fn new(graph: &TaskGraph) -> Successors {
+        let mut pairs: Vec<(u32, u32)> = graph.deps.iter().map(|&(a, b)| (a.0, b.0)).collect();
+        pairs.sort_by_key(|&(a, _)| a);
+        let mut has = vec![0u64; graph.tasks.len().div_ceil(64)];
+        for &(a, _) in &pairs {
+            has[a as usize / 64] |= 1 << (a % 64);
+        }
+        Successors { pairs, has }
+    }
+
+    /// Where the dependencies `(t, successor)` of task `t` lie in `pairs`.
+    #[inline]
+    pub(crate) fn range(&self, t: u32) -> Range<usize> {
+        if self.has[t as usize / 64] & (1 << (t % 64)) == 0 {
+            return 0..0;
+        }
+        let start = self.pairs.partition_point(|&(a, _)| a < t);
+        start..start + self.pairs[start..].partition_point(|&(a, _)| a == t)
+    }
+
+    /// The dependencies `(t, successor)` of task `t`.
+    #[inline]
+    pub(crate) fn of(&self, t: u32) -> &[(u32, u32)] {
+        &self.pairs[self.range(t)]
     }
 }
 
@@ -632,6 +803,44 @@ mod tests {
         assert!(g.path(p1).is_empty());
         assert_eq!(g.path(p2), &[LinkId(1)]);
         assert_eq!(g.path_count(), 3);
+    }
+
+    #[test]
+    fn tasks_read_back_as_added_from_16_byte_records() {
+        assert_eq!(std::mem::size_of::<TaskRecord>(), 16);
+        let mut g = TaskGraph::new();
+        let s0 = g.add_stream(0, "a");
+        let k = |device, compute, units| Kernel {
+            device: DeviceId(device),
+            compute: SimDuration(compute),
+            mem_bytes: 0.1 + compute as f64,
+            units,
+        };
+        let kernels = [
+            k(0, 5, UnitDemand::Share { max_units: 3 }),
+            k(1, 5, UnitDemand::Share { max_units: 3 }),
+            k(0, 5, UnitDemand::Hold(3)),
+            k(0, 5, UnitDemand::Share { max_units: 3 }),
+        ];
+        let ids: Vec<TaskId> =
+            kernels.iter().map(|&kernel| g.add_kernel(s0, "k", TaskClass::Compute, kernel)).collect();
+        let long = SimDuration(u64::MAX - 7);
+        let d = g.add_delay(s0, "d", long);
+        g.shrink_to_fit();
+        let z = g.add_delay(s0, "z", SimDuration::ZERO);
+        let again = g.add_kernel(s0, "k", TaskClass::Compute, kernels[1]);
+        for (&id, &kernel) in ids.iter().zip(&kernels) {
+            assert_eq!(g.task_kind(id), TaskKind::Kernel(kernel));
+        }
+        assert_eq!(g.kernels.len(), 3, "equal kernels share an entry");
+        assert_eq!(g.task_kind(again), TaskKind::Kernel(kernels[1]));
+        assert_eq!(g.task_kind(d), TaskKind::Delay(long));
+        assert_eq!(g.task_kind(z), TaskKind::Delay(SimDuration::ZERO));
+        // Device 0 at half speed: its kernels take twice as long, device 1's are unchanged.
+        assert_eq!(g.slow_devices_kernels(&[0.5]), vec![3]);
+        assert_eq!(g.task_kind(ids[0]), TaskKind::Kernel(Kernel { compute: SimDuration(10), ..kernels[0] }));
+        assert_eq!(g.task_kind(ids[1]), TaskKind::Kernel(kernels[1]));
+        assert_eq!(g.task_kind(ids[2]), TaskKind::Kernel(Kernel { compute: SimDuration(10), ..kernels[2] }));
     }
 
     #[test]

@@ -257,11 +257,11 @@ fn delay(v: i64) -> moesim_sim::TaskKind {
 /// A task on a cycle (or behind one), if the graph has one: Kahn's algorithm
 /// over stream order and dependencies.
 fn first_stuck(g: &TaskGraph) -> Option<TaskId> {
-    let n = g.tasks().len();
+    let n = g.task_count();
     let mut indeg = vec![0u32; n];
     let mut succ: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut last: Vec<Option<u32>> = vec![None; g.streams().len()];
-    for (i, t) in g.tasks().iter().enumerate() {
+    for (i, t) in g.tasks().enumerate() {
         if let Some(p) = last[t.stream.0 as usize] {
             succ[p as usize].push(i as u32);
             indeg[i] += 1;
@@ -289,7 +289,7 @@ fn first_stuck(g: &TaskGraph) -> Option<TaskId> {
     // Prefer a stuck GPU op (a kernel) for the message.
     let stuck = |i: usize| indeg[i] > 0;
     (0..n)
-        .find(|&i| stuck(i) && matches!(g.tasks()[i].kind, moesim_sim::TaskKind::Kernel(_)))
+        .find(|&i| stuck(i) && g.kernel_device(moesim_sim::TaskId(i as u32)).is_some())
         .or_else(|| (0..n).find(|&i| stuck(i)))
         .map(|i| TaskId(i as u32))
 }

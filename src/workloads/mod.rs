@@ -48,7 +48,7 @@ pub fn default_figures(
 ) -> Result<Vec<moesim_reports::plot::RenderedFigure>, RunFailure> {
     let mut out = Vec::new();
     let (graph, result, platform) = (&outcome.graph, &outcome.result, &outcome.platform);
-    if graph.tasks().is_empty() {
+    if graph.task_count() == 0 {
         return Ok(out);
     }
     // Physical links only: the per-GPU SM send and receive links that bound

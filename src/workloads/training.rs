@@ -77,6 +77,24 @@ pub struct SlowGpu {
 /// 983,040 at 256 (EP 16 over 2 nodes: 8 peers).
 const FLOWS_PER_PEER: f64 = 4.0;
 
+/// Peak memory per estimated task of an every-rank step, all in: the
+/// graph's 16-byte task record, the engine's 25 bytes (span, pending count,
+/// stream successor, state), the lowering's per-op and per-kernel records
+/// kept for the metrics, and the rest of the run spread over its tasks.
+/// Fitted with [`BYTES_PER_RANK_FLOW`] on every-rank cuts of
+/// `deepseek-v3-pretrain-2048xh800` (peak RSS, no `--out`): 260.0 MB at 256
+/// GPUs (4.063e6 tasks and 9.667e5 flows estimated), 518.2 MB at 512
+/// (8.126e6, 2.417e6), 1,058.2 MB at 1,024 (1.625e7, 6.767e6): about 55
+/// bytes a task, 24 a flow and 13 MB besides. With the route tables the
+/// estimate errs high by 1.06x / 1.09x / 1.13x; the 2,048-GPU default
+/// step (1.219e8 tasks, 5.075e7 flows) comes to 8.4 GiB.
+const BYTES_PER_RANK_TASK: f64 = 60.0;
+/// Peak memory per estimated all-to-all flow of an every-rank step: the
+/// graph's 16-byte flow, the flow solver's run slot and the owner lookup
+/// (routes are interned, few beside the flows); fitted with
+/// [`BYTES_PER_RANK_TASK`].
+const BYTES_PER_RANK_FLOW: f64 = 32.0;
+
 /// Largest launch gap a class may be given, us (a kernel launch takes a few
 /// microseconds; a millisecond is a stalled host, not a launch).
 const MAX_LAUNCH_GAP_US: f64 = 1000.0;
@@ -563,8 +581,9 @@ impl Workload for TrainingWorkload {
         // step: 516,496 tasks at 32 GPUs, estimated 507,904; 4,148,896 at
         // 256, estimated 4,063,232). Every rank's all-to-alls add their
         // flows ([`FLOWS_PER_PEER`]); the representative's mirrors are few
-        // beside its tasks. At 256 GPUs the estimate (0.73 GiB) errs high
-        // against the measured peak (0.60 GiB).
+        // beside its tasks. Every rank's step is costed at its own bytes
+        // per task and flow ([`BYTES_PER_RANK_TASK`]); the representative's
+        // at the engine's generic ones.
         let (model, table, topology) = (setup.model.as_ref()?, setup.parallel.as_ref()?, setup.topology.as_ref()?);
         let plan = Self::plan(table, cluster_gpus(topology));
         let replicas = (plan.dp as u64 * plan.micro_batch as u64).max(1);
@@ -589,11 +608,11 @@ impl Workload for TrainingWorkload {
         } else {
             format!("{tasks:.3e} tasks")
         };
-        Some(Footprint {
-            bytes: tasks * BYTES_PER_TASK + flows * BYTES_PER_FLOW,
-            key: "workload.global_batch".into(),
-            what,
-        })
+        let (per_task, per_flow) = match self.simulate {
+            SimulateRanks::All => (BYTES_PER_RANK_TASK, BYTES_PER_RANK_FLOW),
+            SimulateRanks::Representative => (BYTES_PER_TASK, BYTES_PER_FLOW),
+        };
+        Some(Footprint { bytes: tasks * per_task + flows * per_flow, key: "workload.global_batch".into(), what })
     }
 
     fn run(&self, setup: &Setup, options: &RunOptions, observer: &mut dyn Observer) -> Result<Outcome, RunFailure> {
@@ -634,6 +653,7 @@ impl TrainingWorkload {
         cluster.share_memory_with_comm();
         let mut graph = TaskGraph::new();
         let low = lower_training(&cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;
+        release_freed_heap();
         let memory = training_memory(&spec, &cluster, &low);
         let mut platform = cluster.platform.clone();
         let mut slow_notes = Vec::new();
@@ -719,6 +739,19 @@ impl TrainingWorkload {
     }
 }
 
+/// Hands the heap the lowering freed (its blocks, steps and routing, in
+/// many small pieces) back to the system before the engine allocates: on
+/// glibc freed pieces stay resident otherwise (31 MB of the 256-GPU
+/// every-rank cut's 152 MB after lowering). Changes no result.
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free pages of glibc's heap to the
+    // system; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A rank and a time window on it, ps.
 type Window = (u32, u64, u64);
 
@@ -738,7 +771,7 @@ fn ep_hidden(graph: &TaskGraph, result: &moesim_sim::RunResult, windows: &[Windo
     // Per stream: whether its rank has a window, and whether it is an `ep` stream.
     let streams: Vec<(bool, bool)> =
         graph.streams().iter().map(|s| (ranks.contains(&s.rank), graph.label_str(s.name) == "ep")).collect();
-    for (i, t) in graph.tasks().iter().enumerate() {
+    for (i, t) in graph.tasks().enumerate() {
         let (windowed, ep) = streams[t.stream.0 as usize];
         if !windowed {
             continue;
