@@ -6,7 +6,7 @@
 //! one state (bytes left per flow as of `since`, rate, completion time) and
 //! finish together. An all-to-all of 16.8M equal flows has about 11.5k runs,
 //! so per-flow state is a run id, and the solver's pending completions are
-//! runs in buckets keyed by time (a `BTreeMap`; stale entries are recognised
+//! runs in a binary heap keyed by (time, sequence number) (stale entries are recognised
 //! by the run's current `due`). The solver hands the engine one pending
 //! completion at a time (stale ones are recognised by a generation).
 //!
@@ -69,7 +69,7 @@
 //! [`DONE_BYTES`] left counts as finished, so rounding never livelocks a run.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 
 use crate::graph::TaskGraph;
 use crate::platform::{LinkId, Platform};
@@ -344,11 +344,12 @@ pub struct FlowSolver {
     new_runs: Vec<u32>,
     /// Bit per flow, all clear between recomputes: frozen by the water-filling.
     frozen: Vec<u64>,
-    /// Pending completions: runs by completion time; an entry is current when
-    /// the run is live and its `due` equals the time.
-    dues: BTreeMap<u64, Vec<u32>>,
-    /// Entries in `dues`, current or not.
-    due_entries: usize,
+    /// Pending completions: (completion time, sequence number, run), earliest
+    /// first and, at one time, in the order they were queued; an entry is
+    /// current when the run is live and its `due` equals the time.
+    dues: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// The sequence number of the next entry of `dues`.
+    due_seq: u64,
     /// The completion handed out last, if still pending, and its generation.
     scheduled: Option<u64>,
     gen: u32,
@@ -438,7 +439,12 @@ const PAYLOAD: usize = BLOCK - 4;
 /// 24 for a CSR of u32.
 #[derive(Debug, Default)]
 struct Incidence {
+    /// Blocks; bytes from `used` on are left over from earlier recomputes
+    /// (every byte a list reads was written by this one), so reusing the
+    /// pool needs no clearing.
     pool: Vec<u8>,
+    /// Bytes of `pool` in use.
+    used: usize,
     /// Per local link: first block.
     head: Vec<u32>,
     /// Per local link: where its list grows.
@@ -460,14 +466,17 @@ struct ListTail {
 
 impl Incidence {
     fn clear(&mut self) {
-        self.pool.clear();
+        self.used = 0;
         self.head.clear();
         self.tails.clear();
     }
 
     fn new_block(&mut self) -> u32 {
-        let b = self.pool.len() / BLOCK;
-        self.pool.resize(self.pool.len() + BLOCK, 0);
+        let b = self.used / BLOCK;
+        self.used += BLOCK;
+        if self.pool.len() < self.used {
+            self.pool.resize(self.used, 0);
+        }
         b as u32
     }
 
@@ -650,8 +659,8 @@ impl FlowSolver {
             new_flows: Vec::new(),
             new_runs: Vec::new(),
             frozen: vec![0; flow_count.div_ceil(64)],
-            dues: BTreeMap::new(),
-            due_entries: 0,
+            dues: BinaryHeap::new(),
+            due_seq: 0,
             scheduled: None,
             gen: 0,
             resched: false,
@@ -751,26 +760,23 @@ impl FlowSolver {
         }
         self.scheduled = None;
         self.resched = true;
-        while let Some((&t, _)) = self.dues.first_key_value() {
+        while let Some(&Reverse((t, _, r))) = self.dues.peek() {
             if t > now {
                 break;
             }
-            let (_, bucket) = self.dues.pop_first().expect("a bucket");
-            self.due_entries -= bucket.len();
-            for &r in &bucket {
-                let run = self.runs[r as usize];
-                if run.finished || run.due != t {
-                    continue;
-                }
-                let elapsed = now.saturating_sub(run.since);
-                let (rem, rate) = (run.remaining, run.rate);
-                let over = rem < DONE_BYTES
-                    || (rate > 0.0 && (ceil_ps(rem / rate) <= elapsed || rem - rate * (elapsed as f64) < DONE_BYTES));
-                if !over {
-                    continue;
-                }
-                self.finish_run(paths, r, &mut done);
+            self.dues.pop();
+            let run = self.runs[r as usize];
+            if run.finished || run.due != t {
+                continue;
             }
+            let elapsed = now.saturating_sub(run.since);
+            let (rem, rate) = (run.remaining, run.rate);
+            let over = rem < DONE_BYTES
+                || (rate > 0.0 && (ceil_ps(rem / rate) <= elapsed || rem - rate * (elapsed as f64) < DONE_BYTES));
+            if !over {
+                continue;
+            }
+            self.finish_run(paths, r, &mut done);
         }
         true
     }
@@ -887,32 +893,18 @@ impl FlowSolver {
         self.scratch = sc;
         self.resched = false;
         // Drop stale entries when they dominate.
-        if self.due_entries > 2 * self.live_runs + 1024 {
+        if self.dues.len() > 2 * self.live_runs + 1024 {
             let runs = &self.runs;
-            self.dues.retain(|&t, v| {
-                v.retain(|&r| !runs[r as usize].finished && runs[r as usize].due == t);
-                !v.is_empty()
-            });
-            self.due_entries = self.dues.values().map(Vec::len).sum();
+            self.dues.retain(|&Reverse((t, _, r))| !runs[r as usize].finished && runs[r as usize].due == t);
         }
         let mut top = None;
-        while let Some(mut e) = self.dues.first_entry() {
-            let t = *e.key();
-            let v = e.get_mut();
-            while let Some(&r) = v.last() {
-                let run = &self.runs[r as usize];
-                if !run.finished && run.due == t {
-                    break;
-                }
-                v.pop();
-                self.due_entries -= 1;
-            }
-            if v.is_empty() {
-                e.remove();
-            } else {
+        while let Some(&Reverse((t, _, r))) = self.dues.peek() {
+            let run = &self.runs[r as usize];
+            if !run.finished && run.due == t {
                 top = Some(t);
                 break;
             }
+            self.dues.pop();
         }
         if top != self.scheduled {
             self.scheduled = top;
@@ -1130,7 +1122,10 @@ impl FlowSolver {
         let nl = sc.links.len();
         let labelled = sc.label_comp.len() > 1;
         sc.left.clear();
-        let mut heap = std::mem::take(&mut sc.heap);
+        // Entries are distinct (one per link, or a link's re-pushed later
+        // key), so the pops come in one order however the heap is built:
+        // built at once (O(links)) rather than pushed one by one.
+        let mut heap = std::mem::take(&mut sc.heap).into_vec();
         heap.clear();
         for ll in 0..nl {
             let cap = sc.cap0[ll];
@@ -1140,6 +1135,10 @@ impl FlowSolver {
                 heap.push(Reverse(((cap / k as f64).to_bits(), ll as u32)));
             }
         }
+        let mut heap = BinaryHeap::from(heap);
+        // Flows not frozen yet: once none is left, the links still in the
+        // heap hold no unfrozen flow and their pops would do nothing.
+        let mut unfrozen = n;
         // Flows not frozen as of the last sequential pass.
         let mut live = std::mem::take(&mut sc.live);
         live.clear();
@@ -1149,7 +1148,8 @@ impl FlowSolver {
         sc.sat.resize(nl, false);
         let mut batch = std::mem::take(&mut sc.batch);
         let mut level = 0.0f64;
-        while let Some(Reverse((key, ll))) = heap.pop() {
+        while unfrozen > 0 {
+            let Some(Reverse((key, ll))) = heap.pop() else { break };
             let ll = ll as usize;
             let k = sc.left[ll].1;
             if k == 0 {
@@ -1263,6 +1263,7 @@ impl FlowSolver {
                     });
                 }
             }
+            unfrozen -= sc.batch_flows.len();
             self.emit_batch(sc, s, now);
         }
         sc.batch = batch;
@@ -1367,8 +1368,8 @@ impl FlowSolver {
         self.runs[r as usize] = run;
         self.live_runs += 1;
         if run.due != u64::MAX {
-            self.dues.entry(run.due).or_default().push(r);
-            self.due_entries += 1;
+            self.dues.push(Reverse((run.due, self.due_seq, r)));
+            self.due_seq += 1;
         }
     }
 
