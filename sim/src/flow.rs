@@ -355,6 +355,9 @@ pub struct FlowSolver {
     gen: u32,
     resched: bool,
     scratch: Scratch,
+    /// Recomputes of at most this many flows build a flat incidence
+    /// ([`FLAT_FLOWS`]; tests lower it to check the blocks against it).
+    flat_flows: usize,
     recomputes: u64,
     /// Flows given a rate by a water-filling (new or re-rated), in all.
     rerated: u64,
@@ -380,6 +383,10 @@ struct Scratch {
     label_comp: Vec<u32>,
     old_links: Vec<u32>,
     inc: Incidence,
+    /// A small recompute's local link per hop, flow by flow, and where each
+    /// flow's hops end (see [`FlowSolver::localise`]).
+    hop_ll: Vec<u32>,
+    hop_ll_end: Vec<u32>,
     cap0: Vec<f64>,
     /// Per local link during the filling: capacity left and unfrozen flows
     /// (together: one cache line per link touched).
@@ -426,6 +433,9 @@ fn unzigzag(z: u32) -> u32 {
     ((z >> 1) as i32 ^ -((z & 1) as i32)) as u32
 }
 
+/// Recomputes of at most this many flows build a flat [`Incidence`].
+const FLAT_FLOWS: usize = 1 << 16;
+
 /// Bytes per block of an [`Incidence`] list: a payload, then the index of
 /// the next block (u32, little-endian).
 const BLOCK: usize = 256;
@@ -436,9 +446,16 @@ const PAYLOAD: usize = BLOCK - 4;
 /// its difference from the one before (1 byte for neighbouring flows, 2 for
 /// flows 4,095 apart), in a chain of blocks of one pool. Built in the same
 /// pass that numbers the links; about 9 bytes per all-to-all flow instead of
-/// 24 for a CSR of u32.
+/// 24 for a CSR of u32. A recompute of at most [`FLAT_FLOWS`] flows lists
+/// them flat instead (`flat`: one u32 per flow and link, the lists one after
+/// another), which costs a few hundred bytes per recompute where a block
+/// per link costs 256 bytes per link.
 #[derive(Debug, Default)]
 struct Incidence {
+    /// The lists are `items[start[k]..start[k + 1]]`, not blocks.
+    flat: bool,
+    start: Vec<u32>,
+    items: Vec<u32>,
     /// Blocks; bytes from `used` on are left over from earlier recomputes
     /// (every byte a list reads was written by this one), so reusing the
     /// pool needs no clearing.
@@ -469,6 +486,7 @@ impl Incidence {
         self.used = 0;
         self.head.clear();
         self.tails.clear();
+        self.flat = false;
     }
 
     fn new_block(&mut self) -> u32 {
@@ -544,18 +562,42 @@ impl Incidence {
 
     /// The flows of local link `k`, in the order they were pushed.
     fn list(&self, k: usize) -> IncidenceList<'_> {
-        IncidenceList { pool: &self.pool, pos: self.head[k] as usize * BLOCK, left: self.tails[k].deg, prev: 0 }
+        if self.flat {
+            return IncidenceList::Flat(self.items[self.start[k] as usize..self.start[k + 1] as usize].iter());
+        }
+        IncidenceList::Blocks(BlockList {
+            pool: &self.pool,
+            pos: self.head[k] as usize * BLOCK,
+            left: self.tails[k].deg,
+            prev: 0,
+        })
     }
 }
 
-struct IncidenceList<'a> {
+enum IncidenceList<'a> {
+    Blocks(BlockList<'a>),
+    Flat(std::slice::Iter<'a, u32>),
+}
+
+impl Iterator for IncidenceList<'_> {
+    type Item = u32;
+    #[inline]
+    fn next(&mut self) -> Option<u32> {
+        match self {
+            IncidenceList::Blocks(b) => b.next(),
+            IncidenceList::Flat(it) => it.next().copied(),
+        }
+    }
+}
+
+struct BlockList<'a> {
     pool: &'a [u8],
     pos: usize,
     left: u32,
     prev: u32,
 }
 
-impl IncidenceList<'_> {
+impl BlockList<'_> {
     fn byte(&mut self) -> u8 {
         if self.pos % BLOCK == PAYLOAD {
             let next = &self.pool[self.pos..self.pos + 4];
@@ -567,7 +609,7 @@ impl IncidenceList<'_> {
     }
 }
 
-impl Iterator for IncidenceList<'_> {
+impl Iterator for BlockList<'_> {
     type Item = u32;
     fn next(&mut self) -> Option<u32> {
         if self.left == 0 {
@@ -665,6 +707,7 @@ impl FlowSolver {
             gen: 0,
             resched: false,
             scratch: Scratch::default(),
+            flat_flows: FLAT_FLOWS,
             recomputes: 0,
             rerated: 0,
             started: 0,
@@ -829,6 +872,10 @@ impl FlowSolver {
         sc.links.clear();
         sc.parent.clear();
         sc.inc.clear();
+        if sc.flows.len() <= self.flat_flows {
+            self.localise_flat(paths, sc, union);
+            return;
+        }
         for &f in &sc.flows {
             let w = paths.flow_weight(f);
             // The root of the path's links so far.
@@ -855,6 +902,68 @@ impl FlowSolver {
                     }
                 }
             }
+        }
+    }
+
+    /// [`FlowSolver::localise`] into a flat incidence: one pass over the
+    /// paths numbers the links, joins them, counts each link's flows and
+    /// notes each hop's local link; the lists are then laid out one after
+    /// another and filled from those notes, each in `sc.flows` order (the
+    /// order the blocks would hold).
+    fn localise_flat<P: FlowPaths + ?Sized>(&mut self, paths: &P, sc: &mut Scratch, union: bool) {
+        sc.hop_ll.clear();
+        sc.hop_ll_end.clear();
+        for &f in &sc.flows {
+            let w = paths.flow_weight(f);
+            let mut root = NONE;
+            for &l in paths.flow_path(f) {
+                let mut ll = self.link_local[l.0 as usize];
+                if ll == NONE {
+                    ll = sc.links.len() as u32;
+                    self.link_local[l.0 as usize] = ll;
+                    sc.links.push(l.0);
+                    sc.parent.push(ll);
+                    sc.inc.tails.push(ListTail { pos: 0, last: 0, deg: 0, weight: 0 });
+                }
+                let tail = &mut sc.inc.tails[ll as usize];
+                tail.deg += 1;
+                tail.weight += w;
+                sc.hop_ll.push(ll);
+                if union {
+                    let b = find(&mut sc.parent, ll);
+                    if root == NONE {
+                        root = b;
+                    } else if root != b {
+                        let (lo, hi) = if root < b { (root, b) } else { (b, root) };
+                        sc.parent[hi as usize] = lo;
+                        root = lo;
+                    }
+                }
+            }
+            sc.hop_ll_end.push(sc.hop_ll.len() as u32);
+        }
+        let inc = &mut sc.inc;
+        inc.flat = true;
+        inc.start.clear();
+        inc.head.clear();
+        let mut at = 0u32;
+        for t in &inc.tails {
+            inc.start.push(at);
+            // Where the link's list fills next.
+            inc.head.push(at);
+            at += t.deg;
+        }
+        inc.start.push(at);
+        inc.items.clear();
+        inc.items.resize(at as usize, 0);
+        let mut from = 0;
+        for (&f, &end) in sc.flows.iter().zip(&sc.hop_ll_end) {
+            for &ll in &sc.hop_ll[from..end as usize] {
+                let slot = &mut inc.head[ll as usize];
+                inc.items[*slot as usize] = f;
+                *slot += 1;
+            }
+            from = end as usize;
         }
     }
 
@@ -1565,6 +1674,42 @@ mod tests {
         assert_eq!(inc.list(0).collect::<Vec<_>>(), want[0]);
         assert_eq!(inc.list(1).collect::<Vec<_>>(), want[1]);
         assert!(inc.pool.len() > 4 * BLOCK, "lists span several blocks");
+    }
+
+    #[test]
+    fn flat_incidence_and_union_equal_the_blocks() {
+        let mut p = Platform::default();
+        for i in 0..40 {
+            p.add_link(crate::platform::LinkResource {
+                name: format!("l{i}"),
+                kind: crate::platform::LinkKind::Physical("test"),
+                bytes_per_s: 1e12,
+                latency: crate::time::SimDuration(0),
+            });
+        }
+        // 600 flows over paths of 1-4 links, some repeating a link, over two
+        // groups of links that never meet (several components).
+        let paths: Vec<Vec<LinkId>> = (0..600u32)
+            .map(|f| {
+                let base = if f % 3 == 0 { 20 } else { 0 };
+                (0..1 + f % 4).map(|h| LinkId(base + (f * 7 + h * 13) % 20)).collect()
+            })
+            .collect();
+        let flows: Vec<u32> = (0..600u32).rev().filter(|f| f % 5 != 1).collect();
+        let mut got = Vec::new();
+        for flat_flows in [0, usize::MAX] {
+            let mut solver = FlowSolver::new(&p, paths.len(), false);
+            solver.flat_flows = flat_flows;
+            let mut sc = Scratch { flows: flows.clone(), ..Scratch::default() };
+            solver.localise(&paths, &mut sc, true);
+            assert_eq!(sc.inc.flat, flat_flows != 0);
+            let lists: Vec<(Vec<u32>, u32, u32)> =
+                (0..sc.links.len()).map(|k| (sc.inc.list(k).collect(), sc.inc.deg(k), sc.inc.weight(k))).collect();
+            let roots: Vec<u32> = (0..sc.links.len() as u32).map(|k| find(&mut sc.parent, k)).collect();
+            got.push((sc.links.clone(), lists, roots));
+        }
+        assert_eq!(got[0], got[1]);
+        assert!(got[0].2.iter().collect::<std::collections::BTreeSet<_>>().len() > 1, "several components");
     }
 
     #[test]
