@@ -407,10 +407,66 @@ struct Scratch {
     group_tmp: Vec<(u32, u32, u32)>,
     key_count: Vec<u32>,
     keys: Vec<u32>,
-    heap: BinaryHeap<Reverse<(u64, u32)>>,
+    heap: LevelQueue,
     /// The water-filling's flows not yet frozen as of its last sequential
     /// pass.
     live: Vec<u32>,
+}
+
+/// The water-filling's lazy min-queue of (fair share as f64 bits, local
+/// link): the links' first keys sorted at once, keys pushed later (a link's
+/// share, re-read, that outgrew its key) in a binary heap; a pop takes the
+/// smaller head. Entries are distinct (a link has at most one at a time), so
+/// the pops come in the one order of (key, link), as from a single heap,
+/// and sorting a few hundred keys costs less than heapifying and popping
+/// them one by one.
+#[derive(Debug, Default)]
+struct LevelQueue {
+    /// Ascending; entries before `at` are popped.
+    sorted: Vec<(u64, u32)>,
+    at: usize,
+    heap: BinaryHeap<Reverse<(u64, u32)>>,
+}
+
+impl LevelQueue {
+    fn clear(&mut self) {
+        self.sorted.clear();
+        self.at = 0;
+        self.heap.clear();
+    }
+
+    fn sort(&mut self) {
+        self.sorted.sort_unstable();
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<(u64, u32)> {
+        let a = self.sorted.get(self.at).copied();
+        match (a, self.heap.peek()) {
+            (Some(a), Some(&Reverse(b))) => Some(a.min(b)),
+            (a, b) => a.or(b.map(|r| r.0)),
+        }
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<(u64, u32)> {
+        let a = self.sorted.get(self.at).copied();
+        match (a, self.heap.peek()) {
+            (Some(a), Some(&Reverse(b))) if b < a => {
+                self.heap.pop();
+                Some(b)
+            }
+            (Some(a), _) => {
+                self.at += 1;
+                Some(a)
+            }
+            (None, _) => self.heap.pop().map(|r| r.0),
+        }
+    }
+
+    fn push(&mut self, e: (u64, u32)) {
+        self.heap.push(Reverse(e));
+    }
 }
 
 fn find(parent: &mut [u32], mut x: u32) -> u32 {
@@ -432,6 +488,10 @@ fn zigzag(delta: u32) -> u32 {
 fn unzigzag(z: u32) -> u32 {
     ((z >> 1) as i32 ^ -((z & 1) as i32)) as u32
 }
+
+/// Batches of at most this many flows from several runs or components are
+/// grouped by a comparison sort, larger ones by counting sorts.
+const SORT_GROUPS: usize = 256;
 
 /// Recomputes of at most this many flows build a flat [`Incidence`].
 const FLAT_FLOWS: usize = 1 << 16;
@@ -1231,20 +1291,17 @@ impl FlowSolver {
         let nl = sc.links.len();
         let labelled = sc.label_comp.len() > 1;
         sc.left.clear();
-        // Entries are distinct (one per link, or a link's re-pushed later
-        // key), so the pops come in one order however the heap is built:
-        // built at once (O(links)) rather than pushed one by one.
-        let mut heap = std::mem::take(&mut sc.heap).into_vec();
+        let mut heap = std::mem::take(&mut sc.heap);
         heap.clear();
         for ll in 0..nl {
             let cap = sc.cap0[ll];
             let k = sc.inc.weight(ll);
             sc.left.push((cap, k));
             if k > 0 {
-                heap.push(Reverse(((cap / k as f64).to_bits(), ll as u32)));
+                heap.sorted.push(((cap / k as f64).to_bits(), ll as u32));
             }
         }
-        let mut heap = BinaryHeap::from(heap);
+        heap.sort();
         // Flows not frozen yet: once none is left, the links still in the
         // heap hold no unfrozen flow and their pops would do nothing.
         let mut unfrozen = n;
@@ -1258,7 +1315,7 @@ impl FlowSolver {
         let mut batch = std::mem::take(&mut sc.batch);
         let mut level = 0.0f64;
         while unfrozen > 0 {
-            let Some(Reverse((key, ll))) = heap.pop() else { break };
+            let Some((key, ll)) = heap.pop() else { break };
             let ll = ll as usize;
             let k = sc.left[ll].1;
             if k == 0 {
@@ -1266,7 +1323,7 @@ impl FlowSolver {
             }
             let cur = sc.left[ll].0.max(0.0) / k as f64;
             if cur > f64::from_bits(key) * (1.0 + 1e-12) {
-                heap.push(Reverse((cur.to_bits(), ll as u32)));
+                heap.push((cur.to_bits(), ll as u32));
                 continue;
             }
             // Shares equal in exact arithmetic get the same rate.
@@ -1276,7 +1333,7 @@ impl FlowSolver {
             batch.clear();
             batch.push(ll as u32);
             let mut work = sc.inc.deg(ll);
-            while let Some(&Reverse((key2, l2))) = heap.peek() {
+            while let Some((key2, l2)) = heap.peek() {
                 if f64::from_bits(key2) > s * (1.0 + 1e-9) {
                     break;
                 }
@@ -1288,7 +1345,7 @@ impl FlowSolver {
                 }
                 let cur2 = sc.left[l2].0.max(0.0) / k2 as f64;
                 if cur2 > s * (1.0 + 1e-9) {
-                    heap.push(Reverse((cur2.to_bits(), l2 as u32)));
+                    heap.push((cur2.to_bits(), l2 as u32));
                     continue;
                 }
                 batch.push(l2 as u32);
@@ -1407,12 +1464,17 @@ impl FlowSolver {
             sc.group.push((label, origin, k as u32));
         }
         // Stable groups in (label, origin) order: each run keeps the freeze
-        // order. Origins first, then labels.
-        if sc.key_count.len() < self.runs.len().max(sc.label_comp.len()) {
-            sc.key_count.resize(self.runs.len().max(sc.label_comp.len()), 0);
+        // order. Origins first, then labels. A small batch is sorted by
+        // (label, origin, index) instead: the same order.
+        if sc.group.len() <= SORT_GROUPS {
+            sc.group.sort_unstable();
+        } else {
+            if sc.key_count.len() < self.runs.len().max(sc.label_comp.len()) {
+                sc.key_count.resize(self.runs.len().max(sc.label_comp.len()), 0);
+            }
+            group_stable(&mut sc.group, &mut sc.group_tmp, &mut sc.key_count, &mut sc.keys, |g| g.1);
+            group_stable(&mut sc.group, &mut sc.group_tmp, &mut sc.key_count, &mut sc.keys, |g| g.0);
         }
-        group_stable(&mut sc.group, &mut sc.group_tmp, &mut sc.key_count, &mut sc.keys, |g| g.1);
-        group_stable(&mut sc.group, &mut sc.group_tmp, &mut sc.key_count, &mut sc.keys, |g| g.0);
         let mut a = 0;
         while a < sc.group.len() {
             let (label, origin, _) = sc.group[a];
