@@ -434,13 +434,22 @@ struct Scratch {
 /// smaller head. Entries are distinct (a link has at most one at a time), so
 /// the pops come in the one order of (key, link), as from a single heap,
 /// and sorting a few hundred keys costs less than heapifying and popping
-/// them one by one.
+/// them one by one. An entry is packed as `key << 32 | link` (the same
+/// order), so the sort compares plain integers.
 #[derive(Debug, Default)]
 struct LevelQueue {
     /// Ascending; entries before `at` are popped.
-    sorted: Vec<(u64, u32)>,
+    sorted: Vec<u128>,
     at: usize,
-    heap: BinaryHeap<Reverse<(u64, u32)>>,
+    heap: BinaryHeap<Reverse<u128>>,
+}
+
+fn pack(key: u64, ll: u32) -> u128 {
+    (u128::from(key) << 32) | u128::from(ll)
+}
+
+fn unpack(e: u128) -> (u64, u32) {
+    ((e >> 32) as u64, e as u32)
 }
 
 impl LevelQueue {
@@ -450,6 +459,10 @@ impl LevelQueue {
         self.heap.clear();
     }
 
+    fn add_first(&mut self, key: u64, ll: u32) {
+        self.sorted.push(pack(key, ll));
+    }
+
     fn sort(&mut self) {
         self.sorted.sort_unstable();
     }
@@ -457,16 +470,17 @@ impl LevelQueue {
     #[inline]
     fn peek(&self) -> Option<(u64, u32)> {
         let a = self.sorted.get(self.at).copied();
-        match (a, self.heap.peek()) {
+        let e = match (a, self.heap.peek()) {
             (Some(a), Some(&Reverse(b))) => Some(a.min(b)),
             (a, b) => a.or(b.map(|r| r.0)),
-        }
+        };
+        e.map(unpack)
     }
 
     #[inline]
     fn pop(&mut self) -> Option<(u64, u32)> {
         let a = self.sorted.get(self.at).copied();
-        match (a, self.heap.peek()) {
+        let e = match (a, self.heap.peek()) {
             (Some(a), Some(&Reverse(b))) if b < a => {
                 self.heap.pop();
                 Some(b)
@@ -476,11 +490,12 @@ impl LevelQueue {
                 Some(a)
             }
             (None, _) => self.heap.pop().map(|r| r.0),
-        }
+        };
+        e.map(unpack)
     }
 
-    fn push(&mut self, e: (u64, u32)) {
-        self.heap.push(Reverse(e));
+    fn push(&mut self, key: u64, ll: u32) {
+        self.heap.push(Reverse(pack(key, ll)));
     }
 }
 
@@ -1313,7 +1328,7 @@ impl FlowSolver {
             let k = sc.inc.weight(ll);
             sc.left.push((cap, k));
             if k > 0 {
-                heap.sorted.push(((cap / k as f64).to_bits(), ll as u32));
+                heap.add_first((cap / k as f64).to_bits(), ll as u32);
             }
         }
         heap.sort();
@@ -1338,7 +1353,7 @@ impl FlowSolver {
             }
             let cur = sc.left[ll].0.max(0.0) / k as f64;
             if cur > f64::from_bits(key) * (1.0 + 1e-12) {
-                heap.push((cur.to_bits(), ll as u32));
+                heap.push(cur.to_bits(), ll as u32);
                 continue;
             }
             // Shares equal in exact arithmetic get the same rate.
@@ -1360,7 +1375,7 @@ impl FlowSolver {
                 }
                 let cur2 = sc.left[l2].0.max(0.0) / k2 as f64;
                 if cur2 > s * (1.0 + 1e-9) {
-                    heap.push((cur2.to_bits(), l2 as u32));
+                    heap.push(cur2.to_bits(), l2 as u32);
                     continue;
                 }
                 batch.push(l2 as u32);
@@ -1482,7 +1497,7 @@ impl FlowSolver {
         // order. Origins first, then labels. A small batch is sorted by
         // (label, origin, index) instead: the same order.
         if sc.group.len() <= SORT_GROUPS {
-            sc.group.sort_unstable();
+            sc.group.sort_unstable_by_key(|&(l, o, k)| (u128::from(l) << 64) | (u128::from(o) << 32) | u128::from(k));
         } else {
             if sc.key_count.len() < self.runs.len().max(sc.label_comp.len()) {
                 sc.key_count.resize(self.runs.len().max(sc.label_comp.len()), 0);
@@ -1575,7 +1590,8 @@ impl FlowSolver {
                 (run.rate, comp.flows[run.start as usize], r)
             })
             .collect();
-        order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // Distinct runs have distinct first flows: no ties.
+        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         // Runs from `from` on are laid out in order from its start; their
         // paths move with them.
         let base = runs[comp.runs[from] as usize].start as usize;
