@@ -6,9 +6,9 @@
 //! one state (bytes left per flow as of `since`, rate, completion time) and
 //! finish together. An all-to-all of 16.8M equal flows has about 11.5k runs,
 //! so per-flow state is a run id, and the solver's pending completions are
-//! runs in a binary heap keyed by (time, sequence number), so runs due at one
-//! time finish in the order they were queued (stale entries are recognised
-//! by the run's current `due`). The solver hands the engine one pending
+//! runs in buckets in a binary heap keyed by (time, sequence number)
+//! (`DueQueue`), so runs due at one time finish in the order they were
+//! queued (stale entries are recognised by the run's current `due`). The solver hands the engine one pending
 //! completion at a time (stale ones are recognised by a generation).
 //!
 //! When flows start, [`FlowSolver::recompute`] (once per timestamp) gathers
@@ -57,8 +57,8 @@
 //! recompute of at most 65,536 flows is flat (`Incidence::flat`, no 256-byte
 //! block per link), the block pool is reused without zeroing, small mixed
 //! batches are grouped by a comparison sort instead of counting sorts
-//! indexed by run id, and completions queue in a binary heap (no map node
-//! or bucket allocation per run). Such a recompute costs about 30 us on
+//! indexed by run id, and completions queue in reused buckets (no map
+//! search or allocation per run). Such a recompute costs about 30 us on
 //! this machine (about 3M flows re-rated per second over the every-rank
 //! DeepSeek-V3 step on 256 GPUs, from about 2M). The solver counts the flows it starts and the
 //! flows its water-fillings rate ([`FlowSolver::flows_rerated`]): one event
@@ -359,12 +359,10 @@ pub struct FlowSolver {
     new_runs: Vec<u32>,
     /// Bit per flow, all clear between recomputes: frozen by the water-filling.
     frozen: Vec<u64>,
-    /// Pending completions: (completion time, sequence number, run), earliest
-    /// first and, at one time, in the order they were queued; an entry is
-    /// current when the run is live and its `due` equals the time.
-    dues: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    /// The sequence number of the next entry of `dues`.
-    due_seq: u64,
+    /// Pending completions: runs by completion time, at one time in the
+    /// order they were queued; an entry is current when the run is live and
+    /// its `due` equals the time.
+    dues: DueQueue,
     /// The completion handed out last, if still pending, and its generation.
     scheduled: Option<u64>,
     gen: u32,
@@ -426,6 +424,90 @@ struct Scratch {
     /// The water-filling's flows not yet frozen as of its last sequential
     /// pass.
     live: Vec<u32>,
+}
+
+/// Pending completions: buckets of runs in a binary heap by (time, sequence
+/// number). A run due at the time of the bucket queued last joins it,
+/// otherwise it opens a bucket; so runs due at one time come out in the
+/// order they were queued (a bucket holds a stretch of them, and buckets of
+/// one time come out in the order they were opened), many runs due at once
+/// (an all-to-all's) cost one heap entry, and no run allocates (bucket
+/// vectors are reused).
+#[derive(Debug, Default)]
+struct DueQueue {
+    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// Per slot: a bucket's runs, in the order queued (empty when free).
+    buckets: Vec<Vec<u32>>,
+    free: Vec<u32>,
+    seq: u64,
+    /// The bucket opened last, while still queued: (time, slot).
+    last: Option<(u64, u32)>,
+    /// Runs in all queued buckets, current or not.
+    len: usize,
+}
+
+impl DueQueue {
+    fn push(&mut self, t: u64, r: u32) {
+        self.len += 1;
+        if let Some((lt, slot)) = self.last {
+            if lt == t {
+                self.buckets[slot as usize].push(r);
+                return;
+            }
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.buckets.push(Vec::new());
+            self.buckets.len() as u32 - 1
+        });
+        self.buckets[slot as usize].push(r);
+        self.heap.push(Reverse((t, self.seq, slot)));
+        self.seq += 1;
+        self.last = Some((t, slot));
+    }
+
+    /// The earliest bucket: (time, slot).
+    fn first(&self) -> Option<(u64, u32)> {
+        self.heap.peek().map(|&Reverse((t, _, slot))| (t, slot))
+    }
+
+    /// Takes the earliest bucket off the queue; the caller hands its slot
+    /// back with [`DueQueue::release`].
+    fn pop_first(&mut self) {
+        if let Some(Reverse((_, _, slot))) = self.heap.pop() {
+            self.len -= self.buckets[slot as usize].len();
+            if self.last.is_some_and(|l| l.1 == slot) {
+                self.last = None;
+            }
+        }
+    }
+
+    /// Frees `slot`, keeping `bucket`'s buffer for it.
+    fn release(&mut self, slot: u32, mut bucket: Vec<u32>) {
+        bucket.clear();
+        if bucket.capacity() > 0 {
+            self.buckets[slot as usize] = bucket;
+        } else {
+            self.buckets[slot as usize].clear();
+        }
+        self.free.push(slot);
+    }
+
+    /// Keeps the runs for which `keep(time, run)` holds.
+    fn retain(&mut self, keep: impl Fn(u64, u32) -> bool) {
+        let (buckets, free) = (&mut self.buckets, &mut self.free);
+        let mut len = 0;
+        self.heap.retain(|&Reverse((t, _, slot))| {
+            let v = &mut buckets[slot as usize];
+            v.retain(|&r| keep(t, r));
+            len += v.len();
+            if v.is_empty() {
+                free.push(slot);
+            }
+            !v.is_empty()
+        });
+        self.len = len;
+        self.last = None;
+    }
 }
 
 /// The water-filling's lazy min-queue of (fair share as f64 bits, local
@@ -791,8 +873,7 @@ impl FlowSolver {
             new_flows: Vec::new(),
             new_runs: Vec::new(),
             frozen: vec![0; flow_count.div_ceil(64)],
-            dues: BinaryHeap::new(),
-            due_seq: 0,
+            dues: DueQueue::default(),
             scheduled: None,
             gen: 0,
             resched: false,
@@ -893,23 +974,27 @@ impl FlowSolver {
         }
         self.scheduled = None;
         self.resched = true;
-        while let Some(&Reverse((t, _, r))) = self.dues.peek() {
+        while let Some((t, slot)) = self.dues.first() {
             if t > now {
                 break;
             }
-            self.dues.pop();
-            let run = self.runs[r as usize];
-            if run.finished || run.due != t {
-                continue;
+            self.dues.pop_first();
+            let bucket = std::mem::take(&mut self.dues.buckets[slot as usize]);
+            for &r in &bucket {
+                let run = self.runs[r as usize];
+                if run.finished || run.due != t {
+                    continue;
+                }
+                let elapsed = now.saturating_sub(run.since);
+                let (rem, rate) = (run.remaining, run.rate);
+                let over = rem < DONE_BYTES
+                    || (rate > 0.0 && (ceil_ps(rem / rate) <= elapsed || rem - rate * (elapsed as f64) < DONE_BYTES));
+                if !over {
+                    continue;
+                }
+                self.finish_run(paths, r, &mut done);
             }
-            let elapsed = now.saturating_sub(run.since);
-            let (rem, rate) = (run.remaining, run.rate);
-            let over = rem < DONE_BYTES
-                || (rate > 0.0 && (ceil_ps(rem / rate) <= elapsed || rem - rate * (elapsed as f64) < DONE_BYTES));
-            if !over {
-                continue;
-            }
-            self.finish_run(paths, r, &mut done);
+            self.dues.release(slot, bucket);
         }
         true
     }
@@ -1092,18 +1177,28 @@ impl FlowSolver {
         self.scratch = sc;
         self.resched = false;
         // Drop stale entries when they dominate.
-        if self.dues.len() > 2 * self.live_runs + 1024 {
-            let runs = &self.runs;
-            self.dues.retain(|&Reverse((t, _, r))| !runs[r as usize].finished && runs[r as usize].due == t);
+        let runs = &self.runs;
+        let current = |t: u64, r: u32| !runs[r as usize].finished && runs[r as usize].due == t;
+        if self.dues.len > 2 * self.live_runs + 1024 {
+            self.dues.retain(current);
         }
         let mut top = None;
-        while let Some(&Reverse((t, _, r))) = self.dues.peek() {
-            let run = &self.runs[r as usize];
-            if !run.finished && run.due == t {
+        while let Some((t, slot)) = self.dues.first() {
+            let v = &mut self.dues.buckets[slot as usize];
+            while let Some(&r) = v.last() {
+                if current(t, r) {
+                    break;
+                }
+                v.pop();
+                self.dues.len -= 1;
+            }
+            if v.is_empty() {
+                self.dues.pop_first();
+                self.dues.release(slot, Vec::new());
+            } else {
                 top = Some(t);
                 break;
             }
-            self.dues.pop();
         }
         if top != self.scheduled {
             self.scheduled = top;
@@ -1569,8 +1664,7 @@ impl FlowSolver {
         self.runs[r as usize] = run;
         self.live_runs += 1;
         if run.due != u64::MAX {
-            self.dues.push(Reverse((run.due, self.due_seq, r)));
-            self.due_seq += 1;
+            self.dues.push(run.due, r);
         }
     }
 
