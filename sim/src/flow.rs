@@ -1,15 +1,15 @@
 //! The fluid network: flows share directed links max-min fairly.
 //!
-//! Flows that share a link, transitively, form a component; each link
-//! belongs to at most one. Within a component, flows that were given the same
-//! rate at the same time with the same bytes left form a *run*: they share
-//! one state (bytes left per flow as of `since`, rate, completion time) and
-//! finish together. An all-to-all of 16.8M equal flows has about 11.5k runs,
-//! so per-flow state is a run id, and the solver's pending completions are
-//! runs in buckets in a binary heap keyed by (time, sequence number)
-//! (`DueQueue`), so runs due at one time finish in the order they were
-//! queued (stale entries are recognised by the run's current `due`). The solver hands the engine one pending
-//! completion at a time (stale ones are recognised by a generation).
+//! Flows that share a link, transitively, form a component; each link belongs
+//! to at most one. Within a component, flows that were given the same rate at
+//! the same time with the same bytes left form a *run*: they share one state
+//! (bytes left per flow as of `since`, rate, completion time) and finish
+//! together. An all-to-all of 16.8M equal flows has about 11.5k runs, so
+//! per-flow state is a run id, and the solver's pending completions are runs in
+//! buckets in a binary heap keyed by (time, sequence number) (`DueQueue`), so
+//! runs due at one time finish in the order they were queued (stale entries are
+//! recognised by the run's current `due`). The solver hands the engine one
+//! pending completion at a time (stale ones are recognised by a generation).
 //!
 //! When flows start, [`FlowSolver::recompute`] (once per timestamp) gathers
 //! the flows of every component the new flows touch plus the new flows,
@@ -38,31 +38,32 @@
 //! Water-filling (progressive filling) uses a lazy min-queue of links keyed by
 //! their fair share `capacity_left / unfrozen_flows`: a link's share only grows
 //! as flows elsewhere freeze, so an out-of-date key is pushed back, and a
-//! current one is a bottleneck (the queue, `LevelQueue`, sorts the first
-//! keys at once and heaps only the pushed-back ones; it stops when every
-//! flow froze). All links saturating at that level freeze
-//! their unfrozen flows together (a *batch*), either through the incidence or, when
-//! they hold many flows, in one sequential pass over the flows not frozen as
-//! of the previous such pass (a list compacted by each pass, so a pass costs
-//! at most twice the incidence walk it replaces: with one pass over all
-//! flows per level, a multi-plane fat-tree all-to-all, whose ECMP imbalance
-//! gives thousands of levels, cost O(levels x flows), about N^3). Each batch
-//! becomes one run per (component, origin run). Cost: O(sum of path lengths x
-//! log links) per recompute.
+//! current one is a bottleneck (the queue, `LevelQueue`, sorts the first keys
+//! at once and heaps only the pushed-back ones; it stops when every flow
+//! froze). All links saturating at that level freeze their unfrozen flows
+//! together (a *batch*), either through the incidence or, when they hold many
+//! flows, in one sequential pass over the flows not frozen as of the previous
+//! such pass (a list compacted by each pass, so a pass costs at most twice the
+//! incidence walk it replaces: with one pass over all flows per level, a
+//! multi-plane fat-tree all-to-all, whose ECMP imbalance gives thousands of
+//! levels, cost O(levels x flows), about N^3). Each batch becomes one run per
+//! (component, origin run). Cost: O(sum of path lengths x log links) per
+//! recompute.
 //!
 //! Most recomputes are small: in an every-rank training step each DeepEP
 //! exchange is about 900 flows that finish one by one, and each completion
 //! re-fills about 100 flows over about 200 links (in about 16 levels). Their
-//! fixed costs are kept off whole-size structures: the incidence of a
-//! recompute of at most 65,536 flows is flat (`Incidence::flat`, no 256-byte
-//! block per link), the block pool is reused without zeroing, small mixed
-//! batches are grouped by a comparison sort instead of counting sorts
-//! indexed by run id, and completions queue in reused buckets (no map
-//! search or allocation per run). Such a recompute costs about 30 us on
-//! this machine (about 3M flows re-rated per second over the every-rank
-//! DeepSeek-V3 step on 256 GPUs, from about 2M). The solver counts the flows it starts and the
-//! flows its water-fillings rate ([`FlowSolver::flows_rerated`]): one event
-//! can finish millions of flows, so events/s alone says little of its work.
+//! fixed costs are kept off whole-size structures: the incidence of a recompute
+//! of at most 65,536 flows is flat (`Incidence::flat`, no 256-byte block per
+//! link), the block pool is reused without zeroing, small mixed batches are
+//! grouped by a comparison sort instead of counting sorts indexed by run id,
+//! and completions queue in reused buckets (no map search or allocation per
+//! run). The every-rank DeepSeek-V3 step on 256 GPUs (837k recomputes)
+//! takes about 36 us of CPU per recompute, run included, on the 2-core
+//! development machine (2.8-2.9M flows re-rated per second; 44-47 us and
+//! 2.2-2.4M before). The solver counts the flows it starts and the flows its
+//! water-fillings rate ([`FlowSolver::flows_rerated`]): one event can finish
+//! millions of flows, so events/s alone says little of its work.
 //!
 //! A flow may stand for `w` identical member flows on one path
 //! ([`FlowPaths::flow_weight`], from `TaskGraph::add_weighted_comm`): its
