@@ -3,7 +3,10 @@
 //! rail-optimised fat-tree, through the engine (flows per second) and alone
 //! (the solver driven directly: starts, recomputes, completions), plus an
 //! all-to-all whose ranks start one after another, so every start merges a
-//! rank's flows into the running component (full recomputes of runs).
+//! rank's flows into the running component (full recomputes of runs), and
+//! rounds of small exchanges whose flows all have different sizes, so they
+//! finish one by one and each completion re-fills a small component (the
+//! every-rank training step's many small recomputes).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use moesim_sim::flow::FlowSolver;
@@ -97,6 +100,32 @@ fn staggered_all_to_all(f: &fabric::Fabric, bytes: f64) -> TaskGraph {
     g
 }
 
+/// `rounds` rounds, one after another on each GPU's stream, of all-to-alls
+/// within groups of 8 GPUs of `f`; every flow of a round has its own size
+/// (1-2 x `bytes`), so the flows of a group finish one by one.
+fn small_exchanges(f: &fabric::Fabric, rounds: u32, bytes: f64) -> TaskGraph {
+    let mut g = TaskGraph::new();
+    let mut route = Vec::new();
+    let streams: Vec<StreamId> = (0..f.gpus).map(|src| g.add_stream(src, "comm")).collect();
+    for round in 0..rounds {
+        for src in 0..f.gpus {
+            // Groups shift with the round so they cross nodes differently.
+            let base = (src / 8) * 8;
+            let flows: Vec<Flow> = (0..8)
+                .map(|k| base + (k + round) % 8)
+                .filter(|&dst| dst != src)
+                .map(|dst| {
+                    f.route(src, dst, &mut route);
+                    let size = 1.0 + f64::from((src * 31 + dst * 17 + round * 7) % 97) / 97.0;
+                    Flow { path: g.add_path(&route), bytes: bytes * size }
+                })
+                .collect();
+            g.add_comm(streams[src as usize], "exchange", flows, None);
+        }
+    }
+    g
+}
+
 fn flow_solver(c: &mut Criterion) {
     let mut group = c.benchmark_group("flow_solver");
     group.sample_size(10);
@@ -115,6 +144,12 @@ fn flow_solver(c: &mut Criterion) {
     let g = staggered_all_to_all(&f, 4096.0);
     group.throughput(Throughput::Elements(g.flows().len() as u64));
     group.bench_with_input(BenchmarkId::new("all_to_all_staggered", 128), &g, |b, g| {
+        b.iter(|| run(&f.platform, g, &EngineOptions::default(), &mut Quiet).unwrap())
+    });
+    let f = fabric::Fabric::new(256);
+    let g = small_exchanges(&f, 8, 1_048_576.0);
+    group.throughput(Throughput::Elements(g.flows().len() as u64));
+    group.bench_with_input(BenchmarkId::new("small_exchanges_one_by_one", 256), &g, |b, g| {
         b.iter(|| run(&f.platform, g, &EngineOptions::default(), &mut Quiet).unwrap())
     });
     group.finish();
