@@ -582,6 +582,35 @@ impl LevelQueue {
     }
 }
 
+/// The local number of global link `link` in this recompute (`links` in
+/// first-seen order): its number so far, or the next one, with a
+/// union-find node of its own in `parent`, on first sight; and whether it
+/// is new.
+fn number_link(link_local: &mut [u32], links: &mut Vec<u32>, parent: &mut Vec<u32>, link: u32) -> (u32, bool) {
+    let ll = link_local[link as usize];
+    if ll != NONE {
+        return (ll, false);
+    }
+    let ll = links.len() as u32;
+    link_local[link as usize] = ll;
+    links.push(link);
+    parent.push(ll);
+    (ll, true)
+}
+
+/// Joins local link `ll` into the set rooted at `root` (`NONE` before a
+/// path's first link) and returns the joined set's root. The smaller id
+/// becomes the root, so the result does not depend on the order.
+fn join(parent: &mut [u32], root: u32, ll: u32) -> u32 {
+    let b = find(parent, ll);
+    if root == NONE || root == b {
+        return b;
+    }
+    let (lo, hi) = if root < b { (root, b) } else { (b, root) };
+    parent[hi as usize] = lo;
+    lo
+}
+
 fn find(parent: &mut [u32], mut x: u32) -> u32 {
     while parent[x as usize] != x {
         let p = parent[x as usize];
@@ -1057,25 +1086,13 @@ impl FlowSolver {
             // The root of the path's links so far.
             let mut root = NONE;
             for &l in paths.flow_path(f) {
-                let mut ll = self.link_local[l.0 as usize];
-                if ll == NONE {
-                    ll = sc.links.len() as u32;
-                    self.link_local[l.0 as usize] = ll;
-                    sc.links.push(l.0);
-                    sc.parent.push(ll);
+                let (ll, new) = number_link(&mut self.link_local, &mut sc.links, &mut sc.parent, l.0);
+                if new {
                     sc.inc.add_link();
                 }
                 sc.inc.push(ll as usize, f, w);
                 if union {
-                    let b = find(&mut sc.parent, ll);
-                    if root == NONE {
-                        root = b;
-                    } else if root != b {
-                        // The smaller id becomes the root: independent of order.
-                        let (lo, hi) = if root < b { (root, b) } else { (b, root) };
-                        sc.parent[hi as usize] = lo;
-                        root = lo;
-                    }
+                    root = join(&mut sc.parent, root, ll);
                 }
             }
         }
@@ -1093,12 +1110,8 @@ impl FlowSolver {
             let w = paths.flow_weight(f);
             let mut root = NONE;
             for &l in paths.flow_path(f) {
-                let mut ll = self.link_local[l.0 as usize];
-                if ll == NONE {
-                    ll = sc.links.len() as u32;
-                    self.link_local[l.0 as usize] = ll;
-                    sc.links.push(l.0);
-                    sc.parent.push(ll);
+                let (ll, new) = number_link(&mut self.link_local, &mut sc.links, &mut sc.parent, l.0);
+                if new {
                     sc.inc.tails.push(ListTail { pos: 0, last: 0, deg: 0, weight: 0 });
                 }
                 let tail = &mut sc.inc.tails[ll as usize];
@@ -1106,14 +1119,7 @@ impl FlowSolver {
                 tail.weight += w;
                 sc.hop_ll.push(ll);
                 if union {
-                    let b = find(&mut sc.parent, ll);
-                    if root == NONE {
-                        root = b;
-                    } else if root != b {
-                        let (lo, hi) = if root < b { (root, b) } else { (b, root) };
-                        sc.parent[hi as usize] = lo;
-                        root = lo;
-                    }
+                    root = join(&mut sc.parent, root, ll);
                 }
             }
             sc.hop_ll_end.push(sc.hop_ll.len() as u32);
