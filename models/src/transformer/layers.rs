@@ -927,13 +927,9 @@ impl<'a> LayerContext<'a> {
     /// low-latency kernels of decode receive and send in expert-major order:
     /// no permutes. Nothing for no rows.
     fn experts_forward(&self, b: &Builder, inter: u64, rows: u64, mid: &mut Vec<Item>) -> Result<(), ModelError> {
-        if rows == 0 {
+        let Some(ExpertDims { g, m, h, rows, hf }) = self.expert_dims(rows) else {
             return Ok(());
-        }
-        let h = self.model.hidden as u64;
-        let (g, m) = self.expert_shape(rows);
-        let rows = (m * g) as f64;
-        let hf = h as f64;
+        };
         let act = if self.linear_dtype == Dtype::Fp8 { 1.0 + 4.0 / 128.0 } else { 2.0 };
         let permute = !matches!(self.mode, PassMode::Decode { .. });
         if permute {
@@ -963,13 +959,9 @@ impl<'a> LayerContext<'a> {
         mid: &mut Vec<Item>,
         weight: &mut Vec<Item>,
     ) -> Result<(), ModelError> {
-        if rows == 0 {
+        let Some(ExpertDims { g, m, h, rows, hf }) = self.expert_dims(rows) else {
             return Ok(());
-        }
-        let h = self.model.hidden as u64;
-        let (g, m) = self.expert_shape(rows);
-        let rows = (m * g) as f64;
-        let hf = h as f64;
+        };
         mid.push(b.elementwise("experts permute", rows * hf * 2.0, rows * hf * 2.0, 0.0)?);
         mid.extend(b.grouped_pass("experts down", "dgrad", g, (m, inter, h))?);
         mid.push(b.elementwise(
@@ -983,6 +975,17 @@ impl<'a> LayerContext<'a> {
         weight.extend(b.grouped_pass("experts down", "wgrad", g, (m, inter, h))?);
         weight.extend(b.grouped_pass("experts gate_up", "wgrad", g, (m, h, 2 * inter))?);
         Ok(())
+    }
+
+    /// The sizes both expert passes use for `rows` received pairs; `None`
+    /// for no rows (the passes then add no kernels).
+    fn expert_dims(&self, rows: u64) -> Option<ExpertDims> {
+        if rows == 0 {
+            return None;
+        }
+        let h = self.model.hidden as u64;
+        let (g, m) = self.expert_shape(rows);
+        Some(ExpertDims { g, m, h, rows: (m * g) as f64, hf: h as f64 })
     }
 
     /// The grouped GEMMs' shape for `rows` received (token, expert) pairs:
@@ -1270,6 +1273,17 @@ impl<'a> LayerContext<'a> {
         input.push(b.norm("attn_norm", self.sp_tokens(), h, Pass::Backward)?);
         Ok(())
     }
+}
+
+/// The routed experts' sizes for one pass ([`LayerContext::expert_dims`]):
+/// active experts `g`, rows per expert `m`, hidden size `h`, the padded
+/// rows `g x m` and `h` as floats.
+struct ExpertDims {
+    g: u64,
+    m: u64,
+    h: u64,
+    rows: f64,
+    hf: f64,
 }
 
 #[cfg(test)]
