@@ -206,6 +206,12 @@ fn slow_gpus_are_checked_at_their_key_and_need_every_rank() {
     assert!(err.contains("in [0, 0.2]") && err.contains("found -0.1"), "{err}");
     let err = rejected("bad_speed_spread_big", TRAINING, &["--set", "workload.gpu_speed_spread=0.5"]);
     assert!(err.contains("workload.gpu_speed_spread") && err.contains("found 0.5"), "{err}");
+    // The finish-time tolerance is a fraction in [0, 0.1].
+    for bad in ["-0.01", "0.5", "nan"] {
+        let err =
+            rejected("bad_finish_tolerance", TRAINING, &["--set", &format!("workload.flow_finish_tolerance={bad}")]);
+        assert!(err.contains("workload.flow_finish_tolerance") && err.contains("in [0, 0.1]"), "{err}");
+    }
 }
 
 #[test]

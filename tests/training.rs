@@ -127,6 +127,28 @@ fn one_slow_gpu_lengthens_the_every_rank_step() {
 }
 
 #[test]
+fn a_flow_finish_tolerance_errs_early_and_within_itself() {
+    // Every rank: each DeepEP exchange's flows finish one by one; with a
+    // tolerance, the flows due within that fraction of their duration after
+    // a completion finish with it.
+    let exact = run(&["--set", "workload.simulate=all"]);
+    let a = f(&exact, "step_time_s");
+    assert!(!exact["notes"].to_string().contains("flow_finish_tolerance"), "{}", exact["notes"]);
+    for tol in ["0.01", "0.05"] {
+        let set = format!("workload.flow_finish_tolerance={tol}");
+        let approx = run(&["--set", "workload.simulate=all", "--set", &set]);
+        let b = f(&approx, "step_time_s");
+        let t: f64 = tol.parse().unwrap();
+        println!("tolerance {tol}: {b:.6} s against exact {a:.6} s ({:+.3}%)", (b / a - 1.0) * 100.0);
+        // Flows end early, never late: the step is no longer, and shorter
+        // by less than the tolerance.
+        assert!(b <= a && b > a * (1.0 - t), "exact {a}, tolerance {tol}: {b}");
+        let notes = approx["notes"].to_string();
+        assert!(notes.contains(&format!("flow_finish_tolerance = {tol}: an approximation")), "{notes}");
+    }
+}
+
+#[test]
 fn gpus_of_different_speeds_gate_their_ep_groups() {
     // GPU-to-GPU variability: every GPU's speed drawn around the preset.
     let all = run(&["--set", "workload.simulate=all"]);

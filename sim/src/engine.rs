@@ -176,7 +176,11 @@ impl<'a> Engine<'a> {
                 m
             },
             coupled_devices: Vec::new(),
-            flows: FlowSolver::new(platform, graph.flows().len(), options.record_link_series),
+            flows: {
+                let mut solver = FlowSolver::new(platform, graph.flows().len(), options.record_link_series);
+                solver.set_finish_tolerance(options.flow_finish_tolerance);
+                solver
+            },
             flow_task: FlowOwner::new(graph),
             to_finish: VecDeque::new(),
             dues: Vec::new(),
@@ -238,8 +242,12 @@ impl<'a> Engine<'a> {
                 resource_kind,
             });
         }
-        let (flows_started, flow_recomputes, flows_rerated) =
-            (self.flows.flows_started(), self.flows.recomputes(), self.flows.flows_rerated());
+        let (flows_started, flow_recomputes, flows_rerated, flows_finished_early) = (
+            self.flows.flows_started(),
+            self.flows.recomputes(),
+            self.flows.flows_rerated(),
+            self.flows.flows_finished_early(),
+        );
         let (links, series) = self.flows.into_stats();
         let link_series = series.unwrap_or_else(|| vec![Vec::new(); links.len()]);
         Ok(RunResult {
@@ -248,6 +256,7 @@ impl<'a> Engine<'a> {
             flows_started,
             flow_recomputes,
             flows_rerated,
+            flows_finished_early,
             spans: self.spans,
             devices: self.devices.iter().map(|d| d.stats).collect(),
             links,

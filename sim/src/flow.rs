@@ -238,6 +238,8 @@ struct Run {
     /// Bytes per picosecond, per flow.
     rate: f64,
     since: u64,
+    /// When its flows started (they started together).
+    born: u64,
     /// Completion time (u64::MAX if none, or if the run is finished or free).
     due: u64,
     comp: u32,
@@ -250,8 +252,17 @@ struct Run {
 }
 
 impl Run {
-    const FREE: Run =
-        Run { remaining: 0.0, rate: 0.0, since: 0, due: u64::MAX, comp: NONE, start: 0, end: 0, finished: true };
+    const FREE: Run = Run {
+        remaining: 0.0,
+        rate: 0.0,
+        since: 0,
+        born: 0,
+        due: u64::MAX,
+        comp: NONE,
+        start: 0,
+        end: 0,
+        finished: true,
+    };
 
     /// The completion time if the rate were set at `self.since`.
     fn completion(&self) -> u64 {
@@ -377,6 +388,12 @@ pub struct FlowSolver {
     rerated: u64,
     /// Flows started, in all.
     started: u64,
+    /// Relative tolerance on a flow's finish time: at a completion, runs due
+    /// within this fraction of their flows' duration finish with it
+    /// ([`FlowSolver::set_finish_tolerance`]; 0: exact).
+    tolerance: f64,
+    /// Flows finished early by that tolerance, in all.
+    finished_early: u64,
 }
 
 /// Buffers reused by every recompute: the flows being recomputed and the
@@ -912,7 +929,23 @@ impl FlowSolver {
             recomputes: 0,
             rerated: 0,
             started: 0,
+            tolerance: 0.0,
+            finished_early: 0,
         }
+    }
+
+    /// Lets a completion take along the runs due soon after it: a run due at
+    /// `d` whose flows started at `b` finishes at a completion at `t` when
+    /// `d - t <= tolerance x (d - b)`, i.e. each flow ends at most
+    /// `tolerance` of its own duration early (with its last bytes unsent).
+    /// Whole buckets of due runs are taken, in due order, while every
+    /// current run in the bucket qualifies. The freed capacity goes to the
+    /// other flows that much earlier, so they too may finish early; the
+    /// error on a training step is measured in the README. 0 (the default)
+    /// is exact; the point is fewer re-fills when an exchange's flows finish
+    /// one by one.
+    pub fn set_finish_tolerance(&mut self, tolerance: f64) {
+        self.tolerance = tolerance;
     }
 
     /// Starts flow `flow` with `bytes` (> 0) over its non-empty path. It gets a
@@ -1026,7 +1059,39 @@ impl FlowSolver {
             }
             self.dues.release(slot, bucket);
         }
+        if self.tolerance > 0.0 {
+            self.finish_early(paths, now, &mut done);
+        }
         true
+    }
+
+    /// Finishes, at `now`, the buckets of due runs that
+    /// [`FlowSolver::set_finish_tolerance`] lets finish early, in due order,
+    /// stopping at the first bucket with a current run that does not
+    /// qualify.
+    fn finish_early<P: FlowPaths + ?Sized>(&mut self, paths: &P, now: u64, done: &mut impl FnMut(u32, &[LinkId])) {
+        while let Some((t, slot)) = self.dues.first() {
+            let runs = &self.runs;
+            let tol = self.tolerance;
+            let fits = self.dues.buckets[slot as usize].iter().all(|&r| {
+                let run = &runs[r as usize];
+                run.finished || run.due != t || (t - now) as f64 <= tol * t.saturating_sub(run.born) as f64
+            });
+            if !fits {
+                break;
+            }
+            self.dues.pop_first();
+            let bucket = std::mem::take(&mut self.dues.buckets[slot as usize]);
+            for &r in &bucket {
+                let run = self.runs[r as usize];
+                if run.finished || run.due != t {
+                    continue;
+                }
+                self.finished_early += u64::from(run.end - run.start);
+                self.finish_run(paths, r, done);
+            }
+            self.dues.release(slot, bucket);
+        }
     }
 
     /// Marks a run's flows done and takes them off their links.
@@ -1352,6 +1417,7 @@ impl FlowSolver {
         self.new_flows.clear();
         for &r in &self.new_runs {
             self.runs[r as usize].since = now;
+            self.runs[r as usize].born = now;
         }
         sc.origins.append(&mut self.new_runs);
         self.localise(paths, sc, true);
@@ -1585,8 +1651,9 @@ impl FlowSolver {
             return;
         }
         if sc.label_comp.len() == 1 && sc.origins.len() == 1 {
-            let (c, remaining) = (sc.label_comp[0], self.runs[sc.origins[0] as usize].remaining);
-            self.push_run(c, rate, remaining, now, &sc.batch_flows, &sc.batch_hops, &sc.batch_hop_end);
+            let origin = &self.runs[sc.origins[0] as usize];
+            let (c, progress) = (sc.label_comp[0], (origin.remaining, origin.born));
+            self.push_run(c, rate, progress, now, &sc.batch_flows, &sc.batch_hops, &sc.batch_hop_end);
             return;
         }
         sc.group.clear();
@@ -1616,7 +1683,8 @@ impl FlowSolver {
             }
             // The run's flows and paths straight from the batch into the
             // component.
-            let (c, remaining) = (sc.label_comp[label as usize], self.runs[origin as usize].remaining);
+            let o = &self.runs[origin as usize];
+            let (c, progress) = (sc.label_comp[label as usize], (o.remaining, o.born));
             let r = self.alloc_run();
             let comp = &mut self.comps[c as usize];
             let start = comp.flows.len() as u32;
@@ -1629,19 +1697,20 @@ impl FlowSolver {
                 comp.hop_end.push(comp.hops.len() as u32);
                 self.run_of[f as usize] = r;
             }
-            self.seal_run(r, c, start, rate, remaining, now);
+            self.seal_run(r, c, start, rate, progress, now);
             a = b;
         }
     }
 
     /// Appends a run of `flows` to component `c` and queues its completion;
-    /// their paths are `hops`, flow k's ending at `hop_end[k]`.
+    /// their paths are `hops`, flow k's ending at `hop_end[k]`; `progress`
+    /// is (bytes left per flow, when they started).
     #[allow(clippy::too_many_arguments)]
     fn push_run(
         &mut self,
         c: u32,
         rate: f64,
-        remaining: f64,
+        progress: (f64, u64),
         now: u64,
         flows: &[u32],
         hops: &[LinkId],
@@ -1657,16 +1726,18 @@ impl FlowSolver {
         for &f in flows {
             self.run_of[f as usize] = r;
         }
-        self.seal_run(r, c, start, rate, remaining, now);
+        self.seal_run(r, c, start, rate, progress, now);
     }
 
     /// Makes run `r` of component `c` the flows appended to it from
-    /// `start` on, and queues its completion.
-    fn seal_run(&mut self, r: u32, c: u32, start: u32, rate: f64, remaining: f64, now: u64) {
+    /// `start` on, and queues its completion; `progress` is (bytes left per
+    /// flow, when they started).
+    fn seal_run(&mut self, r: u32, c: u32, start: u32, rate: f64, progress: (f64, u64), now: u64) {
         let comp = &mut self.comps[c as usize];
         let end = comp.flows.len() as u32;
         comp.runs.push(r);
-        let mut run = Run { remaining, rate, since: now, due: u64::MAX, comp: c, start, end, finished: false };
+        let (remaining, born) = progress;
+        let mut run = Run { remaining, rate, since: now, born, due: u64::MAX, comp: c, start, end, finished: false };
         run.due = run.completion();
         self.runs[r as usize] = run;
         self.live_runs += 1;
@@ -1801,6 +1872,11 @@ impl FlowSolver {
         self.rerated
     }
 
+    /// Flows finished early under [`FlowSolver::set_finish_tolerance`], in all.
+    pub fn flows_finished_early(&self) -> u64 {
+        self.finished_early
+    }
+
     /// How many flows were started, in all.
     pub fn flows_started(&self) -> u64 {
         self.started
@@ -1922,7 +1998,7 @@ mod tests {
             // Flow f's path is the one link f.
             let hops: Vec<LinkId> = flows.iter().map(|&f| LinkId(f)).collect();
             let ends: Vec<u32> = (1..=flows.len() as u32).collect();
-            solver.push_run(0, rate, 100.0, 0, flows, &hops, &ends);
+            solver.push_run(0, rate, (100.0, 0), 0, flows, &hops, &ends);
         }
         solver.sort_runs(0, 1);
         let comp = &solver.comps[0];

@@ -40,10 +40,13 @@ pub struct LinkSample {
 }
 
 /// Options for one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EngineOptions {
     /// Record every change of each link's aggregate rate (for counter tracks).
     pub record_link_series: bool,
+    /// Relative tolerance on flows' finish times (0: exact); see
+    /// `FlowSolver::set_finish_tolerance`.
+    pub flow_finish_tolerance: f64,
 }
 
 /// Everything a run produced. Vectors are indexed by `TaskId`, `DeviceId` and
@@ -62,6 +65,9 @@ pub struct RunResult {
     /// Flows given a rate by those recomputations, in all (a flow re-rated
     /// several times counts each time): the solver's work.
     pub flows_rerated: u64,
+    /// Flows that finished early under `EngineOptions::flow_finish_tolerance`
+    /// (0 when exact).
+    pub flows_finished_early: u64,
     pub spans: Vec<TaskSpan>,
     pub devices: Vec<DeviceStats>,
     pub links: Vec<LinkStats>,

@@ -66,6 +66,7 @@ impl RunOutput {
             figures: out.is_some(),
             max_memory_bytes: Some(self.limits.max_memory_bytes()?),
             spool_dir: out.as_ref().map(crate::output::OutDir::spool_dir),
+            flow_finish_tolerance: 0.0,
         };
         Ok((out, options, window))
     }

@@ -93,6 +93,13 @@ pub(crate) fn print_outcome(
                     per_s(r.flow_recomputes),
                     per_s(r.flows_rerated)
                 );
+                if r.flows_finished_early > 0 {
+                    let _ = writeln!(
+                        w,
+                        "  ({} flows finished early under workload.flow_finish_tolerance)",
+                        r.flows_finished_early
+                    );
+                }
             }
         }
     }

@@ -122,6 +122,16 @@ pub struct RunOptions {
     /// so it moves into place without a copy; `None`: the system's temporary
     /// folder). See [`SpooledFile`].
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Relative tolerance on flows' finish times (0: exact), set by a
+    /// workload's `flow_finish_tolerance` key.
+    pub flow_finish_tolerance: f64,
+}
+
+impl RunOptions {
+    /// The engine's options for this run.
+    pub fn engine(&self) -> EngineOptions {
+        EngineOptions { record_link_series: self.record_link_series, flow_finish_tolerance: self.flow_finish_tolerance }
+    }
 }
 
 /// A further `--out` file: its bytes, or a file a workload streamed to disk
@@ -384,7 +394,7 @@ pub fn simulate(
     options: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<(Platform, TaskGraph, RunResult), RunFailure> {
-    let engine = EngineOptions { record_link_series: options.record_link_series };
+    let engine = options.engine();
     let result = moesim_sim::run(&platform, &graph, &engine, observer).map_err(|e| RunFailure::Failed(explain(&e)))?;
     Ok((platform, graph, result))
 }

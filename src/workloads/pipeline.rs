@@ -6,7 +6,7 @@
 //! activations, beside the DualPipe README table's closed form.
 
 use moesim_models::transformer::schedule::{self, OpDurations, PipelineSchedule, ScheduleKind};
-use moesim_sim::{EngineOptions, Observer, Platform, RunResult, SimDuration, SimError, TaskGraph, TaskId};
+use moesim_sim::{Observer, Platform, RunResult, SimDuration, SimError, TaskGraph, TaskId};
 use moesim_topologies::{ConfigProblem, Plausible};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -206,7 +206,7 @@ pub fn run_schedule(
 ) -> Result<ScheduleRun, SimError> {
     let mut graph = TaskGraph::new();
     let tasks = schedule.lower_delays(durations, &mut graph);
-    let engine = EngineOptions { record_link_series: options.record_link_series };
+    let engine = options.engine();
     let result = moesim_sim::run(&Platform::default(), &graph, &engine, observer)?;
     let step_ps = result.end.as_ps();
     let bubble_ps = schedule.busy(durations).iter().map(|b| step_ps.saturating_sub(b.as_ps())).collect();

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use moesim_models::DeviceSpec;
-use moesim_sim::{EngineOptions, Observer};
+use moesim_sim::Observer;
 use moesim_topologies::ConfigProblem;
 use serde::Deserialize;
 use serde_json::Value;
@@ -194,7 +194,7 @@ impl Workload for ReplayWorkload {
         };
         let whatif = WhatIf { source: src, target: tgt };
         let network = if whatif.is_identity() { None } else { network_model(setup, &whatif)? };
-        let engine = EngineOptions { record_link_series: options.record_link_series };
+        let engine = options.engine();
         let run = replay::replay(&ranks, &whatif, network.as_ref(), &engine, observer).map_err(|f| match f {
             ReplayFailure::Input(e) => RunFailure::Input(vec![replay_diagnostic(e)]),
             ReplayFailure::Failed(m) => RunFailure::Failed(m),

@@ -98,6 +98,8 @@ const BYTES_PER_RANK_FLOW: f64 = 32.0;
 /// Largest launch gap a class may be given, us (a kernel launch takes a few
 /// microseconds; a millisecond is a stalled host, not a launch).
 const MAX_LAUNCH_GAP_US: f64 = 1000.0;
+/// Most `workload.flow_finish_tolerance`: a tenth of a flow's duration.
+const MAX_FLOW_FINISH_TOLERANCE: f64 = 0.1;
 
 /// `[workload] recompute` as written: a flag (the old form) or a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -179,6 +181,14 @@ pub struct TrainingWorkload {
     /// pipeline device's slowest GPU's speed.
     #[serde(default)]
     pub gpu_speed_spread: f64,
+    /// Relative tolerance on flows' finish times, an approximation for
+    /// every-rank runs: when a flow finishes, the flows due within this
+    /// fraction of their own duration after it finish with it (their last
+    /// bytes unsent), so the flow solver re-fills once per group instead of
+    /// once per flow (`FlowSolver::set_finish_tolerance`). 0 (default):
+    /// exact. The error it causes on the step is measured in the README.
+    #[serde(default)]
+    pub flow_finish_tolerance: f64,
     /// Price of one GPU-hour, USD; default: the device preset's (H800: 2,
     /// as the DeepSeek-V3 report assumes).
     #[serde(default)]
@@ -518,6 +528,13 @@ impl Workload for TrainingWorkload {
         }
         check_skew(self.skew, &mut out);
         self.slow_gpu_problems(&topology, &mut out);
+        let tol = self.flow_finish_tolerance;
+        if !(tol.is_finite() && (0.0..=MAX_FLOW_FINISH_TOLERANCE).contains(&tol)) {
+            out.push(problem(
+                "workload.flow_finish_tolerance",
+                format!("expected a fraction of a flow's duration in [0, {MAX_FLOW_FINISH_TOLERANCE}] (0: exact; 0.01: a flow may finish 1 % of its duration early), found {tol}"),
+            ));
+        }
         check_price_and_precision(self.usd_per_gpu_hour, self.precision, device, &mut out);
         for (key, gap) in self.launch_gaps.entries() {
             if let Some(g) = gap.filter(|g| !(g.is_finite() && (0.0..=MAX_LAUNCH_GAP_US).contains(g))) {
@@ -701,11 +718,21 @@ impl TrainingWorkload {
                 ));
             }
         }
+        let options = &RunOptions { flow_finish_tolerance: self.flow_finish_tolerance, ..options.clone() };
         let (platform, graph, result) = simulate(platform, graph, options, observer)?;
         let metrics = self.metrics(&spec, &cluster.device, &low, &graph, &result, &memory);
         let figures = if options.figures { figures(setup, &spec, &low, &graph, &result)? } else { Vec::new() };
         let mut notes = low.notes.clone();
         notes.extend(slow_notes);
+        if self.flow_finish_tolerance > 0.0 {
+            notes.push(format!(
+                "flow_finish_tolerance = {}: an approximation; flows due within {} % of their duration after a completion finished with it ({} of {} flows finished early)",
+                self.flow_finish_tolerance,
+                self.flow_finish_tolerance * 100.0,
+                result.flows_finished_early,
+                result.flows_started
+            ));
+        }
         notes.extend(cluster.device.price_note(self.usd_per_gpu_hour));
         if spec.linear_dtype == Dtype::Fp8 && cluster.device.fp8_tflops.is_none() {
             notes.push(format!(

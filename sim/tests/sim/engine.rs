@@ -97,7 +97,7 @@ fn equal_time_events_are_deterministic() {
         }
         g
     };
-    let opts = EngineOptions { record_link_series: true };
+    let opts = EngineOptions { record_link_series: true, ..EngineOptions::default() };
     let r1 = run(&p, &build(), &opts, &mut Quiet).unwrap();
     let r2 = run(&p, &build(), &opts, &mut Quiet).unwrap();
     assert_eq!(r1, r2);
@@ -276,13 +276,40 @@ fn two_flows_on_one_link_share_it() {
     let a = g.add_comm(s_a, "a", [Flow { path, bytes: 1000.0 }], None);
     let s_b = g_stream(&mut g);
     let b = g.add_comm(s_b, "b", [Flow { path, bytes: 1000.0 }], None);
-    let r = run(&p, &g, &EngineOptions { record_link_series: true }, &mut Quiet).unwrap();
+    let r = run(&p, &g, &EngineOptions { record_link_series: true, ..EngineOptions::default() }, &mut Quiet).unwrap();
     assert_eq!(span(&r, a), (0, 2050));
     assert_eq!(span(&r, b), (0, 2050));
     assert_eq!(r.links[0].busy_ps, 2000);
     assert_eq!(r.links[0].bytes, 2000.0);
     let series: Vec<(u64, f64)> = r.link_series[0].iter().map(|s| (s.time.0, s.bytes_per_s)).collect();
     assert_eq!(series, vec![(0, B_PER_PS), (2000, 0.0)]);
+}
+
+#[test]
+fn a_finish_tolerance_lets_flows_due_soon_finish_together() {
+    // Two flows share a link (half its rate each); the longer one has 0.5 %
+    // more bytes, so alone it would finish 10 ps after the other.
+    let mut p = Platform::default();
+    let l = p.add_link(link(B_PER_PS, 0));
+    let mut g = TaskGraph::new();
+    let path = g.add_path(&[l]);
+    let s_a = g_stream(&mut g);
+    let a = g.add_comm(s_a, "a", [Flow { path, bytes: 1000.0 }], None);
+    let s_b = g_stream(&mut g);
+    let b = g.add_comm(s_b, "b", [Flow { path, bytes: 1005.0 }], None);
+    let opts = |tol| EngineOptions { flow_finish_tolerance: tol, ..EngineOptions::default() };
+    let exact = run(&p, &g, &opts(0.0), &mut Quiet).unwrap();
+    assert_eq!((span(&exact, a), span(&exact, b)), ((0, 2000), (0, 2005)));
+    assert_eq!((exact.flow_recomputes, exact.flows_finished_early), (3, 0));
+    // b is due 5 ps after a, 0.25 % of its 2,005 ps: a tolerance of 0.1 %
+    // keeps it apart, 0.5 % takes it along (one recompute fewer).
+    let tight = run(&p, &g, &opts(0.001), &mut Quiet).unwrap();
+    assert_eq!(tight.spans, exact.spans);
+    let loose = run(&p, &g, &opts(0.005), &mut Quiet).unwrap();
+    assert_eq!((span(&loose, a), span(&loose, b)), ((0, 2000), (0, 2000)));
+    assert_eq!((loose.flow_recomputes, loose.flows_finished_early), (2, 1));
+    // The link's bytes are the flows' sizes either way.
+    assert_eq!(loose.links[0].bytes, 2005.0);
 }
 
 /// A communication built with `add_task` may reuse another's flows; each
@@ -387,7 +414,7 @@ fn a_finishing_flow_frees_bandwidth_for_the_others() {
     // (link 1 alone) and B 1 (link 2 minus C) until C ends at 3000; then B
     // runs at 2 and ends at 3000 + 2000 / 2 = 4000.
     let (p, g, [a, b, c]) = bottleneck(1000.0, 6000.0, 2000.0);
-    let r = run(&p, &g, &EngineOptions { record_link_series: true }, &mut Quiet).unwrap();
+    let r = run(&p, &g, &EngineOptions { record_link_series: true, ..EngineOptions::default() }, &mut Quiet).unwrap();
     assert_eq!(span(&r, a), (0, 2000));
     assert_eq!(span(&r, c), (0, 3000));
     assert_eq!(span(&r, b), (0, 4000));

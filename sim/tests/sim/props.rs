@@ -157,7 +157,7 @@ fn run_in_order(n: &Net, p: &Platform, order: &[usize]) -> Result<Vec<u64>, Test
         g.add_delay(s, "wait", SimDuration(*start));
         tasks[i] = g.add_comm(s, "flow", [Flow { path: pid, bytes: *bytes }], None);
     }
-    let r = run(p, &g, &EngineOptions { record_link_series: true }, &mut Quiet)
+    let r = run(p, &g, &EngineOptions { record_link_series: true, ..EngineOptions::default() }, &mut Quiet)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     for (l, cap) in n.caps.iter().enumerate() {
         let want: f64 = n.flows.iter().filter(|f| f.0.contains(&(l as u32))).map(|f| f.1).sum();
