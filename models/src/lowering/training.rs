@@ -1052,9 +1052,25 @@ pub fn lower_training(
             let from = low.ranks[pr].rank;
             let to = low.ranks[cr].rank;
             let mut scratch = Vec::new();
-            let (path, charge) = cluster.add_nccl_route(low.graph, from, to, 0, &mut scratch);
+            // A representative sends for its EP group: every member sends to
+            // its counterpart at once (their sends share the fabric), and the
+            // group's next exchange waits for the last of them.
+            let pairs: Vec<(u32, u32)> = match spec.mode {
+                RankMode::All => vec![(from, to)],
+                RankMode::Representative => {
+                    let (fg, tg) = (from - low.routing.rep_member[pd] as u32, to - low.routing.rep_member[cd] as u32);
+                    (0..plan.ep).map(|m| (fg + m, tg + m)).collect()
+                }
+            };
+            let flows: Vec<Flow> = pairs
+                .iter()
+                .map(|&(a, b)| {
+                    let (path, charge) = cluster.add_nccl_route(low.graph, a, b, 0, &mut scratch);
+                    Flow { path, bytes: bytes * charge }
+                })
+                .collect();
             let stream = *pp_streams.entry((from, to)).or_insert_with(|| low.graph.add_stream(from, "pp"));
-            let send = low.graph.add_comm(stream, label, [Flow { path, bytes: bytes * charge }], None);
+            let send = low.graph.add_comm(stream, label, flows, None);
             low.graph.add_dep(op_last[pd][t.sent_after as usize][k], send);
             low.graph.add_dep(send, op_first[cd][t.awaited_before as usize][k]);
         }
