@@ -12,7 +12,9 @@
 //! - `MOESIM_BENCH_ALL_RANKS_NODES=4` — the every-rank step of
 //!   `deepseek-v3-chunk-256xh800` cut to that many 8-GPU nodes (EP16, PP2,
 //!   4 layers, 1,024-token sequences, as `tests/training.rs`), and the
-//!   representative-rank step beside it.
+//!   representative-rank step beside it;
+//! - `MOESIM_BENCH_ALL_RANKS_TOLERANCE=0.01` — those steps with
+//!   `workload.flow_finish_tolerance` (default 0: exact).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use moesim::{run_scenario, ScenarioRef};
@@ -65,6 +67,7 @@ fn all_ranks(c: &mut Criterion) {
     if nodes.is_empty() {
         return;
     }
+    let tolerance = std::env::var("MOESIM_BENCH_ALL_RANKS_TOLERANCE").unwrap_or_else(|_| "0".into());
     let mut g = c.benchmark_group("training_step_all_ranks");
     g.sample_size(10);
     for n in nodes {
@@ -77,6 +80,7 @@ fn all_ranks(c: &mut Criterion) {
                 "workload.seq_len=1024".into(),
                 format!("workload.global_batch={}", 4 * n * 8 / 2),
                 format!("workload.simulate={simulate}"),
+                format!("workload.flow_finish_tolerance={tolerance}"),
             ]
             .into();
             let builtin = ScenarioRef::Builtin("deepseek-v3-chunk-256xh800");
