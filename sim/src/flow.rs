@@ -280,6 +280,14 @@ impl Run {
         }
     }
 
+    /// Whether its bytes are all sent by `now` (up to rounding).
+    fn sent_by(&self, now: u64) -> bool {
+        let elapsed = now.saturating_sub(self.since);
+        let (rem, rate) = (self.remaining, self.rate);
+        rem < DONE_BYTES
+            || (rate > 0.0 && (ceil_ps(rem / rate) <= elapsed || rem - rate * (elapsed as f64) < DONE_BYTES))
+    }
+
     /// Brings the bytes left up to `now`.
     fn advance(&mut self, now: u64) {
         let dt = now.saturating_sub(self.since) as f64;
@@ -1041,23 +1049,7 @@ impl FlowSolver {
             if t > now {
                 break;
             }
-            self.dues.pop_first();
-            let bucket = std::mem::take(&mut self.dues.buckets[slot as usize]);
-            for &r in &bucket {
-                let run = self.runs[r as usize];
-                if run.finished || run.due != t {
-                    continue;
-                }
-                let elapsed = now.saturating_sub(run.since);
-                let (rem, rate) = (run.remaining, run.rate);
-                let over = rem < DONE_BYTES
-                    || (rate > 0.0 && (ceil_ps(rem / rate) <= elapsed || rem - rate * (elapsed as f64) < DONE_BYTES));
-                if !over {
-                    continue;
-                }
-                self.finish_run(paths, r, &mut done);
-            }
-            self.dues.release(slot, bucket);
+            self.finish_bucket(paths, (t, slot), now, false, &mut done);
         }
         if self.tolerance > 0.0 {
             self.finish_early(paths, now, &mut done);
@@ -1080,18 +1072,36 @@ impl FlowSolver {
             if !fits {
                 break;
             }
-            self.dues.pop_first();
-            let bucket = std::mem::take(&mut self.dues.buckets[slot as usize]);
-            for &r in &bucket {
-                let run = self.runs[r as usize];
-                if run.finished || run.due != t {
-                    continue;
-                }
-                self.finished_early += u64::from(run.end - run.start);
-                self.finish_run(paths, r, done);
-            }
-            self.dues.release(slot, bucket);
+            self.finish_bucket(paths, (t, slot), now, true, done);
         }
+    }
+
+    /// Takes the first bucket, of runs due at `t`, off the queue and
+    /// finishes its current runs: those whose bytes are sent by `now`, or
+    /// with `early` all of them (counted as finished early).
+    fn finish_bucket<P: FlowPaths + ?Sized>(
+        &mut self,
+        paths: &P,
+        (t, slot): (u64, u32),
+        now: u64,
+        early: bool,
+        done: &mut impl FnMut(u32, &[LinkId]),
+    ) {
+        self.dues.pop_first();
+        let bucket = std::mem::take(&mut self.dues.buckets[slot as usize]);
+        for &r in &bucket {
+            let run = self.runs[r as usize];
+            if run.finished || run.due != t {
+                continue;
+            }
+            if early {
+                self.finished_early += u64::from(run.end - run.start);
+            } else if !run.sent_by(now) {
+                continue;
+            }
+            self.finish_run(paths, r, done);
+        }
+        self.dues.release(slot, bucket);
     }
 
     /// Marks a run's flows done and takes them off their links.
