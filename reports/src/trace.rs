@@ -127,7 +127,9 @@ pub fn write_chrome_trace<W: Write>(
     let drawn = counter_links(platform, result);
     if !drawn.is_empty() {
         let net = ranks.last().map_or(0, |r| r + 1);
-        let carrying = result.link_series.iter().filter(|s| !s.is_empty()).count();
+        // Every link that carried traffic, the unrecorded constructs too (a
+        // link's series is non-empty exactly when it was busy).
+        let carrying = result.links.iter().filter(|l| l.busy_ps > 0).count();
         let name = if drawn.len() < carrying {
             format!("network ({} busiest of {carrying} links; all in resources.csv)", drawn.len())
         } else {

@@ -176,7 +176,11 @@ impl<'a> Engine<'a> {
                 m
             },
             coupled_devices: Vec::new(),
-            flows: FlowSolver::new(platform, graph.flows().len(), options.record_link_series),
+            flows: FlowSolver::with_series_budget(
+                platform,
+                graph.flows().len(),
+                options.record_link_series.then_some(options.link_series_budget_bytes),
+            ),
             flow_task: FlowOwner::new(graph),
             to_finish: VecDeque::new(),
             dues: Vec::new(),

@@ -1,6 +1,7 @@
 //! What a run records: per-task spans, per-device and per-link statistics,
 //! and (on request) each link's throughput over time.
 
+use crate::series::LINK_SERIES_BUDGET_BYTES;
 use crate::time::SimTime;
 
 /// When a task started and finished.
@@ -40,10 +41,21 @@ pub struct LinkSample {
 }
 
 /// Options for one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineOptions {
-    /// Record every change of each link's aggregate rate (for counter tracks).
+    /// Record each physical link's aggregate rate over time (for counter
+    /// tracks and plots): every change while the history fits
+    /// `link_series_budget_bytes`, coarser past it (see [`crate::series`]).
     pub record_link_series: bool,
+    /// Bytes the recorded series may take in all before they are coarsened
+    /// (default [`LINK_SERIES_BUDGET_BYTES`]).
+    pub link_series_budget_bytes: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { record_link_series: false, link_series_budget_bytes: LINK_SERIES_BUDGET_BYTES }
+    }
 }
 
 /// Everything a run produced. Vectors are indexed by `TaskId`, `DeviceId` and
@@ -65,7 +77,9 @@ pub struct RunResult {
     pub spans: Vec<TaskSpan>,
     pub devices: Vec<DeviceStats>,
     pub links: Vec<LinkStats>,
-    /// Per link, empty unless `record_link_series` was set.
+    /// Per link, empty unless `record_link_series` was set and the link is
+    /// physical; exact while the run's history fits its budget, else
+    /// time-averaged bins (see [`crate::series`]).
     pub link_series: Vec<Vec<LinkSample>>,
 }
 

@@ -206,7 +206,7 @@ pub fn run_schedule(
 ) -> Result<ScheduleRun, SimError> {
     let mut graph = TaskGraph::new();
     let tasks = schedule.lower_delays(durations, &mut graph);
-    let engine = EngineOptions { record_link_series: options.record_link_series };
+    let engine = EngineOptions { record_link_series: options.record_link_series, ..EngineOptions::default() };
     let result = moesim_sim::run(&Platform::default(), &graph, &engine, observer)?;
     let step_ps = result.end.as_ps();
     let bubble_ps = schedule.busy(durations).iter().map(|b| step_ps.saturating_sub(b.as_ps())).collect();

@@ -194,7 +194,7 @@ impl Workload for ReplayWorkload {
         };
         let whatif = WhatIf { source: src, target: tgt };
         let network = if whatif.is_identity() { None } else { network_model(setup, &whatif)? };
-        let engine = EngineOptions { record_link_series: options.record_link_series };
+        let engine = EngineOptions { record_link_series: options.record_link_series, ..EngineOptions::default() };
         let run = replay::replay(&ranks, &whatif, network.as_ref(), &engine, observer).map_err(|f| match f {
             ReplayFailure::Input(e) => RunFailure::Input(vec![replay_diagnostic(e)]),
             ReplayFailure::Failed(m) => RunFailure::Failed(m),
