@@ -21,10 +21,11 @@
 //! is at most 1/512 of the run), and its bytes stay exact: the integral of
 //! the returned series is the integral of the exact one, to f64 rounding.
 //!
-//! So the history takes at most max(budget, recorded links x
-//! [`MIN_LINK_SERIES_SAMPLES`] x 16 bytes): 256 MiB up to 16,384 physical
-//! links carrying traffic (the 2,048-GPU multi-plane fat-tree), 16 KiB per
-//! link beyond.
+//! So the history, while recorded and as returned, takes at most
+//! max(budget, links carrying traffic x [`MIN_LINK_SERIES_SAMPLES`] x 16
+//! bytes): 256 MiB up to 16,384 physical links carrying traffic (the
+//! 2,048-GPU multi-plane fat-tree), 16 KiB per link beyond. (A bin takes 8
+//! bytes while recording but is charged 16, the sample it becomes.)
 //!
 //! A coarsened series is returned as samples like an exact one (one per
 //! bin with the bin's mean rate, repeats skipped, then the rate in force
@@ -45,7 +46,9 @@ pub const LINK_SERIES_BUDGET_BYTES: u64 = 256 << 20;
 pub const MIN_LINK_SERIES_SAMPLES: usize = 1024;
 
 const SAMPLE_BYTES: u64 = std::mem::size_of::<LinkSample>() as u64;
-const BIN_BYTES: u64 = std::mem::size_of::<f64>() as u64;
+/// What a bin is charged: the sample it becomes in the result (it takes 8
+/// bytes while recording), so the returned series fit the budget too.
+const BIN_BYTES: u64 = SAMPLE_BYTES;
 
 /// One link's history.
 #[derive(Debug)]
