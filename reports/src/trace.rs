@@ -6,9 +6,11 @@
 //! totals are in `resources.csv`). Written as a stream, so graphs with
 //! millions of tasks need no big in-memory document. A link whose rate
 //! changed more than [`MAX_COUNTER_SAMPLES`] times is shown as its
-//! time-averaged rate over that many equal bins (bytes are kept). Only the
-//! tasks of an [`EventWindow`] are written, and the counters are cut to its
-//! span.
+//! time-averaged rate over that many equal bins (bytes are kept); a run
+//! whose history passed the engine's budget hands in links already
+//! coarsened into bins of at least 1/512 of the run (`moesim_sim::series`),
+//! which a short window shows as few steps. Only the tasks of an
+//! [`EventWindow`] are written, and the counters are cut to its span.
 
 use std::io::Write;
 
