@@ -214,7 +214,9 @@ pub fn pipeline_gantt(rows: &[String], bars: &[GanttBar], end_ps: u64, title: &s
 /// Link utilisation over a run: per time bin, the mean over the links
 /// that carried traffic and the busiest link's, plus the `top` links that
 /// carried the most bytes; `links` gives each link's name and capacity
-/// (bytes/s) and `series` its rate changes.
+/// (bytes/s) and `series` its rate changes (exact, or time-averaged bins of
+/// at most 1/512 of the run when the run's history passed the engine's
+/// budget: `moesim_sim::series`).
 pub fn link_utilisation(
     links: &[(String, f64)],
     series: &[Vec<moesim_sim::LinkSample>],

@@ -6,9 +6,11 @@
 //! totals are in `resources.csv`). Written as a stream, so graphs with
 //! millions of tasks need no big in-memory document. A link whose rate
 //! changed more than [`MAX_COUNTER_SAMPLES`] times is shown as its
-//! time-averaged rate over that many equal bins (bytes are kept). Only the
-//! tasks of an [`EventWindow`] are written, and the counters are cut to its
-//! span.
+//! time-averaged rate over that many equal bins (bytes are kept); a run
+//! whose history passed the engine's budget hands in links already
+//! coarsened into bins of at least 1/512 of the run (`moesim_sim::series`),
+//! which a short window shows as few steps. Only the tasks of an
+//! [`EventWindow`] are written, and the counters are cut to its span.
 
 use std::io::Write;
 
@@ -127,7 +129,9 @@ pub fn write_chrome_trace<W: Write>(
     let drawn = counter_links(platform, result);
     if !drawn.is_empty() {
         let net = ranks.last().map_or(0, |r| r + 1);
-        let carrying = result.link_series.iter().filter(|s| !s.is_empty()).count();
+        // Every link that carried traffic, the unrecorded constructs too (a
+        // link's series is non-empty exactly when it was busy).
+        let carrying = result.links.iter().filter(|l| l.busy_ps > 0).count();
         let name = if drawn.len() < carrying {
             format!("network ({} busiest of {carrying} links; all in resources.csv)", drawn.len())
         } else {

@@ -177,7 +177,11 @@ impl<'a> Engine<'a> {
             },
             coupled_devices: Vec::new(),
             flows: {
-                let mut solver = FlowSolver::new(platform, graph.flows().len(), options.record_link_series);
+                let mut solver = FlowSolver::with_series_budget(
+                    platform,
+                    graph.flows().len(),
+                    options.record_link_series.then_some(options.link_series_budget_bytes),
+                );
                 solver.set_finish_tolerance(options.flow_finish_tolerance);
                 solver
             },

@@ -90,6 +90,7 @@ use std::collections::BinaryHeap;
 use crate::graph::TaskGraph;
 use crate::platform::{LinkId, Platform};
 use crate::result::{LinkSample, LinkStats};
+use crate::series::{SeriesRecorder, LINK_SERIES_BUDGET_BYTES};
 use crate::time::PS_PER_S;
 
 /// A flow with fewer bytes left than this is finished.
@@ -361,7 +362,8 @@ pub struct FlowSolver {
     dirty_links: Vec<u32>,
     link_changed_at: Vec<u64>,
     link_stats: Vec<LinkStats>,
-    link_series: Option<Vec<Vec<LinkSample>>>,
+    /// Each link's throughput history, if recorded.
+    link_series: Option<SeriesRecorder>,
     /// Per flow: its run (possibly pending), or [`IDLE`] if never started.
     /// Only valid while the flow is active: a finished flow keeps its entry.
     run_of: Vec<u32>,
@@ -904,8 +906,16 @@ fn set_bit(bits: &mut [u64], i: u32) {
 }
 
 impl FlowSolver {
-    /// A solver for the links of `platform` and flow indices below `flow_count`.
+    /// A solver for the links of `platform` and flow indices below
+    /// `flow_count`, recording each link's throughput history if
+    /// `record_series` (within [`LINK_SERIES_BUDGET_BYTES`]).
     pub fn new(platform: &Platform, flow_count: usize, record_series: bool) -> Self {
+        Self::with_series_budget(platform, flow_count, record_series.then_some(LINK_SERIES_BUDGET_BYTES))
+    }
+
+    /// [`FlowSolver::new`], recording the link series within
+    /// `series_budget_bytes` if given (see [`crate::series`]).
+    pub fn with_series_budget(platform: &Platform, flow_count: usize, series_budget_bytes: Option<u64>) -> Self {
         let n = platform.links.len();
         FlowSolver {
             link_cap: platform.links.iter().map(|l| l.bytes_per_s / PS_PER_S).collect(),
@@ -916,7 +926,7 @@ impl FlowSolver {
             dirty_links: Vec::new(),
             link_changed_at: vec![0; n],
             link_stats: vec![LinkStats::default(); n],
-            link_series: record_series.then(|| vec![Vec::new(); n]),
+            link_series: series_budget_bytes.map(|b| SeriesRecorder::new(&platform.links, b)),
             run_of: vec![IDLE; flow_count],
             runs: Vec::new(),
             free_runs: Vec::new(),
@@ -1817,7 +1827,7 @@ impl FlowSolver {
             st.peak_bytes_per_s = bps;
         }
         if let Some(series) = &mut self.link_series {
-            push_sample(&mut series[li], now, bps);
+            series.record(li, now, bps);
         }
     }
 
@@ -1894,31 +1904,8 @@ impl FlowSolver {
 
     /// The per-link statistics and (if recorded) series.
     pub fn into_stats(self) -> (Vec<LinkStats>, Option<Vec<Vec<LinkSample>>>) {
-        (self.link_stats, self.link_series)
+        (self.link_stats, self.link_series.map(SeriesRecorder::finish))
     }
-}
-
-/// Appends a sample unless it repeats the last value; samples at equal times
-/// merge (the later wins).
-fn push_sample(s: &mut Vec<LinkSample>, time: u64, bytes_per_s: f64) {
-    use crate::time::SimTime;
-    if let Some(last) = s.last_mut() {
-        if last.time.0 == time {
-            last.bytes_per_s = bytes_per_s;
-            let n = s.len();
-            let repeats = if n >= 2 { s[n - 2].bytes_per_s == bytes_per_s } else { bytes_per_s == 0.0 };
-            if repeats {
-                s.pop();
-            }
-            return;
-        }
-        if last.bytes_per_s == bytes_per_s {
-            return;
-        }
-    } else if bytes_per_s == 0.0 {
-        return;
-    }
-    s.push(LinkSample { time: SimTime(time), bytes_per_s });
 }
 
 #[cfg(test)]
@@ -2031,19 +2018,5 @@ mod tests {
         for (k, &f) in comp.flows.iter().enumerate() {
             assert_eq!(&comp.hops[comp.hop_start(k)..comp.hop_end[k] as usize], &[LinkId(f)]);
         }
-    }
-
-    #[test]
-    fn samples_merge_and_skip_repeats() {
-        let mut s = Vec::new();
-        push_sample(&mut s, 0, 0.0);
-        assert!(s.is_empty());
-        push_sample(&mut s, 5, 2.0);
-        push_sample(&mut s, 5, 3.0);
-        push_sample(&mut s, 7, 3.0);
-        push_sample(&mut s, 9, 1.0);
-        push_sample(&mut s, 9, 3.0);
-        assert_eq!(s.len(), 1);
-        assert_eq!((s[0].time.0, s[0].bytes_per_s), (5, 3.0));
     }
 }

@@ -23,6 +23,7 @@ pub mod flow;
 pub mod graph;
 pub mod platform;
 pub mod result;
+pub mod series;
 pub mod time;
 
 pub use engine::run;

@@ -1,6 +1,7 @@
 //! What a run records: per-task spans, per-device and per-link statistics,
 //! and (on request) each link's throughput over time.
 
+use crate::series::LINK_SERIES_BUDGET_BYTES;
 use crate::time::SimTime;
 
 /// When a task started and finished.
@@ -40,13 +41,28 @@ pub struct LinkSample {
 }
 
 /// Options for one run.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EngineOptions {
-    /// Record every change of each link's aggregate rate (for counter tracks).
+    /// Record each physical link's aggregate rate over time (for counter
+    /// tracks and plots): every change while the history fits
+    /// `link_series_budget_bytes`, coarser past it (see [`crate::series`]).
     pub record_link_series: bool,
+    /// Bytes the recorded series may take in all before they are coarsened
+    /// (default [`LINK_SERIES_BUDGET_BYTES`]).
+    pub link_series_budget_bytes: u64,
     /// Relative tolerance on flows' finish times (0: exact); see
     /// `FlowSolver::set_finish_tolerance`.
     pub flow_finish_tolerance: f64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            record_link_series: false,
+            link_series_budget_bytes: LINK_SERIES_BUDGET_BYTES,
+            flow_finish_tolerance: 0.0,
+        }
+    }
 }
 
 /// Everything a run produced. Vectors are indexed by `TaskId`, `DeviceId` and
@@ -71,7 +87,9 @@ pub struct RunResult {
     pub spans: Vec<TaskSpan>,
     pub devices: Vec<DeviceStats>,
     pub links: Vec<LinkStats>,
-    /// Per link, empty unless `record_link_series` was set.
+    /// Per link, empty unless `record_link_series` was set and the link is
+    /// physical; exact while the run's history fits its budget, else
+    /// time-averaged bins (see [`crate::series`]).
     pub link_series: Vec<Vec<LinkSample>>,
 }
 

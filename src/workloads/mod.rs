@@ -51,14 +51,10 @@ pub fn default_figures(
     if graph.task_count() == 0 {
         return Ok(out);
     }
-    // Physical links only: the per-GPU SM send and receive links that bound
-    // DeepEP's kernels are a modelling construct.
-    let series: Vec<Vec<moesim_sim::LinkSample>> = result
-        .link_series
-        .iter()
-        .zip(&platform.links)
-        .map(|(s, l)| if l.kind.is_physical() { s.clone() } else { Vec::new() })
-        .collect();
+    // Physical links only: the engine records no series for the per-GPU SM
+    // send and receive links that bound DeepEP's kernels (a modelling
+    // construct).
+    let series = &result.link_series;
     if series.iter().any(|s| !s.is_empty()) {
         let links: Vec<(String, f64)> = platform.links.iter().map(|l| (l.name.clone(), l.bytes_per_s)).collect();
         let bytes: Vec<f64> = result.links.iter().map(|l| l.bytes).collect();
@@ -68,7 +64,7 @@ pub fn default_figures(
             setup.name,
             result.end.as_us_f64()
         );
-        let chart = moesim_reports::activity::link_utilisation(&links, &series, &bytes, result.end.as_ps(), 4, &title);
+        let chart = moesim_reports::activity::link_utilisation(&links, series, &bytes, result.end.as_ps(), 4, &title);
         out.push(draw(setup, chart)?);
     }
     let mut ranks: Vec<u32> = graph.streams().iter().map(|s| s.rank).collect();
@@ -130,7 +126,11 @@ pub struct RunOptions {
 impl RunOptions {
     /// The engine's options for this run.
     pub fn engine(&self) -> EngineOptions {
-        EngineOptions { record_link_series: self.record_link_series, flow_finish_tolerance: self.flow_finish_tolerance }
+        EngineOptions {
+            record_link_series: self.record_link_series,
+            flow_finish_tolerance: self.flow_finish_tolerance,
+            ..EngineOptions::default()
+        }
     }
 }
 

@@ -605,3 +605,70 @@ fn a_flow_of_weight_zero_is_rejected() {
     let err = run(&p, &g, &EngineOptions::default(), &mut Quiet).unwrap_err();
     assert!(err.to_string().contains("at least one member flow"), "{err}");
 }
+
+/// Bytes under a link series up to `end` (bytes per second x picoseconds
+/// / 1e12).
+fn series_bytes(s: &[LinkSample], end: u64) -> f64 {
+    s.iter()
+        .enumerate()
+        .map(|(k, x)| x.bytes_per_s * (s.get(k + 1).map_or(end, |n| n.time.0) - x.time.0) as f64)
+        .sum::<f64>()
+        / B_PER_PS
+}
+
+/// 5,000 flows in sequence over link 0, every other one also over the
+/// half-speed link 1 (with 7 ps of latency): link 0's rate alternates
+/// 1 and 0.5 bytes/ps with gaps, 7,500 changes; the flows' sizes and
+/// times are exact in picoseconds.
+fn alternating_flows(n: usize, budget_bytes: u64) -> (RunResult, Vec<(u64, f64)>) {
+    let mut p = Platform::default();
+    let l0 = p.add_link(link(B_PER_PS, 0));
+    let l1 = p.add_link(link(0.5 * B_PER_PS, 7));
+    let mut g = TaskGraph::new();
+    let (one, two) = (g.add_path(&[l0]), g.add_path(&[l0, l1]));
+    let s = g_stream(&mut g);
+    // Link 0's changes, as (time, bytes per ps).
+    let (mut want, mut t) = (Vec::new(), 0u64);
+    for i in 0..n {
+        let bytes = 1000 * (1 + i as u64 % 3);
+        let path = if i % 2 == 0 { one } else { two };
+        g.add_comm(s, "f", [Flow { path, bytes: bytes as f64 }], None);
+        if i % 2 == 0 {
+            want.push((t, 1.0));
+            t += bytes;
+        } else {
+            want.push((t, 0.5));
+            t += 2 * bytes;
+            want.push((t, 0.0));
+            t += 7;
+        }
+    }
+    let opts = EngineOptions { record_link_series: true, link_series_budget_bytes: budget_bytes };
+    (run(&p, &g, &opts, &mut Quiet).unwrap(), want)
+}
+
+#[test]
+fn a_long_link_series_is_exact_within_its_budget() {
+    let (r, want) = alternating_flows(5000, moesim_sim::series::LINK_SERIES_BUDGET_BYTES);
+    let got: Vec<(u64, f64)> = r.link_series[0].iter().map(|s| (s.time.0, s.bytes_per_s / B_PER_PS)).collect();
+    assert_eq!(got.len(), 7500);
+    assert_eq!(got, want);
+    assert_eq!(r.links[0].bytes, (0..5000).map(|i| 1000.0 * (1 + i % 3) as f64).sum::<f64>());
+    assert_eq!(series_bytes(&r.link_series[0], r.end.0), r.links[0].bytes);
+}
+
+#[test]
+fn a_link_series_over_its_budget_keeps_its_cap_and_its_bytes() {
+    // Two links and the minimum cap: at most 1,024 samples each.
+    let cap = moesim_sim::series::MIN_LINK_SERIES_SAMPLES;
+    let (r, _) = alternating_flows(5000, 16 * cap as u64);
+    for l in 0..2 {
+        let (s, bytes) = (&r.link_series[l], r.links[l].bytes);
+        assert!(s.len() <= cap, "link {l}: {} samples", s.len());
+        assert!(s.len() > cap / 4, "link {l}: only {} samples", s.len());
+        let got = series_bytes(s, r.end.0);
+        assert!((got - bytes).abs() <= 1e-9 * bytes, "link {l}: {got} bytes in the series, {bytes} carried");
+    }
+    // Link 1 carried every other flow.
+    assert_eq!(r.links[1].bytes, (1..5000).step_by(2).map(|i| 1000.0 * (1 + i % 3) as f64).sum::<f64>());
+}

@@ -170,6 +170,9 @@ fn run_in_order(n: &Net, p: &Platform, order: &[usize]) -> Result<Vec<u64>, Test
             prop_assert!(s.bytes_per_s <= cap * B_PER_PS * (1.0 + 1e-9), "link {l} at {} B/s", s.bytes_per_s);
         }
         prop_assert!(r.links[l].peak_bytes_per_s <= cap * B_PER_PS * (1.0 + 1e-9));
+        // Reports count the links that carried traffic by `busy_ps` (the
+        // constructs have no series): the same links as those with a series.
+        prop_assert_eq!(r.link_series[l].is_empty(), r.links[l].busy_ps == 0, "link {}", l);
     }
     // Each flow's end is at least its start + bytes / capacity of its path + latency.
     for (i, (path, bytes, start)) in n.flows.iter().enumerate() {
