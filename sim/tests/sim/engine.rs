@@ -643,7 +643,8 @@ fn alternating_flows(n: usize, budget_bytes: u64) -> (RunResult, Vec<(u64, f64)>
             t += 7;
         }
     }
-    let opts = EngineOptions { record_link_series: true, link_series_budget_bytes: budget_bytes };
+    let opts =
+        EngineOptions { record_link_series: true, link_series_budget_bytes: budget_bytes, ..EngineOptions::default() };
     (run(&p, &g, &opts, &mut Quiet).unwrap(), want)
 }
 
