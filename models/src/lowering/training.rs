@@ -1090,7 +1090,7 @@ pub fn lower_training(
     }
     if spec.mode == RankMode::Representative {
         notes.push(format!(
-            "representative ranks: {} simulated of {} (one per pipeline device, the critical rank of its {}-rank EP group; expert GEMMs take the group's most loaded rank's rows; data-parallel replicas are alike up to routing)",
+            "representative ranks: {} simulated of {} (one per pipeline device, the critical rank of its {}-rank EP group; expert GEMMs take the group's most loaded rank's rows; its pipeline sends carry the group's; data-parallel replicas are alike up to routing)",
             low.ranks.len(),
             cluster.gpu_count(),
             plan.ep
