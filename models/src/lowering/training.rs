@@ -1055,17 +1055,16 @@ pub fn lower_training(
             // A representative sends for its EP group: every member sends to
             // its counterpart at once (their sends share the fabric), and the
             // group's next exchange waits for the last of them.
-            let pairs: Vec<(u32, u32)> = match spec.mode {
-                RankMode::All => vec![(from, to)],
+            let (first_from, first_to, senders) = match spec.mode {
+                RankMode::All => (from, to, 1),
                 RankMode::Representative => {
-                    let (fg, tg) = (from - low.routing.rep_member[pd] as u32, to - low.routing.rep_member[cd] as u32);
-                    (0..plan.ep).map(|m| (fg + m, tg + m)).collect()
+                    (from - low.routing.rep_member[pd] as u32, to - low.routing.rep_member[cd] as u32, plan.ep)
                 }
             };
-            let flows: Vec<Flow> = pairs
-                .iter()
-                .map(|&(a, b)| {
-                    let (path, charge) = cluster.add_nccl_route(low.graph, a, b, 0, &mut scratch);
+            let flows: Vec<Flow> = (0..senders)
+                .map(|m| {
+                    let (path, charge) =
+                        cluster.add_nccl_route(low.graph, first_from + m, first_to + m, 0, &mut scratch);
                     Flow { path, bytes: bytes * charge }
                 })
                 .collect();
