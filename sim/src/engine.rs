@@ -75,8 +75,10 @@ pub fn run(
 /// Which communication task a finished flow belongs to.
 enum FlowOwner {
     /// The communications' flow ranges, disjoint and sorted: (first flow,
-    /// task). A binary search over them replaces a word per flow.
-    Ranges(Vec<(u32, u32)>),
+    /// task), and the range found last. A binary search over them replaces
+    /// a word per flow; the flows a completion finishes mostly come a
+    /// communication at a time, so the range found last is tried first.
+    Ranges(Vec<(u32, u32)>, usize),
     /// Per flow, the task that started it last (when ranges overlap).
     PerFlow(Vec<u32>),
 }
@@ -95,16 +97,23 @@ impl FlowOwner {
             ranges.sort_unstable();
         }
         if ranges.windows(2).all(|w| w[0].1 <= w[1].0) {
-            FlowOwner::Ranges(ranges.into_iter().map(|(start, _, task)| (start, task)).collect())
+            FlowOwner::Ranges(ranges.into_iter().map(|(start, _, task)| (start, task)).collect(), 0)
         } else {
             FlowOwner::PerFlow(vec![NONE; graph.flows().len()])
         }
     }
 
     /// The task of a started flow.
-    fn task(&self, flow: u32) -> u32 {
+    fn task(&mut self, flow: u32) -> u32 {
         match self {
-            FlowOwner::Ranges(ranges) => ranges[ranges.partition_point(|r| r.0 <= flow) - 1].1,
+            FlowOwner::Ranges(ranges, last) => {
+                let hit = ranges.get(*last).is_some_and(|r| r.0 <= flow)
+                    && ranges.get(*last + 1).is_none_or(|next| flow < next.0);
+                if !hit {
+                    *last = ranges.partition_point(|r| r.0 <= flow) - 1;
+                }
+                ranges[*last].1
+            }
             FlowOwner::PerFlow(owner) => owner[flow as usize],
         }
     }
@@ -149,7 +158,7 @@ impl<'a> Engine<'a> {
         let n = graph.task_count();
         let (next_in_stream, mut pending) = graph.stream_order();
         let successors = Successors::new(graph);
-        for &(_, b) in &successors.pairs {
+        for &b in successors.targets() {
             pending[b as usize] += 1;
         }
         Engine {
@@ -389,7 +398,7 @@ impl<'a> Engine<'a> {
             self.release(next);
         }
         for i in self.successors.range(task) {
-            let s = self.successors.pairs[i].1;
+            let s = self.successors.targets()[i];
             self.release(s);
         }
     }

@@ -475,12 +475,13 @@ impl TrainingWorkload {
                 (o.rank, result.spans[o.first.0 as usize].start.as_ps(), result.spans[o.last.0 as usize].end.as_ps())
             })
             .collect();
-        if let Some(v) = ep_hidden(graph, result, &chunk_pairs) {
-            m.insert("ep_hidden_fraction_chunk_pair".into(), num(v));
-        }
         // And over the whole step of every simulated rank, the same way.
         let steps: Vec<Window> = low.ranks.iter().map(|r| (r.rank, 0, result.end.as_ps())).collect();
-        if let Some(v) = ep_hidden(graph, result, &steps) {
+        let ep_under_compute = EpUnderCompute::new(graph, result, chunk_pairs.iter().chain(&steps).map(|w| w.0));
+        if let Some(v) = ep_under_compute.hidden(&chunk_pairs) {
+            m.insert("ep_hidden_fraction_chunk_pair".into(), num(v));
+        }
+        if let Some(v) = ep_under_compute.hidden(&steps) {
             m.insert("ep_hidden_fraction_step".into(), num(v));
         }
         if spec.model.moe.is_some() {
@@ -782,59 +783,72 @@ fn release_freed_heap() {
 /// A rank and a time window on it, ps.
 type Window = (u32, u64, u64);
 
-/// Over `windows` (each on its rank): the time of the rank's `ep` stream
-/// under its compute kernels over the `ep` stream's time (unions, clipped to
-/// the window), summed over the windows; None without EP time in them.
-/// DeepSeek's overlap figure: the EP all-to-all's time hidden under
-/// computation.
-fn ep_hidden(graph: &TaskGraph, result: &moesim_sim::RunResult, windows: &[Window]) -> Option<f64> {
-    use moesim_sim::analysis::union_length;
-    use moesim_sim::{TaskClass, TaskKind};
-    use std::collections::BTreeMap;
-    let ranks: std::collections::BTreeSet<u32> = windows.iter().map(|w| w.0).collect();
-    // Per rank of a window: EP intervals and compute intervals (ps).
-    type Intervals = Vec<(u64, u64)>;
-    let mut per_rank: BTreeMap<u32, (Intervals, Intervals)> = ranks.iter().map(|&r| (r, Default::default())).collect();
-    // Per stream: whether its rank has a window, and whether it is an `ep` stream.
-    let streams: Vec<(bool, bool)> =
-        graph.streams().iter().map(|s| (ranks.contains(&s.rank), graph.label_str(s.name) == "ep")).collect();
-    for (i, t) in graph.tasks().enumerate() {
-        let (windowed, ep) = streams[t.stream.0 as usize];
-        if !windowed {
-            continue;
+/// Per rank: its `ep` stream's communication and its compute and memory
+/// kernels, each merged into a union (one pass over the tasks), for
+/// [`EpUnderCompute::hidden`].
+struct EpUnderCompute(std::collections::BTreeMap<u32, EpAndCompute>);
+
+/// A rank's `ep` communication intervals and compute intervals (ps).
+type EpAndCompute = (Vec<(u64, u64)>, Vec<(u64, u64)>);
+
+impl EpUnderCompute {
+    /// The intervals of `ranks`.
+    fn new(graph: &TaskGraph, result: &moesim_sim::RunResult, ranks: impl IntoIterator<Item = u32>) -> Self {
+        use moesim_sim::analysis::merge_intervals;
+        use moesim_sim::{TaskClass, TaskId};
+        let mut per_rank: std::collections::BTreeMap<u32, EpAndCompute> =
+            ranks.into_iter().map(|r| (r, Default::default())).collect();
+        // Per stream: whether its rank is listed, and whether it is an `ep` stream.
+        let streams: Vec<(bool, bool)> =
+            graph.streams().iter().map(|s| (per_rank.contains_key(&s.rank), graph.label_str(s.name) == "ep")).collect();
+        for i in 0..graph.task_count() {
+            let id = TaskId(i as u32);
+            let stream = graph.task_stream(id);
+            let (listed, ep) = streams[stream.0 as usize];
+            if !listed {
+                continue;
+            }
+            let span = result.spans[i];
+            let iv = (span.start.as_ps(), span.end.as_ps());
+            if iv.1 <= iv.0 {
+                continue;
+            }
+            let class = graph.task_class(id);
+            let is_kernel =
+                matches!(class, TaskClass::Compute | TaskClass::Memory) && graph.kernel_device(id).is_some();
+            let is_ep = ep && class == TaskClass::Communication;
+            if !(is_kernel || is_ep) {
+                continue;
+            }
+            let entry = per_rank.get_mut(&graph.stream(stream).rank).expect("every listed rank has an entry");
+            if is_kernel {
+                entry.1.push(iv);
+            } else {
+                entry.0.push(iv);
+            }
         }
-        let span = result.spans[i];
-        let iv = (span.start.as_ps(), span.end.as_ps());
-        if iv.1 <= iv.0 {
-            continue;
+        for (ep, compute) in per_rank.values_mut() {
+            merge_intervals(ep);
+            merge_intervals(compute);
         }
-        let is_kernel = matches!((t.class, &t.kind), (TaskClass::Compute | TaskClass::Memory, TaskKind::Kernel(_)));
-        let is_ep = ep && t.class == TaskClass::Communication;
-        if !(is_kernel || is_ep) {
-            continue;
-        }
-        let entry = per_rank.get_mut(&graph.stream(t.stream).rank).expect("every windowed rank has an entry");
-        if is_kernel {
-            entry.1.push(iv);
-        } else {
-            entry.0.push(iv);
-        }
+        EpUnderCompute(per_rank)
     }
-    let (mut ep_ps, mut hidden_ps) = (0u64, 0u64);
-    for &(rank, lo, hi) in windows {
-        let Some((ep, compute)) = per_rank.get(&rank) else { continue };
-        let clip = |v: &[(u64, u64)]| -> Vec<(u64, u64)> {
-            v.iter().filter(|&&(a, b)| b > lo && a < hi).map(|&(a, b)| (a.max(lo), b.min(hi))).collect()
-        };
-        let (e, c) = (clip(ep), clip(compute));
-        let e_len = union_length(&mut e.clone());
-        let c_len = union_length(&mut c.clone());
-        let mut both = e;
-        both.extend_from_slice(&c);
-        ep_ps += e_len;
-        hidden_ps += (e_len + c_len).saturating_sub(union_length(&mut both));
+
+    /// Over `windows` (each on its rank): the time of the rank's `ep` stream
+    /// under its compute kernels over the `ep` stream's time (unions,
+    /// clipped to the window), summed over the windows; None without EP time
+    /// in them. DeepSeek's overlap figure: the EP all-to-all's time hidden
+    /// under computation.
+    fn hidden(&self, windows: &[Window]) -> Option<f64> {
+        use moesim_sim::analysis::{length_within, overlap_within};
+        let (mut ep_ps, mut hidden_ps) = (0u64, 0u64);
+        for &(rank, lo, hi) in windows {
+            let Some((ep, compute)) = self.0.get(&rank) else { continue };
+            ep_ps += length_within(ep, lo, hi);
+            hidden_ps += overlap_within(ep, compute, lo, hi);
+        }
+        (ep_ps > 0).then(|| hidden_ps as f64 / ep_ps as f64)
     }
-    (ep_ps > 0).then(|| hidden_ps as f64 / ep_ps as f64)
 }
 
 /// One row of the per-class calibration of a F&B chunk pair: the mean over
@@ -880,25 +894,56 @@ pub fn chunk_pair_classes(
             .sum();
         sums[i].2 = class.standalone_s;
     }
+    // The DeepEP kernels: each task of a rank's `ep` stream counts once per
+    // window of its rank whose task range holds it (one pass over the
+    // windows' tasks; in every-rank mode a window's range interleaves its
+    // EP group's ranks).
+    use std::collections::HashMap;
+    let mut ranges: HashMap<u32, Vec<(u32, u32)>> = HashMap::new();
     for o in &windows {
-        for id in o.first.0..=o.last.0 {
-            let t = graph.task(moesim_sim::TaskId(id));
-            let stream = graph.stream(t.stream);
-            if stream.rank != o.rank || graph.label_str(stream.name) != "ep" {
-                continue;
-            }
-            let label = graph.label_str(t.label);
-            let i = if label.contains("dispatch") {
-                4
-            } else if label.contains("combine") {
-                5
-            } else {
-                continue;
-            };
-            let span = result.spans[id as usize];
-            sums[i].0 += 1;
-            sums[i].1 += (span.end - span.start).as_ps();
+        ranges.entry(o.rank).or_default().push((o.first.0, o.last.0));
+    }
+    for r in ranges.values_mut() {
+        r.sort_unstable();
+    }
+    // Per stream: its rank's window ranges if it is an `ep` stream, and
+    // whether they are disjoint.
+    type Ranges<'a> = Option<(&'a [(u32, u32)], bool)>;
+    let stream_ranges: Vec<Ranges> = graph
+        .streams()
+        .iter()
+        .map(|s| {
+            let r = ranges.get(&s.rank).filter(|_| graph.label_str(s.name) == "ep")?;
+            Some((r.as_slice(), r.windows(2).all(|w| w[0].1 < w[1].0)))
+        })
+        .collect();
+    let mut label_class: HashMap<moesim_sim::LabelId, Option<usize>> = HashMap::new();
+    let lo = windows.iter().map(|o| o.first.0).min().unwrap_or(0);
+    let hi = windows.iter().map(|o| o.last.0).max().unwrap_or(0);
+    for id in lo..=hi {
+        let task = moesim_sim::TaskId(id);
+        let Some((r, disjoint)) = stream_ranges[graph.task_stream(task).0 as usize] else { continue };
+        let k = r.partition_point(|w| w.0 <= id);
+        let holding =
+            if disjoint { usize::from(k > 0 && r[k - 1].1 >= id) } else { r[..k].iter().filter(|w| w.1 >= id).count() };
+        if holding == 0 {
+            continue;
         }
+        let label = graph.task_label(task);
+        let class = *label_class.entry(label).or_insert_with(|| {
+            let label = graph.label_str(label);
+            if label.contains("dispatch") {
+                Some(4)
+            } else if label.contains("combine") {
+                Some(5)
+            } else {
+                None
+            }
+        });
+        let Some(i) = class else { continue };
+        let span = result.spans[id as usize];
+        sums[i].0 += holding as u64;
+        sums[i].1 += holding as u64 * (span.end - span.start).as_ps();
     }
     CHUNK_PAIR_CLASSES
         .iter()
