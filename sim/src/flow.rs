@@ -472,11 +472,21 @@ struct DueQueue {
     last: Option<(u64, u32)>,
     /// Runs in all queued buckets, current or not.
     len: usize,
+    /// [`FlowSolver::finish_early`]'s last refusal: (time, slot, k) when
+    /// the first k runs of that bucket passed and run k did not. Passing
+    /// only gets easier as time goes on, and a run of the bucket turns
+    /// current again only by being queued at its time, so the next check
+    /// starts at run k; dropped when that bucket leaves the queue, when a
+    /// run is queued at its time, and on [`DueQueue::retain`].
+    refused: Option<(u64, u32, usize)>,
 }
 
 impl DueQueue {
     fn push(&mut self, t: u64, r: u32) {
         self.len += 1;
+        if self.refused.is_some_and(|(rt, _, _)| rt == t) {
+            self.refused = None;
+        }
         if let Some((lt, slot)) = self.last {
             if lt == t {
                 self.buckets[slot as usize].push(r);
@@ -502,6 +512,9 @@ impl DueQueue {
     /// back with [`DueQueue::release`].
     fn pop_first(&mut self) {
         if let Some(Reverse((_, _, slot))) = self.heap.pop() {
+            if self.refused.is_some_and(|(_, rs, _)| rs == slot) {
+                self.refused = None;
+            }
             self.len -= self.buckets[slot as usize].len();
             if self.last.is_some_and(|l| l.1 == slot) {
                 self.last = None;
@@ -535,6 +548,7 @@ impl DueQueue {
         });
         self.len = len;
         self.last = None;
+        self.refused = None;
     }
 }
 
@@ -1075,11 +1089,18 @@ impl FlowSolver {
         while let Some((t, slot)) = self.dues.first() {
             let runs = &self.runs;
             let tol = self.tolerance;
-            let fits = self.dues.buckets[slot as usize].iter().all(|&r| {
+            let bucket = &self.dues.buckets[slot as usize];
+            // Runs before the last refusal's passed then and still pass.
+            let from = match self.dues.refused {
+                Some((rt, rs, k)) if (rt, rs) == (t, slot) => k.min(bucket.len()),
+                _ => 0,
+            };
+            let refusal = bucket[from..].iter().position(|&r| {
                 let run = &runs[r as usize];
-                run.finished || run.due != t || (t - now) as f64 <= tol * t.saturating_sub(run.born) as f64
+                !(run.finished || run.due != t || (t - now) as f64 <= tol * t.saturating_sub(run.born) as f64)
             });
-            if !fits {
+            if let Some(k) = refusal {
+                self.dues.refused = Some((t, slot, from + k));
                 break;
             }
             self.finish_bucket(paths, (t, slot), now, true, done);
@@ -1977,6 +1998,33 @@ mod tests {
         }
         assert_eq!(got[0], got[1]);
         assert!(got[0].2.iter().collect::<std::collections::BTreeSet<_>>().len() > 1, "several components");
+    }
+
+    #[test]
+    fn a_refusal_is_forgotten_when_its_bucket_could_hold_a_new_current_run() {
+        let mut q = DueQueue::default();
+        q.push(10, 1);
+        q.push(10, 2);
+        q.push(20, 3);
+        let (t, slot) = q.first().unwrap();
+        assert_eq!(t, 10);
+        // Queuing at another time keeps it; at its time drops it.
+        q.refused = Some((t, slot, 1));
+        q.push(30, 4);
+        assert_eq!(q.refused, Some((10, slot, 1)));
+        q.push(10, 5);
+        assert_eq!(q.refused, None);
+        // Its bucket leaving the queue drops it; another's does not.
+        q.refused = Some((20, 99, 0));
+        q.pop_first();
+        assert_eq!(q.refused, Some((20, 99, 0)));
+        let (_, slot) = q.first().unwrap();
+        q.refused = Some((10, slot, 0));
+        q.pop_first();
+        assert_eq!(q.refused, None);
+        q.refused = Some((30, 0, 0));
+        q.retain(|_, _| true);
+        assert_eq!(q.refused, None);
     }
 
     #[test]
