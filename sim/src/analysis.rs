@@ -105,19 +105,53 @@ pub fn overlap_within(x: &[(u64, u64)], y: &[(u64, u64)], lo: u64, hi: u64) -> u
     total
 }
 
-/// Activity of every rank that has tasks, sorted by rank. Each rank's
-/// intervals are merged once (compute, communication, each stream name's);
-/// overlaps come from sweeps over the merged lists.
-pub fn rank_activity(graph: &TaskGraph, result: &RunResult) -> Vec<RankActivity> {
+/// One rank's busy time as merged intervals (ps; see [`merge_intervals`]):
+/// its compute and memory kernels, its communication, and its
+/// communication per stream name (sorted by name).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RankIntervals<'g> {
+    pub rank: u32,
+    pub compute: Vec<(u64, u64)>,
+    pub comm: Vec<(u64, u64)>,
+    pub comm_by_stream: std::collections::BTreeMap<&'g str, Vec<(u64, u64)>>,
+}
+
+impl RankIntervals<'_> {
+    /// What the rank did: unions and their overlaps, from sweeps over the
+    /// merged lists.
+    pub fn activity(&self) -> RankActivity {
+        let all = |v: &[(u64, u64)]| length_within(v, 0, u64::MAX);
+        let both = |x: &[(u64, u64)], y: &[(u64, u64)]| overlap_within(x, y, 0, u64::MAX);
+        let (compute_ps, comm_ps) = (all(&self.compute), all(&self.comm));
+        let overlap_ps = both(&self.comm, &self.compute);
+        let comm_by_stream = self
+            .comm_by_stream
+            .iter()
+            .map(|(&name, iv)| {
+                let busy_ps = all(iv);
+                StreamComm { name: name.to_owned(), busy_ps, exposed_ps: busy_ps - both(iv, &self.compute) }
+            })
+            .collect();
+        RankActivity {
+            rank: self.rank,
+            compute_ps,
+            comm_ps,
+            overlap_ps,
+            busy_ps: compute_ps + comm_ps - overlap_ps,
+            comm_by_stream,
+        }
+    }
+}
+
+/// The merged intervals of every rank that has tasks, sorted by rank (one
+/// pass over the tasks).
+pub fn rank_intervals<'g>(graph: &'g TaskGraph, result: &RunResult) -> Vec<RankIntervals<'g>> {
     let mut ranks: Vec<u32> = graph.streams().iter().map(|s| s.rank).collect();
     ranks.sort_unstable();
     ranks.dedup();
     let stream_rank: Vec<usize> =
         graph.streams().iter().map(|s| ranks.binary_search(&s.rank).expect("listed")).collect();
-    // Per rank: compute intervals, comm intervals, comm per stream name.
-    let mut compute: Vec<Vec<(u64, u64)>> = vec![Vec::new(); ranks.len()];
-    let mut comm: Vec<Vec<(u64, u64)>> = vec![Vec::new(); ranks.len()];
-    let mut by_stream: Vec<std::collections::BTreeMap<&str, Vec<(u64, u64)>>> = vec![Default::default(); ranks.len()];
+    let mut out: Vec<RankIntervals> = ranks.iter().map(|&rank| RankIntervals { rank, ..Default::default() }).collect();
     for (i, span) in result.spans.iter().enumerate().take(graph.task_count()) {
         let iv = (span.start.as_ps(), span.end.as_ps());
         if iv.1 <= iv.0 {
@@ -125,47 +159,27 @@ pub fn rank_activity(graph: &TaskGraph, result: &RunResult) -> Vec<RankActivity>
         }
         let id = TaskId(i as u32);
         let stream = graph.task_stream(id);
-        let r = stream_rank[stream.0 as usize];
+        let r = &mut out[stream_rank[stream.0 as usize]];
         match graph.task_class(id) {
-            TaskClass::Compute | TaskClass::Memory if graph.kernel_device(id).is_some() => compute[r].push(iv),
+            TaskClass::Compute | TaskClass::Memory if graph.kernel_device(id).is_some() => r.compute.push(iv),
             TaskClass::Communication => {
-                comm[r].push(iv);
-                by_stream[r].entry(graph.label_str(graph.stream(stream).name)).or_default().push(iv);
+                r.comm.push(iv);
+                r.comm_by_stream.entry(graph.label_str(graph.stream(stream).name)).or_default().push(iv);
             }
             _ => {}
         }
     }
-    let all = (0, u64::MAX);
-    ranks
-        .iter()
-        .enumerate()
-        .map(|(r, &rank)| {
-            let compute = &mut compute[r];
-            merge_intervals(compute);
-            let compute_ps = length_within(compute, all.0, all.1);
-            let comm_by_stream = std::mem::take(&mut by_stream[r])
-                .into_iter()
-                .map(|(name, mut iv)| {
-                    merge_intervals(&mut iv);
-                    let busy_ps = length_within(&iv, all.0, all.1);
-                    let exposed_ps = busy_ps - overlap_within(&iv, compute, all.0, all.1);
-                    StreamComm { name: name.to_owned(), busy_ps, exposed_ps }
-                })
-                .collect();
-            let comm = &mut comm[r];
-            merge_intervals(comm);
-            let comm_ps = length_within(comm, all.0, all.1);
-            let overlap_ps = overlap_within(comm, compute, all.0, all.1);
-            RankActivity {
-                rank,
-                compute_ps,
-                comm_ps,
-                overlap_ps,
-                busy_ps: compute_ps + comm_ps - overlap_ps,
-                comm_by_stream,
-            }
-        })
-        .collect()
+    for r in &mut out {
+        merge_intervals(&mut r.compute);
+        merge_intervals(&mut r.comm);
+        r.comm_by_stream.values_mut().for_each(merge_intervals);
+    }
+    out
+}
+
+/// Activity of every rank that has tasks, sorted by rank.
+pub fn rank_activity(graph: &TaskGraph, result: &RunResult) -> Vec<RankActivity> {
+    rank_intervals(graph, result).iter().map(RankIntervals::activity).collect()
 }
 
 #[cfg(test)]

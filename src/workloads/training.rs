@@ -16,7 +16,7 @@ use moesim_models::transformer::routing::Skew;
 use moesim_models::transformer::schedule::ScheduleKind;
 use moesim_models::DeviceSpec;
 use moesim_reports::plot::RenderedFigure;
-use moesim_sim::analysis::rank_activity;
+use moesim_sim::analysis::{rank_activity, rank_intervals};
 use moesim_sim::{Observer, TaskGraph};
 use moesim_topologies::{ClusterSpec, ConfigProblem};
 use serde::Deserialize;
@@ -376,7 +376,8 @@ impl TrainingWorkload {
         let tokens_per_s = low.tokens / step_s;
         let per_gpu = tokens_per_s / gpus;
         let flops_per_token = spec.model.training_flops_per_token(spec.seq_len);
-        let activity = rank_activity(graph, result);
+        let intervals = rank_intervals(graph, result);
+        let activity: Vec<_> = intervals.iter().map(|r| r.activity()).collect();
         let n = activity.len().max(1) as f64;
         let mean = |f: &dyn Fn(&moesim_sim::analysis::RankActivity) -> u64| {
             activity.iter().map(|a| f(a) as f64).sum::<f64>() / n / 1e12
@@ -477,11 +478,10 @@ impl TrainingWorkload {
             .collect();
         // And over the whole step of every simulated rank, the same way.
         let steps: Vec<Window> = low.ranks.iter().map(|r| (r.rank, 0, result.end.as_ps())).collect();
-        let ep_under_compute = EpUnderCompute::new(graph, result, chunk_pairs.iter().chain(&steps).map(|w| w.0));
-        if let Some(v) = ep_under_compute.hidden(&chunk_pairs) {
+        if let Some(v) = ep_hidden(&intervals, &chunk_pairs) {
             m.insert("ep_hidden_fraction_chunk_pair".into(), num(v));
         }
-        if let Some(v) = ep_under_compute.hidden(&steps) {
+        if let Some(v) = ep_hidden(&intervals, &steps) {
             m.insert("ep_hidden_fraction_step".into(), num(v));
         }
         if spec.model.moe.is_some() {
@@ -783,72 +783,21 @@ fn release_freed_heap() {
 /// A rank and a time window on it, ps.
 type Window = (u32, u64, u64);
 
-/// Per rank: its `ep` stream's communication and its compute and memory
-/// kernels, each merged into a union (one pass over the tasks), for
-/// [`EpUnderCompute::hidden`].
-struct EpUnderCompute(std::collections::BTreeMap<u32, EpAndCompute>);
-
-/// A rank's `ep` communication intervals and compute intervals (ps).
-type EpAndCompute = (Vec<(u64, u64)>, Vec<(u64, u64)>);
-
-impl EpUnderCompute {
-    /// The intervals of `ranks`.
-    fn new(graph: &TaskGraph, result: &moesim_sim::RunResult, ranks: impl IntoIterator<Item = u32>) -> Self {
-        use moesim_sim::analysis::merge_intervals;
-        use moesim_sim::{TaskClass, TaskId};
-        let mut per_rank: std::collections::BTreeMap<u32, EpAndCompute> =
-            ranks.into_iter().map(|r| (r, Default::default())).collect();
-        // Per stream: whether its rank is listed, and whether it is an `ep` stream.
-        let streams: Vec<(bool, bool)> =
-            graph.streams().iter().map(|s| (per_rank.contains_key(&s.rank), graph.label_str(s.name) == "ep")).collect();
-        for i in 0..graph.task_count() {
-            let id = TaskId(i as u32);
-            let stream = graph.task_stream(id);
-            let (listed, ep) = streams[stream.0 as usize];
-            if !listed {
-                continue;
-            }
-            let span = result.spans[i];
-            let iv = (span.start.as_ps(), span.end.as_ps());
-            if iv.1 <= iv.0 {
-                continue;
-            }
-            let class = graph.task_class(id);
-            let is_kernel =
-                matches!(class, TaskClass::Compute | TaskClass::Memory) && graph.kernel_device(id).is_some();
-            let is_ep = ep && class == TaskClass::Communication;
-            if !(is_kernel || is_ep) {
-                continue;
-            }
-            let entry = per_rank.get_mut(&graph.stream(stream).rank).expect("every listed rank has an entry");
-            if is_kernel {
-                entry.1.push(iv);
-            } else {
-                entry.0.push(iv);
-            }
-        }
-        for (ep, compute) in per_rank.values_mut() {
-            merge_intervals(ep);
-            merge_intervals(compute);
-        }
-        EpUnderCompute(per_rank)
+/// Over `windows` (each on its rank): the time of the rank's `ep` stream
+/// under its compute kernels over the `ep` stream's time (unions, clipped to
+/// the window), summed over the windows; None without EP time in them.
+/// DeepSeek's overlap figure: the EP all-to-all's time hidden under
+/// computation. `intervals` are [`rank_intervals`]'s, sorted by rank.
+fn ep_hidden(intervals: &[moesim_sim::analysis::RankIntervals], windows: &[Window]) -> Option<f64> {
+    use moesim_sim::analysis::{length_within, overlap_within};
+    let (mut ep_ps, mut hidden_ps) = (0u64, 0u64);
+    for &(rank, lo, hi) in windows {
+        let Ok(r) = intervals.binary_search_by_key(&rank, |r| r.rank) else { continue };
+        let Some(ep) = intervals[r].comm_by_stream.get("ep") else { continue };
+        ep_ps += length_within(ep, lo, hi);
+        hidden_ps += overlap_within(ep, &intervals[r].compute, lo, hi);
     }
-
-    /// Over `windows` (each on its rank): the time of the rank's `ep` stream
-    /// under its compute kernels over the `ep` stream's time (unions,
-    /// clipped to the window), summed over the windows; None without EP time
-    /// in them. DeepSeek's overlap figure: the EP all-to-all's time hidden
-    /// under computation.
-    fn hidden(&self, windows: &[Window]) -> Option<f64> {
-        use moesim_sim::analysis::{length_within, overlap_within};
-        let (mut ep_ps, mut hidden_ps) = (0u64, 0u64);
-        for &(rank, lo, hi) in windows {
-            let Some((ep, compute)) = self.0.get(&rank) else { continue };
-            ep_ps += length_within(ep, lo, hi);
-            hidden_ps += overlap_within(ep, compute, lo, hi);
-        }
-        (ep_ps > 0).then(|| hidden_ps as f64 / ep_ps as f64)
-    }
+    (ep_ps > 0).then(|| hidden_ps as f64 / ep_ps as f64)
 }
 
 /// One row of the per-class calibration of a F&B chunk pair: the mean over
