@@ -7,9 +7,13 @@
 //! interned so a graph with millions of tasks stays small; flows and paths
 //! live in flat arenas for the same reason. A task is stored in 16 bytes
 //! (`TaskRecord`): its label, stream, class and an index into the graph's
-//! distinct kernels (every rank of a training step runs the same few
-//! thousand per device), distinct delays or communications;
-//! [`TaskGraph::task`] hands out the whole [`Task`] by value.
+//! distinct kernels, distinct delays or communications;
+//! [`TaskGraph::task`] hands out the whole [`Task`] by value. A kernel on
+//! the device its stream's first kernel ran on (every kernel, in the
+//! workloads' graphs) takes that device from its stream, so its entry is
+//! shared by every device that runs it: every rank of a training step runs
+//! the same few thousand kernels, and 2,048 ranks keep one table of them
+//! instead of one per device.
 
 use std::collections::HashMap as StdHashMap;
 
@@ -129,8 +133,13 @@ pub struct Stream {
     pub name: LabelId,
 }
 
-/// Which kind a [`TaskRecord`] holds.
+/// Which kind a [`TaskRecord`] holds: a kernel on its stream's device
+/// ([`TaskGraph::stream_device`]; its entry's device is [`NO_DEVICE`]).
 const KERNEL: u8 = 0;
+/// A kernel on a device other than its stream's (its entry's own).
+const KERNEL_ON: u8 = 3;
+/// The device of a shared kernel entry, and of a stream without kernels.
+const NO_DEVICE: u32 = u32::MAX;
 const COMM: u8 = 1;
 const DELAY: u8 = 2;
 
@@ -146,16 +155,18 @@ struct TaskRecord {
     kind: u8,
 }
 
-/// A kernel's bit-exact identity on its device (equal kernels share one
-/// entry, and a value reads back with the bits it was stored with).
-type KernelKey = (u64, u64, u64);
+/// A kernel entry's bit-exact identity (equal kernels share one entry, and
+/// a value reads back with the bits it was stored with): its time, bytes
+/// and units, and its device ([`NO_DEVICE`] for an entry shared by the
+/// streams' devices).
+type KernelKey = (u64, u64, u64, u32);
 
 fn kernel_key(k: &Kernel) -> KernelKey {
     let units = match k.units {
         UnitDemand::Share { max_units } => max_units as u64,
         UnitDemand::Hold(n) => (1 << 32) | n as u64,
     };
-    (k.compute.0, k.mem_bytes.to_bits(), units)
+    (k.compute.0, k.mem_bytes.to_bits(), units, k.device.0)
 }
 
 /// The IR every workload is lowered to and every importer produces.
@@ -164,17 +175,20 @@ pub struct TaskGraph {
     labels: Vec<String>,
     label_index: HashMap<String, LabelId>,
     streams: Vec<Stream>,
+    /// Per stream: the device of its first kernel ([`NO_DEVICE`] until it
+    /// has one), the device of its [`KERNEL`] tasks.
+    stream_device: Vec<u32>,
     tasks: Vec<TaskRecord>,
-    /// Distinct kernels, in first-use order (every rank of a training step
-    /// runs the same few thousand per device).
+    /// Distinct kernels, in first-use order: shared ones (device
+    /// [`NO_DEVICE`]; every rank of a training step runs the same few
+    /// thousand) and the few on a device other than their stream's.
     kernels: Vec<Kernel>,
     /// Distinct delays, in first-use order.
     delays: Vec<SimDuration>,
-    /// Finds a kernel's entry, per device (a rank's lowering looks up its
-    /// own device's few thousand kernels, a table that stays in cache, not
-    /// one of every device's millions), and a delay's; dropped by
+    /// Finds a kernel's entry (one table of a few thousand, shared by every
+    /// device: it stays in cache), and a delay's; dropped by
     /// [`TaskGraph::shrink_to_fit`] and rebuilt if a task is added after.
-    kernel_index: Option<Vec<HashMap<KernelKey, u32>>>,
+    kernel_index: Option<HashMap<KernelKey, u32>>,
     delay_index: Option<HashMap<u64, u32>>,
     /// The communication tasks' flows, holds and overheads, in task order.
     comms: Vec<Comm>,
@@ -235,12 +249,25 @@ impl TaskGraph {
     pub fn add_stream(&mut self, rank: u32, name: &str) -> StreamId {
         let name = self.label(name);
         self.streams.push(Stream { rank, name });
+        self.stream_device.push(NO_DEVICE);
         StreamId(self.streams.len() as u32 - 1)
     }
 
     pub fn add_task(&mut self, stream: StreamId, label: LabelId, class: TaskClass, kind: TaskKind) -> TaskId {
         let (kind, index) = match kind {
-            TaskKind::Kernel(k) => (KERNEL, self.intern_kernel(k)),
+            TaskKind::Kernel(k) => {
+                // A stream out of range (refused by `validate`) keeps its
+                // kernels' devices in their entries.
+                let mut sd = self.stream_device.get_mut(stream.0 as usize);
+                if let Some(sd) = sd.as_deref_mut().filter(|sd| **sd == NO_DEVICE) {
+                    *sd = k.device.0;
+                }
+                if sd.is_some_and(|sd| *sd == k.device.0) {
+                    (KERNEL, self.intern_kernel(Kernel { device: DeviceId(NO_DEVICE), ..k }))
+                } else {
+                    (KERNEL_ON, self.intern_kernel(k))
+                }
+            }
             TaskKind::Comm(c) => {
                 self.comms.push(c);
                 (COMM, self.comms.len() as u32 - 1)
@@ -251,25 +278,14 @@ impl TaskGraph {
         TaskId(self.tasks.len() as u32 - 1)
     }
 
-    /// The entry of `kernel` in [`TaskGraph::kernels`], added if new.
+    /// The entry of `kernel` in [`TaskGraph::kernels`] (device
+    /// [`NO_DEVICE`] for a shared one), added if new.
     fn intern_kernel(&mut self, kernel: Kernel) -> u32 {
         let kernels = &self.kernels;
-        let index = self.kernel_index.get_or_insert_with(|| {
-            let mut index: Vec<HashMap<KernelKey, u32>> = Vec::new();
-            for (i, k) in kernels.iter().enumerate() {
-                let d = k.device.0 as usize;
-                if d >= index.len() {
-                    index.resize_with(d + 1, HashMap::default);
-                }
-                index[d].insert(kernel_key(k), i as u32);
-            }
-            index
-        });
-        let d = kernel.device.0 as usize;
-        if d >= index.len() {
-            index.resize_with(d + 1, HashMap::default);
-        }
-        *index[d].entry(kernel_key(&kernel)).or_insert_with(|| {
+        let index = self
+            .kernel_index
+            .get_or_insert_with(|| kernels.iter().enumerate().map(|(i, k)| (kernel_key(k), i as u32)).collect());
+        *index.entry(kernel_key(&kernel)).or_insert_with(|| {
             self.kernels.push(kernel);
             self.kernels.len() as u32 - 1
         })
@@ -417,20 +433,24 @@ impl TaskGraph {
     /// device (as long as `speeds`).
     pub fn slow_devices_kernels(&mut self, speeds: &[f64]) -> Vec<usize> {
         let mut changed = vec![0; speeds.len()];
-        // Per kernel entry: the slowed entry, interned once.
-        let mut slowed: HashMap<u32, u32> = HashMap::default();
+        // Per (kernel entry, speed): the slowed entry, interned once.
+        let mut slowed: HashMap<(u32, u64), u32> = HashMap::default();
         for i in 0..self.tasks.len() {
-            let TaskRecord { kind: KERNEL, index, .. } = self.tasks[i] else { continue };
+            let r = self.tasks[i];
+            if r.kind != KERNEL && r.kind != KERNEL_ON {
+                continue;
+            }
+            let index = r.index;
             let mut k = self.kernels[index as usize];
-            let d = k.device.0 as usize;
+            let d = self.record_device(&r) as usize;
             match speeds.get(d) {
                 Some(&speed) if speed != 1.0 => {
-                    let new = match slowed.get(&index) {
+                    let new = match slowed.get(&(index, speed.to_bits())) {
                         Some(&new) => new,
                         None => {
                             k.compute = SimDuration((k.compute.0 as f64 / speed).round() as u64);
                             let new = self.intern_kernel(k);
-                            slowed.insert(index, new);
+                            slowed.insert((index, speed.to_bits()), new);
                             new
                         }
                     };
@@ -500,6 +520,7 @@ impl TaskGraph {
         self.path_links.shrink_to_fit();
         self.path_offsets.shrink_to_fit();
         self.streams.shrink_to_fit();
+        self.stream_device.shrink_to_fit();
         self.path_index = None;
     }
 
@@ -538,12 +559,25 @@ impl TaskGraph {
     #[inline]
     pub fn kernel_device(&self, id: TaskId) -> Option<DeviceId> {
         let r = &self.tasks[id.0 as usize];
-        (r.kind == KERNEL).then(|| self.kernels[r.index as usize].device)
+        (r.kind == KERNEL || r.kind == KERNEL_ON).then(|| DeviceId(self.record_device(r)))
+    }
+    /// The device of a kernel task's record.
+    #[inline]
+    fn record_device(&self, r: &TaskRecord) -> u32 {
+        if r.kind == KERNEL {
+            self.stream_device[r.stream.0 as usize]
+        } else {
+            self.kernels[r.index as usize].device.0
+        }
     }
     #[inline]
     fn record_kind(&self, r: &TaskRecord) -> TaskKind {
         match r.kind {
-            KERNEL => TaskKind::Kernel(self.kernels[r.index as usize]),
+            KERNEL => TaskKind::Kernel(Kernel {
+                device: DeviceId(self.stream_device[r.stream.0 as usize]),
+                ..self.kernels[r.index as usize]
+            }),
+            KERNEL_ON => TaskKind::Kernel(self.kernels[r.index as usize]),
             COMM => TaskKind::Comm(self.comms[r.index as usize].clone()),
             _ => TaskKind::Delay(self.delays[r.index as usize]),
         }
@@ -594,12 +628,30 @@ impl TaskGraph {
         // per-flow lookup): when all pass, the per-task loop skips them; when
         // one fails, that loop finds and names the first bad flow.
         let flows_ok = self.flows_and_paths_ok(platform);
-        for (i, t) in self.tasks().enumerate() {
+        // Each kernel entry checked once: a task of a sound entry on a
+        // known device needs no more (one read of its 16-byte record).
+        let entry_ok: Vec<bool> = self
+            .kernels
+            .iter()
+            .map(|k| {
+                k.mem_bytes.is_finite()
+                    && k.mem_bytes >= 0.0
+                    && !matches!(k.units, UnitDemand::Share { max_units: 0 } | UnitDemand::Hold(0))
+            })
+            .collect();
+        for (i, r) in self.tasks.iter().enumerate() {
             let name = || self.task_name(TaskId(i as u32)).to_owned();
-            if t.stream.0 as usize >= self.streams.len() {
-                return Err(SimError::UnknownResource { task: name(), what: format!("stream #{}", t.stream.0) });
+            if r.stream.0 as usize >= self.streams.len() {
+                return Err(SimError::UnknownResource { task: name(), what: format!("stream #{}", r.stream.0) });
             }
-            match &t.kind {
+            if (r.kind == KERNEL || r.kind == KERNEL_ON) && entry_ok[r.index as usize] && self.record_device(r) < n_dev
+            {
+                continue;
+            }
+            if r.kind == DELAY {
+                continue;
+            }
+            match &self.record_kind(r) {
                 TaskKind::Kernel(k) => {
                     if k.device.0 >= n_dev {
                         return Err(SimError::UnknownResource {
@@ -888,6 +940,37 @@ mod tests {
         assert!(g.path(p1).is_empty());
         assert_eq!(g.path(p2), &[LinkId(1)]);
         assert_eq!(g.path_count(), 3);
+    }
+
+    #[test]
+    fn devices_share_the_entry_of_a_kernel_they_all_run() {
+        let mut g = TaskGraph::new();
+        let kernel = |device| Kernel {
+            device: DeviceId(device),
+            compute: SimDuration(7),
+            mem_bytes: 3.0,
+            units: UnitDemand::Share { max_units: 4 },
+        };
+        // Four ranks, each running the same kernel twice on its own stream.
+        let streams: Vec<StreamId> = (0..4).map(|r| g.add_stream(r, "compute")).collect();
+        let ids: Vec<TaskId> = (0..8u32)
+            .map(|i| g.add_kernel(streams[(i % 4) as usize], "k", TaskClass::Compute, kernel(i % 4)))
+            .collect();
+        assert_eq!(g.kernels.len(), 1, "one entry for the four devices");
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(g.task_kind(id), TaskKind::Kernel(kernel(i as u32 % 4)));
+            assert_eq!(g.kernel_device(id), Some(DeviceId(i as u32 % 4)));
+        }
+        // Devices 1 and 3 at different speeds: each gets its own slowed entry.
+        assert_eq!(g.slow_devices_kernels(&[1.0, 0.5, 1.0, 0.25]), vec![0, 2, 0, 2]);
+        for (i, &id) in ids.iter().enumerate() {
+            let want = [7, 14, 7, 28][i % 4];
+            assert_eq!(
+                g.task_kind(id),
+                TaskKind::Kernel(Kernel { compute: SimDuration(want), ..kernel(i as u32 % 4) })
+            );
+        }
+        assert_eq!(g.kernels.len(), 3);
     }
 
     #[test]

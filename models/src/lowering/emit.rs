@@ -45,6 +45,20 @@ impl LaunchGaps {
     pub fn of(&self, kind: KernelKind) -> SimDuration {
         self.0[kind as usize]
     }
+
+    /// The gaps before `items`' kernels, in all (with one gap for every
+    /// class, a count: no kernel's class is worked out).
+    fn total(&self, items: &[Item]) -> u64 {
+        let kernels = items.iter().filter_map(|i| match i {
+            Item::Kernel(k) => Some(k),
+            _ => None,
+        });
+        if self.0.iter().all(|&g| g == self.0[0]) {
+            kernels.count() as u64 * self.0[0].as_ps()
+        } else {
+            kernels.map(|k| self.of(k.kind()).as_ps()).sum()
+        }
+    }
 }
 
 /// What emitting needs besides the graph.
@@ -87,13 +101,7 @@ impl Emitter<'_> {
         record: &mut dyn FnMut(TaskId, &KernelItem),
     ) {
         let mut pending_wait = wait;
-        let gap_ps: u64 = items
-            .iter()
-            .filter_map(|i| match i {
-                Item::Kernel(k) => Some(self.launch_gaps.of(k.kind()).as_ps()),
-                _ => None,
-            })
-            .sum();
+        let gap_ps = self.launch_gaps.total(items);
         if gap_ps > 0 {
             let t = graph.add_delay(rank.compute, "launch gaps", SimDuration::from_ps(gap_ps));
             if let Some(w) = pending_wait.take() {
