@@ -155,6 +155,14 @@ struct TaskRecord {
     kind: u8,
 }
 
+impl TaskRecord {
+    /// Whether it is a kernel, on its stream's device or on its own.
+    #[inline]
+    fn is_kernel(&self) -> bool {
+        self.kind == KERNEL || self.kind == KERNEL_ON
+    }
+}
+
 /// A kernel entry's bit-exact identity (equal kernels share one entry, and
 /// a value reads back with the bits it was stored with): its time, bytes
 /// and units, and its device ([`NO_DEVICE`] for an entry shared by the
@@ -437,7 +445,7 @@ impl TaskGraph {
         let mut slowed: HashMap<(u32, u64), u32> = HashMap::default();
         for i in 0..self.tasks.len() {
             let r = self.tasks[i];
-            if r.kind != KERNEL && r.kind != KERNEL_ON {
+            if !r.is_kernel() {
                 continue;
             }
             let index = r.index;
@@ -559,7 +567,7 @@ impl TaskGraph {
     #[inline]
     pub fn kernel_device(&self, id: TaskId) -> Option<DeviceId> {
         let r = &self.tasks[id.0 as usize];
-        (r.kind == KERNEL || r.kind == KERNEL_ON).then(|| DeviceId(self.record_device(r)))
+        r.is_kernel().then(|| DeviceId(self.record_device(r)))
     }
     /// The device of a kernel task's record.
     #[inline]
@@ -644,8 +652,7 @@ impl TaskGraph {
             if r.stream.0 as usize >= self.streams.len() {
                 return Err(SimError::UnknownResource { task: name(), what: format!("stream #{}", r.stream.0) });
             }
-            if (r.kind == KERNEL || r.kind == KERNEL_ON) && entry_ok[r.index as usize] && self.record_device(r) < n_dev
-            {
+            if r.is_kernel() && entry_ok[r.index as usize] && self.record_device(r) < n_dev {
                 continue;
             }
             if r.kind == DELAY {
