@@ -8,7 +8,8 @@
 //! per-flow state is a run id, and the solver's pending completions are runs in
 //! buckets in a binary heap keyed by (time, sequence number) (`DueQueue`), so
 //! runs due at one time finish in the order they were queued (stale entries are
-//! recognised by the run's current `due`). The solver hands the engine one
+//! recognised by the run's current `due`); a bucket of one run, as most are,
+//! is the heap entry itself. The solver hands the engine one
 //! pending completion at a time (stale ones are recognised by a generation).
 //!
 //! When flows start, [`FlowSolver::recompute`] (once per timestamp) gathers
@@ -464,89 +465,223 @@ struct Scratch {
 }
 
 /// Pending completions: buckets of runs in a binary heap by (time, sequence
-/// number). A run due at the time of the bucket queued last joins it,
+/// number). A run due at the time of the bucket opened last joins it,
 /// otherwise it opens a bucket; so runs due at one time come out in the
 /// order they were queued (a bucket holds a stretch of them, and buckets of
-/// one time come out in the order they were opened), many runs due at once
-/// (an all-to-all's) cost one heap entry, and no run allocates (bucket
-/// vectors are reused).
+/// one time come out in the order they were opened), and many runs due at
+/// once (an all-to-all's) cost one heap entry.
+///
+/// The bucket opened last stays out of the heap while runs may join it
+/// (`open`, in one reused buffer). When the next bucket opens it goes in: a
+/// bucket of one run, as 99 % of them are in an every-rank training step,
+/// as the run id in the heap entry itself, a bigger one in a slot of
+/// reused buffers. So queuing and finishing a lone run touch the heap and
+/// the run, not a bucket's vector header and buffer as well (two cache
+/// misses per run, most of them for stale entries).
 #[derive(Debug, Default)]
 struct DueQueue {
+    /// Closed buckets: (time, sequence, [`DueQueue::SLOT`] | slot, or the
+    /// run id of a bucket of one run).
     heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    /// Per slot: a bucket's runs, in the order queued (empty when free).
+    /// Per slot: a closed bucket's runs, in the order queued (empty when
+    /// free).
     buckets: Vec<Vec<u32>>,
     free: Vec<u32>,
     seq: u64,
-    /// The bucket opened last, while still queued: (time, slot).
-    last: Option<(u64, u32)>,
+    /// The bucket opened last, while still queued: (time, sequence); its
+    /// runs are `open_runs`.
+    open: Option<(u64, u64)>,
+    open_runs: Vec<u32>,
     /// Runs in all queued buckets, current or not.
     len: usize,
-    /// [`FlowSolver::finish_early`]'s last refusal: (time, slot, k) when
-    /// the first k runs of that bucket passed and run k did not. Passing
-    /// only gets easier as time goes on, and a run of the bucket turns
-    /// current again only by being queued at its time, so the next check
-    /// starts at run k; dropped when that bucket leaves the queue, when a
-    /// run is queued at its time, and on [`DueQueue::retain`].
-    refused: Option<(u64, u32, usize)>,
+    /// [`FlowSolver::finish_early`]'s last refusal: (time, sequence, k)
+    /// when the first k runs of that bucket passed and run k did not.
+    /// Passing only gets easier as time goes on, and a run of the bucket
+    /// turns current again only by being queued at its time, so the next
+    /// check starts at run k; dropped when that bucket leaves the queue,
+    /// when a run is queued at its time, and on [`DueQueue::retain`].
+    refused: Option<(u64, u64, usize)>,
+}
+
+/// Where the first bucket of a [`DueQueue`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BucketAt {
+    /// The open bucket.
+    Open,
+    /// A closed bucket of one run, in its heap entry.
+    One(u32),
+    /// A closed bucket in a slot.
+    Slot(u32),
+}
+
+/// A bucket taken off a [`DueQueue`]: its time, where it was, and its runs
+/// (a buffer handed back with [`DueQueue::release`]; empty for a lone run,
+/// which `at` holds).
+struct TakenBucket {
+    time: u64,
+    at: BucketAt,
+    runs: Vec<u32>,
+}
+
+impl TakenBucket {
+    fn runs(&self) -> &[u32] {
+        match &self.at {
+            BucketAt::One(r) => std::slice::from_ref(r),
+            _ => &self.runs,
+        }
+    }
 }
 
 impl DueQueue {
+    /// Marks a heap entry's payload as a slot (run ids stay below it).
+    const SLOT: u32 = 1 << 31;
+
     fn push(&mut self, t: u64, r: u32) {
+        debug_assert!(r < Self::SLOT);
         self.len += 1;
         if self.refused.is_some_and(|(rt, _, _)| rt == t) {
             self.refused = None;
         }
-        if let Some((lt, slot)) = self.last {
-            if lt == t {
-                self.buckets[slot as usize].push(r);
-                return;
-            }
+        if self.open.is_some_and(|(ot, _)| ot == t) {
+            self.open_runs.push(r);
+            return;
         }
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.buckets.push(Vec::new());
-            self.buckets.len() as u32 - 1
-        });
-        self.buckets[slot as usize].push(r);
-        self.heap.push(Reverse((t, self.seq, slot)));
+        self.close_open();
+        self.open = Some((t, self.seq));
         self.seq += 1;
-        self.last = Some((t, slot));
+        self.open_runs.push(r);
     }
 
-    /// The earliest bucket: (time, slot).
-    fn first(&self) -> Option<(u64, u32)> {
-        self.heap.peek().map(|&Reverse((t, _, slot))| (t, slot))
-    }
-
-    /// Takes the earliest bucket off the queue; the caller hands its slot
-    /// back with [`DueQueue::release`].
-    fn pop_first(&mut self) {
-        if let Some(Reverse((_, _, slot))) = self.heap.pop() {
-            if self.refused.is_some_and(|(_, rs, _)| rs == slot) {
-                self.refused = None;
-            }
-            self.len -= self.buckets[slot as usize].len();
-            if self.last.is_some_and(|l| l.1 == slot) {
-                self.last = None;
-            }
-        }
-    }
-
-    /// Frees `slot`, keeping `bucket`'s buffer for it.
-    fn release(&mut self, slot: u32, mut bucket: Vec<u32>) {
-        bucket.clear();
-        if bucket.capacity() > 0 {
-            self.buckets[slot as usize] = bucket;
+    /// Moves the open bucket, if any, into the heap.
+    fn close_open(&mut self) {
+        let Some((t, seq)) = self.open.take() else { return };
+        let payload = if let [r] = self.open_runs[..] {
+            self.open_runs.clear();
+            r
         } else {
-            self.buckets[slot as usize].clear();
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.buckets.push(Vec::new());
+                self.buckets.len() as u32 - 1
+            });
+            std::mem::swap(&mut self.buckets[slot as usize], &mut self.open_runs);
+            Self::SLOT | slot
+        };
+        self.heap.push(Reverse((t, seq, payload)));
+    }
+
+    /// The earliest bucket: (time, sequence, where).
+    fn first(&self) -> Option<(u64, u64, BucketAt)> {
+        let top = self.heap.peek().map(|&Reverse((t, seq, p))| {
+            (t, seq, if p & Self::SLOT != 0 { BucketAt::Slot(p & !Self::SLOT) } else { BucketAt::One(p) })
+        });
+        match (self.open, top) {
+            (Some((ot, oseq)), Some(top)) if ot < top.0 => Some((ot, oseq, BucketAt::Open)),
+            (Some((ot, oseq)), None) => Some((ot, oseq, BucketAt::Open)),
+            (_, top) => top,
         }
-        self.free.push(slot);
+    }
+
+    /// The runs of the bucket at `at`, in the order queued.
+    fn runs_at<'a>(&'a self, at: &'a BucketAt) -> &'a [u32] {
+        match at {
+            BucketAt::Open => &self.open_runs,
+            BucketAt::One(r) => std::slice::from_ref(r),
+            BucketAt::Slot(s) => &self.buckets[*s as usize],
+        }
+    }
+
+    /// Takes the earliest bucket off the queue; the caller hands its
+    /// buffer back with [`DueQueue::release`].
+    fn take_first(&mut self) -> Option<TakenBucket> {
+        let (time, seq, at) = self.first()?;
+        if self.refused.is_some_and(|(rt, rs, _)| (rt, rs) == (time, seq)) {
+            self.refused = None;
+        }
+        let runs = match at {
+            BucketAt::Open => {
+                self.open = None;
+                std::mem::take(&mut self.open_runs)
+            }
+            BucketAt::One(_) => {
+                self.heap.pop();
+                Vec::new()
+            }
+            BucketAt::Slot(s) => {
+                self.heap.pop();
+                std::mem::take(&mut self.buckets[s as usize])
+            }
+        };
+        let bucket = TakenBucket { time, at, runs };
+        self.len -= bucket.runs().len();
+        Some(bucket)
+    }
+
+    /// Hands a taken bucket's buffer back (and frees its slot).
+    fn release(&mut self, bucket: TakenBucket) {
+        let mut runs = bucket.runs;
+        runs.clear();
+        match bucket.at {
+            BucketAt::Open => {
+                if self.open_runs.capacity() < runs.capacity() {
+                    self.open_runs = runs;
+                }
+            }
+            BucketAt::One(_) => {}
+            BucketAt::Slot(s) => {
+                self.buckets[s as usize] = runs;
+                self.free.push(s);
+            }
+        }
+    }
+
+    /// Drops the stale runs at the head of the queue (`current(time, run)`
+    /// says which are not): lone runs and whole buckets with no current
+    /// run leave it, and a bucket's stale runs at its end are dropped;
+    /// returns the time of the first bucket left.
+    fn drop_stale_head(&mut self, current: impl Fn(u64, u32) -> bool) -> Option<u64> {
+        while let Some((t, seq, at)) = self.first() {
+            let v = match at {
+                BucketAt::One(r) => {
+                    if current(t, r) {
+                        return Some(t);
+                    }
+                    self.heap.pop();
+                    self.len -= 1;
+                    if self.refused.is_some_and(|(rt, rs, _)| (rt, rs) == (t, seq)) {
+                        self.refused = None;
+                    }
+                    continue;
+                }
+                BucketAt::Open => &mut self.open_runs,
+                BucketAt::Slot(s) => &mut self.buckets[s as usize],
+            };
+            while let Some(&r) = v.last() {
+                if current(t, r) {
+                    return Some(t);
+                }
+                v.pop();
+                self.len -= 1;
+            }
+            let bucket = self.take_first().expect("the first bucket");
+            self.release(bucket);
+        }
+        None
     }
 
     /// Keeps the runs for which `keep(time, run)` holds.
     fn retain(&mut self, keep: impl Fn(u64, u32) -> bool) {
+        // The open bucket closes, as a new bucket would open after a
+        // pruning.
+        self.close_open();
         let (buckets, free) = (&mut self.buckets, &mut self.free);
         let mut len = 0;
-        self.heap.retain(|&Reverse((t, _, slot))| {
+        self.heap.retain(|&Reverse((t, _, p))| {
+            if p & Self::SLOT == 0 {
+                let kept = keep(t, p);
+                len += usize::from(kept);
+                return kept;
+            }
+            let slot = p & !Self::SLOT;
             let v = &mut buckets[slot as usize];
             v.retain(|&r| keep(t, r));
             len += v.len();
@@ -556,7 +691,6 @@ impl DueQueue {
             !v.is_empty()
         });
         self.len = len;
-        self.last = None;
         self.refused = None;
     }
 }
@@ -1078,11 +1212,11 @@ impl FlowSolver {
         }
         self.scheduled = None;
         self.resched = true;
-        while let Some((t, slot)) = self.dues.first() {
+        while let Some((t, _, _)) = self.dues.first() {
             if t > now {
                 break;
             }
-            self.finish_bucket(paths, (t, slot), now, false, &mut done);
+            self.finish_bucket(paths, now, false, &mut done);
         }
         if self.tolerance > 0.0 {
             self.finish_early(paths, now, &mut done);
@@ -1095,13 +1229,13 @@ impl FlowSolver {
     /// stopping at the first bucket with a current run that does not
     /// qualify.
     fn finish_early<P: FlowPaths + ?Sized>(&mut self, paths: &P, now: u64, done: &mut impl FnMut(u32, &[LinkId])) {
-        while let Some((t, slot)) = self.dues.first() {
+        while let Some((t, seq, at)) = self.dues.first() {
             let runs = &self.runs;
             let tol = self.tolerance;
-            let bucket = &self.dues.buckets[slot as usize];
+            let bucket = self.dues.runs_at(&at);
             // Runs before the last refusal's passed then and still pass.
             let from = match self.dues.refused {
-                Some((rt, rs, k)) if (rt, rs) == (t, slot) => k.min(bucket.len()),
+                Some((rt, rs, k)) if (rt, rs) == (t, seq) => k.min(bucket.len()),
                 _ => 0,
             };
             let refusal = bucket[from..].iter().position(|&r| {
@@ -1109,27 +1243,26 @@ impl FlowSolver {
                 !(run.finished || run.due != t || (t - now) as f64 <= tol * t.saturating_sub(run.born) as f64)
             });
             if let Some(k) = refusal {
-                self.dues.refused = Some((t, slot, from + k));
+                self.dues.refused = Some((t, seq, from + k));
                 break;
             }
-            self.finish_bucket(paths, (t, slot), now, true, done);
+            self.finish_bucket(paths, now, true, done);
         }
     }
 
-    /// Takes the first bucket, of runs due at `t`, off the queue and
-    /// finishes its current runs: those whose bytes are sent by `now`, or
-    /// with `early` all of them (counted as finished early).
+    /// Takes the first bucket off the queue and finishes its current runs:
+    /// those whose bytes are sent by `now`, or with `early` all of them
+    /// (counted as finished early).
     fn finish_bucket<P: FlowPaths + ?Sized>(
         &mut self,
         paths: &P,
-        (t, slot): (u64, u32),
         now: u64,
         early: bool,
         done: &mut impl FnMut(u32, &[LinkId]),
     ) {
-        self.dues.pop_first();
-        let bucket = std::mem::take(&mut self.dues.buckets[slot as usize]);
-        for &r in &bucket {
+        let Some(bucket) = self.dues.take_first() else { return };
+        let t = bucket.time;
+        for &r in bucket.runs() {
             let run = self.runs[r as usize];
             if run.finished || run.due != t {
                 continue;
@@ -1141,7 +1274,7 @@ impl FlowSolver {
             }
             self.finish_run(paths, r, done);
         }
-        self.dues.release(slot, bucket);
+        self.dues.release(bucket);
     }
 
     /// Marks a run's flows done and takes them off their links.
@@ -1304,24 +1437,7 @@ impl FlowSolver {
         if self.dues.len > 2 * self.live_runs + 1024 {
             self.dues.retain(current);
         }
-        let mut top = None;
-        while let Some((t, slot)) = self.dues.first() {
-            let v = &mut self.dues.buckets[slot as usize];
-            while let Some(&r) = v.last() {
-                if current(t, r) {
-                    break;
-                }
-                v.pop();
-                self.dues.len -= 1;
-            }
-            if v.is_empty() {
-                self.dues.pop_first();
-                self.dues.release(slot, Vec::new());
-            } else {
-                top = Some(t);
-                break;
-            }
-        }
+        let top = self.dues.drop_stale_head(current);
         if top != self.scheduled {
             self.scheduled = top;
             if let Some(t) = top {
@@ -2057,25 +2173,79 @@ mod tests {
         q.push(10, 1);
         q.push(10, 2);
         q.push(20, 3);
-        let (t, slot) = q.first().unwrap();
+        let (t, seq, _) = q.first().unwrap();
         assert_eq!(t, 10);
         // Queuing at another time keeps it; at its time drops it.
-        q.refused = Some((t, slot, 1));
+        q.refused = Some((t, seq, 1));
         q.push(30, 4);
-        assert_eq!(q.refused, Some((10, slot, 1)));
+        assert_eq!(q.refused, Some((10, seq, 1)));
         q.push(10, 5);
         assert_eq!(q.refused, None);
         // Its bucket leaving the queue drops it; another's does not.
         q.refused = Some((20, 99, 0));
-        q.pop_first();
+        let b = q.take_first().unwrap();
+        q.release(b);
         assert_eq!(q.refused, Some((20, 99, 0)));
-        let (_, slot) = q.first().unwrap();
-        q.refused = Some((10, slot, 0));
-        q.pop_first();
+        let (_, seq, _) = q.first().unwrap();
+        q.refused = Some((10, seq, 0));
+        let b = q.take_first().unwrap();
+        q.release(b);
         assert_eq!(q.refused, None);
         q.refused = Some((30, 0, 0));
         q.retain(|_, _| true);
         assert_eq!(q.refused, None);
+    }
+
+    #[test]
+    fn due_buckets_come_out_by_time_then_as_queued_lone_runs_in_the_heap_entry() {
+        let mut q = DueQueue::default();
+        // Buckets: {10: 1, 2}, {5: 3}, {10: 4} (a new bucket: another time
+        // was queued in between), {7: 5, 6} (still open), and the same
+        // again after a retain that drops run 2 and closes the open bucket.
+        for (t, r) in [(10, 1), (10, 2), (5, 3), (10, 4), (7, 5), (7, 6)] {
+            q.push(t, r);
+        }
+        assert_eq!(q.len, 6);
+        assert_eq!(q.open_runs, [5, 6]);
+        let drain = |q: &mut DueQueue| {
+            let mut out = Vec::new();
+            while let Some(b) = q.take_first() {
+                out.push((b.time, b.runs().to_vec(), matches!(b.at, BucketAt::One(_))));
+                q.release(b);
+            }
+            assert_eq!(q.len, 0);
+            out
+        };
+        assert_eq!(
+            drain(&mut q),
+            [(5, vec![3], true), (7, vec![5, 6], false), (10, vec![1, 2], false), (10, vec![4], true)]
+        );
+        for (t, r) in [(10, 1), (10, 2), (5, 3), (10, 4), (7, 5), (7, 6)] {
+            q.push(t, r);
+        }
+        q.retain(|_, r| r != 2);
+        assert_eq!(q.len, 5);
+        assert_eq!(q.open, None);
+        // Another run due at 7 opens a bucket of its own.
+        q.push(7, 7);
+        assert_eq!(
+            drain(&mut q),
+            [
+                (5, vec![3], true),
+                (7, vec![5, 6], false),
+                (7, vec![7], false),
+                (10, vec![1], false),
+                (10, vec![4], true)
+            ]
+        );
+        // Dropping a stale head: the lone run 1 and run 3 at the end of
+        // bucket {2: 2, 3} go; run 2 stays, so the head is at 2.
+        for (t, r) in [(1, 1), (2, 2), (2, 3), (4, 4)] {
+            q.push(t, r);
+        }
+        assert_eq!(q.drop_stale_head(|_, r| r == 2 || r == 4), Some(2));
+        assert_eq!(q.len, 2);
+        assert_eq!(drain(&mut q), [(2, vec![2], false), (4, vec![4], false)]);
     }
 
     #[test]
