@@ -537,7 +537,7 @@ impl DueQueue {
     const SLOT: u32 = 1 << 31;
 
     fn push(&mut self, t: u64, r: u32) {
-        debug_assert!(r < Self::SLOT);
+        assert!(r < Self::SLOT, "run ids stay below the slot flag");
         self.len += 1;
         if self.refused.is_some_and(|(rt, _, _)| rt == t) {
             self.refused = None;
