@@ -639,28 +639,21 @@ impl DueQueue {
     /// run leave it, and a bucket's stale runs at its end are dropped;
     /// returns the time of the first bucket left.
     fn drop_stale_head(&mut self, current: impl Fn(u64, u32) -> bool) -> Option<u64> {
-        while let Some((t, seq, at)) = self.first() {
+        while let Some((t, _, at)) = self.first() {
             let v = match at {
-                BucketAt::One(r) => {
+                BucketAt::One(r) if current(t, r) => return Some(t),
+                BucketAt::One(_) => None,
+                BucketAt::Open => Some(&mut self.open_runs),
+                BucketAt::Slot(s) => Some(&mut self.buckets[s as usize]),
+            };
+            if let Some(v) = v {
+                while let Some(&r) = v.last() {
                     if current(t, r) {
                         return Some(t);
                     }
-                    self.heap.pop();
+                    v.pop();
                     self.len -= 1;
-                    if self.refused.is_some_and(|(rt, rs, _)| (rt, rs) == (t, seq)) {
-                        self.refused = None;
-                    }
-                    continue;
                 }
-                BucketAt::Open => &mut self.open_runs,
-                BucketAt::Slot(s) => &mut self.buckets[s as usize],
-            };
-            while let Some(&r) = v.last() {
-                if current(t, r) {
-                    return Some(t);
-                }
-                v.pop();
-                self.len -= 1;
             }
             let bucket = self.take_first().expect("the first bucket");
             self.release(bucket);

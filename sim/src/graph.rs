@@ -169,6 +169,17 @@ impl TaskRecord {
 /// streams' devices).
 type KernelKey = (u64, u64, u64, u32);
 
+/// What is wrong with a kernel apart from its device, if anything.
+fn kernel_problem(k: &Kernel) -> Option<String> {
+    if !(k.mem_bytes.is_finite() && k.mem_bytes >= 0.0) {
+        return Some(format!("memory bytes must be finite and non-negative, found {}", k.mem_bytes));
+    }
+    if let UnitDemand::Share { max_units: 0 } | UnitDemand::Hold(0) = k.units {
+        return Some("a kernel needs at least one compute unit".into());
+    }
+    None
+}
+
 fn kernel_key(k: &Kernel) -> KernelKey {
     let units = match k.units {
         UnitDemand::Share { max_units } => max_units as u64,
@@ -638,15 +649,7 @@ impl TaskGraph {
         let flows_ok = self.flows_and_paths_ok(platform);
         // Each kernel entry checked once: a task of a sound entry on a
         // known device needs no more (one read of its 16-byte record).
-        let entry_ok: Vec<bool> = self
-            .kernels
-            .iter()
-            .map(|k| {
-                k.mem_bytes.is_finite()
-                    && k.mem_bytes >= 0.0
-                    && !matches!(k.units, UnitDemand::Share { max_units: 0 } | UnitDemand::Hold(0))
-            })
-            .collect();
+        let entry_ok: Vec<bool> = self.kernels.iter().map(|k| kernel_problem(k).is_none()).collect();
         for (i, r) in self.tasks.iter().enumerate() {
             let name = || self.task_name(TaskId(i as u32)).to_owned();
             if r.stream.0 as usize >= self.streams.len() {
@@ -666,17 +669,8 @@ impl TaskGraph {
                             what: format!("device #{}", k.device.0),
                         });
                     }
-                    if !(k.mem_bytes.is_finite() && k.mem_bytes >= 0.0) {
-                        return Err(SimError::BadTask {
-                            task: name(),
-                            problem: format!("memory bytes must be finite and non-negative, found {}", k.mem_bytes),
-                        });
-                    }
-                    if let UnitDemand::Share { max_units: 0 } | UnitDemand::Hold(0) = k.units {
-                        return Err(SimError::BadTask {
-                            task: name(),
-                            problem: "a kernel needs at least one compute unit".into(),
-                        });
+                    if let Some(problem) = kernel_problem(k) {
+                        return Err(SimError::BadTask { task: name(), problem });
                     }
                 }
                 TaskKind::Comm(c) => {
