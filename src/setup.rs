@@ -5,6 +5,7 @@
 //! source. The `[workload]` table is not read here: `scenario.rs` hands it
 //! to the workload registry (`workloads::registry`).
 
+use moesim_models::network::moe_comm::DeepEpRdma;
 use moesim_models::transformer::parallel::CpComm;
 use moesim_models::transformer::schedule::ScheduleKind;
 use moesim_models::{DeviceSpec, ModelConfig, ModelError};
@@ -110,6 +111,9 @@ pub struct ParallelTable {
     /// SMs each expert-parallel communication kernel holds (DeepSeek-V3: 20 of 132).
     #[serde(default = "default_comm_sms")]
     pub comm_sms: u32,
+    /// How DeepEP's normal kernels drive RDMA: "ibgda" (default: GPU-initiated, a queue pair per channel, DeepEP since 2025-04; the links bound them) or "ibrc" (NVSHMEM's IBRC, DeepEP as first released in 2025-02 and as DeepSeek trained V3: every (token, node) copy, the rank's own node's included, goes through the kernels' channels at 46/24 GB/s per SM, below the InfiniBand line rate).
+    #[serde(default)]
+    pub deepep_rdma: DeepEpRdma,
     /// Transformer layers of each model stage (pp x virtual_stages counts,
     /// adding up to the model's layers); default: stages balanced by cost.
     #[serde(default)]

@@ -279,6 +279,16 @@ fn readme_calibration_table_is_the_binary_output() {
     }
     let all = row("all");
     assert_eq!(all[2], "2.0", "median gap before a compute-stream kernel: {all:?}");
+    // DeepEP's kernels as DeepSeek ran them (IBRC, 20 SMs): combine within
+    // 5 % of the profile's in-situ time, dispatch within 20 % (its uncached
+    // forward kernels do more than any benchmark times), each slower in the
+    // step than the model's benchmark run at 24 SMs.
+    for (label, tolerance) in [("DeepEP combine", 0.05), ("DeepEP dispatch", 0.20)] {
+        let r = row(label);
+        let [measured, alone, in_situ] = [&r[3], &r[4], &r[5]].map(|c| c.parse::<f64>().unwrap());
+        assert!((in_situ / measured - 1.0).abs() < tolerance, "{label}: {r:?}");
+        assert!(in_situ > 1.15 * alone, "{label}: {r:?}");
+    }
     // Both sides of the profile's chunk pair are busy most of its 129 ms:
     // the compute stream and the DeepEP stream, a quarter of whose time is
     // the notify and layout kernels (the 33.0 ms of their class row).

@@ -3,7 +3,8 @@
 //! the efficiencies as the topology presets hold them).
 
 use moesim_models::network::moe_comm::{
-    lower_moe_comm, lower_moe_comm_given, routing_spec, MoeCommLowering, MoeCommSpec, MoeKernel,
+    lower_moe_comm, lower_moe_comm_given, routing_spec, DeepEpRdma, MoeCommLowering, MoeCommSpec, MoeKernel,
+    IBRC_GB_PER_S_PER_SM,
 };
 use moesim_models::transformer::routing::MoePhase;
 use moesim_models::transformer::routing::{Skew, TokenRouter};
@@ -55,7 +56,15 @@ fn simulate(cluster: Cluster, graph: TaskGraph, low: MoeCommLowering) -> Run {
 }
 
 fn run(spec: &MoeCommSpec, seed: u64) -> Run {
-    let c = cluster(spec.ranks);
+    run_with(spec, seed, None)
+}
+
+/// As [`run`], the normal kernels bounded by their SMs and `rdma`'s channels.
+fn run_with(spec: &MoeCommSpec, seed: u64, rdma: Option<DeepEpRdma>) -> Run {
+    let mut c = cluster(spec.ranks);
+    if let Some(rdma) = rdma {
+        rdma.cap_normal_kernels(&mut c, spec.comm_sms);
+    }
     let mut g = TaskGraph::new();
     let streams: Vec<_> = (0..spec.ranks).map(|r| g.add_stream(r, "ep")).collect();
     let low = lower_moe_comm(&c, spec, seed, &mut g, &streams, &vec![None; spec.ranks as usize]).unwrap();
@@ -352,4 +361,44 @@ fn sm_links_bound_sm_driven_kernels_only_where_the_device_has_them() {
     npu.device = DeviceSpec::preset("ascend-910b").unwrap();
     npu.cap_comm_by_sms(10);
     assert_eq!(npu.platform.links.len(), links);
+}
+
+/// DeepEP's first (IBRC) kernels: their channels pass every (token, node)
+/// copy a rank makes, its own node's included, at `IBRC_GB_PER_S_PER_SM`
+/// per SM, so the rate DeepEP counts is the SMs times that — 24 SMs give
+/// the README's 46 GB/s at EP64, the 20 of DeepSeek's training 5/6 of it —
+/// while the IBGDA kernels stay link-bound whatever the SMs. Inside one
+/// node there is no RDMA and nothing changes.
+#[test]
+fn ibrc_channels_bound_every_token_node_copy_by_the_sms() {
+    for (sms, phase) in [(24, MoePhase::Dispatch), (20, MoePhase::Dispatch), (20, MoePhase::Combine)] {
+        let spec = MoeCommSpec { comm_sms: sms, ..deepep(MoeKernel::Normal, phase, 64, 4096) };
+        let ibrc = run_with(&spec, 7, Some(DeepEpRdma::Ibrc));
+        let counted = ibrc.low.rdma_bytes_per_rank / ibrc.time_s / 1e9;
+        let bound = sms as f64 * IBRC_GB_PER_S_PER_SM;
+        assert!((counted / bound - 1.0).abs() < 0.03, "{sms} SMs {phase:?}: {counted:.1} GB/s against {bound:.1}");
+        let ibgda = run_with(&spec, 7, Some(DeepEpRdma::Ibgda));
+        let link_bound = ibgda.low.rdma_bytes_per_rank / ibgda.time_s / 1e9;
+        assert!(link_bound > 50.0 && link_bound < 53.0, "{link_bound}");
+        // One flow per rank carries its own node's copies through its
+        // channels alone: no physical link, the channels' two ends.
+        let physical = ibrc.cluster.topology.graph.edge_count();
+        let own: Vec<_> = ibrc
+            .graph
+            .flows()
+            .iter()
+            .filter(|f| ibrc.graph.path(f.path).iter().all(|&l| (l.0 as usize) >= physical))
+            .collect();
+        assert_eq!(own.len(), 64, "one own-node flow per rank");
+        for f in &own {
+            let path = ibrc.graph.path(f.path);
+            assert_eq!(path.len(), 2);
+            for &l in path {
+                assert_eq!(ibrc.cluster.platform.link(l).bytes_per_s, bound * 1e9);
+            }
+        }
+    }
+    let intranode = deepep(MoeKernel::Normal, MoePhase::Dispatch, 8, 4096);
+    let (a, b) = (run_with(&intranode, 7, Some(DeepEpRdma::Ibrc)), run_with(&intranode, 7, Some(DeepEpRdma::Ibgda)));
+    assert_eq!(a.time_s, b.time_s, "no RDMA inside a node");
 }

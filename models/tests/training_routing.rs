@@ -5,6 +5,7 @@
 
 use moesim_models::hardware::device::Dtype;
 use moesim_models::lowering::training::{lower_training, OpKind, RankMode, RoutingDraw, TrainingSpec};
+use moesim_models::network::moe_comm::DeepEpRdma;
 use moesim_models::network::moe_comm::EpTraffic;
 use moesim_models::transformer::layers::Recompute;
 use moesim_models::transformer::parallel::{CpComm, ParallelPlan};
@@ -44,6 +45,7 @@ fn spec(mode: RankMode, routing_draw: RoutingDraw) -> TrainingSpec {
         sequence_parallel: false,
         micro_batch: 1,
         comm_sms: 20,
+        deepep_rdma: DeepEpRdma::Ibgda,
     };
     TrainingSpec {
         model,

@@ -9,7 +9,8 @@
 //!
 //! DeepEP's standalone time is the model's DeepEP benchmark run of the same
 //! exchange (`deepep-dispatch-ep64`, `deepep-combine-ep64`: EP64, 4,096
-//! tokens, 20 SMs), once per exchange of the chunk pair.
+//! tokens, the benchmark's 24 SMs, the chunk pair's `deepep_rdma`), once per
+//! exchange of the chunk pair.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -122,9 +123,12 @@ pub fn calibration_text(rank: &RankGraph, trace: &str) -> Result<String, AppErro
         .map_err(|e: toml::de::Error| AppError::Failed(e.to_string()))?;
     let (outcome, classes) = workload.run_with_classes(&scenario.setup, &RunOptions::default())?;
     let model = |row: &str| classes.iter().find(|c| c.class == row);
-    // DeepEP alone: the model's benchmark run of each exchange.
+    // DeepEP alone: the model's benchmark run of each exchange (DeepEP's
+    // 24 SMs), with the transport the chunk pair's kernels use.
+    let rdma = scenario.setup.parallel.as_ref().map(|p| p.deepep_rdma).unwrap_or_default();
+    let sets = [format!("workload.deepep_rdma={}", rdma.as_str())];
     let alone_us = |name: &'static str| -> Result<f64, AppError> {
-        let (summary, _) = crate::run_scenario(&ScenarioRef::Builtin(name), &[], &RunOptions::default())?;
+        let (summary, _) = crate::run_scenario(&ScenarioRef::Builtin(name), &sets, &RunOptions::default())?;
         summary.get("time_us").and_then(|v| v.as_f64()).ok_or_else(|| AppError::Failed(format!("{name}: no time_us")))
     };
     let dispatch_us = alone_us("deepep-dispatch-ep64")?;

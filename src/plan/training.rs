@@ -338,6 +338,7 @@ pub fn plan(base: &Source, sets: &[String], target: &TrainingTarget) -> Result<T
                 sequence_parallel: parallel.sequence_parallel,
                 micro_batch: c.micro_batch,
                 comm_sms: parallel.comm_sms,
+                deepep_rdma: parallel.deepep_rdma,
             };
             let mut e = Evaluated {
                 candidate: *c,

@@ -614,7 +614,7 @@ impl Workload for GrpoWorkload {
         } else {
             build_cluster(setup)?
         };
-        train_cluster.cap_comm_by_sms(spec.plan.comm_sms);
+        spec.plan.deepep_rdma.cap_normal_kernels(&mut train_cluster, spec.plan.comm_sms);
         let mut graph = TaskGraph::new();
         let low = lower_training(&train_cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;
         let memory = training_memory(&spec, &train_cluster, &low);

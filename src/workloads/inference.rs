@@ -330,7 +330,8 @@ impl Workload for IterationWorkload {
         })?;
         let spec = self.spec(model, setup.parallel.as_ref(), cluster_gpus(cluster_spec));
         let mut cluster = cluster;
-        cluster.cap_comm_by_sms(spec.unit.comm_sms);
+        let rdma = setup.parallel.as_ref().map(|p| p.deepep_rdma).unwrap_or_default();
+        rdma.cap_normal_kernels(&mut cluster, spec.unit.comm_sms);
         cluster.share_memory_with_comm();
         let mut graph = TaskGraph::new();
         let low = lower_iteration(&cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;

@@ -2,7 +2,7 @@
 //! all-to-all, reported as time and per-rank NVLink and RDMA bandwidth counted
 //! the way DeepEP's benchmarks count them.
 
-use moesim_models::network::moe_comm::{self, MoeCommSpec, MoeKernel};
+use moesim_models::network::moe_comm::{self, DeepEpRdma, MoeCommSpec, MoeKernel};
 use moesim_models::transformer::routing::MoePhase;
 use moesim_models::transformer::routing::Skew;
 use moesim_sim::{Observer, TaskGraph};
@@ -53,6 +53,9 @@ pub struct MoeCommWorkload {
     /// SMs the normal kernels hold.
     #[serde(default = "default_comm_sms")]
     pub comm_sms: u32,
+    /// How the normal kernels drive RDMA: "ibgda" (default, DeepEP since 2025-04) or "ibrc" (DeepEP as first released, 2025-02: its channels bound every (token, node) copy at 46/24 GB/s per SM).
+    #[serde(default)]
+    pub deepep_rdma: DeepEpRdma,
     /// Zipf exponent of expert popularity; 0 = balanced.
     #[serde(default)]
     pub skew: f64,
@@ -135,7 +138,7 @@ impl Workload for MoeCommWorkload {
         let mut graph = TaskGraph::new();
         let spec = self.spec();
         if spec.kernel == MoeKernel::Normal {
-            cluster.cap_comm_by_sms(spec.comm_sms);
+            self.deepep_rdma.cap_normal_kernels(&mut cluster, spec.comm_sms);
         }
         let mut notes = Vec::new();
         let lowered = match self.simulate {

@@ -255,6 +255,7 @@ impl TrainingWorkload {
             sequence_parallel: table.sequence_parallel,
             micro_batch: table.micro_batch,
             comm_sms: table.comm_sms,
+            deepep_rdma: table.deepep_rdma,
         }
     }
 
@@ -667,7 +668,7 @@ impl TrainingWorkload {
         let mut cluster = build_cluster(setup)?;
         let cluster_spec = setup.topology.as_ref().expect("build_cluster checked it");
         let spec = self.spec(setup, cluster_spec)?;
-        cluster.cap_comm_by_sms(spec.plan.comm_sms);
+        spec.plan.deepep_rdma.cap_normal_kernels(&mut cluster, spec.plan.comm_sms);
         cluster.share_memory_with_comm();
         let mut graph = TaskGraph::new();
         let low = lower_training(&cluster, &spec, setup.seed, &mut graph).map_err(|e| model_failure(setup, e))?;

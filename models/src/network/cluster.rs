@@ -1,9 +1,11 @@
 //! A `Cluster`: a built topology with its device, turned into the engine's
 //! `Platform` (one compute device per GPU, one link resource per directed
 //! edge, and optionally per GPU a send and a receive link standing for the
-//! SMs an SM-driven all-to-all kernel holds, and per GPU a link standing
-//! for its HBM, which every flow reads at its source and writes at its
-//! destination) plus the router that maps GPU pairs to link paths.
+//! SMs an SM-driven all-to-all kernel holds, per GPU a send and a receive
+//! link standing for the RDMA channels of DeepEP's IBRC kernels, and per GPU
+//! a link standing for its HBM, which every flow reads at its source and
+//! writes at its destination) plus the router that maps GPU pairs to link
+//! paths.
 
 use moesim_sim::{DeviceId, DeviceResource, LinkId, LinkKind, LinkResource, PathId, Platform, SimDuration, TaskGraph};
 use moesim_topologies::{EdgeIndex, Router, Topology};
@@ -20,6 +22,10 @@ pub struct Cluster {
     /// kernel holds (its send side, its receive side); empty unless
     /// [`Cluster::cap_comm_by_sms`] added them.
     sm_links: Vec<(LinkId, LinkId)>,
+    /// Per GPU, the links standing for the RDMA channels of an SM-driven
+    /// all-to-all kernel (send side, receive side); empty unless
+    /// [`Cluster::cap_rdma_channels`] added them.
+    channel_links: Vec<(LinkId, LinkId)>,
     /// Per GPU, the link standing for its HBM; empty unless
     /// [`Cluster::share_memory_with_comm`] added them.
     memory_links: Vec<LinkId>,
@@ -48,7 +54,15 @@ impl Cluster {
             });
         }
         let router = Router::new(&topology, seed);
-        Cluster { topology, device, platform, router, sm_links: Vec::new(), memory_links: Vec::new() }
+        Cluster {
+            topology,
+            device,
+            platform,
+            router,
+            sm_links: Vec::new(),
+            channel_links: Vec::new(),
+            memory_links: Vec::new(),
+        }
     }
 
     /// The platform, dropping the rest (the route tables: about 1 GB at
@@ -125,7 +139,7 @@ impl Cluster {
         flow_key: u64,
         scratch: &mut Vec<EdgeIndex>,
     ) -> (PathId, f64) {
-        let path = self.path(graph, (src, dst), flow_key, scratch, false);
+        let path = self.path(graph, (src, dst), flow_key, scratch, false, None);
         (path, self.nccl_charge(scratch))
     }
 
@@ -158,6 +172,36 @@ impl Cluster {
             };
             let pair = (link("send"), link("receive"));
             self.sm_links.push(pair);
+        }
+    }
+
+    /// Bounds the RDMA side of SM-driven all-to-all kernels by their
+    /// channels: every GPU gets a send and a receive link of `sms` x
+    /// `gb_per_s_per_sm` GB/s, which [`Cluster::add_rdma_kernel_route`] puts
+    /// at the ends of such a kernel's flows across nodes and
+    /// [`Cluster::add_channel_self_route`] gives the copies a rank's channels
+    /// make for its own node. DeepEP's IBRC kernels (2025-02) push every
+    /// (token, node) copy through one queue pair per channel, the source's
+    /// own node included, and reach less than the line rate
+    /// (`moe_comm::DeepEpRdma`). Nothing on a device whose communication
+    /// does not run on its compute units, or with `sms` 0; idempotent.
+    pub fn cap_rdma_channels(&mut self, sms: u32, gb_per_s_per_sm: f64) {
+        if !self.device.comm_uses_compute_units || sms == 0 || !self.channel_links.is_empty() {
+            return;
+        }
+        let bytes_per_s = sms as f64 * gb_per_s_per_sm * 1e9;
+        for rank in 0..self.gpu_count() {
+            let name = self.topology.node_name(self.topology.gpu(rank));
+            let mut link = |side: &str| {
+                self.platform.add_link(LinkResource {
+                    name: format!("{name} {sms} RDMA channel SMs {side}"),
+                    kind: LinkKind::Construct("rdma-channel"),
+                    bytes_per_s,
+                    latency: SimDuration::ZERO,
+                })
+            };
+            let pair = (link("send"), link("receive"));
+            self.channel_links.push(pair);
         }
     }
 
@@ -198,7 +242,32 @@ impl Cluster {
         flow_key: u64,
         scratch: &mut Vec<EdgeIndex>,
     ) -> PathId {
-        self.path(graph, (src, dst), flow_key, scratch, true)
+        self.path(graph, (src, dst), flow_key, scratch, true, None)
+    }
+
+    /// As [`Cluster::add_kernel_route`], for a flow across nodes of a kernel
+    /// whose RDMA channels [`Cluster::cap_rdma_channels`] bounds: it also
+    /// crosses the sender's channel send link and the receiver's channel
+    /// receive link.
+    pub fn add_rdma_kernel_route(
+        &self,
+        graph: &mut TaskGraph,
+        src: u32,
+        dst: u32,
+        flow_key: u64,
+        scratch: &mut Vec<EdgeIndex>,
+    ) -> PathId {
+        let send = self.channel_links.get(src as usize).map(|&(send, _)| send);
+        let receive = self.channel_links.get(dst as usize).map(|&(_, receive)| receive);
+        self.path(graph, (src, dst), flow_key, scratch, true, send.zip(receive))
+    }
+
+    /// The path of the copies GPU `rank`'s RDMA channels make for its own
+    /// node (its channel send and receive links, no physical link), `None`
+    /// unless [`Cluster::cap_rdma_channels`] is in force.
+    pub fn add_channel_self_route(&self, graph: &mut TaskGraph, rank: u32) -> Option<PathId> {
+        let &(send, receive) = self.channel_links.get(rank as usize)?;
+        Some(graph.add_path_from([send, receive]))
     }
 
     /// Appends the links of the route `src -> dst` (ECMP choice keyed by
@@ -226,9 +295,12 @@ impl Cluster {
         flow_key: u64,
         scratch: &mut Vec<EdgeIndex>,
     ) -> PathId {
-        self.path(graph, (src, dst), flow_key, scratch, false)
+        self.path(graph, (src, dst), flow_key, scratch, false, None)
     }
 
+    /// The stored path `src -> dst`: the source's HBM link, its SM send link
+    /// (with `through_sms`), its channel send link (with `channels`), the
+    /// route, then the same at the destination in reverse order.
     fn path(
         &self,
         graph: &mut TaskGraph,
@@ -236,6 +308,7 @@ impl Cluster {
         flow_key: u64,
         scratch: &mut Vec<EdgeIndex>,
         through_sms: bool,
+        channels: Option<(LinkId, LinkId)>,
     ) -> PathId {
         scratch.clear();
         self.router.route(&self.topology, src, dst, flow_key, scratch);
@@ -246,6 +319,15 @@ impl Cluster {
         let receive = ends.1.map(|&(_, receive)| receive).filter(|_| ends.0.is_some());
         let read = self.memory_links.get(src as usize).copied();
         let write = self.memory_links.get(dst as usize).copied().filter(|_| src != dst);
-        graph.add_path_from(read.into_iter().chain(send).chain(route).chain(receive).chain(write))
+        let (channel_send, channel_receive) = (channels.map(|c| c.0), channels.map(|c| c.1));
+        graph.add_path_from(
+            read.into_iter()
+                .chain(send)
+                .chain(channel_send)
+                .chain(route)
+                .chain(channel_receive)
+                .chain(receive)
+                .chain(write),
+        )
     }
 }

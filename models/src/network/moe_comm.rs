@@ -23,6 +23,11 @@
 //!
 //! Every kernel starts with a count exchange among all ranks, so when ranks
 //! arrive at different times (`after`) no transfer starts before the last.
+//!
+//! How the normal kernels drive RDMA is [`DeepEpRdma`]: GPU-initiated with a
+//! queue pair per channel (DeepEP since 2025-04, line-rate bound), or the
+//! first release's NVSHMEM IBRC, whose channels bound every (token, node)
+//! copy a rank makes, its own node's included.
 
 use moesim_sim::{Flow, SimDuration, StreamId, TaskGraph, TaskId};
 
@@ -38,6 +43,62 @@ pub enum MoeKernel {
     Normal,
     /// Pure-RDMA low-latency kernels (decode).
     LowLatency,
+}
+
+/// How DeepEP's normal (internode) kernels drive RDMA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeepEpRdma {
+    /// GPU-initiated RDMA (IBGDA) with a queue pair per channel: DeepEP
+    /// since PR #130 (2025-04-22), whose EP32 and EP64 benchmarks run at the
+    /// InfiniBand line rate. The links bound the kernels.
+    #[default]
+    Ibgda,
+    /// NVSHMEM's IBRC transport, one queue pair per channel: DeepEP as first
+    /// released (2025-02-25) and as DeepSeek trained V3 with. Its channels
+    /// move (token, node) copies, the rank's own node included, at
+    /// [`IBRC_GB_PER_S_PER_SM`] per SM — below the line rate.
+    Ibrc,
+}
+
+/// What one SM of DeepEP's IBRC normal kernels moves, GB/s of (token, node)
+/// copies (DeepEP's RDMA count: the source's own node included). DeepEP's
+/// first README (ebfe47e, 2025-02-25) gives 43, 44 and 46 GB/s for EP16,
+/// EP32 and EP64 dispatch (43, 47, 45 combine) with the 24 SMs its
+/// `test_internode.py` runs; PR #130 (2025-04-22) lifted EP32 and EP64 to
+/// 58 and 51 by changing the transport alone, so the first kernels were
+/// bound by their channels, not the links. The EP64 dispatch figure over its
+/// 24 SMs is this rate (`deepep-ibrc-ep64-dispatch-rdma` is fitted; the other
+/// IBRC rows are held out).
+pub const IBRC_GB_PER_S_PER_SM: f64 = 46.0 / 24.0;
+
+impl DeepEpRdma {
+    /// The scenario's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeepEpRdma::Ibgda => "ibgda",
+            DeepEpRdma::Ibrc => "ibrc",
+        }
+    }
+
+    /// The per-SM rate of the kernels' RDMA channels, GB/s of (token, node)
+    /// copies, where they bound the kernel (`None`: the links do).
+    pub fn channel_gb_per_s_per_sm(self) -> Option<f64> {
+        match self {
+            DeepEpRdma::Ibgda => None,
+            DeepEpRdma::Ibrc => Some(IBRC_GB_PER_S_PER_SM),
+        }
+    }
+
+    /// Bounds `cluster`'s normal kernels holding `sms` SMs by those SMs
+    /// ([`Cluster::cap_comm_by_sms`]) and, where this transport has them, by
+    /// their RDMA channels ([`Cluster::cap_rdma_channels`]).
+    pub fn cap_normal_kernels(self, cluster: &mut Cluster, sms: u32) {
+        cluster.cap_comm_by_sms(sms);
+        if let Some(rate) = self.channel_gb_per_s_per_sm() {
+            cluster.cap_rdma_channels(sms, rate);
+        }
+    }
 }
 
 /// One dispatch or combine over ranks `0..ranks`.
@@ -375,6 +436,10 @@ pub struct EpTraffic {
     /// `rdma[src * nodes + m]`: tokens `src` sends over RDMA to the GPU with
     /// its local index in node `m`.
     pub rdma: Vec<u64>,
+    /// `own_node[src]`: tokens of `src` with an expert in its own node (the
+    /// (token, node) copies its RDMA channels make without crossing nodes;
+    /// 0 inside one node).
+    pub own_node: Vec<u64>,
     /// (token, expert) pairs each rank's experts receive.
     pub rows: Vec<u64>,
     /// (token, destination rank) pairs, as DeepEP's benchmark counts NVLink bytes.
@@ -465,6 +530,7 @@ impl EpTraffic {
             nodes,
             nvlink: vec![0; r_count * g],
             rdma: vec![0; r_count * nodes],
+            own_node: vec![0; r_count],
             rows: vec![0; r_count],
             counted_nvlink: 0,
             counted_rdma: 0,
@@ -496,6 +562,8 @@ impl EpTraffic {
                 }
                 if m != src_node {
                     t.rdma[src * nodes + m] += tokens;
+                } else if nodes > 1 {
+                    t.own_node[src] += tokens;
                 }
             }
         }
@@ -525,6 +593,7 @@ impl EpTraffic {
         let mut t = EpTraffic {
             nvlink: vec![0; self.nvlink.len()],
             rdma: vec![0; self.rdma.len()],
+            own_node: vec![0; self.own_node.len()],
             rows: vec![0; self.rows.len()],
             ..self.clone()
         };
@@ -537,6 +606,7 @@ impl EpTraffic {
                 t.rdma[ra * self.nodes + node(m)] = self.rdma[a * self.nodes + m];
             }
             t.rows[ra] = self.rows[a];
+            t.own_node[ra] = self.own_node[a];
         }
         t
     }
@@ -749,7 +819,12 @@ impl Exchange for EpTraffic {
         let global = |r: usize| first_rank + r as u32;
         let mut push = |graph: &mut TaskGraph, from: usize, to: usize, tokens: u64| {
             if tokens > 0 && from != to {
-                let path = cluster.add_kernel_route(graph, global(from), global(to), 0, &mut scratch);
+                let (src, dst) = (global(from), global(to));
+                let path = if from / g == to / g {
+                    cluster.add_kernel_route(graph, src, dst, 0, &mut scratch)
+                } else {
+                    cluster.add_rdma_kernel_route(graph, src, dst, 0, &mut scratch)
+                };
                 flows.push(Flow { path, bytes: tokens as f64 * bytes_per_token });
             }
         };
@@ -771,6 +846,13 @@ impl Exchange for EpTraffic {
             if mirror {
                 let back = self.rdma[peer * self.nodes + a_node];
                 push(graph, to, from, back);
+            }
+        }
+        // The copies `a`'s RDMA channels make for its own node, where the
+        // channels bound the kernel (`DeepEpRdma::Ibrc`).
+        if self.own_node[a] > 0 {
+            if let Some(path) = cluster.add_channel_self_route(graph, global(a)) {
+                flows.push(Flow { path, bytes: self.own_node[a] as f64 * bytes_per_token });
             }
         }
         flows

@@ -12,6 +12,7 @@
 
 use moesim_topologies::ConfigProblem;
 
+use crate::network::moe_comm::DeepEpRdma;
 use crate::transformer::model::ModelConfig;
 use crate::transformer::schedule::{check_interleaved, check_sizes, ScheduleKind};
 
@@ -41,6 +42,9 @@ pub struct ParallelPlan {
     pub micro_batch: u32,
     /// SMs an expert-parallel communication kernel holds while it runs.
     pub comm_sms: u32,
+    /// How DeepEP's normal kernels drive RDMA (their channels bound them
+    /// with IBRC).
+    pub deepep_rdma: DeepEpRdma,
 }
 
 /// How context-parallel ranks exchange keys and values (each rank holds
@@ -281,6 +285,7 @@ mod tests {
             sequence_parallel: false,
             micro_batch: 1,
             comm_sms: 20,
+            deepep_rdma: DeepEpRdma::Ibgda,
         }
     }
 
