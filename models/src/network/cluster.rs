@@ -159,26 +159,13 @@ impl Cluster {
         if !self.device.comm_uses_compute_units || sms == 0 || !self.sm_links.is_empty() {
             return;
         }
-        let bytes_per_s = sms as f64 * rate * 1e9;
-        for rank in 0..self.gpu_count() {
-            let name = self.topology.node_name(self.topology.gpu(rank));
-            let mut link = |side: &str| {
-                self.platform.add_link(LinkResource {
-                    name: format!("{name} {sms} comm SMs {side}"),
-                    kind: LinkKind::Construct("sm-port"),
-                    bytes_per_s,
-                    latency: SimDuration::ZERO,
-                })
-            };
-            let pair = (link("send"), link("receive"));
-            self.sm_links.push(pair);
-        }
+        self.sm_links = self.send_receive_links(sms as f64 * rate * 1e9, &format!("{sms} comm SMs"), "sm-port");
     }
 
     /// Bounds the RDMA side of SM-driven all-to-all kernels by their
     /// channels: every GPU gets a send and a receive link of `sms` x
-    /// `gb_per_s_per_sm` GB/s, which [`Cluster::add_rdma_kernel_route`] puts
-    /// at the ends of such a kernel's flows across nodes and
+    /// `gb_per_s_per_sm` GB/s, which [`Cluster::add_kernel_route`] puts at
+    /// the ends of such a kernel's flows across nodes and
     /// [`Cluster::add_channel_self_route`] gives the copies a rank's channels
     /// make for its own node. DeepEP's IBRC kernels (2025-02) push every
     /// (token, node) copy through one queue pair per channel, the source's
@@ -190,19 +177,26 @@ impl Cluster {
             return;
         }
         let bytes_per_s = sms as f64 * gb_per_s_per_sm * 1e9;
-        for rank in 0..self.gpu_count() {
-            let name = self.topology.node_name(self.topology.gpu(rank));
-            let mut link = |side: &str| {
-                self.platform.add_link(LinkResource {
-                    name: format!("{name} {sms} RDMA channel SMs {side}"),
-                    kind: LinkKind::Construct("rdma-channel"),
-                    bytes_per_s,
-                    latency: SimDuration::ZERO,
-                })
-            };
-            let pair = (link("send"), link("receive"));
-            self.channel_links.push(pair);
-        }
+        self.channel_links = self.send_receive_links(bytes_per_s, &format!("{sms} RDMA channel SMs"), "rdma-channel");
+    }
+
+    /// Per GPU a send and a receive link of `bytes_per_s`, named after the
+    /// GPU, `what` and the side, of construct kind `kind`.
+    fn send_receive_links(&mut self, bytes_per_s: f64, what: &str, kind: &'static str) -> Vec<(LinkId, LinkId)> {
+        (0..self.gpu_count())
+            .map(|rank| {
+                let name = self.topology.node_name(self.topology.gpu(rank));
+                let mut link = |side: &str| {
+                    self.platform.add_link(LinkResource {
+                        name: format!("{name} {what} {side}"),
+                        kind: LinkKind::Construct(kind),
+                        bytes_per_s,
+                        latency: SimDuration::ZERO,
+                    })
+                };
+                (link("send"), link("receive"))
+            })
+            .collect()
     }
 
     /// Makes communication share each GPU's HBM with its kernels (issue #15,
@@ -233,7 +227,9 @@ impl Cluster {
 
     /// As [`Cluster::add_route`], for a flow an SM-driven kernel moves: with
     /// [`Cluster::cap_comm_by_sms`] in force it also crosses the sender's
-    /// SM send link and the receiver's SM receive link.
+    /// SM send link and the receiver's SM receive link, and across nodes with
+    /// [`Cluster::cap_rdma_channels`] in force the sender's channel send
+    /// link and the receiver's channel receive link.
     pub fn add_kernel_route(
         &self,
         graph: &mut TaskGraph,
@@ -242,24 +238,14 @@ impl Cluster {
         flow_key: u64,
         scratch: &mut Vec<EdgeIndex>,
     ) -> PathId {
-        self.path(graph, (src, dst), flow_key, scratch, true, None)
-    }
-
-    /// As [`Cluster::add_kernel_route`], for a flow across nodes of a kernel
-    /// whose RDMA channels [`Cluster::cap_rdma_channels`] bounds: it also
-    /// crosses the sender's channel send link and the receiver's channel
-    /// receive link.
-    pub fn add_rdma_kernel_route(
-        &self,
-        graph: &mut TaskGraph,
-        src: u32,
-        dst: u32,
-        flow_key: u64,
-        scratch: &mut Vec<EdgeIndex>,
-    ) -> PathId {
-        let send = self.channel_links.get(src as usize).map(|&(send, _)| send);
-        let receive = self.channel_links.get(dst as usize).map(|&(_, receive)| receive);
-        self.path(graph, (src, dst), flow_key, scratch, true, send.zip(receive))
+        let g = self.topology.gpus_per_node.max(1);
+        let channels = if src / g == dst / g {
+            None
+        } else {
+            let send = self.channel_links.get(src as usize).map(|&(send, _)| send);
+            send.zip(self.channel_links.get(dst as usize).map(|&(_, receive)| receive))
+        };
+        self.path(graph, (src, dst), flow_key, scratch, true, channels)
     }
 
     /// The path of the copies GPU `rank`'s RDMA channels make for its own

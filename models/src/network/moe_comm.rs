@@ -819,12 +819,7 @@ impl Exchange for EpTraffic {
         let global = |r: usize| first_rank + r as u32;
         let mut push = |graph: &mut TaskGraph, from: usize, to: usize, tokens: u64| {
             if tokens > 0 && from != to {
-                let (src, dst) = (global(from), global(to));
-                let path = if from / g == to / g {
-                    cluster.add_kernel_route(graph, src, dst, 0, &mut scratch)
-                } else {
-                    cluster.add_rdma_kernel_route(graph, src, dst, 0, &mut scratch)
-                };
+                let path = cluster.add_kernel_route(graph, global(from), global(to), 0, &mut scratch);
                 flows.push(Flow { path, bytes: tokens as f64 * bytes_per_token });
             }
         };
