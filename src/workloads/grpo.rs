@@ -301,6 +301,7 @@ impl GrpoWorkload {
                 redundant_experts: r.redundant_experts,
                 placement: r.placement,
                 comm_sms: r.comm_sms,
+                deepep_rdma: Default::default(),
                 micro_batches: r.micro_batches,
             },
             decode: DecodeUnitTable {

@@ -43,6 +43,7 @@ use moesim_models::lowering::inference::{
     kv_bytes_per_token, kv_capacity_tokens, lower_iteration_cached, DeploymentUnit, IterationPhase, IterationSpec,
     RoutingCache,
 };
+use moesim_models::network::moe_comm::DeepEpRdma;
 use moesim_models::serving::{
     arrival, serve_arrivals, serve_stream, unservable, Arrival, IterationTimes, PoissonArrivals, PrefillChunking,
     Quantiles, Request, RequestOutcome, ServingConfig, ServingTotals, EXACT_VALUES, SKETCH_RELATIVE_ERROR,
@@ -119,6 +120,9 @@ pub struct PrefillUnitTable {
     /// SMs the all-to-all kernels hold (DeepSeek's prefill: 24 of 132).
     #[serde(default = "comm_sms")]
     pub comm_sms: u32,
+    /// How the all-to-all kernels drive RDMA: "ibgda" (default, DeepEP since 2025-04) or "ibrc" (DeepEP as first released, 2025-02: its channels bound every (token, node) copy at 46/24 GB/s per SM).
+    #[serde(default)]
+    pub deepep_rdma: DeepEpRdma,
     /// Micro-batches an iteration is split into to overlap compute with the all-to-all.
     #[serde(default = "two")]
     pub micro_batches: u32,
@@ -1121,7 +1125,7 @@ impl EngineIterationTimes {
         let device = &setup.device;
         let mut prefill_cluster =
             unit_cluster(topo, device, w.prefill.gpus, setup.seed).map_err(|e| input("workload.prefill.gpus", e))?;
-        prefill_cluster.cap_comm_by_sms(w.prefill.comm_sms);
+        w.prefill.deepep_rdma.cap_normal_kernels(&mut prefill_cluster, w.prefill.comm_sms);
         prefill_cluster.share_memory_with_comm();
         let mut decode_cluster =
             unit_cluster(topo, device, w.decode.gpus, setup.seed).map_err(|e| input("workload.decode.gpus", e))?;
