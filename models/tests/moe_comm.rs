@@ -27,7 +27,7 @@ fn cluster(ranks: u32) -> Cluster {
 }
 
 /// DeepEP's README benchmark: 4096 tokens, hidden 7168, top-8 of 256 experts,
-/// at most 4 nodes per token, 20 SMs.
+/// at most 4 nodes per token, the 24 SMs its tests run.
 fn deepep(kernel: MoeKernel, phase: MoePhase, ranks: u32, tokens: u32) -> MoeCommSpec {
     MoeCommSpec {
         kernel,
@@ -38,7 +38,7 @@ fn deepep(kernel: MoeKernel, phase: MoePhase, ranks: u32, tokens: u32) -> MoeCom
         topk: 8,
         experts: 256,
         node_limit: 4,
-        comm_sms: 20,
+        comm_sms: 24,
         skew: Skew::Balanced,
     }
 }
