@@ -205,9 +205,10 @@ fn what_ifs_move_the_step_the_right_way() {
     // 1F1B cannot overlap a chunk's all-to-all with another chunk's compute.
     let f1b = chunk(&["--set", "parallel.schedule=1f1b"]);
     assert!(f(&f1b, "exposed_comm_s") > f(&base, "exposed_comm_s"), "{f1b}");
-    // H20: a sixth of the tensor throughput.
+    // H20: a sixth of the tensor throughput (and more HBM bandwidth, so the
+    // memory-bound kernels do not slow): well over twice the step.
     let h20 = chunk(&["--set", "hardware.device=h20"]);
-    assert!(step(&h20) > 3.0 * step(&base));
+    assert!(step(&h20) > 2.5 * step(&base), "{} against {}", step(&h20), step(&base));
 }
 
 #[test]

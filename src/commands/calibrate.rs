@@ -98,6 +98,95 @@ pub fn compute_stream_gaps_us(rank: &RankGraph) -> Vec<(&'static str, Vec<(f64, 
     out
 }
 
+/// What ran beside a kernel on the DeepEP stream, for
+/// [`streaming_beside_deepep`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beside {
+    Nothing,
+    Dispatch,
+    Combine,
+    Notify,
+}
+
+/// One op of the profile's layers: (annotation name, kernel name, grid,
+/// occurrence of that name and grid inside its annotation range).
+type Place<'a> = (&'a str, &'a str, [u32; 3], usize);
+
+/// Shortest memory-bound kernel [`streaming_beside_deepep`] compares, ns:
+/// below it launch and tail effects, not bandwidth, decide the time.
+const MIN_STREAMING_NS: i64 = 20_000;
+
+/// The profile's memory-bound kernels (casts, norms, elementwise passes,
+/// reductions, copies; at least 20 µs) beside a DeepEP kernel against the
+/// same kernel with none beside it: for each kind of DeepEP kernel, the
+/// number of pairs and the median ratio of their times. Two kernels are the
+/// same when they have the same name and grid, are launched inside
+/// `user_annotation` ranges of the same name (DeepSeek's `attn(F)`,
+/// `mlp(B)`, ... once per layer) and are the same occurrence of that name
+/// and grid inside their range: one op of the four layers. A kernel is
+/// beside a kind when at least 80 % of its time overlaps kernels of that
+/// kind, and beside nothing when under 20 % overlaps any; others are left
+/// out. Empty when the trace has no annotations.
+pub fn streaming_beside_deepep(rank: &RankGraph) -> Vec<(Beside, usize, f64)> {
+    use std::collections::BTreeMap;
+    let deepep: Vec<(i64, i64, Beside)> = rank
+        .ops
+        .iter()
+        .filter_map(|o| {
+            let kind = match trace_row(o.class, &o.name) {
+                "deepep-dispatch" => Beside::Dispatch,
+                "deepep-combine" => Beside::Combine,
+                "deepep-notify" => Beside::Notify,
+                _ => return None,
+            };
+            Some((o.start_ns, o.end_ns(), kind))
+        })
+        .collect();
+    // Each op's place: (annotation name, op name, grid, occurrence), counted
+    // over every op of its annotation range in start order.
+    let mut order: Vec<usize> = (0..rank.ops.len()).filter(|&i| rank.ops[i].annotation.is_some()).collect();
+    order.sort_by_key(|&i| (rank.ops[i].start_ns, i));
+    let mut seen: BTreeMap<(u32, &str, [u32; 3]), usize> = BTreeMap::new();
+    let mut groups: BTreeMap<Place, Vec<(Beside, f64)>> = BTreeMap::new();
+    for i in order {
+        let op = &rank.ops[i];
+        let a = op.annotation.expect("filtered");
+        let n = seen.entry((a, op.name.as_str(), op.grid)).or_insert(0);
+        let place = (rank.annotations[a as usize].name.as_str(), op.name.as_str(), op.grid, *n);
+        *n += 1;
+        if !matches!(trace_row(op.class, &op.name), "cast-norm" | "other") || op.dur_ns < MIN_STREAMING_NS {
+            continue;
+        }
+        let mut overlap = [0i64; 4];
+        for &(start, end, kind) in &deepep {
+            overlap[kind as usize] += (end.min(op.end_ns()) - start.max(op.start_ns)).max(0);
+        }
+        let total: i64 = overlap.iter().sum();
+        let (k, most) = overlap.iter().enumerate().max_by_key(|&(k, v)| (*v, std::cmp::Reverse(k))).expect("four");
+        let beside = if 5 * total < op.dur_ns {
+            Beside::Nothing
+        } else if 5 * most >= 4 * op.dur_ns {
+            [Beside::Nothing, Beside::Dispatch, Beside::Combine, Beside::Notify][k]
+        } else {
+            continue;
+        };
+        groups.entry(place).or_default().push((beside, op.dur_ns as f64));
+    }
+    [Beside::Dispatch, Beside::Combine, Beside::Notify]
+        .into_iter()
+        .filter_map(|kind| {
+            let mut logs: Vec<f64> = Vec::new();
+            for list in groups.values() {
+                for &(_, t) in list.iter().filter(|e| e.0 == kind) {
+                    logs.extend(list.iter().filter(|e| e.0 == Beside::Nothing).map(|&(_, alone)| (t / alone).ln()));
+                }
+            }
+            logs.sort_by(|a, b| a.total_cmp(b));
+            (!logs.is_empty()).then(|| (kind, logs.len(), logs[logs.len() / 2].exp()))
+        })
+        .collect()
+}
+
 /// Runs `moesim calibrate`.
 pub fn execute(args: CalibrateArgs) -> Result<ExitCode, AppError> {
     let path = args.trace.unwrap_or_else(|| crate::files::data_path(DEFAULT_TRACE, None));
@@ -188,6 +277,30 @@ pub fn calibration_text(rank: &RankGraph, trace: &str) -> Result<String, AppErro
 
     s.push_str(&stream_busy_text(rank, &classes, metric("overlapped_chunk_ms")));
 
+    // Memory-bound kernels beside DeepEP: the profile's pairs against the
+    // model's rule (their bandwidth follows the SMs left to them).
+    let sms = scenario.setup.device.sms;
+    let held = scenario.setup.parallel.as_ref().map_or(0, |p| p.comm_sms);
+    let model_ratio = sms as f64 / sms.saturating_sub(held).max(1) as f64;
+    let pairs = streaming_beside_deepep(rank);
+    if !pairs.is_empty() {
+        s.push_str(&format!(
+            "\nMemory-bound kernels (casts, norms, elementwise, reductions, copies; at least 20 µs) beside a DeepEP \
+             kernel against the same kernel at the same place of another layer with no DeepEP kernel beside it (pairs \
+             by the profile's user annotations); the model's kernels beside a DeepEP kernel holding {held} of the \
+             {sms} SMs run on the rest:\n\n\
+             | beside | pairs | median time ratio, profile | model |\n|---|---:|---:|---:|\n"
+        ));
+        for (kind, n, ratio) in pairs {
+            let (label, model) = match kind {
+                Beside::Dispatch => ("a dispatch", format!("{model_ratio:.2}")),
+                Beside::Combine => ("a combine", format!("{model_ratio:.2}")),
+                _ => ("a notify or layout kernel", "— (no such kernel)".to_owned()),
+            };
+            s.push_str(&format!("| {label} | {n} | {ratio:.2} | {model} |\n"));
+        }
+    }
+
     s.push_str(
         "\nGaps before each kernel of the profile's compute stream, by the class of the kernel after the gap (µs; the \
          trace's timestamps are whole µs), and those no cross-stream wait explains:\n\n",
@@ -241,6 +354,15 @@ fn stream_busy_text(
             100.0 * busy / span_ms
         ));
     }
+    // The computation streams together: the weight-gradient GEMMs of a side
+    // stream mostly run in the compute stream's gaps, so the union of their
+    // busy intervals, not one stream's sum, is how long computation held the
+    // GPU.
+    let compute_union = busy_union_ms(rank.ops.iter().filter(|o| !trace_row(o.class, &o.name).starts_with("deepep")));
+    s.push_str(&format!(
+        "| profile: every stream but DeepEP's, together (union of busy intervals) | | {compute_union:.1} | {:.1} % | — |\n",
+        100.0 * compute_union / span_ms
+    ));
     let sum = |ep: bool| -> f64 {
         classes.iter().filter(|c| c.class.starts_with("deepep") == ep).map(|c| c.in_situ_ms).sum()
     };
@@ -248,6 +370,13 @@ fn stream_busy_text(
         s.push_str(&format!("| {label} | | {ms:.1} | {:.1} % | — |\n", 100.0 * ms / model_pair_ms));
     }
     s
+}
+
+/// How long at least one of `ops` ran, ms (the union of their intervals).
+fn busy_union_ms<'a>(ops: impl Iterator<Item = &'a crate::replay::graph::GpuOp>) -> f64 {
+    // Times are relative to the rank's origin, the first op's start: never negative.
+    let mut spans: Vec<(u64, u64)> = ops.map(|o| (o.start_ns.max(0) as u64, o.end_ns().max(0) as u64)).collect();
+    moesim_sim::analysis::union_length(&mut spans) as f64 / 1e6
 }
 
 /// One row of the gap table: count, median, 90th percentile, mean; the

@@ -71,12 +71,24 @@ pub struct GpuOp {
     pub waits_on: Vec<u32>,
     /// Measured wait before the op that no edge explains, ns.
     pub residual_wait_ns: i64,
+    /// The innermost `user_annotation` range enclosing the op's launch call
+    /// (into [`RankGraph::annotations`]).
+    pub annotation: Option<u32>,
 }
 
 impl GpuOp {
     pub fn end_ns(&self) -> i64 {
         self.start_ns + self.dur_ns
     }
+}
+
+/// A `user_annotation` range of a CPU thread (times relative to the
+/// rank's origin, ns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotation {
+    pub name: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
 }
 
 /// A point on a CPU thread's timeline.
@@ -128,6 +140,8 @@ pub struct RankGraph {
     /// Sorted by stream, then issue order.
     pub ops: Vec<GpuOp>,
     pub threads: Vec<CpuThread>,
+    /// The trace's `user_annotation` ranges, in the order of their start.
+    pub annotations: Vec<Annotation>,
     /// Ops with no launch call, anchored at their measured start (in order).
     pub anchored: Vec<u32>,
     pub launch_latency_ns: i64,
@@ -221,6 +235,7 @@ pub fn reconstruct(trace: &KinetoTrace, rank: u32) -> Result<RankGraph, ReplayEr
     let mut thread_labels: Vec<String> = Vec::new();
     let mut calls: Vec<Call> = Vec::new();
     let mut cpu_ops: BTreeMap<u32, Vec<(i64, i64, u32, u32)>> = BTreeMap::new(); // thread -> (ts, end, name, inputs)
+    let mut annotation_ranges: BTreeMap<u32, Vec<(i64, i64, u32, u32)>> = BTreeMap::new(); // thread -> (ts, end, name, 0)
     let mut thread_of = |pid: u32, tid: u32, labels: &mut Vec<String>| -> u32 {
         let next = thread_index.len() as u32;
         *thread_index.entry((pid, tid)).or_insert_with(|| {
@@ -254,6 +269,11 @@ pub fn reconstruct(trace: &KinetoTrace, rank: u32) -> Result<RankGraph, ReplayEr
                 let (Some(ts), Some(dur), Some(inputs)) = (e.ts_ns, e.dur_ns, e.inputs) else { continue };
                 let thread = thread_of(e.pid, e.tid, &mut thread_labels);
                 cpu_ops.entry(thread).or_default().push((ts, ts + dur, e.name, inputs));
+            }
+            EventKind::Annotation => {
+                let (Some(ts), Some(dur)) = (e.ts_ns, e.dur_ns) else { continue };
+                let thread = thread_of(e.pid, e.tid, &mut thread_labels);
+                annotation_ranges.entry(thread).or_default().push((ts, ts + dur, e.name, 0));
             }
             EventKind::CudaSync => {
                 let Some(s) = &e.sync else { continue };
@@ -297,6 +317,7 @@ pub fn reconstruct(trace: &KinetoTrace, rank: u32) -> Result<RankGraph, ReplayEr
             launch: None,
             waits_on: Vec::new(),
             residual_wait_ns: 0,
+            annotation: None,
         });
         op_call.push(e.correlation.and_then(|c| call_by_corr.get(&c).copied()));
     }
@@ -311,7 +332,21 @@ pub fn reconstruct(trace: &KinetoTrace, rank: u32) -> Result<RankGraph, ReplayEr
     let calls: Vec<Call> = calls.into_iter().map(|c| Call { ts: c.ts - origin, ..c }).collect();
 
     // Shapes: innermost enclosing CPU op with inputs.
-    attach_parents(trace, &calls, &op_call, &mut ops, &cpu_ops, origin);
+    for (o, (_, _, name, inputs)) in innermost_enclosing(&calls, &op_call, &cpu_ops, origin) {
+        ops[o].parent = Some((trace.name(name).to_owned(), trace.inputs[inputs as usize].clone()));
+    }
+    // Annotations: every range, and the innermost one around each launch.
+    let mut annotations: Vec<(i64, i64, u32)> =
+        annotation_ranges.values().flatten().map(|&(a, b, n, _)| (a - origin, b - origin, n)).collect();
+    annotations.sort_unstable();
+    annotations.dedup();
+    for (o, (start, end, name, _)) in innermost_enclosing(&calls, &op_call, &annotation_ranges, origin) {
+        ops[o].annotation = annotations.binary_search(&(start, end, name)).ok().map(|i| i as u32);
+    }
+    let annotations: Vec<Annotation> = annotations
+        .into_iter()
+        .map(|(start_ns, end_ns, name)| Annotation { name: trace.name(name).to_owned(), start_ns, end_ns })
+        .collect();
 
     // The op each call launched; per stream the op list.
     let mut stream_ops: Vec<Vec<u32>> = vec![Vec::new(); streams.len()];
@@ -524,6 +559,7 @@ pub fn reconstruct(trace: &KinetoTrace, rank: u32) -> Result<RankGraph, ReplayEr
         streams,
         ops,
         threads,
+        annotations,
         anchored,
         launch_latency_ns,
         stats,
@@ -533,36 +569,35 @@ pub fn reconstruct(trace: &KinetoTrace, rank: u32) -> Result<RankGraph, ReplayEr
     })
 }
 
-/// Gives each launched op the innermost CPU op with recorded inputs that
-/// encloses its launch call on the same thread.
-fn attach_parents(
-    trace: &KinetoTrace,
+/// For each op launched by a call, the innermost range of `ranges` (per
+/// thread: start, end, name, payload; in the trace's clock) on the call's
+/// thread that encloses the call: (op index, the range shifted to the
+/// rank's origin).
+fn innermost_enclosing(
     calls: &[Call],
     op_call: &[Option<usize>],
-    ops: &mut [GpuOp],
-    cpu_ops: &BTreeMap<u32, Vec<(i64, i64, u32, u32)>>,
+    ranges: &BTreeMap<u32, Vec<(i64, i64, u32, u32)>>,
     origin: i64,
-) {
-    if cpu_ops.is_empty() {
-        return;
-    }
+) -> Vec<(usize, (i64, i64, u32, u32))> {
     let mut sorted: BTreeMap<u32, Vec<(i64, i64, u32, u32)>> = BTreeMap::new();
-    for (t, list) in cpu_ops {
+    for (t, list) in ranges {
         let mut l: Vec<_> = list.iter().map(|&(a, b, n, i)| (a - origin, b - origin, n, i)).collect();
         l.sort_by_key(|&(a, b, _, _)| (a, std::cmp::Reverse(b)));
         sorted.insert(*t, l);
     }
+    let mut found = Vec::new();
     for (o, c) in op_call.iter().enumerate() {
         let Some(c) = *c else { continue };
         let call = &calls[c];
         let Some(list) = sorted.get(&call.thread) else { continue };
-        // Among ops starting at or before the call, the latest-starting one
-        // that still encloses it is the innermost.
+        // Among ranges starting at or before the call, the latest-starting
+        // one that still encloses it is the innermost.
         let hi = list.partition_point(|&(a, _, _, _)| a <= call.ts);
-        if let Some(&(_, _, name, inputs)) = list[..hi].iter().rev().find(|&&(_, b, _, _)| b >= call.ts + call.dur) {
-            ops[o].parent = Some((trace.name(name).to_owned(), trace.inputs[inputs as usize].clone()));
+        if let Some(&r) = list[..hi].iter().rev().find(|&&(_, b, _, _)| b >= call.ts + call.dur) {
+            found.push((o, r));
         }
     }
+    found
 }
 
 /// A name shortened for messages.

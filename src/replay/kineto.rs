@@ -4,10 +4,11 @@
 //! The file is read through a counting reader and decoded event by event
 //! (a serde visitor over `traceEvents`), so the raw text is never held:
 //! only the events replay needs (GPU kernels, copies and sets, CUDA
-//! runtime/driver calls, CPU ops, `cuda_sync` records) are kept, in a
-//! compact form with interned names. Flow events (`ac2g`, `fwdbwd`),
-//! metadata, annotations (`user_annotation`, `gpu_user_annotation`) and
-//! Python function events are counted and skipped. Every field is optional
+//! runtime/driver calls, CPU ops, `cuda_sync` records, the CPU-side
+//! `user_annotation` ranges) are kept, in a compact form with interned
+//! names. Flow events (`ac2g`, `fwdbwd`), metadata, GPU-side annotations
+//! (`gpu_user_annotation`) and Python function events are counted and
+//! skipped. Every field is optional
 //! as far as the reader goes; what replay cannot do without is decided by
 //! `graph.rs`. A top level that is a bare array of events is accepted too.
 //!
@@ -37,6 +38,9 @@ pub enum EventKind {
     CpuOp,
     /// Kineto's `cuda_sync` record of a wait (stream, event or context).
     CudaSync,
+    /// A `user_annotation` range on a CPU thread (`record_function`, e.g.
+    /// DeepSeek's `attn(F)`, `mlp(B)`).
+    Annotation,
 }
 
 impl EventKind {
@@ -264,6 +268,7 @@ impl Builder {
             Some("cuda_runtime") | Some("cuda_driver") | Some("Runtime") => EventKind::Runtime,
             Some("cpu_op") | Some("Operator") => EventKind::CpuOp,
             Some("cuda_sync") => EventKind::CudaSync,
+            Some("user_annotation") => EventKind::Annotation,
             _ => return Ok(()),
         };
         let ph = raw.ph.as_deref().unwrap_or("X");

@@ -155,7 +155,9 @@ pub struct DeviceSpec {
     #[serde(default = "default_overlap")]
     pub overlap_exponent: f64,
     /// Fraction of the HBM bandwidth a simple streaming kernel (casts,
-    /// norms, activations, residual adds) reaches.
+    /// norms, activations, residual adds) reaches on every SM; on `n` of the
+    /// device's SMs it reaches `n / sms` of that (each SM keeps a bounded
+    /// number of loads in flight, so the rate follows the SMs).
     #[serde(default = "default_stream_efficiency")]
     pub stream_hbm_efficiency: f64,
     /// Whether communication kernels run on the compute units (GPUs: DeepEP

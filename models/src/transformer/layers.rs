@@ -342,8 +342,9 @@ pub struct LayerContext<'a> {
     /// norms, dropouts and residual adds run on `1 / tp` of the tokens; the
     /// all-reduces become reduce-scatter + all-gather (the same bytes).
     pub sequence_parallel: bool,
-    /// SMs the computation kernels are launched on (DeepSeek-V3 launches its
-    /// GEMMs on the 112 SMs DeepEP leaves free); `None`: the whole device.
+    /// SMs the GEMMs are launched on (DeepSeek-V3 launches its GEMMs on the
+    /// 112 SMs DeepEP leaves free); `None`: the whole device. Other kernels
+    /// always launch over the whole device.
     pub compute_sms: Option<u32>,
 }
 
@@ -356,7 +357,13 @@ struct Builder<'c, 'a> {
 
 impl Builder<'_, '_> {
     fn kernel(&self, name: &str, op: Op) -> Result<Item, ModelError> {
-        let cost = op_cost_with(self.ctx.device, &op, &OpOptions { sms: self.ctx.compute_sms, tile: None })?;
+        // Only the GEMMs are launched on the SMs communication leaves
+        // (DeepSeek's GEMM library takes 112 CTAs); every other kernel's grid
+        // covers the device (the profile's casts, norms, elementwise and
+        // attention kernels launch thousands of CTAs), so it runs on whatever
+        // SMs are free when it runs.
+        let sms = if matches!(op, Op::Gemm(_)) { self.ctx.compute_sms } else { None };
+        let cost = op_cost_with(self.ctx.device, &op, &OpOptions { sms, tile: None })?;
         Ok(Item::Kernel(Box::new(KernelItem {
             label: format!("{} {name} {}", self.prefix, self.pass),
             op,
@@ -1307,6 +1314,27 @@ mod tests {
             sequence_parallel: false,
             compute_sms: None,
         }
+    }
+
+    #[test]
+    fn only_the_gemms_launch_on_the_sms_communication_leaves() {
+        let m = ModelConfig::preset("deepseek-v3").unwrap();
+        let d = DeviceSpec::preset("h800").unwrap();
+        let c = LayerContext { compute_sms: Some(112), ..ctx(&m, &d) };
+        let f = c.forward(Unit::Layer(3), 8 * 4096).unwrap();
+        let (mut gemms, mut others) = (0, 0);
+        for item in f.items() {
+            if let Item::Kernel(k) = item {
+                if matches!(k.op, Op::Gemm(_)) {
+                    assert!(k.cost.max_units <= 112, "{}", k.label);
+                    gemms += 1;
+                } else {
+                    assert_eq!(k.cost.max_units, 132, "{}", k.label);
+                    others += 1;
+                }
+            }
+        }
+        assert!(gemms > 5 && others > 5, "{gemms} GEMMs, {others} others");
     }
 
     #[test]

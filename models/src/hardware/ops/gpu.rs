@@ -77,13 +77,24 @@ pub(crate) fn op_cost(device: &DeviceSpec, op: &Op, options: &OpOptions) -> Resu
     }
 }
 
-/// A memory-bound pass over `bytes` with CUDA-core arithmetic on every SM.
+/// A memory-bound pass over `bytes` with CUDA-core arithmetic on the SMs
+/// it is launched on.
+///
+/// Its memory rate is what its SMs keep in flight: each SM of a streaming
+/// kernel holds a bounded number of loads outstanding, so by Little's law
+/// the rate is proportional to the SMs (`stream_hbm_efficiency` of HBM peak
+/// on every SM of the device, a proportional share of it on fewer). DeepSeek's
+/// profile shows it: its casts, norms and elementwise kernels take 1.20-1.24x
+/// their time beside a DeepEP kernel that holds 20 of the 132 SMs (132 / 112
+/// = 1.18) and 1.06x beside the notify kernels, whose CTAs mostly exit at
+/// once (README, "Kernel by kernel against the profile").
 fn streaming(device: &DeviceSpec, sm: &Sm, flops: f64, bytes: f64) -> OpCost {
     let n = sm.sms as f64;
-    let vector_s = flops / (device.fp32_tflops * 1e12 * n / device.sms as f64);
+    let share = n / device.sms as f64;
+    let vector_s = flops / (device.fp32_tflops * 1e12 * share);
     let feed_s = bytes / (sm.port * n);
     let sm_s = vector_s.max(feed_s) + 2.0 * sm.latency_s;
-    let hbm_s = bytes / (sm.hbm * device.stream_hbm_efficiency);
+    let hbm_s = bytes / (sm.hbm * device.stream_hbm_efficiency * share);
     let kernel_s = combine(device, sm_s, hbm_s);
     let bound = if hbm_s >= sm_s {
         Bound::Hbm

@@ -464,6 +464,23 @@ mod tests {
     }
 
     #[test]
+    fn a_streaming_pass_on_fewer_sms_moves_its_bytes_proportionally_slower() {
+        // Each SM keeps a bounded number of loads in flight, so a memory-bound
+        // pass on 112 of the H800's 132 SMs takes 132 / 112 of its time on all
+        // of them (DeepSeek's profile: 1.20-1.24x beside a 20-SM DeepEP kernel).
+        let h800 = DeviceSpec::preset("h800").unwrap();
+        let op = Op::Elementwise { read_bytes: 4096.0 * 7168.0 * 2.0, write_bytes: 4096.0 * 7168.0, flops: 0.0 };
+        let all = op_cost(&h800, &op).unwrap();
+        let part = op_cost_with(&h800, &op, &OpOptions { sms: Some(112), tile: None }).unwrap();
+        assert_eq!((all.bound, part.bound), (Bound::Hbm, Bound::Hbm));
+        let ratio = part.kernel_s / all.kernel_s;
+        assert!((ratio - 132.0 / 112.0).abs() < 0.01, "{ratio}");
+        // On every SM it reaches (nearly) `stream_hbm_efficiency` of HBM peak.
+        let share = all.hbm_bytes / all.kernel_s / h800.hbm_bytes_per_s();
+        assert!(share <= h800.stream_hbm_efficiency && share > 0.95 * h800.stream_hbm_efficiency, "{share}");
+    }
+
+    #[test]
     fn hbm_bytes_grow_when_operand_panels_outgrow_l2() {
         // Both fit: read once.
         assert_eq!(gemm_hbm_bytes(1024.0, 1024.0, 1024.0, 1.0, 2.0, 50e6), 2.0 * 1048576.0 + 2.0 * 1048576.0);
