@@ -178,6 +178,7 @@ pub fn resolved_toml(setup: &Setup) -> Result<String, String> {
         pt.insert("micro_batch".into(), int(p.micro_batch));
         pt.insert("comm_sms".into(), int(p.comm_sms));
         pt.insert("deepep_rdma".into(), p.deepep_rdma.as_str().into());
+        pt.insert("gemm_kernels".into(), p.gemm_kernels.as_str().into());
         if let Some(counts) = &p.stage_layers {
             pt.insert("stage_layers".into(), counts.iter().map(|&c| int(c)).collect::<Vec<_>>().into());
         }

@@ -5,6 +5,7 @@
 //! source. The `[workload]` table is not read here: `scenario.rs` hands it
 //! to the workload registry (`workloads::registry`).
 
+use moesim_models::hardware::ops::gemm_kernels::GemmKernels;
 use moesim_models::network::moe_comm::DeepEpRdma;
 use moesim_models::transformer::parallel::CpComm;
 use moesim_models::transformer::schedule::ScheduleKind;
@@ -114,6 +115,9 @@ pub struct ParallelTable {
     /// How DeepEP's normal kernels drive RDMA: "ibgda" (default: GPU-initiated, a queue pair per channel, DeepEP since 2025-04; the links bound them) or "ibrc" (NVSHMEM's IBRC, DeepEP as first released in 2025-02 and as DeepSeek trained V3: every (token, node) copy, the rank's own node's included, goes through the kernels' channels at 46/24 GB/s per SM, below the InfiniBand line rate).
     #[serde(default)]
     pub deepep_rdma: DeepEpRdma,
+    /// Which FP8 GEMM kernels run: "deepgemm" (default: DeepGEMM, as the GEMM cost model is validated) or "deepseek-internal" (DeepSeek's CUTLASS 3.6-based kernels V3 was trained with: DeepGEMM's time x DeepGEMM's published speedup over them for the nearest benchmarked shape, DeepGEMM README 2025-02-25).
+    #[serde(default)]
+    pub gemm_kernels: GemmKernels,
     /// Transformer layers of each model stage (pp x virtual_stages counts,
     /// adding up to the model's layers); default: stages balanced by cost.
     #[serde(default)]

@@ -237,7 +237,7 @@ fn every_rank_steps_too_big_for_memory_are_refused_by_their_estimate() {
         "--max-memory-gib",
         "8",
     ]);
-    assert!(err.contains(":28:16: workload.global_batch") && err.contains("the run would need about 8.4 GiB"), "{err}");
+    assert!(err.contains(":29:16: workload.global_batch") && err.contains("the run would need about 8.4 GiB"), "{err}");
     assert!(err.contains("128 simulated ranks per pipeline device") && err.contains("8.0 GiB allowed"), "{err}");
 }
 

@@ -46,6 +46,7 @@ fn spec(mode: RankMode, routing_draw: RoutingDraw) -> TrainingSpec {
         micro_batch: 1,
         comm_sms: 20,
         deepep_rdma: DeepEpRdma::Ibgda,
+        gemm_kernels: Default::default(),
     };
     TrainingSpec {
         model,

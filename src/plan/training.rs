@@ -339,6 +339,7 @@ pub fn plan(base: &Source, sets: &[String], target: &TrainingTarget) -> Result<T
                 micro_batch: c.micro_batch,
                 comm_sms: parallel.comm_sms,
                 deepep_rdma: parallel.deepep_rdma,
+                gemm_kernels: parallel.gemm_kernels,
             };
             let mut e = Evaluated {
                 candidate: *c,

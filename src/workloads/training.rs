@@ -256,6 +256,7 @@ impl TrainingWorkload {
             micro_batch: table.micro_batch,
             comm_sms: table.comm_sms,
             deepep_rdma: table.deepep_rdma,
+            gemm_kernels: table.gemm_kernels,
         }
     }
 

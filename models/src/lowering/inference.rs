@@ -619,6 +619,7 @@ pub fn lower_iteration_cached(
         attention_kernel: AttentionKernel::Flash,
         sequence_parallel: false,
         compute_sms,
+        gemm_kernels: Default::default(),
     };
     let mut blocks_of = Vec::with_capacity(mbs.len());
     for (i, mb) in mbs.iter().enumerate() {

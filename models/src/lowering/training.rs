@@ -171,6 +171,7 @@ impl TrainingSpec {
             attention_kernel: self.attention_kernel,
             sequence_parallel: plan.sequence_parallel,
             compute_sms: compute_sms(self, cluster),
+            gemm_kernels: plan.gemm_kernels,
         }
     }
 }
@@ -1556,6 +1557,7 @@ mod tests {
             attention_kernel: AttentionKernel::Flash,
             sequence_parallel: true,
             compute_sms: None,
+            gemm_kernels: Default::default(),
         };
         let mat = LayerContext { attention_kernel: AttentionKernel::Materialized, ..flash.clone() };
         let (h, a, s, t) = (6144.0, 64.0, 2048.0, 8.0);

@@ -29,6 +29,7 @@ use moesim_sim::TaskClass;
 
 use crate::error::ModelError;
 use crate::hardware::device::{DeviceSpec, Dtype};
+use crate::hardware::ops::gemm_kernels::GemmKernels;
 use crate::hardware::ops::{op_cost_with, AttentionShape, GemmLayout, GemmShape, Op, OpCost, OpOptions, Pass};
 use crate::transformer::model::{AttentionKind, FfnActivation, FfnKind, ModelConfig};
 use crate::transformer::parallel::CpComm;
@@ -342,6 +343,9 @@ pub struct LayerContext<'a> {
     /// norms, dropouts and residual adds run on `1 / tp` of the tokens; the
     /// all-reduces become reduce-scatter + all-gather (the same bytes).
     pub sequence_parallel: bool,
+    /// Which FP8 GEMM kernels run (DeepGEMM, or DeepSeek's internal ones V3
+    /// was trained with).
+    pub gemm_kernels: GemmKernels,
     /// SMs the GEMMs are launched on (DeepSeek-V3 launches its GEMMs on the
     /// 112 SMs DeepEP leaves free); `None`: the whole device. Other kernels
     /// always launch over the whole device.
@@ -363,7 +367,10 @@ impl Builder<'_, '_> {
         // attention kernels launch thousands of CTAs), so it runs on whatever
         // SMs are free when it runs.
         let sms = if matches!(op, Op::Gemm(_)) { self.ctx.compute_sms } else { None };
-        let cost = op_cost_with(self.ctx.device, &op, &OpOptions { sms, tile: None })?;
+        let mut cost = op_cost_with(self.ctx.device, &op, &OpOptions { sms, tile: None })?;
+        if let Op::Gemm(shape) = &op {
+            cost = cost.slowed(self.ctx.gemm_kernels.slowdown(shape));
+        }
         Ok(Item::Kernel(Box::new(KernelItem {
             label: format!("{} {name} {}", self.prefix, self.pass),
             op,
@@ -1313,6 +1320,7 @@ mod tests {
             attention_kernel: AttentionKernel::Flash,
             sequence_parallel: false,
             compute_sms: None,
+            gemm_kernels: GemmKernels::Deepgemm,
         }
     }
 

@@ -12,6 +12,7 @@
 
 use moesim_topologies::ConfigProblem;
 
+use crate::hardware::ops::gemm_kernels::GemmKernels;
 use crate::network::moe_comm::DeepEpRdma;
 use crate::transformer::model::ModelConfig;
 use crate::transformer::schedule::{check_interleaved, check_sizes, ScheduleKind};
@@ -45,6 +46,8 @@ pub struct ParallelPlan {
     /// How DeepEP's normal kernels drive RDMA (their channels bound them
     /// with IBRC).
     pub deepep_rdma: DeepEpRdma,
+    /// Which FP8 GEMM kernels run.
+    pub gemm_kernels: GemmKernels,
 }
 
 /// How context-parallel ranks exchange keys and values (each rank holds
@@ -286,6 +289,7 @@ mod tests {
             micro_batch: 1,
             comm_sms: 20,
             deepep_rdma: DeepEpRdma::Ibgda,
+            gemm_kernels: GemmKernels::Deepgemm,
         }
     }
 

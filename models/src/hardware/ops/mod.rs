@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ModelError;
 use crate::hardware::device::{DeviceSpec, Dtype};
 
+pub mod gemm_kernels;
 mod gpu;
 mod npu;
 pub mod pipeline;
@@ -257,6 +258,13 @@ impl OpCost {
             tiers,
             tile,
         }
+    }
+
+    /// The same op on a kernel `factor` times as slow (another kernel
+    /// library's implementation of it; see [`gemm_kernels`]).
+    pub fn slowed(self, factor: f64) -> OpCost {
+        let kernel_s = self.kernel_s * factor;
+        OpCost { compute_s: self.compute_s * factor, kernel_s, time_s: kernel_s + self.overhead_s, ..self }
     }
 
     /// Achieved arithmetic rate of the kernel alone, TFLOP/s.
