@@ -3,9 +3,12 @@
 //! the model of the same chunk pair (`deepseek-v3-chunk-256xh800`), kernel
 //! class by kernel class: the time the profile measured, the model's
 //! kernels each alone (standalone) and the model's kernels as they ran in
-//! the simulated step (in situ); then the gaps between consecutive kernels
-//! of the profile's compute stream by class, where the defaults of
-//! `[workload.launch_gaps]` come from.
+//! the simulated step (in situ); how busy each stream is (and the
+//! computation streams together); the profile's memory-bound kernels beside
+//! each kind of DeepEP kernel against the same op with none beside it, the
+//! check of the rule that such kernels run on the SMs DeepEP leaves; then
+//! the gaps between consecutive kernels of the profile's compute stream by
+//! class, where the defaults of `[workload.launch_gaps]` come from.
 //!
 //! DeepEP's standalone time is the model's DeepEP benchmark run of the same
 //! exchange (`deepep-dispatch-ep64`, `deepep-combine-ep64`: EP64, 4,096

@@ -15,6 +15,9 @@
 //! buffers (`npu.rs`, Ascend-style): DMA engines and cube/vector units are
 //! stages of a simulated pipeline (`pipeline.rs`) with double buffering,
 //! and a tile that does not fit its buffer is an error naming the buffer.
+//! Another FP8 GEMM library than the one the GEMM model is validated on
+//! (`gemm_kernels.rs`) scales a GEMM's cost by that library's published
+//! speed relative to it ([`OpCost::slowed`]).
 
 use moesim_sim::{DeviceId, Kernel, SimDuration, UnitDemand};
 use serde::{Deserialize, Serialize};
