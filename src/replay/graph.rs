@@ -140,7 +140,7 @@ pub struct RankGraph {
     /// Sorted by stream, then issue order.
     pub ops: Vec<GpuOp>,
     pub threads: Vec<CpuThread>,
-    /// The trace's `user_annotation` ranges, in the order of their start.
+    /// The trace's `user_annotation` ranges, in the order the file lists them.
     pub annotations: Vec<Annotation>,
     /// Ops with no launch call, anchored at their measured start (in order).
     pub anchored: Vec<u32>,
@@ -235,7 +235,8 @@ pub fn reconstruct(trace: &KinetoTrace, rank: u32) -> Result<RankGraph, ReplayEr
     let mut thread_labels: Vec<String> = Vec::new();
     let mut calls: Vec<Call> = Vec::new();
     let mut cpu_ops: BTreeMap<u32, Vec<(i64, i64, u32, u32)>> = BTreeMap::new(); // thread -> (ts, end, name, inputs)
-    let mut annotation_ranges: BTreeMap<u32, Vec<(i64, i64, u32, u32)>> = BTreeMap::new(); // thread -> (ts, end, name, 0)
+    let mut annotation_ranges: BTreeMap<u32, Vec<(i64, i64, u32, u32)>> = BTreeMap::new(); // thread -> (ts, end, name, index)
+    let mut annotations: Vec<Annotation> = Vec::new();
     let mut thread_of = |pid: u32, tid: u32, labels: &mut Vec<String>| -> u32 {
         let next = thread_index.len() as u32;
         *thread_index.entry((pid, tid)).or_insert_with(|| {
@@ -273,7 +274,9 @@ pub fn reconstruct(trace: &KinetoTrace, rank: u32) -> Result<RankGraph, ReplayEr
             EventKind::Annotation => {
                 let (Some(ts), Some(dur)) = (e.ts_ns, e.dur_ns) else { continue };
                 let thread = thread_of(e.pid, e.tid, &mut thread_labels);
-                annotation_ranges.entry(thread).or_default().push((ts, ts + dur, e.name, 0));
+                let index = annotations.len() as u32;
+                annotations.push(Annotation { name: trace.name(e.name).to_owned(), start_ns: ts, end_ns: ts + dur });
+                annotation_ranges.entry(thread).or_default().push((ts, ts + dur, e.name, index));
             }
             EventKind::CudaSync => {
                 let Some(s) = &e.sync else { continue };
@@ -335,18 +338,13 @@ pub fn reconstruct(trace: &KinetoTrace, rank: u32) -> Result<RankGraph, ReplayEr
     for (o, (_, _, name, inputs)) in innermost_enclosing(&calls, &op_call, &cpu_ops, origin) {
         ops[o].parent = Some((trace.name(name).to_owned(), trace.inputs[inputs as usize].clone()));
     }
-    // Annotations: every range, and the innermost one around each launch.
-    let mut annotations: Vec<(i64, i64, u32)> =
-        annotation_ranges.values().flatten().map(|&(a, b, n, _)| (a - origin, b - origin, n)).collect();
-    annotations.sort_unstable();
-    annotations.dedup();
-    for (o, (start, end, name, _)) in innermost_enclosing(&calls, &op_call, &annotation_ranges, origin) {
-        ops[o].annotation = annotations.binary_search(&(start, end, name)).ok().map(|i| i as u32);
+    // Annotations: the innermost one around each launch.
+    for (o, (_, _, _, index)) in innermost_enclosing(&calls, &op_call, &annotation_ranges, origin) {
+        ops[o].annotation = Some(index);
     }
-    let annotations: Vec<Annotation> = annotations
-        .into_iter()
-        .map(|(start_ns, end_ns, name)| Annotation { name: trace.name(name).to_owned(), start_ns, end_ns })
-        .collect();
+    for a in &mut annotations {
+        (a.start_ns, a.end_ns) = (a.start_ns - origin, a.end_ns - origin);
+    }
 
     // The op each call launched; per stream the op list.
     let mut stream_ops: Vec<Vec<u32>> = vec![Vec::new(); streams.len()];
