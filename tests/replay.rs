@@ -329,6 +329,20 @@ fn readme_calibration_table_is_the_binary_output() {
     }
     let notify: f64 = row("a notify or layout kernel")[2].parse().unwrap();
     assert!(notify < 1.10, "{notify}");
+    // DeepEP's notify barriers: the lateness scale the profile gives is the
+    // default of workload.ep_lateness, and with it the model's notify time
+    // in the chunk pair is the profile's within 10 % (notify and layout).
+    let para = text.lines().find(|l| l.starts_with("DeepEP notify barriers:")).expect("the notify paragraph");
+    let after = |key: &str| -> f64 {
+        let rest = &para[para.find(key).unwrap_or_else(|| panic!("no {key:?} in {para}")) + key.len()..];
+        rest.trim_start().split([' ', ')']).next().unwrap().parse().unwrap_or_else(|_| panic!("{key}: {rest}"))
+    };
+    let (scale, default) = (after(" = "), after("default"));
+    assert_eq!(scale, default, "{para}");
+    assert_eq!(default, moesim_models::lowering::training::DEEPEP_LATENESS, "{para}");
+    let r = row("DeepEP notify and layout");
+    let (measured, in_situ): (f64, f64) = (r[3].parse().unwrap(), r[5].parse().unwrap());
+    assert!((in_situ / measured - 1.0).abs() < 0.10, "{r:?}");
     crate::readme::check_region("profile-calibration", &text);
 }
 

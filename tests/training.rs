@@ -45,10 +45,12 @@ fn f(v: &serde_json::Value, key: &str) -> f64 {
 fn representative_ranks_match_simulating_every_rank() {
     // With routing drawn per micro-batch (the default) the representative
     // carries each micro-batch's critical member; per device, one member.
+    // Ranks arriving together (no lateness: the draws of every-rank runs
+    // are another test's); the routing is what is compared here.
     for draw in ["per-micro-batch", "per-device"] {
         for skew in ["0", "0.6"] {
             let set = [format!("workload.skew={skew}"), format!("workload.routing_draw={draw}")];
-            let base = ["--set", &set[0], "--set", &set[1]];
+            let base = ["--set", &set[0], "--set", &set[1], "--set", "workload.ep_lateness=0"];
             let rep = run(&base);
             let all = run(&[&base[..], &["--set", "workload.simulate=all"]].concat());
             assert_eq!(f(&rep, "simulated_ranks"), 2.0);
@@ -63,6 +65,38 @@ fn representative_ranks_match_simulating_every_rank() {
             assert!((a / b - 1.0).abs() < 1e-3, "{draw}, skew {skew}: representative {a}, all {b}");
         }
     }
+}
+
+#[test]
+fn ranks_arriving_apart_make_the_notify_barrier_wait() {
+    // workload.ep_lateness: each rank is behind by |z| x the share of its
+    // computation since its previous exchange; DeepEP's notify waits for
+    // the group's latest, as EP communication time.
+    let together = run(&["--set", "workload.ep_lateness=0"]);
+    let apart = run(&[]);
+    let (a, b) = (f(&together, "step_time_s"), f(&apart, "step_time_s"));
+    println!("together {a:.6} s, apart (default) {b:.6} s ({:+.2}%)", (b / a - 1.0) * 100.0);
+    assert!(b > a, "together {a}, apart {b}");
+    assert!(f(&apart, "ep_comm_s") > f(&together, "ep_comm_s") * 1.1, "{apart}");
+    assert!(f(&apart, "compute_to_ep_comm_ratio") < f(&together, "compute_to_ep_comm_ratio"));
+    // Twice the scale, twice the wait: more EP time again.
+    let twice = run(&["--set", "workload.ep_lateness=0.292"]);
+    let wait = |v: &serde_json::Value| f(v, "ep_comm_s") - f(&together, "ep_comm_s");
+    assert!((wait(&twice) / wait(&apart) - 2.0).abs() < 0.2, "{} vs {}", wait(&twice), wait(&apart));
+    // Every rank draws its own lateness, the barrier waits for the group's
+    // latest; the representative waits the expected latest: close.
+    let all = run(&["--set", "workload.simulate=all"]);
+    let c = f(&all, "step_time_s");
+    println!("every rank {c:.6} s, representative {b:.6} s ({:+.3}%)", (b / c - 1.0) * 100.0);
+    assert!((b / c - 1.0).abs() < 0.01, "representative {b}, every rank {c}");
+    assert_ne!(c, f(&run(&["--set", "workload.simulate=all", "--set", "seed=2"]), "step_time_s"));
+    // Out of range: an input error at its key.
+    let mut args = vec!["run"];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--set", "workload.ep_lateness=1.5"]);
+    let o = crate::common::moesim(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", crate::common::stderr(&o));
+    assert!(crate::common::stderr(&o).contains("workload.ep_lateness"), "{}", crate::common::stderr(&o));
 }
 
 /// Every rank of a cluster beyond the 512 GPUs `simulate = "all"` was once
@@ -115,8 +149,16 @@ fn routing_drawn_per_micro_batch_changes_the_skewed_step() {
 #[test]
 fn one_slow_gpu_lengthens_the_every_rank_step() {
     // A what-if only every-rank simulation answers: GPU 5 at 80 % speed.
-    let all = run(&["--set", "workload.simulate=all"]);
-    let slow = run(&["--set", "workload.simulate=all", "--set", "workload.slow_gpus=[{rank = 5, factor = 0.8}]"]);
+    // Ranks otherwise arriving together (ep_lateness = 0): the slow GPU alone.
+    let all = run(&["--set", "workload.simulate=all", "--set", "workload.ep_lateness=0"]);
+    let slow = run(&[
+        "--set",
+        "workload.simulate=all",
+        "--set",
+        "workload.ep_lateness=0",
+        "--set",
+        "workload.slow_gpus=[{rank = 5, factor = 0.8}]",
+    ]);
     let (a, b) = (f(&all, "step_time_s"), f(&slow, "step_time_s"));
     println!("every rank {a:.6} s, GPU 5 at 80 %: {b:.6} s ({:+.2}%)", (b / a - 1.0) * 100.0);
     // Its EP group waits for it at every all-to-all and its pipeline
@@ -196,9 +238,11 @@ fn what_ifs_move_the_step_the_right_way() {
     // Half the InfiniBand bandwidth: slower, more exposed communication.
     let slow_ib = chunk(&["--set", "topology.ib_gbit_per_s=200"]);
     assert!(step(&slow_ib) > step(&base) && f(&slow_ib, "exposed_comm_s") > f(&base, "exposed_comm_s"));
-    // Communication kernels holding more SMs slow the GEMMs beside them.
+    // Communication kernels holding more SMs slow the GEMMs beside them: a
+    // longer chunk pair (the step itself gains a little from the faster
+    // all-to-alls of the warm-up and cool-down chunks).
     let sms32 = chunk(&["--set", "parallel.comm_sms=32"]);
-    assert!(step(&sms32) > step(&base));
+    assert!(f(&sms32, "overlapped_chunk_ms") > f(&base, "overlapped_chunk_ms"), "{sms32}");
     // Too few, and the all-to-all is SM-bound: slower again, more exposed.
     let sms8 = chunk(&["--set", "parallel.comm_sms=8"]);
     assert!(step(&sms8) > step(&base) && f(&sms8, "exposed_comm_s") > f(&base, "exposed_comm_s"), "{sms8}");
@@ -221,7 +265,9 @@ fn communication_reading_and_writing_hbm_slows_memory_bound_kernels() {
     // Issue #15: with a thin memory (0.3 TB/s), the DeepEP and pipeline
     // flows' reads and writes take a visible share of it from the kernels
     // beside them; without the sharing they take none.
-    let thin = ["--set", "hardware.hbm_tb_per_s=0.3"];
+    // Ranks arriving together (ep_lateness = 0), so no notify wait hides
+    // the slowdown.
+    let thin = ["--set", "hardware.hbm_tb_per_s=0.3", "--set", "workload.ep_lateness=0"];
     let shared = run(&thin);
     let apart = run(&[&thin[..], &["--set", "hardware.comm_shares_hbm=false"]].concat());
     let (a, b) = (f(&shared, "step_time_s"), f(&apart, "step_time_s"));

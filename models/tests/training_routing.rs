@@ -61,6 +61,7 @@ fn spec(mode: RankMode, routing_draw: RoutingDraw) -> TrainingSpec {
         mode,
         routing_draw,
         launch_gaps_us: [None; 4],
+        ep_lateness: 0.0,
     }
 }
 

@@ -7,8 +7,10 @@
 //! computation streams together); the profile's memory-bound kernels beside
 //! each kind of DeepEP kernel against the same op with none beside it, the
 //! check of the rule that such kernels run on the SMs DeepEP leaves; then
-//! the gaps between consecutive kernels of the profile's compute stream by
-//! class, where the defaults of `[workload.launch_gaps]` come from.
+//! DeepEP's notify barriers against the computation, where the default of
+//! `workload.ep_lateness` comes from; then the gaps between consecutive
+//! kernels of the profile's compute stream by class, where the defaults of
+//! `[workload.launch_gaps]` come from.
 //!
 //! DeepEP's standalone time is the model's DeepEP benchmark run of the same
 //! exchange (`deepep-dispatch-ep64`, `deepep-combine-ep64`: EP64, 4,096
@@ -280,6 +282,30 @@ pub fn calibration_text(rank: &RankGraph, trace: &str) -> Result<String, AppErro
 
     s.push_str(&stream_busy_text(rank, &classes, metric("overlapped_chunk_ms")));
 
+    // DeepEP's notify barriers: how far behind the group's latest rank
+    // arrives, per unit of computation, where `workload.ep_lateness` comes from.
+    let ep = scenario.setup.parallel.as_ref().map_or(1, |p| p.ep);
+    if let Some(l) = notify_lateness(rank, ep) {
+        let in_situ = model("deepep-notify").map_or(0.0, |c| c.in_situ_ms);
+        s.push_str(&format!(
+            "\nDeepEP notify barriers: the profile's {} notify kernels hold the communication stream {:.1} ms while \
+             its computation streams run {:.1} ms (their union), {:.3} of it. A notify's barrier holds until every \
+             rank of the EP group has arrived (DeepEP issue #94); with each of {ep} ranks behind by |z| scales of its \
+             work (z a standard normal), the latest arrives {:.3} scales after a typical rank, so the scale is {:.3} \
+             / {:.3} = {:.3} (`workload.ep_lateness`, default {}). The model's notify barriers in its chunk pair: \
+             {in_situ:.1} ms.\n",
+            l.kernels,
+            l.notify_ms,
+            l.compute_ms,
+            l.share(),
+            l.latest,
+            l.share(),
+            l.latest,
+            l.scale(),
+            moesim_models::lowering::training::DEEPEP_LATENESS
+        ));
+    }
+
     // Memory-bound kernels beside DeepEP: the profile's pairs against the
     // model's rule (their bandwidth follows the SMs left to them).
     let sms = scenario.setup.device.sms;
@@ -298,7 +324,8 @@ pub fn calibration_text(rank: &RankGraph, trace: &str) -> Result<String, AppErro
             let (label, model) = match kind {
                 Beside::Dispatch => ("a dispatch", format!("{model_ratio:.2}")),
                 Beside::Combine => ("a combine", format!("{model_ratio:.2}")),
-                _ => ("a notify or layout kernel", "— (no such kernel)".to_owned()),
+                // The model's notify barriers hold no SMs.
+                _ => ("a notify or layout kernel", "1.00".to_owned()),
             };
             s.push_str(&format!("| {label} | {n} | {ratio:.2} | {model} |\n"));
         }
@@ -373,6 +400,50 @@ fn stream_busy_text(
         s.push_str(&format!("| {label} | | {ms:.1} | {:.1} % | — |\n", 100.0 * ms / model_pair_ms));
     }
     s
+}
+
+/// A profile's DeepEP notify kernels against its computation: what
+/// `workload.ep_lateness` is measured from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NotifyLateness {
+    /// Notify kernels (`notify_dispatch`, `cached_notify`).
+    pub kernels: usize,
+    /// Their time, summed, ms.
+    pub notify_ms: f64,
+    /// The union of every non-DeepEP kernel's interval, ms.
+    pub compute_ms: f64,
+    /// E[(max of ep |z| - E|z|)+]: how many scales the group's latest rank
+    /// arrives after a typical one.
+    pub latest: f64,
+}
+
+impl NotifyLateness {
+    /// Notify time per unit of computation.
+    pub fn share(&self) -> f64 {
+        self.notify_ms / self.compute_ms
+    }
+    /// The lateness scale that gives that share in a group of `ep`.
+    pub fn scale(&self) -> f64 {
+        self.share() / self.latest
+    }
+}
+
+/// The profile's notify kernels against its computation, in an EP group of
+/// `ep` ranks; `None` without notify kernels or computation.
+pub fn notify_lateness(rank: &RankGraph, ep: u32) -> Option<NotifyLateness> {
+    let notify: Vec<_> = rank
+        .ops
+        .iter()
+        .filter(|o| trace_row(o.class, &o.name) == "deepep-notify" && o.name.to_ascii_lowercase().contains("notify"))
+        .collect();
+    let notify_ms = notify.iter().map(|o| o.dur_ns.max(0) as f64).sum::<f64>() / 1e6;
+    let compute_ms = busy_union_ms(rank.ops.iter().filter(|o| !trace_row(o.class, &o.name).starts_with("deepep")));
+    (notify_ms > 0.0 && compute_ms > 0.0).then(|| NotifyLateness {
+        kernels: notify.len(),
+        notify_ms,
+        compute_ms,
+        latest: moesim_models::hardware::variability::latest_beyond_typical(ep),
+    })
 }
 
 /// How long at least one of `ops` ran, ms (the union of their intervals).

@@ -401,6 +401,7 @@ pub fn plan(base: &Source, sets: &[String], target: &TrainingTarget) -> Result<T
                 mode: RankMode::Representative,
                 routing_draw: workload.routing_draw.resolve(),
                 launch_gaps_us: [None; 4],
+                ep_lateness: moesim_models::lowering::training::DEEPEP_LATENESS,
                 attention_kernel: workload.attention_kernel,
                 stage_layers: None,
             };

@@ -397,6 +397,7 @@ impl GrpoWorkload {
             mode: RankMode::Representative,
             routing_draw: Default::default(),
             launch_gaps_us: [None; 4],
+            ep_lateness: moesim_models::lowering::training::DEEPEP_LATENESS,
         })
     }
 }

@@ -8,7 +8,7 @@ use moesim_models::hardware::device::Dtype;
 use moesim_models::hardware::variability;
 use moesim_models::lowering::training::{
     check_stage_layers, first_last_fewer, lower_training, training_memory, OpKind, RankMode, RoutingDraw,
-    TrainingLowering, TrainingSpec,
+    TrainingLowering, TrainingSpec, DEEPEP_LATENESS,
 };
 use moesim_models::transformer::layers::{AttentionKernel, Recompute};
 use moesim_models::transformer::parallel::ParallelPlan;
@@ -98,6 +98,8 @@ const BYTES_PER_RANK_FLOW: f64 = 32.0;
 /// Largest launch gap a class may be given, us (a kernel launch takes a few
 /// microseconds; a millisecond is a stalled host, not a launch).
 const MAX_LAUNCH_GAP_US: f64 = 1000.0;
+/// Largest `ep_lateness`: a rank a whole exchange's time late per scale.
+const MAX_EP_LATENESS: f64 = 1.0;
 /// Most `workload.flow_finish_tolerance`: a tenth of a flow's duration.
 const MAX_FLOW_FINISH_TOLERANCE: f64 = 0.1;
 
@@ -198,6 +200,24 @@ pub struct TrainingWorkload {
     /// the device's `launch_overhead_us`.
     #[serde(default)]
     pub launch_gaps: LaunchGapsTable,
+    /// How far apart the ranks of an EP group reach a DeepEP normal
+    /// dispatch or combine: each rank is behind by |z| x this share of the
+    /// computation it ran since its previous exchange (z a standard normal),
+    /// and the exchange's notify kernel waits for the group's latest (its
+    /// barrier holds until every rank has arrived); the wait is EP
+    /// communication time, holding no SMs. A representative rank is a
+    /// typical one and waits E[(max of ep |z| - E|z|)+] x this share of its
+    /// computation; every-rank runs draw each rank's z (random stream
+    /// "ep-lateness"). Default 0.146, measured on DeepSeek's profile
+    /// (`moesim calibrate`: its notify kernels last 0.262 of its
+    /// computation, what 64 ranks behind by half-normal shares of scale
+    /// 0.146 give); 0: every rank arrives together.
+    #[serde(default = "default_ep_lateness")]
+    pub ep_lateness: f64,
+}
+
+fn default_ep_lateness() -> f64 {
+    DEEPEP_LATENESS
 }
 
 /// `[workload.launch_gaps]`: the gap before each kernel of a class on the
@@ -360,6 +380,7 @@ impl TrainingWorkload {
             },
             routing_draw: self.routing_draw.resolve(),
             launch_gaps_us: self.launch_gaps.entries().map(|(_, v)| v),
+            ep_lateness: self.ep_lateness,
         })
     }
 
@@ -539,6 +560,13 @@ impl Workload for TrainingWorkload {
             ));
         }
         check_price_and_precision(self.usd_per_gpu_hour, self.precision, device, &mut out);
+        let l = self.ep_lateness;
+        if !(l.is_finite() && (0.0..=MAX_EP_LATENESS).contains(&l)) {
+            out.push(problem(
+                "workload.ep_lateness",
+                format!("expected a share of an exchange's time from 0 to {MAX_EP_LATENESS} (0: ranks finish together; DeepSeek's profile: 0.163), found {l}"),
+            ));
+        }
         for (key, gap) in self.launch_gaps.entries() {
             if let Some(g) = gap.filter(|g| !(g.is_finite() && (0.0..=MAX_LAUNCH_GAP_US).contains(g))) {
                 out.push(problem(key, format!("expected a gap from 0 to {MAX_LAUNCH_GAP_US} us, found {g}")));
@@ -818,9 +846,10 @@ pub struct ChunkPairClass {
 /// The classes of [`chunk_pair_classes`]: the model's kernel kinds, then
 /// the EP exchanges by direction (the backward pass's combine-backward
 /// moves tokens' gradients to the experts, a dispatch; its
-/// dispatch-backward a combine, as DeepEP runs them).
-pub const CHUNK_PAIR_CLASSES: [&str; 6] =
-    ["gemm", "attention", "cast-norm", "other", "deepep-dispatch", "deepep-combine"];
+/// dispatch-backward a combine, as DeepEP runs them), then the notify
+/// barriers before them (`workload.ep_lateness`).
+pub const CHUNK_PAIR_CLASSES: [&str; 7] =
+    ["gemm", "attention", "cast-norm", "other", "deepep-dispatch", "deepep-combine", "deepep-notify"];
 
 /// Per class, kernels and time per F&B chunk pair of a training run (empty
 /// without overlapped ops).
@@ -835,7 +864,7 @@ pub fn chunk_pair_classes(
     }
     let n = windows.len() as f64;
     // (kernels, in situ ps, standalone s) per class.
-    let mut sums = [(0u64, 0u64, 0.0f64); 6];
+    let mut sums = [(0u64, 0u64, 0.0f64); CHUNK_PAIR_CLASSES.len()];
     for (i, class) in low.overlapped_kernels.iter().enumerate() {
         sums[i].0 = class.tasks.len() as u64;
         sums[i].1 = class
@@ -887,6 +916,8 @@ pub fn chunk_pair_classes(
                 Some(4)
             } else if label.contains("combine") {
                 Some(5)
+            } else if label.contains("notify") {
+                Some(6)
             } else {
                 None
             }

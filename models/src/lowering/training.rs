@@ -37,15 +37,25 @@
 //! cost ([`sample_routing`]). `per-device` reuses one draw per device for
 //! every micro-batch (the earlier model, kept for comparison). Either way a
 //! draw is reused by every MoE layer of the device's stages.
+//!
+//! Before each EP exchange DeepEP's notify kernel holds a barrier with the
+//! group ([`TrainingSpec::ep_lateness`], default [`DEEPEP_LATENESS`]): each
+//! rank is behind by |z| times a share of the computation it ran since its
+//! previous exchange, and the notify, a communication task on the `ep`
+//! stream after the rank's computation, waits for the latest. `All` draws
+//! each rank's z and joins the group's notifies in a barrier;
+//! `Representative` is a typical rank and waits the expected latest
+//! ([`latest_beyond_typical`]).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use moesim_sim::{DeviceId, Flow, Kernel, SimDuration, StreamId, TaskClass, TaskGraph, TaskId};
+use moesim_sim::{DeviceId, Flow, Kernel, SimDuration, StreamId, TaskClass, TaskGraph, TaskId, TaskKind};
 
 use crate::error::ModelError;
 use crate::hardware::device::Dtype;
 use crate::hardware::ops::{op_cost, Op};
+use crate::hardware::variability::{lateness_beyond_typical, latest_beyond_typical};
 use crate::lowering::emit::{Emitter, LaunchGaps, RankStreams};
 use crate::network::cluster::Cluster;
 use crate::network::collectives::{join_all, member_load, CollectiveOp, CollectiveSpec, MemberLoad};
@@ -105,7 +115,25 @@ pub struct TrainingSpec {
     /// ([`KernelKind`](crate::transformer::layers::KernelKind) order), microseconds; `None`: the device's
     /// `launch_overhead_us`.
     pub launch_gaps_us: [Option<f64>; 4],
+    /// How far behind ranks reach a DeepEP normal exchange, as the scale of
+    /// a half-normal share of the computation since their previous one (0:
+    /// all together); the exchange's notify barrier waits for the group's
+    /// latest ([`DEEPEP_LATENESS`]).
+    pub ep_lateness: f64,
 }
+
+/// The default of `ep_lateness`, measured on DeepSeek's profile
+/// (profile-data `train.json`, H800, EP64, one F&B chunk pair; `moesim
+/// calibrate` prints it). A DeepEP notify kernel's barrier holds until
+/// every rank of the group has arrived and finished its previous exchange
+/// (DeepEP issue #94, the maintainer's answer). On the profiled rank, whose
+/// routing is balanced, the 16 notify kernels hold the communication stream
+/// 32.6 ms while its computation streams run 124.3 ms (their union): 0.262
+/// of the computation, spent waiting for the latest of 64 ranks. With each
+/// rank behind by |z| scales s of its computation (z a standard normal),
+/// the latest arrives E[(max of 64 |z| - E|z|)+] = 1.798 scales after a
+/// typical rank such as the profiled one: s = 0.262 / 1.798.
+pub const DEEPEP_LATENESS: f64 = 0.146;
 
 /// Why `stage_layers` does not fit `stages` model stages of `layers` layers.
 pub fn check_stage_layers(counts: &[u32], stages: u32, layers: u32) -> Result<(), String> {
@@ -430,6 +458,10 @@ fn interleaved<'b>(
 struct RankState {
     last_compute: Option<TaskId>,
     slots: Vec<Option<TaskId>>,
+    /// Standalone time of the computation the rank was given since its
+    /// last EP exchange, seconds, and how many exchanges it has run.
+    work_since_ep_s: f64,
+    ep_exchanges: u32,
 }
 
 /// Blocks of one stage: forward and backward of each unit.
@@ -533,6 +565,8 @@ struct Lowerer<'a> {
     /// Per simulated rank and draw: expert rows per MoE layer.
     rows: Vec<Vec<u64>>,
     state: Vec<RankState>,
+    /// The run's seed (each member's lateness draw, every-rank runs).
+    seed: u64,
     activation_bytes: f64,
     /// Gap before each kernel on a stream, by its class.
     launch_gaps: LaunchGaps,
@@ -631,20 +665,15 @@ impl<'a> Lowerer<'a> {
                 let recording = self.recording;
                 let emitter = self.emitter();
                 let records = &mut self.overlapped_kernels;
-                emitter.compute_recorded(
-                    self.graph,
-                    rank,
-                    items,
-                    wait,
-                    &mut self.state[r].last_compute,
-                    &mut |task, k| {
-                        if recording {
-                            let class = &mut records[k.kind() as usize];
-                            class.tasks.push(task);
-                            class.standalone_s += k.cost.kernel_s;
-                        }
-                    },
-                );
+                let RankState { last_compute, work_since_ep_s, .. } = &mut self.state[r];
+                emitter.compute_recorded(self.graph, rank, items, wait, last_compute, &mut |task, k| {
+                    *work_since_ep_s += k.cost.kernel_s;
+                    if recording {
+                        let class = &mut records[k.kind() as usize];
+                        class.tasks.push(task);
+                        class.standalone_s += k.cost.kernel_s;
+                    }
+                });
             }
         }
         Ok(())
@@ -672,6 +701,11 @@ impl<'a> Lowerer<'a> {
                 let r = members[0];
                 let group_first = self.ranks[r].rank - rep_member as u32;
                 let stream = self.ranks[r].ep;
+                // The notify barrier: the group's latest member arrives
+                // E[(max of ep |z| - E|z|)+] scales of the work since the
+                // previous exchange after this typical one.
+                let share = self.spec.ep_lateness * latest_beyond_typical(ep as u32);
+                let start = notify(self.graph, &mut self.state[r], stream, share);
                 let kernel = CommKernel::normal(comm.phase, comm.bytes_per_token, comm_sms(self.spec, self.cluster));
                 let t = traffic.lower_mirror(
                     self.cluster,
@@ -682,7 +716,7 @@ impl<'a> Lowerer<'a> {
                     stream,
                 );
                 if let Some(a) = self.state[r].last_compute {
-                    self.graph.add_dep(a, t);
+                    self.graph.add_dep(a, start.unwrap_or(t));
                 }
                 set_slot(&mut self.state[r], slot, t);
             }
@@ -690,7 +724,18 @@ impl<'a> Lowerer<'a> {
                 // Members are the device's ranks in order; EP groups tile them.
                 for group in members.chunks(ep) {
                     let streams: Vec<StreamId> = group.iter().map(|&r| self.ranks[r].ep).collect();
-                    let barrier = self.graph.add_delay(streams[0], "ep notify", SimDuration::ZERO);
+                    // Each member arrives late by its own draw of the work
+                    // since the previous exchange; the barrier waits for all.
+                    let mut late = Vec::with_capacity(group.len());
+                    for &r in group {
+                        let (rank, k) = (self.ranks[r].rank, self.state[r].ep_exchanges);
+                        let share = self.spec.ep_lateness * lateness_beyond_typical(self.seed, rank, k);
+                        late.extend(notify(self.graph, &mut self.state[r], self.ranks[r].ep, share));
+                    }
+                    let barrier = self.graph.add_delay(streams[0], "ep group barrier", SimDuration::ZERO);
+                    for &n in &late {
+                        self.graph.add_dep(n, barrier);
+                    }
                     for &r in group {
                         if let Some(a) = self.state[r].last_compute {
                             self.graph.add_dep(a, barrier);
@@ -715,6 +760,25 @@ impl<'a> Lowerer<'a> {
             }
         }
     }
+}
+
+/// A rank's DeepEP notify before its next exchange on `stream`, after the
+/// rank's computation: a communication of `share` times the computation the
+/// rank ran since its previous exchange (the group's latest member that far
+/// behind it). Resets that count. `None` when ranks are not late.
+fn notify(graph: &mut TaskGraph, state: &mut RankState, stream: StreamId, share: f64) -> Option<TaskId> {
+    let work_s = std::mem::take(&mut state.work_since_ep_s);
+    state.ep_exchanges += 1;
+    if share <= 0.0 {
+        return None;
+    }
+    let label = graph.label("ep notify");
+    let wait = SimDuration::from_secs_f64(share * work_s);
+    let n = graph.add_task(stream, label, TaskClass::Communication, TaskKind::Delay(wait));
+    if let Some(a) = state.last_compute {
+        graph.add_dep(a, n);
+    }
+    Some(n)
 }
 
 fn set_slot(state: &mut RankState, slot: usize, t: TaskId) {
@@ -919,7 +983,10 @@ pub fn lower_training(
         experts: BTreeMap::new(),
         stage_units: stage_units.clone(),
         rows,
-        state: (0..n_ranks).map(|_| RankState { last_compute: None, slots: Vec::new() }).collect(),
+        state: (0..n_ranks)
+            .map(|_| RankState { last_compute: None, slots: Vec::new(), work_since_ep_s: 0.0, ep_exchanges: 0 })
+            .collect(),
+        seed,
         activation_bytes: plan.micro_batch as f64 * spec.local_seq_len() as f64 * spec.model.hidden as f64 * 2.0,
         launch_gaps: LaunchGaps::per_kind(|k| {
             SimDuration::from_us_f64(spec.launch_gaps_us[k as usize].unwrap_or(cluster.device.launch_overhead_us))
