@@ -715,8 +715,10 @@ impl<'a> Lowerer<'a> {
                     self.graph,
                     stream,
                 );
-                if let Some(a) = self.state[r].last_compute {
-                    self.graph.add_dep(a, start.unwrap_or(t));
+                // After the rank's computation: its notify (which waits for
+                // it) or, without one, the exchange itself.
+                if let (None, Some(a)) = (start, self.state[r].last_compute) {
+                    self.graph.add_dep(a, t);
                 }
                 set_slot(&mut self.state[r], slot, t);
             }
