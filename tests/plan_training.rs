@@ -25,6 +25,11 @@ kind = "training"
 seq_len = 2048
 global_batch = 32
 precision = "bf16"
+# Not the defaults: the search simulates with the scenario's own (the best
+# plan's file, which keeps them, runs to the step the search reported).
+ep_lateness = 0.3
+[workload.launch_gaps]
+other_us = 5.0
 "#;
 
 #[test]

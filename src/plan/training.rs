@@ -400,8 +400,8 @@ pub fn plan(base: &Source, sets: &[String], target: &TrainingTarget) -> Result<T
                 recompute: c.recompute,
                 mode: RankMode::Representative,
                 routing_draw: workload.routing_draw.resolve(),
-                launch_gaps_us: [None; 4],
-                ep_lateness: moesim_models::lowering::training::DEEPEP_LATENESS,
+                launch_gaps_us: workload.launch_gaps.gaps_us(),
+                ep_lateness: workload.ep_lateness,
                 attention_kernel: workload.attention_kernel,
                 stage_layers: None,
             };

@@ -246,6 +246,12 @@ pub struct LaunchGapsTable {
 }
 
 impl LaunchGapsTable {
+    /// The gaps in the models' `KernelKind` order, microseconds (`None`:
+    /// the device's launch overhead).
+    pub fn gaps_us(&self) -> [Option<f64>; 4] {
+        self.entries().map(|(_, v)| v)
+    }
+
     /// In the models' `KernelKind` order, with the key of each.
     fn entries(&self) -> [(&'static str, Option<f64>); 4] {
         [
@@ -379,7 +385,7 @@ impl TrainingWorkload {
                 SimulateRanks::All => RankMode::All,
             },
             routing_draw: self.routing_draw.resolve(),
-            launch_gaps_us: self.launch_gaps.entries().map(|(_, v)| v),
+            launch_gaps_us: self.launch_gaps.gaps_us(),
             ep_lateness: self.ep_lateness,
         })
     }
