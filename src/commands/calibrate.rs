@@ -388,7 +388,7 @@ fn stream_busy_text(
     // stream mostly run in the compute stream's gaps, so the union of their
     // busy intervals, not one stream's sum, is how long computation held the
     // GPU.
-    let compute_union = busy_union_ms(rank.ops.iter().filter(|o| !trace_row(o.class, &o.name).starts_with("deepep")));
+    let compute_union = computation_union_ms(rank);
     s.push_str(&format!(
         "| profile: every stream but DeepEP's, together (union of busy intervals) | | {compute_union:.1} | {:.1} % | — |\n",
         100.0 * compute_union / span_ms
@@ -437,13 +437,19 @@ pub fn notify_lateness(rank: &RankGraph, ep: u32) -> Option<NotifyLateness> {
         .filter(|o| trace_row(o.class, &o.name) == "deepep-notify" && o.name.to_ascii_lowercase().contains("notify"))
         .collect();
     let notify_ms = notify.iter().map(|o| o.dur_ns.max(0) as f64).sum::<f64>() / 1e6;
-    let compute_ms = busy_union_ms(rank.ops.iter().filter(|o| !trace_row(o.class, &o.name).starts_with("deepep")));
+    let compute_ms = computation_union_ms(rank);
     (notify_ms > 0.0 && compute_ms > 0.0).then(|| NotifyLateness {
         kernels: notify.len(),
         notify_ms,
         compute_ms,
         latest: moesim_models::hardware::variability::latest_beyond_typical(ep),
     })
+}
+
+/// How long the profile's computation held the GPU, ms: the union of every
+/// non-DeepEP kernel's interval, all streams together.
+fn computation_union_ms(rank: &RankGraph) -> f64 {
+    busy_union_ms(rank.ops.iter().filter(|o| !trace_row(o.class, &o.name).starts_with("deepep")))
 }
 
 /// How long at least one of `ops` ran, ms (the union of their intervals).

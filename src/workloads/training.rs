@@ -98,7 +98,8 @@ const BYTES_PER_RANK_FLOW: f64 = 32.0;
 /// Largest launch gap a class may be given, us (a kernel launch takes a few
 /// microseconds; a millisecond is a stalled host, not a launch).
 const MAX_LAUNCH_GAP_US: f64 = 1000.0;
-/// Largest `ep_lateness`: a rank a whole exchange's time late per scale.
+/// Largest `ep_lateness`: a rank behind by its whole computation since the
+/// previous exchange per scale.
 const MAX_EP_LATENESS: f64 = 1.0;
 /// Most `workload.flow_finish_tolerance`: a tenth of a flow's duration.
 const MAX_FLOW_FINISH_TOLERANCE: f64 = 0.1;
@@ -570,7 +571,7 @@ impl Workload for TrainingWorkload {
         if !(l.is_finite() && (0.0..=MAX_EP_LATENESS).contains(&l)) {
             out.push(problem(
                 "workload.ep_lateness",
-                format!("expected a share of an exchange's time from 0 to {MAX_EP_LATENESS} (0: ranks finish together; DeepSeek's profile: 0.163), found {l}"),
+                format!("expected a share of the computation between exchanges from 0 to {MAX_EP_LATENESS} (0: ranks arrive together; DeepSeek's profile: {DEEPEP_LATENESS}), found {l}"),
             ));
         }
         for (key, gap) in self.launch_gaps.entries() {

@@ -728,20 +728,18 @@ impl<'a> Lowerer<'a> {
                     let streams: Vec<StreamId> = group.iter().map(|&r| self.ranks[r].ep).collect();
                     // Each member arrives late by its own draw of the work
                     // since the previous exchange; the barrier waits for all.
-                    let mut late = Vec::with_capacity(group.len());
+                    // A member without a notify (no lateness drawn) joins
+                    // the barrier straight after its computation.
+                    let mut arrivals = Vec::with_capacity(group.len());
                     for &r in group {
                         let (rank, k) = (self.ranks[r].rank, self.state[r].ep_exchanges);
                         let share = self.spec.ep_lateness * lateness_beyond_typical(self.seed, rank, k);
-                        late.extend(notify(self.graph, &mut self.state[r], self.ranks[r].ep, share));
+                        let n = notify(self.graph, &mut self.state[r], self.ranks[r].ep, share);
+                        arrivals.extend(n.or(self.state[r].last_compute));
                     }
                     let barrier = self.graph.add_delay(streams[0], "ep group barrier", SimDuration::ZERO);
-                    for &n in &late {
-                        self.graph.add_dep(n, barrier);
-                    }
-                    for &r in group {
-                        if let Some(a) = self.state[r].last_compute {
-                            self.graph.add_dep(a, barrier);
-                        }
+                    for &a in &arrivals {
+                        self.graph.add_dep(a, barrier);
                     }
                     let first = self.ranks[group[0]].rank;
                     let kernel =
